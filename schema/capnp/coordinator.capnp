@@ -1,0 +1,25 @@
+@0xef810cc8abce71a0;
+# The link between a processor (the client) and its coordinator (the server), PROTOCOL.md
+# section 6. Delivery is at least once in both directions; ids make it exactly once.
+
+using Messages = import "messages.capnp";
+
+interface CoordinatorGate {
+  # The bootstrap capability. A processor names the validator it runs for and receives the link
+  # for that validator. How the validator proves itself is refined with the link itself.
+  login @0 (validator :Data, proof :Data) -> (link :CoordinatorLink);
+}
+
+interface CoordinatorLink {
+  # Messages with ids greater than `after`, in id order, at most `max` of them. When there is
+  # none the call waits up to `waitMillis` before answering with an empty list.
+  next @0 (after :UInt64, max :UInt32, waitMillis :UInt32)
+      -> (messages :List(Messages.CoordinatorEnvelope));
+
+  # The processor has durably handled every message up to and including `id`.
+  ack @1 (id :UInt64) -> ();
+
+  # Deliver one outbound message. Returning means the coordinator stored it; the coordinator
+  # drops an envelope whose id it already has.
+  send @2 (envelope :Messages.ProcessorEnvelope) -> ();
+}

@@ -1,0 +1,186 @@
+@0xa915a91cff8efcec;
+# Every message between the coordinator and a processor (PROTOCOL.md sections 2 and 3), and
+# the envelopes that number them (section 6).
+
+using Common = import "common.capnp";
+
+# ---- coordinator to processor ----
+
+struct KeyGenToProcessor {
+  union {
+    generateKey :group {
+      id @0 :Common.KeyGenId;
+      params @1 :Common.ThresholdParams;
+    }
+    commitments :group {
+      id @2 :Common.KeyGenId;
+      commitments @3 :List(Common.ParticipantData);
+    }
+    shares :group {
+      id @4 :Common.KeyGenId;
+      shares @5 :List(Common.ParticipantData);
+    }
+  }
+}
+
+struct SignToProcessor {
+  union {
+    preprocesses :group {
+      id @0 :Common.SignId;
+      preprocesses @1 :List(Common.ParticipantData);
+    }
+    shares :group {
+      id @2 :Common.SignId;
+      shares @3 :List(Common.ParticipantData);
+    }
+    reattempt :group {
+      id @4 :Common.SignId;
+    }
+    completed :group {
+      key @5 :Data; # 33 bytes, network key
+      id @6 :Data;  # 32 bytes, plan id
+      tx @7 :Data;  # 32 bytes, transaction id
+    }
+  }
+}
+
+struct PlansAcknowledged {
+  # The validator set recognized exactly these plan ids for Serai block `block`.
+  block @0 :UInt64;
+  key @1 :Data;          # 33 bytes, network key the plans spend from
+  plans @2 :List(Data);  # 32 bytes each
+  attestation @3 :Data;  # 64 bytes, BIP340 signature by the coordinator's attestation key
+}
+
+struct CoordinatorToProcessor {
+  union {
+    batchPreprocesses :group {
+      id @0 :Common.SignId;
+      preprocesses @1 :List(Common.ParticipantData);
+    }
+    batchShares :group {
+      id @2 :Common.SignId;
+      shares @3 :List(Common.ParticipantData);
+    }
+    batchReattempt :group {
+      id @4 :Common.SignId;
+    }
+    plansAcknowledged @5 :PlansAcknowledged;
+  }
+}
+
+struct SubstrateToProcessor {
+  union {
+    confirmKeyPair :group {
+      context @0 :Common.SubstrateContext;
+      set @1 :Common.ValidatorSet;
+      keyPair @2 :Common.KeyPair;
+    }
+    substrateBlock :group {
+      context @3 :Common.SubstrateContext;
+      block @4 :UInt64;
+      key @5 :Data; # 33 bytes, network key
+      burns @6 :List(Common.OutInstructionWithBalance);
+    }
+  }
+}
+
+struct CoordinatorMessage {
+  union {
+    keyGen @0 :KeyGenToProcessor;
+    sign @1 :SignToProcessor;
+    coordinator @2 :CoordinatorToProcessor;
+    substrate @3 :SubstrateToProcessor;
+  }
+}
+
+struct CoordinatorEnvelope {
+  id @0 :UInt64; # strictly increasing per processor
+  message @1 :CoordinatorMessage;
+}
+
+# ---- processor to coordinator ----
+
+struct KeyGenFromProcessor {
+  union {
+    commitments :group {
+      id @0 :Common.KeyGenId;
+      commitments @1 :Data; # our round-1 broadcast, for both keys
+    }
+    shares :group {
+      id @2 :Common.KeyGenId;
+      shares @3 :List(Common.ParticipantData); # one encrypted share per other participant
+    }
+    generatedKeyPair :group {
+      id @4 :Common.KeyGenId;
+      batchKey @5 :Data;   # 32 bytes
+      networkKey @6 :Data; # 33 bytes
+    }
+    blame :group {
+      id @7 :Common.KeyGenId;
+      participant @8 :UInt16;
+      evidence @9 :Data;
+    }
+  }
+}
+
+struct SignFromProcessor {
+  union {
+    preprocess :group {
+      id @0 :Common.SignId;
+      preprocess @1 :Data;
+    }
+    share :group {
+      id @2 :Common.SignId;
+      share @3 :Data;
+    }
+    completed :group {
+      key @4 :Data; # 33 bytes
+      id @5 :Data;  # 32 bytes, plan id
+      tx @6 :Data;  # 32 bytes, transaction id
+    }
+  }
+}
+
+struct SubstrateBlockAck {
+  # Every plan created for Serai block `block`, sent before any of them is signed.
+  block @0 :UInt64;
+  key @1 :Data;         # 33 bytes, network key the plans spend from
+  plans @2 :List(Data); # 32 bytes each
+}
+
+struct CoordinatorFromProcessor {
+  union {
+    batchPreprocess :group {
+      id @0 :Common.SignId;
+      block @1 :Data; # 32 bytes
+      batchId @2 :UInt32;
+      preprocess @3 :Data;
+    }
+    batchShare :group {
+      id @4 :Common.SignId;
+      share @5 :Data;
+    }
+    substrateBlockAck @6 :SubstrateBlockAck;
+  }
+}
+
+struct SubstrateFromProcessor {
+  # Today the only message of this group; a further one turns this field into a union (a
+  # compatible change).
+  update @0 :Common.SignedBatch;
+}
+
+struct ProcessorMessage {
+  union {
+    keyGen @0 :KeyGenFromProcessor;
+    sign @1 :SignFromProcessor;
+    coordinator @2 :CoordinatorFromProcessor;
+    substrate @3 :SubstrateFromProcessor;
+  }
+}
+
+struct ProcessorEnvelope {
+  id @0 :UInt64; # strictly increasing per processor, the outbox position
+  message @1 :ProcessorMessage;
+}

@@ -1,0 +1,81 @@
+@0xb00f9f0fc756dce7;
+# The scanner node's calls into the signer enclave, over a Unix socket (DESIGN.md section 2).
+# Every call that changes signing state is idempotent or refused when repeated; a refusal
+# carries a reason code the scanner logs and counts.
+
+using Common = import "common.capnp";
+using Messages = import "messages.capnp";
+
+enum RefusalReason {
+  malformed @0;                  # the request did not decode or broke a limit
+  unknownKey @1;                 # no confirmed key pair matches the request's key
+  unknownAttempt @2;             # no signing or key-gen state for this id and attempt
+  attestationInvalid @3;         # PlansAcknowledged's signature does not verify
+  planNotAcknowledged @4;        # the recomputed plan id is in no acknowledged set
+  feeRateTooHigh @5;             # the fee rate is above the configured cap
+  feeShareTooHigh @6;            # the fee is too large a share of the transaction
+  inputAlreadySigned @7;         # an input was already signed into a different plan
+  attemptAlreadyPreprocessed @8; # this (sign id, attempt) already produced a preprocess
+  batchIdReused @9;              # a different batch with this batch id was already signed
+  custodyUnavailable @10;        # the HSM could not seal or unseal a key share
+}
+
+struct Refusal {
+  reason @0 :RefusalReason;
+  detail @1 :Text; # for logs; never contains secret material
+}
+
+struct BytesResult {
+  union {
+    ok @0 :Data;
+    refused @1 :Refusal;
+  }
+}
+
+struct KeyGenResult {
+  union {
+    # The messages the enclave wants sent to the coordinator, in order.
+    ok @0 :List(Messages.KeyGenFromProcessor);
+    refused @1 :Refusal;
+  }
+}
+
+struct UnitResult {
+  union {
+    ok @0 :Void;
+    refused @1 :Refusal;
+  }
+}
+
+struct BatchResult {
+  union {
+    ok @0 :Common.SignedBatch;
+    refused @1 :Refusal;
+  }
+}
+
+struct Status {
+  keys @0 :List(Common.KeyPair); # confirmed key pairs the enclave can sign with
+  pendingKeyGens @1 :UInt32;
+  acknowledgedPlans @2 :UInt64;
+}
+
+interface Signer {
+  status @0 () -> (status :Status);
+
+  keyGen @1 (message :Messages.KeyGenToProcessor) -> (result :KeyGenResult);
+  confirmKeyPair @2 (set :Common.ValidatorSet, keyPair :Common.KeyPair) -> (result :UnitResult);
+
+  acknowledgePlans @3 (acknowledged :Messages.PlansAcknowledged) -> (result :UnitResult);
+
+  # Transaction signing: the enclave rebuilds the transaction from `plan` and `feeRate`
+  # (satoshis per virtual byte) and recomputes the plan id before any policy check.
+  preprocessPlan @4 (id :Common.SignId, plan :Common.Plan, feeRate :UInt64) -> (result :BytesResult);
+  sharePlan @5 (id :Common.SignId, preprocesses :List(Common.ParticipantData)) -> (result :BytesResult);
+  completePlan @6 (id :Common.SignId, shares :List(Common.ParticipantData)) -> (result :BytesResult);
+
+  # Batch signing, with the batch key.
+  preprocessBatch @7 (id :Common.SignId, batch :Common.Batch) -> (result :BytesResult);
+  shareBatch @8 (id :Common.SignId, preprocesses :List(Common.ParticipantData)) -> (result :BytesResult);
+  completeBatch @9 (id :Common.SignId, shares :List(Common.ParticipantData)) -> (result :BatchResult);
+}

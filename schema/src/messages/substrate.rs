@@ -1,0 +1,61 @@
+//! Events of the Serai chain, and updates for it.
+
+use crate::{
+    batch::SignedBatch,
+    hashes::BlockHash,
+    ids::{SeraiBlockNumber, SeraiTime, ValidatorSet},
+    instruction::OutInstructionWithBalance,
+    keys::{KeyPair, NetworkKey},
+};
+
+/// What the Serai chain knew when it produced a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SubstrateContext {
+    /// The Serai block's time.
+    pub serai_time: SeraiTime,
+    /// The latest network block Serai has acknowledged, all zeroes for none.
+    pub network_latest_finalized_block: BlockHash,
+}
+
+impl SubstrateContext {
+    /// The latest acknowledged network block, if Serai acknowledged any.
+    pub fn latest_finalized_block(&self) -> Option<BlockHash> {
+        (self.network_latest_finalized_block != BlockHash([0; 32]))
+            .then_some(self.network_latest_finalized_block)
+    }
+}
+
+/// Serai chain events, coordinator to processor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoordinatorMessage {
+    /// The chain voted our generated key pair in: activate it.
+    ConfirmKeyPair {
+        /// When.
+        context: SubstrateContext,
+        /// Whose keys.
+        set: ValidatorSet,
+        /// The keys.
+        key_pair: KeyPair,
+    },
+    /// A Serai block: acknowledge network blocks up to `context`'s, schedule its burns.
+    SubstrateBlock {
+        /// What the chain acknowledged.
+        context: SubstrateContext,
+        /// The Serai block's number.
+        block: SeraiBlockNumber,
+        /// The network key the burns are paid from.
+        key: NetworkKey,
+        /// The burns, in chain order.
+        burns: Vec<OutInstructionWithBalance>,
+    },
+}
+
+/// Updates for the Serai chain, processor to coordinator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProcessorMessage {
+    /// A signed Batch for the chain to include.
+    Update {
+        /// The batch and its signature.
+        batch: SignedBatch,
+    },
+}

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Computes the test vectors in this folder from the written specification alone (the doc
+comments of `Plan::id`, `Batch::message`, `PlansAcknowledged::attestation_message` and the
+`instruction` module), independently of the Rust code that the vectors then check.
+
+Run: python3 schema/tests/vectors/generate.py (writes the JSON files beside it).
+"""
+import hashlib
+import json
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+G = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+G2 = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5"
+G3 = "02f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9"
+
+
+class Transcript:
+    def __init__(self, tag):
+        t = hashlib.sha256(tag.encode()).digest()
+        self.data = t + t
+
+    def append(self, label, value):
+        self.data += bytes([len(label)]) + label.encode() + struct.pack("<Q", len(value)) + value
+
+    def finish(self):
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def plan_id(plan):
+    t = Transcript("serai-processor/plan-id/v1")
+    t.append("key", bytes.fromhex(plan["key"]))
+    t.append("inputs", struct.pack("<Q", len(plan["inputs"])))
+    for i in plan["inputs"]:
+        t.append("input", bytes.fromhex(i["txid"]) + struct.pack("<I", i["vout"]))
+    t.append("payments", struct.pack("<Q", len(plan["payments"])))
+    for p in plan["payments"]:
+        t.append("address", bytes.fromhex(p["script"]))
+        if p["data"] is None:
+            t.append("no-data", b"")
+        else:
+            t.append("data", bytes.fromhex(p["data"]))
+        t.append("amount", struct.pack("<Q", p["amount"]))
+    if plan["change"] is None:
+        t.append("no-change", b"")
+    else:
+        t.append("change", bytes.fromhex(plan["change"]))
+    return t.finish()
+
+
+def attestation_message(network, key, block, plans):
+    t = Transcript("serai-processor/plans-acknowledged/v1")
+    t.append("network", bytes([network]))
+    t.append("key", bytes.fromhex(key))
+    t.append("block", struct.pack("<Q", block))
+    t.append("plans", struct.pack("<Q", len(plans)))
+    for p in plans:
+        t.append("plan", bytes.fromhex(p))
+    return t.finish()
+
+
+def batch_message(batch):
+    domain = b"serai-processor/batch/v1"
+    out = bytes([len(domain)]) + domain
+    out += bytes([batch["network"]]) + struct.pack("<I", batch["id"]) + bytes.fromhex(batch["block"])
+    out += struct.pack("<I", len(batch["instructions"]))
+    for i in batch["instructions"]:
+        out += b"\x00" + bytes.fromhex(i["to"]) + struct.pack("<Q", i["amount"])
+    return out.hex()
+
+
+P2WPKH = "0014" + "11" * 20
+P2TR = "5120" + "22" * 32
+P2PKH = "76a914" + "33" * 20 + "88ac"
+P2SH = "a914" + "44" * 20 + "87"
+P2WSH = "0020" + "55" * 32
+
+plans = [
+    {"name": "empty plan, no change", "key": G, "inputs": [], "payments": [], "change": None},
+    {
+        "name": "one input, one payment, change",
+        "key": G,
+        "inputs": [{"txid": "aa" * 32, "vout": 0, "kind": "external", "amount": 100000}],
+        "payments": [{"script": P2WPKH, "data": None, "amount": 50000}],
+        "change": G,
+    },
+    {
+        "name": "payment with empty data differs from no data",
+        "key": G,
+        "inputs": [{"txid": "aa" * 32, "vout": 0, "kind": "external", "amount": 100000}],
+        "payments": [{"script": P2WPKH, "data": "", "amount": 50000}],
+        "change": G,
+    },
+    {
+        "name": "branch and change inputs, every address type, data, other change key",
+        "key": G2,
+        "inputs": [
+            {"txid": "01" * 32, "vout": 7, "kind": "branch", "amount": 2500000},
+            {"txid": "02" * 32, "vout": 4294967295, "kind": "change", "amount": 10000},
+        ],
+        "payments": [
+            {"script": P2TR, "data": "deadbeef", "amount": 1000000},
+            {"script": P2PKH, "data": None, "amount": 20000},
+            {"script": P2SH, "data": None, "amount": 30000},
+            {"script": P2WSH, "data": "00", "amount": 2100000000000000},
+        ],
+        "change": G3,
+    },
+]
+for p in plans:
+    p["id"] = plan_id(p)
+
+batches = [
+    {"name": "empty batch", "network": 1, "id": 0, "block": "00" * 32, "instructions": []},
+    {
+        "name": "two transfers",
+        "network": 1,
+        "id": 258,
+        "block": "0f" * 32,
+        "instructions": [
+            {"to": "ab" * 32, "amount": 123456789},
+            {"to": "cd" * 32, "amount": 10000},
+        ],
+    },
+]
+for b in batches:
+    b["message"] = batch_message(b)
+
+attestations = [
+    {"name": "no plans", "network": 1, "key": G, "block": 0, "plans": []},
+    {"name": "two plans", "network": 1, "key": G2, "block": 77, "plans": [plans[1]["id"], plans[3]["id"]]},
+]
+for a in attestations:
+    a["message"] = attestation_message(a["network"], a["key"], a["block"], a["plans"])
+
+instructions = [
+    {"name": "transfer", "origin": None, "to": "ab" * 32, "encoding": "0100" + "ab" * 32},
+    {"name": "refundable p2wpkh", "origin": P2WPKH, "to": "01" * 32,
+     "encoding": "0101" + "16" + P2WPKH + "00" + "01" * 32},
+    {"name": "refundable p2tr", "origin": P2TR, "to": "02" * 32,
+     "encoding": "0101" + "22" + P2TR + "00" + "02" * 32},
+]
+
+for name, data in [("plan_ids.json", plans), ("batch_messages.json", batches),
+                   ("attestations.json", attestations), ("in_instructions.json", instructions)]:
+    with open(os.path.join(HERE, name), "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
