@@ -54,7 +54,10 @@ mod tests {
 
     #[test]
     fn amounts_are_bounded_by_the_supply() {
-        assert_eq!(Amount::from_sat(MAX_MONEY_SATS).map(Amount::to_sat), Ok(MAX_MONEY_SATS));
+        assert_eq!(
+            Amount::from_sat(MAX_MONEY_SATS).map(Amount::to_sat),
+            Ok(MAX_MONEY_SATS)
+        );
         assert!(Amount::from_sat(MAX_MONEY_SATS + 1).is_err());
         assert!(Amount::from_sat(u64::MAX).is_err());
     }

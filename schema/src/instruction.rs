@@ -18,8 +18,8 @@
 use thiserror::Error;
 
 use crate::{
-    amount::Amount, hashes::SeraiAddress, limits::MAX_IN_INSTRUCTION_LEN,
-    limits::MAX_SCRIPT_LEN, plan::PaymentAddress,
+    amount::Amount, hashes::SeraiAddress, limits::MAX_IN_INSTRUCTION_LEN, limits::MAX_SCRIPT_LEN,
+    plan::PaymentAddress,
 };
 
 /// The only encoding version this processor writes and reads.
@@ -95,7 +95,12 @@ impl InInstruction {
                 let (to, rest) = rest
                     .split_first_chunk::<32>()
                     .ok_or(InInstructionError::Truncated)?;
-                Ok((InInstruction::Transfer { to: SeraiAddress(*to) }, rest))
+                Ok((
+                    InInstruction::Transfer {
+                        to: SeraiAddress(*to),
+                    },
+                    rest,
+                ))
             }
             KIND_REFUNDABLE => Err(InInstructionError::NestedRefundable),
             other => Err(InInstructionError::UnknownKind(other)),
@@ -225,16 +230,26 @@ mod tests {
             (vec![2, 0], InInstructionError::UnknownVersion(2)),
             (vec![1, 7], InInstructionError::UnknownKind(7)),
             (valid[..33].to_vec(), InInstructionError::Truncated),
-            ([valid.as_slice(), &[0]].concat(), InInstructionError::TrailingBytes(1)),
+            (
+                [valid.as_slice(), &[0]].concat(),
+                InInstructionError::TrailingBytes(1),
+            ),
             (vec![0; 81], InInstructionError::TooLong(81)),
             (vec![1, 1, 0], InInstructionError::InvalidOrigin),
             (vec![1, 1, 43], InInstructionError::InvalidOrigin),
             (vec![1, 1, 22, 0x00], InInstructionError::Truncated),
             // An OP_RETURN script is no standard address.
-            ([&[1u8, 1, 2, 0x6a, 0x00][..], &valid[1..]].concat(), InInstructionError::InvalidOrigin),
+            (
+                [&[1u8, 1, 2, 0x6a, 0x00][..], &valid[1..]].concat(),
+                InInstructionError::InvalidOrigin,
+            ),
         ];
         for (bytes, error) in cases {
-            assert_eq!(RefundableInInstruction::decode(&bytes), Err(error), "{bytes:?}");
+            assert_eq!(
+                RefundableInInstruction::decode(&bytes),
+                Err(error),
+                "{bytes:?}"
+            );
         }
 
         let mut script = vec![0x00, 0x14];

@@ -33,7 +33,9 @@ pub mod wire;
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::cast_possible_truncation
+    clippy::cast_possible_truncation,
+    clippy::unimplemented,
+    clippy::todo
 )]
 pub mod generated {
     pub mod common_capnp {

@@ -175,17 +175,23 @@ mod tests {
             "5120000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
         ];
         for hex_script in standard {
-            assert!(PaymentAddress::new(script(hex_script)).is_ok(), "{hex_script}");
+            assert!(
+                PaymentAddress::new(script(hex_script)).is_ok(),
+                "{hex_script}"
+            );
         }
         let refused = [
             "",
-            "6a0401020304",                                 // OP_RETURN
+            "6a0401020304",                                   // OP_RETURN
             "0015000102030405060708090a0b0c0d0e0f1011121314", // v0 program of 21 bytes
             "5220000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", // v2
-            "51",                                           // OP_TRUE
+            "51",                                             // OP_TRUE
         ];
         for hex_script in refused {
-            assert!(PaymentAddress::new(script(hex_script)).is_err(), "{hex_script}");
+            assert!(
+                PaymentAddress::new(script(hex_script)).is_err(),
+                "{hex_script}"
+            );
         }
     }
 

@@ -9,12 +9,11 @@ use crate::{
     batch::{Batch, BatchSignature, SignedBatch},
     hashes::{BlockHash, PlanId, SeraiAddress, TransactionId},
     ids::{
-        Attempt, BatchId, KeyGenId, MessageId, NetworkId, Participant, SeraiBlockNumber,
-        SeraiTime, Session, ThresholdParams, ValidatorSet,
+        Attempt, BatchId, KeyGenId, MessageId, NetworkId, Participant, SeraiBlockNumber, SeraiTime,
+        Session, ThresholdParams, ValidatorSet,
     },
     instruction::{
-        InInstruction, InInstructionWithBalance, OutInstructionWithBalance,
-        RefundableInInstruction,
+        InInstruction, InInstructionWithBalance, OutInstructionWithBalance, RefundableInInstruction,
     },
     keys::{BatchKey, KeyPair, NetworkKey},
     limits::{MAX_ADDRESS_LEN, MAX_DATA_LEN, MAX_MONEY_SATS},
@@ -161,13 +160,13 @@ fn data() -> impl Strategy<Value = Option<Vec<u8>>> {
 
 /// A burn.
 pub fn out_instruction() -> impl Strategy<Value = OutInstructionWithBalance> {
-    (vec(any::<u8>(), 0..=MAX_ADDRESS_LEN), data(), amount()).prop_map(
-        |(address, data, amount)| OutInstructionWithBalance {
+    (vec(any::<u8>(), 0..=MAX_ADDRESS_LEN), data(), amount()).prop_map(|(address, data, amount)| {
+        OutInstructionWithBalance {
             address,
             data,
             amount,
-        },
-    )
+        }
+    })
 }
 
 /// An InInstruction.
@@ -231,7 +230,11 @@ pub fn output_id() -> impl Strategy<Value = OutputId> {
 
 /// An output kind.
 pub fn output_kind() -> impl Strategy<Value = OutputKind> {
-    prop::sample::select(vec![OutputKind::External, OutputKind::Branch, OutputKind::Change])
+    prop::sample::select(vec![
+        OutputKind::External,
+        OutputKind::Branch,
+        OutputKind::Change,
+    ])
 }
 
 /// A plan input.
@@ -274,17 +277,20 @@ fn plan_ids() -> impl Strategy<Value = Vec<PlanId>> {
 
 /// A plan acknowledgement (its attestation is random bytes, not a valid signature).
 pub fn plans_acknowledged() -> impl Strategy<Value = PlansAcknowledged> {
-    (any::<u64>(), network_key(), plan_ids(), vec(any::<u8>(), 64)).prop_filter_map(
-        "attestation",
-        |(block, key, plans, attestation)| {
+    (
+        any::<u64>(),
+        network_key(),
+        plan_ids(),
+        vec(any::<u8>(), 64),
+    )
+        .prop_filter_map("attestation", |(block, key, plans, attestation)| {
             Some(PlansAcknowledged {
                 block: SeraiBlockNumber(block),
                 key,
                 plans,
                 attestation: Attestation(attestation.try_into().ok()?),
             })
-        },
-    )
+        })
 }
 
 /// A plan report.
@@ -356,10 +362,10 @@ pub fn sign_coordinator_message() -> impl Strategy<Value = sign::CoordinatorMess
 /// Every signing message from a processor.
 pub fn sign_processor_message() -> impl Strategy<Value = sign::ProcessorMessage> {
     prop_oneof![
-        (plan_sign_id(), blob()).prop_map(|(id, preprocess)| {
-            sign::ProcessorMessage::Preprocess { id, preprocess }
-        }),
-        (plan_sign_id(), blob()).prop_map(|(id, share)| sign::ProcessorMessage::Share { id, share }),
+        (plan_sign_id(), blob())
+            .prop_map(|(id, preprocess)| { sign::ProcessorMessage::Preprocess { id, preprocess } }),
+        (plan_sign_id(), blob())
+            .prop_map(|(id, share)| sign::ProcessorMessage::Share { id, share }),
         (network_key(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(key, id, tx)| {
             sign::ProcessorMessage::Completed {
                 key,

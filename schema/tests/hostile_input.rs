@@ -1,6 +1,9 @@
 //! Untrusted bytes never panic a decoder: arbitrary bytes, corrupted valid messages, and
 //! hand-built messages that break one rule each are all answered with a typed error.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use capnp::{message, serialize};
 use proptest::prelude::*;
 use schema::{
@@ -116,14 +119,20 @@ fn participant_maps_are_checked() {
     ));
     assert!(matches!(
         decode::<M>(&raw_commitments(&[(1, MAX_BLOB_LEN + 1)])),
-        Err(DecodeError::TooLong { what: "participant data", .. })
+        Err(DecodeError::TooLong {
+            what: "participant data",
+            ..
+        })
     ));
     let too_many: Vec<(u16, usize)> = (1..=u16::try_from(MAX_PARTICIPANTS + 1).unwrap())
         .map(|p| (p, 1))
         .collect();
     assert!(matches!(
         decode::<M>(&raw_commitments(&too_many)),
-        Err(DecodeError::TooLong { what: "participant map", .. })
+        Err(DecodeError::TooLong {
+            what: "participant map",
+            ..
+        })
     ));
 }
 
@@ -188,7 +197,11 @@ fn wrong_lengths_and_missing_fields_are_errors() {
     let bytes = serialize::write_message_to_words(&builder);
     assert!(matches!(
         decode::<Plan>(&bytes),
-        Err(DecodeError::WrongLength { what: "network key", expected: 33, actual: 32 })
+        Err(DecodeError::WrongLength {
+            what: "network key",
+            expected: 33,
+            actual: 32
+        })
     ));
 
     // An envelope without its message.
@@ -217,7 +230,10 @@ fn oversized_and_trailing_input_is_refused() {
         .set_session(1);
     let mut bytes = serialize::write_message_to_words(&builder);
     bytes.extend_from_slice(&[0; 8]);
-    assert_eq!(decode::<ValidatorSet>(&bytes), Err(DecodeError::TrailingBytes(8)));
+    assert_eq!(
+        decode::<ValidatorSet>(&bytes),
+        Err(DecodeError::TrailingBytes(8))
+    );
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! Every type with a Cap'n Proto struct survives encode -> decode unchanged, and re-encoding the
 //! decoded value gives the same bytes (the encoding is canonical).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use proptest::prelude::*;
 use schema::{
     instruction::RefundableInInstruction,
@@ -13,7 +16,10 @@ fn round_trips<T: Wire + PartialEq + core::fmt::Debug>(value: &T) -> Result<(), 
     let bytes = encode(value).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let decoded: T = decode(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(&decoded, value);
-    prop_assert_eq!(encode(&decoded).map_err(|e| TestCaseError::fail(e.to_string()))?, bytes);
+    prop_assert_eq!(
+        encode(&decoded).map_err(|e| TestCaseError::fail(e.to_string()))?,
+        bytes
+    );
     Ok(())
 }
 

@@ -2,6 +2,9 @@
 //! `generate.py` independently of this crate. A change to plan ids, batch messages,
 //! attestations or the InInstruction encoding fails here.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use schema::{
     amount::Amount,
     batch::Batch,
@@ -167,7 +170,12 @@ fn batch_messages_match_the_vectors() {
                 })
                 .collect(),
         };
-        assert_eq!(hex::encode(batch.message()), vector.message, "{}", vector.name);
+        assert_eq!(
+            hex::encode(batch.message()),
+            vector.message,
+            "{}",
+            vector.name
+        );
     }
 }
 
@@ -225,7 +233,12 @@ fn in_instruction_encodings_match_the_vectors() {
                 to: SeraiAddress::from_slice(&unhex(&vector.to)).unwrap(),
             },
         };
-        assert_eq!(hex::encode(instruction.encode()), vector.encoding, "{}", vector.name);
+        assert_eq!(
+            hex::encode(instruction.encode()),
+            vector.encoding,
+            "{}",
+            vector.name
+        );
         assert_eq!(
             RefundableInInstruction::decode(&unhex(&vector.encoding)),
             Ok(instruction),

@@ -1,17 +1,21 @@
 //! `Wire` for the identifiers and value types of `common.capnp`.
 
-use super::{
-    check_read_len, read_amount, read_bytes, require, write_len, Wire,
-};
+use super::{check_read_len, read_amount, read_bytes, require, write_len, Wire};
 use crate::{
     batch::{Batch, BatchSignature, SignedBatch},
     error::{DecodeError, EncodeError},
     generated::common_capnp as capnp_common,
     hashes::{BlockHash, SeraiAddress, TransactionId},
-    ids::{Attempt, BatchId, KeyGenId, NetworkId, Participant, SeraiTime, Session, ThresholdParams, ValidatorSet},
+    ids::{
+        Attempt, BatchId, KeyGenId, NetworkId, Participant, SeraiTime, Session, ThresholdParams,
+        ValidatorSet,
+    },
     instruction::{InInstruction, InInstructionWithBalance, OutInstructionWithBalance},
     keys::{BatchKey, KeyPair, NetworkKey},
-    limits::{MAX_ADDRESS_LEN, MAX_BATCH_INSTRUCTIONS, MAX_DATA_LEN, MAX_PLAN_INPUTS, MAX_PLAN_PAYMENTS, MAX_SCRIPT_LEN},
+    limits::{
+        MAX_ADDRESS_LEN, MAX_BATCH_INSTRUCTIONS, MAX_DATA_LEN, MAX_PLAN_INPUTS, MAX_PLAN_PAYMENTS,
+        MAX_SCRIPT_LEN,
+    },
     messages::substrate::SubstrateContext,
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
     sign_id::{SignId, SignIdPart},
@@ -132,7 +136,10 @@ impl<K: SignIdPart, I: SignIdPart> Wire for SignId<K, I> {
 impl Wire for SubstrateContext {
     type Capnp = capnp_common::substrate_context::Owned;
 
-    fn write(&self, mut b: capnp_common::substrate_context::Builder<'_>) -> Result<(), EncodeError> {
+    fn write(
+        &self,
+        mut b: capnp_common::substrate_context::Builder<'_>,
+    ) -> Result<(), EncodeError> {
         b.set_serai_time(self.serai_time.0);
         b.set_network_latest_finalized_block(self.network_latest_finalized_block.as_bytes());
         Ok(())
@@ -185,7 +192,9 @@ impl Wire for OutInstructionWithBalance {
         Ok(())
     }
 
-    fn read(r: capnp_common::out_instruction_with_balance::Reader<'_>) -> Result<Self, DecodeError> {
+    fn read(
+        r: capnp_common::out_instruction_with_balance::Reader<'_>,
+    ) -> Result<Self, DecodeError> {
         use capnp_common::out_instruction_with_balance::data::Which;
         Ok(OutInstructionWithBalance {
             address: read_bytes(r.get_address(), "burn address", MAX_ADDRESS_LEN)?,
@@ -231,7 +240,11 @@ impl Wire for Batch {
         b.set_network(self.network.into());
         b.set_id(self.id.0);
         b.set_block(self.block.as_bytes());
-        let len = write_len("batch instructions", self.instructions.len(), MAX_BATCH_INSTRUCTIONS)?;
+        let len = write_len(
+            "batch instructions",
+            self.instructions.len(),
+            MAX_BATCH_INSTRUCTIONS,
+        )?;
         let mut list = b.init_instructions(len);
         for (index, instruction) in (0u32..).zip(&self.instructions) {
             instruction.write(list.reborrow().get(index))?;
@@ -241,7 +254,11 @@ impl Wire for Batch {
 
     fn read(r: capnp_common::batch::Reader<'_>) -> Result<Self, DecodeError> {
         let list = r.get_instructions()?;
-        check_read_len("batch instructions", list.len() as usize, MAX_BATCH_INSTRUCTIONS)?;
+        check_read_len(
+            "batch instructions",
+            list.len() as usize,
+            MAX_BATCH_INSTRUCTIONS,
+        )?;
         Ok(Batch {
             network: r.get_network()?.into(),
             id: BatchId(r.get_id()),
@@ -376,8 +393,14 @@ impl Wire for Plan {
         check_read_len("plan payments", payments.len() as usize, MAX_PLAN_PAYMENTS)?;
         Ok(Plan {
             key: NetworkKey::from_slice(r.get_key()?)?,
-            inputs: inputs.iter().map(PlanInput::read).collect::<Result<_, _>>()?,
-            payments: payments.iter().map(Payment::read).collect::<Result<_, _>>()?,
+            inputs: inputs
+                .iter()
+                .map(PlanInput::read)
+                .collect::<Result<_, _>>()?,
+            payments: payments
+                .iter()
+                .map(Payment::read)
+                .collect::<Result<_, _>>()?,
             change: match r.get_change().which()? {
                 Which::None(()) => None,
                 Which::Some(key) => Some(NetworkKey::from_slice(key?)?),

@@ -9,7 +9,10 @@ use crate::{
     error::{DecodeError, EncodeError},
     generated::messages_capnp as m,
     hashes::{BlockHash, PlanId, TransactionId},
-    ids::{BatchId, KeyGenId, MessageId, Participant, SeraiBlockNumber, ThresholdParams, ValidatorSet},
+    ids::{
+        BatchId, KeyGenId, MessageId, Participant, SeraiBlockNumber, ThresholdParams, ValidatorSet,
+    },
+    instruction::OutInstructionWithBalance,
     keys::{BatchKey, KeyPair, NetworkKey},
     limits::{MAX_BLOB_LEN, MAX_BURNS, MAX_PLANS_PER_BLOCK},
     messages::{
@@ -18,26 +21,27 @@ use crate::{
         substrate::SubstrateContext,
         CoordinatorEnvelope, CoordinatorMessage, ProcessorEnvelope, ProcessorMessage,
     },
-    instruction::OutInstructionWithBalance,
     sign_id::{BatchSignId, PlanSignId},
 };
 
-fn write_plan_ids(
-    plans: &[PlanId],
-    mut list: capnp::data_list::Builder<'_>,
-) {
+fn write_plan_ids(plans: &[PlanId], mut list: capnp::data_list::Builder<'_>) {
     for (index, plan) in (0u32..).zip(plans) {
         list.set(index, plan.as_bytes());
     }
 }
 
-fn read_plan_ids(list: capnp::Result<capnp::data_list::Reader<'_>>) -> Result<Vec<PlanId>, DecodeError> {
+fn read_plan_ids(
+    list: capnp::Result<capnp::data_list::Reader<'_>>,
+) -> Result<Vec<PlanId>, DecodeError> {
     let list = list?;
     check_read_len("plan ids", list.len() as usize, MAX_PLANS_PER_BLOCK)?;
     list.iter().map(|id| PlanId::from_slice(id?)).collect()
 }
 
-fn read_blob(data: capnp::Result<capnp::data::Reader<'_>>, what: &'static str) -> Result<Vec<u8>, DecodeError> {
+fn read_blob(
+    data: capnp::Result<capnp::data::Reader<'_>>,
+    what: &'static str,
+) -> Result<Vec<u8>, DecodeError> {
     read_bytes(data, what, MAX_BLOB_LEN)
 }
 
@@ -59,7 +63,10 @@ impl Wire for key_gen::CoordinatorMessage {
             key_gen::CoordinatorMessage::Commitments { id, commitments } => {
                 let mut g = b.init_commitments();
                 id.write(g.reborrow().init_id())?;
-                write_participant_map(commitments, g.init_commitments(participant_map_len(commitments)?))
+                write_participant_map(
+                    commitments,
+                    g.init_commitments(participant_map_len(commitments)?),
+                )
             }
             key_gen::CoordinatorMessage::Shares { id, shares } => {
                 let mut g = b.init_shares();
@@ -182,7 +189,10 @@ impl Wire for sign::CoordinatorMessage {
             sign::CoordinatorMessage::Preprocesses { id, preprocesses } => {
                 let mut g = b.init_preprocesses();
                 id.write(g.reborrow().init_id())?;
-                write_participant_map(preprocesses, g.init_preprocesses(participant_map_len(preprocesses)?))
+                write_participant_map(
+                    preprocesses,
+                    g.init_preprocesses(participant_map_len(preprocesses)?),
+                )
             }
             sign::CoordinatorMessage::Shares { id, shares } => {
                 let mut g = b.init_shares();
@@ -297,11 +307,12 @@ impl Wire for PlansAcknowledged {
 
     fn read(r: m::plans_acknowledged::Reader<'_>) -> Result<Self, DecodeError> {
         let attestation = r.get_attestation()?;
-        let attestation = <[u8; 64]>::try_from(attestation).map_err(|_| DecodeError::WrongLength {
-            what: "attestation",
-            expected: 64,
-            actual: attestation.len(),
-        })?;
+        let attestation =
+            <[u8; 64]>::try_from(attestation).map_err(|_| DecodeError::WrongLength {
+                what: "attestation",
+                expected: 64,
+                actual: attestation.len(),
+            })?;
         Ok(PlansAcknowledged {
             block: SeraiBlockNumber(r.get_block()),
             key: NetworkKey::from_slice(r.get_key()?)?,
@@ -339,7 +350,10 @@ impl Wire for coordinator::CoordinatorMessage {
             coordinator::CoordinatorMessage::BatchPreprocesses { id, preprocesses } => {
                 let mut g = b.init_batch_preprocesses();
                 id.write(g.reborrow().init_id())?;
-                write_participant_map(preprocesses, g.init_preprocesses(participant_map_len(preprocesses)?))
+                write_participant_map(
+                    preprocesses,
+                    g.init_preprocesses(participant_map_len(preprocesses)?),
+                )
             }
             coordinator::CoordinatorMessage::BatchShares { id, shares } => {
                 let mut g = b.init_batch_shares();
@@ -379,7 +393,9 @@ impl Wire for coordinator::CoordinatorMessage {
                 }
             }
             Which::PlansAcknowledged(acknowledged) => {
-                coordinator::CoordinatorMessage::PlansAcknowledged(PlansAcknowledged::read(acknowledged?)?)
+                coordinator::CoordinatorMessage::PlansAcknowledged(PlansAcknowledged::read(
+                    acknowledged?,
+                )?)
             }
         })
     }

@@ -14,7 +14,9 @@ use crate::{
     amount::Amount,
     error::{DecodeError, EncodeError},
     ids::Participant,
-    limits::{MAX_BLOB_LEN, MAX_MESSAGE_BYTES, MAX_PARTICIPANTS, NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS},
+    limits::{
+        MAX_BLOB_LEN, MAX_MESSAGE_BYTES, MAX_PARTICIPANTS, NESTING_LIMIT, TRAVERSAL_LIMIT_WORDS,
+    },
     messages::ParticipantMap,
 };
 

@@ -3,14 +3,16 @@
 comments of `Plan::id`, `Batch::message`, `PlansAcknowledged::attestation_message` and the
 `instruction` module), independently of the Rust code that the vectors then check.
 
-Run: python3 schema/tests/vectors/generate.py (writes the JSON files beside it).
+Run: python3 schema/tests/vectors/generate.py [OUT_DIR] (default: the folder of this script).
+ops/test regenerates them into a temporary folder and fails if they differ.
 """
 import hashlib
 import json
 import os
 import struct
+import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
 
 G = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
 G2 = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5"

@@ -1,0 +1,237 @@
+//! The scanner node's configuration file: TOML, every setting documented in `EXAMPLE`,
+//! unknown keys refused, secrets only by file path, checked as a whole at load.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// A complete, commented configuration. `scanner example-config` prints it; a test checks
+/// that it loads, so the documentation cannot drift from the parser.
+pub const EXAMPLE: &str = include_str!("../scanner.example.toml");
+
+/// The Bitcoin networks a processor can serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BitcoinNetwork {
+    /// Mainnet.
+    Bitcoin,
+    /// Testnet3.
+    Testnet,
+    /// Signet.
+    Signet,
+    /// Regtest: local test chains.
+    Regtest,
+}
+
+impl From<BitcoinNetwork> for bitcoin::Network {
+    fn from(network: BitcoinNetwork) -> Self {
+        match network {
+            BitcoinNetwork::Bitcoin => bitcoin::Network::Bitcoin,
+            BitcoinNetwork::Testnet => bitcoin::Network::Testnet,
+            BitcoinNetwork::Signet => bitcoin::Network::Signet,
+            BitcoinNetwork::Regtest => bitcoin::Network::Regtest,
+        }
+    }
+}
+
+/// The scanner node's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The Bitcoin network followed.
+    pub network: BitcoinNetwork,
+    /// Blocks on top of a block (the block itself included) before it is final.
+    pub confirmations: u32,
+    /// The RocksDB directory.
+    pub db_path: PathBuf,
+    /// How to reach Bitcoin Core.
+    pub bitcoin_rpc: BitcoinRpc,
+    /// How to reach the coordinator.
+    pub coordinator: Coordinator,
+    /// How to reach the signer enclave.
+    pub enclave: Enclave,
+    /// Where Prometheus scrapes.
+    pub metrics: Metrics,
+}
+
+/// Bitcoin Core's JSON-RPC endpoint and credentials.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BitcoinRpc {
+    /// `http://host:port`.
+    pub url: String,
+    /// Core's cookie file; or else `user` with `password_file`.
+    pub cookie_file: Option<PathBuf>,
+    /// RPC user name, with `password_file`.
+    pub user: Option<String>,
+    /// A file holding the RPC password.
+    pub password_file: Option<PathBuf>,
+    /// Seconds before a call is abandoned and retried.
+    pub timeout_seconds: u64,
+}
+
+/// The coordinator's Cap'n Proto endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Coordinator {
+    /// `host:port`.
+    pub endpoint: SocketAddr,
+}
+
+/// The signer enclave's Unix socket.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enclave {
+    /// Path of the socket.
+    pub socket: PathBuf,
+}
+
+/// The Prometheus endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Address `/metrics` is served on.
+    pub listen: SocketAddr,
+}
+
+/// Why a configuration was refused. Each names the setting to fix.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration (unknown or missing keys included).
+    #[error("configuration is not valid: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A setting outside its domain.
+    #[error("setting `{setting}`: {reason}")]
+    Invalid {
+        /// The setting, as written in the file.
+        setting: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl Config {
+    /// Parses and checks a configuration.
+    ///
+    /// # Errors
+    /// The text is not a valid configuration.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and checks a configuration file.
+    ///
+    /// # Errors
+    /// The file cannot be read or is not a valid configuration.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.confirmations == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "confirmations",
+                reason: "must be at least 1",
+            });
+        }
+        if self.network == BitcoinNetwork::Bitcoin && self.confirmations < 6 {
+            return Err(ConfigError::Invalid {
+                setting: "confirmations",
+                reason: "mainnet needs at least 6",
+            });
+        }
+        let rpc = &self.bitcoin_rpc;
+        if !(rpc.url.starts_with("http://") || rpc.url.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                setting: "bitcoin_rpc.url",
+                reason: "must start with http:// or https://",
+            });
+        }
+        match (&rpc.cookie_file, &rpc.user, &rpc.password_file) {
+            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+            _ => {
+                return Err(ConfigError::Invalid {
+                    setting: "bitcoin_rpc",
+                    reason: "set either cookie_file, or user and password_file",
+                })
+            }
+        }
+        if rpc.timeout_seconds == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "bitcoin_rpc.timeout_seconds",
+                reason: "must be at least 1",
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_is_a_valid_configuration() {
+        let config = Config::from_toml(EXAMPLE).unwrap();
+        assert_eq!(config.network, BitcoinNetwork::Regtest);
+        assert!(config.bitcoin_rpc.cookie_file.is_some());
+    }
+
+    fn example_with(from: &str, to: &str) -> Result<Config, ConfigError> {
+        assert!(EXAMPLE.contains(from), "{from}");
+        Config::from_toml(&EXAMPLE.replacen(from, to, 1))
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let invalid = |from, to| match example_with(from, to) {
+            Err(ConfigError::Invalid { setting, .. }) => setting,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            invalid("confirmations = 1", "confirmations = 0"),
+            "confirmations"
+        );
+        assert_eq!(
+            invalid("network = \"regtest\"", "network = \"bitcoin\""),
+            "confirmations"
+        );
+        assert_eq!(
+            invalid("url = \"http://", "url = \"ftp://"),
+            "bitcoin_rpc.url"
+        );
+        assert_eq!(invalid("cookie_file = ", "password_file = "), "bitcoin_rpc");
+    }
+
+    #[test]
+    fn unknown_and_malformed_settings_are_refused() {
+        assert!(matches!(
+            example_with("confirmations = 1", "confirmations = 1\nconfirmation = 2"),
+            Err(ConfigError::Parse(_))
+        ));
+        assert!(matches!(
+            example_with("network = \"regtest\"", "network = \"dogecoin\""),
+            Err(ConfigError::Parse(_))
+        ));
+        assert!(matches!(
+            example_with("listen = \"127.0.0.1:9100\"", "listen = \"nowhere\""),
+            Err(ConfigError::Parse(_))
+        ));
+    }
+}

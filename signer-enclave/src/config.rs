@@ -1,0 +1,212 @@
+//! The signer enclave's configuration file: TOML, every setting documented in `EXAMPLE`,
+//! unknown keys refused, the PIN only by file path, checked as a whole at load.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// A complete, commented configuration. `signer-enclave example-config` prints it; a test
+/// checks that it loads, so the documentation cannot drift from the parser.
+pub const EXAMPLE: &str = include_str!("../signer-enclave.example.toml");
+
+/// Longest token label PKCS#11 stores (`CK_TOKEN_INFO.label` is 32 bytes).
+const MAX_TOKEN_LABEL: usize = 32;
+
+/// The enclave's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The policy database directory.
+    pub db_path: PathBuf,
+    /// The HSM.
+    pub pkcs11: Pkcs11,
+    /// The scanner-facing socket.
+    pub rpc: Rpc,
+    /// Signing caps.
+    pub policy: Policy,
+    /// The Prometheus endpoint.
+    pub metrics: Metrics,
+}
+
+/// Where the sealing key lives.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11 {
+    /// The PKCS#11 module.
+    pub module: PathBuf,
+    /// The token's label.
+    pub token_label: String,
+    /// A file holding the user PIN.
+    pub pin_file: PathBuf,
+}
+
+/// The scanner-facing RPC socket.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rpc {
+    /// The Unix socket path.
+    pub socket: PathBuf,
+    /// The only peer uid accepted.
+    pub allowed_uid: u32,
+}
+
+/// Caps the enclave enforces on every transaction it signs, whatever it was asked.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Highest fee rate, sat/vB.
+    pub max_fee_rate_sat_per_vbyte: u64,
+    /// Highest fee share of the input value, basis points.
+    pub max_fee_share_basis_points: u16,
+}
+
+/// The Prometheus endpoint, local only.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Address `/metrics` is served on.
+    pub listen: SocketAddr,
+}
+
+/// Why a configuration was refused. Each names the setting to fix.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration (unknown or missing keys included).
+    #[error("configuration is not valid: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A setting outside its domain.
+    #[error("setting `{setting}`: {reason}")]
+    Invalid {
+        /// The setting, as written in the file.
+        setting: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl Config {
+    /// Parses and checks a configuration.
+    ///
+    /// # Errors
+    /// The text is not a valid configuration.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and checks a configuration file.
+    ///
+    /// # Errors
+    /// The file cannot be read or is not a valid configuration.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let label = &self.pkcs11.token_label;
+        if label.is_empty() || label.len() > MAX_TOKEN_LABEL {
+            return Err(ConfigError::Invalid {
+                setting: "pkcs11.token_label",
+                reason: "must be 1 to 32 bytes",
+            });
+        }
+        if !self.metrics.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                setting: "metrics.listen",
+                reason: "the enclave serves metrics on a loopback address only",
+            });
+        }
+        if self.policy.max_fee_rate_sat_per_vbyte == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "policy.max_fee_rate_sat_per_vbyte",
+                reason: "must be at least 1",
+            });
+        }
+        if self.policy.max_fee_share_basis_points == 0
+            || self.policy.max_fee_share_basis_points > 10_000
+        {
+            return Err(ConfigError::Invalid {
+                setting: "policy.max_fee_share_basis_points",
+                reason: "must be 1 to 10000",
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_is_a_valid_configuration() {
+        let config = Config::from_toml(EXAMPLE).unwrap();
+        assert_eq!(config.pkcs11.token_label, "processor");
+        assert!(config.metrics.listen.ip().is_loopback());
+    }
+
+    fn invalid_setting(from: &str, to: &str) -> &'static str {
+        assert!(EXAMPLE.contains(from), "{from}");
+        match Config::from_toml(&EXAMPLE.replacen(from, to, 1)) {
+            Err(ConfigError::Invalid { setting, .. }) => setting,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        assert_eq!(
+            invalid_setting("listen = \"127.0.0.1:9101\"", "listen = \"0.0.0.0:9101\""),
+            "metrics.listen"
+        );
+        assert_eq!(
+            invalid_setting("token_label = \"processor\"", "token_label = \"\""),
+            "pkcs11.token_label"
+        );
+        assert_eq!(
+            invalid_setting(
+                "token_label = \"processor\"",
+                "token_label = \"a label longer than thirty-two bytes\""
+            ),
+            "pkcs11.token_label"
+        );
+        assert_eq!(
+            invalid_setting(
+                "max_fee_share_basis_points = 500",
+                "max_fee_share_basis_points = 10001"
+            ),
+            "policy.max_fee_share_basis_points"
+        );
+        assert_eq!(
+            invalid_setting(
+                "max_fee_rate_sat_per_vbyte = 500",
+                "max_fee_rate_sat_per_vbyte = 0"
+            ),
+            "policy.max_fee_rate_sat_per_vbyte"
+        );
+    }
+
+    #[test]
+    fn a_pin_in_the_file_is_refused() {
+        let with_pin = EXAMPLE.replacen("pin_file = ", "pin = \"1234\"\npin_file = ", 1);
+        assert!(matches!(
+            Config::from_toml(&with_pin),
+            Err(ConfigError::Parse(_))
+        ));
+    }
+}

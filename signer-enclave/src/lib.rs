@@ -1,0 +1,8 @@
+//! The signer enclave: the isolated half of a validator's processor. It holds FROST key shares
+//! sealed through PKCS#11, runs key generation and signing, and signs only what it can check
+//! for itself: plans whose ids the coordinator acknowledged, rebuilt here from their content.
+//!
+//! Today this crate holds the enclave's configuration; custody, key generation, signing, the
+//! policy and the RPC server join it as their issue lands.
+
+pub mod config;

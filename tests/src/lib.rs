@@ -1,0 +1,41 @@
+//! Helpers for tests that run the project's real binaries as separate processes.
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// A binary the tests need was not found.
+#[derive(Debug, Error)]
+#[error(
+    "binary `{name}` not found in {dir}: build it first with `cargo build --workspace --bins` \
+     (ops/test does)"
+)]
+pub struct MissingBinary {
+    /// The binary's name.
+    pub name: String,
+    /// Where it was looked for.
+    pub dir: PathBuf,
+}
+
+/// The path of a workspace binary built by cargo next to the running test: a test runs from
+/// `<target>/<profile>/deps/`, and cargo puts binaries in `<target>/<profile>/`.
+///
+/// # Errors
+/// The binary has not been built.
+pub fn binary(name: &str) -> Result<PathBuf, MissingBinary> {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let path = profile_dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(MissingBinary {
+            name: name.to_owned(),
+            dir: profile_dir,
+        })
+    }
+}
