@@ -24,6 +24,15 @@ impl Amount {
         Ok(Amount(sats))
     }
 
+    /// `from_sat` for constants.
+    pub const fn from_sat_const(sats: u64) -> Option<Self> {
+        if sats > MAX_MONEY_SATS {
+            None
+        } else {
+            Some(Amount(sats))
+        }
+    }
+
     /// The amount in satoshis.
     pub const fn to_sat(self) -> u64 {
         self.0

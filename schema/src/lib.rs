@@ -8,6 +8,7 @@
 
 pub mod amount;
 pub mod batch;
+pub mod burn;
 pub mod error;
 pub mod hashes;
 pub mod ids;
@@ -19,6 +20,8 @@ pub mod plan;
 pub mod sign_id;
 #[cfg(any(test, feature = "testing"))]
 pub mod strategies;
+pub mod taproot;
+pub mod transaction;
 mod transcript;
 pub mod wire;
 

@@ -73,6 +73,73 @@ def batch_message(batch):
     return out.hex()
 
 
+# secp256k1, for the key derivation vectors (schema/src/taproot.rs).
+SECP_P = 2**256 - 2**32 - 977
+SECP_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+SECP_G = (0x79BE667EF9DCBBAC55A06295CE870B07029BFCDB2DCE28D959F2815B16F81798,
+          0x483ADA7726A3C4655DA4FBFC0E1108A8FD17B448A68554199C47D08FFB10D4B8)
+
+
+def point_add(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if a[0] == b[0] and (a[1] + b[1]) % SECP_P == 0:
+        return None
+    if a == b:
+        lam = 3 * a[0] * a[0] * pow(2 * a[1], SECP_P - 2, SECP_P) % SECP_P
+    else:
+        lam = (b[1] - a[1]) * pow(b[0] - a[0], SECP_P - 2, SECP_P) % SECP_P
+    x = (lam * lam - a[0] - b[0]) % SECP_P
+    return (x, (lam * (a[0] - x) - a[1]) % SECP_P)
+
+
+def point_mul(k, point=SECP_G):
+    result = None
+    while k:
+        if k & 1:
+            result = point_add(result, point)
+        point = point_add(point, point)
+        k >>= 1
+    return result
+
+
+def lift_x(x):
+    y = pow((x ** 3 + 7) % SECP_P, (SECP_P + 1) // 4, SECP_P)
+    return (x, y if y % 2 == 0 else SECP_P - y)
+
+
+def tagged(tag, data):
+    t = hashlib.sha256(tag.encode()).digest()
+    return hashlib.sha256(t + t + data).digest()
+
+
+def derive(group_hex, kind):
+    group_x = int(group_hex[2:], 16)
+    key = lift_x(group_x)
+    if kind != "external":
+        offset = int.from_bytes(tagged("serai-processor/key-offset/v1", kind.encode()), "big")
+        key = point_add(key, point_mul(offset))
+    internal = key[0]
+    tweak = int.from_bytes(tagged("TapTweak", internal.to_bytes(32, "big")), "big")
+    output = point_add(lift_x(internal), point_mul(tweak))
+    return "5120" + output[0].to_bytes(32, "big").hex()
+
+
+def compressed(point):
+    return ("02" if point[1] % 2 == 0 else "03") + point[0].to_bytes(32, "big").hex()
+
+
+keys = []
+for name, scalar in [("generator", 1), ("three", 3), ("negated generator: odd y, same x", SECP_N - 1), ("seven", 7), ("a large scalar", SECP_N - 5)]:
+    group = compressed(point_mul(scalar))
+    keys.append({"name": name, "group": group,
+                 "external": derive(group, "external"),
+                 "branch": derive(group, "branch"),
+                 "change": derive(group, "change")})
+
+
 P2WPKH = "0014" + "11" * 20
 P2TR = "5120" + "22" * 32
 P2PKH = "76a914" + "33" * 20 + "88ac"
@@ -146,7 +213,8 @@ instructions = [
 ]
 
 for name, data in [("plan_ids.json", plans), ("batch_messages.json", batches),
-                   ("attestations.json", attestations), ("in_instructions.json", instructions)]:
+                   ("attestations.json", attestations), ("in_instructions.json", instructions),
+                   ("taproot_keys.json", keys)]:
     with open(os.path.join(HERE, name), "w") as f:
         json.dump(data, f, indent=2)
         f.write("\n")
