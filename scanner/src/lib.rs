@@ -3,7 +3,8 @@
 //! them complete. It holds no secret key material; everything it asks to have signed, the
 //! signer enclave checks for itself.
 //!
-//! Today this crate holds the node's configuration; scanning, batches, the scheduler and the
-//! coordinator link join it as their issues land.
+//! Today this crate holds the node's configuration and the scheduler; scanning, batches and
+//! the coordinator link join it as their issues land.
 
 pub mod config;
+pub mod scheduler;

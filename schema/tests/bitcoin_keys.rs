@@ -2,7 +2,12 @@
 //! computes with its own curve arithmetic, and agreement with the `bitcoin` crate.
 
 // Test code: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_in_result
+)]
 
 use bitcoin::{key::Secp256k1, Address, Network};
 use proptest::prelude::*;

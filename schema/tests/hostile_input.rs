@@ -2,7 +2,12 @@
 //! hand-built messages that break one rule each are all answered with a typed error.
 
 // Test code: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_in_result
+)]
 
 use capnp::{message, serialize};
 use proptest::prelude::*;

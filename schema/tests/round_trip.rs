@@ -2,7 +2,12 @@
 //! decoded value gives the same bytes (the encoding is canonical).
 
 // Test code: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_in_result
+)]
 
 use proptest::prelude::*;
 use schema::{

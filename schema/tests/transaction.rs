@@ -3,7 +3,12 @@
 //! is conserved, and a fixed plan gives a fixed txid.
 
 // Test code: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_in_result
+)]
 
 use bitcoin::{
     key::{Keypair, Secp256k1, TapTweak},

@@ -2,7 +2,12 @@
 //! it then accepts, and refuses a broken one with a message naming the setting.
 
 // Test code: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_in_result
+)]
 
 use std::process::{Command, Output};
 
