@@ -7,4 +7,6 @@
 //! the coordinator link join it as their issues land.
 
 pub mod config;
+pub mod db;
 pub mod scheduler;
+pub mod scheduler_state;

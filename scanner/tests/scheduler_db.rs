@@ -1,0 +1,168 @@
+//! The scheduler's state survives a restart exactly: through its byte format, and through
+//! RocksDB with the database closed and reopened. A damaged state is an error, not a panic.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_in_result
+)]
+
+use bitcoin::{key::Secp256k1, secp256k1::SecretKey};
+use proptest::prelude::*;
+use rocksdb::WriteBatch;
+use scanner::{
+    db::Db,
+    scheduler::{BranchGroup, Limits, Scheduler},
+    scheduler_state::{decode, encode, StateError},
+};
+use schema::{
+    amount::Amount,
+    hashes::TransactionId,
+    keys::NetworkKey,
+    plan::{OutputId, OutputKind, Payment, PaymentAddress, PlanInput},
+    strategies::{amount, network_key, payment, plan_input},
+    transaction::FeeRate,
+};
+
+fn scheduler_state() -> impl Strategy<Value = Scheduler> {
+    (
+        network_key(),
+        1usize..1000,
+        3usize..1000,
+        prop::collection::vec(plan_input(), 0..20),
+        prop::collection::vec(payment(), 0..20),
+        prop::collection::vec((amount(), prop::collection::vec(payment(), 0..5)), 0..5),
+    )
+        .prop_map(|(key, max_inputs, max_outputs, pool, queue, branches)| {
+            Scheduler::from_parts(
+                key,
+                Limits {
+                    max_inputs,
+                    max_outputs,
+                },
+                pool,
+                queue.into_iter().collect(),
+                branches
+                    .into_iter()
+                    .map(|(expected, payments)| BranchGroup { expected, payments })
+                    .collect(),
+            )
+        })
+}
+
+proptest! {
+    #[test]
+    fn states_round_trip_through_bytes(scheduler in scheduler_state()) {
+        let bytes = encode(&scheduler);
+        prop_assert_eq!(decode(&bytes), Ok(scheduler));
+    }
+
+    #[test]
+    fn damaged_states_are_errors(
+        scheduler in scheduler_state(),
+        cut in any::<prop::sample::Index>(),
+        flip in any::<prop::sample::Index>(),
+        garbage in prop::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let bytes = encode(&scheduler);
+        let end = cut.index(bytes.len());
+        prop_assert!(decode(&bytes[..end]).is_err());
+        let mut flipped = bytes.clone();
+        let at = flip.index(flipped.len());
+        flipped[at] ^= 0xff;
+        let _ = decode(&flipped);
+        let _ = decode(&garbage);
+    }
+}
+
+#[test]
+fn unknown_versions_and_trailing_bytes_are_refused() {
+    let key = NetworkKey::from(
+        SecretKey::from_slice(&[3; 32])
+            .unwrap()
+            .public_key(&Secp256k1::new()),
+    );
+    let mut bytes = encode(&Scheduler::new(key, Limits::BITCOIN));
+    bytes.push(0);
+    assert_eq!(decode(&bytes), Err(StateError::TrailingBytes(1)));
+    bytes.pop();
+    bytes[0] = 2;
+    assert_eq!(decode(&bytes), Err(StateError::UnknownVersion(2)));
+    // A count claiming four billion outputs is refused before anything is allocated.
+    let mut huge = encode(&Scheduler::new(key, Limits::BITCOIN));
+    let at = 1 + 33 + 8;
+    huge[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(decode(&huge), Err(StateError::Truncated));
+}
+
+fn output(index: u8, kind: OutputKind, sats: u64) -> PlanInput {
+    PlanInput {
+        id: OutputId {
+            txid: TransactionId([index; 32]),
+            vout: u32::from(index),
+        },
+        kind,
+        amount: Amount::from_sat(sats).unwrap(),
+    }
+}
+
+fn pay(index: u8, sats: u64) -> Payment {
+    Payment {
+        address: PaymentAddress::from_bytes(&[&[0x00, 0x14][..], &[index; 20]].concat()).unwrap(),
+        data: (index % 2 == 0).then(|| vec![index; 3]),
+        amount: Amount::from_sat(sats).unwrap(),
+    }
+}
+
+#[test]
+fn a_scheduler_survives_closing_and_reopening_the_database() {
+    let key = NetworkKey::from(
+        SecretKey::from_slice(&[9; 32])
+            .unwrap()
+            .public_key(&Secp256k1::new()),
+    );
+    let limits = Limits {
+        max_inputs: 3,
+        max_outputs: 3,
+    };
+    let mut scheduler = Scheduler::new(key, limits);
+    // Leaves a pool, a queue and a waiting branch group behind.
+    let scheduled = scheduler
+        .schedule(
+            (1..=7)
+                .map(|i| output(i, OutputKind::External, 300_000))
+                .collect(),
+            (1..=8).map(|i| pay(i, 150_000)).collect(),
+            FeeRate(4),
+        )
+        .unwrap();
+    assert!(!scheduled.plans.is_empty());
+    assert!(!scheduler.branches().is_empty());
+    assert!(!scheduler.queue().is_empty());
+    assert!(!scheduler.pool().is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(db.scheduler(&key).unwrap(), None);
+        let mut batch = WriteBatch::default();
+        db.put_scheduler(&mut batch, &scheduler).unwrap();
+        db.commit(batch).unwrap();
+    }
+    let db = Db::open(dir.path()).unwrap();
+    let mut restored = db.scheduler(&key).unwrap().unwrap();
+    assert_eq!(restored, scheduler);
+
+    // And it goes on exactly as the one that never stopped.
+    let more = vec![output(9, OutputKind::External, 2_000_000)];
+    let a = scheduler
+        .schedule(more.clone(), vec![pay(20, 60_000)], FeeRate(7))
+        .unwrap();
+    let b = restored
+        .schedule(more, vec![pay(20, 60_000)], FeeRate(7))
+        .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(restored, scheduler);
+}
