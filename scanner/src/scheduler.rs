@@ -1,6 +1,6 @@
 //! The scheduler: which of our outputs pay which payments (PROTOCOL.md section 5). Pure and
 //! deterministic: every validator feeding it the same outputs, payments and fee rates gets
-//! the same plans with the same ids. It does no I/O; `scheduler_db` persists its state.
+//! the same plans with the same ids. It does no I/O; `scheduler_state` and `db` persist its state.
 //!
 //! One scheduler per key. Each call to `schedule`:
 //!

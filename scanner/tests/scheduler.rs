@@ -370,3 +370,34 @@ fn more_than_max_outputs_squared_payments_terminate() {
         result.plan_ids.len()
     );
 }
+
+#[test]
+fn the_largest_plan_at_bitcoin_limits_is_standard() {
+    let deposits: Vec<Output> = (0..600)
+        .map(|i| deposit(i, 1_000_000, OutputKind::External))
+        .collect();
+    // P2TR payments: the heaviest standard outputs.
+    let payments: Vec<Payment> = (0..2_000u32)
+        .map(|i| {
+            let mut program = [0u8; 32];
+            program[..4].copy_from_slice(&i.to_le_bytes());
+            Payment {
+                address: PaymentAddress::from_bytes(&[&[0x51, 0x20][..], &program].concat())
+                    .unwrap(),
+                data: None,
+                amount: sat(200_000),
+            }
+        })
+        .collect();
+    let mut scheduler = Scheduler::new(key(), Limits::BITCOIN);
+    let scheduled = scheduler
+        .schedule(deposits, payments, FeeRate(100))
+        .unwrap();
+    let largest = &scheduled.plans[0];
+    assert_eq!(largest.inputs.len(), Limits::BITCOIN.max_inputs);
+    let built = transaction(largest, 100);
+    assert_eq!(built.transaction.output.len(), Limits::BITCOIN.max_outputs);
+    // Signed, each input gains 66 witness bytes (and the transaction 2 for marker and flag).
+    let signed_weight = built.transaction.weight().to_wu() + 2 + 66 * 520;
+    assert!(signed_weight <= 400_000, "{signed_weight} WU");
+}

@@ -18,6 +18,8 @@ enum RefusalReason {
   attemptAlreadyPreprocessed @8; # this (sign id, attempt) already produced a preprocess
   batchIdReused @9;              # a different batch with this batch id was already signed
   custodyUnavailable @10;        # the HSM could not seal or unseal a key share
+  planIdMismatch @11;            # the plan does not hash to the id it is signed under
+  unbuildable @12;               # no transaction can be built from the plan
 }
 
 struct Refusal {

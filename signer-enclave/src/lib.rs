@@ -2,7 +2,8 @@
 //! sealed through PKCS#11, runs key generation and signing, and signs only what it can check
 //! for itself: plans whose ids the coordinator acknowledged, rebuilt here from their content.
 //!
-//! Today this crate holds the enclave's configuration; custody, key generation, signing, the
-//! policy and the RPC server join it as their issue lands.
+//! Today this crate holds the enclave's configuration and its signing policy; custody, key
+//! generation, signing and the RPC server join it as their issue lands.
 
 pub mod config;
+pub mod policy;

@@ -1,0 +1,611 @@
+//! The enclave's signing policy: pure functions that return a verdict, `Approve` with what
+//! must be persisted before anything leaves the enclave, or `Refuse` with the reason. No I/O:
+//! what the policy needs to know of the past comes through `PolicyHistory`, which the
+//! enclave's database implements, and the caller commits an approval's records atomically
+//! before it lets a preprocess out.
+//!
+//! A plan is signed only if, in this order: the plan hashes to the id it is signed under, for
+//! the key it is signed with; that id is in an attested acknowledgement for that key; this
+//! attempt was never preprocessed; the fee rate is under its cap; the enclave's own builder
+//! yields a transaction from the plan; the fee is under its share cap; and no input was
+//! signed into a different plan. A Batch is signed only if the session names the batch; this
+//! attempt was never preprocessed; and no different batch with its id was ever signed.
+
+use bitcoin::{
+    hashes::{sha256, Hash},
+    key::XOnlyPublicKey,
+    secp256k1::{schnorr, Message, Secp256k1},
+};
+use schema::{
+    amount::Amount,
+    batch::Batch,
+    hashes::PlanId,
+    ids::{BatchId, NetworkId},
+    keys::NetworkKey,
+    messages::coordinator::PlansAcknowledged,
+    plan::{OutputId, Plan},
+    sign_id::{BatchSignId, PlanSignId},
+    transaction::{build, Built, BuiltTransaction, FeeRate},
+};
+
+/// The caps every signed transaction stays under, whatever it was asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// Highest fee rate.
+    pub max_fee_rate: FeeRate,
+    /// Highest fee as a share of the inputs' value, in basis points.
+    pub max_fee_share_basis_points: u16,
+}
+
+/// What the policy needs to know of the enclave's past decisions.
+pub trait PolicyHistory {
+    /// Whether an attested acknowledgement named this plan for this key.
+    fn acknowledged(&self, key: &NetworkKey, plan: &PlanId) -> bool;
+    /// The plan an output was signed into, if any.
+    fn input_signed_into(&self, input: &OutputId) -> Option<PlanId>;
+    /// Whether this plan signing attempt already produced a preprocess.
+    fn plan_attempt_preprocessed(&self, id: &PlanSignId) -> bool;
+    /// Whether this batch signing attempt already produced a preprocess.
+    fn batch_attempt_preprocessed(&self, id: &BatchSignId) -> bool;
+    /// The hash of the batch message signed for this network and batch id, if any.
+    fn batch_signed(&self, network: NetworkId, batch: BatchId) -> Option<[u8; 32]>;
+}
+
+/// Why the enclave refuses. Each maps to a `RefusalReason` of `signer.capnp` and a label of
+/// the refusals metric.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The acknowledgement's attestation does not verify under the coordinator key.
+    AttestationInvalid,
+    /// The plan does not hash to the id (or key) it is to be signed under.
+    PlanIdMismatch {
+        /// The id the request named.
+        claimed: PlanId,
+        /// The id the plan hashes to.
+        actual: PlanId,
+    },
+    /// The plan id is in no attested acknowledgement for its key.
+    PlanNotAcknowledged(PlanId),
+    /// This signing attempt already produced a preprocess.
+    AttemptAlreadyPreprocessed,
+    /// The fee rate is above the cap.
+    FeeRateTooHigh {
+        /// Asked.
+        rate: FeeRate,
+        /// Allowed.
+        cap: FeeRate,
+    },
+    /// The fee is above its share cap.
+    FeeShareTooHigh {
+        /// The fee.
+        fee: Amount,
+        /// The inputs' value.
+        inputs: Amount,
+    },
+    /// An input was already signed into a different plan.
+    InputAlreadySigned {
+        /// The input.
+        input: OutputId,
+        /// The plan it was signed into.
+        plan: PlanId,
+    },
+    /// No transaction can be built from the plan.
+    Unbuildable(String),
+    /// The batch session does not name this batch.
+    BatchMismatch,
+    /// A different batch with this batch id was already signed.
+    BatchIdReused(BatchId),
+}
+
+impl Refusal {
+    /// The reason's label, for logs and the `..._refusals_total{reason}` metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::AttestationInvalid => "attestation_invalid",
+            Refusal::PlanIdMismatch { .. } => "plan_id_mismatch",
+            Refusal::PlanNotAcknowledged(_) => "plan_not_acknowledged",
+            Refusal::AttemptAlreadyPreprocessed => "attempt_already_preprocessed",
+            Refusal::FeeRateTooHigh { .. } => "fee_rate_too_high",
+            Refusal::FeeShareTooHigh { .. } => "fee_share_too_high",
+            Refusal::InputAlreadySigned { .. } => "input_already_signed",
+            Refusal::Unbuildable(_) => "unbuildable",
+            Refusal::BatchMismatch => "batch_mismatch",
+            Refusal::BatchIdReused(_) => "batch_id_reused",
+        }
+    }
+}
+
+/// A verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision<A> {
+    /// Go ahead, after persisting what the approval says.
+    Approve(A),
+    /// Do nothing, and report why.
+    Refuse(Refusal),
+}
+
+/// What a plan approval lets the enclave sign, and what it must persist first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanApproval {
+    /// The transaction the enclave built itself; its sighashes are what gets signed.
+    pub built: BuiltTransaction,
+    /// The attempt marker to persist before the preprocess leaves.
+    pub marker: PlanSignId,
+    /// The inputs to record as signed into this plan.
+    pub inputs: Vec<OutputId>,
+}
+
+/// What a batch approval lets the enclave sign, and what it must persist first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchApproval {
+    /// The bytes to sign (`Batch::message`).
+    pub message: Vec<u8>,
+    /// Their hash, to record against the batch id.
+    pub message_hash: [u8; 32],
+    /// The attempt marker to persist before the preprocess leaves.
+    pub marker: BatchSignId,
+}
+
+/// Checks an acknowledgement's attestation: the coordinator's BIP340 signature over
+/// `PlansAcknowledged::attestation_message` for our network.
+pub fn acknowledgement(
+    acknowledged: &PlansAcknowledged,
+    network: NetworkId,
+    coordinator: &XOnlyPublicKey,
+) -> Decision<()> {
+    let digest = PlansAcknowledged::attestation_message(
+        network,
+        &acknowledged.key,
+        acknowledged.block,
+        &acknowledged.plans,
+    );
+    let verified = schnorr::Signature::from_slice(&acknowledged.attestation.0)
+        .and_then(|signature| {
+            Secp256k1::verification_only().verify_schnorr(
+                &signature,
+                &Message::from_digest(digest),
+                coordinator,
+            )
+        })
+        .is_ok();
+    if verified {
+        Decision::Approve(())
+    } else {
+        Decision::Refuse(Refusal::AttestationInvalid)
+    }
+}
+
+/// Decides whether to preprocess a plan signing attempt.
+pub fn plan_preprocess(
+    history: &impl PolicyHistory,
+    caps: Caps,
+    id: &PlanSignId,
+    plan: &Plan,
+    fee_rate: FeeRate,
+) -> Decision<PlanApproval> {
+    let actual = plan.id();
+    if actual != id.id || plan.key != id.key {
+        return Decision::Refuse(Refusal::PlanIdMismatch {
+            claimed: id.id,
+            actual,
+        });
+    }
+    if !history.acknowledged(&plan.key, &actual) {
+        return Decision::Refuse(Refusal::PlanNotAcknowledged(actual));
+    }
+    if history.plan_attempt_preprocessed(id) {
+        return Decision::Refuse(Refusal::AttemptAlreadyPreprocessed);
+    }
+    if fee_rate > caps.max_fee_rate {
+        return Decision::Refuse(Refusal::FeeRateTooHigh {
+            rate: fee_rate,
+            cap: caps.max_fee_rate,
+        });
+    }
+    let built = match build(plan, fee_rate) {
+        Ok(Built::Transaction(built)) => built,
+        Ok(Built::NoTransaction { .. }) => {
+            return Decision::Refuse(Refusal::Unbuildable("no transaction".into()))
+        }
+        Err(error) => return Decision::Refuse(Refusal::Unbuildable(error.to_string())),
+    };
+    let inputs = plan
+        .inputs
+        .iter()
+        .try_fold(Amount::ZERO, |sum, input| sum.checked_add(input.amount))
+        .unwrap_or(Amount::ZERO);
+    let share_exceeded = u128::from(built.fee.to_sat()) * 10_000
+        > u128::from(inputs.to_sat()) * u128::from(caps.max_fee_share_basis_points);
+    if share_exceeded {
+        return Decision::Refuse(Refusal::FeeShareTooHigh {
+            fee: built.fee,
+            inputs,
+        });
+    }
+    for input in &plan.inputs {
+        if let Some(other) = history.input_signed_into(&input.id) {
+            if other != actual {
+                return Decision::Refuse(Refusal::InputAlreadySigned {
+                    input: input.id,
+                    plan: other,
+                });
+            }
+        }
+    }
+    Decision::Approve(PlanApproval {
+        built,
+        marker: *id,
+        inputs: plan.inputs.iter().map(|input| input.id).collect(),
+    })
+}
+
+/// Decides whether to preprocess a batch signing attempt.
+pub fn batch_preprocess(
+    history: &impl PolicyHistory,
+    id: &BatchSignId,
+    batch: &Batch,
+) -> Decision<BatchApproval> {
+    if id.id.network != batch.network || id.id.batch != batch.id {
+        return Decision::Refuse(Refusal::BatchMismatch);
+    }
+    if history.batch_attempt_preprocessed(id) {
+        return Decision::Refuse(Refusal::AttemptAlreadyPreprocessed);
+    }
+    let message = batch.message();
+    let message_hash = sha256::Hash::hash(&message).to_byte_array();
+    if let Some(signed) = history.batch_signed(batch.network, batch.id) {
+        if signed != message_hash {
+            return Decision::Refuse(Refusal::BatchIdReused(batch.id));
+        }
+    }
+    Decision::Approve(BatchApproval {
+        message,
+        message_hash,
+        marker: *id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use bitcoin::{key::Keypair, secp256k1::SecretKey};
+    use schema::{
+        hashes::{BlockHash, SeraiAddress, TransactionId},
+        ids::{Attempt, SeraiBlockNumber},
+        instruction::{InInstruction, InInstructionWithBalance},
+        messages::coordinator::Attestation,
+        plan::{OutputKind, Payment, PaymentAddress, PlanInput},
+        sign_id::BatchSignTarget,
+    };
+
+    use super::*;
+
+    /// The enclave database's answers, in memory: the fake this unit test needs.
+    #[derive(Default)]
+    struct History {
+        acknowledged: BTreeSet<(NetworkKey, PlanId)>,
+        signed_inputs: BTreeMap<OutputId, PlanId>,
+        plan_markers: BTreeSet<PlanSignId>,
+        batch_markers: BTreeSet<BatchSignId>,
+        batches: BTreeMap<(NetworkId, BatchId), [u8; 32]>,
+    }
+
+    impl PolicyHistory for History {
+        fn acknowledged(&self, key: &NetworkKey, plan: &PlanId) -> bool {
+            self.acknowledged.contains(&(*key, *plan))
+        }
+        fn input_signed_into(&self, input: &OutputId) -> Option<PlanId> {
+            self.signed_inputs.get(input).copied()
+        }
+        fn plan_attempt_preprocessed(&self, id: &PlanSignId) -> bool {
+            self.plan_markers.contains(id)
+        }
+        fn batch_attempt_preprocessed(&self, id: &BatchSignId) -> bool {
+            self.batch_markers.contains(id)
+        }
+        fn batch_signed(&self, network: NetworkId, batch: BatchId) -> Option<[u8; 32]> {
+            self.batches.get(&(network, batch)).copied()
+        }
+    }
+
+    const CAPS: Caps = Caps {
+        max_fee_rate: FeeRate(100),
+        max_fee_share_basis_points: 500,
+    };
+
+    fn key(byte: u8) -> NetworkKey {
+        let secret = SecretKey::from_slice(&[byte; 32]).unwrap();
+        NetworkKey::from(secret.public_key(&Secp256k1::new()))
+    }
+
+    fn plan_paying(payment: u64) -> Plan {
+        Plan {
+            key: key(1),
+            inputs: vec![PlanInput {
+                id: OutputId {
+                    txid: TransactionId([9; 32]),
+                    vout: 1,
+                },
+                kind: OutputKind::External,
+                amount: Amount::from_sat(1_000_000).unwrap(),
+            }],
+            payments: vec![Payment {
+                address: PaymentAddress::from_bytes(&[&[0x00, 0x14][..], &[5; 20]].concat())
+                    .unwrap(),
+                data: None,
+                amount: Amount::from_sat(payment).unwrap(),
+            }],
+            change: Some(key(1)),
+        }
+    }
+
+    fn sign_id(plan: &Plan, attempt: u32) -> PlanSignId {
+        PlanSignId {
+            key: plan.key,
+            id: plan.id(),
+            attempt: Attempt(attempt),
+        }
+    }
+
+    fn acknowledging(plan: &Plan) -> History {
+        let mut history = History::default();
+        history.acknowledged.insert((plan.key, plan.id()));
+        history
+    }
+
+    fn refusal<A: core::fmt::Debug>(decision: Decision<A>) -> Refusal {
+        match decision {
+            Decision::Refuse(refusal) => refusal,
+            Decision::Approve(approval) => panic!("approved: {approval:?}"),
+        }
+    }
+
+    #[test]
+    fn an_acknowledged_plan_within_caps_is_approved_with_what_to_persist() {
+        let plan = plan_paying(500_000);
+        let id = sign_id(&plan, 0);
+        let Decision::Approve(approval) =
+            plan_preprocess(&acknowledging(&plan), CAPS, &id, &plan, FeeRate(10))
+        else {
+            panic!("refused");
+        };
+        assert_eq!(approval.marker, id);
+        assert_eq!(approval.inputs, vec![plan.inputs[0].id]);
+        assert_eq!(
+            approval.built,
+            match build(&plan, FeeRate(10)).unwrap() {
+                Built::Transaction(built) => built,
+                Built::NoTransaction { .. } => panic!(),
+            }
+        );
+    }
+
+    #[test]
+    fn every_rule_refuses_on_its_own() {
+        let plan = plan_paying(500_000);
+        let id = sign_id(&plan, 0);
+
+        // Not acknowledged.
+        assert_eq!(
+            refusal(plan_preprocess(
+                &History::default(),
+                CAPS,
+                &id,
+                &plan,
+                FeeRate(10)
+            )),
+            Refusal::PlanNotAcknowledged(plan.id())
+        );
+
+        // The content does not hash to the id: a changed payment under the old id.
+        let history = acknowledging(&plan);
+        let altered = Plan {
+            payments: vec![Payment {
+                amount: Amount::from_sat(900_000).unwrap(),
+                ..plan.payments[0].clone()
+            }],
+            ..plan.clone()
+        };
+        assert!(matches!(
+            refusal(plan_preprocess(&history, CAPS, &id, &altered, FeeRate(10))),
+            Refusal::PlanIdMismatch { .. }
+        ));
+        // The right id under another key.
+        let other_key = PlanSignId { key: key(2), ..id };
+        assert!(matches!(
+            refusal(plan_preprocess(
+                &history,
+                CAPS,
+                &other_key,
+                &plan,
+                FeeRate(10)
+            )),
+            Refusal::PlanIdMismatch { .. }
+        ));
+
+        // Preprocessed before.
+        let mut history = acknowledging(&plan);
+        history.plan_markers.insert(id);
+        assert_eq!(
+            refusal(plan_preprocess(&history, CAPS, &id, &plan, FeeRate(10))),
+            Refusal::AttemptAlreadyPreprocessed
+        );
+        // A new attempt is fine.
+        assert!(matches!(
+            plan_preprocess(&history, CAPS, &sign_id(&plan, 1), &plan, FeeRate(10)),
+            Decision::Approve(_)
+        ));
+
+        // Fee rate above the cap.
+        let history = acknowledging(&plan);
+        assert_eq!(
+            refusal(plan_preprocess(&history, CAPS, &id, &plan, FeeRate(101))),
+            Refusal::FeeRateTooHigh {
+                rate: FeeRate(101),
+                cap: FeeRate(100)
+            }
+        );
+
+        // Fee share above the cap: 100 sat/vB on 1,000,000 sat is 1.7%; cap it at 1%.
+        let tight = Caps {
+            max_fee_share_basis_points: 100,
+            ..CAPS
+        };
+        assert!(matches!(
+            refusal(plan_preprocess(&history, tight, &id, &plan, FeeRate(100))),
+            Refusal::FeeShareTooHigh { .. }
+        ));
+
+        // An input already signed into another plan; the same plan again is fine.
+        let mut history = acknowledging(&plan);
+        history
+            .signed_inputs
+            .insert(plan.inputs[0].id, PlanId([7; 32]));
+        assert!(matches!(
+            refusal(plan_preprocess(&history, CAPS, &id, &plan, FeeRate(10))),
+            Refusal::InputAlreadySigned { .. }
+        ));
+        history.signed_inputs.insert(plan.inputs[0].id, plan.id());
+        assert!(matches!(
+            plan_preprocess(&history, CAPS, &id, &plan, FeeRate(10)),
+            Decision::Approve(_)
+        ));
+
+        // Payments above the inputs: nothing can be built.
+        let overspent = plan_paying(2_000_000);
+        let history = acknowledging(&overspent);
+        assert!(matches!(
+            refusal(plan_preprocess(
+                &history,
+                CAPS,
+                &sign_id(&overspent, 0),
+                &overspent,
+                FeeRate(10)
+            )),
+            Refusal::Unbuildable(_)
+        ));
+    }
+
+    fn attested(secret: [u8; 32], plans: Vec<PlanId>) -> (PlansAcknowledged, XOnlyPublicKey) {
+        let secp = Secp256k1::new();
+        let keypair = Keypair::from_seckey_slice(&secp, &secret).unwrap();
+        let mut acknowledged = PlansAcknowledged {
+            block: SeraiBlockNumber(12),
+            key: key(1),
+            plans,
+            attestation: Attestation([0; 64]),
+        };
+        let digest = PlansAcknowledged::attestation_message(
+            NetworkId::Bitcoin,
+            &acknowledged.key,
+            acknowledged.block,
+            &acknowledged.plans,
+        );
+        let signature = secp.sign_schnorr_no_aux_rand(&Message::from_digest(digest), &keypair);
+        acknowledged.attestation = Attestation(*signature.as_ref());
+        (acknowledged, keypair.x_only_public_key().0)
+    }
+
+    #[test]
+    fn only_the_coordinators_attestation_over_exactly_these_plans_is_accepted() {
+        let (acknowledged, coordinator) = attested([4; 32], vec![PlanId([1; 32]), PlanId([2; 32])]);
+        assert_eq!(
+            acknowledgement(&acknowledged, NetworkId::Bitcoin, &coordinator),
+            Decision::Approve(())
+        );
+        // Another network.
+        assert_eq!(
+            acknowledgement(&acknowledged, NetworkId::Ethereum, &coordinator),
+            Decision::Refuse(Refusal::AttestationInvalid)
+        );
+        // A plan added.
+        let mut more = acknowledged.clone();
+        more.plans.push(PlanId([3; 32]));
+        assert_eq!(
+            acknowledgement(&more, NetworkId::Bitcoin, &coordinator),
+            Decision::Refuse(Refusal::AttestationInvalid)
+        );
+        // One flipped bit of the signature.
+        let mut flipped = acknowledged.clone();
+        flipped.attestation.0[10] ^= 1;
+        assert_eq!(
+            acknowledgement(&flipped, NetworkId::Bitcoin, &coordinator),
+            Decision::Refuse(Refusal::AttestationInvalid)
+        );
+        // Signed by someone else.
+        let (forged, _) = attested([5; 32], acknowledged.plans.clone());
+        assert_eq!(
+            acknowledgement(&forged, NetworkId::Bitcoin, &coordinator),
+            Decision::Refuse(Refusal::AttestationInvalid)
+        );
+    }
+
+    fn batch(amount: u64) -> Batch {
+        Batch {
+            network: NetworkId::Bitcoin,
+            id: BatchId(3),
+            block: BlockHash([8; 32]),
+            instructions: vec![InInstructionWithBalance {
+                instruction: InInstruction::Transfer {
+                    to: SeraiAddress([6; 32]),
+                },
+                amount: Amount::from_sat(amount).unwrap(),
+            }],
+        }
+    }
+
+    #[test]
+    fn batches_are_signed_once_per_id() {
+        let id = BatchSignId {
+            key: schema::keys::BatchKey([2; 32]),
+            id: BatchSignTarget {
+                network: NetworkId::Bitcoin,
+                batch: BatchId(3),
+            },
+            attempt: Attempt(0),
+        };
+        let mut history = History::default();
+        let Decision::Approve(approval) = batch_preprocess(&history, &id, &batch(50_000)) else {
+            panic!("refused");
+        };
+        assert_eq!(approval.message, batch(50_000).message());
+        history
+            .batches
+            .insert((NetworkId::Bitcoin, BatchId(3)), approval.message_hash);
+        history.batch_markers.insert(id);
+
+        // The same attempt again.
+        assert_eq!(
+            refusal(batch_preprocess(&history, &id, &batch(50_000))),
+            Refusal::AttemptAlreadyPreprocessed
+        );
+        // The same batch, a new attempt: fine.
+        let next = BatchSignId {
+            attempt: Attempt(1),
+            ..id
+        };
+        assert!(matches!(
+            batch_preprocess(&history, &next, &batch(50_000)),
+            Decision::Approve(_)
+        ));
+        // A different batch under the same id.
+        assert_eq!(
+            refusal(batch_preprocess(&history, &next, &batch(60_000))),
+            Refusal::BatchIdReused(BatchId(3))
+        );
+        // A session naming another batch.
+        let elsewhere = BatchSignId {
+            id: BatchSignTarget {
+                network: NetworkId::Bitcoin,
+                batch: BatchId(4),
+            },
+            ..next
+        };
+        assert_eq!(
+            refusal(batch_preprocess(&history, &elsewhere, &batch(50_000))),
+            Refusal::BatchMismatch
+        );
+    }
+}
