@@ -37,18 +37,37 @@ pub struct Caps {
     pub max_fee_share_basis_points: u16,
 }
 
+/// The enclave's history could not be read. The policy fails closed: it refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("policy history unavailable: {0}")]
+pub struct HistoryError(pub String);
+
 /// What the policy needs to know of the enclave's past decisions.
 pub trait PolicyHistory {
     /// Whether an attested acknowledgement named this plan for this key.
-    fn acknowledged(&self, key: &NetworkKey, plan: &PlanId) -> bool;
+    fn acknowledged(&self, key: &NetworkKey, plan: &PlanId) -> Result<bool, HistoryError>;
     /// The plan an output was signed into, if any.
-    fn input_signed_into(&self, input: &OutputId) -> Option<PlanId>;
+    fn input_signed_into(&self, input: &OutputId) -> Result<Option<PlanId>, HistoryError>;
     /// Whether this plan signing attempt already produced a preprocess.
-    fn plan_attempt_preprocessed(&self, id: &PlanSignId) -> bool;
+    fn plan_attempt_preprocessed(&self, id: &PlanSignId) -> Result<bool, HistoryError>;
     /// Whether this batch signing attempt already produced a preprocess.
-    fn batch_attempt_preprocessed(&self, id: &BatchSignId) -> bool;
+    fn batch_attempt_preprocessed(&self, id: &BatchSignId) -> Result<bool, HistoryError>;
     /// The hash of the batch message signed for this network and batch id, if any.
-    fn batch_signed(&self, network: NetworkId, batch: BatchId) -> Option<[u8; 32]>;
+    fn batch_signed(
+        &self,
+        network: NetworkId,
+        batch: BatchId,
+    ) -> Result<Option<[u8; 32]>, HistoryError>;
+}
+
+/// The answer of a history query, or a refusal when the history cannot be read.
+macro_rules! ask {
+    ($query:expr) => {
+        match $query {
+            Ok(answer) => answer,
+            Err(HistoryError(error)) => return Decision::Refuse(Refusal::HistoryUnavailable(error)),
+        }
+    };
 }
 
 /// Why the enclave refuses. Each maps to a `RefusalReason` of `signer.capnp` and a label of
@@ -96,6 +115,8 @@ pub enum Refusal {
     BatchMismatch,
     /// A different batch with this batch id was already signed.
     BatchIdReused(BatchId),
+    /// The enclave's history could not be read.
+    HistoryUnavailable(String),
 }
 
 impl Refusal {
@@ -112,6 +133,7 @@ impl Refusal {
             Refusal::Unbuildable(_) => "unbuildable",
             Refusal::BatchMismatch => "batch_mismatch",
             Refusal::BatchIdReused(_) => "batch_id_reused",
+            Refusal::HistoryUnavailable(_) => "history_unavailable",
         }
     }
 }
@@ -191,10 +213,10 @@ pub fn plan_preprocess(
             actual,
         });
     }
-    if !history.acknowledged(&plan.key, &actual) {
+    if !ask!(history.acknowledged(&plan.key, &actual)) {
         return Decision::Refuse(Refusal::PlanNotAcknowledged(actual));
     }
-    if history.plan_attempt_preprocessed(id) {
+    if ask!(history.plan_attempt_preprocessed(id)) {
         return Decision::Refuse(Refusal::AttemptAlreadyPreprocessed);
     }
     if fee_rate > caps.max_fee_rate {
@@ -224,7 +246,7 @@ pub fn plan_preprocess(
         });
     }
     for input in &plan.inputs {
-        if let Some(other) = history.input_signed_into(&input.id) {
+        if let Some(other) = ask!(history.input_signed_into(&input.id)) {
             if other != actual {
                 return Decision::Refuse(Refusal::InputAlreadySigned {
                     input: input.id,
@@ -249,12 +271,12 @@ pub fn batch_preprocess(
     if id.id.network != batch.network || id.id.batch != batch.id {
         return Decision::Refuse(Refusal::BatchMismatch);
     }
-    if history.batch_attempt_preprocessed(id) {
+    if ask!(history.batch_attempt_preprocessed(id)) {
         return Decision::Refuse(Refusal::AttemptAlreadyPreprocessed);
     }
     let message = batch.message();
     let message_hash = sha256::Hash::hash(&message).to_byte_array();
-    if let Some(signed) = history.batch_signed(batch.network, batch.id) {
+    if let Some(signed) = ask!(history.batch_signed(batch.network, batch.id)) {
         if signed != message_hash {
             return Decision::Refuse(Refusal::BatchIdReused(batch.id));
         }
@@ -293,21 +315,73 @@ mod tests {
     }
 
     impl PolicyHistory for History {
-        fn acknowledged(&self, key: &NetworkKey, plan: &PlanId) -> bool {
-            self.acknowledged.contains(&(*key, *plan))
+        fn acknowledged(&self, key: &NetworkKey, plan: &PlanId) -> Result<bool, HistoryError> {
+            Ok(self.acknowledged.contains(&(*key, *plan)))
         }
-        fn input_signed_into(&self, input: &OutputId) -> Option<PlanId> {
-            self.signed_inputs.get(input).copied()
+        fn input_signed_into(&self, input: &OutputId) -> Result<Option<PlanId>, HistoryError> {
+            Ok(self.signed_inputs.get(input).copied())
         }
-        fn plan_attempt_preprocessed(&self, id: &PlanSignId) -> bool {
-            self.plan_markers.contains(id)
+        fn plan_attempt_preprocessed(&self, id: &PlanSignId) -> Result<bool, HistoryError> {
+            Ok(self.plan_markers.contains(id))
         }
-        fn batch_attempt_preprocessed(&self, id: &BatchSignId) -> bool {
-            self.batch_markers.contains(id)
+        fn batch_attempt_preprocessed(&self, id: &BatchSignId) -> Result<bool, HistoryError> {
+            Ok(self.batch_markers.contains(id))
         }
-        fn batch_signed(&self, network: NetworkId, batch: BatchId) -> Option<[u8; 32]> {
-            self.batches.get(&(network, batch)).copied()
+        fn batch_signed(
+            &self,
+            network: NetworkId,
+            batch: BatchId,
+        ) -> Result<Option<[u8; 32]>, HistoryError> {
+            Ok(self.batches.get(&(network, batch)).copied())
         }
+    }
+
+    /// A history that cannot be read.
+    struct Broken;
+
+    impl PolicyHistory for Broken {
+        fn acknowledged(&self, _: &NetworkKey, _: &PlanId) -> Result<bool, HistoryError> {
+            Err(HistoryError("disk".into()))
+        }
+        fn input_signed_into(&self, _: &OutputId) -> Result<Option<PlanId>, HistoryError> {
+            Err(HistoryError("disk".into()))
+        }
+        fn plan_attempt_preprocessed(&self, _: &PlanSignId) -> Result<bool, HistoryError> {
+            Err(HistoryError("disk".into()))
+        }
+        fn batch_attempt_preprocessed(&self, _: &BatchSignId) -> Result<bool, HistoryError> {
+            Err(HistoryError("disk".into()))
+        }
+        fn batch_signed(&self, _: NetworkId, _: BatchId) -> Result<Option<[u8; 32]>, HistoryError> {
+            Err(HistoryError("disk".into()))
+        }
+    }
+
+    #[test]
+    fn an_unreadable_history_fails_closed() {
+        let plan = plan_paying(500_000);
+        assert_eq!(
+            refusal(plan_preprocess(
+                &Broken,
+                CAPS,
+                &sign_id(&plan, 0),
+                &plan,
+                FeeRate(10)
+            )),
+            Refusal::HistoryUnavailable("disk".into())
+        );
+        let id = BatchSignId {
+            key: schema::keys::BatchKey([2; 32]),
+            id: BatchSignTarget {
+                network: NetworkId::Bitcoin,
+                batch: BatchId(3),
+            },
+            attempt: Attempt(0),
+        };
+        assert_eq!(
+            refusal(batch_preprocess(&Broken, &id, &batch(50_000))),
+            Refusal::HistoryUnavailable("disk".into())
+        );
     }
 
     const CAPS: Caps = Caps {
