@@ -23,7 +23,7 @@ use thiserror::Error;
 use crate::{
     amount::Amount,
     plan::Plan,
-    taproot::{DerivedKey, KeyDerivationError},
+    taproot::{DerivedKey, KeyDerivationError, KeyScripts},
 };
 
 /// Outputs below this many satoshis are neither created nor scanned: they cost more to spend
@@ -135,11 +135,12 @@ pub fn build(plan: &Plan, fee_rate: FeeRate) -> Result<Built, BuildError> {
             payments: requested,
         });
     }
-    let input_scripts = plan
+    let scripts = KeyScripts::derive(&plan.key)?;
+    let input_scripts: Vec<bitcoin::ScriptBuf> = plan
         .inputs
         .iter()
-        .map(|input| DerivedKey::derive(&plan.key, input.kind).map(|key| key.script_pubkey()))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|input| scripts.script(input.kind).clone())
+        .collect();
     let change_script = plan
         .change
         .map(|key| DerivedKey::derive(&key, crate::plan::OutputKind::Change))
