@@ -7,5 +7,6 @@
 
 pub mod bip340;
 pub mod config;
+pub mod custody;
 pub mod policy;
 pub mod policy_db;

@@ -1,0 +1,258 @@
+//! Custody of key shares through PKCS#11: a non-extractable, sensitive AES-256 key generated
+//! inside the token seals every key share with AES-GCM before it is stored anywhere, with
+//! associated data binding the sealed blob to its key id and purpose. Unsealed shares exist
+//! only in zeroizing memory.
+//!
+//! A sealed blob is `iv (12) || ciphertext || tag (16)`; the IV comes from the token's
+//! random generator. The associated data is
+//! `"processor-seal-v1" || purpose (u8) || len(key id) (u8) || key id`.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use cryptoki::{
+    context::{CInitializeArgs, CInitializeFlags, Pkcs11},
+    error::{Error as Pkcs11Error, RvError},
+    mechanism::{aead::GcmParams, Mechanism},
+    object::{Attribute, KeyType, ObjectClass, ObjectHandle},
+    session::{Session, UserType},
+    types::AuthPin,
+};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+/// The label of the sealing key inside the token.
+pub const SEALING_KEY_LABEL: &str = "processor-sealing-key";
+
+const AAD_DOMAIN: &[u8] = b"processor-seal-v1";
+const IV_LEN: usize = 12;
+const TAG_BITS: u64 = 128;
+
+/// What a sealed blob holds; part of the associated data, so a blob sealed for one purpose
+/// never unseals as another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// A network (secp256k1) key share.
+    NetworkKeyShare,
+    /// A batch (Ristretto) key share.
+    BatchKeyShare,
+}
+
+impl Purpose {
+    fn code(self) -> u8 {
+        match self {
+            Purpose::NetworkKeyShare => 1,
+            Purpose::BatchKeyShare => 2,
+        }
+    }
+}
+
+/// Whether opening custody may create the sealing key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealingKey {
+    /// Provisioning: use the token's sealing key, creating it if there is none.
+    CreateIfMissing,
+    /// Running: the sealing key must exist.
+    MustExist,
+}
+
+/// A custody failure. Configuration mistakes name what to fix.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum CustodyError {
+    /// The PKCS#11 module file does not exist.
+    #[error("PKCS#11 module {0} does not exist (pkcs11.module)")]
+    ModuleMissing(PathBuf),
+    /// The module could not be loaded or initialized.
+    #[error("PKCS#11 module {path} could not be loaded: {source}")]
+    ModuleLoad {
+        /// The module.
+        path: PathBuf,
+        /// Why.
+        source: Pkcs11Error,
+    },
+    /// No initialized token carries the label.
+    #[error("no PKCS#11 token labelled {0:?} (pkcs11.token_label)")]
+    TokenNotFound(String),
+    /// The token refused the PIN.
+    #[error("the token refused the PIN (pkcs11.pin_file)")]
+    WrongPin,
+    /// The token has no sealing key and this is not provisioning.
+    #[error("the token has no sealing key: run `signer-enclave provision` first")]
+    SealingKeyMissing,
+    /// A sealed blob is too short, or failed authentication: tampered, or sealed for another
+    /// key id, purpose or token.
+    #[error("sealed key share does not unseal: tampered or not ours")]
+    Unseal,
+    /// A key id longer than 255 bytes.
+    #[error("key id too long")]
+    KeyIdTooLong,
+    /// Any other PKCS#11 failure.
+    #[error("PKCS#11: {0}")]
+    Pkcs11(#[from] Pkcs11Error),
+    /// The session lock was poisoned by a panic elsewhere: custody stops.
+    #[error("custody session poisoned")]
+    Poisoned,
+}
+
+/// Loads and initializes a PKCS#11 module. Call once per process: every token and session
+/// shares it.
+///
+/// # Errors
+/// The module is missing or does not initialize.
+pub fn load_module(path: &Path) -> Result<Arc<Pkcs11>, CustodyError> {
+    if !path.is_file() {
+        return Err(CustodyError::ModuleMissing(path.to_owned()));
+    }
+    let load = || -> Result<Pkcs11, Pkcs11Error> {
+        let pkcs11 = Pkcs11::new(path)?;
+        pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))?;
+        Ok(pkcs11)
+    };
+    load()
+        .map(Arc::new)
+        .map_err(|source| CustodyError::ModuleLoad {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// An open, logged-in session on the token holding the sealing key.
+pub struct Custody {
+    session: Mutex<Session>,
+    key: ObjectHandle,
+}
+
+impl Custody {
+    /// Opens the token labelled `token_label`, logs in as its user, and finds (or, when
+    /// provisioning, creates) the sealing key.
+    ///
+    /// # Errors
+    /// No such token, a wrong PIN, no sealing key outside provisioning, or a PKCS#11 failure.
+    pub fn open(
+        pkcs11: &Pkcs11,
+        token_label: &str,
+        pin: &AuthPin,
+        sealing_key: SealingKey,
+    ) -> Result<Self, CustodyError> {
+        let slot = pkcs11
+            .get_slots_with_initialized_token()?
+            .into_iter()
+            .find(|slot| {
+                pkcs11
+                    .get_token_info(*slot)
+                    .map(|info| info.label().trim_end() == token_label)
+                    .unwrap_or(false)
+            })
+            .ok_or_else(|| CustodyError::TokenNotFound(token_label.to_owned()))?;
+        let session = pkcs11.open_rw_session(slot)?;
+        match session.login(UserType::User, Some(pin)) {
+            Ok(()) | Err(Pkcs11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(Pkcs11Error::Pkcs11(RvError::PinIncorrect, _)) => {
+                return Err(CustodyError::WrongPin)
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Label(SEALING_KEY_LABEL.as_bytes().to_vec()),
+        ];
+        let key = match session.find_objects(&template)?.first() {
+            Some(key) => *key,
+            None if sealing_key == SealingKey::CreateIfMissing => session.generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Modifiable(false),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Label(SEALING_KEY_LABEL.as_bytes().to_vec()),
+                ],
+            )?,
+            None => return Err(CustodyError::SealingKeyMissing),
+        };
+        Ok(Custody {
+            session: Mutex::new(session),
+            key,
+        })
+    }
+
+    /// Seals a key share for storage.
+    ///
+    /// # Errors
+    /// The key id is too long, or the token failed.
+    pub fn seal(
+        &self,
+        key_id: &[u8],
+        purpose: Purpose,
+        share: &[u8],
+    ) -> Result<Vec<u8>, CustodyError> {
+        let aad = associated_data(key_id, purpose)?;
+        let session = self.session.lock().map_err(|_| CustodyError::Poisoned)?;
+        let mut iv = [0u8; IV_LEN];
+        session.generate_random_slice(&mut iv)?;
+        let mut nonce = iv;
+        let params = GcmParams::new(&mut nonce, &aad, TAG_BITS.into())?;
+        let ciphertext = session.encrypt(&Mechanism::AesGcm(params), self.key, share)?;
+        let mut sealed = Vec::with_capacity(IV_LEN + ciphertext.len());
+        sealed.extend_from_slice(&iv);
+        sealed.extend_from_slice(&ciphertext);
+        Ok(sealed)
+    }
+
+    /// Unseals a key share into zeroizing memory.
+    ///
+    /// # Errors
+    /// `Unseal` when the blob was tampered with or sealed for another key id, purpose or
+    /// token.
+    pub fn unseal(
+        &self,
+        key_id: &[u8],
+        purpose: Purpose,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CustodyError> {
+        let aad = associated_data(key_id, purpose)?;
+        if sealed.len() < IV_LEN + 16 {
+            return Err(CustodyError::Unseal);
+        }
+        let (iv, ciphertext) = sealed.split_at(IV_LEN);
+        let mut iv = <[u8; IV_LEN]>::try_from(iv).map_err(|_| CustodyError::Unseal)?;
+        let session = self.session.lock().map_err(|_| CustodyError::Poisoned)?;
+        let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into())?;
+        session
+            .decrypt(&Mechanism::AesGcm(params), self.key, ciphertext)
+            .map(Zeroizing::new)
+            .map_err(|_| CustodyError::Unseal)
+    }
+
+    /// The sealing key's handle, for inspecting its attributes.
+    pub fn sealing_key(&self) -> ObjectHandle {
+        self.key
+    }
+
+    /// Runs `f` with the session, for inspection.
+    ///
+    /// # Errors
+    /// The session lock was poisoned.
+    pub fn with_session<T>(&self, f: impl FnOnce(&Session) -> T) -> Result<T, CustodyError> {
+        let session = self.session.lock().map_err(|_| CustodyError::Poisoned)?;
+        Ok(f(&session))
+    }
+}
+
+fn associated_data(key_id: &[u8], purpose: Purpose) -> Result<Vec<u8>, CustodyError> {
+    let len = u8::try_from(key_id.len()).map_err(|_| CustodyError::KeyIdTooLong)?;
+    let mut aad = Vec::with_capacity(AAD_DOMAIN.len() + 2 + key_id.len());
+    aad.extend_from_slice(AAD_DOMAIN);
+    aad.push(purpose.code());
+    aad.push(len);
+    aad.extend_from_slice(key_id);
+    Ok(aad)
+}

@@ -1,0 +1,164 @@
+//! Custody through a real SoftHSM2 token (its own token directory, made for this test):
+//! provisioning creates one sealing key that the token will not reveal, shares round-trip
+//! through sealing, and every way a blob or a configuration can be wrong is refused by name.
+//!
+//! One test function: a PKCS#11 module is initialized once per process.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_in_result
+)]
+
+use std::path::Path;
+
+use cryptoki::{
+    object::{Attribute, AttributeType, ObjectClass},
+    session::UserType,
+    types::AuthPin,
+};
+use signer_enclave::custody::{load_module, Custody, CustodyError, Purpose, SealingKey};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const LABEL: &str = "processor-test";
+
+#[test]
+fn custody_through_softhsm() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    // SoftHSM reads its configuration once, when the module is initialized below.
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+
+    assert!(matches!(
+        load_module(Path::new("/nonexistent/libpkcs11.so")),
+        Err(CustodyError::ModuleMissing(_))
+    ));
+    let pkcs11 = load_module(Path::new(MODULE)).unwrap();
+
+    // A fresh token, as an operator's provisioning would make it.
+    let so_pin = AuthPin::new("so-secret".into());
+    let pin = AuthPin::new("user-secret".into());
+    let slot = pkcs11
+        .get_all_slots()
+        .unwrap()
+        .into_iter()
+        .find(|slot| !pkcs11.get_token_info(*slot).unwrap().token_initialized())
+        .unwrap();
+    pkcs11.init_token(slot, &so_pin, LABEL).unwrap();
+    {
+        let slot = pkcs11.get_slots_with_initialized_token().unwrap()[0];
+        let session = pkcs11.open_rw_session(slot).unwrap();
+        session.login(UserType::So, Some(&so_pin)).unwrap();
+        session.init_pin(&pin).unwrap();
+        session.logout().unwrap();
+    }
+
+    // Not provisioned yet: running refuses; provisioning creates the key.
+    assert!(matches!(
+        Custody::open(&pkcs11, LABEL, &pin, SealingKey::MustExist),
+        Err(CustodyError::SealingKeyMissing)
+    ));
+    let custody = Custody::open(&pkcs11, LABEL, &pin, SealingKey::CreateIfMissing).unwrap();
+
+    // The sealing key is sensitive and never extractable, and there is exactly one.
+    let attributes = custody
+        .with_session(|session| {
+            session
+                .get_attributes(
+                    custody.sealing_key(),
+                    &[AttributeType::Sensitive, AttributeType::Extractable],
+                )
+                .unwrap()
+        })
+        .unwrap();
+    assert!(attributes.contains(&Attribute::Sensitive(true)));
+    assert!(attributes.contains(&Attribute::Extractable(false)));
+    let again = Custody::open(&pkcs11, LABEL, &pin, SealingKey::CreateIfMissing).unwrap();
+    let keys = again
+        .with_session(|session| {
+            session
+                .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+                .unwrap()
+                .len()
+        })
+        .unwrap();
+    assert_eq!(keys, 1, "provisioning twice made a second key");
+
+    // Sealing round-trips, never shows the share, and differs each time (fresh IV).
+    let share = b"a 184-byte ThresholdKeys serialization stands here in the test".to_vec();
+    let sealed = custody
+        .seal(b"key-1", Purpose::NetworkKeyShare, &share)
+        .unwrap();
+    assert!(!sealed
+        .windows(16)
+        .any(|w| share.windows(16).any(|s| s == w)));
+    assert_ne!(
+        sealed,
+        custody
+            .seal(b"key-1", Purpose::NetworkKeyShare, &share)
+            .unwrap()
+    );
+    let unsealed = custody
+        .unseal(b"key-1", Purpose::NetworkKeyShare, &sealed)
+        .unwrap();
+    assert_eq!(unsealed.as_slice(), share.as_slice());
+    // The other session of the same token unseals it too.
+    assert_eq!(
+        again
+            .unseal(b"key-1", Purpose::NetworkKeyShare, &sealed)
+            .unwrap()
+            .as_slice(),
+        share.as_slice()
+    );
+
+    // Another key id, another purpose, a flipped bit, a truncation: refused.
+    assert!(matches!(
+        custody.unseal(b"key-2", Purpose::NetworkKeyShare, &sealed),
+        Err(CustodyError::Unseal)
+    ));
+    assert!(matches!(
+        custody.unseal(b"key-1", Purpose::BatchKeyShare, &sealed),
+        Err(CustodyError::Unseal)
+    ));
+    for at in [0, 12, sealed.len() - 1] {
+        let mut tampered = sealed.clone();
+        tampered[at] ^= 1;
+        assert!(matches!(
+            custody.unseal(b"key-1", Purpose::NetworkKeyShare, &tampered),
+            Err(CustodyError::Unseal)
+        ));
+    }
+    assert!(matches!(
+        custody.unseal(b"key-1", Purpose::NetworkKeyShare, &sealed[..20]),
+        Err(CustodyError::Unseal)
+    ));
+
+    // Configuration mistakes are named.
+    assert!(matches!(
+        Custody::open(&pkcs11, "no-such-token", &pin, SealingKey::MustExist),
+        Err(CustodyError::TokenNotFound(_))
+    ));
+    drop(custody);
+    drop(again);
+    assert!(matches!(
+        Custody::open(
+            &pkcs11,
+            LABEL,
+            &AuthPin::new("wrong".into()),
+            SealingKey::MustExist
+        ),
+        Err(CustodyError::WrongPin)
+    ));
+}
