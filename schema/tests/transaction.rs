@@ -306,11 +306,14 @@ proptest! {
                 let signed = sign(&plan, &built);
                 prop_assert_eq!(total, sum_outputs(&signed) + built.fee.to_sat());
                 prop_assert!(signed.output.iter().all(|o| o.value.to_sat() >= DUST.to_sat()));
-                if with_change || plan.payments.iter().map(|p| p.amount.to_sat()).sum::<u64>() == total {
-                    // Without excess to the miners, the fee is exactly rate x vsize.
-                    prop_assert_eq!(built.fee.to_sat(), signed.vsize() as u64 * rate);
-                } else {
-                    prop_assert!(built.fee.to_sat() >= signed.vsize() as u64 * rate);
+                let exact = signed.vsize() as u64 * rate;
+                prop_assert!(built.fee.to_sat() >= exact);
+                if built.change.is_some() {
+                    // Change absorbs everything: the fee is exactly rate x vsize.
+                    prop_assert_eq!(built.fee.to_sat(), exact);
+                } else if with_change {
+                    // Only what was too little for a change output goes to the miners.
+                    prop_assert!(built.fee.to_sat() - exact < DUST.to_sat());
                 }
                 prop_assert_eq!(built.transaction.version, bitcoin::transaction::Version::TWO);
                 let paid = built.payments.iter().filter(|o| matches!(o, PaymentOutcome::Paid { .. })).count();
