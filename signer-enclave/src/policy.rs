@@ -370,14 +370,7 @@ mod tests {
             )),
             Refusal::HistoryUnavailable("disk".into())
         );
-        let id = BatchSignId {
-            key: schema::keys::BatchKey([2; 32]),
-            id: BatchSignTarget {
-                network: NetworkId::Bitcoin,
-                batch: BatchId(3),
-            },
-            attempt: Attempt(0),
-        };
+        let id = batch_sign_id();
         assert_eq!(
             refusal(batch_preprocess(&Broken, &id, &batch(50_000))),
             Refusal::HistoryUnavailable("disk".into())
@@ -630,16 +623,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn batches_are_signed_once_per_id() {
-        let id = BatchSignId {
+    /// Attempt 0 of signing batch 3 of Bitcoin.
+    fn batch_sign_id() -> BatchSignId {
+        BatchSignId {
             key: schema::keys::BatchKey([2; 32]),
             id: BatchSignTarget {
                 network: NetworkId::Bitcoin,
                 batch: BatchId(3),
             },
             attempt: Attempt(0),
-        };
+        }
+    }
+
+    #[test]
+    fn batches_are_signed_once_per_id() {
+        let id = batch_sign_id();
         let mut history = History::default();
         let Decision::Approve(approval) = batch_preprocess(&history, &id, &batch(50_000)) else {
             panic!("refused");
