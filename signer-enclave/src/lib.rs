@@ -10,3 +10,4 @@ pub mod config;
 pub mod custody;
 pub mod policy;
 pub mod policy_db;
+pub mod secrets;

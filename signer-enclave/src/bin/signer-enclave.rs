@@ -26,6 +26,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    if let Err(error) = signer_enclave::secrets::disable_core_dumps() {
+        eprintln!("signer-enclave: cannot disable core dumps: {error}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let mut stdout = std::io::stdout().lock();
     let result = match cli.command {
