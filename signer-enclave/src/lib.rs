@@ -8,6 +8,7 @@
 pub mod bip340;
 pub mod config;
 pub mod custody;
+pub mod key_gen;
 pub mod policy;
 pub mod policy_db;
 pub mod secrets;
