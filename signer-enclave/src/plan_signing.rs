@@ -1,0 +1,242 @@
+//! Signing a plan's transaction: one FROST session per input, every input's preprocess and
+//! share travelling together in one blob, in input order. Nonces live only in memory; a
+//! session the enclave restarted through is gone, and the coordinator re-attempts.
+//!
+//! Sessions start only from a `policy::PlanApproval` (whose records the caller committed), so
+//! what is signed is always the enclave's own transaction's sighashes. Each completed
+//! signature is checked by libsecp256k1's BIP340 verifier before it is used.
+
+use std::collections::HashMap;
+
+use bitcoin::{
+    key::XOnlyPublicKey,
+    secp256k1::{schnorr, Message, Secp256k1},
+    taproot::Signature,
+    TapSighashType, Transaction, Witness,
+};
+use modular_frost::{
+    curve::Secp256k1 as Curve,
+    sign::{
+        AlgorithmMachine, AlgorithmSignMachine, AlgorithmSignatureMachine, PreprocessMachine,
+        SignMachine, SignatureMachine, Writable,
+    },
+    FrostError, Participant as FrostParticipant, ThresholdKeys,
+};
+use rand_core::{CryptoRng, RngCore};
+use schema::{messages::ParticipantMap, plan::Plan, sign_id::PlanSignId};
+use thiserror::Error;
+
+use crate::{
+    bip340::{algorithm, bip340_signature, taproot_keys, Bip340Schnorr, TaprootKeyError},
+    policy::PlanApproval,
+};
+
+/// A signing step that cannot proceed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SigningError {
+    /// No session for this id and attempt (never preprocessed here, replaced, or lost to a
+    /// restart).
+    #[error("no signing session for this plan attempt")]
+    UnknownSession,
+    /// The session is at another step.
+    #[error("signing session is not at this step")]
+    WrongStep,
+    /// A participant's blob does not parse for every input.
+    #[error("malformed message from participant {0}")]
+    Malformed(u16),
+    /// FROST refused: a bad preprocess or share (by participant), or a bad signing set.
+    #[error("FROST: {0}")]
+    Frost(String),
+    /// The keys cannot sign our outputs.
+    #[error(transparent)]
+    Keys(#[from] TaprootKeyError),
+    /// A completed signature failed BIP340 verification; nothing is released.
+    #[error("completed signature for input {0} does not verify")]
+    InvalidSignature(usize),
+}
+
+impl From<FrostError> for SigningError {
+    fn from(error: FrostError) -> Self {
+        SigningError::Frost(error.to_string())
+    }
+}
+
+type SignMachines = Vec<AlgorithmSignMachine<Curve, Bip340Schnorr>>;
+type SignatureMachines = Vec<AlgorithmSignatureMachine<Curve, Bip340Schnorr>>;
+
+enum Step {
+    Preprocessed(SignMachines),
+    Shared(SignatureMachines),
+}
+
+struct Session {
+    id: PlanSignId,
+    approval: PlanApproval,
+    step: Step,
+}
+
+/// The plan signing sessions in progress, at most one attempt per plan.
+#[derive(Default)]
+pub struct PlanSigning {
+    sessions: HashMap<schema::hashes::PlanId, Session>,
+}
+
+impl PlanSigning {
+    /// Starts the approved attempt, returning our preprocess for every input. Replaces any
+    /// earlier attempt of the plan.
+    ///
+    /// # Errors
+    /// The keys cannot sign the plan's inputs.
+    pub fn preprocess<R: RngCore + CryptoRng>(
+        &mut self,
+        approval: PlanApproval,
+        plan: &Plan,
+        keys: &ThresholdKeys<Curve>,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, SigningError> {
+        let mut machines = Vec::with_capacity(plan.inputs.len());
+        let mut blob = Vec::new();
+        for input in &plan.inputs {
+            let keys = taproot_keys(keys.clone(), input.kind)?;
+            let (machine, preprocess) =
+                AlgorithmMachine::new(algorithm(), keys).preprocess(&mut *rng);
+            preprocess
+                .write(&mut blob)
+                .map_err(|_| SigningError::Frost("preprocess encoding".into()))?;
+            machines.push(machine);
+        }
+        let id = approval.marker;
+        self.sessions.insert(
+            id.id,
+            Session {
+                id,
+                approval,
+                step: Step::Preprocessed(machines),
+            },
+        );
+        Ok(blob)
+    }
+
+    /// Takes the other signers' preprocesses and returns our share for every input.
+    ///
+    /// # Errors
+    /// No such session at this step, a malformed preprocess, or FROST refusing one.
+    pub fn share(
+        &mut self,
+        id: &PlanSignId,
+        preprocesses: &ParticipantMap,
+    ) -> Result<Vec<u8>, SigningError> {
+        let mut session = self.take(id)?;
+        let Step::Preprocessed(machines) = session.step else {
+            return Err(SigningError::WrongStep);
+        };
+        let mut readers = readers(preprocesses)?;
+        let mut blob = Vec::new();
+        let mut next = Vec::with_capacity(machines.len());
+        for (machine, sighash) in machines.into_iter().zip(&session.approval.built.sighashes) {
+            let mut these = HashMap::new();
+            for (participant, reader) in &mut readers {
+                let preprocess = machine
+                    .read_preprocess(reader)
+                    .map_err(|_| SigningError::Malformed(u16::from(*participant)))?;
+                these.insert(*participant, preprocess);
+            }
+            let (machine, share) = machine.sign(these, sighash)?;
+            share
+                .write(&mut blob)
+                .map_err(|_| SigningError::Frost("share encoding".into()))?;
+            next.push(machine);
+        }
+        finished(&readers)?;
+        session.step = Step::Shared(next);
+        self.sessions.insert(id.id, session);
+        Ok(blob)
+    }
+
+    /// Takes the other signers' shares and returns the signed transaction, every signature
+    /// verified.
+    ///
+    /// # Errors
+    /// No such session at this step, a malformed or invalid share, or a signature that does
+    /// not verify.
+    pub fn complete(
+        &mut self,
+        id: &PlanSignId,
+        shares: &ParticipantMap,
+    ) -> Result<Transaction, SigningError> {
+        let session = self.take(id)?;
+        let Step::Shared(machines) = session.step else {
+            return Err(SigningError::WrongStep);
+        };
+        let mut readers = readers(shares)?;
+        let built = session.approval.built;
+        let mut transaction = built.transaction.clone();
+        let secp = Secp256k1::verification_only();
+        for (index, machine) in machines.into_iter().enumerate() {
+            let mut these = HashMap::new();
+            for (participant, reader) in &mut readers {
+                let share = machine
+                    .read_share(reader)
+                    .map_err(|_| SigningError::Malformed(u16::from(*participant)))?;
+                these.insert(*participant, share);
+            }
+            let signature = machine.complete(these)?;
+            let signature = bip340_signature(&signature.R, &signature.s);
+            let verified = verify(&secp, &built, index, &signature)
+                .ok_or(SigningError::InvalidSignature(index))?;
+            if let Some(input) = transaction.input.get_mut(index) {
+                input.witness = Witness::p2tr_key_spend(&Signature {
+                    signature: verified,
+                    sighash_type: TapSighashType::Default,
+                });
+            }
+        }
+        finished(&readers)?;
+        Ok(transaction)
+    }
+
+    fn take(&mut self, id: &PlanSignId) -> Result<Session, SigningError> {
+        match self.sessions.remove(&id.id) {
+            Some(session) if session.id == *id => Ok(session),
+            Some(other) => {
+                self.sessions.insert(id.id, other);
+                Err(SigningError::UnknownSession)
+            }
+            None => Err(SigningError::UnknownSession),
+        }
+    }
+}
+
+fn readers(map: &ParticipantMap) -> Result<Vec<(FrostParticipant, &[u8])>, SigningError> {
+    map.iter()
+        .map(|(participant, blob)| {
+            FrostParticipant::new(participant.get())
+                .map(|frost| (frost, blob.as_slice()))
+                .ok_or(SigningError::Malformed(participant.get()))
+        })
+        .collect()
+}
+
+/// Every blob must have been read to its end.
+fn finished(readers: &[(FrostParticipant, &[u8])]) -> Result<(), SigningError> {
+    match readers.iter().find(|(_, rest)| !rest.is_empty()) {
+        Some((participant, _)) => Err(SigningError::Malformed(u16::from(*participant))),
+        None => Ok(()),
+    }
+}
+
+fn verify(
+    secp: &Secp256k1<bitcoin::secp256k1::VerifyOnly>,
+    built: &schema::transaction::BuiltTransaction,
+    index: usize,
+    signature: &[u8; 64],
+) -> Option<schnorr::Signature> {
+    let script = built.prevouts.get(index)?.script_pubkey.as_bytes();
+    let key = XOnlyPublicKey::from_slice(script.get(2..34)?).ok()?;
+    let sighash = built.sighashes.get(index)?;
+    let signature = schnorr::Signature::from_slice(signature).ok()?;
+    secp.verify_schnorr(&signature, &Message::from_digest(*sighash), &key)
+        .ok()
+        .map(|()| signature)
+}
