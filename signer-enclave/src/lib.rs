@@ -9,6 +9,7 @@ pub mod bip340;
 pub mod config;
 pub mod custody;
 pub mod key_gen;
+pub mod key_store;
 pub mod plan_signing;
 pub mod policy;
 pub mod policy_db;

@@ -14,56 +14,23 @@
 
 use std::path::Path;
 
+mod common;
+
+use common::TOKEN as LABEL;
 use cryptoki::{
     object::{Attribute, AttributeType, ObjectClass},
-    session::UserType,
     types::AuthPin,
 };
 use signer_enclave::custody::{load_module, Custody, CustodyError, Purpose, SealingKey};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-const LABEL: &str = "processor-test";
-
 #[test]
 fn custody_through_softhsm() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    // SoftHSM reads its configuration once, when the module is initialized below.
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-
     assert!(matches!(
         load_module(Path::new("/nonexistent/libpkcs11.so")),
         Err(CustodyError::ModuleMissing(_))
     ));
-    let pkcs11 = load_module(Path::new(MODULE)).unwrap();
-
-    // A fresh token, as an operator's provisioning would make it.
-    let so_pin = AuthPin::new("so-secret".into());
-    let pin = AuthPin::new("user-secret".into());
-    let slot = pkcs11
-        .get_all_slots()
-        .unwrap()
-        .into_iter()
-        .find(|slot| !pkcs11.get_token_info(*slot).unwrap().token_initialized())
-        .unwrap();
-    pkcs11.init_token(slot, &so_pin, LABEL).unwrap();
-    {
-        let slot = pkcs11.get_slots_with_initialized_token().unwrap()[0];
-        let session = pkcs11.open_rw_session(slot).unwrap();
-        session.login(UserType::So, Some(&so_pin)).unwrap();
-        session.init_pin(&pin).unwrap();
-        session.logout().unwrap();
-    }
+    let (pkcs11, pin) = common::softhsm_token(dir.path());
 
     // Not provisioned yet: running refuses; provisioning creates the key.
     assert!(matches!(

@@ -1,0 +1,83 @@
+//! Key shares at rest: a completed key generation's two `ThresholdKeys`, each sealed by
+//! `custody` under the network group key as key id; and back, with every unsealed share
+//! checked against its own verification share (`ThresholdKeys::read` does not check it).
+
+use ciphersuite::{group::GroupEncoding, Ciphersuite};
+use modular_frost::{
+    curve::{Ristretto, Secp256k1},
+    ThresholdKeys,
+};
+use thiserror::Error;
+
+use crate::{
+    custody::{Custody, CustodyError, Purpose},
+    key_gen::GeneratedKeys,
+};
+
+/// Sealed keys cannot be used.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum KeyStoreError {
+    /// Sealing or unsealing failed.
+    #[error(transparent)]
+    Custody(#[from] CustodyError),
+    /// The unsealed bytes are not keys.
+    #[error("unsealed {0} keys do not parse")]
+    Malformed(&'static str),
+    /// The unsealed secret share does not match its verification share.
+    #[error("unsealed {0} secret share does not match its verification share")]
+    Inconsistent(&'static str),
+}
+
+/// Both keys of a key pair, sealed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedKeys {
+    /// The network group key: the key id both blobs are sealed under.
+    pub key_id: Vec<u8>,
+    /// The sealed batch keys.
+    pub batch: Vec<u8>,
+    /// The sealed network keys.
+    pub network: Vec<u8>,
+}
+
+/// Seals both keys. The plaintext serializations are zeroized when dropped.
+///
+/// # Errors
+/// The token failed.
+pub fn seal(custody: &Custody, keys: &GeneratedKeys) -> Result<SealedKeys, KeyStoreError> {
+    let key_id = keys.network.group_key().to_bytes().as_slice().to_vec();
+    Ok(SealedKeys {
+        batch: custody.seal(&key_id, Purpose::BatchKeyShare, &keys.batch.serialize())?,
+        network: custody.seal(&key_id, Purpose::NetworkKeyShare, &keys.network.serialize())?,
+        key_id,
+    })
+}
+
+/// Unseals both keys and checks each secret share against its verification share.
+///
+/// # Errors
+/// The blobs do not unseal, do not parse, or hold inconsistent shares.
+pub fn unseal(custody: &Custody, sealed: &SealedKeys) -> Result<GeneratedKeys, KeyStoreError> {
+    let batch = custody.unseal(&sealed.key_id, Purpose::BatchKeyShare, &sealed.batch)?;
+    let network = custody.unseal(&sealed.key_id, Purpose::NetworkKeyShare, &sealed.network)?;
+    Ok(GeneratedKeys {
+        batch: read_checked::<Ristretto>(&batch, "batch")?,
+        network: read_checked::<Secp256k1>(&network, "network")?,
+    })
+}
+
+fn read_checked<C: Ciphersuite>(
+    mut bytes: &[u8],
+    what: &'static str,
+) -> Result<ThresholdKeys<C>, KeyStoreError> {
+    let keys = ThresholdKeys::<C>::read(&mut bytes).map_err(|_| KeyStoreError::Malformed(what))?;
+    if !bytes.is_empty() {
+        return Err(KeyStoreError::Malformed(what));
+    }
+    let ours = keys.params().i();
+    let secret: &C::F = keys.original_secret_share();
+    if C::generator() * secret != keys.original_verification_share(ours) {
+        return Err(KeyStoreError::Inconsistent(what));
+    }
+    Ok(keys)
+}
