@@ -10,13 +10,14 @@
 use std::collections::HashMap;
 
 use bitcoin::hashes::{sha256, Hash, HashEngine};
+use ciphersuite::Ristretto;
 use ciphersuite::{group::GroupEncoding, Ciphersuite};
 use dkg_pedpop::{
     Commitments, EncryptedMessage, EncryptionKeyMessage, KeyGenMachine, KeyMachine,
     Participant as DkgParticipant, PedPoPError, SecretShare, SecretShareMachine, ThresholdKeys,
     ThresholdParams as DkgParams,
 };
-use modular_frost::curve::{Ristretto, Secp256k1};
+use modular_frost::curve::Secp256k1;
 use rand_core::{CryptoRng, RngCore};
 use schema::{
     ids::{KeyGenId, Participant, ThresholdParams, ValidatorSet},

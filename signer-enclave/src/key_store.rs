@@ -2,11 +2,8 @@
 //! `custody` under the network group key as key id; and back, with every unsealed share
 //! checked against its own verification share (`ThresholdKeys::read` does not check it).
 
-use ciphersuite::{group::GroupEncoding, Ciphersuite};
-use modular_frost::{
-    curve::{Ristretto, Secp256k1},
-    ThresholdKeys,
-};
+use ciphersuite::{group::GroupEncoding, Ciphersuite, Ristretto};
+use modular_frost::{curve::Secp256k1, ThresholdKeys};
 use thiserror::Error;
 
 use crate::{

@@ -5,6 +5,7 @@
 //! Today this crate holds the enclave's configuration and its signing policy; custody, key
 //! generation, signing and the RPC server join it as their issue lands.
 
+pub mod batch_signing;
 pub mod bip340;
 pub mod config;
 pub mod custody;

@@ -1,0 +1,167 @@
+//! Signing a Batch with the batch key: FROST over Ristretto producing a Schnorrkel (sr25519)
+//! signature (`frost-schnorrkel`), in Substrate's signing context, over `Batch::message`.
+//! Sessions start only from a `policy::BatchApproval`; nonces live only in memory; the
+//! completed signature is verified with `schnorrkel` before it is released.
+
+use std::collections::HashMap;
+
+use ciphersuite::Ristretto;
+use frost_schnorrkel::{
+    frost::{
+        sign::{
+            AlgorithmMachine, AlgorithmSignMachine, AlgorithmSignatureMachine, PreprocessMachine,
+            SignMachine, SignatureMachine, Writable,
+        },
+        Participant as FrostParticipant, ThresholdKeys,
+    },
+    Schnorrkel,
+};
+use rand_core::{CryptoRng, RngCore};
+use schema::{
+    batch::{Batch, BatchSignature, SignedBatch},
+    ids::{BatchId, NetworkId},
+    messages::ParticipantMap,
+    sign_id::BatchSignId,
+};
+
+use crate::{plan_signing::SigningError, policy::BatchApproval};
+
+/// The signing context of batch signatures: Substrate's, so the Serai chain verifies them
+/// as ordinary sr25519 signatures.
+pub const BATCH_SIGNING_CONTEXT: &[u8] = b"substrate";
+
+enum Step {
+    Preprocessed(Box<AlgorithmSignMachine<Ristretto, Schnorrkel>>),
+    Shared(Box<AlgorithmSignatureMachine<Ristretto, Schnorrkel>>),
+}
+
+struct Session {
+    id: BatchSignId,
+    batch: Batch,
+    step: Step,
+}
+
+/// The batch signing sessions in progress, at most one attempt per batch.
+#[derive(Default)]
+pub struct BatchSigning {
+    sessions: HashMap<(NetworkId, BatchId), Session>,
+}
+
+impl BatchSigning {
+    /// Starts the approved attempt, returning our preprocess. Replaces any earlier attempt.
+    pub fn preprocess<R: RngCore + CryptoRng>(
+        &mut self,
+        approval: &BatchApproval,
+        batch: Batch,
+        keys: &ThresholdKeys<Ristretto>,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, SigningError> {
+        let (machine, preprocess) =
+            AlgorithmMachine::new(Schnorrkel::new(BATCH_SIGNING_CONTEXT), keys.clone())
+                .preprocess(rng);
+        let mut blob = Vec::new();
+        preprocess
+            .write(&mut blob)
+            .map_err(|_| SigningError::Frost("preprocess encoding".into()))?;
+        let id = approval.marker;
+        self.sessions.insert(
+            (id.id.network, id.id.batch),
+            Session {
+                id,
+                batch,
+                step: Step::Preprocessed(Box::new(machine)),
+            },
+        );
+        Ok(blob)
+    }
+
+    /// Takes the other signers' preprocesses and returns our share.
+    ///
+    /// # Errors
+    /// No such session at this step, a malformed preprocess, or FROST refusing one.
+    pub fn share(
+        &mut self,
+        id: &BatchSignId,
+        preprocesses: &ParticipantMap,
+    ) -> Result<Vec<u8>, SigningError> {
+        let mut session = self.take(id)?;
+        let Step::Preprocessed(machine) = session.step else {
+            return Err(SigningError::WrongStep);
+        };
+        let mut these = HashMap::new();
+        for (participant, blob) in preprocesses {
+            let frost = frost_participant(participant.get())?;
+            let mut reader = blob.as_slice();
+            let preprocess = machine
+                .read_preprocess(&mut reader)
+                .ok()
+                .filter(|_| reader.is_empty())
+                .ok_or(SigningError::Malformed(participant.get()))?;
+            these.insert(frost, preprocess);
+        }
+        let (machine, share) = machine
+            .sign(these, &session.batch.message())
+            .map_err(|error| SigningError::Frost(error.to_string()))?;
+        let mut blob = Vec::new();
+        share
+            .write(&mut blob)
+            .map_err(|_| SigningError::Frost("share encoding".into()))?;
+        session.step = Step::Shared(Box::new(machine));
+        self.sessions.insert((id.id.network, id.id.batch), session);
+        Ok(blob)
+    }
+
+    /// Takes the other signers' shares and returns the signed batch, its signature verified.
+    ///
+    /// # Errors
+    /// No such session at this step, a malformed or invalid share, or a signature that does
+    /// not verify.
+    pub fn complete(
+        &mut self,
+        id: &BatchSignId,
+        shares: &ParticipantMap,
+    ) -> Result<SignedBatch, SigningError> {
+        let session = self.take(id)?;
+        let Step::Shared(machine) = session.step else {
+            return Err(SigningError::WrongStep);
+        };
+        let mut these = HashMap::new();
+        for (participant, blob) in shares {
+            let frost = frost_participant(participant.get())?;
+            let mut reader = blob.as_slice();
+            let share = machine
+                .read_share(&mut reader)
+                .ok()
+                .filter(|_| reader.is_empty())
+                .ok_or(SigningError::Malformed(participant.get()))?;
+            these.insert(frost, share);
+        }
+        let signature = machine
+            .complete(these)
+            .map_err(|error| SigningError::Frost(error.to_string()))?;
+        let key = schnorrkel::PublicKey::from_bytes(id.key.as_bytes())
+            .map_err(|_| SigningError::InvalidSignature(0))?;
+        key.verify_simple(BATCH_SIGNING_CONTEXT, &session.batch.message(), &signature)
+            .map_err(|_| SigningError::InvalidSignature(0))?;
+        Ok(SignedBatch {
+            batch: session.batch,
+            signature: BatchSignature(signature.to_bytes()),
+        })
+    }
+
+    fn take(&mut self, id: &BatchSignId) -> Result<Session, SigningError> {
+        let slot = (id.id.network, id.id.batch);
+        match self.sessions.remove(&slot) {
+            Some(session) if session.id == *id => Ok(session),
+            Some(other) => {
+                self.sessions.insert(slot, other);
+                Err(SigningError::UnknownSession)
+            }
+            None => Err(SigningError::UnknownSession),
+        }
+    }
+}
+
+fn frost_participant(index: u16) -> Result<FrostParticipant, SigningError> {
+    FrostParticipant::new(index).ok_or(SigningError::Malformed(index))
+}
