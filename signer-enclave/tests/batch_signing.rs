@@ -31,13 +31,6 @@ use signer_enclave::{
     policy_db::PolicyDb,
 };
 
-fn others(map: &ParticipantMap, me: Participant) -> ParticipantMap {
-    map.iter()
-        .filter(|(k, _)| **k != me)
-        .map(|(k, v)| (*k, v.clone()))
-        .collect()
-}
-
 #[test]
 fn three_of_four_sign_a_batch_schnorrkel_verifies() {
     let keys = common::generate_keys(3, 4);
@@ -86,18 +79,22 @@ fn three_of_four_sign_a_batch_schnorrkel_verifies() {
     for (signer, signing) in signers.iter().zip(&mut sessions) {
         shares.insert(
             *signer,
-            signing.share(&id, &others(&preprocesses, *signer)).unwrap(),
+            signing
+                .share(&id, &common::others(&preprocesses, *signer))
+                .unwrap(),
         );
     }
 
-    let mut bad = others(&shares, p(1));
+    let mut bad = common::others(&shares, p(1));
     bad.get_mut(&p(2)).unwrap()[3] ^= 1;
     assert!(matches!(
         sessions[0].complete(&id, &bad),
         Err(SigningError::Frost(_))
     ));
 
-    let signed = sessions[1].complete(&id, &others(&shares, p(2))).unwrap();
+    let signed = sessions[1]
+        .complete(&id, &common::others(&shares, p(2)))
+        .unwrap();
     assert_eq!(signed.batch, batch);
     let key = schnorrkel::PublicKey::from_bytes(&group).unwrap();
     let signature = schnorrkel::Signature::from_bytes(&signed.signature.0).unwrap();

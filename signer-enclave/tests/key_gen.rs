@@ -10,6 +10,8 @@
     clippy::unwrap_in_result
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use ciphersuite::group::GroupEncoding;
@@ -73,13 +75,6 @@ fn start(machines: &mut BTreeMap<Participant, KeyGen>, attempt: u32) -> Particip
     commitments
 }
 
-fn others(map: &ParticipantMap, me: Participant) -> ParticipantMap {
-    map.iter()
-        .filter(|(k, _)| **k != me)
-        .map(|(k, v)| (*k, v.clone()))
-        .collect()
-}
-
 /// Round 2 for everyone: shares[to][from].
 fn share(
     machines: &mut BTreeMap<Participant, KeyGen>,
@@ -90,7 +85,7 @@ fn share(
     for (i, key_gen) in machines.iter_mut() {
         let message = CoordinatorMessage::Commitments {
             id: id(attempt),
-            commitments: others(commitments, *i),
+            commitments: common::others(commitments, *i),
         };
         match only(deliver(key_gen, message).unwrap().0) {
             ProcessorMessage::Shares { shares: sent, .. } => {
@@ -165,7 +160,7 @@ fn a_participant_with_bad_commitments_is_blamed() {
     for i in [1, 3, 4] {
         let message = CoordinatorMessage::Commitments {
             id: id(0),
-            commitments: others(&commitments, p(i)),
+            commitments: common::others(&commitments, p(i)),
         };
         match only(
             deliver(machines.get_mut(&p(i)).unwrap(), message)
@@ -183,7 +178,7 @@ fn a_participant_with_bad_commitments_is_blamed() {
     start(&mut fresh, 0);
     let message = CoordinatorMessage::Commitments {
         id: id(0),
-        commitments: others(&garbage, p(1)),
+        commitments: common::others(&garbage, p(1)),
     };
     match only(deliver(fresh.get_mut(&p(1)).unwrap(), message).unwrap().0) {
         ProcessorMessage::Blame { participant, .. } => {
@@ -237,7 +232,7 @@ fn a_new_attempt_replaces_the_old_and_messages_out_of_order_are_errors() {
     .unwrap();
     let old = CoordinatorMessage::Commitments {
         id: id(0),
-        commitments: others(&commitments, p(1)),
+        commitments: common::others(&commitments, p(1)),
     };
     assert_eq!(
         deliver(key_gen, old).err(),
@@ -246,7 +241,10 @@ fn a_new_attempt_replaces_the_old_and_messages_out_of_order_are_errors() {
     // Too few participants' commitments is the coordinator's fault, not a participant's.
     let short = CoordinatorMessage::Commitments {
         id: id(1),
-        commitments: others(&commitments, p(1)).into_iter().take(2).collect(),
+        commitments: common::others(&commitments, p(1))
+            .into_iter()
+            .take(2)
+            .collect(),
     };
     assert!(matches!(
         deliver(key_gen, short),

@@ -40,13 +40,6 @@ const CAPS: Caps = Caps {
     max_fee_share_basis_points: 500,
 };
 
-fn others(map: &ParticipantMap, me: Participant) -> ParticipantMap {
-    map.iter()
-        .filter(|(k, _)| **k != me)
-        .map(|(k, v)| (*k, v.clone()))
-        .collect()
-}
-
 #[test]
 fn three_of_four_sign_a_plan_and_refuse_bad_shares() {
     let keys = common::generate_keys(3, 4);
@@ -109,7 +102,7 @@ fn three_of_four_sign_a_plan_and_refuse_bad_shares() {
     }
 
     // A truncated preprocess is refused; the failed step ends signer 1's attempt.
-    let mut truncated = others(&preprocesses, p(1));
+    let mut truncated = common::others(&preprocesses, p(1));
     let blob = truncated.get_mut(&p(3)).unwrap();
     blob.truncate(blob.len() - 1);
     assert_eq!(
@@ -145,14 +138,14 @@ fn three_of_four_sign_a_plan_and_refuse_bad_shares() {
         let share = sessions
             .get_mut(&signer)
             .unwrap()
-            .share(&id, &others(&preprocesses, signer))
+            .share(&id, &common::others(&preprocesses, signer))
             .unwrap();
         assert_eq!(share.len(), 32 * plan.inputs.len());
         shares.insert(signer, share);
     }
 
     // A corrupted share from signer 4 makes signer 1's completion fail: nothing released.
-    let mut bad = others(&shares, p(1));
+    let mut bad = common::others(&shares, p(1));
     bad.get_mut(&p(4)).unwrap()[40] ^= 1;
     assert!(matches!(
         sessions.get_mut(&p(1)).unwrap().complete(&id, &bad),
@@ -166,7 +159,7 @@ fn three_of_four_sign_a_plan_and_refuse_bad_shares() {
             sessions
                 .get_mut(&signer)
                 .unwrap()
-                .complete(&id, &others(&shares, signer))
+                .complete(&id, &common::others(&shares, signer))
                 .unwrap()
         })
         .collect();
@@ -185,7 +178,7 @@ fn three_of_four_sign_a_plan_and_refuse_bad_shares() {
         sessions
             .get_mut(&p(3))
             .unwrap()
-            .complete(&id, &others(&shares, p(3)))
+            .complete(&id, &common::others(&shares, p(3)))
             .err(),
         Some(SigningError::UnknownSession)
     );

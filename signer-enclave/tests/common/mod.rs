@@ -114,3 +114,11 @@ pub fn softhsm_token(dir: &Path) -> (Arc<Pkcs11>, AuthPin) {
     session.logout().unwrap();
     (pkcs11, pin)
 }
+
+/// A participant map without `me`: what the coordinator relays to `me`.
+pub fn others(map: &ParticipantMap, me: Participant) -> ParticipantMap {
+    map.iter()
+        .filter(|(k, _)| **k != me)
+        .map(|(k, v)| (*k, v.clone()))
+        .collect()
+}
