@@ -20,6 +20,8 @@ enum RefusalReason {
   custodyUnavailable @10;        # the HSM could not seal or unseal a key share
   planIdMismatch @11;            # the plan does not hash to the id it is signed under
   unbuildable @12;               # no transaction can be built from the plan
+  batchMismatch @13;             # the batch session does not name this batch
+  historyUnavailable @14;        # the policy database could not be read (fails closed)
 }
 
 struct Refusal {
