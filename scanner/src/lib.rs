@@ -10,3 +10,4 @@ pub mod config;
 pub mod db;
 pub mod scheduler;
 pub mod scheduler_state;
+pub mod signer;

@@ -16,7 +16,7 @@ use cryptoki::{
     context::{CInitializeArgs, CInitializeFlags, Pkcs11},
     error::{Error as Pkcs11Error, RvError},
     mechanism::{aead::GcmParams, Mechanism},
-    object::{Attribute, KeyType, ObjectClass, ObjectHandle},
+    object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle},
     session::{Session, UserType},
     types::AuthPin,
 };
@@ -56,6 +56,23 @@ pub enum SealingKey {
     CreateIfMissing,
     /// Running: the sealing key must exist.
     MustExist,
+}
+
+/// The sealing key's attributes that make it safe, read back from the token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SealingKeyAttributes {
+    /// `CKA_SENSITIVE`: the value never leaves the token in the clear.
+    pub sensitive: bool,
+    /// `CKA_ALWAYS_SENSITIVE`: it never did.
+    pub always_sensitive: bool,
+    /// `CKA_EXTRACTABLE`: whether it could be wrapped out of the token.
+    pub extractable: bool,
+    /// `CKA_NEVER_EXTRACTABLE`: it never could.
+    pub never_extractable: bool,
+    /// `CKA_TOKEN`: it persists in the token.
+    pub token: bool,
+    /// `CKA_VALUE_LEN`: its length in bytes.
+    pub value_len: u64,
 }
 
 /// A custody failure. Configuration mistakes name what to fix.
@@ -232,9 +249,35 @@ impl Custody {
             .map_err(|_| CustodyError::Unseal)
     }
 
-    /// The sealing key's handle, for inspecting its attributes.
-    pub fn sealing_key(&self) -> ObjectHandle {
-        self.key
+    /// The sealing key's security attributes, as the token reports them.
+    ///
+    /// # Errors
+    /// The token failed or did not report an attribute.
+    pub fn sealing_key_attributes(&self) -> Result<SealingKeyAttributes, CustodyError> {
+        let session = self.session.lock().map_err(|_| CustodyError::Poisoned)?;
+        let mut read = SealingKeyAttributes::default();
+        for attribute in session.get_attributes(
+            self.key,
+            &[
+                AttributeType::Sensitive,
+                AttributeType::AlwaysSensitive,
+                AttributeType::Extractable,
+                AttributeType::NeverExtractable,
+                AttributeType::Token,
+                AttributeType::ValueLen,
+            ],
+        )? {
+            match attribute {
+                Attribute::Sensitive(value) => read.sensitive = value,
+                Attribute::AlwaysSensitive(value) => read.always_sensitive = value,
+                Attribute::Extractable(value) => read.extractable = value,
+                Attribute::NeverExtractable(value) => read.never_extractable = value,
+                Attribute::Token(value) => read.token = value,
+                Attribute::ValueLen(len) => read.value_len = u64::from(len),
+                _ => {}
+            }
+        }
+        Ok(read)
     }
 
     /// Runs `f` with the session, for inspection.

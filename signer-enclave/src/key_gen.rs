@@ -227,6 +227,11 @@ impl KeyGen {
         }
     }
 
+    /// How many key generations are in progress.
+    pub fn in_progress(&self) -> usize {
+        self.in_progress.len()
+    }
+
     /// Removes the attempt `id` names, if it is the one in progress for its set.
     fn take(&mut self, id: &KeyGenId) -> Result<InProgress, KeyGenError> {
         match self.in_progress.remove(&id.set) {

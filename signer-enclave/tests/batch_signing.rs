@@ -26,9 +26,9 @@ use schema::{
 };
 use signer_enclave::{
     batch_signing::{BatchSigning, BATCH_SIGNING_CONTEXT},
+    db::EnclaveDb,
     plan_signing::SigningError,
     policy::{batch_preprocess, Decision},
-    policy_db::PolicyDb,
 };
 
 #[test]
@@ -61,7 +61,7 @@ fn three_of_four_sign_a_batch_schnorrkel_verifies() {
     let mut preprocesses = ParticipantMap::new();
     let dir = tempfile::tempdir().unwrap();
     for signer in signers {
-        let db = PolicyDb::open(&dir.path().join(signer.get().to_string())).unwrap();
+        let db = EnclaveDb::open(&dir.path().join(signer.get().to_string())).unwrap();
         let Decision::Approve(approval) = batch_preprocess(&db, &id, &batch) else {
             panic!("refused");
         };

@@ -18,7 +18,7 @@ mod common;
 
 use common::TOKEN as LABEL;
 use cryptoki::{
-    object::{Attribute, AttributeType, ObjectClass},
+    object::{Attribute, ObjectClass},
     types::AuthPin,
 };
 use signer_enclave::custody::{load_module, Custody, CustodyError, Purpose, SealingKey};
@@ -40,18 +40,11 @@ fn custody_through_softhsm() {
     let custody = Custody::open(&pkcs11, LABEL, &pin, SealingKey::CreateIfMissing).unwrap();
 
     // The sealing key is sensitive and never extractable, and there is exactly one.
-    let attributes = custody
-        .with_session(|session| {
-            session
-                .get_attributes(
-                    custody.sealing_key(),
-                    &[AttributeType::Sensitive, AttributeType::Extractable],
-                )
-                .unwrap()
-        })
-        .unwrap();
-    assert!(attributes.contains(&Attribute::Sensitive(true)));
-    assert!(attributes.contains(&Attribute::Extractable(false)));
+    let attributes = custody.sealing_key_attributes().unwrap();
+    assert!(attributes.sensitive && attributes.always_sensitive);
+    assert!(!attributes.extractable && attributes.never_extractable);
+    assert!(attributes.token);
+    assert_eq!(attributes.value_len, 32);
     let again = Custody::open(&pkcs11, LABEL, &pin, SealingKey::CreateIfMissing).unwrap();
     let keys = again
         .with_session(|session| {

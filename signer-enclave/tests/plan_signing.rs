@@ -30,9 +30,9 @@ use schema::{
 };
 use signer_enclave::{
     bip340::network_key,
+    db::EnclaveDb,
     plan_signing::{PlanSigning, SigningError},
     policy::{plan_preprocess, Caps, Decision},
-    policy_db::PolicyDb,
 };
 
 const CAPS: Caps = Caps {
@@ -81,7 +81,7 @@ fn three_of_four_sign_a_plan_and_refuse_bad_shares() {
         .map(|_| tempfile::tempdir().unwrap())
         .collect();
     for (signer, dir) in signers.iter().zip(&dirs) {
-        let db = PolicyDb::open(dir.path()).unwrap();
+        let db = EnclaveDb::open(dir.path()).unwrap();
         db.record_acknowledgement(&PlansAcknowledged {
             block: SeraiBlockNumber(1),
             key: group,
@@ -121,7 +121,7 @@ fn three_of_four_sign_a_plan_and_refuse_bad_shares() {
     };
     let mut preprocesses = ParticipantMap::new();
     for (signer, dir) in signers.iter().zip(&dirs) {
-        let db = PolicyDb::open(dir.path()).unwrap();
+        let db = EnclaveDb::open(dir.path()).unwrap();
         let Decision::Approve(approval) = plan_preprocess(&db, CAPS, &id, &plan, FeeRate(8)) else {
             panic!("refused");
         };

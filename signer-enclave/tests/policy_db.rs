@@ -23,8 +23,8 @@ use schema::{
     transaction::FeeRate,
 };
 use signer_enclave::{
+    db::EnclaveDb,
     policy::{batch_preprocess, plan_preprocess, Caps, Decision, PolicyHistory, Refusal},
-    policy_db::PolicyDb,
 };
 
 const CAPS: Caps = Caps {
@@ -68,7 +68,7 @@ fn sign_id(plan: &Plan, attempt: u32) -> PlanSignId {
     }
 }
 
-fn acknowledge(db: &PolicyDb, plans: &[&Plan]) {
+fn acknowledge(db: &EnclaveDb, plans: &[&Plan]) {
     // The attestation was checked by `policy::acknowledgement` before this point.
     db.record_acknowledgement(&PlansAcknowledged {
         block: SeraiBlockNumber(1),
@@ -86,7 +86,7 @@ fn plan_records_survive_a_restart_and_forbid_what_they_should() {
     // Spends the same input, pays differently: a double spend of the first plan's input.
     let rival = plan(0, 400_000);
     {
-        let db = PolicyDb::open(dir.path()).unwrap();
+        let db = EnclaveDb::open(dir.path()).unwrap();
         assert!(!db.acknowledged(&key(), &first.id()).unwrap());
         acknowledge(&db, &[&first, &rival]);
         let Decision::Approve(approval) =
@@ -97,7 +97,7 @@ fn plan_records_survive_a_restart_and_forbid_what_they_should() {
         db.record_plan_approval(&approval).unwrap();
     }
 
-    let db = PolicyDb::open(dir.path()).unwrap();
+    let db = EnclaveDb::open(dir.path()).unwrap();
     assert!(db.acknowledged(&key(), &first.id()).unwrap());
     assert_eq!(
         db.input_signed_into(&first.inputs[0].id).unwrap(),
@@ -150,13 +150,13 @@ fn batch_records_survive_a_restart() {
         attempt: Attempt(attempt),
     };
     {
-        let db = PolicyDb::open(dir.path()).unwrap();
+        let db = EnclaveDb::open(dir.path()).unwrap();
         let Decision::Approve(approval) = batch_preprocess(&db, &id(0), &batch(20_000)) else {
             panic!("refused");
         };
         db.record_batch_approval(&approval).unwrap();
     }
-    let db = PolicyDb::open(dir.path()).unwrap();
+    let db = EnclaveDb::open(dir.path()).unwrap();
     assert!(matches!(
         batch_preprocess(&db, &id(0), &batch(20_000)),
         Decision::Refuse(Refusal::AttemptAlreadyPreprocessed)

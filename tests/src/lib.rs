@@ -1,4 +1,10 @@
-//! Helpers for tests that run the project's real binaries as separate processes.
+//! Harnesses for tests that run the project's real binaries as separate processes: locating
+//! the binaries, running signer enclaves with their own SoftHSM2 tokens, and relaying key
+//! generation and signing rounds between them as the coordinator does.
+
+pub mod enclave;
+pub mod regtest;
+pub mod relay;
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +21,21 @@ pub struct MissingBinary {
     pub name: String,
     /// Where it was looked for.
     pub dir: PathBuf,
+}
+
+/// A harness step failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum HarnessError {
+    /// A binary is not built.
+    #[error(transparent)]
+    Binary(#[from] MissingBinary),
+    /// A file or process operation failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A step did not do what it should (its output is in the message).
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// The path of a workspace binary built by cargo next to the running test: a test runs from

@@ -32,6 +32,17 @@ pub enum CoordinatorMessage {
     },
 }
 
+impl CoordinatorMessage {
+    /// The attempt the message belongs to.
+    pub fn id(&self) -> KeyGenId {
+        match self {
+            CoordinatorMessage::GenerateKey { id, .. }
+            | CoordinatorMessage::Commitments { id, .. }
+            | CoordinatorMessage::Shares { id, .. } => *id,
+        }
+    }
+}
+
 /// Key generation, processor to coordinator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProcessorMessage {

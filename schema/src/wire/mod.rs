@@ -126,8 +126,11 @@ fn read_amount(sats: u64) -> Result<Amount, DecodeError> {
     Ok(Amount::from_sat(sats)?)
 }
 
-/// Writes a participant map, sorted by participant.
-fn write_participant_map(
+/// Writes a participant map, sorted by participant, into a list of `participant_map_len`.
+///
+/// # Errors
+/// A blob is longer than `MAX_BLOB_LEN`.
+pub fn write_participant_map(
     map: &ParticipantMap,
     mut list: capnp::struct_list::Builder<
         '_,
@@ -144,14 +147,20 @@ fn write_participant_map(
 }
 
 /// The length of a participant map's list, checked.
-fn participant_map_len(map: &ParticipantMap) -> Result<u32, EncodeError> {
+///
+/// # Errors
+/// The map has more than `MAX_PARTICIPANTS` entries.
+pub fn participant_map_len(map: &ParticipantMap) -> Result<u32, EncodeError> {
     write_len("participant map", map.len(), MAX_PARTICIPANTS)
 }
 
 /// Reads a participant map: at most `MAX_PARTICIPANTS` entries, strictly ascending by
 /// participant (so each appears once and the encoding is canonical), blobs of at most
 /// `MAX_BLOB_LEN` bytes.
-fn read_participant_map(
+///
+/// # Errors
+/// The list breaks one of those rules.
+pub fn read_participant_map(
     list: capnp::Result<
         capnp::struct_list::Reader<'_, crate::generated::common_capnp::participant_data::Owned>,
     >,

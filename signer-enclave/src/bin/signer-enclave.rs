@@ -1,9 +1,29 @@
-//! The signer enclave's command line.
+//! The signer enclave's command line: provision a token and database, run the RPC server,
+//! and report what the enclave holds.
 
-use std::{io::Write, path::PathBuf, process::ExitCode};
+use std::{
+    cell::RefCell,
+    io::Write,
+    os::unix::fs::{FileTypeExt, PermissionsExt},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    rc::Rc,
+    str::FromStr,
+};
 
+use anyhow::{bail, Context};
+use bitcoin::key::XOnlyPublicKey;
 use clap::{Parser, Subcommand};
-use signer_enclave::config::{Config, EXAMPLE};
+use signer_enclave::{
+    config::{Config, EXAMPLE},
+    custody::{load_module, Custody, SealingKey, SealingKeyAttributes},
+    db::{EnclaveDb, KeyStatus},
+    enclave::Enclave,
+    metrics::Metrics,
+    policy::Caps,
+    rpc::{serve, SignerService},
+    secrets::{disable_core_dumps, read_pin},
+};
 
 /// The isolated signer of a validator's Bitcoin processor.
 #[derive(Parser)]
@@ -23,13 +43,38 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Create (or find) the sealing key in the token and record the coordinator key whose
+    /// attestations acknowledge plans. Run once per enclave; running it again with the same
+    /// key changes nothing.
+    Provision {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The coordinator's attestation key: 32-byte x-only public key, hex.
+        #[arg(long)]
+        coordinator_key: String,
+    },
+    /// Serve the scanner node on the configured Unix socket until SIGTERM or Ctrl-C.
+    Run {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Show the key pairs held, their public keys, and the sealing key's attributes as the
+    /// token reports them. Works while the enclave runs.
+    Status {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
-    if let Err(error) = signer_enclave::secrets::disable_core_dumps() {
+    if let Err(error) = disable_core_dumps() {
         eprintln!("signer-enclave: cannot disable core dumps: {error}");
         return ExitCode::FAILURE;
     }
+    init_logging();
     let cli = Cli::parse();
     let mut stdout = std::io::stdout().lock();
     let result = match cli.command {
@@ -42,6 +87,12 @@ fn main() -> ExitCode {
                 writeln!(stdout, "{}: configuration is valid", config.display())
                     .map_err(anyhow::Error::from)
             }),
+        Command::Provision {
+            config,
+            coordinator_key,
+        } => provision(&config, &coordinator_key, &mut stdout),
+        Command::Run { config } => run(&config, &mut stdout),
+        Command::Status { config } => status(&config, &mut stdout),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,5 +100,172 @@ fn main() -> ExitCode {
             eprintln!("signer-enclave: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Log lines on stderr; `RUST_LOG` may name a level (error, warn, info, debug, trace).
+fn init_logging() {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|level| tracing::Level::from_str(&level).ok())
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(level)
+        .init();
+}
+
+fn open_custody(config: &Config, sealing_key: SealingKey) -> anyhow::Result<Custody> {
+    let pin = read_pin(&config.pkcs11.pin_file)?;
+    let pkcs11 = load_module(&config.pkcs11.module)?;
+    Ok(Custody::open(
+        &pkcs11,
+        &config.pkcs11.token_label,
+        &pin,
+        sealing_key,
+    )?)
+}
+
+fn write_attributes(out: &mut impl Write, attributes: SealingKeyAttributes) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "sealing key: AES-{} sensitive={} always_sensitive={} extractable={} never_extractable={} token={}",
+        attributes.value_len * 8,
+        attributes.sensitive,
+        attributes.always_sensitive,
+        attributes.extractable,
+        attributes.never_extractable,
+        attributes.token,
+    )?;
+    Ok(())
+}
+
+fn provision(path: &Path, coordinator_key: &str, out: &mut impl Write) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let key = hex::decode(coordinator_key)
+        .ok()
+        .and_then(|bytes| XOnlyPublicKey::from_slice(&bytes).ok())
+        .context("--coordinator-key must be a 32-byte x-only public key in hex")?;
+    let custody = open_custody(&config, SealingKey::CreateIfMissing)?;
+    let attributes = custody.sealing_key_attributes()?;
+    if !attributes.sensitive || attributes.extractable {
+        bail!("the token's sealing key is extractable or not sensitive: {attributes:?}");
+    }
+    let db = EnclaveDb::open(&config.db_path)
+        .with_context(|| format!("database {} (db_path)", config.db_path.display()))?;
+    db.set_coordinator_key(&key)?;
+    write_attributes(out, attributes)?;
+    writeln!(out, "coordinator key: {key}")?;
+    writeln!(out, "provisioned")?;
+    Ok(())
+}
+
+fn status(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let custody = open_custody(&config, SealingKey::MustExist)?;
+    write_attributes(out, custody.sealing_key_attributes()?)?;
+    let db = EnclaveDb::open_read_only(&config.db_path)
+        .with_context(|| format!("database {} (db_path)", config.db_path.display()))?;
+    match db.coordinator_key()? {
+        Some(key) => writeln!(out, "coordinator key: {key}")?,
+        None => writeln!(out, "coordinator key: none (not provisioned)")?,
+    }
+    let records = db.key_records()?;
+    writeln!(out, "key pairs: {}", records.len())?;
+    for record in records {
+        let status = match record.status {
+            KeyStatus::Generated => "generated",
+            KeyStatus::Confirmed => "confirmed",
+        };
+        writeln!(
+            out,
+            "  session {} {:?} {status}: batch key {} network key {}",
+            record.set.session.0,
+            record.set.network,
+            hex::encode(record.pair.batch_key.0),
+            hex::encode(record.pair.network_key.to_bytes()),
+        )?;
+    }
+    Ok(())
+}
+
+fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let custody = open_custody(&config, SealingKey::MustExist)?;
+    let db = EnclaveDb::open(&config.db_path)
+        .with_context(|| format!("database {} (db_path)", config.db_path.display()))?;
+    let metrics = Metrics::new()?;
+    let caps = Caps {
+        max_fee_rate: schema::transaction::FeeRate(config.policy.max_fee_rate_sat_per_vbyte),
+        max_fee_share_basis_points: config.policy.max_fee_share_basis_points,
+    };
+    let enclave = Enclave::open(db, custody, caps, metrics.clone())?;
+    let metrics_address = metrics.serve(config.metrics.listen)?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let socket = &config.rpc.socket;
+        let listener = bind(socket)?;
+        writeln!(
+            out,
+            "signer-enclave ready: socket {} metrics http://{metrics_address}/metrics",
+            socket.display()
+        )?;
+        out.flush()?;
+        let service = SignerService::new(Rc::new(RefCell::new(enclave)));
+        let served = serve(
+            listener,
+            config.rpc.allowed_uid,
+            service,
+            metrics,
+            shutdown(),
+        )
+        .await;
+        let removed = std::fs::remove_file(socket);
+        served?;
+        removed.with_context(|| format!("removing {}", socket.display()))?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Binds the socket, replacing a stale one left by a killed enclave, readable and writable by
+/// owner and group only: the group decides who may connect at all, `SO_PEERCRED` who is served.
+fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    match std::fs::symlink_metadata(socket) {
+        Ok(metadata) if metadata.file_type().is_socket() => std::fs::remove_file(socket)
+            .with_context(|| format!("removing stale socket {}", socket.display()))?,
+        Ok(_) => bail!(
+            "{} exists and is not a socket (rpc.socket)",
+            socket.display()
+        ),
+        Err(_) => {}
+    }
+    let listener = tokio::net::UnixListener::bind(socket)
+        .with_context(|| format!("binding {} (rpc.socket)", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = terminate => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
     }
 }

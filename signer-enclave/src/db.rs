@@ -1,0 +1,449 @@
+//! The enclave's own RocksDB: the policy state (acknowledged plan ids, preprocess markers,
+//! inputs signed into plans, batches signed), read by the policy through `PolicyHistory` and
+//! written in one synced write batch per approval, before anything the approval allows leaves
+//! the enclave; the key pairs it generated, their shares only ever sealed by `custody`; and the
+//! coordinator key fixed at provisioning. Nothing here is secret in the clear.
+//!
+//! Column families and their keys:
+//! - `key_pairs`: session (u32 LE) || network (1) -> `KeyRecord`
+//! - `settings`: setting name -> value (the coordinator key: 32-byte x-only key)
+//! - `acknowledged`: network key (33) || plan id (32)
+//! - `signed_inputs`: txid (32) || vout (u32 LE) -> plan id (32)
+//! - `plan_markers`: network key (33) || plan id (32) || attempt (u32 LE)
+//! - `batch_markers`: batch key (32) || network (1) || batch id (u32 LE) || attempt (u32 LE)
+//! - `batches`: network (1) || batch id (u32 LE) -> hash of the signed batch message (32)
+
+use std::path::Path;
+
+use bitcoin::key::XOnlyPublicKey;
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use schema::{
+    hashes::PlanId,
+    ids::{BatchId, NetworkId, Session, ValidatorSet},
+    keys::{BatchKey, KeyPair, NetworkKey},
+    messages::coordinator::PlansAcknowledged,
+    plan::OutputId,
+    sign_id::{BatchSignId, PlanSignId, SignIdPart},
+};
+use thiserror::Error;
+
+use crate::{
+    key_store::SealedKeys,
+    policy::{BatchApproval, HistoryError, PlanApproval, PolicyHistory},
+};
+
+const ACKNOWLEDGED: &str = "acknowledged";
+const SIGNED_INPUTS: &str = "signed_inputs";
+const PLAN_MARKERS: &str = "plan_markers";
+const BATCH_MARKERS: &str = "batch_markers";
+const BATCHES: &str = "batches";
+const KEY_PAIRS: &str = "key_pairs";
+const SETTINGS: &str = "settings";
+const COORDINATOR_KEY: &[u8] = b"coordinator_key";
+const COLUMN_FAMILIES: [&str; 7] = [
+    KEY_PAIRS,
+    SETTINGS,
+    ACKNOWLEDGED,
+    SIGNED_INPUTS,
+    PLAN_MARKERS,
+    BATCH_MARKERS,
+    BATCHES,
+];
+
+/// An enclave database operation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// RocksDB failed.
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// A column family is missing from an opened database.
+    #[error("column family {0} missing")]
+    MissingColumnFamily(&'static str),
+    /// A stored value does not have the length its column family gives it.
+    #[error("damaged value in {0}")]
+    Damaged(&'static str),
+    /// The enclave was provisioned for another coordinator key.
+    #[error("already provisioned with another coordinator key")]
+    CoordinatorKeyDiffers,
+    /// No key generation of this set awaits confirmation of this key pair.
+    #[error("no generated key pair of this set matches")]
+    NoSuchKeyPair,
+    /// The set already has a confirmed key pair.
+    #[error("the set already has a confirmed key pair")]
+    AlreadyConfirmed,
+}
+
+/// Whether a generated key pair was voted in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// Generated and sealed; waiting for `ConfirmKeyPair`.
+    Generated,
+    /// Confirmed: the pair signs.
+    Confirmed,
+}
+
+/// One set's key pair at rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// The validator set the pair belongs to.
+    pub set: ValidatorSet,
+    /// Whether it signs yet.
+    pub status: KeyStatus,
+    /// The group keys.
+    pub pair: KeyPair,
+    /// The shares, sealed.
+    pub sealed: SealedKeys,
+}
+
+/// The enclave's database.
+pub struct EnclaveDb {
+    db: DB,
+}
+
+impl EnclaveDb {
+    /// Opens (creating if missing) the database in `path`.
+    ///
+    /// # Errors
+    /// RocksDB cannot open the directory.
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let families = COLUMN_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        Ok(EnclaveDb {
+            db: DB::open_cf_descriptors(&options, path, families)?,
+        })
+    }
+
+    /// Opens the database of a running enclave for reading only (for `status`).
+    ///
+    /// # Errors
+    /// RocksDB cannot open the directory, or it is not an enclave database.
+    pub fn open_read_only(path: &Path) -> Result<Self, DbError> {
+        let families = COLUMN_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        Ok(EnclaveDb {
+            db: DB::open_cf_descriptors_read_only(&Options::default(), path, families, false)?,
+        })
+    }
+
+    /// Records every plan id of a verified acknowledgement, in one synced write.
+    ///
+    /// # Errors
+    /// RocksDB failed; nothing was recorded.
+    pub fn record_acknowledgement(&self, acknowledged: &PlansAcknowledged) -> Result<(), DbError> {
+        let cf = self.cf(ACKNOWLEDGED)?;
+        let mut batch = WriteBatch::default();
+        for plan in &acknowledged.plans {
+            batch.put_cf(cf, acknowledged_key(&acknowledged.key, plan), []);
+        }
+        self.commit(batch)
+    }
+
+    /// Records a plan approval (its attempt marker and its inputs) in one synced write. Call
+    /// before the preprocess leaves the enclave.
+    ///
+    /// # Errors
+    /// RocksDB failed; nothing was recorded, and the preprocess must not leave.
+    pub fn record_plan_approval(&self, approval: &PlanApproval) -> Result<(), DbError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(PLAN_MARKERS)?,
+            plan_marker_key(&approval.marker),
+            [],
+        );
+        let inputs = self.cf(SIGNED_INPUTS)?;
+        for input in &approval.inputs {
+            batch.put_cf(inputs, input_key(input), approval.marker.id.as_bytes());
+        }
+        self.commit(batch)
+    }
+
+    /// Records a batch approval (its attempt marker and the message signed under its id) in
+    /// one synced write. Call before the preprocess leaves the enclave.
+    ///
+    /// # Errors
+    /// RocksDB failed; nothing was recorded, and the preprocess must not leave.
+    pub fn record_batch_approval(&self, approval: &BatchApproval) -> Result<(), DbError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(BATCH_MARKERS)?,
+            batch_marker_key(&approval.marker),
+            [],
+        );
+        batch.put_cf(
+            self.cf(BATCHES)?,
+            batch_key(approval.marker.id.network, approval.marker.id.batch),
+            approval.message_hash,
+        );
+        self.commit(batch)
+    }
+
+    /// Fixes the coordinator key attestations must verify under. Idempotent; a different key
+    /// is refused, since acknowledgements already recorded were checked under the first.
+    ///
+    /// # Errors
+    /// Another key is recorded, or the database failed.
+    pub fn set_coordinator_key(&self, key: &XOnlyPublicKey) -> Result<(), DbError> {
+        match self.coordinator_key()? {
+            Some(recorded) if recorded == *key => Ok(()),
+            Some(_) => Err(DbError::CoordinatorKeyDiffers),
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(self.cf(SETTINGS)?, COORDINATOR_KEY, key.serialize());
+                self.commit(batch)
+            }
+        }
+    }
+
+    /// The coordinator key fixed at provisioning, if provisioned.
+    ///
+    /// # Errors
+    /// The database failed or holds a damaged key.
+    pub fn coordinator_key(&self) -> Result<Option<XOnlyPublicKey>, DbError> {
+        self.get(SETTINGS, COORDINATOR_KEY)?
+            .map(|bytes| XOnlyPublicKey::from_slice(&bytes).map_err(|_| DbError::Damaged(SETTINGS)))
+            .transpose()
+    }
+
+    /// Records a completed key generation, replacing an earlier attempt's unconfirmed pair.
+    ///
+    /// # Errors
+    /// The set already has a confirmed pair, or the database failed.
+    pub fn record_generated(
+        &self,
+        set: ValidatorSet,
+        pair: KeyPair,
+        sealed: SealedKeys,
+    ) -> Result<(), DbError> {
+        if let Some(record) = self.key_record(set)? {
+            if record.status == KeyStatus::Confirmed {
+                return Err(DbError::AlreadyConfirmed);
+            }
+        }
+        let record = KeyRecord {
+            set,
+            status: KeyStatus::Generated,
+            pair,
+            sealed,
+        };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(KEY_PAIRS)?, set_key(set), encode_record(&record));
+        self.commit(batch)
+    }
+
+    /// Confirms the set's generated pair, if it is `pair`. Confirming again is a no-op.
+    ///
+    /// # Errors
+    /// The set has no generated pair equal to `pair`, or the database failed.
+    pub fn confirm(&self, set: ValidatorSet, pair: &KeyPair) -> Result<KeyRecord, DbError> {
+        let mut record = self
+            .key_record(set)?
+            .filter(|record| record.pair == *pair)
+            .ok_or(DbError::NoSuchKeyPair)?;
+        if record.status == KeyStatus::Generated {
+            record.status = KeyStatus::Confirmed;
+            let mut batch = WriteBatch::default();
+            batch.put_cf(self.cf(KEY_PAIRS)?, set_key(set), encode_record(&record));
+            self.commit(batch)?;
+        }
+        Ok(record)
+    }
+
+    /// Every key pair at rest, confirmed or not.
+    ///
+    /// # Errors
+    /// The database failed or holds a damaged record.
+    pub fn key_records(&self) -> Result<Vec<KeyRecord>, DbError> {
+        self.db
+            .iterator_cf(self.cf(KEY_PAIRS)?, IteratorMode::Start)
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode_record(&key, &value).ok_or(DbError::Damaged(KEY_PAIRS))
+            })
+            .collect()
+    }
+
+    /// How many plan ids were ever acknowledged.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub fn acknowledged_count(&self) -> Result<u64, DbError> {
+        let mut count = 0u64;
+        for entry in self
+            .db
+            .iterator_cf(self.cf(ACKNOWLEDGED)?, IteratorMode::Start)
+        {
+            entry?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn key_record(&self, set: ValidatorSet) -> Result<Option<KeyRecord>, DbError> {
+        let key = set_key(set);
+        self.get(KEY_PAIRS, &key)?
+            .map(|value| decode_record(&key, &value).ok_or(DbError::Damaged(KEY_PAIRS)))
+            .transpose()
+    }
+
+    fn commit(&self, batch: WriteBatch) -> Result<(), DbError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        Ok(self.db.write_opt(batch, &options)?)
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, DbError> {
+        self.db
+            .cf_handle(name)
+            .ok_or(DbError::MissingColumnFamily(name))
+    }
+
+    fn get(&self, name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        Ok(self.db.get_cf(self.cf(name)?, key)?)
+    }
+
+    fn get_32(&self, name: &'static str, key: &[u8]) -> Result<Option<[u8; 32]>, DbError> {
+        self.get(name, key)?
+            .map(|value| <[u8; 32]>::try_from(value.as_slice()).map_err(|_| DbError::Damaged(name)))
+            .transpose()
+    }
+}
+
+fn history<T>(result: Result<T, DbError>) -> Result<T, HistoryError> {
+    result.map_err(|error| HistoryError(error.to_string()))
+}
+
+impl PolicyHistory for EnclaveDb {
+    fn acknowledged(&self, key: &NetworkKey, plan: &PlanId) -> Result<bool, HistoryError> {
+        history(
+            self.get(ACKNOWLEDGED, &acknowledged_key(key, plan))
+                .map(|v| v.is_some()),
+        )
+    }
+
+    fn input_signed_into(&self, input: &OutputId) -> Result<Option<PlanId>, HistoryError> {
+        history(
+            self.get_32(SIGNED_INPUTS, &input_key(input))
+                .map(|v| v.map(PlanId)),
+        )
+    }
+
+    fn plan_attempt_preprocessed(&self, id: &PlanSignId) -> Result<bool, HistoryError> {
+        history(
+            self.get(PLAN_MARKERS, &plan_marker_key(id))
+                .map(|v| v.is_some()),
+        )
+    }
+
+    fn batch_attempt_preprocessed(&self, id: &BatchSignId) -> Result<bool, HistoryError> {
+        history(
+            self.get(BATCH_MARKERS, &batch_marker_key(id))
+                .map(|v| v.is_some()),
+        )
+    }
+
+    fn batch_signed(
+        &self,
+        network: NetworkId,
+        batch: BatchId,
+    ) -> Result<Option<[u8; 32]>, HistoryError> {
+        history(self.get_32(BATCHES, &batch_key(network, batch)))
+    }
+}
+
+fn acknowledged_key(key: &NetworkKey, plan: &PlanId) -> Vec<u8> {
+    [&key.to_bytes()[..], plan.as_bytes()].concat()
+}
+
+fn set_key(set: ValidatorSet) -> [u8; 5] {
+    let [a, b, c, d] = set.session.0.to_le_bytes();
+    [a, b, c, d, set.network.code()]
+}
+
+/// `status (1) || batch key (32) || network key (33) || len (u32 LE) || sealed batch keys ||
+/// sealed network keys`; the key id is the network key.
+fn encode_record(record: &KeyRecord) -> Vec<u8> {
+    let status = match record.status {
+        KeyStatus::Generated => 0u8,
+        KeyStatus::Confirmed => 1u8,
+    };
+    let len = u32::try_from(record.sealed.batch.len()).unwrap_or(u32::MAX);
+    [
+        &[status][..],
+        &record.pair.batch_key.0,
+        &record.pair.network_key.to_bytes(),
+        &len.to_le_bytes(),
+        &record.sealed.batch,
+        &record.sealed.network,
+    ]
+    .concat()
+}
+
+fn decode_record(key: &[u8], value: &[u8]) -> Option<KeyRecord> {
+    let (&[a, b, c, d, network], []) = key.split_first_chunk::<5>()? else {
+        return None;
+    };
+    let set = ValidatorSet {
+        session: Session(u32::from_le_bytes([a, b, c, d])),
+        network: NetworkId::from_code(network).ok()?,
+    };
+    let (status, rest) = value.split_first()?;
+    let status = match status {
+        0 => KeyStatus::Generated,
+        1 => KeyStatus::Confirmed,
+        _ => return None,
+    };
+    let (batch_key, rest) = rest.split_first_chunk::<32>()?;
+    let (network_key, rest) = rest.split_first_chunk::<33>()?;
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+    if rest.len() < len {
+        return None;
+    }
+    let (batch, network) = rest.split_at(len);
+    Some(KeyRecord {
+        set,
+        status,
+        pair: KeyPair {
+            batch_key: BatchKey(*batch_key),
+            network_key: NetworkKey::from_slice(network_key).ok()?,
+        },
+        sealed: SealedKeys {
+            key_id: network_key.to_vec(),
+            batch: batch.to_vec(),
+            network: network.to_vec(),
+        },
+    })
+}
+
+fn input_key(input: &OutputId) -> [u8; 36] {
+    input.to_bytes()
+}
+
+fn plan_marker_key(id: &PlanSignId) -> Vec<u8> {
+    [
+        &id.key.to_bytes()[..],
+        id.id.as_bytes(),
+        &id.attempt.0.to_le_bytes(),
+    ]
+    .concat()
+}
+
+fn batch_marker_key(id: &BatchSignId) -> Vec<u8> {
+    [
+        id.key.as_bytes(),
+        &id.id.to_part_bytes()[..],
+        &id.attempt.0.to_le_bytes(),
+    ]
+    .concat()
+}
+
+fn batch_key(network: NetworkId, batch: BatchId) -> [u8; 5] {
+    let [a, b, c, d] = batch.0.to_le_bytes();
+    [network.code(), a, b, c, d]
+}

@@ -1,0 +1,499 @@
+//! The enclave's request handling, one method per `Signer` call, on decoded requests: key
+//! generation that seals and records completed keys before reporting them, confirmation that
+//! makes a key pair usable, acknowledgements checked against the coordinator key, and signing
+//! that persists every approval before a preprocess leaves. The RPC adapter (`rpc`) only
+//! decodes and encodes around these methods.
+//!
+//! Every refusal is a `Refused` with the `RefusalReason` the scanner sees, logged and counted
+//! in `signer_enclave_refusals_total{reason}`.
+
+use std::time::Instant;
+
+use bitcoin::{consensus, key::XOnlyPublicKey};
+use ciphersuite::group::GroupEncoding;
+use rand_core::OsRng;
+use schema::{
+    batch::{Batch, SignedBatch},
+    error::DecodeError,
+    generated::signer_capnp::RefusalReason,
+    ids::{NetworkId, ValidatorSet},
+    keys::{BatchKey, KeyPair, NetworkKey},
+    messages::{coordinator::PlansAcknowledged, key_gen, ParticipantMap},
+    plan::Plan,
+    sign_id::{BatchSignId, PlanSignId},
+    transaction::FeeRate,
+};
+use thiserror::Error;
+
+use crate::{
+    batch_signing::BatchSigning,
+    custody::Custody,
+    db::{DbError, EnclaveDb, KeyStatus},
+    key_gen::{GeneratedKeys, KeyGen, KeyGenError},
+    key_store::{self, KeyStoreError, SealedKeys},
+    metrics::Metrics,
+    plan_signing::{PlanSigning, SigningError},
+    policy::{self, Caps, Decision, Refusal},
+};
+
+/// The one network this enclave signs for.
+pub const NETWORK: NetworkId = NetworkId::Bitcoin;
+
+/// A refused request: the reason code the caller sees and a detail for its logs (never secret).
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("refused ({}): {detail}", label(*reason))]
+pub struct Refused {
+    /// The reason code.
+    pub reason: RefusalReason,
+    /// What exactly was wrong.
+    pub detail: String,
+}
+
+impl Refused {
+    fn new(reason: RefusalReason, detail: impl Into<String>) -> Self {
+        Refused {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The enclave cannot start.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// `provision` was never run on this database.
+    #[error("no coordinator key recorded: run `signer-enclave provision` first")]
+    NotProvisioned,
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A confirmed key pair could not be unsealed.
+    #[error("confirmed key pair cannot be unsealed: {0}")]
+    Keys(#[from] KeyStoreError),
+    /// Unsealed keys are not the pair recorded.
+    #[error("unsealed keys do not match their recorded key pair")]
+    KeysDiffer,
+}
+
+/// What `status` reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// Confirmed key pairs, ready to sign.
+    pub keys: Vec<KeyPair>,
+    /// Key generations in progress.
+    pub pending_key_gens: u32,
+    /// Plan ids acknowledged so far.
+    pub acknowledged_plans: u64,
+}
+
+/// A confirmed key pair, unsealed.
+struct Active {
+    pair: KeyPair,
+    keys: GeneratedKeys,
+}
+
+/// Everything the enclave holds while it runs.
+pub struct Enclave {
+    db: EnclaveDb,
+    custody: Custody,
+    coordinator: XOnlyPublicKey,
+    caps: Caps,
+    metrics: Metrics,
+    key_gen: KeyGen,
+    active: Vec<Active>,
+    plans: PlanSigning,
+    batches: BatchSigning,
+}
+
+impl Enclave {
+    /// Opens a provisioned enclave: reads the coordinator key and unseals every confirmed key
+    /// pair, checking each share against its verification share and the recorded group keys.
+    ///
+    /// # Errors
+    /// Not provisioned, or a confirmed key pair cannot be restored.
+    pub fn open(
+        db: EnclaveDb,
+        custody: Custody,
+        caps: Caps,
+        metrics: Metrics,
+    ) -> Result<Self, StartError> {
+        let coordinator = db.coordinator_key()?.ok_or(StartError::NotProvisioned)?;
+        let mut enclave = Enclave {
+            db,
+            custody,
+            coordinator,
+            caps,
+            metrics,
+            key_gen: KeyGen::default(),
+            active: Vec::new(),
+            plans: PlanSigning::default(),
+            batches: BatchSigning::default(),
+        };
+        for record in enclave.db.key_records()? {
+            if record.status == KeyStatus::Confirmed {
+                let keys = enclave.unseal(&record.sealed)?;
+                enclave.activate(record.pair, keys)?;
+            }
+        }
+        Ok(enclave)
+    }
+
+    /// The confirmed keys, key generations in progress and acknowledged plan count.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn status(&self) -> Result<Status, Refused> {
+        let acknowledged_plans = self
+            .db
+            .acknowledged_count()
+            .map_err(|error| self.refused(RefusalReason::HistoryUnavailable, error.to_string()))?;
+        Ok(Status {
+            keys: self.active.iter().map(|active| active.pair).collect(),
+            pending_key_gens: u32::try_from(self.key_gen.in_progress()).unwrap_or(u32::MAX),
+            acknowledged_plans,
+        })
+    }
+
+    /// Handles one key generation message. A completed key pair is sealed and recorded before
+    /// `GeneratedKeyPair` is returned, so what the coordinator hears of exists at rest.
+    ///
+    /// # Errors
+    /// The message is for another network or an attempt not in progress, or sealing failed.
+    pub fn key_gen(
+        &mut self,
+        message: key_gen::CoordinatorMessage,
+    ) -> Result<Vec<key_gen::ProcessorMessage>, Refused> {
+        let set = message.id().set;
+        if set.network != NETWORK {
+            return Err(self.refused(
+                RefusalReason::Malformed,
+                format!("this enclave signs for {NETWORK:?}, not {:?}", set.network),
+            ));
+        }
+        let (messages, keys) = self.key_gen.handle(message, &mut OsRng).map_err(|error| {
+            let reason = match error {
+                KeyGenError::UnknownAttempt(_) | KeyGenError::WrongRound(_) => {
+                    RefusalReason::UnknownAttempt
+                }
+                _ => RefusalReason::Malformed,
+            };
+            self.refused(reason, error.to_string())
+        })?;
+        if messages
+            .iter()
+            .any(|m| matches!(m, key_gen::ProcessorMessage::Blame { .. }))
+        {
+            self.metrics.dkg_runs.with_label_values(&["blamed"]).inc();
+        }
+        if let Some(keys) = keys {
+            self.record_generated(set, &keys)?;
+            self.metrics
+                .dkg_runs
+                .with_label_values(&["completed"])
+                .inc();
+        }
+        Ok(messages)
+    }
+
+    /// Makes a generated key pair the one signing for its set.
+    ///
+    /// # Errors
+    /// No generated key pair of the set is `pair`, or it cannot be unsealed.
+    pub fn confirm_key_pair(&mut self, set: ValidatorSet, pair: KeyPair) -> Result<(), Refused> {
+        let record = self.db.confirm(set, &pair).map_err(|error| match error {
+            DbError::NoSuchKeyPair => self.refused(RefusalReason::UnknownKey, error.to_string()),
+            _ => self.refused(RefusalReason::HistoryUnavailable, error.to_string()),
+        })?;
+        if self.active.iter().any(|active| active.pair == pair) {
+            return Ok(());
+        }
+        let keys = self
+            .unseal(&record.sealed)
+            .map_err(|error| self.refused(RefusalReason::CustodyUnavailable, error.to_string()))?;
+        self.activate(pair, keys)
+            .map_err(|error| self.refused(RefusalReason::CustodyUnavailable, error.to_string()))
+    }
+
+    /// Records an acknowledgement whose attestation verifies under the coordinator key, for a
+    /// key this enclave holds.
+    ///
+    /// # Errors
+    /// The attestation does not verify, the key is not ours, or the database failed.
+    pub fn acknowledge_plans(&mut self, acknowledged: &PlansAcknowledged) -> Result<(), Refused> {
+        if let Decision::Refuse(refusal) =
+            policy::acknowledgement(acknowledged, NETWORK, &self.coordinator)
+        {
+            return Err(self.policy_refused(refusal));
+        }
+        self.network_keys(&acknowledged.key)?;
+        self.db
+            .record_acknowledgement(acknowledged)
+            .map_err(|error| self.refused(RefusalReason::HistoryUnavailable, error.to_string()))
+    }
+
+    /// Preprocesses a plan signing attempt, if the policy approves; the approval is durable
+    /// before the preprocess is returned.
+    ///
+    /// # Errors
+    /// The policy refuses, the key is not ours, or the approval cannot be recorded.
+    pub fn preprocess_plan(
+        &mut self,
+        id: PlanSignId,
+        plan: &Plan,
+        fee_rate: FeeRate,
+    ) -> Result<Vec<u8>, Refused> {
+        self.network_keys(&id.key)?;
+        let approval = match policy::plan_preprocess(&self.db, self.caps, &id, plan, fee_rate) {
+            Decision::Approve(approval) => approval,
+            Decision::Refuse(refusal) => return Err(self.policy_refused(refusal)),
+        };
+        self.db
+            .record_plan_approval(&approval)
+            .map_err(|error| self.refused(RefusalReason::HistoryUnavailable, error.to_string()))?;
+        let keys = self.network_keys(&id.key)?.network.clone();
+        let preprocess = self
+            .plans
+            .preprocess(approval, plan, &keys, &mut OsRng)
+            .map_err(|error| self.signing_refused(&error))?;
+        self.round("plan", "preprocess");
+        Ok(preprocess)
+    }
+
+    /// Signs a preprocessed plan attempt's sighashes, given the other signers' preprocesses.
+    ///
+    /// # Errors
+    /// No such attempt at this step, or a participant's preprocess is invalid.
+    pub fn share_plan(
+        &mut self,
+        id: &PlanSignId,
+        preprocesses: &ParticipantMap,
+    ) -> Result<Vec<u8>, Refused> {
+        let share = self
+            .plans
+            .share(id, preprocesses)
+            .map_err(|error| self.signing_refused(&error))?;
+        self.round("plan", "share");
+        Ok(share)
+    }
+
+    /// Aggregates the other signers' shares into the signed transaction (consensus bytes),
+    /// every signature verified first.
+    ///
+    /// # Errors
+    /// No such attempt at this step, or the shares do not make valid signatures.
+    pub fn complete_plan(
+        &mut self,
+        id: &PlanSignId,
+        shares: &ParticipantMap,
+    ) -> Result<Vec<u8>, Refused> {
+        let transaction = self
+            .plans
+            .complete(id, shares)
+            .map_err(|error| self.signing_refused(&error))?;
+        self.round("plan", "complete");
+        Ok(consensus::serialize(&transaction))
+    }
+
+    /// Preprocesses a batch signing attempt, if the policy approves; the approval is durable
+    /// before the preprocess is returned.
+    ///
+    /// # Errors
+    /// The policy refuses, the key is not ours, or the approval cannot be recorded.
+    pub fn preprocess_batch(&mut self, id: BatchSignId, batch: Batch) -> Result<Vec<u8>, Refused> {
+        self.batch_keys(&id.key)?;
+        let approval = match policy::batch_preprocess(&self.db, &id, &batch) {
+            Decision::Approve(approval) => approval,
+            Decision::Refuse(refusal) => return Err(self.policy_refused(refusal)),
+        };
+        self.db
+            .record_batch_approval(&approval)
+            .map_err(|error| self.refused(RefusalReason::HistoryUnavailable, error.to_string()))?;
+        let keys = self.batch_keys(&id.key)?.batch.clone();
+        let preprocess = self
+            .batches
+            .preprocess(&approval, batch, &keys, &mut OsRng)
+            .map_err(|error| self.signing_refused(&error))?;
+        self.round("batch", "preprocess");
+        Ok(preprocess)
+    }
+
+    /// Signs a preprocessed batch attempt, given the other signers' preprocesses.
+    ///
+    /// # Errors
+    /// No such attempt at this step, or a participant's preprocess is invalid.
+    pub fn share_batch(
+        &mut self,
+        id: &BatchSignId,
+        preprocesses: &ParticipantMap,
+    ) -> Result<Vec<u8>, Refused> {
+        let share = self
+            .batches
+            .share(id, preprocesses)
+            .map_err(|error| self.signing_refused(&error))?;
+        self.round("batch", "share");
+        Ok(share)
+    }
+
+    /// Aggregates the other signers' shares into the signed Batch, verified first.
+    ///
+    /// # Errors
+    /// No such attempt at this step, or the shares do not make a valid signature.
+    pub fn complete_batch(
+        &mut self,
+        id: &BatchSignId,
+        shares: &ParticipantMap,
+    ) -> Result<SignedBatch, Refused> {
+        let signed = self
+            .batches
+            .complete(id, shares)
+            .map_err(|error| self.signing_refused(&error))?;
+        self.round("batch", "complete");
+        Ok(signed)
+    }
+
+    fn record_generated(&mut self, set: ValidatorSet, keys: &GeneratedKeys) -> Result<(), Refused> {
+        let pair = pair_of(keys).ok_or_else(|| {
+            self.refused(RefusalReason::Malformed, "generated keys do not encode")
+        })?;
+        let started = Instant::now();
+        let sealed = key_store::seal(&self.custody, keys);
+        self.hsm("seal", started, sealed.is_ok());
+        let sealed = sealed
+            .map_err(|error| self.refused(RefusalReason::CustodyUnavailable, error.to_string()))?;
+        self.db
+            .record_generated(set, pair, sealed)
+            .map_err(|error| match error {
+                DbError::AlreadyConfirmed => {
+                    self.refused(RefusalReason::UnknownAttempt, error.to_string())
+                }
+                _ => self.refused(RefusalReason::HistoryUnavailable, error.to_string()),
+            })
+    }
+
+    fn unseal(&self, sealed: &SealedKeys) -> Result<GeneratedKeys, KeyStoreError> {
+        let started = Instant::now();
+        let keys = key_store::unseal(&self.custody, sealed);
+        self.hsm("unseal", started, keys.is_ok());
+        keys
+    }
+
+    fn activate(&mut self, pair: KeyPair, keys: GeneratedKeys) -> Result<(), StartError> {
+        if pair_of(&keys) != Some(pair) {
+            return Err(StartError::KeysDiffer);
+        }
+        self.active.push(Active { pair, keys });
+        self.metrics
+            .confirmed_keys
+            .set(i64::try_from(self.active.len()).unwrap_or(i64::MAX));
+        Ok(())
+    }
+
+    fn network_keys(&self, key: &NetworkKey) -> Result<&GeneratedKeys, Refused> {
+        self.active
+            .iter()
+            .find(|active| active.pair.network_key == *key)
+            .map(|active| &active.keys)
+            .ok_or_else(|| self.refused(RefusalReason::UnknownKey, "no confirmed network key"))
+    }
+
+    fn batch_keys(&self, key: &BatchKey) -> Result<&GeneratedKeys, Refused> {
+        self.active
+            .iter()
+            .find(|active| active.pair.batch_key == *key)
+            .map(|active| &active.keys)
+            .ok_or_else(|| self.refused(RefusalReason::UnknownKey, "no confirmed batch key"))
+    }
+
+    fn round(&self, kind: &str, step: &str) {
+        self.metrics
+            .signing_rounds
+            .with_label_values(&[kind, step])
+            .inc();
+    }
+
+    fn hsm(&self, operation: &str, started: Instant, ok: bool) {
+        self.metrics
+            .hsm_seconds
+            .with_label_values(&[operation])
+            .observe(started.elapsed().as_secs_f64());
+        if !ok {
+            self.metrics
+                .hsm_errors
+                .with_label_values(&[operation])
+                .inc();
+        }
+    }
+
+    /// Refuses a request that did not decode: logged and counted like every refusal.
+    pub fn malformed(&self, error: &DecodeError) -> Refused {
+        self.refused(RefusalReason::Malformed, error.to_string())
+    }
+
+    /// Logs and counts a refusal.
+    fn refused(&self, reason: RefusalReason, detail: impl Into<String>) -> Refused {
+        let refused = Refused::new(reason, detail);
+        tracing::warn!(reason = label(reason), detail = %refused.detail, "refused");
+        self.metrics
+            .refusals
+            .with_label_values(&[label(reason)])
+            .inc();
+        refused
+    }
+
+    fn policy_refused(&self, refusal: Refusal) -> Refused {
+        let reason = match &refusal {
+            Refusal::AttestationInvalid => RefusalReason::AttestationInvalid,
+            Refusal::PlanIdMismatch { .. } => RefusalReason::PlanIdMismatch,
+            Refusal::PlanNotAcknowledged(_) => RefusalReason::PlanNotAcknowledged,
+            Refusal::AttemptAlreadyPreprocessed => RefusalReason::AttemptAlreadyPreprocessed,
+            Refusal::FeeRateTooHigh { .. } => RefusalReason::FeeRateTooHigh,
+            Refusal::FeeShareTooHigh { .. } => RefusalReason::FeeShareTooHigh,
+            Refusal::InputAlreadySigned { .. } => RefusalReason::InputAlreadySigned,
+            Refusal::Unbuildable(_) => RefusalReason::Unbuildable,
+            Refusal::BatchMismatch => RefusalReason::BatchMismatch,
+            Refusal::BatchIdReused(_) => RefusalReason::BatchIdReused,
+            // Every other refusal is the history failing: fail closed.
+            _ => RefusalReason::HistoryUnavailable,
+        };
+        self.refused(reason, format!("{refusal:?}"))
+    }
+
+    fn signing_refused(&self, error: &SigningError) -> Refused {
+        let reason = match error {
+            SigningError::UnknownSession | SigningError::WrongStep => RefusalReason::UnknownAttempt,
+            SigningError::Keys(_) => RefusalReason::UnknownKey,
+            _ => RefusalReason::Malformed,
+        };
+        self.refused(reason, error.to_string())
+    }
+}
+
+/// The group keys of generated keys, as the coordinator sees them.
+fn pair_of(keys: &GeneratedKeys) -> Option<KeyPair> {
+    Some(KeyPair {
+        batch_key: BatchKey::from_slice(keys.batch.group_key().to_bytes().as_ref()).ok()?,
+        network_key: NetworkKey::from_slice(keys.network.group_key().to_bytes().as_ref()).ok()?,
+    })
+}
+
+/// The label of a reason in logs and in `signer_enclave_refusals_total{reason}`.
+pub fn label(reason: RefusalReason) -> &'static str {
+    match reason {
+        RefusalReason::Malformed => "malformed",
+        RefusalReason::UnknownKey => "unknown_key",
+        RefusalReason::UnknownAttempt => "unknown_attempt",
+        RefusalReason::AttestationInvalid => "attestation_invalid",
+        RefusalReason::PlanNotAcknowledged => "plan_not_acknowledged",
+        RefusalReason::FeeRateTooHigh => "fee_rate_too_high",
+        RefusalReason::FeeShareTooHigh => "fee_share_too_high",
+        RefusalReason::InputAlreadySigned => "input_already_signed",
+        RefusalReason::AttemptAlreadyPreprocessed => "attempt_already_preprocessed",
+        RefusalReason::BatchIdReused => "batch_id_reused",
+        RefusalReason::CustodyUnavailable => "custody_unavailable",
+        RefusalReason::PlanIdMismatch => "plan_id_mismatch",
+        RefusalReason::Unbuildable => "unbuildable",
+        RefusalReason::BatchMismatch => "batch_mismatch",
+        RefusalReason::HistoryUnavailable => "history_unavailable",
+    }
+}

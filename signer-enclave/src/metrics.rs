@@ -1,0 +1,186 @@
+//! The enclave's Prometheus metrics and the loopback-only endpoint that serves them.
+//!
+//! What an operator alerts on: refusals by reason (a signer refusing means someone asked for
+//! what the validator set did not agree on), connections from other users, HSM latency and
+//! errors, and signing rounds and key generations as they happen.
+
+use std::{net::SocketAddr, thread};
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use thiserror::Error;
+
+/// The metrics could not be set up or served.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum MetricsError {
+    /// A metric could not be registered.
+    #[error("metrics: {0}")]
+    Prometheus(#[from] prometheus::Error),
+    /// The listen address is not a loopback address.
+    #[error("metrics address {0} is not a loopback address")]
+    NotLoopback(SocketAddr),
+    /// The endpoint could not bind.
+    #[error("cannot serve metrics on {address}: {reason}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Every metric the enclave exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `signer_enclave_refusals_total{reason}`: requests refused, by `RefusalReason`.
+    pub refusals: IntCounterVec,
+    /// `signer_enclave_signing_rounds_total{kind,step}`: signing steps completed.
+    pub signing_rounds: IntCounterVec,
+    /// `signer_enclave_dkg_runs_total{outcome}`: key generations completed or ended by blame.
+    pub dkg_runs: IntCounterVec,
+    /// `signer_enclave_hsm_operation_seconds{operation}`: PKCS#11 seal and unseal latency.
+    pub hsm_seconds: HistogramVec,
+    /// `signer_enclave_hsm_errors_total{operation}`: PKCS#11 operations that failed.
+    pub hsm_errors: IntCounterVec,
+    /// `signer_enclave_rejected_connections_total`: connections from a uid not allowed.
+    pub rejected_connections: IntCounter,
+    /// `signer_enclave_confirmed_keys`: confirmed key pairs held, unsealed, for signing.
+    pub confirmed_keys: IntGauge,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    ///
+    /// # Errors
+    /// A metric's definition is invalid (a programming error caught by the tests).
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let refusals = IntCounterVec::new(
+            Opts::new(
+                "signer_enclave_refusals_total",
+                "Requests the enclave refused, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let signing_rounds = IntCounterVec::new(
+            Opts::new(
+                "signer_enclave_signing_rounds_total",
+                "Signing steps completed, by kind (plan, batch) and step.",
+            ),
+            &["kind", "step"],
+        )?;
+        let dkg_runs = IntCounterVec::new(
+            Opts::new(
+                "signer_enclave_dkg_runs_total",
+                "Key generations that ended, by outcome (completed, blamed).",
+            ),
+            &["outcome"],
+        )?;
+        let hsm_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "signer_enclave_hsm_operation_seconds",
+                "Latency of PKCS#11 operations, by operation.",
+            )
+            .buckets(vec![
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 1.0,
+            ]),
+            &["operation"],
+        )?;
+        let hsm_errors = IntCounterVec::new(
+            Opts::new(
+                "signer_enclave_hsm_errors_total",
+                "PKCS#11 operations that failed, by operation.",
+            ),
+            &["operation"],
+        )?;
+        let rejected_connections = IntCounter::new(
+            "signer_enclave_rejected_connections_total",
+            "Connections refused because the peer's uid is not the allowed one.",
+        )?;
+        let confirmed_keys = IntGauge::new(
+            "signer_enclave_confirmed_keys",
+            "Confirmed key pairs the enclave holds for signing.",
+        )?;
+        registry.register(Box::new(refusals.clone()))?;
+        registry.register(Box::new(signing_rounds.clone()))?;
+        registry.register(Box::new(dkg_runs.clone()))?;
+        registry.register(Box::new(hsm_seconds.clone()))?;
+        registry.register(Box::new(hsm_errors.clone()))?;
+        registry.register(Box::new(rejected_connections.clone()))?;
+        registry.register(Box::new(confirmed_keys.clone()))?;
+        Ok(Metrics {
+            registry,
+            refusals,
+            signing_rounds,
+            dkg_runs,
+            hsm_seconds,
+            hsm_errors,
+            rejected_connections,
+            confirmed_keys,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut text = Vec::new();
+        // Encoding into a Vec fails only on a metric without a value, which the registry
+        // never gathers: an empty answer is then what Prometheus sees.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut text);
+        text
+    }
+
+    /// Serves `GET /metrics` on `address` (loopback only) from a thread of its own.
+    ///
+    /// # Errors
+    /// The address is not loopback or cannot be bound.
+    pub fn serve(&self, address: SocketAddr) -> Result<SocketAddr, MetricsError> {
+        if !address.ip().is_loopback() {
+            return Err(MetricsError::NotLoopback(address));
+        }
+        let server = tiny_http::Server::http(address).map_err(|error| MetricsError::Bind {
+            address,
+            reason: error.to_string(),
+        })?;
+        let bound = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| MetricsError::Bind {
+                address,
+                reason: "not an IP listener".into(),
+            })?;
+        let metrics = self.clone();
+        thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                for request in server.incoming_requests() {
+                    let response = if request.url() == "/metrics" {
+                        let header = tiny_http::Header::from_bytes(
+                            &b"Content-Type"[..],
+                            &b"text/plain; version=0.0.4"[..],
+                        );
+                        let mut response = tiny_http::Response::from_data(metrics.render());
+                        if let Ok(header) = header {
+                            response.add_header(header);
+                        }
+                        response
+                    } else {
+                        tiny_http::Response::from_data(b"not found\n".to_vec())
+                            .with_status_code(404)
+                    };
+                    if let Err(error) = request.respond(response) {
+                        tracing::debug!(%error, "metrics response not delivered");
+                    }
+                }
+            })
+            .map_err(|error| MetricsError::Bind {
+                address,
+                reason: error.to_string(),
+            })?;
+        Ok(bound)
+    }
+}

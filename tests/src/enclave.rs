@@ -1,0 +1,296 @@
+//! A signer enclave as its own process, the way an operator runs one: a fresh SoftHSM2 token
+//! in a private directory (made by `test-token`, PINs in owner-only files), a configuration
+//! file, `signer-enclave provision`, then `signer-enclave run` until killed or stopped.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+};
+
+use bitcoin::key::XOnlyPublicKey;
+
+use crate::{binary, HarnessError};
+
+/// The policy caps an enclave is configured with.
+#[derive(Clone, Copy, Debug)]
+pub struct Caps {
+    /// `policy.max_fee_rate_sat_per_vbyte`.
+    pub max_fee_rate: u64,
+    /// `policy.max_fee_share_basis_points`.
+    pub max_fee_share_basis_points: u16,
+}
+
+/// The label every test token carries (each enclave has its own token directory).
+pub const TOKEN_LABEL: &str = "processor";
+const USER_PIN: &str = "user-pin-for-tests";
+const SO_PIN: &str = "so-pin-for-tests";
+
+/// One enclave's directory and, while it runs, its process.
+pub struct EnclaveProcess {
+    dir: PathBuf,
+    config: PathBuf,
+    socket: PathBuf,
+    child: Option<Child>,
+    metrics: Option<SocketAddr>,
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), HarnessError> {
+    fs::write(path, contents)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+fn checked(output: Output, what: &str) -> Result<Output, HarnessError> {
+    if output.status.success() {
+        Ok(output)
+    } else {
+        Err(HarnessError::Failed(format!(
+            "{what}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )))
+    }
+}
+
+impl EnclaveProcess {
+    /// Makes a token, a configuration and a provisioned database under `dir`, for an enclave
+    /// serving `allowed_uid` and trusting `coordinator`'s attestations.
+    ///
+    /// # Errors
+    /// A binary is missing or a step failed.
+    pub fn provision(
+        dir: &Path,
+        coordinator: &XOnlyPublicKey,
+        allowed_uid: u32,
+        caps: Caps,
+    ) -> Result<Self, HarnessError> {
+        let tokens = dir.join("tokens");
+        fs::create_dir_all(&tokens)?;
+        let conf = dir.join("softhsm2.conf");
+        fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )?;
+        write_private(&dir.join("so.pin"), SO_PIN)?;
+        write_private(&dir.join("user.pin"), USER_PIN)?;
+        checked(
+            Command::new(binary("test-token")?)
+                .env("SOFTHSM2_CONF", &conf)
+                .arg("--label")
+                .arg(TOKEN_LABEL)
+                .arg("--so-pin-file")
+                .arg(dir.join("so.pin"))
+                .arg("--pin-file")
+                .arg(dir.join("user.pin"))
+                .output()?,
+            "test-token",
+        )?;
+        let socket = dir.join("signer.sock");
+        let config = dir.join("enclave.toml");
+        fs::write(
+            &config,
+            format!(
+                r#"db_path = "{db}"
+
+[pkcs11]
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "{TOKEN_LABEL}"
+pin_file = "{pin}"
+
+[rpc]
+socket = "{socket}"
+allowed_uid = {allowed_uid}
+
+[policy]
+max_fee_rate_sat_per_vbyte = {rate}
+max_fee_share_basis_points = {share}
+
+[metrics]
+listen = "127.0.0.1:0"
+"#,
+                db = dir.join("db").display(),
+                pin = dir.join("user.pin").display(),
+                socket = socket.display(),
+                rate = caps.max_fee_rate,
+                share = caps.max_fee_share_basis_points,
+            ),
+        )?;
+        let enclave = EnclaveProcess {
+            dir: dir.to_owned(),
+            config,
+            socket,
+            child: None,
+            metrics: None,
+        };
+        checked(
+            enclave
+                .command()?
+                .arg("provision")
+                .arg("--config")
+                .arg(&enclave.config)
+                .arg("--coordinator-key")
+                .arg(coordinator.to_string())
+                .output()?,
+            "signer-enclave provision",
+        )?;
+        Ok(enclave)
+    }
+
+    fn command(&self) -> Result<Command, HarnessError> {
+        let mut command = Command::new(binary("signer-enclave")?);
+        command.env("SOFTHSM2_CONF", self.dir.join("softhsm2.conf"));
+        Ok(command)
+    }
+
+    /// Starts `signer-enclave run` and waits for its ready line. Its log goes to
+    /// `enclave.log` in the directory.
+    ///
+    /// # Errors
+    /// It did not start, or exited before it was ready (its stderr is in the error).
+    pub fn start(&mut self) -> Result<(), HarnessError> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("enclave.log"))?;
+        let mut child = self
+            .command()?
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()?;
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            BufReader::new(stdout).read_line(&mut line)?;
+        }
+        let metrics = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|address| address.parse().ok());
+        match metrics {
+            Some(metrics) => {
+                self.metrics = Some(metrics);
+                self.child = Some(child);
+                Ok(())
+            }
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(HarnessError::Failed(format!(
+                    "enclave did not start: {}",
+                    self.log()
+                )))
+            }
+        }
+    }
+
+    /// The enclave's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("enclave.log")).unwrap_or_default()
+    }
+
+    /// `kill -9`: no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.metrics = None;
+    }
+
+    /// SIGTERM, then waits for the exit.
+    ///
+    /// # Errors
+    /// Not running, or waiting failed.
+    pub fn terminate(&mut self) -> Result<ExitStatus, HarnessError> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| HarnessError::Failed("not running".into()))?;
+        checked(
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .output()?,
+            "kill -TERM",
+        )?;
+        self.metrics = None;
+        Ok(child.wait()?)
+    }
+
+    /// Runs another subcommand (`status`, ...) against this enclave's configuration.
+    ///
+    /// # Errors
+    /// The binary could not be run.
+    pub fn cli(&self, subcommand: &str) -> Result<Output, HarnessError> {
+        Ok(self
+            .command()?
+            .arg(subcommand)
+            .arg("--config")
+            .arg(&self.config)
+            .output()?)
+    }
+
+    /// The Unix socket the enclave serves.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The enclave's whole directory: token, database, configuration, PIN files, log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration file.
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    /// Scrapes `/metrics` once.
+    ///
+    /// # Errors
+    /// Not running, or the scrape failed.
+    pub fn metrics(&self) -> Result<String, HarnessError> {
+        let address = self
+            .metrics
+            .ok_or_else(|| HarnessError::Failed("not running".into()))?;
+        let mut stream = TcpStream::connect(address)?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .ok_or_else(|| HarnessError::Failed("no HTTP body".into()))
+    }
+
+    /// The value of one series (`name{labels}` exactly as exported), zero when absent.
+    ///
+    /// # Errors
+    /// The scrape failed.
+    pub fn metric(&self, series: &str) -> Result<f64, HarnessError> {
+        Ok(self
+            .metrics()?
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|value| value.trim().parse().ok())
+            })
+            .unwrap_or(0.0))
+    }
+}
+
+impl Drop for EnclaveProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,205 @@
+//! The coordinator's relaying between enclaves, for tests and benchmarks: a key generation's
+//! three rounds, and the three rounds of signing a plan or a Batch with chosen signers. What
+//! each participant receives is everyone else's message, as PROTOCOL.md has it.
+
+use std::{collections::BTreeMap, future::Future};
+
+use bitcoin::Transaction;
+use scanner::signer::SignerClient;
+use schema::{
+    batch::{Batch, SignedBatch},
+    ids::{KeyGenId, Participant, ThresholdParams},
+    messages::{
+        key_gen::{CoordinatorMessage, ProcessorMessage},
+        ParticipantMap,
+    },
+    plan::Plan,
+    sign_id::{BatchSignId, PlanSignId},
+    transaction::FeeRate,
+};
+
+use crate::HarnessError;
+
+/// A participant in a key generation: an enclave over RPC, or anything else a test plays.
+pub trait KeyGenParty {
+    /// Handles one coordinator message, answering with exactly one message.
+    fn handle(
+        &mut self,
+        message: CoordinatorMessage,
+    ) -> impl Future<Output = Result<ProcessorMessage, HarnessError>>;
+}
+
+impl KeyGenParty for SignerClient {
+    async fn handle(
+        &mut self,
+        message: CoordinatorMessage,
+    ) -> Result<ProcessorMessage, HarnessError> {
+        let mut messages = self.key_gen(&message).await.map_err(failed)?;
+        match messages.len() {
+            1 => Ok(messages.remove(0)),
+            n => Err(HarnessError::Failed(format!("{n} key-gen answers, not 1"))),
+        }
+    }
+}
+
+fn failed(error: impl std::fmt::Display) -> HarnessError {
+    HarnessError::Failed(error.to_string())
+}
+
+/// Everyone's message but `me`'s.
+pub fn others(map: &ParticipantMap, me: Participant) -> ParticipantMap {
+    map.iter()
+        .filter(|(participant, _)| **participant != me)
+        .map(|(participant, blob)| (*participant, blob.clone()))
+        .collect()
+}
+
+/// Relays a whole t-of-n key generation (n = the number of parties). `corrupt` flips the last
+/// byte of the share one participant sends another, to provoke blame. Returns each
+/// participant's last message (`GeneratedKeyPair`, or `Blame`).
+///
+/// # Errors
+/// A participant failed or answered out of protocol.
+pub async fn key_gen<P: KeyGenParty>(
+    parties: &mut BTreeMap<Participant, P>,
+    id: KeyGenId,
+    t: u16,
+    corrupt: Option<(Participant, Participant)>,
+) -> Result<BTreeMap<Participant, ProcessorMessage>, HarnessError> {
+    let n = u16::try_from(parties.len()).map_err(failed)?;
+    let mut commitments = ParticipantMap::new();
+    for (i, party) in parties.iter_mut() {
+        let params = ThresholdParams::new(t, n, *i).map_err(failed)?;
+        match party
+            .handle(CoordinatorMessage::GenerateKey { id, params })
+            .await?
+        {
+            ProcessorMessage::Commitments { commitments: c, .. } => {
+                commitments.insert(*i, c);
+            }
+            other => return Err(failed(format!("expected commitments, got {other:?}"))),
+        }
+    }
+    let mut shares: BTreeMap<Participant, ParticipantMap> = BTreeMap::new();
+    for (i, party) in parties.iter_mut() {
+        let message = CoordinatorMessage::Commitments {
+            id,
+            commitments: others(&commitments, *i),
+        };
+        let sent = match party.handle(message).await? {
+            ProcessorMessage::Shares { shares, .. } => shares,
+            other => return Err(failed(format!("expected shares, got {other:?}"))),
+        };
+        for (to, mut blob) in sent {
+            if corrupt == Some((*i, to)) {
+                if let Some(last) = blob.last_mut() {
+                    *last ^= 1;
+                }
+            }
+            shares.entry(to).or_default().insert(*i, blob);
+        }
+    }
+    let mut last = BTreeMap::new();
+    for (i, party) in parties.iter_mut() {
+        let message = CoordinatorMessage::Shares {
+            id,
+            shares: shares.remove(i).unwrap_or_default(),
+        };
+        last.insert(*i, party.handle(message).await?);
+    }
+    Ok(last)
+}
+
+fn same<T: PartialEq>(mut results: Vec<T>) -> Result<T, HarnessError> {
+    if results.windows(2).any(|pair| pair.first() != pair.get(1)) {
+        return Err(failed("signers released different results"));
+    }
+    results.pop().ok_or_else(|| failed("no signers"))
+}
+
+/// Signs a plan attempt with `signers`; every signer must release the same transaction.
+///
+/// # Errors
+/// An enclave refused or failed.
+pub async fn sign_plan(
+    clients: &BTreeMap<Participant, SignerClient>,
+    signers: &[Participant],
+    id: PlanSignId,
+    plan: &Plan,
+    fee_rate: FeeRate,
+) -> Result<Transaction, HarnessError> {
+    let client = |signer: &Participant| {
+        clients
+            .get(signer)
+            .ok_or_else(|| failed(format!("no client for {signer:?}")))
+    };
+    let mut preprocesses = ParticipantMap::new();
+    for signer in signers {
+        let preprocess = client(signer)?
+            .preprocess_plan(&id, plan, fee_rate)
+            .await
+            .map_err(failed)?;
+        preprocesses.insert(*signer, preprocess);
+    }
+    let mut shares = ParticipantMap::new();
+    for signer in signers {
+        let share = client(signer)?
+            .share_plan(&id, &others(&preprocesses, *signer))
+            .await
+            .map_err(failed)?;
+        shares.insert(*signer, share);
+    }
+    let mut transactions = Vec::new();
+    for signer in signers {
+        transactions.push(
+            client(signer)?
+                .complete_plan(&id, &others(&shares, *signer))
+                .await
+                .map_err(failed)?,
+        );
+    }
+    same(transactions)
+}
+
+/// Signs a Batch attempt with `signers`; every signer must release the same signed Batch.
+///
+/// # Errors
+/// An enclave refused or failed.
+pub async fn sign_batch(
+    clients: &BTreeMap<Participant, SignerClient>,
+    signers: &[Participant],
+    id: BatchSignId,
+    batch: &Batch,
+) -> Result<SignedBatch, HarnessError> {
+    let client = |signer: &Participant| {
+        clients
+            .get(signer)
+            .ok_or_else(|| failed(format!("no client for {signer:?}")))
+    };
+    let mut preprocesses = ParticipantMap::new();
+    for signer in signers {
+        let preprocess = client(signer)?
+            .preprocess_batch(&id, batch)
+            .await
+            .map_err(failed)?;
+        preprocesses.insert(*signer, preprocess);
+    }
+    let mut shares = ParticipantMap::new();
+    for signer in signers {
+        let share = client(signer)?
+            .share_batch(&id, &others(&preprocesses, *signer))
+            .await
+            .map_err(failed)?;
+        shares.insert(*signer, share);
+    }
+    let mut signed = Vec::new();
+    for signer in signers {
+        signed.push(
+            client(signer)?
+                .complete_batch(&id, &others(&shares, *signer))
+                .await
+                .map_err(failed)?,
+        );
+    }
+    same(signed)
+}

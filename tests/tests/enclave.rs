@@ -1,0 +1,770 @@
+//! The signer enclave as the scanner sees it: real `signer-enclave` processes, each with its own
+//! SoftHSM2 token, over their Unix sockets through the scanner's `SignerClient`.
+//!
+//! Key generation across four enclaves (with a corrupted share blamed first), Taproot
+//! transactions signed by every 3-of-4 subset and checked by secp256k1 and by Bitcoin Core's
+//! interpreter (`bitcoinkernel`), a Batch checked by `schnorrkel`, every policy refusal with
+//! proof that nothing was signed, kill -9 and restart, a foreign uid, configuration mistakes
+//! (wrong PIN, missing token, missing module), and a search
+//! of every file the enclaves wrote for their secret shares.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_in_result
+)]
+
+use std::{collections::BTreeMap, os::unix::fs::MetadataExt, path::Path, time::Duration};
+
+use bitcoin::{
+    consensus,
+    hashes::Hash,
+    key::{Keypair, XOnlyPublicKey},
+    secp256k1::{schnorr, Message, Secp256k1, SecretKey},
+    sighash::{Prevouts, SighashCache},
+    TapSighashType, Transaction, TxOut,
+};
+use ciphersuite::{group::ff::PrimeField, Ciphersuite};
+use processor_tests::{
+    enclave::{Caps, EnclaveProcess},
+    relay::{self, key_gen, KeyGenParty},
+    HarnessError,
+};
+use rand_core::OsRng;
+use scanner::signer::{SignerClient, SignerError};
+use schema::{
+    amount::Amount,
+    batch::Batch,
+    generated::signer_capnp::RefusalReason,
+    hashes::{BlockHash, SeraiAddress, TransactionId},
+    ids::{
+        Attempt, BatchId, KeyGenId, NetworkId, Participant, SeraiBlockNumber, Session, ValidatorSet,
+    },
+    instruction::{InInstruction, InInstructionWithBalance},
+    keys::{BatchKey, KeyPair, NetworkKey},
+    messages::{
+        coordinator::{Attestation, PlansAcknowledged},
+        key_gen::{CoordinatorMessage, ProcessorMessage},
+    },
+    plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
+    sign_id::{BatchSignId, BatchSignTarget, PlanSignId},
+    transaction::{build, Built, FeeRate},
+};
+use signer_enclave::{
+    batch_signing::BATCH_SIGNING_CONTEXT,
+    key_gen::{GeneratedKeys, KeyGen},
+};
+use tokio::task::LocalSet;
+
+const CAPS: Caps = Caps {
+    max_fee_rate: 100,
+    max_fee_share_basis_points: 500,
+};
+const DEADLINE: Duration = Duration::from_secs(60);
+const FEE_RATE: FeeRate = FeeRate(10);
+
+fn p(i: u16) -> Participant {
+    Participant::new(i).unwrap()
+}
+
+fn my_uid(dir: &Path) -> u32 {
+    std::fs::metadata(dir).unwrap().uid()
+}
+
+fn set() -> ValidatorSet {
+    ValidatorSet {
+        session: Session(0),
+        network: NetworkId::Bitcoin,
+    }
+}
+
+fn coordinator_key(seed: u8) -> Keypair {
+    Keypair::from_secret_key(
+        &Secp256k1::new(),
+        &SecretKey::from_slice(&[seed; 32]).unwrap(),
+    )
+}
+
+/// What the coordinator sends once the validators agreed on `plans` for `key`.
+fn attest(coordinator: &Keypair, key: NetworkKey, plans: &[&Plan]) -> PlansAcknowledged {
+    let plans: Vec<_> = plans.iter().map(|plan| plan.id()).collect();
+    let block = SeraiBlockNumber(7);
+    let digest = PlansAcknowledged::attestation_message(NetworkId::Bitcoin, &key, block, &plans);
+    let signature =
+        Secp256k1::new().sign_schnorr_no_aux_rand(&Message::from_digest(digest), coordinator);
+    PlansAcknowledged {
+        block,
+        key,
+        plans,
+        attestation: Attestation(signature.serialize()),
+    }
+}
+
+/// A participant this test plays with the library, to know its share.
+struct Local(KeyGen, Option<GeneratedKeys>);
+
+impl KeyGenParty for Local {
+    async fn handle(
+        &mut self,
+        message: CoordinatorMessage,
+    ) -> Result<ProcessorMessage, HarnessError> {
+        let (mut messages, keys) = self.0.handle(message, &mut OsRng).unwrap();
+        if keys.is_some() {
+            self.1 = keys;
+        }
+        assert_eq!(messages.len(), 1);
+        Ok(messages.remove(0))
+    }
+}
+
+/// One DKG participant: an enclave process, or the library in this test.
+enum Party {
+    Enclave(SignerClient),
+    Local(Local),
+}
+
+impl KeyGenParty for Party {
+    async fn handle(
+        &mut self,
+        message: CoordinatorMessage,
+    ) -> Result<ProcessorMessage, HarnessError> {
+        match self {
+            Party::Enclave(client) => client.handle(message).await,
+            Party::Local(local) => local.handle(message).await,
+        }
+    }
+}
+
+fn attempt(attempt: u32) -> KeyGenId {
+    KeyGenId {
+        set: set(),
+        attempt: Attempt(attempt),
+    }
+}
+
+fn generated_pair(message: &ProcessorMessage) -> KeyPair {
+    match message {
+        ProcessorMessage::GeneratedKeyPair {
+            batch_key,
+            network_key,
+            ..
+        } => KeyPair {
+            batch_key: *batch_key,
+            network_key: *network_key,
+        },
+        other => panic!("expected GeneratedKeyPair, got {other:?}"),
+    }
+}
+
+fn plan(key: NetworkKey, txid: u8, inputs: &[(OutputKind, u64)], pay: u64) -> Plan {
+    Plan {
+        key,
+        inputs: inputs
+            .iter()
+            .zip(0u32..)
+            .map(|((kind, amount), vout)| PlanInput {
+                id: OutputId {
+                    txid: TransactionId([txid; 32]),
+                    vout,
+                },
+                kind: *kind,
+                amount: Amount::from_sat(*amount).unwrap(),
+            })
+            .collect(),
+        payments: vec![Payment {
+            address: PaymentAddress::from_bytes(&[&[0x00, 0x14][..], &[2; 20]].concat()).unwrap(),
+            data: None,
+            amount: Amount::from_sat(pay).unwrap(),
+        }],
+        change: Some(key),
+    }
+}
+
+async fn sign_plan(
+    clients: &BTreeMap<Participant, SignerClient>,
+    signers: &[Participant],
+    id: PlanSignId,
+    plan: &Plan,
+) -> Transaction {
+    relay::sign_plan(clients, signers, id, plan, FEE_RATE)
+        .await
+        .unwrap()
+}
+
+/// Checks every input's signature twice, independently of the enclave's own check: with
+/// `secp256k1` over a sighash computed here, and with Bitcoin Core's interpreter.
+fn verify_transaction(transaction: &Transaction, prevouts: &[TxOut]) -> Result<(), String> {
+    verify_secp256k1(transaction, prevouts)?;
+    verify_core(transaction, prevouts)
+}
+
+fn verify_secp256k1(transaction: &Transaction, prevouts: &[TxOut]) -> Result<(), String> {
+    let secp = Secp256k1::verification_only();
+    let mut cache = SighashCache::new(transaction);
+    for (index, (input, prevout)) in transaction.input.iter().zip(prevouts).enumerate() {
+        let sighash = cache
+            .taproot_key_spend_signature_hash(
+                index,
+                &Prevouts::All(prevouts),
+                TapSighashType::Default,
+            )
+            .map_err(|error| error.to_string())?;
+        let signature = input.witness.nth(0).ok_or("no witness")?;
+        let signature = schnorr::Signature::from_slice(signature).map_err(|e| e.to_string())?;
+        let key = XOnlyPublicKey::from_slice(&prevout.script_pubkey.as_bytes()[2..34])
+            .map_err(|e| e.to_string())?;
+        secp.verify_schnorr(
+            &signature,
+            &Message::from_digest(sighash.to_byte_array()),
+            &key,
+        )
+        .map_err(|error| format!("input {index}: secp256k1: {error}"))?;
+    }
+    Ok(())
+}
+
+/// Bitcoin Core's interpreter, with every spent output and every consensus flag (Taproot
+/// included: without them a bad Taproot signature would pass).
+fn verify_core(transaction: &Transaction, prevouts: &[TxOut]) -> Result<(), String> {
+    let bytes = consensus::serialize(transaction);
+    let kernel_transaction = bitcoinkernel::Transaction::new(&bytes).map_err(|e| e.to_string())?;
+    let spent: Vec<_> = prevouts
+        .iter()
+        .map(|prevout| {
+            bitcoinkernel::TxOut::new(
+                &bitcoinkernel::ScriptPubkey::new(prevout.script_pubkey.as_bytes()).unwrap(),
+                i64::try_from(prevout.value.to_sat()).unwrap(),
+            )
+        })
+        .collect();
+    let precomputed = bitcoinkernel::PrecomputedTransactionData::new(&kernel_transaction, &spent)
+        .map_err(|e| e.to_string())?;
+    for (index, prevout) in prevouts.iter().enumerate() {
+        bitcoinkernel::verify(
+            &bitcoinkernel::ScriptPubkey::new(prevout.script_pubkey.as_bytes()).unwrap(),
+            Some(i64::try_from(prevout.value.to_sat()).unwrap()),
+            &kernel_transaction,
+            index,
+            Some(bitcoinkernel::VERIFY_ALL),
+            &precomputed,
+        )
+        .map_err(|error| format!("input {index}: Core's interpreter: {error:?}"))?;
+    }
+    Ok(())
+}
+
+fn refusal<T: std::fmt::Debug>(result: Result<T, SignerError>) -> RefusalReason {
+    match result {
+        Err(error) => error
+            .refusal()
+            .unwrap_or_else(|| panic!("not a refusal: {error}")),
+        Ok(value) => panic!("signed what it must refuse: {value:?}"),
+    }
+}
+
+fn preprocesses(enclave: &EnclaveProcess) -> f64 {
+    enclave
+        .metric("signer_enclave_signing_rounds_total{kind=\"plan\",step=\"preprocess\"}")
+        .unwrap()
+}
+
+fn refusals(enclave: &EnclaveProcess, reason: &str) -> f64 {
+    enclave
+        .metric(&format!(
+            "signer_enclave_refusals_total{{reason=\"{reason}\"}}"
+        ))
+        .unwrap()
+}
+
+async fn connect(enclave: &EnclaveProcess) -> SignerClient {
+    SignerClient::connect(enclave.socket(), DEADLINE)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn four_enclaves_generate_keys_sign_and_refuse() {
+    LocalSet::new()
+        .run_until(four_enclaves_generate_keys_sign_and_refuse_inner())
+        .await;
+}
+
+async fn four_enclaves_generate_keys_sign_and_refuse_inner() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = coordinator_key(0x77);
+    let uid = my_uid(dir.path());
+    let mut enclaves: BTreeMap<Participant, EnclaveProcess> = BTreeMap::new();
+    for i in 1..=4 {
+        let path = dir.path().join(format!("enclave-{i}"));
+        let mut enclave =
+            EnclaveProcess::provision(&path, &coordinator.x_only_public_key().0, uid, CAPS)
+                .unwrap();
+        enclave.start().unwrap();
+        enclaves.insert(p(i), enclave);
+    }
+    let mut clients = BTreeMap::new();
+    for (i, enclave) in &enclaves {
+        clients.insert(*i, connect(enclave).await);
+    }
+
+    // Attempt 0: participant 2's share to participant 1 is corrupted; 1 blames 2.
+    let mut parties = clients.clone();
+    let last = key_gen(&mut parties, attempt(0), 3, Some((p(2), p(1))))
+        .await
+        .unwrap();
+    match &last[&p(1)] {
+        ProcessorMessage::Blame { participant, .. } => assert_eq!(*participant, p(2)),
+        other => panic!("expected Blame, got {other:?}"),
+    }
+    assert_eq!(
+        enclaves[&p(1)]
+            .metric("signer_enclave_dkg_runs_total{outcome=\"blamed\"}")
+            .unwrap(),
+        1.0
+    );
+
+    // Attempt 1 replaces it: every enclave reports the same key pair.
+    let last = key_gen(&mut parties, attempt(1), 3, None).await.unwrap();
+    let pair = generated_pair(&last[&p(1)]);
+    for message in last.values() {
+        assert_eq!(generated_pair(message), pair);
+    }
+    let key = pair.network_key;
+    let spend = plan(
+        key,
+        0x44,
+        &[
+            (OutputKind::External, 300_000),
+            (OutputKind::Branch, 300_000),
+            (OutputKind::Change, 300_000),
+        ],
+        500_000,
+    );
+    let id = |attempt| PlanSignId {
+        key,
+        id: spend.id(),
+        attempt: Attempt(attempt),
+    };
+
+    // Not confirmed yet: nothing signs with it, not even an acknowledgement is taken.
+    assert_eq!(
+        refusal(
+            clients[&p(1)]
+                .preprocess_plan(&id(99), &spend, FEE_RATE)
+                .await
+        ),
+        RefusalReason::UnknownKey
+    );
+    assert_eq!(
+        refusal(
+            clients[&p(1)]
+                .acknowledge_plans(&attest(&coordinator, key, &[&spend]))
+                .await
+        ),
+        RefusalReason::UnknownKey
+    );
+    for client in clients.values() {
+        client.confirm_key_pair(set(), &pair).await.unwrap();
+        assert_eq!(client.status().await.unwrap().keys, vec![pair]);
+    }
+    // A key pair nobody generated is not confirmed.
+    let mut forged = pair;
+    forged.batch_key = BatchKey([1; 32]);
+    assert_eq!(
+        refusal(clients[&p(1)].confirm_key_pair(set(), &forged).await),
+        RefusalReason::UnknownKey
+    );
+
+    for client in clients.values() {
+        client
+            .acknowledge_plans(&attest(&coordinator, key, &[&spend]))
+            .await
+            .unwrap();
+    }
+    let Ok(Built::Transaction(built)) = build(&spend, FEE_RATE) else {
+        panic!("plan does not build");
+    };
+
+    // Every 3-of-4 subset signs (each its own attempt); both checkers accept every input.
+    let all = [p(1), p(2), p(3), p(4)];
+    for (attempt, left_out) in (0u32..).zip(all) {
+        let signers: Vec<_> = all.iter().copied().filter(|s| *s != left_out).collect();
+        let signed = sign_plan(&clients, &signers, id(attempt), &spend).await;
+        assert_eq!(signed.compute_txid(), built.transaction.compute_txid());
+        verify_transaction(&signed, &built.prevouts).unwrap();
+
+        // The checkers are not blind: one flipped signature bit fails both.
+        let mut forged = signed.clone();
+        let mut witness = forged.input[1].witness.to_vec();
+        witness[0][5] ^= 1;
+        forged.input[1].witness = witness.into();
+        assert!(verify_secp256k1(&forged, &built.prevouts).is_err());
+        assert!(verify_core(&forged, &built.prevouts).is_err());
+    }
+
+    // Refusals, each with the preprocess count unchanged: nothing was signed.
+    let one = &clients[&p(1)];
+    let enclave = &enclaves[&p(1)];
+    let before = preprocesses(enclave);
+    assert_eq!(before, 3.0, "enclave 1 signed three subsets");
+
+    // The same attempt again (attempt 0 left enclave 1 out; attempt 1 did not).
+    assert_eq!(
+        refusal(one.preprocess_plan(&id(1), &spend, FEE_RATE).await),
+        RefusalReason::AttemptAlreadyPreprocessed
+    );
+    // A plan never acknowledged.
+    let other = plan(key, 0x55, &[(OutputKind::External, 400_000)], 100_000);
+    let other_id = PlanSignId {
+        key,
+        id: other.id(),
+        attempt: Attempt(0),
+    };
+    assert_eq!(
+        refusal(one.preprocess_plan(&other_id, &other, FEE_RATE).await),
+        RefusalReason::PlanNotAcknowledged
+    );
+    // Acknowledgements the coordinator did not sign, or signed for another key.
+    assert_eq!(
+        refusal(
+            one.acknowledge_plans(&attest(&coordinator_key(0x78), key, &[&other]))
+                .await
+        ),
+        RefusalReason::AttestationInvalid
+    );
+    let mut for_another_key = attest(&coordinator, key, &[&other]);
+    let another_key = NetworkKey::from_slice(
+        &bitcoin::PublicKey::new(coordinator_key(0x79).public_key()).to_bytes(),
+    )
+    .unwrap();
+    for_another_key.attestation = attest(&coordinator, another_key, &[&other]).attestation;
+    assert_eq!(
+        refusal(one.acknowledge_plans(&for_another_key).await),
+        RefusalReason::AttestationInvalid
+    );
+    assert_eq!(
+        refusal(one.preprocess_plan(&other_id, &other, FEE_RATE).await),
+        RefusalReason::PlanNotAcknowledged
+    );
+    // The acknowledged plan's id with changed content.
+    let mut changed = spend.clone();
+    changed.payments[0].amount = Amount::from_sat(510_000).unwrap();
+    assert_eq!(
+        refusal(one.preprocess_plan(&id(50), &changed, FEE_RATE).await),
+        RefusalReason::PlanIdMismatch
+    );
+    // Fee rate over the cap, on the acknowledged plan.
+    assert_eq!(
+        refusal(one.preprocess_plan(&id(51), &spend, FeeRate(101)).await),
+        RefusalReason::FeeRateTooHigh
+    );
+    // A fee that is too large a share of a small plan.
+    let small = plan(key, 0x66, &[(OutputKind::External, 100_000)], 60_000);
+    // An input of the signed plan, in a different plan.
+    let mut double = plan(key, 0x44, &[(OutputKind::External, 300_000)], 200_000);
+    double.payments[0].amount = Amount::from_sat(200_001).unwrap();
+    one.acknowledge_plans(&attest(&coordinator, key, &[&small, &double]))
+        .await
+        .unwrap();
+    let attempt0 = |plan: &Plan| PlanSignId {
+        key,
+        id: plan.id(),
+        attempt: Attempt(0),
+    };
+    assert_eq!(
+        refusal(
+            one.preprocess_plan(&attempt0(&small), &small, FeeRate(100))
+                .await
+        ),
+        RefusalReason::FeeShareTooHigh
+    );
+    assert_eq!(
+        refusal(
+            one.preprocess_plan(&attempt0(&double), &double, FEE_RATE)
+                .await
+        ),
+        RefusalReason::InputAlreadySigned
+    );
+    assert_eq!(preprocesses(enclave), before);
+    for (reason, count) in [
+        ("attempt_already_preprocessed", 1.0),
+        ("plan_not_acknowledged", 2.0),
+        ("attestation_invalid", 2.0),
+        ("plan_id_mismatch", 1.0),
+        ("fee_rate_too_high", 1.0),
+        ("fee_share_too_high", 1.0),
+        ("input_already_signed", 1.0),
+        ("unknown_key", 3.0),
+    ] {
+        assert_eq!(refusals(enclave, reason), count, "{reason}");
+    }
+
+    // A Batch, signed by 1, 2 and 3 and verified as sr25519; then a different batch under the
+    // same id is refused by an enclave that signed the first.
+    let batch = Batch {
+        network: NetworkId::Bitcoin,
+        id: BatchId(0),
+        block: BlockHash([5; 32]),
+        instructions: vec![InInstructionWithBalance {
+            instruction: InInstruction::Transfer {
+                to: SeraiAddress([9; 32]),
+            },
+            amount: Amount::from_sat(123_456).unwrap(),
+        }],
+    };
+    let batch_id = |attempt| BatchSignId {
+        key: pair.batch_key,
+        id: BatchSignTarget {
+            network: NetworkId::Bitcoin,
+            batch: BatchId(0),
+        },
+        attempt: Attempt(attempt),
+    };
+    let signed = relay::sign_batch(&clients, &[p(1), p(2), p(3)], batch_id(0), &batch)
+        .await
+        .unwrap();
+    assert_eq!(signed.batch, batch);
+    let public = schnorrkel::PublicKey::from_bytes(&pair.batch_key.0).unwrap();
+    let signature = schnorrkel::Signature::from_bytes(&signed.signature.0).unwrap();
+    public
+        .verify_simple(BATCH_SIGNING_CONTEXT, &batch.message(), &signature)
+        .unwrap();
+    let mut different = batch.clone();
+    different.block = BlockHash([6; 32]);
+    assert_eq!(
+        refusal(one.preprocess_batch(&batch_id(1), &different).await),
+        RefusalReason::BatchIdReused
+    );
+    assert_eq!(
+        enclaves[&p(1)]
+            .metric("signer_enclave_signing_rounds_total{kind=\"batch\",step=\"preprocess\"}")
+            .unwrap(),
+        1.0
+    );
+
+    // `status` from the command line while the enclave runs: keys and sealing key attributes.
+    let status = enclaves[&p(1)].cli("status").unwrap();
+    let status = String::from_utf8(status.stdout).unwrap();
+    assert!(status.contains("sensitive=true"), "{status}");
+    assert!(status.contains("extractable=false"), "{status}");
+    assert!(
+        status.contains(&format!(
+            "confirmed: batch key {} network key {}",
+            hex::encode(pair.batch_key.0),
+            hex::encode(key.to_bytes())
+        )),
+        "{status}"
+    );
+
+    // kill -9 and restart: the sealed keys come back, a used attempt stays used, and a new
+    // attempt signs.
+    drop(clients);
+    let enclave = enclaves.get_mut(&p(1)).unwrap();
+    enclave.kill();
+    enclave.start().unwrap();
+    let mut clients = BTreeMap::new();
+    for (i, enclave) in &enclaves {
+        clients.insert(*i, connect(enclave).await);
+    }
+    assert_eq!(clients[&p(1)].status().await.unwrap().keys, vec![pair]);
+    assert_eq!(
+        refusal(
+            clients[&p(1)]
+                .preprocess_plan(&id(1), &spend, FEE_RATE)
+                .await
+        ),
+        RefusalReason::AttemptAlreadyPreprocessed
+    );
+    let signed = sign_plan(&clients, &[p(1), p(2), p(4)], id(10), &spend).await;
+    verify_transaction(&signed, &built.prevouts).unwrap();
+
+    // SIGTERM: a clean exit that removes the socket.
+    drop(clients);
+    for enclave in enclaves.values_mut() {
+        let socket = enclave.socket().to_owned();
+        assert!(enclave.terminate().unwrap().success());
+        assert!(!socket.exists());
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn foreign_uid_and_wrong_pin_are_refused() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let coordinator = coordinator_key(0x77).x_only_public_key().0;
+            let not_me = my_uid(dir.path()) + 1;
+            let mut enclave =
+                EnclaveProcess::provision(&dir.path().join("e"), &coordinator, not_me, CAPS)
+                    .unwrap();
+            enclave.start().unwrap();
+            let client = connect(&enclave).await;
+            let error = client.status().await.unwrap_err();
+            assert!(matches!(error, SignerError::Rpc(_)), "{error}");
+            assert_eq!(
+                enclave
+                    .metric("signer_enclave_rejected_connections_total")
+                    .unwrap(),
+                1.0
+            );
+            drop(client);
+            enclave.kill();
+
+            // A wrong PIN: `run` and `status` stop and name the setting.
+            std::fs::write(enclave.dir().join("user.pin"), "wrong-pin").unwrap();
+            let error = enclave.start().unwrap_err().to_string();
+            assert!(
+                error.contains("refused the PIN (pkcs11.pin_file)"),
+                "{error}"
+            );
+            let status = enclave.cli("status").unwrap();
+            assert!(!status.status.success());
+            assert!(String::from_utf8_lossy(&status.stderr).contains("pkcs11.pin_file"));
+
+            // A missing token and a missing module are named too.
+            let config = std::fs::read_to_string(enclave.config()).unwrap();
+            for (from, to, named) in [
+                (
+                    "token_label = \"processor\"",
+                    "token_label = \"elsewhere\"",
+                    "no PKCS#11 token labelled \"elsewhere\" (pkcs11.token_label)",
+                ),
+                ("libsofthsm2.so", "libmissing.so", "(pkcs11.module)"),
+            ] {
+                std::fs::write(enclave.config(), config.replace(from, to)).unwrap();
+                let error = enclave.start().unwrap_err().to_string();
+                assert!(error.contains(named), "{error}");
+            }
+        })
+        .await;
+}
+
+/// Every file under `dir`, with its contents.
+fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files(&path));
+        } else if path.is_file() {
+            found.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    found
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// A 2-of-4 key generation with two enclaves and two participants in this test: knowing two
+/// shares of a degree-1 polynomial, the test computes the enclaves' own secret shares, then
+/// searches every file the enclaves have (database, token, logs) for them.
+#[tokio::test(flavor = "current_thread")]
+async fn secret_shares_are_never_on_disk_unsealed() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let coordinator = coordinator_key(0x77).x_only_public_key().0;
+            let uid = my_uid(dir.path());
+            let mut enclaves = Vec::new();
+            let mut parties = BTreeMap::new();
+            for i in 1..=2 {
+                let mut enclave = EnclaveProcess::provision(
+                    &dir.path().join(format!("e{i}")),
+                    &coordinator,
+                    uid,
+                    CAPS,
+                )
+                .unwrap();
+                enclave.start().unwrap();
+                parties.insert(p(i), Party::Enclave(connect(&enclave).await));
+                enclaves.push(enclave);
+            }
+            for i in 3..=4 {
+                parties.insert(p(i), Party::Local(Local(KeyGen::default(), None)));
+            }
+            let last = key_gen(&mut parties, attempt(0), 2, None).await.unwrap();
+            let pair = generated_pair(&last[&p(1)]);
+            for party in parties.values() {
+                if let Party::Enclave(client) = party {
+                    client.confirm_key_pair(set(), &pair).await.unwrap();
+                }
+            }
+            let local = |i| match &parties[&p(i)] {
+                Party::Local(Local(_, Some(keys))) => keys,
+                _ => panic!("no local keys"),
+            };
+            let (three, four) = (local(3), local(4));
+
+            // f(x) = s3 + (x - 3)(s4 - s3): s1 = 3 s3 - 2 s4, s2 = 2 s3 - s4.
+            fn shares<C: Ciphersuite>(
+                s3: C::F,
+                s4: C::F,
+                verification: impl Fn(u16) -> C::G,
+            ) -> Vec<Vec<u8>> {
+                let two = C::F::from(2u64);
+                let three = C::F::from(3u64);
+                let ones = [three * s3 - two * s4, two * s3 - s4];
+                let mut reprs = Vec::new();
+                for (i, share) in (1u16..).zip(ones) {
+                    assert_eq!(C::generator() * share, verification(i), "share {i}");
+                    let repr = share.to_repr().as_ref().to_vec();
+                    let mut reversed = repr.clone();
+                    reversed.reverse();
+                    reprs.push(repr);
+                    reprs.push(reversed);
+                }
+                reprs
+            }
+            let mut secrets = shares::<ciphersuite::Ristretto>(
+                **three.batch.original_secret_share(),
+                **four.batch.original_secret_share(),
+                |i| {
+                    three
+                        .batch
+                        .original_verification_share(dkg::Participant::new(i).unwrap())
+                },
+            );
+            secrets.extend(shares::<modular_frost::curve::Secp256k1>(
+                **three.network.original_secret_share(),
+                **four.network.original_secret_share(),
+                |i| {
+                    three
+                        .network
+                        .original_verification_share(dkg::Participant::new(i).unwrap())
+                },
+            ));
+
+            // Positive control: the search finds a plaintext serialization where one is.
+            let plaintext = three.network.serialize();
+            let own = three.network.original_secret_share().to_repr();
+            assert!(contains(&plaintext, own.as_ref()));
+
+            let found: Vec<_> = enclaves
+                .iter()
+                .flat_map(|enclave| files(enclave.dir()))
+                .collect();
+            assert!(found.len() > 5, "the enclaves wrote files");
+            assert!(
+                found
+                    .iter()
+                    .any(|(_, bytes)| contains(bytes, &pair.network_key.to_bytes())),
+                "the key pair is on disk, so the database was searched"
+            );
+            for (path, bytes) in &found {
+                for secret in &secrets {
+                    assert!(
+                        !contains(bytes, secret),
+                        "a secret share is in {}",
+                        path.display()
+                    );
+                }
+            }
+        })
+        .await;
+}
