@@ -2,23 +2,62 @@
 //! caused by one input is written in one `WriteBatch` with the record that the input was
 //! handled, with a synced WAL, so a crash leaves either all of it or none.
 //!
-//! Column families so far: `scheduler` (one scheduler state per key, by the key's bytes).
+//! Column families, by concept:
+//! - `scheduler`: one scheduler state per key, by the key's bytes;
+//! - `keys`: network key (33) -> activation height (u64 BE) || next height to scan (u64 BE);
+//! - `blocks`: height (u64 BE) -> hash (32) of every finalized block scanned;
+//! - `outputs`: height (u64 BE) || txid (32) || vout (u32 BE) -> `ReceivedOutput`;
+//! - `batches`: batch id (u32 BE) -> the Batch (Cap'n Proto, `schema::wire`);
+//! - `eventualities`: plan id -> `Eventuality`; `eventuality_inputs`: output id -> plan id;
+//! - `completions`: plan id -> outcome (1) || transaction id (32);
+//! - `meta`: `next_batch_id` (u32 BE), `acknowledged` (u64 BE).
 
 use std::path::Path;
 
-use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
-use schema::keys::NetworkKey;
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use schema::{
+    amount::Amount,
+    batch::Batch,
+    hashes::{PlanId, TransactionId},
+    ids::BatchId,
+    instruction::RefundableInInstruction,
+    keys::NetworkKey,
+    plan::{OutputId, OutputKind},
+    wire,
+};
 use thiserror::Error;
 
 use crate::{
+    eventuality::{Eventuality, Outcome},
+    network::ChainOutput,
+    outputs::ReceivedOutput,
     scheduler::Scheduler,
     scheduler_state::{self, StateError},
 };
 
 /// The scheduler states, by network key.
 const CF_SCHEDULER: &str = "scheduler";
+const CF_KEYS: &str = "keys";
+const CF_BLOCKS: &str = "blocks";
+const CF_OUTPUTS: &str = "outputs";
+const CF_BATCHES: &str = "batches";
+const CF_EVENTUALITIES: &str = "eventualities";
+const CF_EVENTUALITY_INPUTS: &str = "eventuality_inputs";
+const CF_COMPLETIONS: &str = "completions";
+const CF_META: &str = "meta";
+const NEXT_BATCH_ID: &[u8] = b"next_batch_id";
 
-const COLUMN_FAMILIES: [&str; 1] = [CF_SCHEDULER];
+const COLUMN_FAMILIES: [&str; 9] = [
+    CF_SCHEDULER,
+    CF_KEYS,
+    CF_BLOCKS,
+    CF_OUTPUTS,
+    CF_BATCHES,
+    CF_EVENTUALITIES,
+    CF_EVENTUALITY_INPUTS,
+    CF_COMPLETIONS,
+    CF_META,
+];
 
 /// A database operation failed.
 #[derive(Debug, Error)]
@@ -33,6 +72,23 @@ pub enum DbError {
     /// A stored scheduler state does not decode.
     #[error("stored scheduler state: {0}")]
     State(#[from] StateError),
+    /// A stored value does not decode: the database is damaged.
+    #[error("damaged value in {0}")]
+    Damaged(&'static str),
+    /// A Batch does not encode.
+    #[error("batch: {0}")]
+    Batch(#[from] schema::error::EncodeError),
+}
+
+/// A key being scanned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScannedKey {
+    /// The key.
+    pub key: NetworkKey,
+    /// The first block scanned for it.
+    pub activation: u64,
+    /// The next block to scan for it.
+    pub next: u64,
 }
 
 /// The scanner node's database.
@@ -97,9 +153,364 @@ impl Db {
         Ok(())
     }
 
+    /// Every key being scanned.
+    ///
+    /// # Errors
+    /// RocksDB failed or a record is damaged.
+    pub fn keys(&self) -> Result<Vec<ScannedKey>, DbError> {
+        self.db
+            .iterator_cf(self.cf(CF_KEYS)?, IteratorMode::Start)
+            .map(|entry| {
+                let (key, value) = entry?;
+                let key = NetworkKey::from_slice(&key).map_err(|_| DbError::Damaged(CF_KEYS))?;
+                let (activation, next) = value
+                    .split_first_chunk::<8>()
+                    .and_then(|(activation, rest)| Some((*activation, *rest.first_chunk::<8>()?)))
+                    .ok_or(DbError::Damaged(CF_KEYS))?;
+                Ok(ScannedKey {
+                    key,
+                    activation: u64::from_be_bytes(activation),
+                    next: u64::from_be_bytes(next),
+                })
+            })
+            .collect()
+    }
+
+    /// Adds (or moves) a key's scan position to `batch`.
+    ///
+    /// # Errors
+    /// The column family is missing.
+    pub fn put_key(&self, batch: &mut WriteBatch, key: &ScannedKey) -> Result<(), DbError> {
+        let value = [key.activation.to_be_bytes(), key.next.to_be_bytes()].concat();
+        batch.put_cf(self.cf(CF_KEYS)?, key.key.to_bytes(), value);
+        Ok(())
+    }
+
+    /// The hash of the finalized block scanned at `height`.
+    ///
+    /// # Errors
+    /// RocksDB failed or the record is damaged.
+    pub fn block_hash(&self, height: u64) -> Result<Option<[u8; 32]>, DbError> {
+        self.db
+            .get_cf(self.cf(CF_BLOCKS)?, height.to_be_bytes())?
+            .map(|value| {
+                <[u8; 32]>::try_from(value.as_slice()).map_err(|_| DbError::Damaged(CF_BLOCKS))
+            })
+            .transpose()
+    }
+
+    /// Records a scanned block's hash in `batch`.
+    ///
+    /// # Errors
+    /// The column family is missing.
+    pub fn put_block_hash(
+        &self,
+        batch: &mut WriteBatch,
+        height: u64,
+        hash: &[u8; 32],
+    ) -> Result<(), DbError> {
+        batch.put_cf(self.cf(CF_BLOCKS)?, height.to_be_bytes(), hash);
+        Ok(())
+    }
+
+    /// Records a received output in `batch`.
+    ///
+    /// # Errors
+    /// The column family is missing.
+    pub fn put_output(
+        &self,
+        batch: &mut WriteBatch,
+        height: u64,
+        output: &ReceivedOutput,
+    ) -> Result<(), DbError> {
+        let key = [
+            &height.to_be_bytes()[..],
+            &output.id.txid.0,
+            &output.id.vout.to_be_bytes(),
+        ]
+        .concat();
+        batch.put_cf(self.cf(CF_OUTPUTS)?, key, encode_output(output));
+        Ok(())
+    }
+
+    /// Every output received in blocks `from..=to`, in order.
+    ///
+    /// # Errors
+    /// RocksDB failed or a record is damaged.
+    pub fn outputs(&self, from: u64, to: u64) -> Result<Vec<(u64, ReceivedOutput)>, DbError> {
+        let mut found = Vec::new();
+        let start = from.to_be_bytes();
+        for entry in self.db.iterator_cf(
+            self.cf(CF_OUTPUTS)?,
+            IteratorMode::From(&start, rocksdb::Direction::Forward),
+        ) {
+            let (key, value) = entry?;
+            let height = key
+                .first_chunk::<8>()
+                .map(|height| u64::from_be_bytes(*height))
+                .ok_or(DbError::Damaged(CF_OUTPUTS))?;
+            if height > to {
+                break;
+            }
+            let txid = key
+                .get(8..40)
+                .and_then(|txid| <[u8; 32]>::try_from(txid).ok())
+                .ok_or(DbError::Damaged(CF_OUTPUTS))?;
+            let vout = key
+                .get(40..44)
+                .and_then(|vout| <[u8; 4]>::try_from(vout).ok())
+                .ok_or(DbError::Damaged(CF_OUTPUTS))?;
+            let id = OutputId {
+                txid: TransactionId(txid),
+                vout: u32::from_be_bytes(vout),
+            };
+            found.push((
+                height,
+                decode_output(id, &value).ok_or(DbError::Damaged(CF_OUTPUTS))?,
+            ));
+        }
+        Ok(found)
+    }
+
+    /// The next batch id.
+    ///
+    /// # Errors
+    /// RocksDB failed or the record is damaged.
+    pub fn next_batch_id(&self) -> Result<BatchId, DbError> {
+        match self.db.get_cf(self.cf(CF_META)?, NEXT_BATCH_ID)? {
+            None => Ok(BatchId(0)),
+            Some(value) => <[u8; 4]>::try_from(value.as_slice())
+                .map(|id| BatchId(u32::from_be_bytes(id)))
+                .map_err(|_| DbError::Damaged(CF_META)),
+        }
+    }
+
+    /// Records a Batch and advances the batch id, in `batch`.
+    ///
+    /// # Errors
+    /// The Batch does not encode, or a column family is missing.
+    pub fn put_batch(&self, write: &mut WriteBatch, batch: &Batch) -> Result<(), DbError> {
+        write.put_cf(
+            self.cf(CF_BATCHES)?,
+            batch.id.0.to_be_bytes(),
+            wire::encode(batch)?,
+        );
+        write.put_cf(
+            self.cf(CF_META)?,
+            NEXT_BATCH_ID,
+            batch.id.0.saturating_add(1).to_be_bytes(),
+        );
+        Ok(())
+    }
+
+    /// Every Batch built, by id.
+    ///
+    /// # Errors
+    /// RocksDB failed or a record is damaged.
+    pub fn batches(&self) -> Result<Vec<Batch>, DbError> {
+        self.db
+            .iterator_cf(self.cf(CF_BATCHES)?, IteratorMode::Start)
+            .map(|entry| {
+                let (_, value) = entry?;
+                wire::decode(&value).map_err(|_| DbError::Damaged(CF_BATCHES))
+            })
+            .collect()
+    }
+
+    /// Registers a plan's eventuality in `batch`.
+    ///
+    /// # Errors
+    /// A column family is missing.
+    pub fn put_eventuality(
+        &self,
+        batch: &mut WriteBatch,
+        eventuality: &Eventuality,
+    ) -> Result<(), DbError> {
+        batch.put_cf(
+            self.cf(CF_EVENTUALITIES)?,
+            eventuality.plan.as_bytes(),
+            encode_eventuality(eventuality),
+        );
+        let inputs = self.cf(CF_EVENTUALITY_INPUTS)?;
+        for input in &eventuality.inputs {
+            batch.put_cf(inputs, input.to_bytes(), eventuality.plan.as_bytes());
+        }
+        Ok(())
+    }
+
+    /// The open eventuality spending `input`, if any.
+    ///
+    /// # Errors
+    /// RocksDB failed or a record is damaged.
+    pub fn eventuality_spending(&self, input: &OutputId) -> Result<Option<Eventuality>, DbError> {
+        let Some(plan) = self
+            .db
+            .get_cf(self.cf(CF_EVENTUALITY_INPUTS)?, input.to_bytes())?
+        else {
+            return Ok(None);
+        };
+        let Some(value) = self.db.get_cf(self.cf(CF_EVENTUALITIES)?, &plan)? else {
+            return Ok(None);
+        };
+        let plan = <[u8; 32]>::try_from(plan.as_slice())
+            .map_err(|_| DbError::Damaged(CF_EVENTUALITY_INPUTS))?;
+        decode_eventuality(PlanId(plan), &value)
+            .map(Some)
+            .ok_or(DbError::Damaged(CF_EVENTUALITIES))
+    }
+
+    /// Closes an eventuality with its outcome, in `batch`.
+    ///
+    /// # Errors
+    /// A column family is missing.
+    pub fn put_outcome(
+        &self,
+        batch: &mut WriteBatch,
+        eventuality: &Eventuality,
+        outcome: Outcome,
+    ) -> Result<(), DbError> {
+        let (code, transaction) = match outcome {
+            Outcome::Completed(transaction) => (0u8, transaction),
+            Outcome::Conflict(transaction) => (1u8, transaction),
+        };
+        batch.put_cf(
+            self.cf(CF_COMPLETIONS)?,
+            eventuality.plan.as_bytes(),
+            [&[code][..], &transaction.0].concat(),
+        );
+        batch.delete_cf(self.cf(CF_EVENTUALITIES)?, eventuality.plan.as_bytes());
+        let inputs = self.cf(CF_EVENTUALITY_INPUTS)?;
+        for input in &eventuality.inputs {
+            batch.delete_cf(inputs, input.to_bytes());
+        }
+        Ok(())
+    }
+
+    /// How a plan's eventuality ended, if it did.
+    ///
+    /// # Errors
+    /// RocksDB failed or the record is damaged.
+    pub fn outcome(&self, plan: &PlanId) -> Result<Option<Outcome>, DbError> {
+        let Some(value) = self.db.get_cf(self.cf(CF_COMPLETIONS)?, plan.as_bytes())? else {
+            return Ok(None);
+        };
+        let (code, transaction) = value
+            .split_first()
+            .and_then(|(code, rest)| Some((*code, <[u8; 32]>::try_from(rest).ok()?)))
+            .ok_or(DbError::Damaged(CF_COMPLETIONS))?;
+        let transaction = TransactionId(transaction);
+        match code {
+            0 => Ok(Some(Outcome::Completed(transaction))),
+            1 => Ok(Some(Outcome::Conflict(transaction))),
+            _ => Err(DbError::Damaged(CF_COMPLETIONS)),
+        }
+    }
+
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, DbError> {
         self.db
             .cf_handle(name)
             .ok_or(DbError::MissingColumnFamily(name))
     }
+}
+
+fn kind_code(kind: OutputKind) -> u8 {
+    match kind {
+        OutputKind::External => 0,
+        OutputKind::Branch => 1,
+        OutputKind::Change => 2,
+    }
+}
+
+fn kind_of_code(code: u8) -> Option<OutputKind> {
+    match code {
+        0 => Some(OutputKind::External),
+        1 => Some(OutputKind::Branch),
+        2 => Some(OutputKind::Change),
+        _ => None,
+    }
+}
+
+/// `key (33) || kind (1) || amount (u64 BE) || instruction (its OP_RETURN encoding), if any`.
+fn encode_output(output: &ReceivedOutput) -> Vec<u8> {
+    let mut value = Vec::with_capacity(42 + 80);
+    value.extend_from_slice(&output.key.to_bytes());
+    value.push(kind_code(output.kind));
+    value.extend_from_slice(&output.amount.to_sat().to_be_bytes());
+    if let Some(instruction) = &output.instruction {
+        value.extend_from_slice(&instruction.encode());
+    }
+    value
+}
+
+fn decode_output(id: OutputId, value: &[u8]) -> Option<ReceivedOutput> {
+    let (key, rest) = value.split_first_chunk::<33>()?;
+    let (kind, rest) = rest.split_first()?;
+    let (amount, rest) = rest.split_first_chunk::<8>()?;
+    Some(ReceivedOutput {
+        id,
+        key: NetworkKey::from_slice(key).ok()?,
+        kind: kind_of_code(*kind)?,
+        amount: Amount::from_sat(u64::from_be_bytes(*amount)).ok()?,
+        instruction: if rest.is_empty() {
+            None
+        } else {
+            Some(RefundableInInstruction::decode(rest).ok()?)
+        },
+    })
+}
+
+/// `key (33) || inputs (u32 BE count, 36 each) || outputs (u32 BE count; amount u64 BE, script
+/// length u32 BE, script)`.
+fn encode_eventuality(eventuality: &Eventuality) -> Vec<u8> {
+    let mut value = Vec::new();
+    value.extend_from_slice(&eventuality.key.to_bytes());
+    let count = |len: usize| u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+    value.extend_from_slice(&count(eventuality.inputs.len()));
+    for input in &eventuality.inputs {
+        value.extend_from_slice(&input.to_bytes());
+    }
+    value.extend_from_slice(&count(eventuality.outputs.len()));
+    for output in &eventuality.outputs {
+        value.extend_from_slice(&output.amount.to_sat().to_be_bytes());
+        value.extend_from_slice(&count(output.script.len()));
+        value.extend_from_slice(&output.script);
+    }
+    value
+}
+
+fn decode_eventuality(plan: PlanId, value: &[u8]) -> Option<Eventuality> {
+    fn take<'a>(rest: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
+        let (taken, left) = (rest.get(..len)?, rest.get(len..)?);
+        *rest = left;
+        Some(taken)
+    }
+    fn count(rest: &mut &[u8]) -> Option<usize> {
+        let bytes = <[u8; 4]>::try_from(take(rest, 4)?).ok()?;
+        usize::try_from(u32::from_be_bytes(bytes)).ok()
+    }
+    let mut rest = value;
+    let key = NetworkKey::from_slice(take(&mut rest, 33)?).ok()?;
+    let mut inputs = Vec::new();
+    for _ in 0..count(&mut rest)? {
+        let bytes = take(&mut rest, 36)?;
+        inputs.push(OutputId {
+            txid: TransactionId(<[u8; 32]>::try_from(bytes.get(..32)?).ok()?),
+            vout: u32::from_le_bytes(<[u8; 4]>::try_from(bytes.get(32..)?).ok()?),
+        });
+    }
+    let mut outputs = Vec::new();
+    for _ in 0..count(&mut rest)? {
+        let amount = u64::from_be_bytes(<[u8; 8]>::try_from(take(&mut rest, 8)?).ok()?);
+        let len = count(&mut rest)?;
+        outputs.push(ChainOutput {
+            amount: Amount::from_sat(amount).ok()?,
+            script: take(&mut rest, len)?.to_vec(),
+        });
+    }
+    rest.is_empty().then_some(Eventuality {
+        plan,
+        key,
+        inputs,
+        outputs,
+    })
 }

@@ -3,11 +3,21 @@
 //! them complete. It holds no secret key material; everything it asks to have signed, the
 //! signer enclave checks for itself.
 //!
-//! Today this crate holds the node's configuration and the scheduler; scanning, batches and
-//! the coordinator link join it as their issues land.
+//! Today it holds the chain abstraction (`network`) with Bitcoin through Core's RPC
+//! (`bitcoin_network`, `rpc`), scanning (`scan`: `outputs`, `batch`, `eventuality`, `db`,
+//! `metrics`), the scheduler, and the enclave's RPC client (`signer`); the coordinator link
+//! joins it with its issue.
 
+pub mod batch;
+pub mod bitcoin_network;
 pub mod config;
 pub mod db;
+pub mod eventuality;
+pub mod metrics;
+pub mod network;
+pub mod outputs;
+pub mod rpc;
+pub mod scan;
 pub mod scheduler;
 pub mod scheduler_state;
 pub mod signer;

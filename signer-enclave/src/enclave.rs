@@ -453,8 +453,7 @@ impl Enclave {
             Refusal::Unbuildable(_) => RefusalReason::Unbuildable,
             Refusal::BatchMismatch => RefusalReason::BatchMismatch,
             Refusal::BatchIdReused(_) => RefusalReason::BatchIdReused,
-            // Every other refusal is the history failing: fail closed.
-            _ => RefusalReason::HistoryUnavailable,
+            Refusal::HistoryUnavailable(_) => RefusalReason::HistoryUnavailable,
         };
         self.refused(reason, format!("{refusal:?}"))
     }

@@ -2,8 +2,10 @@
 //! sealed through PKCS#11, runs key generation and signing, and signs only what it can check
 //! for itself: plans whose ids the coordinator acknowledged, rebuilt here from their content.
 //!
-//! Today this crate holds the enclave's configuration and its signing policy; custody, key
-//! generation, signing and the RPC server join it as their issue lands.
+//! The binary serves the `Signer` Cap'n Proto interface on a Unix socket (`rpc`), handling each
+//! call in `enclave` with custody (`custody`, `key_store`), key generation (`key_gen`), the
+//! policy (`policy`, its history in `db`) and the signing sessions (`plan_signing`,
+//! `batch_signing`); `metrics` serves Prometheus on loopback.
 
 pub mod batch_signing;
 pub mod bip340;

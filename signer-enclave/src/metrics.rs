@@ -4,11 +4,10 @@
 //! what the validator set did not agree on), connections from other users, HSM latency and
 //! errors, and signing rounds and key generations as they happen.
 
-use std::{net::SocketAddr, thread};
+use std::net::SocketAddr;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
 use thiserror::Error;
 
@@ -127,11 +126,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
-        let mut text = Vec::new();
-        // Encoding into a Vec fails only on a metric without a value, which the registry
-        // never gathers: an empty answer is then what Prometheus sees.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut text);
-        text
+        telemetry::render(&self.registry)
     }
 
     /// Serves `GET /metrics` on `address` (loopback only) from a thread of its own.
@@ -142,45 +137,9 @@ impl Metrics {
         if !address.ip().is_loopback() {
             return Err(MetricsError::NotLoopback(address));
         }
-        let server = tiny_http::Server::http(address).map_err(|error| MetricsError::Bind {
+        telemetry::serve(self.registry.clone(), address).map_err(|error| MetricsError::Bind {
             address,
-            reason: error.to_string(),
-        })?;
-        let bound = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| MetricsError::Bind {
-                address,
-                reason: "not an IP listener".into(),
-            })?;
-        let metrics = self.clone();
-        thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || {
-                for request in server.incoming_requests() {
-                    let response = if request.url() == "/metrics" {
-                        let header = tiny_http::Header::from_bytes(
-                            &b"Content-Type"[..],
-                            &b"text/plain; version=0.0.4"[..],
-                        );
-                        let mut response = tiny_http::Response::from_data(metrics.render());
-                        if let Ok(header) = header {
-                            response.add_header(header);
-                        }
-                        response
-                    } else {
-                        tiny_http::Response::from_data(b"not found\n".to_vec())
-                            .with_status_code(404)
-                    };
-                    if let Err(error) = request.respond(response) {
-                        tracing::debug!(%error, "metrics response not delivered");
-                    }
-                }
-            })
-            .map_err(|error| MetricsError::Bind {
-                address,
-                reason: error.to_string(),
-            })?;
-        Ok(bound)
+            reason: error.reason,
+        })
     }
 }

@@ -70,8 +70,8 @@ macro_rules! ask {
     };
 }
 
-/// Why the enclave refuses. Each maps to a `RefusalReason` of `signer.capnp` and a label of
-/// the refusals metric.
+/// Why the enclave refuses. Each maps to a `RefusalReason` of `signer.capnp` (see
+/// `enclave`), which labels the refusals metric.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Refusal {
@@ -117,25 +117,6 @@ pub enum Refusal {
     BatchIdReused(BatchId),
     /// The enclave's history could not be read.
     HistoryUnavailable(String),
-}
-
-impl Refusal {
-    /// The reason's label, for logs and the `..._refusals_total{reason}` metric.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Refusal::AttestationInvalid => "attestation_invalid",
-            Refusal::PlanIdMismatch { .. } => "plan_id_mismatch",
-            Refusal::PlanNotAcknowledged(_) => "plan_not_acknowledged",
-            Refusal::AttemptAlreadyPreprocessed => "attempt_already_preprocessed",
-            Refusal::FeeRateTooHigh { .. } => "fee_rate_too_high",
-            Refusal::FeeShareTooHigh { .. } => "fee_share_too_high",
-            Refusal::InputAlreadySigned { .. } => "input_already_signed",
-            Refusal::Unbuildable(_) => "unbuildable",
-            Refusal::BatchMismatch => "batch_mismatch",
-            Refusal::BatchIdReused(_) => "batch_id_reused",
-            Refusal::HistoryUnavailable(_) => "history_unavailable",
-        }
-    }
 }
 
 /// A verdict.

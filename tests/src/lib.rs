@@ -2,6 +2,7 @@
 //! the binaries, running signer enclaves with their own SoftHSM2 tokens, and relaying key
 //! generation and signing rounds between them as the coordinator does.
 
+pub mod conformance;
 pub mod enclave;
 pub mod regtest;
 pub mod relay;

@@ -8,7 +8,6 @@ use std::{
     path::{Path, PathBuf},
     process::ExitCode,
     rc::Rc,
-    str::FromStr,
 };
 
 use anyhow::{bail, Context};
@@ -74,7 +73,7 @@ fn main() -> ExitCode {
         eprintln!("signer-enclave: cannot disable core dumps: {error}");
         return ExitCode::FAILURE;
     }
-    init_logging();
+    telemetry::init_logging();
     let cli = Cli::parse();
     let mut stdout = std::io::stdout().lock();
     let result = match cli.command {
@@ -101,19 +100,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Log lines on stderr; `RUST_LOG` may name a level (error, warn, info, debug, trace).
-fn init_logging() {
-    let level = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|level| tracing::Level::from_str(&level).ok())
-        .unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_max_level(level)
-        .init();
 }
 
 fn open_custody(config: &Config, sealing_key: SealingKey) -> anyhow::Result<Custody> {

@@ -34,6 +34,8 @@ pub struct RegtestNode {
     datadir: PathBuf,
     child: Option<Child>,
     address: Option<SocketAddr>,
+    /// The port of the first start, reused by restarts so that clients find the node again.
+    port: u16,
     agent: ureq::Agent,
 }
 
@@ -53,13 +55,14 @@ impl RegtestNode {
             datadir: datadir.to_owned(),
             child: None,
             address: None,
+            port: 0,
             agent,
         };
         node.restart()?;
         Ok(node)
     }
 
-    /// Starts the node again on the same directory (after `stop` or `kill`).
+    /// Starts the node again on the same directory and port (after `stop` or `kill`).
     ///
     /// # Errors
     /// The node did not start.
@@ -72,7 +75,7 @@ impl RegtestNode {
             .arg("--datadir")
             .arg(&self.datadir)
             .arg("--rpc-bind")
-            .arg("127.0.0.1:0")
+            .arg(format!("127.0.0.1:{}", self.port))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()?;
@@ -87,6 +90,7 @@ impl RegtestNode {
         match address {
             Some(address) => {
                 self.address = Some(address);
+                self.port = address.port();
                 self.child = Some(child);
                 Ok(())
             }
@@ -101,9 +105,9 @@ impl RegtestNode {
         }
     }
 
-    /// The RPC URL, e.g. for a scanner's configuration.
-    pub fn url(&self) -> Option<String> {
-        self.address.map(|address| format!("http://{address}"))
+    /// The RPC URL, e.g. for a scanner's configuration (the same across restarts).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// The cookie file the node wrote.
@@ -121,9 +125,10 @@ impl RegtestNode {
         body: &str,
         credentials: Option<&str>,
     ) -> Result<(u16, String), HarnessError> {
-        let url = self
-            .url()
-            .ok_or_else(|| HarnessError::Failed("node not running".into()))?;
+        if self.address.is_none() {
+            return Err(HarnessError::Failed("node not running".into()));
+        }
+        let url = self.url();
         let cookie;
         let credentials = match credentials {
             Some(credentials) => credentials,

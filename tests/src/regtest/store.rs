@@ -9,7 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use bitcoin::{consensus, hashes::Hash, Block, BlockHash};
+use bitcoin::{consensus, Block, BlockHash};
 
 /// A stored block and where it stands.
 struct Stored {
@@ -189,10 +189,5 @@ impl BlockStore {
         }
         chain.reverse();
         chain
-    }
-
-    /// The zero hash, for "no block".
-    pub fn none() -> BlockHash {
-        BlockHash::all_zeros()
     }
 }

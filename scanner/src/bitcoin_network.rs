@@ -1,0 +1,183 @@
+//! Bitcoin as a `Network`, through Bitcoin Core's RPC: blocks decoded with the `bitcoin` crate
+//! into the chain-neutral form, our outputs recognized by the Taproot scripts `schema` derives
+//! for each key, and a deposit's data taken from its first `OP_RETURN` output.
+
+use bitcoin::{
+    blockdata::script::Instruction, consensus, hashes::Hash, Block, Script, Transaction, Txid,
+};
+use schema::{
+    amount::Amount,
+    hashes::TransactionId,
+    keys::NetworkKey,
+    plan::{OutputId, OutputKind},
+    taproot::KeyScripts,
+    transaction::FeeRate,
+};
+
+use crate::{
+    network::{ChainBlock, ChainOutput, ChainTransaction, Network, NetworkError, OutputTyping},
+    rpc::{CoreRpc, RpcError, RPC_INVALID_PARAMETER},
+};
+
+/// Bitcoin, through a Core node.
+#[derive(Clone)]
+pub struct BitcoinNetwork {
+    rpc: CoreRpc,
+    /// The confirmation target asked of `estimatesmartfee`.
+    fee_target: u16,
+}
+
+impl BitcoinNetwork {
+    /// Bitcoin through `rpc`.
+    pub fn new(rpc: CoreRpc) -> Self {
+        BitcoinNetwork { rpc, fee_target: 6 }
+    }
+
+    /// The RPC client.
+    pub fn rpc(&self) -> &CoreRpc {
+        &self.rpc
+    }
+}
+
+fn node(error: RpcError) -> NetworkError {
+    NetworkError::Node(error.to_string())
+}
+
+/// The data pushed by an `OP_RETURN` script: every push after the opcode, concatenated. `None`
+/// for any other script, or one with a non-push after `OP_RETURN`.
+pub fn op_return_payload(script: &Script) -> Option<Vec<u8>> {
+    if !script.is_op_return() {
+        return None;
+    }
+    let mut payload = Vec::new();
+    for instruction in script.instructions().skip(1) {
+        match instruction.ok()? {
+            Instruction::PushBytes(bytes) => payload.extend_from_slice(bytes.as_bytes()),
+            Instruction::Op(_) => return None,
+        }
+    }
+    Some(payload)
+}
+
+fn transaction_id(txid: Txid) -> TransactionId {
+    TransactionId(txid.to_byte_array())
+}
+
+/// A transaction in chain-neutral form.
+///
+/// # Errors
+/// An output is worth more than 21M BTC.
+pub fn chain_transaction(transaction: &Transaction) -> Result<ChainTransaction, NetworkError> {
+    let inputs = if transaction.is_coinbase() {
+        Vec::new()
+    } else {
+        transaction
+            .input
+            .iter()
+            .map(|input| OutputId {
+                txid: transaction_id(input.previous_output.txid),
+                vout: input.previous_output.vout,
+            })
+            .collect()
+    };
+    let outputs = transaction
+        .output
+        .iter()
+        .map(|output| {
+            Ok(ChainOutput {
+                script: output.script_pubkey.to_bytes(),
+                amount: Amount::from_sat(output.value.to_sat())
+                    .map_err(|error| NetworkError::Invalid(error.to_string()))?,
+            })
+        })
+        .collect::<Result<_, NetworkError>>()?;
+    let data = transaction
+        .output
+        .iter()
+        .find(|output| output.script_pubkey.is_op_return())
+        .and_then(|output| op_return_payload(&output.script_pubkey));
+    Ok(ChainTransaction {
+        id: transaction_id(transaction.compute_txid()),
+        inputs,
+        outputs,
+        data,
+    })
+}
+
+/// A block in chain-neutral form.
+///
+/// # Errors
+/// A transaction holds an impossible amount.
+pub fn chain_block(height: u64, block: &Block) -> Result<ChainBlock, NetworkError> {
+    Ok(ChainBlock {
+        height,
+        hash: block.block_hash().to_byte_array(),
+        parent: block.header.prev_blockhash.to_byte_array(),
+        time: u64::from(block.header.time),
+        transactions: block
+            .txdata
+            .iter()
+            .map(chain_transaction)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+impl OutputTyping for KeyScripts {
+    fn kind_of(&self, script: &[u8]) -> Option<OutputKind> {
+        KeyScripts::kind_of(self, Script::from_bytes(script))
+    }
+
+    fn script(&self, kind: OutputKind) -> Vec<u8> {
+        KeyScripts::script(self, kind).to_bytes()
+    }
+}
+
+impl Network for BitcoinNetwork {
+    type Typing = KeyScripts;
+
+    fn latest_height(&self) -> Result<u64, NetworkError> {
+        self.rpc.block_count().map_err(node)
+    }
+
+    fn block(&self, height: u64) -> Result<ChainBlock, NetworkError> {
+        let hash = self.rpc.block_hash(height).map_err(|error| match error {
+            RpcError::Core { code, .. } if code == RPC_INVALID_PARAMETER => {
+                NetworkError::NoBlock(height)
+            }
+            other => node(other),
+        })?;
+        let block = self.rpc.block(&hash).map_err(node)?;
+        chain_block(height, &block)
+    }
+
+    fn typing(&self, key: &NetworkKey) -> Result<KeyScripts, NetworkError> {
+        KeyScripts::derive(key).map_err(|error| NetworkError::Invalid(error.to_string()))
+    }
+
+    fn fee_rate(&self) -> Result<Option<FeeRate>, NetworkError> {
+        Ok(self
+            .rpc
+            .estimate_smart_fee(self.fee_target)
+            .map_err(node)?
+            .map(FeeRate))
+    }
+
+    fn publish(&self, transaction: &[u8]) -> Result<(), NetworkError> {
+        let transaction: Transaction = consensus::deserialize(transaction)
+            .map_err(|error| NetworkError::Invalid(error.to_string()))?;
+        self.rpc
+            .send_raw_transaction(&transaction)
+            .map_err(|error| match error {
+                RpcError::Core { message, .. } => NetworkError::Refused(message),
+                other => node(other),
+            })
+    }
+
+    fn transaction(&self, id: &TransactionId) -> Result<Option<Vec<u8>>, NetworkError> {
+        Ok(self
+            .rpc
+            .raw_transaction(&Txid::from_byte_array(id.0))
+            .map_err(node)?
+            .map(|transaction| consensus::serialize(&transaction)))
+    }
+}

@@ -1,0 +1,55 @@
+//! What a plan's transaction must look like on chain, and whether a transaction fulfils it: a
+//! completion spends exactly the plan's inputs and pays exactly the planned outputs; any other
+//! transaction spending one of its inputs is a conflict, reported loudly and never counted as
+//! completion. Pure.
+
+use std::collections::BTreeSet;
+
+use schema::{
+    hashes::{PlanId, TransactionId},
+    keys::NetworkKey,
+    plan::OutputId,
+};
+
+use crate::network::{ChainOutput, ChainTransaction};
+
+/// A plan's expected transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Eventuality {
+    /// The plan.
+    pub plan: PlanId,
+    /// The key it spends from.
+    pub key: NetworkKey,
+    /// The outputs it spends.
+    pub inputs: Vec<OutputId>,
+    /// The outputs it creates, in order.
+    pub outputs: Vec<ChainOutput>,
+}
+
+/// What a transaction means for an eventuality.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The plan is fulfilled by this transaction.
+    Completed(TransactionId),
+    /// This transaction spends a planned input but is not the plan's transaction.
+    Conflict(TransactionId),
+}
+
+impl Eventuality {
+    /// What `transaction` means for this plan, if it spends any of its inputs.
+    pub fn check(&self, transaction: &ChainTransaction) -> Option<Outcome> {
+        let ours: BTreeSet<&OutputId> = self.inputs.iter().collect();
+        if !transaction.inputs.iter().any(|input| ours.contains(input)) {
+            return None;
+        }
+        let spent: BTreeSet<&OutputId> = transaction.inputs.iter().collect();
+        if spent == ours
+            && transaction.inputs.len() == self.inputs.len()
+            && transaction.outputs == self.outputs
+        {
+            Some(Outcome::Completed(transaction.id))
+        } else {
+            Some(Outcome::Conflict(transaction.id))
+        }
+    }
+}

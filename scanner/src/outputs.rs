@@ -1,0 +1,103 @@
+//! Our outputs in a block: each output typed External, Branch or Change by the script it pays
+//! (`OutputTyping`, from the keys `schema` derives), outputs below `DUST` ignored and counted,
+//! and each deposit's InInstruction decoded from its transaction's data. Pure.
+
+use schema::{
+    amount::Amount,
+    instruction::RefundableInInstruction,
+    keys::NetworkKey,
+    plan::{OutputId, OutputKind},
+    transaction::DUST,
+};
+
+use crate::network::{ChainBlock, OutputTyping};
+
+/// An output paying one of our keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedOutput {
+    /// Where it is.
+    pub id: OutputId,
+    /// The key it pays.
+    pub key: NetworkKey,
+    /// What kind of our outputs it is.
+    pub kind: OutputKind,
+    /// Its value.
+    pub amount: Amount,
+    /// For a deposit (External), its valid InInstruction, if it carried one.
+    pub instruction: Option<RefundableInInstruction>,
+}
+
+/// What a block holds for our keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Received {
+    /// Our outputs of at least `DUST`, in (transaction, output) order.
+    pub outputs: Vec<ReceivedOutput>,
+    /// Our outputs below `DUST`, ignored.
+    pub dust: u64,
+    /// Deposits without data.
+    pub missing_instructions: u64,
+    /// Deposits whose data is not a valid InInstruction (funds kept, nothing reported).
+    pub invalid_instructions: u64,
+}
+
+/// Finds `keys`' outputs in `block`.
+pub fn receive<T: OutputTyping>(block: &ChainBlock, keys: &[(NetworkKey, T)]) -> Received {
+    let mut received = Received::default();
+    for transaction in &block.transactions {
+        for (vout, output) in (0u32..).zip(&transaction.outputs) {
+            let Some((key, kind)) = keys
+                .iter()
+                .find_map(|(key, typing)| Some((*key, typing.kind_of(&output.script)?)))
+            else {
+                continue;
+            };
+            if output.amount < DUST {
+                received.dust += 1;
+                continue;
+            }
+            let instruction = if kind == OutputKind::External {
+                match &transaction.data {
+                    None => {
+                        received.missing_instructions += 1;
+                        None
+                    }
+                    Some(data) => match RefundableInInstruction::decode(data) {
+                        Ok(instruction) => Some(instruction),
+                        Err(error) => {
+                            tracing::info!(
+                                txid = %hex_id(&transaction.id.0),
+                                vout,
+                                %error,
+                                "deposit without a valid InInstruction: funds kept, not reported"
+                            );
+                            received.invalid_instructions += 1;
+                            None
+                        }
+                    },
+                }
+            } else {
+                None
+            };
+            received.outputs.push(ReceivedOutput {
+                id: OutputId {
+                    txid: transaction.id,
+                    vout,
+                },
+                key,
+                kind,
+                amount: output.amount,
+                instruction,
+            });
+        }
+    }
+    received
+}
+
+/// A 32-byte id as Bitcoin displays it (reversed hex).
+pub fn hex_id(bytes: &[u8; 32]) -> String {
+    bytes
+        .iter()
+        .rev()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}

@@ -1,0 +1,338 @@
+//! Bitcoin Core's JSON-RPC, as the scanner needs it: an HTTP client (`ureq`) with basic
+//! authentication from a cookie file (re-read when Core restarts and rotates it) or a user and
+//! a password file, a timeout per call, retries with exponential backoff while the node cannot
+//! be reached, and Core's errors as typed values. Blocks and transactions are decoded with the
+//! `bitcoin` crate from their raw form.
+
+use std::{path::PathBuf, str::FromStr, thread, time::Duration};
+
+use base64::Engine;
+use bitcoin::{consensus, hex::FromHex, Block, BlockHash, Transaction, Txid};
+use serde_json::{json, Value};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+/// Core's `RPC_INVALID_ADDRESS_OR_KEY`: no such block or transaction.
+pub const RPC_INVALID_ADDRESS_OR_KEY: i64 = -5;
+/// Core's `RPC_INVALID_PARAMETER`: e.g. a height out of range.
+pub const RPC_INVALID_PARAMETER: i64 = -8;
+/// Core's `RPC_VERIFY_ALREADY_IN_CHAIN`.
+pub const RPC_VERIFY_ALREADY_IN_CHAIN: i64 = -27;
+
+/// A call that did not give its result.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RpcError {
+    /// Core answered with an error.
+    #[error("Bitcoin Core error {code}: {message}")]
+    Core {
+        /// Core's code (`RPC_*`).
+        code: i64,
+        /// Core's message.
+        message: String,
+    },
+    /// The node could not be reached, after every retry.
+    #[error("Bitcoin Core unreachable after {attempts} attempts: {last}")]
+    Unreachable {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// Core refused the credentials (HTTP 401).
+    #[error("Bitcoin Core refused the RPC credentials")]
+    Unauthorized,
+    /// The credentials could not be read.
+    #[error("cannot read RPC credentials from {path}: {reason}")]
+    Credentials {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The answer is not what Core sends.
+    #[error("malformed answer to {method}: {reason}")]
+    Malformed {
+        /// The method called.
+        method: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl RpcError {
+    /// Whether Core said the block or transaction does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RpcError::Core { code, .. } if *code == RPC_INVALID_ADDRESS_OR_KEY)
+    }
+
+    /// The metric label of the error's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RpcError::Core { .. } => "core",
+            RpcError::Unreachable { .. } => "unreachable",
+            RpcError::Unauthorized => "unauthorized",
+            RpcError::Credentials { .. } => "credentials",
+            RpcError::Malformed { .. } => "malformed",
+        }
+    }
+}
+
+/// How the client authenticates.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// Core's cookie file (`__cookie__:<hex>`), read before each call.
+    Cookie(PathBuf),
+    /// A user and the file holding its password.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// The password file.
+        password_file: PathBuf,
+    },
+}
+
+impl Auth {
+    fn header(&self) -> Result<Zeroizing<String>, RpcError> {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path)
+                .map(Zeroizing::new)
+                .map_err(|error| RpcError::Credentials {
+                    path: path.clone(),
+                    reason: error.to_string(),
+                })
+        };
+        let credentials = match self {
+            Auth::Cookie(path) => Zeroizing::new(read(path)?.trim().to_owned()),
+            Auth::UserPassword {
+                user,
+                password_file,
+            } => Zeroizing::new(format!("{user}:{}", read(password_file)?.trim_end())),
+        };
+        Ok(Zeroizing::new(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials.as_bytes())
+        )))
+    }
+}
+
+/// Retrying while the node is unreachable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts before giving up (at least 1).
+    pub attempts: u32,
+    /// The first pause; doubled after each failure.
+    pub initial: Duration,
+    /// The longest pause.
+    pub max: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 8,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A Bitcoin Core RPC client.
+#[derive(Clone)]
+pub struct CoreRpc {
+    url: String,
+    auth: Auth,
+    agent: ureq::Agent,
+    retry: Retry,
+}
+
+impl CoreRpc {
+    /// A client of `url` (`http://host:port`), each call abandoned after `timeout`.
+    pub fn new(url: &str, auth: Auth, timeout: Duration, retry: Retry) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        CoreRpc {
+            url: url.to_owned(),
+            auth,
+            agent,
+            retry,
+        }
+    }
+
+    /// Calls `method` with positional `params`, retrying while the node cannot be reached.
+    ///
+    /// # Errors
+    /// Core's error, the node unreachable after every retry, or a malformed answer.
+    pub fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        let body = json!({"jsonrpc": "1.0", "id": "scanner", "method": method, "params": params})
+            .to_string();
+        let mut pause = self.retry.initial;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.once(method, &body) {
+                Err(RpcError::Unreachable { last, .. }) if attempt < self.retry.attempts.max(1) => {
+                    tracing::warn!(method, attempt, error = %last, "Bitcoin Core unreachable; retrying");
+                    thread::sleep(pause);
+                    pause = (pause * 2).min(self.retry.max);
+                }
+                Err(RpcError::Unreachable { last, .. }) => {
+                    return Err(RpcError::Unreachable {
+                        attempts: attempt,
+                        last,
+                    })
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn once(&self, method: &str, body: &str) -> Result<Value, RpcError> {
+        let authorization = self.auth.header()?;
+        let unreachable = |error: ureq::Error| RpcError::Unreachable {
+            attempts: 1,
+            last: error.to_string(),
+        };
+        let mut response = self
+            .agent
+            .post(&self.url)
+            .header("Authorization", authorization.as_str())
+            .header("Content-Type", "application/json")
+            .send(body)
+            .map_err(unreachable)?;
+        let status = response.status().as_u16();
+        if status == 401 {
+            return Err(RpcError::Unauthorized);
+        }
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_string()
+            .map_err(unreachable)?;
+        let malformed = |reason: String| RpcError::Malformed {
+            method: method.to_owned(),
+            reason,
+        };
+        let reply: Value = serde_json::from_str(&text)
+            .map_err(|error| malformed(format!("HTTP {status}: {error}")))?;
+        match reply.get("error") {
+            Some(error) if !error.is_null() => Err(RpcError::Core {
+                code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
+                message: error
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            }),
+            _ => reply
+                .get("result")
+                .cloned()
+                .ok_or_else(|| malformed("no result".into())),
+        }
+    }
+
+    fn string(&self, method: &str, params: Value) -> Result<String, RpcError> {
+        match self.call(method, params)? {
+            Value::String(text) => Ok(text),
+            other => Err(RpcError::Malformed {
+                method: method.to_owned(),
+                reason: format!("expected a string, got {other}"),
+            }),
+        }
+    }
+
+    fn decode<T: consensus::Decodable>(method: &str, hex: &str) -> Result<T, RpcError> {
+        Vec::<u8>::from_hex(hex)
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| consensus::deserialize(&bytes).map_err(|error| error.to_string()))
+            .map_err(|reason| RpcError::Malformed {
+                method: method.to_owned(),
+                reason,
+            })
+    }
+
+    /// The height of the node's tip.
+    ///
+    /// # Errors
+    /// See `call`.
+    pub fn block_count(&self) -> Result<u64, RpcError> {
+        self.call("getblockcount", json!([]))?
+            .as_u64()
+            .ok_or_else(|| RpcError::Malformed {
+                method: "getblockcount".into(),
+                reason: "not a height".into(),
+            })
+    }
+
+    /// The hash of the active chain's block at `height`.
+    ///
+    /// # Errors
+    /// See `call`; Core's -8 when the height is above the tip.
+    pub fn block_hash(&self, height: u64) -> Result<BlockHash, RpcError> {
+        let hash = self.string("getblockhash", json!([height]))?;
+        BlockHash::from_str(&hash).map_err(|error| RpcError::Malformed {
+            method: "getblockhash".into(),
+            reason: error.to_string(),
+        })
+    }
+
+    /// A block, decoded from its raw form.
+    ///
+    /// # Errors
+    /// See `call`; the block does not decode or is not the one asked for.
+    pub fn block(&self, hash: &BlockHash) -> Result<Block, RpcError> {
+        let hex = self.string("getblock", json!([hash.to_string(), 0]))?;
+        let block: Block = Self::decode("getblock", &hex)?;
+        if block.block_hash() != *hash {
+            return Err(RpcError::Malformed {
+                method: "getblock".into(),
+                reason: format!("asked for {hash}, got {}", block.block_hash()),
+            });
+        }
+        Ok(block)
+    }
+
+    /// A transaction from the mempool or the chain, or `None` if the node knows none.
+    ///
+    /// # Errors
+    /// See `call`.
+    pub fn raw_transaction(&self, txid: &Txid) -> Result<Option<Transaction>, RpcError> {
+        match self.string("getrawtransaction", json!([txid.to_string(), false])) {
+            Ok(hex) => Self::decode("getrawtransaction", &hex).map(Some),
+            Err(error) if error.is_not_found() => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Publishes a transaction. One already in the chain counts as published.
+    ///
+    /// # Errors
+    /// Core refused it, or see `call`.
+    pub fn send_raw_transaction(&self, transaction: &Transaction) -> Result<(), RpcError> {
+        let hex = consensus::encode::serialize_hex(transaction);
+        match self.call("sendrawtransaction", json!([hex])) {
+            Ok(_) => Ok(()),
+            Err(RpcError::Core { code, .. }) if code == RPC_VERIFY_ALREADY_IN_CHAIN => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Core's fee estimate for confirmation within `target` blocks, in sat/vB (rounded up);
+    /// `None` when Core has no estimate (a fresh or quiet chain).
+    ///
+    /// # Errors
+    /// See `call`.
+    pub fn estimate_smart_fee(&self, target: u16) -> Result<Option<u64>, RpcError> {
+        let answer = self.call("estimatesmartfee", json!([target]))?;
+        Ok(answer
+            .get("feerate")
+            .and_then(Value::as_f64)
+            .filter(|rate| rate.is_finite() && *rate > 0.0)
+            .and_then(|btc_per_kvb| bitcoin::Amount::from_btc(btc_per_kvb).ok())
+            .map(|per_kvb| per_kvb.to_sat().div_ceil(1000)))
+    }
+}

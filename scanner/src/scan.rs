@@ -1,0 +1,337 @@
+//! Scanning: every finalized block (`CONFIRMATIONS` deep, the block itself counted), in order,
+//! for every key from its activation block on; each block's parent checked against the block
+//! stored below it, so a reorganization below finality halts scanning with the state intact;
+//! our outputs recorded, the block's Batch built under the next batch id, and plans'
+//! eventualities settled. Everything one block causes commits in one write batch with the scan
+//! position, so a crash anywhere leaves a block either fully scanned or not at all.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rocksdb::WriteBatch;
+use schema::{batch::Batch, hashes::PlanId, ids::NetworkId, keys::NetworkKey, plan::OutputKind};
+use thiserror::Error;
+
+use crate::{
+    batch::batch_for,
+    db::{Db, DbError, ScannedKey},
+    eventuality::{Eventuality, Outcome},
+    metrics::ScannerMetrics,
+    network::{ChainBlock, Network, NetworkError},
+    outputs::{hex_id, receive},
+};
+
+/// Scanning stopped.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ScanError {
+    /// The node failed; scanning resumes where it stopped on the next tick.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A finalized block was replaced: the chain reorganized deeper than `CONFIRMATIONS`.
+    /// Scanning stays halted, nothing is changed, an operator must look.
+    #[error(
+        "reorganization below finality at height {height}: expected {expected}, the node has {found}"
+    )]
+    ReorgBelowFinality {
+        /// Where the chains differ.
+        height: u64,
+        /// The hash we finalized there.
+        expected: String,
+        /// The hash the node has now.
+        found: String,
+    },
+}
+
+/// What one tick did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The node's tip.
+    pub latest: u64,
+    /// The highest finalized block, if any block is final yet.
+    pub finalized: Option<u64>,
+    /// Blocks scanned.
+    pub scanned: u64,
+    /// Batches built, in id order.
+    pub batches: Vec<Batch>,
+    /// Eventualities settled.
+    pub outcomes: Vec<(PlanId, Outcome)>,
+}
+
+/// The scanner of one network.
+pub struct Scanner<N: Network> {
+    network: N,
+    network_id: NetworkId,
+    db: Db,
+    confirmations: u64,
+    metrics: ScannerMetrics,
+    typings: BTreeMap<NetworkKey, N::Typing>,
+}
+
+impl<N: Network> Scanner<N> {
+    /// A scanner of `network` with state in `db`; a block is final with `confirmations`
+    /// blocks on top, itself included (at least 1).
+    pub fn new(
+        network: N,
+        network_id: NetworkId,
+        db: Db,
+        confirmations: u64,
+        metrics: ScannerMetrics,
+    ) -> Self {
+        Scanner {
+            network,
+            network_id,
+            db,
+            confirmations: confirmations.max(1),
+            metrics,
+            typings: BTreeMap::new(),
+        }
+    }
+
+    /// The state.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &ScannerMetrics {
+        &self.metrics
+    }
+
+    /// Starts scanning for `key` from `activation` (included). Adding a key again changes
+    /// nothing.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub fn add_key(&self, key: NetworkKey, activation: u64) -> Result<(), ScanError> {
+        if self.db.keys()?.iter().any(|scanned| scanned.key == key) {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        self.db.put_key(
+            &mut batch,
+            &ScannedKey {
+                key,
+                activation,
+                next: activation,
+            },
+        )?;
+        Ok(self.db.commit(batch)?)
+    }
+
+    /// Watches for a plan's transaction.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub fn register_eventuality(&self, eventuality: &Eventuality) -> Result<(), ScanError> {
+        let mut batch = WriteBatch::default();
+        self.db.put_eventuality(&mut batch, eventuality)?;
+        Ok(self.db.commit(batch)?)
+    }
+
+    fn count_error(&self, error: &NetworkError) {
+        let kind = match error {
+            NetworkError::Node(_) => "node",
+            NetworkError::NoBlock(_) => "no_block",
+            NetworkError::Invalid(_) => "invalid",
+            NetworkError::Refused(_) => "refused",
+        };
+        self.metrics.rpc_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// Scans every finalized block not scanned yet.
+    ///
+    /// # Errors
+    /// The node or the database failed (the next tick resumes), or the chain reorganized below
+    /// finality (scanning stays halted).
+    pub fn tick(&mut self) -> Result<Progress, ScanError> {
+        let latest = self.network.latest_height().inspect_err(|error| {
+            self.count_error(error);
+        })?;
+        self.metrics
+            .node_height
+            .set(i64::try_from(latest).unwrap_or(i64::MAX));
+        let mut progress = Progress {
+            latest,
+            ..Progress::default()
+        };
+        let Some(finalized) = (latest + 1).checked_sub(self.confirmations) else {
+            return Ok(progress);
+        };
+        progress.finalized = Some(finalized);
+        self.metrics
+            .finalized_height
+            .set(i64::try_from(finalized).unwrap_or(i64::MAX));
+        loop {
+            let keys = self.db.keys()?;
+            let Some(height) = keys.iter().map(|key| key.next).min() else {
+                return Ok(progress);
+            };
+            if height > finalized {
+                return Ok(progress);
+            }
+            let block = self.network.block(height).inspect_err(|error| {
+                self.count_error(error);
+            })?;
+            self.scan_block(&block, &keys, &mut progress)?;
+        }
+    }
+
+    fn check_continuity(&self, block: &ChainBlock) -> Result<bool, ScanError> {
+        let halt = |height: u64, expected: &[u8; 32], found: &[u8; 32]| {
+            self.metrics.reorg_halts.inc();
+            self.metrics.halted.set(1);
+            let error = ScanError::ReorgBelowFinality {
+                height,
+                expected: hex_id(expected),
+                found: hex_id(found),
+            };
+            tracing::error!(%error, "scanning halted");
+            error
+        };
+        if let Some(parent_height) = block.height.checked_sub(1) {
+            if let Some(parent) = self.db.block_hash(parent_height)? {
+                if parent != block.parent {
+                    return Err(halt(parent_height, &parent, &block.parent));
+                }
+            }
+        }
+        match self.db.block_hash(block.height)? {
+            Some(stored) if stored != block.hash => Err(halt(block.height, &stored, &block.hash)),
+            Some(_) => Ok(false),
+            None => Ok(true),
+        }
+    }
+
+    fn scan_block(
+        &mut self,
+        block: &ChainBlock,
+        keys: &[ScannedKey],
+        progress: &mut Progress,
+    ) -> Result<(), ScanError> {
+        let first_visit = self.check_continuity(block)?;
+        self.metrics.halted.set(0);
+        let here: Vec<ScannedKey> = keys
+            .iter()
+            .filter(|key| key.next == block.height)
+            .copied()
+            .collect();
+        for key in &here {
+            if !self.typings.contains_key(&key.key) {
+                let typing = self.network.typing(&key.key)?;
+                self.typings.insert(key.key, typing);
+            }
+        }
+        let typings: Vec<(NetworkKey, &N::Typing)> = here
+            .iter()
+            .filter_map(|key| Some((key.key, self.typings.get(&key.key)?)))
+            .collect();
+        let received = receive(block, &typings);
+
+        let mut write = WriteBatch::default();
+        self.db
+            .put_block_hash(&mut write, block.height, &block.hash)?;
+        for output in &received.outputs {
+            self.db.put_output(&mut write, block.height, output)?;
+        }
+        let batch = batch_for(
+            self.network_id,
+            self.db.next_batch_id()?,
+            block.hash,
+            &received.outputs,
+        );
+        if let Some(batch) = &batch {
+            self.db.put_batch(&mut write, batch)?;
+        }
+        for key in &here {
+            self.db.put_key(
+                &mut write,
+                &ScannedKey {
+                    next: block.height + 1,
+                    ..*key
+                },
+            )?;
+        }
+        let mut outcomes = Vec::new();
+        if first_visit {
+            let mut settled = BTreeSet::new();
+            for transaction in &block.transactions {
+                for input in &transaction.inputs {
+                    let Some(eventuality) = self.db.eventuality_spending(input)? else {
+                        continue;
+                    };
+                    if !settled.insert(eventuality.plan) {
+                        continue;
+                    }
+                    if let Some(outcome) = eventuality.check(transaction) {
+                        self.db.put_outcome(&mut write, &eventuality, outcome)?;
+                        outcomes.push((eventuality.plan, outcome));
+                    }
+                }
+            }
+        }
+        self.db.commit(write)?;
+
+        // Committed: now report.
+        self.metrics.blocks_scanned.inc();
+        for key in &here {
+            self.metrics
+                .scanned_height
+                .with_label_values(&[&key.key.to_string()])
+                .set(i64::try_from(block.height).unwrap_or(i64::MAX));
+        }
+        for output in &received.outputs {
+            let kind = match output.kind {
+                OutputKind::External => "external",
+                OutputKind::Branch => "branch",
+                OutputKind::Change => "change",
+            };
+            self.metrics.outputs.with_label_values(&[kind]).inc();
+        }
+        self.metrics
+            .outputs_ignored
+            .with_label_values(&["dust"])
+            .inc_by(received.dust);
+        self.metrics
+            .instructions_rejected
+            .with_label_values(&["missing"])
+            .inc_by(received.missing_instructions);
+        self.metrics
+            .instructions_rejected
+            .with_label_values(&["invalid"])
+            .inc_by(received.invalid_instructions);
+        for (plan, outcome) in &outcomes {
+            match outcome {
+                Outcome::Completed(transaction) => {
+                    self.metrics
+                        .eventualities
+                        .with_label_values(&["completed"])
+                        .inc();
+                    tracing::info!(plan = %hex::encode(plan.as_bytes()), txid = %hex_id(&transaction.0), "plan completed");
+                }
+                Outcome::Conflict(transaction) => {
+                    self.metrics
+                        .eventualities
+                        .with_label_values(&["conflict"])
+                        .inc();
+                    tracing::error!(plan = %hex::encode(plan.as_bytes()), txid = %hex_id(&transaction.0), "a transaction spends a planned input but is not the plan's");
+                }
+            }
+        }
+        if let Some(batch) = batch {
+            self.metrics.batches_built.inc();
+            tracing::info!(
+                batch = batch.id.0,
+                height = block.height,
+                instructions = batch.instructions.len(),
+                "batch built"
+            );
+            progress.batches.push(batch);
+        }
+        progress.outcomes.extend(outcomes);
+        progress.scanned += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! What the scanner node and the signer enclave share for their operators: Prometheus text
+//! served on `GET /metrics` from a thread of its own, and log lines on stderr at the level
+//! `RUST_LOG` names.
+
+use std::{net::SocketAddr, str::FromStr, thread};
+
+use prometheus::{Encoder, Registry, TextEncoder};
+use thiserror::Error;
+
+/// The metrics endpoint could not be served.
+#[derive(Debug, Error)]
+#[error("cannot serve metrics on {address}: {reason}")]
+pub struct ServeError {
+    /// The address asked for.
+    pub address: SocketAddr,
+    /// Why.
+    pub reason: String,
+}
+
+/// The Prometheus text exposition of everything in `registry`.
+pub fn render(registry: &Registry) -> Vec<u8> {
+    let mut text = Vec::new();
+    // Encoding into a Vec fails only for a metric without a value, which a registry never
+    // gathers: Prometheus then sees an empty answer.
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut text);
+    text
+}
+
+/// Serves `GET /metrics` for `registry` on `address` (port 0 picks one); returns the bound
+/// address. Anything else is answered 404.
+///
+/// # Errors
+/// The address cannot be bound.
+pub fn serve(registry: Registry, address: SocketAddr) -> Result<SocketAddr, ServeError> {
+    let failed = |reason: String| ServeError { address, reason };
+    let server = tiny_http::Server::http(address).map_err(|error| failed(error.to_string()))?;
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| failed("not an IP listener".into()))?;
+    thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for request in server.incoming_requests() {
+                let response = if request.url() == "/metrics" {
+                    let mut response = tiny_http::Response::from_data(render(&registry));
+                    if let Ok(header) = tiny_http::Header::from_bytes(
+                        &b"Content-Type"[..],
+                        &b"text/plain; version=0.0.4"[..],
+                    ) {
+                        response.add_header(header);
+                    }
+                    response
+                } else {
+                    tiny_http::Response::from_data(b"not found\n".to_vec()).with_status_code(404)
+                };
+                if let Err(error) = request.respond(response) {
+                    tracing::debug!(%error, "metrics response not delivered");
+                }
+            }
+        })
+        .map_err(|error| failed(error.to_string()))?;
+    Ok(bound)
+}
+
+/// Log lines on stderr, without colour; `RUST_LOG` may name a level (error, warn, info, debug,
+/// trace), info otherwise.
+pub fn init_logging() {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|level| tracing::Level::from_str(&level).ok())
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(level)
+        .init();
+}

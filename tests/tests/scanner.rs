@@ -1,0 +1,507 @@
+//! The scanner against the regtest node, through Bitcoin Core's RPC: the `Network` conformance
+//! suite for Bitcoin; deposits reported in the Batch of the block where they become final and
+//! not before; bad deposit data and dust; output typing; empty blocks; reorgs above and below
+//! finality; restarts; an unreachable node; eventualities completed and conflicting.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_in_result
+)]
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bitcoin::{
+    consensus, hashes::Hash, script::PushBytesBuf, Amount, OutPoint, ScriptBuf, Transaction, TxOut,
+};
+use processor_tests::{
+    conformance::{check_network, ChainDriver},
+    regtest::{harness::RegtestNode, wallet::TestWallet},
+    HarnessError,
+};
+use scanner::{
+    bitcoin_network::{chain_transaction, BitcoinNetwork},
+    db::Db,
+    eventuality::{Eventuality, Outcome},
+    metrics::ScannerMetrics,
+    rpc::{Auth, CoreRpc, Retry},
+    scan::{ScanError, Scanner},
+};
+use schema::{
+    hashes::{PlanId, SeraiAddress, TransactionId},
+    ids::{BatchId, NetworkId},
+    instruction::{InInstruction, RefundableInInstruction},
+    keys::NetworkKey,
+    plan::OutputKind,
+    taproot::KeyScripts,
+};
+use serde_json::json;
+
+/// A network key (the scanner needs only the public key).
+fn network_key(seed: u8) -> NetworkKey {
+    let secp = bitcoin::secp256k1::Secp256k1::new();
+    let secret = bitcoin::secp256k1::SecretKey::from_slice(&[seed; 32]).unwrap();
+    NetworkKey::from_slice(&secret.public_key(&secp).serialize()).unwrap()
+}
+
+fn rpc(node: &RegtestNode, retry: Retry) -> CoreRpc {
+    CoreRpc::new(
+        &node.url(),
+        Auth::Cookie(node.cookie_file()),
+        Duration::from_secs(30),
+        retry,
+    )
+}
+
+fn scanner(node: &RegtestNode, db: &Path, confirmations: u64) -> Scanner<BitcoinNetwork> {
+    Scanner::new(
+        BitcoinNetwork::new(rpc(node, Retry::default())),
+        NetworkId::Bitcoin,
+        Db::open(db).unwrap(),
+        confirmations,
+        ScannerMetrics::new().unwrap(),
+    )
+}
+
+/// A funded test chain: a miner wallet with mature coinbases, spent one per payment.
+struct Chain {
+    node: RegtestNode,
+    miner: TestWallet,
+    next_coinbase: Mutex<u32>,
+}
+
+impl Chain {
+    fn start(dir: &Path) -> Chain {
+        let node = RegtestNode::start(&dir.join("node")).unwrap();
+        let miner = TestWallet::new([0x42; 32]).unwrap();
+        node.mine(120, miner.address()).unwrap();
+        Chain {
+            node,
+            miner,
+            next_coinbase: Mutex::new(1),
+        }
+    }
+
+    fn height(&self) -> u64 {
+        self.node
+            .rpc("getblockcount", json!([]))
+            .unwrap()
+            .as_u64()
+            .unwrap()
+    }
+
+    fn coin(&self) -> (OutPoint, TxOut) {
+        let mut next = self.next_coinbase.lock().unwrap();
+        let coin = self.node.coinbase_output(*next).unwrap();
+        *next += 1;
+        coin
+    }
+
+    /// A transaction from a fresh coinbase paying `outputs`, change back to the miner.
+    fn pay(&self, outputs: Vec<TxOut>) -> Transaction {
+        let coin = self.coin();
+        let spent: Amount = outputs.iter().map(|output| output.value).sum();
+        let mut outputs = outputs;
+        outputs.push(TxOut {
+            value: coin.1.value - spent - Amount::from_sat(10_000),
+            script_pubkey: self.miner.script_pubkey(),
+        });
+        self.miner.spend(&[coin], outputs).unwrap()
+    }
+
+    fn mine(&self, count: u32) {
+        self.node.mine(count, self.miner.address()).unwrap();
+    }
+
+    fn empty_block(&self) {
+        self.node
+            .rpc(
+                "generateblock",
+                json!([self.miner.address().to_string(), []]),
+            )
+            .unwrap();
+    }
+}
+
+impl ChainDriver for Chain {
+    fn mine(&self, count: u32) -> Result<(), HarnessError> {
+        Chain::mine(self, count);
+        Ok(())
+    }
+
+    fn payment(
+        &self,
+        script: &[u8],
+        amount: u64,
+        data: Option<&[u8]>,
+    ) -> Result<(Vec<u8>, TransactionId), HarnessError> {
+        let mut outputs = vec![TxOut {
+            value: Amount::from_sat(amount),
+            script_pubkey: ScriptBuf::from_bytes(script.to_vec()),
+        }];
+        if let Some(data) = data {
+            outputs.push(op_return(data));
+        }
+        let transaction = self.pay(outputs);
+        Ok((
+            consensus::serialize(&transaction),
+            TransactionId(transaction.compute_txid().to_byte_array()),
+        ))
+    }
+
+    fn set_fee_rate(&self, rate: u64) -> Result<(), HarnessError> {
+        self.node
+            .rpc("setfeerate", json!([rate]))
+            .map(|_| ())
+            .map_err(|error| HarnessError::Failed(error.to_string()))
+    }
+}
+
+fn op_return(data: &[u8]) -> TxOut {
+    TxOut {
+        value: Amount::ZERO,
+        script_pubkey: ScriptBuf::new_op_return(PushBytesBuf::try_from(data.to_vec()).unwrap()),
+    }
+}
+
+fn to(script: &ScriptBuf, sats: u64) -> TxOut {
+    TxOut {
+        value: Amount::from_sat(sats),
+        script_pubkey: script.clone(),
+    }
+}
+
+fn instruction(account: u8) -> Vec<u8> {
+    RefundableInInstruction {
+        origin: None,
+        instruction: InInstruction::Transfer {
+            to: SeraiAddress([account; 32]),
+        },
+    }
+    .encode()
+}
+
+#[test]
+fn bitcoin_passes_the_network_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::start(dir.path());
+    let network = BitcoinNetwork::new(rpc(&chain.node, Retry::default()));
+    check_network(&network, &chain, &network_key(1), &network_key(2)).unwrap();
+}
+
+#[test]
+fn deposits_are_reported_when_final_and_typed_by_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::start(dir.path());
+    let key = network_key(3);
+    let scripts = KeyScripts::derive(&key).unwrap();
+    let external = scripts.script(OutputKind::External).clone();
+    let mut scanner = scanner(&chain.node, &dir.path().join("db"), 3);
+    scanner.add_key(key, chain.height() + 1).unwrap();
+
+    // One block: a deposit with a valid instruction, one with garbage data, one with data over
+    // 80 bytes, one without data, a dust deposit, a branch and a change output.
+    let good = chain.pay(vec![to(&external, 1_000_000), op_return(&instruction(7))]);
+    let garbage = chain.pay(vec![to(&external, 200_000), op_return(&[0xff, 1, 2, 3])]);
+    let oversized = chain.pay(vec![to(&external, 300_000), op_return(&[1; 100])]);
+    let bare = chain.pay(vec![to(&external, 400_000)]);
+    let dust = chain.pay(vec![to(&external, 5_000), op_return(&instruction(8))]);
+    let branch = chain.pay(vec![to(scripts.script(OutputKind::Branch), 60_000)]);
+    let change = chain.pay(vec![to(scripts.script(OutputKind::Change), 70_000)]);
+    for transaction in [&good, &garbage, &oversized, &bare, &dust, &branch, &change] {
+        chain.node.send(transaction).unwrap();
+    }
+    chain.mine(1);
+    let deposit_height = chain.height();
+
+    // Not final with one or two confirmations.
+    for _ in 0..2 {
+        let progress = scanner.tick().unwrap();
+        assert!(progress.batches.is_empty());
+        assert!(scanner.db().batches().unwrap().is_empty());
+        chain.mine(1);
+    }
+    // Final with three: exactly one Batch, of that block, with the one valid instruction.
+    let progress = scanner.tick().unwrap();
+    assert_eq!(progress.batches.len(), 1);
+    let batch = &progress.batches[0];
+    assert_eq!(batch.id, BatchId(0));
+    assert_eq!(
+        batch.block.0,
+        chain
+            .node
+            .block_at(u32::try_from(deposit_height).unwrap())
+            .unwrap()
+            .block_hash()
+            .to_byte_array()
+    );
+    assert_eq!(batch.instructions.len(), 1);
+    assert_eq!(batch.instructions[0].amount.to_sat(), 1_000_000);
+    assert_eq!(
+        batch.instructions[0].instruction,
+        InInstruction::Transfer {
+            to: SeraiAddress([7; 32])
+        }
+    );
+
+    // The funds of every non-dust output are kept, typed by address.
+    let outputs = scanner
+        .db()
+        .outputs(deposit_height, deposit_height)
+        .unwrap();
+    let kinds: Vec<(OutputKind, u64)> = outputs
+        .iter()
+        .map(|(_, output)| (output.kind, output.amount.to_sat()))
+        .collect();
+    let mut expected = vec![
+        (OutputKind::External, 1_000_000),
+        (OutputKind::External, 200_000),
+        (OutputKind::External, 300_000),
+        (OutputKind::External, 400_000),
+        (OutputKind::Branch, 60_000),
+        (OutputKind::Change, 70_000),
+    ];
+    let mut found = kinds.clone();
+    found.sort();
+    expected.sort();
+    assert_eq!(found, expected);
+    let metrics = String::from_utf8(scanner.metrics().render()).unwrap();
+    assert!(
+        metrics.contains("scanner_outputs_ignored_total{reason=\"dust\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("scanner_instructions_rejected_total{reason=\"invalid\"} 2"));
+    assert!(metrics.contains("scanner_instructions_rejected_total{reason=\"missing\"} 1"));
+    assert!(metrics.contains("scanner_outputs_total{kind=\"branch\"} 1"));
+
+    // Many empty blocks advance the scan without Batches; the next deposit gets id 1.
+    for _ in 0..25 {
+        chain.empty_block();
+    }
+    let progress = scanner.tick().unwrap();
+    assert_eq!(progress.scanned, 25);
+    assert!(progress.batches.is_empty());
+    assert_eq!(scanner.db().keys().unwrap()[0].next, chain.height() - 1);
+    chain
+        .node
+        .send(&chain.pay(vec![to(&external, 123_456), op_return(&instruction(9))]))
+        .unwrap();
+    chain.mine(3);
+    let progress = scanner.tick().unwrap();
+    assert_eq!(progress.batches.len(), 1);
+    assert_eq!(progress.batches[0].id, BatchId(1));
+}
+
+#[test]
+fn a_reorg_above_finality_is_harmless_and_one_below_halts() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::start(dir.path());
+    let key = network_key(4);
+    let external = KeyScripts::derive(&key)
+        .unwrap()
+        .script(OutputKind::External)
+        .clone();
+    let mut scanner = scanner(&chain.node, &dir.path().join("db"), 3);
+    scanner.add_key(key, chain.height() + 1).unwrap();
+
+    // A deposit two blocks deep (not final) is reorganized away: never reported.
+    chain
+        .node
+        .send(&chain.pay(vec![to(&external, 500_000), op_return(&instruction(1))]))
+        .unwrap();
+    chain.mine(1);
+    let orphaned = chain.node.rpc("getbestblockhash", json!([])).unwrap();
+    chain.empty_block();
+    scanner.tick().unwrap();
+    chain
+        .node
+        .rpc("invalidateblock", json!([orphaned]))
+        .unwrap();
+    // The deposit is back in the mempool; mine around it.
+    for _ in 0..4 {
+        chain.empty_block();
+    }
+    let progress = scanner.tick().unwrap();
+    assert!(progress.batches.is_empty());
+    assert!(scanner.db().batches().unwrap().is_empty());
+
+    // Now a deposit is mined and becomes final: Batch 0.
+    chain.mine(1); // takes the deposit from the mempool
+    let final_block = chain.node.rpc("getbestblockhash", json!([])).unwrap();
+    chain.mine(2);
+    let progress = scanner.tick().unwrap();
+    assert_eq!(progress.batches.len(), 1);
+    let before = scanner.db().batches().unwrap();
+
+    // A reorganization replacing that final block: scanning halts, state intact.
+    chain
+        .node
+        .rpc("invalidateblock", json!([final_block]))
+        .unwrap();
+    for _ in 0..5 {
+        chain.empty_block();
+    }
+    for _ in 0..2 {
+        let error = scanner.tick().unwrap_err();
+        assert!(
+            matches!(error, ScanError::ReorgBelowFinality { .. }),
+            "{error}"
+        );
+    }
+    assert_eq!(scanner.db().batches().unwrap(), before);
+    let metrics = String::from_utf8(scanner.metrics().render()).unwrap();
+    assert!(metrics.contains("scanner_halted 1"));
+    assert!(metrics.contains("scanner_reorg_halts_total 2"));
+}
+
+#[test]
+fn a_restarted_scanner_gives_the_same_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::start(dir.path());
+    let key = network_key(5);
+    let external = KeyScripts::derive(&key)
+        .unwrap()
+        .script(OutputKind::External)
+        .clone();
+    let activation = chain.height() + 1;
+    for account in 0..6u8 {
+        chain
+            .node
+            .send(&chain.pay(vec![
+                to(&external, 100_000 + u64::from(account)),
+                op_return(&instruction(account)),
+            ]))
+            .unwrap();
+        chain.mine(1 + u32::from(account % 3));
+    }
+    chain.mine(3);
+
+    // A reference scan in one go.
+    let mut reference = scanner(&chain.node, &dir.path().join("reference"), 3);
+    reference.add_key(key, activation).unwrap();
+    reference.tick().unwrap();
+    let expected = reference.db().batches().unwrap();
+    assert_eq!(expected.len(), 6);
+
+    // The same chain scanned by scanners dropped and reopened between ticks, each seeing less
+    // of the chain as final (more confirmations asked), then all of it.
+    let db = dir.path().join("restarted");
+    let tip = chain.height();
+    for stop in [activation + 2, activation + 5, activation + 9, tip] {
+        let mut scanner = scanner(&chain.node, &db, 3 + tip - stop);
+        scanner.add_key(key, activation).unwrap();
+        scanner.tick().unwrap();
+        drop(scanner);
+    }
+    let restarted = scanner(&chain.node, &db, 3);
+    assert_eq!(restarted.db().batches().unwrap(), expected);
+    let ids: Vec<u32> = expected.iter().map(|batch| batch.id.0).collect();
+    assert_eq!(ids, (0..6).collect::<Vec<_>>());
+}
+
+#[test]
+fn the_scanner_waits_for_an_unreachable_node_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::start(dir.path());
+    let key = network_key(6);
+    let external = KeyScripts::derive(&key)
+        .unwrap()
+        .script(OutputKind::External)
+        .clone();
+    let mut scanner = Scanner::new(
+        BitcoinNetwork::new(rpc(
+            &chain.node,
+            Retry {
+                attempts: 10,
+                initial: Duration::from_millis(100),
+                max: Duration::from_millis(800),
+            },
+        )),
+        NetworkId::Bitcoin,
+        Db::open(&dir.path().join("db")).unwrap(),
+        2,
+        ScannerMetrics::new().unwrap(),
+    );
+    scanner.add_key(key, chain.height() + 1).unwrap();
+    chain
+        .node
+        .send(&chain.pay(vec![to(&external, 700_000), op_return(&instruction(3))]))
+        .unwrap();
+    chain.mine(2);
+
+    // The node goes away and comes back (on the same port, with a new cookie) while the
+    // scanner is retrying.
+    let chain = Arc::new(Mutex::new(chain));
+    chain.lock().unwrap().node.kill();
+    let restarter = {
+        let chain = Arc::clone(&chain);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            chain.lock().unwrap().node.restart().unwrap();
+        })
+    };
+    let progress = scanner.tick().unwrap();
+    restarter.join().unwrap();
+    assert_eq!(progress.batches.len(), 1);
+    assert_eq!(progress.batches[0].instructions[0].amount.to_sat(), 700_000);
+}
+
+#[test]
+fn eventualities_complete_or_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::start(dir.path());
+    let key = network_key(7);
+    let mut scanner = scanner(&chain.node, &dir.path().join("db"), 1);
+    scanner.add_key(key, chain.height() + 1).unwrap();
+    let recipient = TestWallet::new([9; 32]).unwrap();
+
+    // The plan's transaction, as the scanner expects it.
+    let planned = chain.pay(vec![to(&recipient.script_pubkey(), 1_000_000)]);
+    let expected = chain_transaction(&planned).unwrap();
+    let completed = Eventuality {
+        plan: PlanId([1; 32]),
+        key,
+        inputs: expected.inputs.clone(),
+        outputs: expected.outputs.clone(),
+    };
+    // Another plan, whose input is spent by a different transaction.
+    let diverted = chain.pay(vec![to(&recipient.script_pubkey(), 2_000_000)]);
+    let conflicting = chain_transaction(&diverted).unwrap();
+    let mut other_outputs = conflicting.outputs.clone();
+    other_outputs[0].amount = schema::amount::Amount::from_sat(1_999_000).unwrap();
+    let conflicted = Eventuality {
+        plan: PlanId([2; 32]),
+        key,
+        inputs: conflicting.inputs.clone(),
+        outputs: other_outputs,
+    };
+    scanner.register_eventuality(&completed).unwrap();
+    scanner.register_eventuality(&conflicted).unwrap();
+
+    chain.node.send(&planned).unwrap();
+    chain.node.send(&diverted).unwrap();
+    chain.mine(1);
+    let progress = scanner.tick().unwrap();
+    let mut outcomes = progress.outcomes.clone();
+    outcomes.sort_by_key(|(plan, _)| *plan);
+    assert_eq!(
+        outcomes,
+        vec![
+            (PlanId([1; 32]), Outcome::Completed(expected.id)),
+            (PlanId([2; 32]), Outcome::Conflict(conflicting.id)),
+        ]
+    );
+    assert_eq!(
+        scanner.db().outcome(&PlanId([1; 32])).unwrap(),
+        Some(Outcome::Completed(expected.id))
+    );
+    // Settled once: nothing more on later blocks.
+    chain.mine(2);
+    assert!(scanner.tick().unwrap().outcomes.is_empty());
+}
