@@ -43,6 +43,8 @@ pub struct Config {
     pub network: BitcoinNetwork,
     /// Blocks on top of a block (the block itself included) before it is final.
     pub confirmations: u32,
+    /// Milliseconds between polls of the node.
+    pub poll_interval_ms: u64,
     /// The RocksDB directory.
     pub db_path: PathBuf,
     /// How to reach Bitcoin Core.
@@ -156,6 +158,12 @@ impl Config {
                 reason: "mainnet needs at least 6",
             });
         }
+        if self.poll_interval_ms < 10 {
+            return Err(ConfigError::Invalid {
+                setting: "poll_interval_ms",
+                reason: "must be at least 10",
+            });
+        }
         let rpc = &self.bitcoin_rpc;
         if !(rpc.url.starts_with("http://") || rpc.url.starts_with("https://")) {
             return Err(ConfigError::Invalid {
@@ -217,6 +225,10 @@ mod tests {
             "bitcoin_rpc.url"
         );
         assert_eq!(invalid("cookie_file = ", "password_file = "), "bitcoin_rpc");
+        assert_eq!(
+            invalid("poll_interval_ms = 1000", "poll_interval_ms = 1"),
+            "poll_interval_ms"
+        );
     }
 
     #[test]

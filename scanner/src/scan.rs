@@ -95,6 +95,11 @@ impl<N: Network> Scanner<N> {
         &self.db
     }
 
+    /// The network.
+    pub fn network(&self) -> &N {
+        &self.network
+    }
+
     /// The metrics.
     pub fn metrics(&self) -> &ScannerMetrics {
         &self.metrics

@@ -26,6 +26,26 @@ pub fn render(registry: &Registry) -> Vec<u8> {
     text
 }
 
+/// An HTTP server on `address` whose connections have Nagle's algorithm off (TCP_NODELAY on
+/// the listener, inherited by accepted sockets): tiny_http writes a response in more than one
+/// segment, and with Nagle on each answer waited for the client's delayed ACK (about 40 ms).
+///
+/// # Errors
+/// The address cannot be bound.
+pub fn http_server(address: SocketAddr) -> std::io::Result<tiny_http::Server> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(128)?;
+    let listener: std::net::TcpListener = socket.into();
+    tiny_http::Server::from_listener(listener, None).map_err(std::io::Error::other)
+}
+
 /// Serves `GET /metrics` for `registry` on `address` (port 0 picks one); returns the bound
 /// address. Anything else is answered 404.
 ///
@@ -33,7 +53,7 @@ pub fn render(registry: &Registry) -> Vec<u8> {
 /// The address cannot be bound.
 pub fn serve(registry: Registry, address: SocketAddr) -> Result<SocketAddr, ServeError> {
     let failed = |reason: String| ServeError { address, reason };
-    let server = tiny_http::Server::http(address).map_err(|error| failed(error.to_string()))?;
+    let server = http_server(address).map_err(|error| failed(error.to_string()))?;
     let bound = server
         .server_addr()
         .to_ip()

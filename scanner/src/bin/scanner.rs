@@ -1,9 +1,27 @@
 //! The scanner node's command line.
 
-use std::{io::Write, path::PathBuf, process::ExitCode};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use scanner::config::{Config, EXAMPLE};
+use scanner::{
+    bitcoin_network::BitcoinNetwork,
+    config::{Config, EXAMPLE},
+    db::Db,
+    metrics::ScannerMetrics,
+    rpc::{Auth, CoreRpc, Retry},
+    scan::{ScanError, Scanner},
+};
+use schema::ids::NetworkId;
 
 /// The unprivileged scanner node of a validator's Bitcoin processor.
 #[derive(Parser)]
@@ -23,6 +41,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Follow the Bitcoin node and scan every finalized block for the keys in the database,
+    /// until SIGTERM or Ctrl-C.
+    Run {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,6 +63,10 @@ fn main() -> ExitCode {
                 writeln!(stdout, "{}: configuration is valid", config.display())
                     .map_err(anyhow::Error::from)
             }),
+        Command::Run { config } => {
+            telemetry::init_logging();
+            run(&config, &mut stdout)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -46,4 +75,89 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Sets the flag on SIGTERM or SIGINT.
+fn watch_signals(stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let terminate = async {
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(mut signal) => {
+                            signal.recv().await;
+                        }
+                        Err(_) => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    () = terminate => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            });
+            stop.store(true, Ordering::SeqCst);
+        })
+        .map(|_| ())
+}
+
+fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let rpc = &config.bitcoin_rpc;
+    let auth = match (&rpc.cookie_file, &rpc.user, &rpc.password_file) {
+        (Some(cookie), _, _) => Auth::Cookie(cookie.clone()),
+        (None, Some(user), Some(password_file)) => Auth::UserPassword {
+            user: user.clone(),
+            password_file: password_file.clone(),
+        },
+        _ => anyhow::bail!("bitcoin_rpc: set either cookie_file, or user and password_file"),
+    };
+    let client = CoreRpc::new(
+        &rpc.url,
+        auth,
+        Duration::from_secs(rpc.timeout_seconds),
+        Retry::default(),
+    );
+    let metrics = ScannerMetrics::new()?;
+    let metrics_address = telemetry::serve(metrics.registry().clone(), config.metrics.listen)?;
+    let db = Db::open(&config.db_path)
+        .with_context(|| format!("database {} (db_path)", config.db_path.display()))?;
+    let mut scanner = Scanner::new(
+        BitcoinNetwork::new(client),
+        NetworkId::Bitcoin,
+        db,
+        u64::from(config.confirmations),
+        metrics,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_signals(Arc::clone(&stop))?;
+    writeln!(
+        out,
+        "scanner ready: metrics http://{metrics_address}/metrics"
+    )?;
+    out.flush()?;
+    let poll = Duration::from_millis(config.poll_interval_ms);
+    while !stop.load(Ordering::SeqCst) {
+        match scanner.tick() {
+            Ok(progress) if progress.scanned > 0 => tracing::debug!(
+                scanned = progress.scanned,
+                finalized = progress.finalized,
+                "scanned"
+            ),
+            Ok(_) => {}
+            // Logged and counted where it was found; scanning stays halted.
+            Err(ScanError::ReorgBelowFinality { .. }) => {}
+            Err(error) => tracing::warn!(%error, "scan failed; retrying"),
+        }
+        std::thread::sleep(poll);
+    }
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -22,7 +22,7 @@ impl RpcServer {
     /// # Errors
     /// The address cannot be bound.
     pub fn bind(address: SocketAddr, user: &str, password: &str) -> std::io::Result<Self> {
-        let server = tiny_http::Server::http(address).map_err(std::io::Error::other)?;
+        let server = telemetry::http_server(address)?;
         Ok(RpcServer {
             server,
             credentials: format!("{user}:{password}"),
