@@ -150,6 +150,12 @@ impl Network for BitcoinNetwork {
         chain_block(height, &block)
     }
 
+    fn height_of(&self, hash: [u8; 32]) -> Result<Option<u64>, NetworkError> {
+        self.rpc
+            .header_height(&bitcoin::BlockHash::from_byte_array(hash))
+            .map_err(node)
+    }
+
     fn typing(&self, key: &NetworkKey) -> Result<KeyScripts, NetworkError> {
         KeyScripts::derive(key).map_err(|error| NetworkError::Invalid(error.to_string()))
     }

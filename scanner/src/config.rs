@@ -79,6 +79,8 @@ pub struct BitcoinRpc {
 pub struct Coordinator {
     /// `host:port`.
     pub endpoint: SocketAddr,
+    /// The validator this processor runs for, as the coordinator names it (hex).
+    pub validator: String,
 }
 
 /// The signer enclave's Unix socket.
@@ -158,6 +160,12 @@ impl Config {
                 reason: "mainnet needs at least 6",
             });
         }
+        if hex::decode(&self.coordinator.validator).map_or(true, |bytes| bytes.is_empty()) {
+            return Err(ConfigError::Invalid {
+                setting: "coordinator.validator",
+                reason: "must be non-empty hex",
+            });
+        }
         if self.poll_interval_ms < 10 {
             return Err(ConfigError::Invalid {
                 setting: "poll_interval_ms",
@@ -225,6 +233,10 @@ mod tests {
             "bitcoin_rpc.url"
         );
         assert_eq!(invalid("cookie_file = ", "password_file = "), "bitcoin_rpc");
+        assert_eq!(
+            invalid("validator = \"01\"", "validator = \"zz\""),
+            "coordinator.validator"
+        );
         assert_eq!(
             invalid("poll_interval_ms = 1000", "poll_interval_ms = 1"),
             "poll_interval_ms"

@@ -10,7 +10,10 @@
 //! - `batches`: batch id (u32 BE) -> the Batch (Cap'n Proto, `schema::wire`);
 //! - `eventualities`: plan id -> `Eventuality`; `eventuality_inputs`: output id -> plan id;
 //! - `completions`: plan id -> outcome (1) || transaction id (32);
-//! - `meta`: `next_batch_id` (u32 BE), `acknowledged` (u64 BE).
+//! - `outbox`: message id (u64 BE) -> `ProcessorEnvelope` (Cap'n Proto), until delivered;
+//! - `meta`: `next_batch_id` (u32 BE), `acknowledged` (u64 BE), `last_handled` (u64 BE, the
+//!   last coordinator message handled), `next_outbox_id` (u64 BE), `batch_key` (32, of the
+//!   confirmed key pair), `next_batch_to_sign` (u32 BE).
 
 use std::path::Path;
 
@@ -19,9 +22,10 @@ use schema::{
     amount::Amount,
     batch::Batch,
     hashes::{PlanId, TransactionId},
-    ids::BatchId,
+    ids::{BatchId, MessageId},
     instruction::RefundableInInstruction,
-    keys::NetworkKey,
+    keys::{BatchKey, NetworkKey},
+    messages::{ProcessorEnvelope, ProcessorMessage},
     plan::{OutputId, OutputKind},
     wire,
 };
@@ -44,10 +48,17 @@ const CF_BATCHES: &str = "batches";
 const CF_EVENTUALITIES: &str = "eventualities";
 const CF_EVENTUALITY_INPUTS: &str = "eventuality_inputs";
 const CF_COMPLETIONS: &str = "completions";
+const CF_OUTBOX: &str = "outbox";
 const CF_META: &str = "meta";
+const LAST_HANDLED: &[u8] = b"last_handled";
+const BATCH_KEY: &[u8] = b"batch_key";
+const NEXT_BATCH_TO_SIGN: &[u8] = b"next_batch_to_sign";
+const NEXT_OUTBOX_ID: &[u8] = b"next_outbox_id";
 const NEXT_BATCH_ID: &[u8] = b"next_batch_id";
+const ACKNOWLEDGED: &[u8] = b"acknowledged";
 
-const COLUMN_FAMILIES: [&str; 9] = [
+const COLUMN_FAMILIES: [&str; 10] = [
+    CF_OUTBOX,
     CF_SCHEDULER,
     CF_KEYS,
     CF_BLOCKS,
@@ -301,6 +312,144 @@ impl Db {
             batch.id.0.saturating_add(1).to_be_bytes(),
         );
         Ok(())
+    }
+
+    /// The highest block Serai acknowledged, if any.
+    ///
+    /// # Errors
+    /// RocksDB failed or the record is damaged.
+    pub fn acknowledged(&self) -> Result<Option<u64>, DbError> {
+        self.meta_u64(ACKNOWLEDGED)
+    }
+
+    /// Records the highest block Serai acknowledged, in `batch`.
+    ///
+    /// # Errors
+    /// The column family is missing.
+    pub fn put_acknowledged(&self, batch: &mut WriteBatch, height: u64) -> Result<(), DbError> {
+        batch.put_cf(self.cf(CF_META)?, ACKNOWLEDGED, height.to_be_bytes());
+        Ok(())
+    }
+
+    fn meta_u64(&self, name: &[u8]) -> Result<Option<u64>, DbError> {
+        self.db
+            .get_cf(self.cf(CF_META)?, name)?
+            .map(|value| {
+                <[u8; 8]>::try_from(value.as_slice())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| DbError::Damaged(CF_META))
+            })
+            .transpose()
+    }
+
+    /// The batch key of the confirmed key pair, if one was confirmed.
+    ///
+    /// # Errors
+    /// RocksDB failed or the record is damaged.
+    pub fn batch_key(&self) -> Result<Option<BatchKey>, DbError> {
+        self.db
+            .get_cf(self.cf(CF_META)?, BATCH_KEY)?
+            .map(|value| {
+                <[u8; 32]>::try_from(value.as_slice())
+                    .map(BatchKey)
+                    .map_err(|_| DbError::Damaged(CF_META))
+            })
+            .transpose()
+    }
+
+    /// Records the confirmed batch key, in `batch`.
+    ///
+    /// # Errors
+    /// The column family is missing.
+    pub fn put_batch_key(&self, batch: &mut WriteBatch, key: &BatchKey) -> Result<(), DbError> {
+        batch.put_cf(self.cf(CF_META)?, BATCH_KEY, key.0);
+        Ok(())
+    }
+
+    /// The id of the first Batch whose signing has not been started.
+    ///
+    /// # Errors
+    /// RocksDB failed or the record is damaged.
+    pub fn next_batch_to_sign(&self) -> Result<u32, DbError> {
+        match self.db.get_cf(self.cf(CF_META)?, NEXT_BATCH_TO_SIGN)? {
+            None => Ok(0),
+            Some(value) => <[u8; 4]>::try_from(value.as_slice())
+                .map(u32::from_be_bytes)
+                .map_err(|_| DbError::Damaged(CF_META)),
+        }
+    }
+
+    /// Moves the signing watermark, in `batch`.
+    ///
+    /// # Errors
+    /// The column family is missing.
+    pub fn put_next_batch_to_sign(&self, batch: &mut WriteBatch, id: u32) -> Result<(), DbError> {
+        batch.put_cf(self.cf(CF_META)?, NEXT_BATCH_TO_SIGN, id.to_be_bytes());
+        Ok(())
+    }
+
+    /// The id of the last coordinator message handled (0: none yet).
+    ///
+    /// # Errors
+    /// RocksDB failed or the record is damaged.
+    pub fn last_handled(&self) -> Result<MessageId, DbError> {
+        Ok(MessageId(self.meta_u64(LAST_HANDLED)?.unwrap_or(0)))
+    }
+
+    /// Marks a coordinator message handled, in the batch holding its effects.
+    ///
+    /// # Errors
+    /// The column family is missing.
+    pub fn put_handled(&self, batch: &mut WriteBatch, id: MessageId) -> Result<(), DbError> {
+        batch.put_cf(self.cf(CF_META)?, LAST_HANDLED, id.0.to_be_bytes());
+        Ok(())
+    }
+
+    /// Queues outbound messages in `batch`, numbered after those already queued.
+    ///
+    /// # Errors
+    /// A message does not encode, or RocksDB failed.
+    pub fn put_outbox(
+        &self,
+        batch: &mut WriteBatch,
+        messages: impl IntoIterator<Item = ProcessorMessage>,
+    ) -> Result<(), DbError> {
+        let mut next = self.meta_u64(NEXT_OUTBOX_ID)?.unwrap_or(1);
+        let outbox = self.cf(CF_OUTBOX)?;
+        for message in messages {
+            let envelope = ProcessorEnvelope {
+                id: MessageId(next),
+                message,
+            };
+            batch.put_cf(outbox, next.to_be_bytes(), wire::encode(&envelope)?);
+            next += 1;
+        }
+        batch.put_cf(self.cf(CF_META)?, NEXT_OUTBOX_ID, next.to_be_bytes());
+        Ok(())
+    }
+
+    /// The outbound messages not yet delivered, in id order.
+    ///
+    /// # Errors
+    /// RocksDB failed or a record is damaged.
+    pub fn outbox(&self) -> Result<Vec<ProcessorEnvelope>, DbError> {
+        self.db
+            .iterator_cf(self.cf(CF_OUTBOX)?, IteratorMode::Start)
+            .map(|entry| {
+                let (_, value) = entry?;
+                wire::decode(&value).map_err(|_| DbError::Damaged(CF_OUTBOX))
+            })
+            .collect()
+    }
+
+    /// Deletes a delivered outbound message.
+    ///
+    /// # Errors
+    /// RocksDB failed.
+    pub fn delivered(&self, id: MessageId) -> Result<(), DbError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_OUTBOX)?, id.0.to_be_bytes());
+        self.commit(batch)
     }
 
     /// Every Batch built, by id.

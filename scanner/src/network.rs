@@ -104,6 +104,13 @@ pub trait Network {
     /// No such block, or the node could not answer.
     fn block(&self, height: u64) -> Result<ChainBlock, NetworkError>;
 
+    /// The height of the active chain's block with this hash; `None` if it is not on the
+    /// active chain.
+    ///
+    /// # Errors
+    /// The node could not answer.
+    fn height_of(&self, hash: [u8; 32]) -> Result<Option<u64>, NetworkError>;
+
     /// How `key`'s outputs are recognized.
     ///
     /// # Errors

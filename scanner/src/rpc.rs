@@ -280,6 +280,27 @@ impl CoreRpc {
         })
     }
 
+    /// The height of a block on the active chain; `None` for an unknown block or one off the
+    /// active chain.
+    ///
+    /// # Errors
+    /// See `call`.
+    pub fn header_height(&self, hash: &BlockHash) -> Result<Option<u64>, RpcError> {
+        let header = match self.call("getblockheader", json!([hash.to_string(), true])) {
+            Ok(header) => header,
+            Err(error) if error.is_not_found() => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let on_chain = header
+            .get("confirmations")
+            .and_then(Value::as_i64)
+            .is_some_and(|confirmations| confirmations > 0);
+        Ok(header
+            .get("height")
+            .and_then(Value::as_u64)
+            .filter(|_| on_chain))
+    }
+
     /// A block, decoded from its raw form.
     ///
     /// # Errors

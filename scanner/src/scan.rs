@@ -8,7 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rocksdb::WriteBatch;
-use schema::{batch::Batch, hashes::PlanId, ids::NetworkId, keys::NetworkKey, plan::OutputKind};
+use schema::{
+    batch::Batch,
+    hashes::PlanId,
+    ids::NetworkId,
+    keys::{KeyPair, NetworkKey},
+    plan::OutputKind,
+};
 use thiserror::Error;
 
 use crate::{
@@ -17,7 +23,7 @@ use crate::{
     eventuality::{Eventuality, Outcome},
     metrics::ScannerMetrics,
     network::{ChainBlock, Network, NetworkError},
-    outputs::{hex_id, receive},
+    outputs::{hex_id, receive, ReceivedOutput},
 };
 
 /// Scanning stopped.
@@ -124,6 +130,68 @@ impl<N: Network> Scanner<N> {
             },
         )?;
         Ok(self.db.commit(batch)?)
+    }
+
+    /// Starts scanning for a confirmed key pair's network key from `activation` (included),
+    /// and records its batch key, in `batch`. A key already scanned keeps its position.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub fn add_key_in(
+        &self,
+        batch: &mut WriteBatch,
+        pair: &KeyPair,
+        activation: u64,
+    ) -> Result<(), ScanError> {
+        if !self
+            .db
+            .keys()?
+            .iter()
+            .any(|scanned| scanned.key == pair.network_key)
+        {
+            self.db.put_key(
+                batch,
+                &ScannedKey {
+                    key: pair.network_key,
+                    activation,
+                    next: activation,
+                },
+            )?;
+        }
+        self.db.put_batch_key(batch, &pair.batch_key)?;
+        Ok(())
+    }
+
+    /// Serai acknowledged every block up to `height`: the outputs of the blocks acknowledged
+    /// now (above the last acknowledged height) are returned once, to hand to the scheduler.
+    /// The new acknowledged height goes into `batch`, so the caller commits it with whatever it
+    /// does with the outputs. Acknowledging a height at or below the last is normal and returns
+    /// nothing; `None` means `height` is not scanned yet for every key, and the caller waits.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub fn acknowledge(
+        &self,
+        height: u64,
+        batch: &mut WriteBatch,
+    ) -> Result<Option<Vec<ReceivedOutput>>, ScanError> {
+        let keys = self.db.keys()?;
+        if keys.iter().any(|key| key.next <= height) {
+            return Ok(None);
+        }
+        let from = match self.db.acknowledged()? {
+            Some(acknowledged) if acknowledged >= height => return Ok(Some(Vec::new())),
+            Some(acknowledged) => acknowledged + 1,
+            None => 0,
+        };
+        self.db.put_acknowledged(batch, height)?;
+        Ok(Some(
+            self.db
+                .outputs(from, height)?
+                .into_iter()
+                .map(|(_, output)| output)
+                .collect(),
+        ))
     }
 
     /// Watches for a plan's transaction.

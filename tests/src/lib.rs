@@ -3,6 +3,7 @@
 //! generation and signing rounds between them as the coordinator does.
 
 pub mod conformance;
+pub mod coordinator;
 pub mod enclave;
 pub mod regtest;
 pub mod relay;

@@ -280,6 +280,27 @@ fn deposits_are_reported_when_final_and_typed_by_address() {
     assert!(metrics.contains("scanner_instructions_rejected_total{reason=\"missing\"} 1"));
     assert!(metrics.contains("scanner_outputs_total{kind=\"branch\"} 1"));
 
+    // Serai acknowledges the deposit block: its outputs go to the scheduler exactly once.
+    let mut write = rocksdb::WriteBatch::default();
+    let handed = scanner
+        .acknowledge(deposit_height, &mut write)
+        .unwrap()
+        .unwrap();
+    assert_eq!(handed.len(), 6);
+    scanner.db().commit(write).unwrap();
+    let mut write = rocksdb::WriteBatch::default();
+    assert_eq!(
+        scanner.acknowledge(deposit_height, &mut write).unwrap(),
+        Some(vec![])
+    );
+    assert_eq!(
+        scanner
+            .acknowledge(chain.height() + 10, &mut write)
+            .unwrap(),
+        None,
+        "a block not scanned yet waits"
+    );
+
     // Many empty blocks advance the scan without Batches; the next deposit gets id 1.
     for _ in 0..25 {
         chain.empty_block();

@@ -57,7 +57,8 @@ cookie_file = "{cookie}"
 timeout_seconds = 30
 
 [coordinator]
-endpoint = "127.0.0.1:7000"
+endpoint = "127.0.0.1:9"
+validator = "01"
 
 [enclave]
 socket = "{dir}/signer.sock"

@@ -17,9 +17,12 @@ use scanner::{
     bitcoin_network::BitcoinNetwork,
     config::{Config, EXAMPLE},
     db::Db,
+    link::LinkClient,
     metrics::ScannerMetrics,
+    processor::{Processor, ProcessorError},
     rpc::{Auth, CoreRpc, Retry},
     scan::{ScanError, Scanner},
+    signer::SignerClient,
 };
 use schema::ids::NetworkId;
 
@@ -41,8 +44,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Follow the Bitcoin node and scan every finalized block for the keys in the database,
-    /// until SIGTERM or Ctrl-C.
+    /// Run the processor until SIGTERM or Ctrl-C: follow the Bitcoin node and scan finalized
+    /// blocks, and, while the enclave and the coordinator are reachable, handle the
+    /// coordinator's messages and sign through the enclave.
     Run {
         /// The configuration file.
         #[arg(long)]
@@ -108,6 +112,40 @@ fn watch_signals(stop: Arc<AtomicBool>) -> std::io::Result<()> {
         .map(|_| ())
 }
 
+/// One scan while the coordinator or the enclave is away.
+fn scan_alone(scanner: &mut Scanner<BitcoinNetwork>) {
+    match scanner.tick() {
+        Ok(progress) if progress.scanned > 0 => tracing::debug!(
+            scanned = progress.scanned,
+            finalized = progress.finalized,
+            "scanned"
+        ),
+        Ok(_) => {}
+        // Logged and counted where it was found; scanning stays halted.
+        Err(ScanError::ReorgBelowFinality { .. }) => {}
+        Err(error) => tracing::warn!(%error, "scan failed; retrying"),
+    }
+}
+
+/// Connects to the enclave and the coordinator; `None` (logged) while either is away.
+async fn connect(config: &Config, validator: &[u8]) -> Option<(SignerClient, LinkClient)> {
+    let deadline = Duration::from_secs(30);
+    let signer = match SignerClient::connect(&config.enclave.socket, deadline).await {
+        Ok(signer) => signer,
+        Err(error) => {
+            tracing::debug!(%error, "enclave not reachable");
+            return None;
+        }
+    };
+    match LinkClient::connect(config.coordinator.endpoint, validator, deadline).await {
+        Ok(link) => Some((signer, link)),
+        Err(error) => {
+            tracing::debug!(%error, "coordinator not reachable");
+            None
+        }
+    }
+}
+
 fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let rpc = &config.bitcoin_rpc;
@@ -129,7 +167,7 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let metrics_address = telemetry::serve(metrics.registry().clone(), config.metrics.listen)?;
     let db = Db::open(&config.db_path)
         .with_context(|| format!("database {} (db_path)", config.db_path.display()))?;
-    let mut scanner = Scanner::new(
+    let scanner = Scanner::new(
         BitcoinNetwork::new(client),
         NetworkId::Bitcoin,
         db,
@@ -138,26 +176,56 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     );
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(Arc::clone(&stop))?;
+    let messages = Processor::messages_metric(scanner.metrics().registry())?;
+    let validator =
+        hex::decode(&config.coordinator.validator).context("coordinator.validator is not hex")?;
     writeln!(
         out,
         "scanner ready: metrics http://{metrics_address}/metrics"
     )?;
     out.flush()?;
     let poll = Duration::from_millis(config.poll_interval_ms);
-    while !stop.load(Ordering::SeqCst) {
-        match scanner.tick() {
-            Ok(progress) if progress.scanned > 0 => tracing::debug!(
-                scanned = progress.scanned,
-                finalized = progress.finalized,
-                "scanned"
-            ),
-            Ok(_) => {}
-            // Logged and counted where it was found; scanning stays halted.
-            Err(ScanError::ReorgBelowFinality { .. }) => {}
-            Err(error) => tracing::warn!(%error, "scan failed; retrying"),
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let mut scanner = Some(scanner);
+        let mut link_halted = false;
+        while !stop.load(Ordering::SeqCst) {
+            let Some(mut alone) = scanner.take() else {
+                break;
+            };
+            let connected = if link_halted {
+                None
+            } else {
+                connect(&config, &validator).await
+            };
+            let Some((signer, link)) = connected else {
+                // Without the enclave or the coordinator, keep scanning.
+                scan_alone(&mut alone);
+                scanner = Some(alone);
+                tokio::time::sleep(poll.max(Duration::from_millis(500))).await;
+                continue;
+            };
+            let mut processor = Processor::new(alone, signer, link, messages.clone());
+            while !stop.load(Ordering::SeqCst) {
+                match processor.step(poll).await {
+                    Ok(()) => {}
+                    Err(error @ ProcessorError::Rewound { .. }) => {
+                        tracing::error!(%error, "coordinator link halted");
+                        link_halted = true;
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "processor step failed; reconnecting");
+                        break;
+                    }
+                }
+            }
+            scanner = Some(processor.into_scanner());
         }
-        std::thread::sleep(poll);
-    }
+    });
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,0 +1,323 @@
+//! The coordinator, played for tests: the `CoordinatorGate` Cap'n Proto server processors log in
+//! to, with one numbered message queue per validator, acks, and the messages each processor
+//! sent (deduplicated by id, as the real coordinator does). Tests push messages and read what
+//! came back; `misbehave_rewind` makes it redeliver from the start, ignoring `after`, as a
+//! reset queue would.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    rc::Rc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty::VatNetwork, RpcSystem};
+use futures::io::{BufReader, BufWriter};
+use schema::{
+    generated::coordinator_capnp::{coordinator_gate, coordinator_link},
+    ids::MessageId,
+    messages::{CoordinatorEnvelope, CoordinatorMessage, ProcessorEnvelope, ProcessorMessage},
+    wire::{self, Wire},
+};
+use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+
+use crate::HarnessError;
+
+#[derive(Default)]
+struct Queue {
+    inbox: Vec<CoordinatorEnvelope>,
+    acked: u64,
+    received: BTreeMap<u64, ProcessorMessage>,
+    logins: u32,
+}
+
+#[derive(Default)]
+struct State {
+    queues: BTreeMap<Vec<u8>, Queue>,
+    rewind: bool,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn lock(state: &Shared) -> Result<std::sync::MutexGuard<'_, State>, capnp::Error> {
+    state
+        .lock()
+        .map_err(|_| capnp::Error::failed("coordinator state poisoned".into()))
+}
+
+struct Gate {
+    state: Shared,
+}
+
+struct Link {
+    state: Shared,
+    validator: Vec<u8>,
+}
+
+impl coordinator_gate::Server for Gate {
+    async fn login(
+        self: Rc<Self>,
+        params: coordinator_gate::LoginParams,
+        mut results: coordinator_gate::LoginResults,
+    ) -> Result<(), capnp::Error> {
+        let validator = params.get()?.get_validator()?.to_vec();
+        lock(&self.state)?
+            .queues
+            .entry(validator.clone())
+            .or_default()
+            .logins += 1;
+        let link: coordinator_link::Client = capnp_rpc::new_client(Link {
+            state: Arc::clone(&self.state),
+            validator,
+        });
+        results.get().set_link(link);
+        Ok(())
+    }
+}
+
+impl coordinator_link::Server for Link {
+    async fn next(
+        self: Rc<Self>,
+        params: coordinator_link::NextParams,
+        mut results: coordinator_link::NextResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let after = params.get_after();
+        let max = usize::try_from(params.get_max()).unwrap_or(usize::MAX);
+        let until = Instant::now() + Duration::from_millis(u64::from(params.get_wait_millis()));
+        let messages = loop {
+            let pending: Vec<CoordinatorEnvelope> = {
+                let state = lock(&self.state)?;
+                let rewind = state.rewind;
+                state
+                    .queues
+                    .get(&self.validator)
+                    .map(|queue| {
+                        queue
+                            .inbox
+                            .iter()
+                            .filter(|envelope| rewind || envelope.id.0 > after)
+                            .take(max)
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            if !pending.is_empty() || Instant::now() >= until {
+                break pending;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let len = u32::try_from(messages.len())
+            .map_err(|_| capnp::Error::failed("too many messages".into()))?;
+        let mut list = results.get().init_messages(len);
+        for (index, envelope) in (0u32..).zip(&messages) {
+            envelope
+                .write(list.reborrow().get(index))
+                .map_err(|error| capnp::Error::failed(error.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn ack(
+        self: Rc<Self>,
+        params: coordinator_link::AckParams,
+        _: coordinator_link::AckResults,
+    ) -> Result<(), capnp::Error> {
+        let id = params.get()?.get_id();
+        let mut state = lock(&self.state)?;
+        let queue = state.queues.entry(self.validator.clone()).or_default();
+        queue.acked = queue.acked.max(id);
+        Ok(())
+    }
+
+    async fn send(
+        self: Rc<Self>,
+        params: coordinator_link::SendParams,
+        _: coordinator_link::SendResults,
+    ) -> Result<(), capnp::Error> {
+        let envelope = ProcessorEnvelope::read(params.get()?.get_envelope()?)
+            .map_err(|error| capnp::Error::failed(error.to_string()))?;
+        let mut state = lock(&self.state)?;
+        state
+            .queues
+            .entry(self.validator.clone())
+            .or_default()
+            .received
+            .entry(envelope.id.0)
+            .or_insert(envelope.message);
+        Ok(())
+    }
+}
+
+/// The coordinator harness, serving on a loopback port from its own thread.
+pub struct CoordinatorHarness {
+    state: Shared,
+    address: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CoordinatorHarness {
+    /// Starts serving on a free loopback port.
+    ///
+    /// # Errors
+    /// The port cannot be bound.
+    pub fn start() -> Result<Self, HarnessError> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let address = listener.local_addr()?;
+        let state: Shared = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (served, stopping) = (Arc::clone(&state), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name("coordinator".into())
+            .spawn(move || serve(listener, served, stopping))?;
+        Ok(CoordinatorHarness {
+            state,
+            address,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Where processors connect.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, HarnessError> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| HarnessError::Failed("coordinator state poisoned".into()))?;
+        Ok(f(&mut state))
+    }
+
+    /// Queues a message for a validator; returns its id.
+    ///
+    /// # Errors
+    /// The state is poisoned.
+    pub fn push(
+        &self,
+        validator: &[u8],
+        message: CoordinatorMessage,
+    ) -> Result<MessageId, HarnessError> {
+        self.with(|state| {
+            let queue = state.queues.entry(validator.to_vec()).or_default();
+            let id = MessageId(queue.inbox.last().map_or(1, |last| last.id.0 + 1));
+            queue.inbox.push(CoordinatorEnvelope { id, message });
+            id
+        })
+    }
+
+    /// What a validator's processor sent, by its ids.
+    ///
+    /// # Errors
+    /// The state is poisoned.
+    pub fn received(
+        &self,
+        validator: &[u8],
+    ) -> Result<BTreeMap<u64, ProcessorMessage>, HarnessError> {
+        self.with(|state| {
+            state
+                .queues
+                .get(validator)
+                .map(|queue| queue.received.clone())
+                .unwrap_or_default()
+        })
+    }
+
+    /// The highest id a validator's processor acked.
+    ///
+    /// # Errors
+    /// The state is poisoned.
+    pub fn acked(&self, validator: &[u8]) -> Result<u64, HarnessError> {
+        self.with(|state| state.queues.get(validator).map_or(0, |queue| queue.acked))
+    }
+
+    /// How many times a validator's processor logged in.
+    ///
+    /// # Errors
+    /// The state is poisoned.
+    pub fn logins(&self, validator: &[u8]) -> Result<u32, HarnessError> {
+        self.with(|state| state.queues.get(validator).map_or(0, |queue| queue.logins))
+    }
+
+    /// Makes `next` ignore `after` and answer from the first message, as a reset queue would.
+    ///
+    /// # Errors
+    /// The state is poisoned.
+    pub fn misbehave_rewind(&self, rewind: bool) -> Result<(), HarnessError> {
+        self.with(|state| state.rewind = rewind)
+    }
+
+    /// Waits until `done` holds of the state, or `timeout` passes.
+    ///
+    /// # Errors
+    /// It never held.
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&Self) -> Result<bool, HarnessError>,
+    ) -> Result<(), HarnessError> {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if done(self)? {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(HarnessError::Failed(format!(
+            "condition not met within {timeout:?}"
+        )))
+    }
+}
+
+impl Drop for CoordinatorHarness {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve(listener: std::net::TcpListener, state: Shared, stop: Arc<AtomicBool>) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+            return;
+        };
+        let gate: coordinator_gate::Client = capnp_rpc::new_client(Gate { state });
+        while !stop.load(Ordering::SeqCst) {
+            let accepted = tokio::time::timeout(Duration::from_millis(50), listener.accept()).await;
+            let Ok(Ok((stream, _))) = accepted else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (read, write) = stream.into_split();
+            let network = VatNetwork::new(
+                BufReader::new(read.compat()),
+                BufWriter::new(write.compat_write()),
+                Side::Server,
+                wire::reader_options(),
+            );
+            let system = RpcSystem::new(Box::new(network), Some(gate.clone().client));
+            tokio::task::spawn_local(async move {
+                let _ = system.await;
+            });
+        }
+    });
+}
