@@ -9,12 +9,14 @@ use schema::{
     amount::Amount,
     hashes::TransactionId,
     keys::NetworkKey,
+    plan::Plan,
     plan::{OutputId, OutputKind},
     taproot::KeyScripts,
-    transaction::FeeRate,
+    transaction::{build, Built, FeeRate},
 };
 
 use crate::{
+    eventuality::Eventuality,
     network::{ChainBlock, ChainOutput, ChainTransaction, Network, NetworkError, OutputTyping},
     rpc::{CoreRpc, RpcError, RPC_INVALID_PARAMETER},
 };
@@ -119,6 +121,30 @@ pub fn chain_block(height: u64, block: &Block) -> Result<ChainBlock, NetworkErro
             .iter()
             .map(chain_transaction)
             .collect::<Result<_, _>>()?,
+    })
+}
+
+/// The eventuality of a plan: the transaction `schema`'s builder makes of it (inputs and
+/// outputs, which signing does not change).
+///
+/// # Errors
+/// The plan yields no transaction, or holds an impossible amount.
+pub fn eventuality_of(plan: &Plan, fee_rate: FeeRate) -> Result<Eventuality, NetworkError> {
+    let built = match build(plan, fee_rate) {
+        Ok(Built::Transaction(built)) => built,
+        Ok(Built::NoTransaction { .. }) => {
+            return Err(NetworkError::Invalid(
+                "the plan yields no transaction".into(),
+            ))
+        }
+        Err(error) => return Err(NetworkError::Invalid(error.to_string())),
+    };
+    let expected = chain_transaction(&built.transaction)?;
+    Ok(Eventuality {
+        plan: plan.id(),
+        key: plan.key,
+        inputs: expected.inputs,
+        outputs: expected.outputs,
     })
 }
 

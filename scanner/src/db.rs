@@ -10,6 +10,9 @@
 //! - `batches`: batch id (u32 BE) -> the Batch (Cap'n Proto, `schema::wire`);
 //! - `eventualities`: plan id -> `Eventuality`; `eventuality_inputs`: output id -> plan id;
 //! - `completions`: plan id -> outcome (1) || transaction id (32);
+//! - `plans`: plan id -> fee rate (u64 BE) || the Plan (Cap'n Proto);
+//! - `signed`: plan id -> its signed transaction (consensus bytes), republished until its
+//!   eventuality settles;
 //! - `outbox`: message id (u64 BE) -> `ProcessorEnvelope` (Cap'n Proto), until delivered;
 //! - `meta`: `next_batch_id` (u32 BE), `acknowledged` (u64 BE), `last_handled` (u64 BE, the
 //!   last coordinator message handled), `next_outbox_id` (u64 BE), `batch_key` (32, of the
@@ -26,7 +29,8 @@ use schema::{
     instruction::RefundableInInstruction,
     keys::{BatchKey, NetworkKey},
     messages::{ProcessorEnvelope, ProcessorMessage},
-    plan::{OutputId, OutputKind},
+    plan::{OutputId, OutputKind, Plan},
+    transaction::FeeRate,
     wire,
 };
 use thiserror::Error;
@@ -49,6 +53,8 @@ const CF_EVENTUALITIES: &str = "eventualities";
 const CF_EVENTUALITY_INPUTS: &str = "eventuality_inputs";
 const CF_COMPLETIONS: &str = "completions";
 const CF_OUTBOX: &str = "outbox";
+const CF_PLANS: &str = "plans";
+const CF_SIGNED: &str = "signed";
 const CF_META: &str = "meta";
 const LAST_HANDLED: &[u8] = b"last_handled";
 const BATCH_KEY: &[u8] = b"batch_key";
@@ -57,8 +63,10 @@ const NEXT_OUTBOX_ID: &[u8] = b"next_outbox_id";
 const NEXT_BATCH_ID: &[u8] = b"next_batch_id";
 const ACKNOWLEDGED: &[u8] = b"acknowledged";
 
-const COLUMN_FAMILIES: [&str; 10] = [
+const COLUMN_FAMILIES: [&str; 12] = [
     CF_OUTBOX,
+    CF_PLANS,
+    CF_SIGNED,
     CF_SCHEDULER,
     CF_KEYS,
     CF_BLOCKS,
@@ -340,6 +348,70 @@ impl Db {
                     .map_err(|_| DbError::Damaged(CF_META))
             })
             .transpose()
+    }
+
+    /// Records a plan and the fee rate it is built at, in `batch`.
+    ///
+    /// # Errors
+    /// The plan does not encode, or the column family is missing.
+    pub fn put_plan(
+        &self,
+        batch: &mut WriteBatch,
+        plan: &Plan,
+        fee_rate: FeeRate,
+    ) -> Result<(), DbError> {
+        let value = [&fee_rate.0.to_be_bytes()[..], &wire::encode(plan)?].concat();
+        batch.put_cf(self.cf(CF_PLANS)?, plan.id().as_bytes(), value);
+        Ok(())
+    }
+
+    /// A recorded plan and its fee rate.
+    ///
+    /// # Errors
+    /// RocksDB failed or the record is damaged.
+    pub fn plan(&self, id: &PlanId) -> Result<Option<(Plan, FeeRate)>, DbError> {
+        let Some(value) = self.db.get_cf(self.cf(CF_PLANS)?, id.as_bytes())? else {
+            return Ok(None);
+        };
+        let (rate, plan) = value
+            .split_first_chunk::<8>()
+            .ok_or(DbError::Damaged(CF_PLANS))?;
+        let plan: Plan = wire::decode(plan).map_err(|_| DbError::Damaged(CF_PLANS))?;
+        Ok(Some((plan, FeeRate(u64::from_be_bytes(*rate)))))
+    }
+
+    /// Records a plan's signed transaction, to publish until it settles, in `batch`.
+    ///
+    /// # Errors
+    /// The column family is missing.
+    pub fn put_signed(
+        &self,
+        batch: &mut WriteBatch,
+        plan: &PlanId,
+        transaction: &[u8],
+    ) -> Result<(), DbError> {
+        batch.put_cf(self.cf(CF_SIGNED)?, plan.as_bytes(), transaction);
+        Ok(())
+    }
+
+    /// Signed transactions whose plans have not settled, by plan.
+    ///
+    /// # Errors
+    /// RocksDB failed or a record is damaged.
+    pub fn unsettled(&self) -> Result<Vec<(PlanId, Vec<u8>)>, DbError> {
+        let mut found = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_SIGNED)?, IteratorMode::Start)
+        {
+            let (key, value) = entry?;
+            let plan =
+                PlanId(<[u8; 32]>::try_from(&*key).map_err(|_| DbError::Damaged(CF_SIGNED))?);
+            if self.outcome(&plan)?.is_none() {
+                found.push((plan, value.to_vec()));
+            }
+        }
+        Ok(found)
     }
 
     /// The batch key of the confirmed key pair, if one was confirmed.

@@ -5,33 +5,54 @@
 //! acked. A message whose enclave call could not be made (enclave down) is not marked handled
 //! and is tried again; a refusal is logged, counted and the message is skipped without harm.
 //!
-//! Handled so far: key generation (forwarded to the enclave), `ConfirmKeyPair` (enclave
-//! confirmation, scanning from the activation block), and the Batch signing rounds
-//! (`BatchPreprocess` when a Batch is built, `BatchShare`, then `Update`). Burns, plans and
-//! transaction signing are logged and counted as not handled yet.
+//! Handled: key generation (forwarded to the enclave); `ConfirmKeyPair` (enclave confirmation,
+//! scanning from the activation block); the Batch signing rounds (`BatchPreprocess` when a
+//! Batch is built, `BatchShare`, `Update`); `SubstrateBlock` (acknowledged blocks' outputs and
+//! the burns to the scheduler, plans and their eventualities persisted, `SubstrateBlockAck`
+//! queued, all in one commit, before any signing); `PlansAcknowledged` (to the enclave, then a
+//! preprocess per plan); the transaction signing rounds, publication (repeated every step until
+//! the plan's eventuality settles) and `Completed`; a peer's `Completed`, checked on our node. A
+//! message about a network block not finalized and scanned yet waits: it is neither handled
+//! nor acked, and comes again.
 
 use std::time::Duration;
 
+use bitcoin::hashes::Hash;
 use prometheus::IntCounterVec;
 use rocksdb::WriteBatch;
 use schema::{
     batch::Batch,
-    ids::Attempt,
+    burn::payment_for_burn,
+    hashes::{PlanId, TransactionId},
+    ids::{Attempt, SeraiBlockNumber},
+    instruction::OutInstructionWithBalance,
+    keys::NetworkKey,
     messages::{
-        coordinator::{CoordinatorMessage as Coordinator, ProcessorMessage as CoordinatorOut},
-        substrate::{CoordinatorMessage as Substrate, ProcessorMessage as SubstrateOut},
+        coordinator::{
+            CoordinatorMessage as Coordinator, ProcessorMessage as CoordinatorOut,
+            SubstrateBlockAck,
+        },
+        sign::{CoordinatorMessage as Sign, ProcessorMessage as SignOut},
+        substrate::{
+            CoordinatorMessage as Substrate, ProcessorMessage as SubstrateOut, SubstrateContext,
+        },
         CoordinatorEnvelope, CoordinatorMessage, ProcessorMessage,
     },
-    sign_id::{BatchSignId, BatchSignTarget},
+    plan::{Plan, PlanInput},
+    sign_id::{BatchSignId, BatchSignTarget, PlanSignId},
+    transaction::FeeRate,
 };
 use thiserror::Error;
 
 use crate::{
-    bitcoin_network::BitcoinNetwork,
+    bitcoin_network::{chain_transaction, eventuality_of, BitcoinNetwork},
     db::DbError,
+    eventuality::Outcome,
     link::{LinkClient, LinkError},
     network::{Network, NetworkError},
+    outputs::hex_id,
     scan::{ScanError, Scanner},
+    scheduler::{Limits, Scheduler},
     signer::{SignerClient, SignerError},
 };
 
@@ -68,11 +89,17 @@ pub enum ProcessorError {
 /// The processor of one validator.
 pub struct Processor {
     scanner: Scanner<BitcoinNetwork>,
+    /// Where burns' addresses must be.
+    chain: bitcoin::Network,
     signer: SignerClient,
     link: LinkClient,
     /// `processor_messages_total{kind,outcome}`.
     messages: IntCounterVec,
 }
+
+/// The fee rate of every plan: the same for every validator, so that all build byte-identical
+/// transactions. A function of the referenced block (PROTOCOL section 4) is left for later.
+pub const PLAN_FEE_RATE: FeeRate = FeeRate(10);
 
 /// What handling one message produced.
 enum Handled {
@@ -80,6 +107,8 @@ enum Handled {
     Done(Vec<ProcessorMessage>),
     /// Refused or not applicable: skipped without harm.
     Skipped(&'static str),
+    /// Needs a network block not finalized and scanned yet: not handled, comes again.
+    Wait,
 }
 
 fn kind(message: &CoordinatorMessage) -> &'static str {
@@ -96,12 +125,14 @@ impl Processor {
     /// messages in `messages` (from `messages_metric`).
     pub fn new(
         scanner: Scanner<BitcoinNetwork>,
+        chain: bitcoin::Network,
         signer: SignerClient,
         link: LinkClient,
         messages: IntCounterVec,
     ) -> Self {
         Processor {
             scanner,
+            chain,
             signer,
             link,
             messages,
@@ -139,10 +170,12 @@ impl Processor {
     pub async fn step(&mut self, wait: Duration) -> Result<(), ProcessorError> {
         self.deliver().await?;
         match self.scanner.tick() {
-            Ok(_) | Err(ScanError::ReorgBelowFinality { .. }) => {}
+            Ok(progress) => self.report_completions(&progress.outcomes)?,
+            Err(ScanError::ReorgBelowFinality { .. }) => {}
             Err(error) => tracing::warn!(%error, "scan failed; retrying"),
         }
         self.sign_new_batches().await?;
+        self.publish_unsettled();
         self.deliver().await?;
         let handled = self.scanner.db().last_handled()?;
         for envelope in self.link.next(handled, wait).await? {
@@ -153,7 +186,9 @@ impl Processor {
                     got: envelope.id.0,
                 });
             }
-            self.handle(envelope).await?;
+            if !self.handle(envelope).await? {
+                break;
+            }
         }
         self.deliver().await
     }
@@ -167,7 +202,48 @@ impl Processor {
         Ok(())
     }
 
-    async fn handle(&mut self, envelope: CoordinatorEnvelope) -> Result<(), ProcessorError> {
+    /// Tells the coordinator of every plan the scan saw completed on chain, whoever
+    /// published it.
+    fn report_completions(&self, outcomes: &[(PlanId, Outcome)]) -> Result<(), ProcessorError> {
+        let mut out = Vec::new();
+        for (plan, outcome) in outcomes {
+            if let Outcome::Completed(tx) = outcome {
+                if let Some((content, _)) = self.scanner.db().plan(plan)? {
+                    out.push(ProcessorMessage::Sign(SignOut::Completed {
+                        key: content.key,
+                        id: *plan,
+                        tx: *tx,
+                    }));
+                }
+            }
+        }
+        if !out.is_empty() {
+            let mut batch = WriteBatch::default();
+            self.scanner.db().put_outbox(&mut batch, out)?;
+            self.scanner.db().commit(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes every signed transaction whose plan has not settled; failures are logged and
+    /// the next step tries again.
+    fn publish_unsettled(&self) {
+        let unsettled = match self.scanner.db().unsettled() {
+            Ok(unsettled) => unsettled,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read signed transactions");
+                return;
+            }
+        };
+        for (plan, transaction) in unsettled {
+            if let Err(error) = self.scanner.network().publish(&transaction) {
+                tracing::warn!(plan = %hex::encode(plan.as_bytes()), %error, "publishing failed; will retry");
+            }
+        }
+    }
+
+    /// Handles one message; `false` when it must wait (then nothing after it is handled now).
+    async fn handle(&mut self, envelope: CoordinatorEnvelope) -> Result<bool, ProcessorError> {
         let kind = kind(&envelope.message);
         let mut batch = WriteBatch::default();
         let handled = self.apply(envelope.message, &mut batch).await?;
@@ -177,12 +253,16 @@ impl Processor {
                 "handled"
             }
             Handled::Skipped(why) => why,
+            Handled::Wait => {
+                self.messages.with_label_values(&[kind, "waiting"]).inc();
+                return Ok(false);
+            }
         };
         self.scanner.db().put_handled(&mut batch, envelope.id)?;
         self.scanner.db().commit(batch)?;
         self.messages.with_label_values(&[kind, outcome]).inc();
         self.link.ack(envelope.id).await?;
-        Ok(())
+        Ok(true)
     }
 
     /// A refusal skips the message; the enclave being unreachable stops the step.
@@ -260,13 +340,178 @@ impl Processor {
                     Err(error) => self.refused(error, "batch reattempt"),
                 }
             }
-            other => {
-                tracing::info!(
-                    kind = kind(&other),
-                    "message not handled by this processor yet"
-                );
-                Ok(Handled::Skipped("not_handled_yet"))
+            CoordinatorMessage::Substrate(Substrate::SubstrateBlock {
+                context,
+                block,
+                key,
+                burns,
+            }) => self.substrate_block(context, block, key, &burns, batch),
+            CoordinatorMessage::Coordinator(Coordinator::PlansAcknowledged(acknowledged)) => {
+                if let Err(error) = self.signer.acknowledge_plans(&acknowledged).await {
+                    return self.refused(error, "plans acknowledged");
+                }
+                let mut out = Vec::new();
+                for plan in &acknowledged.plans {
+                    let id = PlanSignId {
+                        key: acknowledged.key,
+                        id: *plan,
+                        attempt: Attempt(0),
+                    };
+                    if let Some(message) = self.preprocess_plan(id).await? {
+                        out.push(message);
+                    }
+                }
+                Ok(Handled::Done(out))
             }
+            CoordinatorMessage::Sign(Sign::Preprocesses { id, preprocesses }) => {
+                match self.signer.share_plan(&id, &preprocesses).await {
+                    Ok(share) => Ok(Handled::Done(vec![ProcessorMessage::Sign(
+                        SignOut::Share { id, share },
+                    )])),
+                    Err(error) => self.refused(error, "plan share"),
+                }
+            }
+            CoordinatorMessage::Sign(Sign::Shares { id, shares }) => {
+                let transaction = match self.signer.complete_plan(&id, &shares).await {
+                    Ok(transaction) => transaction,
+                    Err(error) => return self.refused(error, "plan completion"),
+                };
+                let bytes = bitcoin::consensus::serialize(&transaction);
+                self.scanner.db().put_signed(batch, &id.id, &bytes)?;
+                if let Err(error) = self.scanner.network().publish(&bytes) {
+                    tracing::warn!(%error, "publishing failed; will retry");
+                }
+                let txid = TransactionId(transaction.compute_txid().to_byte_array());
+                tracing::info!(plan = %hex::encode(id.id.as_bytes()), txid = %hex_id(&txid.0), "plan signed and published");
+                Ok(Handled::Done(vec![ProcessorMessage::Sign(
+                    SignOut::Completed {
+                        key: id.key,
+                        id: id.id,
+                        tx: txid,
+                    },
+                )]))
+            }
+            CoordinatorMessage::Sign(Sign::Reattempt { id }) => {
+                match self.preprocess_plan(id).await? {
+                    Some(message) => Ok(Handled::Done(vec![message])),
+                    None => Ok(Handled::Skipped("refused")),
+                }
+            }
+            CoordinatorMessage::Sign(Sign::Completed { id, tx, .. }) => self.peer_completed(id, tx),
+        }
+    }
+
+    /// A peer says `tx` fulfils plan `plan`: checked against the plan's eventuality on our
+    /// node. The scan settles the plan when the transaction is final either way.
+    fn peer_completed(&self, plan: PlanId, tx: TransactionId) -> Result<Handled, ProcessorError> {
+        let Some(bytes) = self.scanner.network().transaction(&tx)? else {
+            tracing::warn!(txid = %hex_id(&tx.0), "a peer's completion names a transaction our node does not know");
+            return Ok(Handled::Skipped("unknown_transaction"));
+        };
+        let transaction: bitcoin::Transaction = bitcoin::consensus::deserialize(&bytes)
+            .map_err(|error| NetworkError::Invalid(error.to_string()))?;
+        let seen = chain_transaction(&transaction)?;
+        let Some((plan_content, fee_rate)) = self.scanner.db().plan(&plan)? else {
+            return Ok(Handled::Skipped("unknown_plan"));
+        };
+        match eventuality_of(&plan_content, fee_rate)?.check(&seen) {
+            Some(Outcome::Completed(_)) => Ok(Handled::Done(Vec::new())),
+            _ => {
+                tracing::error!(plan = %hex::encode(plan.as_bytes()), txid = %hex_id(&tx.0), "a peer's completion does not fulfil the plan");
+                Ok(Handled::Skipped("false_completion"))
+            }
+        }
+    }
+
+    /// Acknowledges the blocks up to the context's, schedules their outputs and the burns,
+    /// and records the plans (with their eventualities) and `SubstrateBlockAck`.
+    fn substrate_block(
+        &self,
+        context: SubstrateContext,
+        block: SeraiBlockNumber,
+        key: NetworkKey,
+        burns: &[OutInstructionWithBalance],
+        batch: &mut WriteBatch,
+    ) -> Result<Handled, ProcessorError> {
+        let outputs = match context.latest_finalized_block() {
+            None => Vec::new(),
+            Some(hash) => {
+                let Some(height) = self.scanner.network().height_of(hash.0)? else {
+                    return Ok(Handled::Wait);
+                };
+                let Some(outputs) = self.scanner.acknowledge(height, batch)? else {
+                    return Ok(Handled::Wait);
+                };
+                outputs
+            }
+        };
+        let inputs: Vec<PlanInput> = outputs
+            .into_iter()
+            .filter(|output| output.key == key)
+            .map(|output| PlanInput {
+                id: output.id,
+                kind: output.kind,
+                amount: output.amount,
+            })
+            .collect();
+        let mut payments = Vec::new();
+        for burn in burns {
+            match payment_for_burn(burn, self.chain) {
+                Ok(payment) => payments.push(payment),
+                Err(error) => {
+                    tracing::warn!(%error, "burn to an address we cannot pay; dropped");
+                    self.messages.with_label_values(&["burn", "dropped"]).inc();
+                }
+            }
+        }
+        let mut scheduler = self
+            .scanner
+            .db()
+            .scheduler(&key)?
+            .unwrap_or_else(|| Scheduler::new(key, Limits::BITCOIN));
+        let scheduled = match scheduler.schedule(inputs, payments, PLAN_FEE_RATE) {
+            Ok(scheduled) => scheduled,
+            Err(error) => {
+                tracing::error!(%error, "the scheduler failed; Serai block skipped");
+                return Ok(Handled::Skipped("scheduler_failed"));
+            }
+        };
+        for dropped in &scheduled.dropped {
+            tracing::warn!(?dropped, "payment below dust dropped");
+        }
+        self.scanner.db().put_scheduler(batch, &scheduler)?;
+        for plan in &scheduled.plans {
+            self.scanner.db().put_plan(batch, plan, PLAN_FEE_RATE)?;
+            self.scanner
+                .db()
+                .put_eventuality(batch, &eventuality_of(plan, PLAN_FEE_RATE)?)?;
+        }
+        let plans: Vec<PlanId> = scheduled.plans.iter().map(Plan::id).collect();
+        tracing::info!(block = block.0, plans = plans.len(), "Serai block handled");
+        Ok(Handled::Done(vec![ProcessorMessage::Coordinator(
+            CoordinatorOut::SubstrateBlockAck(SubstrateBlockAck { block, key, plans }),
+        )]))
+    }
+
+    /// This attempt's preprocess of a recorded plan; `None` (logged) when refused or unknown.
+    async fn preprocess_plan(
+        &self,
+        id: PlanSignId,
+    ) -> Result<Option<ProcessorMessage>, ProcessorError> {
+        let Some((plan, fee_rate)) = self.scanner.db().plan(&id.id)? else {
+            tracing::warn!(plan = %hex::encode(id.id.as_bytes()), "no such plan; not signed");
+            return Ok(None);
+        };
+        match self.signer.preprocess_plan(&id, &plan, fee_rate).await {
+            Ok(preprocess) => Ok(Some(ProcessorMessage::Sign(SignOut::Preprocess {
+                id,
+                preprocess,
+            }))),
+            Err(SignerError::Refused { reason, detail }) => {
+                tracing::warn!(?reason, %detail, "enclave refused to preprocess a plan");
+                Ok(None)
+            }
+            Err(other) => Err(ProcessorError::Enclave(other)),
         }
     }
 

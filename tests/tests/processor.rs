@@ -1,9 +1,11 @@
 //! Four validators' processors (a real `scanner` process and a real `signer-enclave` process
 //! each, own SoftHSM token each) against the coordinator harness and the regtest node: key
 //! generation relayed through the coordinator link, the key pair confirmed, a deposit scanned
-//! into Batch 0, the Batch signed by three of them and verified with `schnorrkel`. Then a
-//! coordinator that rewinds its queue: the processors halt their link instead of handling any
-//! message twice.
+//! into Batch 0, the Batch signed by three of them and verified with `schnorrkel`; a Serai
+//! block with a burn, the same plan acknowledged by all four before any signing, attested,
+//! signed by three, published, mined: the payout arrives, and every processor reports the
+//! completion. Then a coordinator that rewinds its queue: the processors halt their link
+//! instead of handling any message twice.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(
@@ -38,14 +40,17 @@ use schema::{
     batch::SignedBatch,
     hashes::{BlockHash, SeraiAddress},
     ids::{
-        Attempt, KeyGenId, NetworkId, Participant, SeraiTime, Session, ThresholdParams,
-        ValidatorSet,
+        Attempt, KeyGenId, NetworkId, Participant, SeraiBlockNumber, SeraiTime, Session,
+        ThresholdParams, ValidatorSet,
     },
-    instruction::{InInstruction, RefundableInInstruction},
+    instruction::{InInstruction, OutInstructionWithBalance, RefundableInInstruction},
     keys::KeyPair,
     messages::{
-        coordinator::{CoordinatorMessage as Coordinator, ProcessorMessage as CoordinatorOut},
-        key_gen,
+        coordinator::{
+            Attestation, CoordinatorMessage as Coordinator, PlansAcknowledged,
+            ProcessorMessage as CoordinatorOut,
+        },
+        key_gen, sign,
         substrate::{self, SubstrateContext},
         CoordinatorMessage, ParticipantMap, ProcessorMessage,
     },
@@ -194,7 +199,7 @@ fn collect<T>(
 }
 
 #[test]
-fn key_generation_and_a_batch_through_four_processors() {
+fn the_whole_story_through_four_processors() {
     let dir = tempfile::tempdir().unwrap();
     let node = RegtestNode::start(&dir.path().join("node")).unwrap();
     let miner = TestWallet::new([0x42; 32]).unwrap();
@@ -414,6 +419,160 @@ fn key_generation_and_a_batch_through_four_processors() {
             &signed.batch.message(),
             &schnorrkel::Signature::from_bytes(&signed.signature.0).unwrap(),
         )
+        .unwrap();
+
+    // A Serai block acknowledging the deposit block, with a burn paying Bob.
+    let bob = TestWallet::new([0x0b; 32]).unwrap();
+    let serai_block = SeraiBlockNumber(1);
+    for (_, validator) in &all {
+        coordinator
+            .push(
+                &validator.id,
+                CoordinatorMessage::Substrate(substrate::CoordinatorMessage::SubstrateBlock {
+                    context: SubstrateContext {
+                        serai_time: SeraiTime(2),
+                        network_latest_finalized_block: signed.batch.block,
+                    },
+                    block: serai_block,
+                    key: key_pair.network_key,
+                    burns: vec![OutInstructionWithBalance {
+                        address: bob.address().to_string().into_bytes(),
+                        data: None,
+                        amount: schema::amount::Amount::from_sat(1_000_000).unwrap(),
+                    }],
+                }),
+            )
+            .unwrap();
+    }
+    // Every processor made the same plans and says so before any signing.
+    let acks = collect(&coordinator, &all, |message| match message {
+        ProcessorMessage::Coordinator(CoordinatorOut::SubstrateBlockAck(ack)) => Some(ack.clone()),
+        _ => None,
+    });
+    let ack = &acks[0].1;
+    assert!(acks.iter().all(|(_, other)| other == ack));
+    assert_eq!(ack.plans.len(), 1);
+    assert!(
+        all.iter()
+            .all(|(_, v)| sent(&coordinator, &v.id, |m| matches!(
+                m,
+                ProcessorMessage::Sign(_)
+            )
+            .then_some(()))
+            .is_empty()),
+        "no signing before the acknowledgement"
+    );
+    // The coordinator attests the identical acks.
+    let attestor = Keypair::from_secret_key(
+        &Secp256k1::new(),
+        &SecretKey::from_slice(&[0x77; 32]).unwrap(),
+    );
+    let digest =
+        PlansAcknowledged::attestation_message(NetworkId::Bitcoin, &ack.key, ack.block, &ack.plans);
+    let attestation = Secp256k1::new()
+        .sign_schnorr_no_aux_rand(&bitcoin::secp256k1::Message::from_digest(digest), &attestor);
+    for (_, validator) in &all {
+        coordinator
+            .push(
+                &validator.id,
+                CoordinatorMessage::Coordinator(Coordinator::PlansAcknowledged(
+                    PlansAcknowledged {
+                        block: ack.block,
+                        key: ack.key,
+                        plans: ack.plans.clone(),
+                        attestation: Attestation(attestation.serialize()),
+                    },
+                )),
+            )
+            .unwrap();
+    }
+    let plan_preprocesses = collect(&coordinator, &all, |message| match message {
+        ProcessorMessage::Sign(sign::ProcessorMessage::Preprocess { id, preprocess }) => {
+            Some((*id, preprocess.clone()))
+        }
+        _ => None,
+    });
+    let plan_sign_id = plan_preprocesses[0].1 .0;
+    let map: ParticipantMap = plan_preprocesses
+        .iter()
+        .take(3)
+        .map(|(participant, (_, preprocess))| (*participant, preprocess.clone()))
+        .collect();
+    for (participant, validator) in &signers {
+        coordinator
+            .push(
+                &validator.id,
+                CoordinatorMessage::Sign(sign::CoordinatorMessage::Preprocesses {
+                    id: plan_sign_id,
+                    preprocesses: others(&map, *participant),
+                }),
+            )
+            .unwrap();
+    }
+    let plan_shares: ParticipantMap = collect(&coordinator, &signers, |message| match message {
+        ProcessorMessage::Sign(sign::ProcessorMessage::Share { share, .. }) => Some(share.clone()),
+        _ => None,
+    })
+    .into_iter()
+    .collect();
+    for (participant, validator) in &signers {
+        coordinator
+            .push(
+                &validator.id,
+                CoordinatorMessage::Sign(sign::CoordinatorMessage::Shares {
+                    id: plan_sign_id,
+                    shares: others(&plan_shares, *participant),
+                }),
+            )
+            .unwrap();
+    }
+    let completed = collect(&coordinator, &signers, |message| match message {
+        ProcessorMessage::Sign(sign::ProcessorMessage::Completed { tx, .. }) => Some(*tx),
+        _ => None,
+    });
+    let txid = completed[0].1;
+    assert!(completed.iter().all(|(_, tx)| *tx == txid));
+    // The payout is in the node's mempool, then mined: Bob receives the burn minus its fee.
+    let txid_hex: String = txid.0.iter().rev().map(|b| format!("{b:02x}")).collect();
+    assert!(node
+        .rpc("getrawmempool", json!([]))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .contains(&json!(txid_hex)));
+    node.mine(u32::try_from(CONFIRMATIONS).unwrap(), miner.address())
+        .unwrap();
+    let payout = node
+        .rpc("getrawtransaction", json!([txid_hex, true]))
+        .unwrap();
+    let paid: Vec<f64> = payout["vout"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|output| output["scriptPubKey"]["address"] == json!(bob.address().to_string()))
+        .map(|output| output["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(paid.len(), 1);
+    let paid = Amount::from_btc(paid[0]).unwrap().to_sat();
+    assert!(paid < 1_000_000 && paid > 995_000, "paid {paid}");
+    // Every processor, the one that did not sign included, reports the completion it saw.
+    let seen = collect(&coordinator, &all, |message| match message {
+        ProcessorMessage::Sign(sign::ProcessorMessage::Completed { tx, .. }) => Some(*tx),
+        _ => None,
+    });
+    assert!(seen.iter().all(|(_, tx)| *tx == txid));
+    // The signers report it twice: when they signed, and when their scan saw it final.
+    coordinator
+        .wait_until(WAIT, |coordinator| {
+            Ok(signers.iter().all(|(_, validator)| {
+                sent(coordinator, &validator.id, |message| match message {
+                    ProcessorMessage::Sign(sign::ProcessorMessage::Completed { .. }) => Some(()),
+                    _ => None,
+                })
+                .len()
+                    == 2
+            }))
+        })
         .unwrap();
 
     // A coordinator whose queue was rewound redelivers old ids: the processors halt their link

@@ -208,7 +208,8 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
                 tokio::time::sleep(poll.max(Duration::from_millis(500))).await;
                 continue;
             };
-            let mut processor = Processor::new(alone, signer, link, messages.clone());
+            let mut processor =
+                Processor::new(alone, config.network.into(), signer, link, messages.clone());
             while !stop.load(Ordering::SeqCst) {
                 match processor.step(poll).await {
                     Ok(()) => {}
