@@ -10,6 +10,9 @@
 //! - `batches`: batch id (u32 BE) -> the Batch (Cap'n Proto, `schema::wire`);
 //! - `eventualities`: plan id -> `Eventuality`; `eventuality_inputs`: output id -> plan id;
 //! - `completions`: plan id -> outcome (1) || transaction id (32);
+//! - `ours`: output id -> nothing, for every output received;
+//! - `spends`: output id (ours) -> the transaction that spent it (id, inputs, outputs), so a
+//!   plan registered after its transaction was scanned still settles;
 //! - `plans`: plan id -> fee rate (u64 BE) || the Plan (Cap'n Proto);
 //! - `signed`: plan id -> its signed transaction (consensus bytes), republished until its
 //!   eventuality settles;
@@ -37,7 +40,7 @@ use thiserror::Error;
 
 use crate::{
     eventuality::{Eventuality, Outcome},
-    network::ChainOutput,
+    network::{ChainOutput, ChainTransaction},
     outputs::ReceivedOutput,
     scheduler::Scheduler,
     scheduler_state::{self, StateError},
@@ -54,6 +57,8 @@ const CF_EVENTUALITY_INPUTS: &str = "eventuality_inputs";
 const CF_COMPLETIONS: &str = "completions";
 const CF_OUTBOX: &str = "outbox";
 const CF_PLANS: &str = "plans";
+const CF_OURS: &str = "ours";
+const CF_SPENDS: &str = "spends";
 const CF_SIGNED: &str = "signed";
 const CF_META: &str = "meta";
 const LAST_HANDLED: &[u8] = b"last_handled";
@@ -63,7 +68,9 @@ const NEXT_OUTBOX_ID: &[u8] = b"next_outbox_id";
 const NEXT_BATCH_ID: &[u8] = b"next_batch_id";
 const ACKNOWLEDGED: &[u8] = b"acknowledged";
 
-const COLUMN_FAMILIES: [&str; 12] = [
+const COLUMN_FAMILIES: [&str; 14] = [
+    CF_OURS,
+    CF_SPENDS,
     CF_OUTBOX,
     CF_PLANS,
     CF_SIGNED,
@@ -249,7 +256,58 @@ impl Db {
         ]
         .concat();
         batch.put_cf(self.cf(CF_OUTPUTS)?, key, encode_output(output));
+        batch.put_cf(self.cf(CF_OURS)?, output.id.to_bytes(), []);
         Ok(())
+    }
+
+    /// Whether the output was received by one of our keys.
+    ///
+    /// # Errors
+    /// RocksDB failed.
+    pub fn is_ours(&self, output: &OutputId) -> Result<bool, DbError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_OURS)?, output.to_bytes())?
+            .is_some())
+    }
+
+    /// Records the transaction spending one of our outputs, in `batch`.
+    ///
+    /// # Errors
+    /// The column family is missing.
+    pub fn put_spend(
+        &self,
+        batch: &mut WriteBatch,
+        output: &OutputId,
+        transaction: &ChainTransaction,
+    ) -> Result<(), DbError> {
+        let value = [
+            &transaction.id.0[..],
+            &encode_io(&transaction.inputs, &transaction.outputs),
+        ]
+        .concat();
+        batch.put_cf(self.cf(CF_SPENDS)?, output.to_bytes(), value);
+        Ok(())
+    }
+
+    /// The transaction that spent one of our outputs, if one was scanned.
+    ///
+    /// # Errors
+    /// RocksDB failed or the record is damaged.
+    pub fn spent_by(&self, output: &OutputId) -> Result<Option<ChainTransaction>, DbError> {
+        let Some(value) = self.db.get_cf(self.cf(CF_SPENDS)?, output.to_bytes())? else {
+            return Ok(None);
+        };
+        let (id, rest) = value
+            .split_first_chunk::<32>()
+            .ok_or(DbError::Damaged(CF_SPENDS))?;
+        let (inputs, outputs) = decode_io(rest).ok_or(DbError::Damaged(CF_SPENDS))?;
+        Ok(Some(ChainTransaction {
+            id: TransactionId(*id),
+            inputs,
+            outputs,
+            data: None,
+        }))
     }
 
     /// Every output received in blocks `from..=to`, in order.
@@ -680,18 +738,37 @@ fn decode_output(id: OutputId, value: &[u8]) -> Option<ReceivedOutput> {
     })
 }
 
-/// `key (33) || inputs (u32 BE count, 36 each) || outputs (u32 BE count; amount u64 BE, script
-/// length u32 BE, script)`.
+/// `key (33) || inputs and outputs (see encode_io)`.
 fn encode_eventuality(eventuality: &Eventuality) -> Vec<u8> {
+    [
+        &eventuality.key.to_bytes()[..],
+        &encode_io(&eventuality.inputs, &eventuality.outputs),
+    ]
+    .concat()
+}
+
+fn decode_eventuality(plan: PlanId, value: &[u8]) -> Option<Eventuality> {
+    let (key, rest) = value.split_first_chunk::<33>()?;
+    let (inputs, outputs) = decode_io(rest)?;
+    Some(Eventuality {
+        plan,
+        key: NetworkKey::from_slice(key).ok()?,
+        inputs,
+        outputs,
+    })
+}
+
+/// `inputs (u32 BE count, 36 each) || outputs (u32 BE count; amount u64 BE, script length
+/// u32 BE, script)`.
+fn encode_io(inputs: &[OutputId], outputs: &[ChainOutput]) -> Vec<u8> {
     let mut value = Vec::new();
-    value.extend_from_slice(&eventuality.key.to_bytes());
     let count = |len: usize| u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
-    value.extend_from_slice(&count(eventuality.inputs.len()));
-    for input in &eventuality.inputs {
+    value.extend_from_slice(&count(inputs.len()));
+    for input in inputs {
         value.extend_from_slice(&input.to_bytes());
     }
-    value.extend_from_slice(&count(eventuality.outputs.len()));
-    for output in &eventuality.outputs {
+    value.extend_from_slice(&count(outputs.len()));
+    for output in outputs {
         value.extend_from_slice(&output.amount.to_sat().to_be_bytes());
         value.extend_from_slice(&count(output.script.len()));
         value.extend_from_slice(&output.script);
@@ -699,7 +776,7 @@ fn encode_eventuality(eventuality: &Eventuality) -> Vec<u8> {
     value
 }
 
-fn decode_eventuality(plan: PlanId, value: &[u8]) -> Option<Eventuality> {
+fn decode_io(value: &[u8]) -> Option<(Vec<OutputId>, Vec<ChainOutput>)> {
     fn take<'a>(rest: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
         let (taken, left) = (rest.get(..len)?, rest.get(len..)?);
         *rest = left;
@@ -710,7 +787,6 @@ fn decode_eventuality(plan: PlanId, value: &[u8]) -> Option<Eventuality> {
         usize::try_from(u32::from_be_bytes(bytes)).ok()
     }
     let mut rest = value;
-    let key = NetworkKey::from_slice(take(&mut rest, 33)?).ok()?;
     let mut inputs = Vec::new();
     for _ in 0..count(&mut rest)? {
         let bytes = take(&mut rest, 36)?;
@@ -728,10 +804,5 @@ fn decode_eventuality(plan: PlanId, value: &[u8]) -> Option<Eventuality> {
             script: take(&mut rest, len)?.to_vec(),
         });
     }
-    rest.is_empty().then_some(Eventuality {
-        plan,
-        key,
-        inputs,
-        outputs,
-    })
+    rest.is_empty().then_some((inputs, outputs))
 }

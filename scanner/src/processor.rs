@@ -480,17 +480,33 @@ impl Processor {
             tracing::warn!(?dropped, "payment below dust dropped");
         }
         self.scanner.db().put_scheduler(batch, &scheduler)?;
+        let mut completed = Vec::new();
         for plan in &scheduled.plans {
             self.scanner.db().put_plan(batch, plan, PLAN_FEE_RATE)?;
-            self.scanner
-                .db()
-                .put_eventuality(batch, &eventuality_of(plan, PLAN_FEE_RATE)?)?;
+            let eventuality = eventuality_of(plan, PLAN_FEE_RATE)?;
+            match self.scanner.settled(&eventuality)? {
+                None => self.scanner.db().put_eventuality(batch, &eventuality)?,
+                Some(outcome) => {
+                    self.scanner
+                        .db()
+                        .put_outcome(batch, &eventuality, outcome)?;
+                    if let Outcome::Completed(tx) = outcome {
+                        completed.push(ProcessorMessage::Sign(SignOut::Completed {
+                            key,
+                            id: plan.id(),
+                            tx,
+                        }));
+                    }
+                }
+            }
         }
         let plans: Vec<PlanId> = scheduled.plans.iter().map(Plan::id).collect();
         tracing::info!(block = block.0, plans = plans.len(), "Serai block handled");
-        Ok(Handled::Done(vec![ProcessorMessage::Coordinator(
+        let mut out = vec![ProcessorMessage::Coordinator(
             CoordinatorOut::SubstrateBlockAck(SubstrateBlockAck { block, key, plans }),
-        )]))
+        )];
+        out.extend(completed);
+        Ok(Handled::Done(out))
     }
 
     /// This attempt's preprocess of a recorded plan; `None` (logged) when refused or unknown.

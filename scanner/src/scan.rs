@@ -194,6 +194,21 @@ impl<N: Network> Scanner<N> {
         ))
     }
 
+    /// How a plan registered now already ended, if a scanned transaction spent one of its
+    /// inputs (the plan's transaction can be final before this processor made the plan, when it
+    /// was down while its peers signed).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub fn settled(&self, eventuality: &Eventuality) -> Result<Option<Outcome>, ScanError> {
+        for input in &eventuality.inputs {
+            if let Some(transaction) = self.db.spent_by(input)? {
+                return Ok(eventuality.check(&transaction));
+            }
+        }
+        Ok(None)
+    }
+
     /// Watches for a plan's transaction.
     ///
     /// # Errors
@@ -332,6 +347,9 @@ impl<N: Network> Scanner<N> {
             let mut settled = BTreeSet::new();
             for transaction in &block.transactions {
                 for input in &transaction.inputs {
+                    if self.db.is_ours(input)? {
+                        self.db.put_spend(&mut write, input, transaction)?;
+                    }
                     let Some(eventuality) = self.db.eventuality_spending(input)? else {
                         continue;
                     };

@@ -4,6 +4,7 @@
 
 pub mod conformance;
 pub mod coordinator;
+pub mod devnet;
 pub mod enclave;
 pub mod regtest;
 pub mod relay;

@@ -1,0 +1,724 @@
+//! A local devnet: the regtest node, the coordinator harness, and n validators, each a real
+//! `scanner` process and a real `signer-enclave` process with its own SoftHSM2 token. The
+//! coordinator side of the story (key generation, confirmation, Batch signing, Serai blocks
+//! with burns, attestation of identical acknowledgements, transaction signing) is played step by
+//! step here, for the end-to-end tests and for `devnet` (the README's run command).
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use bitcoin::{
+    hashes::Hash,
+    key::Keypair,
+    script::PushBytesBuf,
+    secp256k1::{Message, Secp256k1, SecretKey},
+    Amount, ScriptBuf, TxOut, Txid,
+};
+use schema::{
+    batch::SignedBatch,
+    hashes::{BlockHash, SeraiAddress, TransactionId},
+    ids::{
+        Attempt, KeyGenId, NetworkId, Participant, SeraiBlockNumber, SeraiTime, Session,
+        ThresholdParams, ValidatorSet,
+    },
+    instruction::{InInstruction, OutInstructionWithBalance, RefundableInInstruction},
+    keys::KeyPair,
+    messages::{
+        coordinator::{
+            Attestation, CoordinatorMessage as Coordinator, PlansAcknowledged,
+            ProcessorMessage as CoordinatorOut, SubstrateBlockAck,
+        },
+        key_gen, sign,
+        substrate::{self, SubstrateContext},
+        CoordinatorMessage, ParticipantMap, ProcessorMessage,
+    },
+    plan::OutputKind,
+    sign_id::{BatchSignId, PlanSignId},
+    taproot::KeyScripts,
+};
+use serde_json::json;
+
+use crate::{
+    binary,
+    coordinator::CoordinatorHarness,
+    enclave::{Caps, EnclaveProcess},
+    regtest::{harness::RegtestNode, wallet::TestWallet},
+    relay::others,
+    HarnessError,
+};
+
+/// Confirmations the devnet's scanners wait for.
+pub const CONFIRMATIONS: u64 = 2;
+/// How long a step may take before the devnet gives up on it.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+/// The coordinator's attestation key (a devnet secret, not a real one).
+const ATTESTOR: [u8; 32] = [0x77; 32];
+
+fn failed(error: impl std::fmt::Display) -> HarnessError {
+    HarnessError::Failed(error.to_string())
+}
+
+/// One validator's processes.
+pub struct Validator {
+    /// Its participant index.
+    pub participant: Participant,
+    /// How the coordinator names it.
+    pub id: Vec<u8>,
+    /// Its enclave.
+    pub enclave: EnclaveProcess,
+    scanner: Option<Child>,
+    config: PathBuf,
+    dir: PathBuf,
+    metrics: Option<SocketAddr>,
+}
+
+impl Validator {
+    fn start(
+        dir: &Path,
+        participant: Participant,
+        node: &RegtestNode,
+        coordinator: &CoordinatorHarness,
+        attestor: &Keypair,
+    ) -> Result<Self, HarnessError> {
+        let index = participant.get();
+        let dir = dir.join(format!("validator-{index}"));
+        std::fs::create_dir_all(&dir)?;
+        let uid = std::fs::metadata(&dir)?.uid();
+        let mut enclave = EnclaveProcess::provision(
+            &dir.join("enclave"),
+            &attestor.x_only_public_key().0,
+            uid,
+            Caps {
+                max_fee_rate: 100,
+                max_fee_share_basis_points: 500,
+            },
+        )?;
+        enclave.start()?;
+        let config = dir.join("scanner.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"network = "regtest"
+confirmations = {CONFIRMATIONS}
+poll_interval_ms = 50
+db_path = "{db}"
+
+[bitcoin_rpc]
+url = "{url}"
+cookie_file = "{cookie}"
+timeout_seconds = 30
+
+[coordinator]
+endpoint = "{coordinator}"
+validator = "{index:02x}"
+
+[enclave]
+socket = "{socket}"
+
+[metrics]
+listen = "127.0.0.1:0"
+"#,
+                db = dir.join("scanner-db").display(),
+                url = node.url(),
+                cookie = node.cookie_file().display(),
+                coordinator = coordinator.address(),
+                socket = enclave.socket().display(),
+            ),
+        )?;
+        let mut validator = Validator {
+            participant,
+            id: vec![u8::try_from(index).map_err(failed)?],
+            enclave,
+            scanner: None,
+            config,
+            dir,
+            metrics: None,
+        };
+        validator.start_scanner()?;
+        Ok(validator)
+    }
+
+    /// Starts (or restarts) the scanner process and waits for its ready line.
+    ///
+    /// # Errors
+    /// It did not start.
+    pub fn start_scanner(&mut self) -> Result<(), HarnessError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("scanner.log"))?;
+        let mut child = Command::new(binary("scanner")?)
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()?;
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            BufReader::new(stdout).read_line(&mut line)?;
+        }
+        self.metrics = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|address| address.parse().ok());
+        if self.metrics.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(failed(format!("scanner did not start: {}", self.log())));
+        }
+        self.scanner = Some(child);
+        Ok(())
+    }
+
+    /// `kill -9` of the scanner process.
+    pub fn kill_scanner(&mut self) {
+        if let Some(mut child) = self.scanner.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The scanner's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("scanner.log")).unwrap_or_default()
+    }
+
+    /// Where the scanner serves its metrics.
+    pub fn scanner_metrics(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+}
+
+impl Drop for Validator {
+    fn drop(&mut self) {
+        self.kill_scanner();
+        self.enclave.kill();
+    }
+}
+
+/// The whole devnet.
+pub struct Devnet {
+    /// The Bitcoin node.
+    pub node: RegtestNode,
+    /// The coordinator.
+    pub coordinator: CoordinatorHarness,
+    /// The validators, by participant.
+    pub validators: Vec<Validator>,
+    /// A funded wallet for deposits.
+    pub miner: TestWallet,
+    attestor: Keypair,
+    set: ValidatorSet,
+    t: u16,
+    next_coinbase: u32,
+}
+
+impl Devnet {
+    /// Starts the node (with a mature, funded miner), the coordinator and `n` validators.
+    ///
+    /// # Errors
+    /// A process did not start.
+    pub fn start(dir: &Path, t: u16, n: u16) -> Result<Self, HarnessError> {
+        let node = RegtestNode::start(&dir.join("node"))?;
+        let miner = TestWallet::new([0x42; 32]).map_err(failed)?;
+        node.mine(101, miner.address()).map_err(failed)?;
+        let coordinator = CoordinatorHarness::start()?;
+        let attestor = Keypair::from_secret_key(
+            &Secp256k1::new(),
+            &SecretKey::from_slice(&ATTESTOR).map_err(failed)?,
+        );
+        let validators = (1..=n)
+            .map(|i| {
+                let participant = Participant::new(i).map_err(failed)?;
+                Validator::start(dir, participant, &node, &coordinator, &attestor)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Devnet {
+            node,
+            coordinator,
+            validators,
+            miner,
+            attestor,
+            set: ValidatorSet {
+                session: Session(0),
+                network: NetworkId::Bitcoin,
+            },
+            t,
+            next_coinbase: 1,
+        })
+    }
+
+    /// What a validator sent that `pick` selects, in id order.
+    ///
+    /// # Errors
+    /// The coordinator's state is poisoned.
+    pub fn sent<T>(
+        &self,
+        validator: &Validator,
+        pick: impl Fn(&ProcessorMessage) -> Option<T>,
+    ) -> Result<Vec<T>, HarnessError> {
+        Ok(self
+            .coordinator
+            .received(&validator.id)?
+            .values()
+            .filter_map(pick)
+            .collect())
+    }
+
+    /// Waits until each of `participants` sent `count` messages `pick` selects; returns the
+    /// last of them for each.
+    ///
+    /// # Errors
+    /// It did not happen in time (the scanners' logs are in the error).
+    pub fn collect<T>(
+        &self,
+        participants: &[Participant],
+        count: usize,
+        pick: impl Fn(&ProcessorMessage) -> Option<T> + Copy,
+    ) -> Result<BTreeMap<Participant, T>, HarnessError> {
+        let chosen: Vec<&Validator> = self
+            .validators
+            .iter()
+            .filter(|validator| participants.contains(&validator.participant))
+            .collect();
+        let waited = self.coordinator.wait_until(STEP_TIMEOUT, |_| {
+            Ok(chosen
+                .iter()
+                .map(|validator| self.sent(validator, pick).map(|sent| sent.len() >= count))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .all(|done| done))
+        });
+        if let Err(error) = waited {
+            let logs: Vec<String> = chosen.iter().map(|validator| validator.log()).collect();
+            return Err(failed(format!("{error}; scanner logs: {logs:#?}")));
+        }
+        chosen
+            .iter()
+            .map(|validator| {
+                let mut sent = self.sent(validator, pick)?;
+                sent.truncate(count);
+                let last = sent.pop().ok_or_else(|| failed("nothing sent"))?;
+                Ok((validator.participant, last))
+            })
+            .collect()
+    }
+
+    /// Every participant.
+    pub fn all(&self) -> Vec<Participant> {
+        self.validators.iter().map(|v| v.participant).collect()
+    }
+
+    fn push_to(
+        &self,
+        participants: &[Participant],
+        message: impl Fn(Participant) -> CoordinatorMessage,
+    ) -> Result<(), HarnessError> {
+        for validator in &self.validators {
+            if participants.contains(&validator.participant) {
+                self.coordinator
+                    .push(&validator.id, message(validator.participant))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs key generation through every processor; returns the key pair all reported.
+    ///
+    /// # Errors
+    /// A round did not complete, or the processors disagree.
+    pub fn key_generation(&self) -> Result<KeyPair, HarnessError> {
+        let all = self.all();
+        let n = u16::try_from(all.len()).map_err(failed)?;
+        let id = KeyGenId {
+            set: self.set,
+            attempt: Attempt(0),
+        };
+        let params = |i| ThresholdParams::new(self.t, n, i).map_err(failed);
+        for participant in &all {
+            let params = params(*participant)?;
+            self.push_to(&[*participant], |_| {
+                CoordinatorMessage::KeyGen(key_gen::CoordinatorMessage::GenerateKey { id, params })
+            })?;
+        }
+        let commitments: ParticipantMap = self
+            .collect(&all, 1, |message| match message {
+                ProcessorMessage::KeyGen(key_gen::ProcessorMessage::Commitments {
+                    commitments,
+                    ..
+                }) => Some(commitments.clone()),
+                _ => None,
+            })?
+            .into_iter()
+            .collect();
+        self.push_to(&all, |participant| {
+            CoordinatorMessage::KeyGen(key_gen::CoordinatorMessage::Commitments {
+                id,
+                commitments: others(&commitments, participant),
+            })
+        })?;
+        let shares = self.collect(&all, 1, |message| match message {
+            ProcessorMessage::KeyGen(key_gen::ProcessorMessage::Shares { shares, .. }) => {
+                Some(shares.clone())
+            }
+            _ => None,
+        })?;
+        self.push_to(&all, |participant| {
+            let mine: ParticipantMap = shares
+                .iter()
+                .filter_map(|(from, sent)| Some((*from, sent.get(&participant)?.clone())))
+                .collect();
+            CoordinatorMessage::KeyGen(key_gen::CoordinatorMessage::Shares { id, shares: mine })
+        })?;
+        let pairs = self.collect(&all, 1, |message| match message {
+            ProcessorMessage::KeyGen(key_gen::ProcessorMessage::GeneratedKeyPair {
+                batch_key,
+                network_key,
+                ..
+            }) => Some(KeyPair {
+                batch_key: *batch_key,
+                network_key: *network_key,
+            }),
+            _ => None,
+        })?;
+        let mut distinct: Vec<KeyPair> = pairs.into_values().collect();
+        distinct.dedup();
+        match distinct.as_slice() {
+            [pair] => Ok(*pair),
+            _ => Err(failed("the processors generated different key pairs")),
+        }
+    }
+
+    fn finalized_block(&self) -> Result<bitcoin::Block, HarnessError> {
+        let tip = self
+            .node
+            .rpc("getblockcount", json!([]))
+            .map_err(failed)?
+            .as_u64()
+            .ok_or_else(|| failed("no height"))?;
+        let height = u32::try_from(tip + 1 - CONFIRMATIONS).map_err(failed)?;
+        self.node.block_at(height).map_err(failed)
+    }
+
+    /// The chain votes the pair in, naming the current finalized block as activation block;
+    /// waits until every processor handled it.
+    ///
+    /// # Errors
+    /// Not handled in time.
+    pub fn confirm(&self, pair: KeyPair) -> Result<(), HarnessError> {
+        let activation = BlockHash(self.finalized_block()?.block_hash().to_byte_array());
+        let mut ids = Vec::new();
+        for validator in &self.validators {
+            ids.push(self.coordinator.push(
+                &validator.id,
+                CoordinatorMessage::Substrate(substrate::CoordinatorMessage::ConfirmKeyPair {
+                    context: SubstrateContext {
+                        serai_time: SeraiTime(1),
+                        network_latest_finalized_block: activation,
+                    },
+                    set: self.set,
+                    key_pair: pair,
+                }),
+            )?);
+        }
+        self.coordinator.wait_until(STEP_TIMEOUT, |coordinator| {
+            Ok(self
+                .validators
+                .iter()
+                .zip(&ids)
+                .map(|(validator, id)| coordinator.acked(&validator.id).map(|acked| acked >= id.0))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .all(|done| done))
+        })
+    }
+
+    /// A user's deposit of `amount` to the key's address, crediting `account`, mined to
+    /// finality.
+    ///
+    /// # Errors
+    /// The node refused it.
+    pub fn deposit(
+        &mut self,
+        pair: &KeyPair,
+        amount: u64,
+        account: [u8; 32],
+    ) -> Result<Txid, HarnessError> {
+        let external = KeyScripts::derive(&pair.network_key)
+            .map_err(failed)?
+            .script(OutputKind::External)
+            .clone();
+        let data = RefundableInInstruction {
+            origin: None,
+            instruction: InInstruction::Transfer {
+                to: SeraiAddress(account),
+            },
+        }
+        .encode();
+        let coin = self
+            .node
+            .coinbase_output(self.next_coinbase)
+            .map_err(failed)?;
+        self.next_coinbase += 1;
+        let change = coin.1.value - Amount::from_sat(amount + 100_000);
+        let deposit = self
+            .miner
+            .spend(
+                std::slice::from_ref(&coin),
+                vec![
+                    TxOut {
+                        value: Amount::from_sat(amount),
+                        script_pubkey: external,
+                    },
+                    TxOut {
+                        value: Amount::ZERO,
+                        script_pubkey: ScriptBuf::new_op_return(
+                            PushBytesBuf::try_from(data).map_err(failed)?,
+                        ),
+                    },
+                    TxOut {
+                        value: change,
+                        script_pubkey: self.miner.script_pubkey(),
+                    },
+                ],
+            )
+            .map_err(failed)?;
+        self.node.send(&deposit).map_err(failed)?;
+        self.mine(u32::try_from(CONFIRMATIONS).map_err(failed)?)?;
+        Ok(deposit.compute_txid())
+    }
+
+    /// Mines blocks.
+    ///
+    /// # Errors
+    /// The node refused.
+    pub fn mine(&self, count: u32) -> Result<(), HarnessError> {
+        self.node
+            .mine(count, self.miner.address())
+            .map(|_| ())
+            .map_err(failed)
+    }
+
+    /// Waits for every processor's preprocess of Batch `batch` (attempt 0), then signs it with
+    /// `signers`; returns the signed Batch every signer reported.
+    ///
+    /// # Errors
+    /// A round did not complete, or the signers disagree.
+    pub fn sign_batch(
+        &self,
+        batch: u32,
+        signers: &[Participant],
+    ) -> Result<SignedBatch, HarnessError> {
+        let preprocesses = self.collect(signers, 1, |message| match message {
+            ProcessorMessage::Coordinator(CoordinatorOut::BatchPreprocess {
+                id,
+                batch_id,
+                preprocess,
+                ..
+            }) if batch_id.0 == batch => Some((*id, preprocess.clone())),
+            _ => None,
+        })?;
+        let id: BatchSignId = preprocesses
+            .values()
+            .next()
+            .map(|(id, _)| *id)
+            .ok_or_else(|| failed("no preprocess"))?;
+        let map: ParticipantMap = preprocesses
+            .into_iter()
+            .map(|(participant, (_, preprocess))| (participant, preprocess))
+            .collect();
+        self.push_to(signers, |participant| {
+            CoordinatorMessage::Coordinator(Coordinator::BatchPreprocesses {
+                id,
+                preprocesses: others(&map, participant),
+            })
+        })?;
+        let shares: ParticipantMap = self
+            .collect(signers, 1, |message| match message {
+                ProcessorMessage::Coordinator(CoordinatorOut::BatchShare { id: sent, share })
+                    if *sent == id =>
+                {
+                    Some(share.clone())
+                }
+                _ => None,
+            })?
+            .into_iter()
+            .collect();
+        self.push_to(signers, |participant| {
+            CoordinatorMessage::Coordinator(Coordinator::BatchShares {
+                id,
+                shares: others(&shares, participant),
+            })
+        })?;
+        let updates =
+            self.collect(signers, 1, |message| match message {
+                ProcessorMessage::Substrate(substrate::ProcessorMessage::Update {
+                    batch: signed,
+                }) if signed.batch.id.0 == batch => Some(signed.clone()),
+                _ => None,
+            })?;
+        let mut distinct: Vec<SignedBatch> = updates.into_values().collect();
+        distinct.dedup();
+        match distinct.as_slice() {
+            [signed] => Ok(signed.clone()),
+            _ => Err(failed("the signers released different Batches")),
+        }
+    }
+
+    /// A Serai block acknowledging network block `acknowledged`, with `burns`, sent to
+    /// everyone; waits for the `SubstrateBlockAck`s of `from` (the processors up) and returns
+    /// the one at least t of them sent identically.
+    ///
+    /// # Errors
+    /// Not every processor answered, or they disagree.
+    pub fn substrate_block(
+        &self,
+        number: u64,
+        acknowledged: BlockHash,
+        pair: &KeyPair,
+        burns: Vec<OutInstructionWithBalance>,
+        from: &[Participant],
+    ) -> Result<SubstrateBlockAck, HarnessError> {
+        let block = SeraiBlockNumber(number);
+        self.push_to(&self.all(), |_| {
+            CoordinatorMessage::Substrate(substrate::CoordinatorMessage::SubstrateBlock {
+                context: SubstrateContext {
+                    serai_time: SeraiTime(number + 1),
+                    network_latest_finalized_block: acknowledged,
+                },
+                block,
+                key: pair.network_key,
+                burns: burns.clone(),
+            })
+        })?;
+        let acks = self.collect(from, 1, |message| match message {
+            ProcessorMessage::Coordinator(CoordinatorOut::SubstrateBlockAck(ack))
+                if ack.block == block =>
+            {
+                Some(ack.clone())
+            }
+            _ => None,
+        })?;
+        // The coordinator attests only what at least t processors reported identically.
+        let mut counts: Vec<(SubstrateBlockAck, usize)> = Vec::new();
+        for ack in acks.into_values() {
+            match counts.iter_mut().find(|(seen, _)| *seen == ack) {
+                Some((_, count)) => *count += 1,
+                None => counts.push((ack, 1)),
+            }
+        }
+        counts
+            .into_iter()
+            .find(|(_, count)| *count >= usize::from(self.t))
+            .map(|(ack, _)| ack)
+            .ok_or_else(|| failed("fewer than t identical SubstrateBlockAcks"))
+    }
+
+    /// Attests `ack` with the coordinator's key and sends `PlansAcknowledged` to everyone.
+    ///
+    /// # Errors
+    /// The coordinator's state is poisoned.
+    pub fn acknowledge(&self, ack: &SubstrateBlockAck) -> Result<(), HarnessError> {
+        let digest = PlansAcknowledged::attestation_message(
+            NetworkId::Bitcoin,
+            &ack.key,
+            ack.block,
+            &ack.plans,
+        );
+        let attestation = Secp256k1::new()
+            .sign_schnorr_no_aux_rand(&Message::from_digest(digest), &self.attestor);
+        self.push_to(&self.all(), |_| {
+            CoordinatorMessage::Coordinator(Coordinator::PlansAcknowledged(PlansAcknowledged {
+                block: ack.block,
+                key: ack.key,
+                plans: ack.plans.clone(),
+                attestation: Attestation(attestation.serialize()),
+            }))
+        })
+    }
+
+    /// Signs plan attempt `id` with `signers` (preprocesses collected from them first);
+    /// returns the transaction id every signer reported completed.
+    ///
+    /// # Errors
+    /// A round did not complete, or the signers disagree.
+    pub fn sign_plan(
+        &self,
+        id: PlanSignId,
+        signers: &[Participant],
+    ) -> Result<TransactionId, HarnessError> {
+        let preprocesses: ParticipantMap = self
+            .collect(signers, 1, |message| match message {
+                ProcessorMessage::Sign(sign::ProcessorMessage::Preprocess {
+                    id: sent,
+                    preprocess,
+                }) if *sent == id => Some(preprocess.clone()),
+                _ => None,
+            })?
+            .into_iter()
+            .collect();
+        self.push_to(signers, |participant| {
+            CoordinatorMessage::Sign(sign::CoordinatorMessage::Preprocesses {
+                id,
+                preprocesses: others(&preprocesses, participant),
+            })
+        })?;
+        let shares: ParticipantMap = self
+            .collect(signers, 1, |message| match message {
+                ProcessorMessage::Sign(sign::ProcessorMessage::Share { id: sent, share })
+                    if *sent == id =>
+                {
+                    Some(share.clone())
+                }
+                _ => None,
+            })?
+            .into_iter()
+            .collect();
+        self.push_to(signers, |participant| {
+            CoordinatorMessage::Sign(sign::CoordinatorMessage::Shares {
+                id,
+                shares: others(&shares, participant),
+            })
+        })?;
+        let completed =
+            self.collect(signers, 1, |message| match message {
+                ProcessorMessage::Sign(sign::ProcessorMessage::Completed {
+                    id: plan, tx, ..
+                }) if *plan == id.id => Some(*tx),
+                _ => None,
+            })?;
+        let mut distinct: Vec<TransactionId> = completed.into_values().collect();
+        distinct.dedup();
+        match distinct.as_slice() {
+            [tx] => Ok(*tx),
+            _ => Err(failed("the signers completed different transactions")),
+        }
+    }
+
+    /// Asks `participants` to preprocess attempt `id` afresh (a re-attempt).
+    ///
+    /// # Errors
+    /// The coordinator's state is poisoned.
+    pub fn reattempt(
+        &self,
+        id: PlanSignId,
+        participants: &[Participant],
+    ) -> Result<(), HarnessError> {
+        self.push_to(participants, |_| {
+            CoordinatorMessage::Sign(sign::CoordinatorMessage::Reattempt { id })
+        })
+    }
+
+    /// The coordinator's attestation key, for a processor's enclave configuration.
+    pub fn attestor(&self) -> &Keypair {
+        &self.attestor
+    }
+}
