@@ -254,6 +254,11 @@ listen = "127.0.0.1:0"
         &self.config
     }
 
+    /// Where the enclave serves its metrics, while it runs.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+
     /// Scrapes `/metrics` once.
     ///
     /// # Errors

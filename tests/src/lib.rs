@@ -41,18 +41,20 @@ pub enum HarnessError {
     Failed(String),
 }
 
-/// The path of a workspace binary built by cargo next to the running test: a test runs from
-/// `<target>/<profile>/deps/`, and cargo puts binaries in `<target>/<profile>/`.
+/// The path of a workspace binary built by cargo next to the running program: a test or a
+/// benchmark runs from `<target>/<profile>/deps/` and cargo puts binaries in
+/// `<target>/<profile>/`; a binary (the devnet) runs from there itself.
 ///
 /// # Errors
 /// The binary has not been built.
 pub fn binary(name: &str) -> Result<PathBuf, MissingBinary> {
     let exe = std::env::current_exe().unwrap_or_default();
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let own = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let profile_dir = if own.file_name().is_some_and(|dir| dir == "deps") {
+        own.parent().map(Path::to_path_buf).unwrap_or_default()
+    } else {
+        own
+    };
     let path = profile_dir.join(name);
     if path.is_file() {
         Ok(path)

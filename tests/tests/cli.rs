@@ -92,3 +92,24 @@ fn a_missing_file_is_named() {
     assert!(!check.status.success());
     assert!(String::from_utf8_lossy(&check.stderr).contains("/nonexistent/scanner.toml"));
 }
+
+/// The README's run command ends in this binary: the whole story, to the confirmed payout.
+#[test]
+fn the_devnet_tells_the_whole_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let devnet = run(
+        "devnet",
+        &["--no-wait", "--dir", dir.path().to_str().unwrap()],
+    );
+    let log = String::from_utf8_lossy(&devnet.stderr);
+    assert!(devnet.status.success(), "{log}");
+    for line in [
+        "key generation (3 of 4) done",
+        "Batch 0 signed",
+        "every processor acknowledged the same 1 plan(s)",
+        "payout confirmed",
+        "scanner metrics http://127.0.0.1:",
+    ] {
+        assert!(log.contains(line), "{line}: {log}");
+    }
+}

@@ -1,0 +1,230 @@
+//! The local devnet: a regtest node, the coordinator harness and four validators (a scanner
+//! and an enclave each, with its own SoftHSM2 token), running the whole story with readable
+//! progress: key generation, a user's deposit with an InInstruction, the signed Batch, a burn,
+//! the payout confirmed on the node. Then everything keeps running, with each process's
+//! address printed, until Ctrl-C; the directory is removed on exit unless `--dir` was given.
+
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use bitcoin::hashes::Hash;
+use processor_tests::{
+    devnet::{Devnet, CONFIRMATIONS},
+    regtest::wallet::TestWallet,
+};
+use schema::{
+    amount::Amount,
+    ids::{Attempt, Participant},
+    instruction::OutInstructionWithBalance,
+    sign_id::PlanSignId,
+};
+
+fn participant(i: u16) -> anyhow::Result<Participant> {
+    Participant::new(i).map_err(|error| anyhow::anyhow!("{error}"))
+}
+
+fn step(text: &str) {
+    eprintln!("devnet: {text}");
+}
+
+fn wait_for_signal() -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            let terminate = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = terminate => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        });
+        flag.store(true, Ordering::SeqCst);
+    });
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+fn run(dir: PathBuf, hold: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    step(&format!("starting in {}", dir.display()));
+    let mut devnet = Devnet::start(&dir, 3, 4).context("starting the devnet")?;
+    step(&format!(
+        "regtest node at {} (height 101, a funded miner); coordinator at {}; 4 validators up",
+        devnet.node.url(),
+        devnet.coordinator.address()
+    ));
+
+    let pair = devnet.key_generation().context("key generation")?;
+    step(&format!(
+        "key generation (3 of 4) done: network key {}, batch key {}",
+        pair.network_key,
+        hex_of(&pair.batch_key.0)
+    ));
+    devnet.confirm(pair).context("confirming the key pair")?;
+    step("key pair confirmed: every processor scans for it from the activation block");
+
+    let deposit = devnet
+        .deposit(&pair, 5_000_000, [0x5e; 32])
+        .context("the deposit")?;
+    step(&format!(
+        "a user deposited 0.05 BTC with an InInstruction in {deposit}, now {CONFIRMATIONS} blocks deep"
+    ));
+    let signers = [participant(1)?, participant(2)?, participant(3)?];
+    let signed = devnet.sign_batch(0, &signers).context("signing Batch 0")?;
+    step(&format!(
+        "Batch 0 signed by validators 1, 2 and 3 with the batch key: {} instruction(s), {} sat",
+        signed.batch.instructions.len(),
+        signed
+            .batch
+            .instructions
+            .iter()
+            .map(|instruction| instruction.amount.to_sat())
+            .sum::<u64>()
+    ));
+
+    let user = TestWallet::new([0x0b; 32]).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let burn_started = Instant::now();
+    let ack = devnet
+        .substrate_block(
+            1,
+            signed.batch.block,
+            &pair,
+            vec![OutInstructionWithBalance {
+                address: user.address().to_string().into_bytes(),
+                data: None,
+                amount: Amount::from_sat(2_000_000).map_err(|e| anyhow::anyhow!("{e}"))?,
+            }],
+            &devnet.all(),
+        )
+        .context("the Serai block with the burn")?;
+    step(&format!(
+        "Serai block 1 burns 0.02 BTC to {}: every processor acknowledged the same {} plan(s)",
+        user.address(),
+        ack.plans.len()
+    ));
+    devnet.acknowledge(&ack).context("attesting the plans")?;
+    step("the coordinator attested the plan ids (PlansAcknowledged)");
+    let mut payout = None;
+    for plan in &ack.plans {
+        let id = PlanSignId {
+            key: pair.network_key,
+            id: *plan,
+            attempt: Attempt(0),
+        };
+        let tx = devnet
+            .sign_plan(id, &signers)
+            .context("signing the payout")?;
+        let txid = bitcoin::Txid::from_byte_array(tx.0);
+        step(&format!(
+            "payout {txid} signed by validators 1, 2 and 3 and published"
+        ));
+        payout = Some(txid);
+    }
+    devnet.mine(u32::try_from(CONFIRMATIONS)?)?;
+    let payout = payout.context("no payout")?;
+    let confirmed = devnet
+        .node
+        .rpc(
+            "getrawtransaction",
+            serde_json::json!([payout.to_string(), true]),
+        )
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let paid: f64 = confirmed["vout"]
+        .as_array()
+        .map(|outputs| {
+            outputs
+                .iter()
+                .filter(|output| {
+                    output["scriptPubKey"]["address"]
+                        == serde_json::json!(user.address().to_string())
+                })
+                .filter_map(|output| output["value"].as_f64())
+                .sum()
+        })
+        .unwrap_or(0.0);
+    step(&format!(
+        "payout confirmed ({} confirmations): {paid} BTC arrived at {} (0.02 BTC minus its fee); burn to confirmed payout took {:.2} s",
+        confirmed["confirmations"],
+        user.address(),
+        burn_started.elapsed().as_secs_f64()
+    ));
+    step(&format!(
+        "the whole story took {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    for validator in &devnet.validators {
+        step(&format!(
+            "validator {}: scanner metrics http://{}/metrics, enclave metrics http://{}/metrics",
+            validator.participant.get(),
+            validator
+                .scanner_metrics()
+                .map_or("-".to_owned(), |address| address.to_string()),
+            validator
+                .enclave
+                .metrics_address()
+                .map_or("-".to_owned(), |address| address.to_string()),
+        ));
+    }
+    if hold {
+        step("running; Ctrl-C to stop and clean up");
+        wait_for_signal()?;
+    }
+    step("stopping");
+    Ok(())
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let hold = !args.iter().any(|arg| arg == "--no-wait");
+    let given = args
+        .iter()
+        .position(|arg| arg == "--dir")
+        .and_then(|index| args.get(index + 1))
+        .map(PathBuf::from);
+    let (dir, temporary) = match given {
+        Some(dir) => (dir, None),
+        None => match tempfile::Builder::new()
+            .prefix("processor-devnet-")
+            .tempdir()
+        {
+            Ok(temporary) => (temporary.path().to_owned(), Some(temporary)),
+            Err(error) => {
+                eprintln!("devnet: cannot make a directory: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let result = run(dir, hold);
+    drop(temporary);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("devnet: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
