@@ -186,6 +186,28 @@ impl CoordinatorHarness {
         })
     }
 
+    /// Restarts the server on the same port, keeping the queues (a coordinator restart that
+    /// loses its connections, not its messages): processors reconnect and resume.
+    ///
+    /// # Errors
+    /// The port cannot be bound again.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let listener = std::net::TcpListener::bind(self.address)?;
+        listener.set_nonblocking(true)?;
+        self.stop = Arc::new(AtomicBool::new(false));
+        let (served, stopping) = (Arc::clone(&self.state), Arc::clone(&self.stop));
+        self.thread = Some(
+            std::thread::Builder::new()
+                .name("coordinator".into())
+                .spawn(move || serve(listener, served, stopping))?,
+        );
+        Ok(())
+    }
+
     /// Where processors connect.
     pub fn address(&self) -> SocketAddr {
         self.address

@@ -288,3 +288,190 @@ fn kill_9_of_a_scanner_and_an_enclave_mid_signing_pays_exactly_once() {
     assert_eq!(paid[0].0.to_string(), txid_hex(&tx));
     assert!(paid[0].1 < 800_000 && paid[0].1 > 795_000);
 }
+
+#[test]
+fn a_coordinator_restart_loses_nothing_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut devnet = Devnet::start(dir.path(), 3, 4).unwrap();
+    let pair = devnet.key_generation().unwrap();
+    // The coordinator restarts between key generation and confirmation: the processors
+    // reconnect, log in again and continue after the last message they handled.
+    devnet.coordinator.restart().unwrap();
+    devnet.confirm(pair).unwrap();
+    devnet.deposit(&pair, 1_500_000, [6; 32]).unwrap();
+    let signed = devnet.sign_batch(0, &[p(1), p(2), p(3)]).unwrap();
+    assert_eq!(signed.batch.instructions[0].amount.to_sat(), 1_500_000);
+    for validator in &devnet.validators {
+        assert!(devnet.coordinator.logins(&validator.id).unwrap() >= 2);
+        let count = |pick: fn(&ProcessorMessage) -> bool| {
+            devnet
+                .sent(validator, |message| pick(message).then_some(()))
+                .unwrap()
+                .len()
+        };
+        assert_eq!(
+            count(|m| matches!(
+                m,
+                ProcessorMessage::KeyGen(
+                    schema::messages::key_gen::ProcessorMessage::Commitments { .. }
+                )
+            )),
+            1
+        );
+        assert_eq!(
+            count(|m| matches!(
+                m,
+                ProcessorMessage::KeyGen(
+                    schema::messages::key_gen::ProcessorMessage::GeneratedKeyPair { .. }
+                )
+            )),
+            1
+        );
+        assert_eq!(
+            count(|m| matches!(
+                m,
+                ProcessorMessage::Coordinator(
+                    schema::messages::coordinator::ProcessorMessage::BatchPreprocess { .. }
+                )
+            )),
+            1
+        );
+    }
+}
+
+#[test]
+fn more_burns_than_one_transaction_holds_are_paid_through_a_branch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut devnet = Devnet::start(dir.path(), 3, 4).unwrap();
+    let pair = devnet.key_generation().unwrap();
+    devnet.confirm(pair).unwrap();
+    const DEPOSIT: u64 = 20_000_000;
+    devnet.deposit(&pair, DEPOSIT, [7; 32]).unwrap();
+    let signed = devnet.sign_batch(0, &[p(1), p(2), p(3)]).unwrap();
+    let signers = [p(1), p(2), p(3)];
+
+    // 524 burns: more than the 519 payments a transaction of 520 outputs can carry.
+    const BURNS: usize = 524;
+    const EACH: u64 = 20_000;
+    let erin = TestWallet::new([0x0e; 32]).unwrap();
+    let burns = vec![
+        OutInstructionWithBalance {
+            address: erin.address().to_string().into_bytes(),
+            data: None,
+            amount: SeraiAmount::from_sat(EACH).unwrap(),
+        };
+        BURNS
+    ];
+    let mut acknowledged = signed.batch.block;
+    let mut paid_out = 0;
+    for serai_block in 1..=3u64 {
+        let ack = devnet
+            .substrate_block(
+                serai_block,
+                acknowledged,
+                &pair,
+                if serai_block == 1 {
+                    burns.clone()
+                } else {
+                    Vec::new()
+                },
+                &devnet.all(),
+            )
+            .unwrap();
+        devnet.acknowledge(&ack).unwrap();
+        for plan in &ack.plans {
+            let id = PlanSignId {
+                key: pair.network_key,
+                id: *plan,
+                attempt: Attempt(0),
+            };
+            devnet.sign_plan(id, &signers).unwrap();
+        }
+        devnet.mine(u32::try_from(CONFIRMATIONS).unwrap()).unwrap();
+        let tip = devnet
+            .node
+            .rpc("getblockcount", json!([]))
+            .unwrap()
+            .as_u64()
+            .unwrap();
+        let finalized = devnet
+            .node
+            .block_at(u32::try_from(tip + 1 - CONFIRMATIONS).unwrap())
+            .unwrap();
+        acknowledged =
+            schema::hashes::BlockHash(bitcoin::hashes::Hash::to_byte_array(finalized.block_hash()));
+        paid_out = paid_to(&devnet, &erin).len();
+        if paid_out == BURNS {
+            break;
+        }
+    }
+    // Every payout arrived, each the burn minus its share of the fees.
+    let paid = paid_to(&devnet, &erin);
+    assert_eq!(paid_out, BURNS);
+    let least = paid.iter().map(|(_, sats)| *sats).min().unwrap();
+    let most = paid.iter().map(|(_, sats)| *sats).max().unwrap();
+    assert!(most < EACH && least > EACH / 2, "{least}..{most}");
+    // More than one transaction: the first paid what fits and funded branch outputs, which
+    // paid the rest once they were final and acknowledged.
+    let mut transactions: Vec<Txid> = paid.iter().map(|(txid, _)| *txid).collect();
+    transactions.sort();
+    transactions.dedup();
+    let per_transaction: Vec<usize> = transactions
+        .iter()
+        .map(|txid| paid.iter().filter(|(paid_by, _)| paid_by == txid).count())
+        .collect();
+    eprintln!("payouts per transaction: {per_transaction:?}");
+    assert!(transactions.len() > 1);
+    assert!(per_transaction.iter().all(|count| *count <= 519));
+    // Value is conserved: the deposit is the payouts, our unspent change, and the fees.
+    let mut fees = 0u64;
+    let mut change = 0u64;
+    for txid in &transactions {
+        let tx = devnet
+            .node
+            .rpc("getrawtransaction", json!([txid.to_string(), true]))
+            .unwrap();
+        let outputs: u64 = tx["vout"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|output| {
+                bitcoin::Amount::from_btc(output["value"].as_f64().unwrap())
+                    .unwrap()
+                    .to_sat()
+            })
+            .sum();
+        let mut inputs = 0u64;
+        for input in tx["vin"].as_array().unwrap() {
+            let spent = devnet
+                .node
+                .rpc("getrawtransaction", json!([input["txid"], true]))
+                .unwrap();
+            let vout = usize::try_from(input["vout"].as_u64().unwrap()).unwrap();
+            inputs += bitcoin::Amount::from_btc(spent["vout"][vout]["value"].as_f64().unwrap())
+                .unwrap()
+                .to_sat();
+        }
+        fees += inputs - outputs;
+        // Change: outputs neither to Erin nor spent by the other transaction (the branch).
+        for (index, output) in tx["vout"].as_array().unwrap().iter().enumerate() {
+            let to_erin = output["scriptPubKey"]["address"] == json!(erin.address().to_string());
+            let spent_later = transactions.iter().any(|other| {
+                let other = devnet
+                    .node
+                    .rpc("getrawtransaction", json!([other.to_string(), true]))
+                    .unwrap();
+                other["vin"].as_array().unwrap().iter().any(|input| {
+                    input["txid"] == json!(txid.to_string()) && input["vout"] == json!(index)
+                })
+            });
+            if !to_erin && !spent_later {
+                change += bitcoin::Amount::from_btc(output["value"].as_f64().unwrap())
+                    .unwrap()
+                    .to_sat();
+            }
+        }
+    }
+    let payouts: u64 = paid.iter().map(|(_, sats)| sats).sum();
+    assert_eq!(payouts + change + fees, DEPOSIT);
+}
