@@ -83,6 +83,43 @@ pub fn serve(registry: Registry, address: SocketAddr) -> Result<SocketAddr, Serv
     Ok(bound)
 }
 
+/// Calls `then` from a thread of its own once the process receives SIGTERM or SIGINT (Ctrl-C),
+/// for programs whose main loop is not async.
+///
+/// # Errors
+/// The thread or its runtime could not be started.
+pub fn on_shutdown_signal(then: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            runtime.block_on(shutdown_signal());
+            then();
+        })
+        .map(|_| ())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C), inside a tokio runtime.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = terminate => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+}
+
 /// Log lines on stderr, without colour; `RUST_LOG` may name a level (error, warn, info, debug,
 /// trace), info otherwise.
 pub fn init_logging() {

@@ -30,7 +30,6 @@ use schema::{
     instruction::OutInstructionWithBalance,
     sign_id::PlanSignId,
 };
-use serde_json::json;
 
 const ROUNDS: u64 = 10;
 
@@ -49,16 +48,7 @@ fn main() {
 
     let mut samples: Vec<Duration> = Vec::new();
     for round in 1..=ROUNDS {
-        let tip = devnet
-            .node
-            .rpc("getblockcount", json!([]))
-            .unwrap()
-            .as_u64()
-            .unwrap();
-        let finalized = devnet
-            .node
-            .block_at(u32::try_from(tip + 1 - CONFIRMATIONS).unwrap())
-            .unwrap();
+        let finalized = devnet.finalized_block().unwrap();
         let started = Instant::now();
         let ack = devnet
             .substrate_block(

@@ -6,11 +6,10 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
     net::SocketAddr,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 
@@ -51,7 +50,7 @@ use crate::{
     enclave::{Caps, EnclaveProcess},
     regtest::{harness::RegtestNode, wallet::TestWallet},
     relay::others,
-    HarnessError,
+    start_until_ready, HarnessError,
 };
 
 /// Confirmations the devnet's scanners wait for.
@@ -150,31 +149,10 @@ listen = "127.0.0.1:0"
     /// # Errors
     /// It did not start.
     pub fn start_scanner(&mut self) -> Result<(), HarnessError> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("scanner.log"))?;
-        let mut child = Command::new(binary("scanner")?)
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()?;
-        let mut line = String::new();
-        if let Some(stdout) = child.stdout.take() {
-            BufReader::new(stdout).read_line(&mut line)?;
-        }
-        self.metrics = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|address| address.parse().ok());
-        if self.metrics.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(failed(format!("scanner did not start: {}", self.log())));
-        }
+        let mut command = Command::new(binary("scanner")?);
+        command.arg("run").arg("--config").arg(&self.config);
+        let (child, metrics) = start_until_ready(command, &self.dir.join("scanner.log"))?;
+        self.metrics = Some(metrics);
         self.scanner = Some(child);
         Ok(())
     }
@@ -397,7 +375,11 @@ impl Devnet {
         }
     }
 
-    fn finalized_block(&self) -> Result<bitcoin::Block, HarnessError> {
+    /// The node's highest finalized block (`CONFIRMATIONS` deep).
+    ///
+    /// # Errors
+    /// The node did not answer.
+    pub fn finalized_block(&self) -> Result<bitcoin::Block, HarnessError> {
         let tip = self
             .node
             .rpc("getblockcount", json!([]))

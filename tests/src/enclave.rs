@@ -4,16 +4,16 @@
 
 use std::{
     fs,
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::{SocketAddr, TcpStream},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Output, Stdio},
+    process::{Child, Command, ExitStatus, Output},
 };
 
 use bitcoin::key::XOnlyPublicKey;
 
-use crate::{binary, HarnessError};
+use crate::{binary, start_until_ready, HarnessError};
 
 /// The policy caps an enclave is configured with.
 #[derive(Clone, Copy, Debug)]
@@ -154,42 +154,12 @@ listen = "127.0.0.1:0"
     /// # Errors
     /// It did not start, or exited before it was ready (its stderr is in the error).
     pub fn start(&mut self) -> Result<(), HarnessError> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("enclave.log"))?;
-        let mut child = self
-            .command()?
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()?;
-        let mut line = String::new();
-        if let Some(stdout) = child.stdout.take() {
-            BufReader::new(stdout).read_line(&mut line)?;
-        }
-        let metrics = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|address| address.parse().ok());
-        match metrics {
-            Some(metrics) => {
-                self.metrics = Some(metrics);
-                self.child = Some(child);
-                Ok(())
-            }
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(HarnessError::Failed(format!(
-                    "enclave did not start: {}",
-                    self.log()
-                )))
-            }
-        }
+        let mut command = self.command()?;
+        command.arg("run").arg("--config").arg(&self.config);
+        let (child, metrics) = start_until_ready(command, &self.dir.join("enclave.log"))?;
+        self.metrics = Some(metrics);
+        self.child = Some(child);
+        Ok(())
     }
 
     /// The enclave's log so far.

@@ -9,7 +9,13 @@ pub mod enclave;
 pub mod regtest;
 pub mod relay;
 
-use std::path::{Path, PathBuf};
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
 
 use thiserror::Error;
 
@@ -63,5 +69,40 @@ pub fn binary(name: &str) -> Result<PathBuf, MissingBinary> {
             name: name.to_owned(),
             dir: profile_dir,
         })
+    }
+}
+
+/// Starts `command` with its stderr appended to `log`, and waits for its ready line on stdout,
+/// which names an address after `http://`. If it exits or says nothing usable, it is killed
+/// and its log is in the error.
+///
+/// # Errors
+/// It did not start or did not get ready.
+pub fn start_until_ready(
+    mut command: Command,
+    log: &Path,
+) -> Result<(Child, SocketAddr), HarnessError> {
+    let stderr = fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let mut child = command.stdout(Stdio::piped()).stderr(stderr).spawn()?;
+    let mut line = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        BufReader::new(stdout).read_line(&mut line)?;
+    }
+    let address = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|address| address.trim().parse().ok());
+    match address {
+        Some(address) => Ok((child, address)),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(HarnessError::Failed(format!(
+                "{} did not start: {}",
+                command.get_program().to_string_lossy(),
+                fs::read_to_string(log).unwrap_or_default()
+            )))
+        }
     }
 }

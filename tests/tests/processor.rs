@@ -388,16 +388,7 @@ fn more_burns_than_one_transaction_holds_are_paid_through_a_branch() {
             devnet.sign_plan(id, &signers).unwrap();
         }
         devnet.mine(u32::try_from(CONFIRMATIONS).unwrap()).unwrap();
-        let tip = devnet
-            .node
-            .rpc("getblockcount", json!([]))
-            .unwrap()
-            .as_u64()
-            .unwrap();
-        let finalized = devnet
-            .node
-            .block_at(u32::try_from(tip + 1 - CONFIRMATIONS).unwrap())
-            .unwrap();
+        let finalized = devnet.finalized_block().unwrap();
         acknowledged =
             schema::hashes::BlockHash(bitcoin::hashes::Hash::to_byte_array(finalized.block_hash()));
         paid_out = paid_to(&devnet, &erin).len();

@@ -81,37 +81,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Sets the flag on SIGTERM or SIGINT.
-fn watch_signals(stop: Arc<AtomicBool>) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                let terminate = async {
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(mut signal) => {
-                            signal.recv().await;
-                        }
-                        Err(_) => std::future::pending::<()>().await,
-                    }
-                };
-                tokio::select! {
-                    () = terminate => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            });
-            stop.store(true, Ordering::SeqCst);
-        })
-        .map(|_| ())
-}
-
 /// One scan while the coordinator or the enclave is away.
 fn scan_alone(scanner: &mut Scanner<BitcoinNetwork>) {
     match scanner.tick() {
@@ -175,7 +144,8 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
         metrics,
     );
     let stop = Arc::new(AtomicBool::new(false));
-    watch_signals(Arc::clone(&stop))?;
+    let flag = Arc::clone(&stop);
+    telemetry::on_shutdown_signal(move || flag.store(true, Ordering::SeqCst))?;
     let messages = Processor::messages_metric(scanner.metrics().registry())?;
     let validator =
         hex::decode(&config.coordinator.validator).context("coordinator.validator is not hex")?;

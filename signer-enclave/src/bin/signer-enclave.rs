@@ -208,7 +208,7 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
             config.rpc.allowed_uid,
             service,
             metrics,
-            shutdown(),
+            telemetry::shutdown_signal(),
         )
         .await;
         let removed = std::fs::remove_file(socket);
@@ -235,23 +235,4 @@ fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
         .with_context(|| format!("binding {} (rpc.socket)", socket.display()))?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot watch SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = terminate => tracing::info!("SIGTERM"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
-    }
 }

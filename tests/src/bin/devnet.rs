@@ -38,26 +38,7 @@ fn step(text: &str) {
 fn wait_for_signal() -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::spawn(move || {
-        runtime.block_on(async {
-            let terminate = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut signal) => {
-                        signal.recv().await;
-                    }
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                () = terminate => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        });
-        flag.store(true, Ordering::SeqCst);
-    });
+    telemetry::on_shutdown_signal(move || flag.store(true, Ordering::SeqCst))?;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
     }

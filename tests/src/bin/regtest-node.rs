@@ -72,32 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .address()
         .context("the RPC listener has no IP address")?;
     let signals = Arc::clone(&server);
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(runtime) = runtime {
-                runtime.block_on(async {
-                    let terminate = async {
-                        match tokio::signal::unix::signal(
-                            tokio::signal::unix::SignalKind::terminate(),
-                        ) {
-                            Ok(mut signal) => {
-                                signal.recv().await;
-                            }
-                            Err(_) => std::future::pending::<()>().await,
-                        }
-                    };
-                    tokio::select! {
-                        () = terminate => {}
-                        _ = tokio::signal::ctrl_c() => {}
-                    }
-                });
-                signals.unblock();
-            }
-        })?;
+    telemetry::on_shutdown_signal(move || signals.unblock())?;
     eprintln!("regtest-node: chain at height {height}");
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "regtest-node ready: rpc http://{address}")?;

@@ -4,10 +4,9 @@
 
 use std::{
     fs,
-    io::{BufRead, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 
@@ -15,7 +14,7 @@ use base64::Engine;
 use bitcoin::{consensus, hex::FromHex, Block, BlockHash, OutPoint, Transaction, TxOut};
 use serde_json::{json, Value};
 
-use crate::{binary, HarnessError};
+use crate::{binary, start_until_ready, HarnessError};
 
 /// An RPC call's error: Core's code and message, or a transport failure (code 0).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -67,42 +66,17 @@ impl RegtestNode {
     /// # Errors
     /// The node did not start.
     pub fn restart(&mut self) -> Result<(), HarnessError> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.datadir.join("node.log"))?;
-        let mut child = Command::new(binary("regtest-node")?)
+        let mut command = Command::new(binary("regtest-node")?);
+        command
             .arg("--datadir")
             .arg(&self.datadir)
             .arg("--rpc-bind")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()?;
-        let mut line = String::new();
-        if let Some(stdout) = child.stdout.take() {
-            BufReader::new(stdout).read_line(&mut line)?;
-        }
-        let address = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.trim().parse().ok());
-        match address {
-            Some(address) => {
-                self.address = Some(address);
-                self.port = address.port();
-                self.child = Some(child);
-                Ok(())
-            }
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(HarnessError::Failed(format!(
-                    "regtest-node did not start: {}",
-                    fs::read_to_string(self.datadir.join("node.log")).unwrap_or_default()
-                )))
-            }
-        }
+            .arg(format!("127.0.0.1:{}", self.port));
+        let (child, address) = start_until_ready(command, &self.datadir.join("node.log"))?;
+        self.address = Some(address);
+        self.port = address.port();
+        self.child = Some(child);
+        Ok(())
     }
 
     /// The RPC URL, e.g. for a scanner's configuration (the same across restarts).
