@@ -293,13 +293,14 @@ impl Processor {
                 set,
                 key_pair,
             }) => {
-                let Some(block) = context.latest_finalized_block() else {
-                    tracing::warn!("ConfirmKeyPair without an activation block; skipped");
-                    return Ok(Handled::Skipped("no_activation_block"));
+                // The context's block when Serai names one; for a network's first key, the
+                // first finalized block at or after the Serai block's time.
+                let activation = match context.latest_finalized_block() {
+                    Some(block) => self.scanner.network().height_of(block.0)?,
+                    None => self.scanner.first_final_block_at(context.serai_time.0)?,
                 };
-                let Some(activation) = self.scanner.network().height_of(block.0)? else {
-                    tracing::warn!("ConfirmKeyPair names a block our node does not have; skipped");
-                    return Ok(Handled::Skipped("unknown_block"));
+                let Some(activation) = activation else {
+                    return Ok(Handled::Wait);
                 };
                 if let Err(error) = self.signer.confirm_key_pair(set, &key_pair).await {
                     return self.refused(error, "confirm key pair");

@@ -132,6 +132,33 @@ impl<N: Network> Scanner<N> {
         Ok(self.db.commit(batch)?)
     }
 
+    /// The height of the first finalized block whose time is at least `time` (the activation
+    /// block of a network's first key), found by bisection over the finalized chain, so every
+    /// validator following the same chain finds the same block; `None` while no finalized block
+    /// is that late.
+    ///
+    /// # Errors
+    /// The node failed.
+    pub fn first_final_block_at(&self, time: u64) -> Result<Option<u64>, ScanError> {
+        let latest = self.network.latest_height()?;
+        let Some(finalized) = (latest + 1).checked_sub(self.confirmations) else {
+            return Ok(None);
+        };
+        if self.network.block(finalized)?.time < time {
+            return Ok(None);
+        }
+        let (mut low, mut high) = (0, finalized);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if self.network.block(middle)?.time >= time {
+                high = middle;
+            } else {
+                low = middle + 1;
+            }
+        }
+        Ok(Some(low))
+    }
+
     /// Starts scanning for a confirmed key pair's network key from `activation` (included),
     /// and records its batch key, in `batch`. A key already scanned keeps its position.
     ///

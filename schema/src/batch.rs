@@ -23,6 +23,10 @@ pub struct Batch {
     pub instructions: Vec<InInstructionWithBalance>,
 }
 
+/// The signing context of batch signatures: Substrate's, so the Serai chain verifies them as
+/// ordinary sr25519 signatures over `Batch::message`.
+pub const BATCH_SIGNING_CONTEXT: &[u8] = b"substrate";
+
 impl Batch {
     /// The bytes the batch key signs:
     ///

@@ -26,9 +26,7 @@ use schema::{
 
 use crate::{plan_signing::SigningError, policy::BatchApproval};
 
-/// The signing context of batch signatures: Substrate's, so the Serai chain verifies them
-/// as ordinary sr25519 signatures.
-pub const BATCH_SIGNING_CONTEXT: &[u8] = b"substrate";
+pub use schema::batch::BATCH_SIGNING_CONTEXT;
 
 enum Step {
     Preprocessed(Box<AlgorithmSignMachine<Ristretto, Schnorrkel>>),

@@ -21,7 +21,7 @@ use bitcoin::{
     Amount, ScriptBuf, TxOut, Txid,
 };
 use schema::{
-    batch::SignedBatch,
+    batch::{SignedBatch, BATCH_SIGNING_CONTEXT},
     hashes::{BlockHash, SeraiAddress, TransactionId},
     ids::{
         Attempt, KeyGenId, NetworkId, Participant, SeraiBlockNumber, SeraiTime, Session,
@@ -489,8 +489,9 @@ impl Devnet {
             .map_err(failed)
     }
 
-    /// Waits for every processor's preprocess of Batch `batch` (attempt 0), then signs it with
-    /// `signers`; returns the signed Batch every signer reported.
+    /// Waits for the preprocesses of Batch `batch` (attempt 0) from `signers`, then signs it
+    /// with them; returns the signed Batch every signer reported, after checking its signature
+    /// under the batch key as Serai would before including it.
     ///
     /// # Errors
     /// A round did not complete, or the signers disagree.
@@ -549,10 +550,16 @@ impl Devnet {
             })?;
         let mut distinct: Vec<SignedBatch> = updates.into_values().collect();
         distinct.dedup();
-        match distinct.as_slice() {
-            [signed] => Ok(signed.clone()),
-            _ => Err(failed("the signers released different Batches")),
-        }
+        let [signed] = distinct.as_slice() else {
+            return Err(failed("the signers released different Batches"));
+        };
+        // Serai includes an Update only if it verifies under the confirmed batch key.
+        let public = schnorrkel::PublicKey::from_bytes(&id.key.0).map_err(failed)?;
+        let signature = schnorrkel::Signature::from_bytes(&signed.signature.0).map_err(failed)?;
+        public
+            .verify_simple(BATCH_SIGNING_CONTEXT, &signed.batch.message(), &signature)
+            .map_err(|error| failed(format!("Update does not verify: {error}")))?;
+        Ok(signed.clone())
     }
 
     /// A Serai block acknowledging network block `acknowledged`, with `burns`, sent to

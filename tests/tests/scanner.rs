@@ -526,3 +526,22 @@ fn eventualities_complete_or_conflict() {
     chain.mine(2);
     assert!(scanner.tick().unwrap().outcomes.is_empty());
 }
+
+#[test]
+fn the_first_keys_activation_block_is_found_by_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::start(dir.path());
+    let scanner = scanner(&chain.node, &dir.path().join("db"), 3);
+    let tip = u32::try_from(chain.height()).unwrap();
+    for height in [1, 57, tip - 2] {
+        let time = u64::from(chain.node.block_at(height).unwrap().header.time);
+        assert_eq!(
+            scanner.first_final_block_at(time).unwrap(),
+            Some(u64::from(height)),
+            "block {height}"
+        );
+    }
+    // Later than every finalized block: wait.
+    let last = u64::from(chain.node.block_at(tip).unwrap().header.time);
+    assert_eq!(scanner.first_final_block_at(last).unwrap(), None);
+}
