@@ -15,7 +15,7 @@ use schema::{
     error::{DecodeError, EncodeError},
     generated::coordinator_capnp::{coordinator_gate, coordinator_link},
     ids::MessageId,
-    messages::{CoordinatorEnvelope, ProcessorEnvelope},
+    messages::{CoordinatorEnvelope, CoordinatorMessage, ProcessorEnvelope},
     wire::{self, Wire},
 };
 use thiserror::Error;
@@ -49,6 +49,16 @@ pub enum LinkError {
     /// An outbound message does not encode.
     #[error("outbound message does not encode: {0}")]
     Encode(#[from] EncodeError),
+}
+
+/// A message from the coordinator: its id, and the message or why it does not decode (so that
+/// a malformed message can be skipped by id, not retried forever).
+#[derive(Debug)]
+pub struct Inbound {
+    /// The message id.
+    pub id: MessageId,
+    /// The message, or why it is malformed.
+    pub message: Result<CoordinatorMessage, DecodeError>,
 }
 
 /// A logged-in link.
@@ -102,14 +112,11 @@ impl LinkClient {
     }
 
     /// Messages with ids above `after`, in id order; waits up to `wait` when there are none.
+    /// Each message that does not decode is returned with its error, to be skipped.
     ///
     /// # Errors
-    /// The call failed, or a message does not decode.
-    pub async fn next(
-        &self,
-        after: MessageId,
-        wait: Duration,
-    ) -> Result<Vec<CoordinatorEnvelope>, LinkError> {
+    /// The call failed, or the answer itself is malformed.
+    pub async fn next(&self, after: MessageId, wait: Duration) -> Result<Vec<Inbound>, LinkError> {
         let mut request = self.link.next_request();
         request.get().set_after(after.0);
         request.get().set_max(MAX_BATCH);
@@ -127,10 +134,13 @@ impl LinkClient {
                     actual: messages.len() as usize,
                 }));
             }
-            messages
+            Ok(messages
                 .iter()
-                .map(|message| CoordinatorEnvelope::read(message).map_err(LinkError::from))
-                .collect()
+                .map(|envelope| Inbound {
+                    id: MessageId(envelope.get_id()),
+                    message: CoordinatorEnvelope::read(envelope).map(|read| read.message),
+                })
+                .collect())
         })
         .await
         .map_err(|_| LinkError::Timeout(deadline))?

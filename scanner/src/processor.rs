@@ -24,7 +24,7 @@ use schema::{
     batch::Batch,
     burn::payment_for_burn,
     hashes::{PlanId, TransactionId},
-    ids::{Attempt, SeraiBlockNumber},
+    ids::{Attempt, MessageId, SeraiBlockNumber},
     instruction::OutInstructionWithBalance,
     keys::NetworkKey,
     messages::{
@@ -178,14 +178,26 @@ impl Processor {
         self.publish_unsettled();
         self.deliver().await?;
         let handled = self.scanner.db().last_handled()?;
-        for envelope in self.link.next(handled, wait).await? {
+        for inbound in self.link.next(handled, wait).await? {
             let handled = self.scanner.db().last_handled()?;
-            if envelope.id <= handled {
+            if inbound.id <= handled {
                 return Err(ProcessorError::Rewound {
                     handled: handled.0,
-                    got: envelope.id.0,
+                    got: inbound.id.0,
                 });
             }
+            let message = match inbound.message {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::error!(id = inbound.id.0, %error, "malformed coordinator message skipped");
+                    self.skip(inbound.id, "malformed").await?;
+                    continue;
+                }
+            };
+            let envelope = CoordinatorEnvelope {
+                id: inbound.id,
+                message,
+            };
             if !self.handle(envelope).await? {
                 break;
             }
@@ -240,6 +252,16 @@ impl Processor {
                 tracing::warn!(plan = %hex::encode(plan.as_bytes()), %error, "publishing failed; will retry");
             }
         }
+    }
+
+    /// Marks a message handled without effects (it cannot be acted on) and acks it.
+    async fn skip(&self, id: MessageId, why: &str) -> Result<(), ProcessorError> {
+        let mut batch = WriteBatch::default();
+        self.scanner.db().put_handled(&mut batch, id)?;
+        self.scanner.db().commit(batch)?;
+        self.messages.with_label_values(&["unknown", why]).inc();
+        self.link.ack(id).await?;
+        Ok(())
     }
 
     /// Handles one message; `false` when it must wait (then nothing after it is handled now).

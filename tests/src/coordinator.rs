@@ -28,9 +28,49 @@ use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 use crate::HarnessError;
 
+/// A queued message, or one that does not decode (for tests of skipping).
+#[derive(Clone)]
+enum Entry {
+    Message(CoordinatorEnvelope),
+    Malformed(MessageId),
+}
+
+impl Entry {
+    fn id(&self) -> MessageId {
+        match self {
+            Entry::Message(envelope) => envelope.id,
+            Entry::Malformed(id) => *id,
+        }
+    }
+
+    fn write(
+        &self,
+        mut builder: schema::generated::messages_capnp::coordinator_envelope::Builder<'_>,
+    ) -> Result<(), capnp::Error> {
+        match self {
+            Entry::Message(envelope) => envelope
+                .write(builder)
+                .map_err(|error| capnp::Error::failed(error.to_string())),
+            Entry::Malformed(id) => {
+                // A key generation for participant 1 of 4 with threshold 5: refused on decode.
+                builder.set_id(id.0);
+                let mut params = builder
+                    .init_message()
+                    .init_key_gen()
+                    .init_generate_key()
+                    .init_params();
+                params.set_t(5);
+                params.set_n(4);
+                params.set_i(1);
+                Ok(())
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Queue {
-    inbox: Vec<CoordinatorEnvelope>,
+    inbox: Vec<Entry>,
     acked: u64,
     received: BTreeMap<u64, ProcessorMessage>,
     logins: u32,
@@ -91,7 +131,7 @@ impl coordinator_link::Server for Link {
         let max = usize::try_from(params.get_max()).unwrap_or(usize::MAX);
         let until = Instant::now() + Duration::from_millis(u64::from(params.get_wait_millis()));
         let messages = loop {
-            let pending: Vec<CoordinatorEnvelope> = {
+            let pending: Vec<Entry> = {
                 let state = lock(&self.state)?;
                 let rewind = state.rewind;
                 state
@@ -101,7 +141,7 @@ impl coordinator_link::Server for Link {
                         queue
                             .inbox
                             .iter()
-                            .filter(|envelope| rewind || envelope.id.0 > after)
+                            .filter(|entry| rewind || entry.id().0 > after)
                             .take(max)
                             .cloned()
                             .collect()
@@ -116,10 +156,8 @@ impl coordinator_link::Server for Link {
         let len = u32::try_from(messages.len())
             .map_err(|_| capnp::Error::failed("too many messages".into()))?;
         let mut list = results.get().init_messages(len);
-        for (index, envelope) in (0u32..).zip(&messages) {
-            envelope
-                .write(list.reborrow().get(index))
-                .map_err(|error| capnp::Error::failed(error.to_string()))?;
+        for (index, entry) in (0u32..).zip(&messages) {
+            entry.write(list.reborrow().get(index))?;
         }
         Ok(())
     }
@@ -232,8 +270,23 @@ impl CoordinatorHarness {
     ) -> Result<MessageId, HarnessError> {
         self.with(|state| {
             let queue = state.queues.entry(validator.to_vec()).or_default();
-            let id = MessageId(queue.inbox.last().map_or(1, |last| last.id.0 + 1));
-            queue.inbox.push(CoordinatorEnvelope { id, message });
+            let id = MessageId(queue.inbox.last().map_or(1, |last| last.id().0 + 1));
+            queue
+                .inbox
+                .push(Entry::Message(CoordinatorEnvelope { id, message }));
+            id
+        })
+    }
+
+    /// Queues a message for a validator that does not decode; returns its id.
+    ///
+    /// # Errors
+    /// The state is poisoned.
+    pub fn push_malformed(&self, validator: &[u8]) -> Result<MessageId, HarnessError> {
+        self.with(|state| {
+            let queue = state.queues.entry(validator.to_vec()).or_default();
+            let id = MessageId(queue.inbox.last().map_or(1, |last| last.id().0 + 1));
+            queue.inbox.push(Entry::Malformed(id));
             id
         })
     }

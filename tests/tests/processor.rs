@@ -290,13 +290,18 @@ fn kill_9_of_a_scanner_and_an_enclave_mid_signing_pays_exactly_once() {
 }
 
 #[test]
-fn a_coordinator_restart_loses_nothing_and_repeats_nothing() {
+fn a_coordinator_restart_or_a_malformed_message_loses_nothing_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut devnet = Devnet::start(dir.path(), 3, 4).unwrap();
     let pair = devnet.key_generation().unwrap();
     // The coordinator restarts between key generation and confirmation: the processors
     // reconnect, log in again and continue after the last message they handled.
     devnet.coordinator.restart().unwrap();
+    // A message that does not decode is skipped (acked, not retried), and what follows is
+    // handled.
+    for validator in &devnet.validators {
+        devnet.coordinator.push_malformed(&validator.id).unwrap();
+    }
     devnet.confirm(pair).unwrap();
     devnet.deposit(&pair, 1_500_000, [6; 32]).unwrap();
     let signed = devnet.sign_batch(0, &[p(1), p(2), p(3)]).unwrap();
