@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use bitcoin::hashes::Hash;
-use prometheus::IntCounterVec;
+use prometheus::{IntCounterVec, IntGauge};
 use rocksdb::WriteBatch;
 use schema::{
     batch::Batch,
@@ -95,6 +95,44 @@ pub struct Processor {
     link: LinkClient,
     /// `processor_messages_total{kind,outcome}`.
     messages: IntCounterVec,
+    /// `processor_outbox_depth`.
+    outbox_depth: IntGauge,
+}
+
+/// The processor's own metrics, registered once per process (a processor is rebuilt on every
+/// reconnection).
+#[derive(Clone)]
+pub struct ProcessorMetrics {
+    /// `processor_messages_total{kind,outcome}`: coordinator messages by kind and outcome.
+    pub messages: IntCounterVec,
+    /// `processor_outbox_depth`: messages waiting for the coordinator.
+    pub outbox_depth: IntGauge,
+}
+
+impl ProcessorMetrics {
+    /// Registers both in `registry`.
+    ///
+    /// # Errors
+    /// They are already registered there.
+    pub fn new(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let messages = IntCounterVec::new(
+            prometheus::Opts::new(
+                "processor_messages_total",
+                "Coordinator messages handled, by kind and outcome.",
+            ),
+            &["kind", "outcome"],
+        )?;
+        let outbox_depth = IntGauge::new(
+            "processor_outbox_depth",
+            "Outbound messages not yet delivered to the coordinator.",
+        )?;
+        registry.register(Box::new(messages.clone()))?;
+        registry.register(Box::new(outbox_depth.clone()))?;
+        Ok(ProcessorMetrics {
+            messages,
+            outbox_depth,
+        })
+    }
 }
 
 /// The fee rate of every plan: the same for every validator, so that all build byte-identical
@@ -121,40 +159,22 @@ fn kind(message: &CoordinatorMessage) -> &'static str {
 }
 
 impl Processor {
-    /// A processor over a scanner, an enclave connection and a coordinator link, counting
-    /// messages in `messages` (from `messages_metric`).
+    /// A processor over a scanner, an enclave connection and a coordinator link.
     pub fn new(
         scanner: Scanner<BitcoinNetwork>,
         chain: bitcoin::Network,
         signer: SignerClient,
         link: LinkClient,
-        messages: IntCounterVec,
+        metrics: ProcessorMetrics,
     ) -> Self {
         Processor {
             scanner,
             chain,
             signer,
             link,
-            messages,
+            messages: metrics.messages,
+            outbox_depth: metrics.outbox_depth,
         }
-    }
-
-    /// `processor_messages_total{kind,outcome}`, registered in `registry`.
-    ///
-    /// # Errors
-    /// The metric is already registered there.
-    pub fn messages_metric(
-        registry: &prometheus::Registry,
-    ) -> Result<IntCounterVec, prometheus::Error> {
-        let messages = IntCounterVec::new(
-            prometheus::Opts::new(
-                "processor_messages_total",
-                "Coordinator messages handled, by kind and outcome.",
-            ),
-            &["kind", "outcome"],
-        )?;
-        registry.register(Box::new(messages.clone()))?;
-        Ok(messages)
     }
 
     /// Gives the scanner back (when a connection is lost, to keep scanning alone).
@@ -207,9 +227,14 @@ impl Processor {
 
     /// Sends every queued outbound message, in order, deleting each once delivered.
     async fn deliver(&self) -> Result<(), ProcessorError> {
-        for envelope in self.scanner.db().outbox()? {
+        let outbox = self.scanner.db().outbox()?;
+        let mut waiting = i64::try_from(outbox.len()).unwrap_or(i64::MAX);
+        self.outbox_depth.set(waiting);
+        for envelope in outbox {
             self.link.send(&envelope).await?;
             self.scanner.db().delivered(envelope.id)?;
+            waiting -= 1;
+            self.outbox_depth.set(waiting);
         }
         Ok(())
     }

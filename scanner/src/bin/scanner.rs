@@ -19,7 +19,7 @@ use scanner::{
     db::Db,
     link::LinkClient,
     metrics::ScannerMetrics,
-    processor::{Processor, ProcessorError},
+    processor::{Processor, ProcessorError, ProcessorMetrics},
     rpc::{Auth, CoreRpc, Retry},
     scan::{ScanError, Scanner},
     signer::SignerClient,
@@ -146,7 +146,7 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     telemetry::on_shutdown_signal(move || flag.store(true, Ordering::SeqCst))?;
-    let messages = Processor::messages_metric(scanner.metrics().registry())?;
+    let processor_metrics = ProcessorMetrics::new(scanner.metrics().registry())?;
     let validator =
         hex::decode(&config.coordinator.validator).context("coordinator.validator is not hex")?;
     writeln!(
@@ -178,8 +178,13 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
                 tokio::time::sleep(poll.max(Duration::from_millis(500))).await;
                 continue;
             };
-            let mut processor =
-                Processor::new(alone, config.network.into(), signer, link, messages.clone());
+            let mut processor = Processor::new(
+                alone,
+                config.network.into(),
+                signer,
+                link,
+                processor_metrics.clone(),
+            );
             while !stop.load(Ordering::SeqCst) {
                 match processor.step(poll).await {
                     Ok(()) => {}
