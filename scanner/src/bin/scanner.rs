@@ -162,6 +162,7 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     local.block_on(&runtime, async {
         let mut scanner = Some(scanner);
         let mut link_halted = false;
+        let mut backoff = poll.max(Duration::from_millis(100));
         while !stop.load(Ordering::SeqCst) {
             let Some(mut alone) = scanner.take() else {
                 break;
@@ -172,12 +173,18 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
                 connect(&config, &validator).await
             };
             let Some((signer, link)) = connected else {
-                // Without the enclave or the coordinator, keep scanning.
-                scan_alone(&mut alone);
+                // Without the enclave or the coordinator, keep scanning every poll, and try
+                // them again later, backing off to every 10 seconds.
+                let retry_at = tokio::time::Instant::now() + backoff;
+                while !stop.load(Ordering::SeqCst) && tokio::time::Instant::now() < retry_at {
+                    scan_alone(&mut alone);
+                    tokio::time::sleep(poll).await;
+                }
                 scanner = Some(alone);
-                tokio::time::sleep(poll.max(Duration::from_millis(500))).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
                 continue;
             };
+            backoff = poll.max(Duration::from_millis(100));
             let mut processor = Processor::new(
                 alone,
                 config.network.into(),
