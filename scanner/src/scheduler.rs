@@ -12,9 +12,11 @@
 //! 3. sorts the pool by value, highest first, and cuts it into chunks of `max_inputs`. The
 //!    first chunk pays queued payments in FIFO order while its value covers them; further
 //!    chunks of more than one output are aggregated into one change output each;
-//! 4. fits each plan's payments into `max_outputs` (one slot fewer, for change): excess
-//!    payments are split into branch groups, each paid by the parent through one output to our
-//!    Branch address for the group's sum, and later from that output;
+//! 4. fits each plan's payments into `max_outputs` (one slot fewer, for change): the first
+//!    payments are paid directly and the excess is split into as few branch groups as can each
+//!    be paid by one transaction, each paid by the parent through one output to our Branch
+//!    address for the group's sum, and later from that output (groups too large for that
+//!    branch again);
 //! 5. builds each plan's transaction at the fee rate, to learn what its branch outputs will
 //!    carry, which payments fall below dust (dropped, reported), and whether the plan yields a
 //!    transaction at all (if not, its inputs return to the pool and its branch groups'
@@ -275,13 +277,26 @@ impl Scheduler {
             payments: Vec::with_capacity(slots),
             groups: Vec::with_capacity(slots),
         };
-        // `slots` contiguous groups, sizes differing by at most one, larger ones first; a
-        // group of one is paid directly.
-        let base = payments.len() / slots;
-        let larger = payments.len() % slots;
+        // As few branch outputs as can carry the excess (each group fits one transaction when
+        // it can), the other slots paying the first payments directly: with `slots` outputs, `g`
+        // branch outputs leave `slots - g` direct payments and must carry the other
+        // `n - slots + g`, at most `slots` each. When even `slots` groups would be larger than
+        // that, every slot is a branch and the groups branch again.
+        let excess = payments.len() - slots;
+        let branches = excess.div_ceil(slots - 1).min(slots);
+        let direct = slots - branches;
+        let grouped = payments.len() - direct;
+        // Groups of sizes differing by at most one, larger ones first; a group of one is paid
+        // directly.
+        let base = grouped / branches;
+        let larger = grouped % branches;
         let mut rest = payments.into_iter();
-        for slot in 0..slots {
-            let size = base + usize::from(slot < larger);
+        for payment in rest.by_ref().take(direct) {
+            draft.payments.push(payment);
+            draft.groups.push(None);
+        }
+        for index in 0..branches {
+            let size = base + usize::from(index < larger);
             let group: Vec<Payment> = rest.by_ref().take(size).collect();
             match <[Payment; 1]>::try_from(group) {
                 Ok([payment]) => {

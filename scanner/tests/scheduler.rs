@@ -104,16 +104,17 @@ fn branch_fees_are_amortized_over_the_branch_children() {
         .unwrap();
     assert_eq!(first.plans.len(), 1);
     let plan = &first.plans[0];
-    // Two slots besides change: payments 0 and 1 go to one branch of 200,000, payment 2 direct.
+    // Two slots besides change: payment 0 (the oldest) direct, payments 1 and 2 in one branch
+    // of 200,000.
     assert_eq!(plan.payments.len(), 2);
+    assert_eq!(plan.payments[0], payments[0]);
     assert_eq!(
-        plan.payments[0].address.script(),
+        plan.payments[1].address.script(),
         scripts.branch.as_script()
     );
-    assert_eq!(plan.payments[0].amount, sat(200_000));
-    assert_eq!(plan.payments[1], payments[2]);
+    assert_eq!(plan.payments[1].amount, sat(200_000));
 
-    // 1 key-path input, P2TR branch, P2WPKH payment, P2TR change: 185 vbytes, 1,850 sat at
+    // 1 key-path input, P2WPKH payment, P2TR branch, P2TR change: 185 vbytes, 1,850 sat at
     // 10 sat/vB, 925 from each payment.
     let built = transaction(plan, 10);
     assert_eq!(built.fee, sat(1_850));
@@ -124,11 +125,11 @@ fn branch_fees_are_amortized_over_the_branch_children() {
         vec![
             PaymentOutcome::Paid {
                 vout: 0,
-                amount: sat(199_075)
+                amount: sat(99_075)
             },
             PaymentOutcome::Paid {
                 vout: 1,
-                amount: sat(99_075)
+                amount: sat(199_075)
             },
         ]
     );
@@ -149,7 +150,8 @@ fn branch_fees_are_amortized_over_the_branch_children() {
     let child = &second.plans[0];
     assert_eq!(child.payments[0].amount, sat(99_537));
     assert_eq!(child.payments[1].amount, sat(99_538));
-    assert_eq!(child.payments[0].address, payments[0].address);
+    assert_eq!(child.payments[0].address, payments[1].address);
+    assert_eq!(child.payments[1].address, payments[2].address);
     assert!(scheduler.branches().is_empty());
     let built = transaction(child, 10);
     assert_eq!(built.change, None);
