@@ -190,8 +190,7 @@ impl Processor {
     pub async fn step(&mut self, wait: Duration) -> Result<(), ProcessorError> {
         self.deliver().await?;
         match self.scanner.tick() {
-            Ok(progress) => self.report_completions(&progress.outcomes)?,
-            Err(ScanError::ReorgBelowFinality { .. }) => {}
+            Ok(_) | Err(ScanError::ReorgBelowFinality { .. }) => {}
             Err(error) => tracing::warn!(%error, "scan failed; retrying"),
         }
         self.sign_new_batches().await?;
@@ -235,29 +234,6 @@ impl Processor {
             self.scanner.db().delivered(envelope.id)?;
             waiting -= 1;
             self.outbox_depth.set(waiting);
-        }
-        Ok(())
-    }
-
-    /// Tells the coordinator of every plan the scan saw completed on chain, whoever
-    /// published it.
-    fn report_completions(&self, outcomes: &[(PlanId, Outcome)]) -> Result<(), ProcessorError> {
-        let mut out = Vec::new();
-        for (plan, outcome) in outcomes {
-            if let Outcome::Completed(tx) = outcome {
-                if let Some((content, _)) = self.scanner.db().plan(plan)? {
-                    out.push(ProcessorMessage::Sign(SignOut::Completed {
-                        key: content.key,
-                        id: *plan,
-                        tx: *tx,
-                    }));
-                }
-            }
-        }
-        if !out.is_empty() {
-            let mut batch = WriteBatch::default();
-            self.scanner.db().put_outbox(&mut batch, out)?;
-            self.scanner.db().commit(batch)?;
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use schema::{
     hashes::PlanId,
     ids::NetworkId,
     keys::{KeyPair, NetworkKey},
+    messages::{sign, ProcessorMessage},
     plan::OutputKind,
 };
 use thiserror::Error;
@@ -370,6 +371,7 @@ impl<N: Network> Scanner<N> {
             )?;
         }
         let mut outcomes = Vec::new();
+        let mut completed = Vec::new();
         if first_visit {
             let mut settled = BTreeSet::new();
             for transaction in &block.transactions {
@@ -385,10 +387,24 @@ impl<N: Network> Scanner<N> {
                     }
                     if let Some(outcome) = eventuality.check(transaction) {
                         self.db.put_outcome(&mut write, &eventuality, outcome)?;
+                        if let Outcome::Completed(tx) = outcome {
+                            // The coordinator hears of it from the outbox, committed with the
+                            // scan, whoever published the transaction.
+                            completed.push(ProcessorMessage::Sign(
+                                sign::ProcessorMessage::Completed {
+                                    key: eventuality.key,
+                                    id: eventuality.plan,
+                                    tx,
+                                },
+                            ));
+                        }
                         outcomes.push((eventuality.plan, outcome));
                     }
                 }
             }
+        }
+        if !completed.is_empty() {
+            self.db.put_outbox(&mut write, completed)?;
         }
         self.db.commit(write)?;
 
