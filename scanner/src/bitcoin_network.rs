@@ -186,6 +186,14 @@ impl Network for BitcoinNetwork {
         KeyScripts::derive(key).map_err(|error| NetworkError::Invalid(error.to_string()))
     }
 
+    fn fee_rate_of(&self, block: [u8; 32]) -> Result<Option<FeeRate>, NetworkError> {
+        Ok(self
+            .rpc
+            .block_median_fee_rate(&bitcoin::BlockHash::from_byte_array(block))
+            .map_err(node)?
+            .map(FeeRate))
+    }
+
     fn fee_rate(&self) -> Result<Option<FeeRate>, NetworkError> {
         Ok(self
             .rpc

@@ -117,6 +117,13 @@ pub trait Network {
     /// The key cannot hold outputs on this chain.
     fn typing(&self, key: &NetworkKey) -> Result<Self::Typing, NetworkError>;
 
+    /// The median fee rate paid in a block of the active chain, `None` for a block that pays
+    /// no fees: what every validator reads the same from the same block.
+    ///
+    /// # Errors
+    /// The node could not answer.
+    fn fee_rate_of(&self, block: [u8; 32]) -> Result<Option<FeeRate>, NetworkError>;
+
     /// The node's fee rate estimate, `None` when it has none.
     ///
     /// # Errors

@@ -135,9 +135,21 @@ impl ProcessorMetrics {
     }
 }
 
-/// The fee rate of every plan: the same for every validator, so that all build byte-identical
-/// transactions. A function of the referenced block (PROTOCOL section 4) is left for later.
-pub const PLAN_FEE_RATE: FeeRate = FeeRate(10);
+/// The fee rate of the plans made for a Serai block is a function of the network block it
+/// acknowledges, so that every validator builds byte-identical transactions: that block's
+/// median fee rate, kept within these bounds (the floor also for blocks paying no fees).
+pub const MIN_PLAN_FEE_RATE: FeeRate = FeeRate(2);
+/// The highest fee rate a plan is built at (the enclaves' default cap is higher).
+pub const MAX_PLAN_FEE_RATE: FeeRate = FeeRate(100);
+
+/// The fee rate of plans for a block whose median fee rate is `median`.
+pub fn plan_fee_rate(median: Option<FeeRate>) -> FeeRate {
+    FeeRate(
+        median
+            .map_or(MIN_PLAN_FEE_RATE.0, |rate| rate.0)
+            .clamp(MIN_PLAN_FEE_RATE.0, MAX_PLAN_FEE_RATE.0),
+    )
+}
 
 /// What handling one message produced.
 enum Handled {
@@ -457,8 +469,8 @@ impl Processor {
         burns: &[OutInstructionWithBalance],
         batch: &mut WriteBatch,
     ) -> Result<Handled, ProcessorError> {
-        let outputs = match context.latest_finalized_block() {
-            None => Vec::new(),
+        let (outputs, fee_rate) = match context.latest_finalized_block() {
+            None => (Vec::new(), plan_fee_rate(None)),
             Some(hash) => {
                 let Some(height) = self.scanner.network().height_of(hash.0)? else {
                     return Ok(Handled::Wait);
@@ -466,7 +478,8 @@ impl Processor {
                 let Some(outputs) = self.scanner.acknowledge(height, batch)? else {
                     return Ok(Handled::Wait);
                 };
-                outputs
+                let median = self.scanner.network().fee_rate_of(hash.0)?;
+                (outputs, plan_fee_rate(median))
             }
         };
         let inputs: Vec<PlanInput> = outputs
@@ -493,7 +506,7 @@ impl Processor {
             .db()
             .scheduler(&key)?
             .unwrap_or_else(|| Scheduler::new(key, Limits::BITCOIN));
-        let scheduled = match scheduler.schedule(inputs, payments, PLAN_FEE_RATE) {
+        let scheduled = match scheduler.schedule(inputs, payments, fee_rate) {
             Ok(scheduled) => scheduled,
             Err(error) => {
                 tracing::error!(%error, "the scheduler failed; Serai block skipped");
@@ -506,8 +519,8 @@ impl Processor {
         self.scanner.db().put_scheduler(batch, &scheduler)?;
         let mut completed = Vec::new();
         for plan in &scheduled.plans {
-            self.scanner.db().put_plan(batch, plan, PLAN_FEE_RATE)?;
-            let eventuality = eventuality_of(plan, PLAN_FEE_RATE)?;
+            self.scanner.db().put_plan(batch, plan, fee_rate)?;
+            let eventuality = eventuality_of(plan, fee_rate)?;
             match self.scanner.settled(&eventuality)? {
                 None => self.scanner.db().put_eventuality(batch, &eventuality)?,
                 Some(outcome) => {
@@ -525,7 +538,12 @@ impl Processor {
             }
         }
         let plans: Vec<PlanId> = scheduled.plans.iter().map(Plan::id).collect();
-        tracing::info!(block = block.0, plans = plans.len(), "Serai block handled");
+        tracing::info!(
+            block = block.0,
+            plans = plans.len(),
+            fee_rate = fee_rate.0,
+            "Serai block handled"
+        );
         let mut out = vec![ProcessorMessage::Coordinator(
             CoordinatorOut::SubstrateBlockAck(SubstrateBlockAck { block, key, plans }),
         )];
@@ -607,5 +625,18 @@ impl Processor {
             self.scanner.db().commit(write)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_pay_the_acknowledged_blocks_median_within_bounds() {
+        assert_eq!(plan_fee_rate(Some(FeeRate(17))), FeeRate(17));
+        assert_eq!(plan_fee_rate(None), MIN_PLAN_FEE_RATE);
+        assert_eq!(plan_fee_rate(Some(FeeRate(0))), MIN_PLAN_FEE_RATE);
+        assert_eq!(plan_fee_rate(Some(FeeRate(5_000))), MAX_PLAN_FEE_RATE);
     }
 }

@@ -301,6 +301,35 @@ impl CoreRpc {
             .filter(|_| on_chain))
     }
 
+    /// The median fee rate (sat/vB, weighted by size) paid in a block, from Core's
+    /// `getblockstats`; `None` for a block with only its coinbase.
+    ///
+    /// # Errors
+    /// See `call`.
+    pub fn block_median_fee_rate(&self, hash: &BlockHash) -> Result<Option<u64>, RpcError> {
+        let stats = self.call(
+            "getblockstats",
+            json!([hash.to_string(), ["txs", "feerate_percentiles"]]),
+        )?;
+        let malformed = |reason: &str| RpcError::Malformed {
+            method: "getblockstats".into(),
+            reason: reason.into(),
+        };
+        let transactions = stats
+            .get("txs")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| malformed("no txs"))?;
+        if transactions <= 1 {
+            return Ok(None);
+        }
+        stats
+            .get("feerate_percentiles")
+            .and_then(|percentiles| percentiles.get(2))
+            .and_then(Value::as_u64)
+            .map(Some)
+            .ok_or_else(|| malformed("no median fee rate"))
+    }
+
     /// A block, decoded from its raw form.
     ///
     /// # Errors

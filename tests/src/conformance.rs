@@ -128,6 +128,21 @@ pub fn check_network<N: Network>(
         "the payment's output is ours, with its amount",
     )?;
     check(!found.inputs.is_empty(), "a payment names what it spends")?;
+    check(
+        network
+            .fee_rate_of(block.hash)
+            .map_err(failed)?
+            .is_some_and(|rate| rate.0 > 0),
+        "a block with a paying transaction has a median fee rate",
+    )?;
+    driver.mine(1)?;
+    let empty = network
+        .block(network.latest_height().map_err(failed)?)
+        .map_err(failed)?;
+    check(
+        empty.transactions.len() == 1 && network.fee_rate_of(empty.hash).map_err(failed)?.is_none(),
+        "a block of only its coinbase has no fee rate",
+    )?;
     // Publishing a mined transaction still succeeds.
     network.publish(&payment).map_err(failed)?;
 

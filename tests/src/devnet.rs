@@ -450,7 +450,8 @@ impl Devnet {
             .coinbase_output(self.next_coinbase)
             .map_err(failed)?;
         self.next_coinbase += 1;
-        let change = coin.1.value - Amount::from_sat(amount + 100_000);
+        // A fee of about 10 sat/vB: the rate plans acknowledging this block are built at.
+        let change = coin.1.value - Amount::from_sat(amount + 2_000);
         let deposit = self
             .miner
             .spend(

@@ -65,6 +65,45 @@ impl ChainIndex {
             .map(|connected| &connected.block)
     }
 
+    /// The fee rates (sat/vB, rounded down) and virtual sizes of an active-chain block's
+    /// transactions, coinbase excluded, from the coins the block spent.
+    pub fn fee_rates(&self, height: u32) -> Option<Vec<(u64, u64)>> {
+        let connected = self.blocks.get(usize::try_from(height).ok()?)?;
+        let spent: HashMap<&OutPoint, &Coin> = connected
+            .spent
+            .iter()
+            .map(|(outpoint, coin)| (outpoint, coin))
+            .collect();
+        let mut rates = Vec::new();
+        for transaction in connected.block.txdata.iter().skip(1) {
+            let inputs: Option<u64> = transaction
+                .input
+                .iter()
+                .map(|input| Some(spent.get(&input.previous_output)?.output.value.to_sat()))
+                .sum();
+            let outputs: u64 = transaction
+                .output
+                .iter()
+                .map(|output| output.value.to_sat())
+                .sum();
+            // A transaction spending an output of the same block is valued from that block.
+            let inputs = inputs.or_else(|| {
+                transaction
+                    .input
+                    .iter()
+                    .map(|input| {
+                        let (parent, _) = self.transaction(&input.previous_output.txid)?;
+                        let vout = usize::try_from(input.previous_output.vout).ok()?;
+                        Some(parent.output.get(vout)?.value.to_sat())
+                    })
+                    .sum()
+            })?;
+            let vsize = u64::try_from(transaction.vsize()).ok()?;
+            rates.push((inputs.saturating_sub(outputs) / vsize.max(1), vsize));
+        }
+        Some(rates)
+    }
+
     /// The height of an active-chain block.
     pub fn height_of(&self, hash: &BlockHash) -> Option<u32> {
         self.heights.get(hash).copied()

@@ -319,6 +319,43 @@ fn dispatch(node: &mut Node, method: &str, params: &Params) -> Result<Value, Rpc
                 ))
             }
         }
+        "getblockstats" => {
+            // Only the fee-rate statistics, by hash or height, as Core computes them: the
+            // percentiles weighted by virtual size.
+            let height = match params.required(0, "hash_or_height")? {
+                Value::Number(height) => height
+                    .as_u64()
+                    .and_then(|height| u32::try_from(height).ok())
+                    .filter(|height| *height <= node.chain().height())
+                    .ok_or_else(|| {
+                        error(
+                            code::INVALID_PARAMETER,
+                            "Target block height after current tip",
+                        )
+                    })?,
+                Value::String(_) => {
+                    let hash = params.block_hash(0)?;
+                    node.chain()
+                        .height_of(&hash)
+                        .ok_or_else(|| error(code::INVALID_ADDRESS_OR_KEY, "Block not found"))?
+                }
+                _ => {
+                    return Err(error(
+                        code::TYPE,
+                        "hash_or_height: expected string or number",
+                    ))
+                }
+            };
+            let rates = node
+                .chain()
+                .fee_rates(height)
+                .ok_or_else(|| error(code::MISC, "Can't read undo data from disk"))?;
+            Ok(json!({
+                "height": height,
+                "txs": rates.len() + 1,
+                "feerate_percentiles": feerate_percentiles(rates),
+            }))
+        }
         "getrawtransaction" => {
             let txid = params.txid(0)?;
             let verbose = params.verbosity(1, 0)? != 0;
@@ -492,6 +529,26 @@ fn dispatch(node: &mut Node, method: &str, params: &Params) -> Result<Value, Rpc
         "stop" => Ok(json!("Bitcoin Core stopping")),
         _ => Err(error(code::METHOD_NOT_FOUND, "Method not found")),
     }
+}
+
+/// Core's `feerate_percentiles`: the 10th, 25th, 50th, 75th and 90th percentile fee rates,
+/// weighted by virtual size; zeroes for a block without transactions.
+fn feerate_percentiles(mut rates: Vec<(u64, u64)>) -> [u64; 5] {
+    rates.sort_unstable();
+    let total: u64 = rates.iter().map(|(_, vsize)| vsize).sum();
+    let mut percentiles = [0u64; 5];
+    for (slot, percent) in percentiles.iter_mut().zip([10u64, 25, 50, 75, 90]) {
+        let threshold = total * percent / 100;
+        let mut seen = 0;
+        for (rate, vsize) in &rates {
+            seen += vsize;
+            if seen >= threshold {
+                *slot = *rate;
+                break;
+            }
+        }
+    }
+    percentiles
 }
 
 fn difficulty(block: &Block) -> f64 {
