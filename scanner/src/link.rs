@@ -9,18 +9,16 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty::VatNetwork, RpcSystem};
-use futures::io::{BufReader, BufWriter};
 use schema::{
     error::{DecodeError, EncodeError},
     generated::coordinator_capnp::{coordinator_gate, coordinator_link},
     ids::MessageId,
     messages::{CoordinatorEnvelope, CoordinatorMessage, ProcessorEnvelope},
-    wire::{self, Wire},
+    transport,
+    wire::Wire,
 };
 use thiserror::Error;
 use tokio::net::TcpStream;
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 /// The most messages asked for at once.
 pub const MAX_BATCH: u32 = 64;
@@ -86,19 +84,7 @@ impl LinkClient {
             .set_nodelay(true)
             .map_err(|source| LinkError::Connect { endpoint, source })?;
         let (read, write) = stream.into_split();
-        let network = VatNetwork::new(
-            BufReader::new(read.compat()),
-            BufWriter::new(write.compat_write()),
-            Side::Client,
-            wire::reader_options(),
-        );
-        let mut system = RpcSystem::new(Box::new(network), None);
-        let gate: coordinator_gate::Client = system.bootstrap(Side::Server);
-        tokio::task::spawn_local(async move {
-            if let Err(error) = system.await {
-                tracing::info!(%error, "coordinator connection ended");
-            }
-        });
+        let gate: coordinator_gate::Client = transport::connect(read, write, "coordinator");
         let mut login = gate.login_request();
         login.get().set_validator(validator);
         login.get().set_proof(&[]);

@@ -8,8 +8,6 @@
 use std::{path::Path, time::Duration};
 
 use bitcoin::{consensus, Transaction};
-use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty::VatNetwork, RpcSystem};
-use futures::io::{BufReader, BufWriter};
 use schema::{
     batch::{Batch, SignedBatch},
     error::{DecodeError, EncodeError},
@@ -20,11 +18,11 @@ use schema::{
     plan::Plan,
     sign_id::{BatchSignId, PlanSignId},
     transaction::FeeRate,
-    wire::{self, participant_map_len, write_participant_map, Wire},
+    transport,
+    wire::{participant_map_len, write_participant_map, Wire},
 };
 use thiserror::Error;
 use tokio::net::UnixStream;
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 /// A call to the enclave did not give what was asked.
 #[derive(Debug, Error)]
@@ -130,19 +128,7 @@ impl SignerClient {
                 source,
             })?;
         let (read, write) = stream.into_split();
-        let network = VatNetwork::new(
-            BufReader::new(read.compat()),
-            BufWriter::new(write.compat_write()),
-            Side::Client,
-            wire::reader_options(),
-        );
-        let mut system = RpcSystem::new(Box::new(network), None);
-        let client: signer::Client = system.bootstrap(Side::Server);
-        tokio::task::spawn_local(async move {
-            if let Err(error) = system.await {
-                tracing::info!(%error, "enclave connection ended");
-            }
-        });
+        let client: signer::Client = transport::connect(read, write, "enclave");
         Ok(SignerClient { client, deadline })
     }
 

@@ -23,6 +23,7 @@ pub mod strategies;
 pub mod taproot;
 pub mod transaction;
 mod transcript;
+pub mod transport;
 pub mod wire;
 
 /// Bindings generated from `schema/capnp/*.capnp` at build time, for the RPC interfaces. Use

@@ -8,8 +8,6 @@
 
 use std::{cell::RefCell, future::Future, rc::Rc};
 
-use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty::VatNetwork, RpcSystem};
-use futures::io::{BufReader, BufWriter};
 use schema::{
     batch::Batch,
     error::{DecodeError, EncodeError},
@@ -20,10 +18,10 @@ use schema::{
     plan::Plan,
     sign_id::{BatchSignId, PlanSignId},
     transaction::FeeRate,
-    wire::{self, read_participant_map, Wire},
+    transport,
+    wire::{read_participant_map, Wire},
 };
 use tokio::net::UnixListener;
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 use crate::{
     enclave::{Enclave, Refused},
@@ -88,19 +86,8 @@ pub async fn serve(
             }
         }
         let (read, write) = stream.into_split();
-        let network = VatNetwork::new(
-            BufReader::new(read.compat()),
-            BufWriter::new(write.compat_write()),
-            Side::Server,
-            wire::reader_options(),
-        );
         let client: signer::Client = capnp_rpc::new_client(service.clone());
-        let system = RpcSystem::new(Box::new(network), Some(client.client));
-        tokio::task::spawn_local(async move {
-            if let Err(error) = system.await {
-                tracing::info!(%error, "connection ended");
-            }
-        });
+        transport::serve(read, write, client.client, "scanner");
     }
 }
 

@@ -16,15 +16,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty::VatNetwork, RpcSystem};
-use futures::io::{BufReader, BufWriter};
 use schema::{
     generated::coordinator_capnp::{coordinator_gate, coordinator_link},
     ids::MessageId,
     messages::{CoordinatorEnvelope, CoordinatorMessage, ProcessorEnvelope, ProcessorMessage},
-    wire::{self, Wire},
+    transport,
+    wire::Wire,
 };
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 use crate::HarnessError;
 
@@ -383,16 +381,7 @@ fn serve(listener: std::net::TcpListener, state: Shared, stop: Arc<AtomicBool>) 
             };
             let _ = stream.set_nodelay(true);
             let (read, write) = stream.into_split();
-            let network = VatNetwork::new(
-                BufReader::new(read.compat()),
-                BufWriter::new(write.compat_write()),
-                Side::Server,
-                wire::reader_options(),
-            );
-            let system = RpcSystem::new(Box::new(network), Some(gate.clone().client));
-            tokio::task::spawn_local(async move {
-                let _ = system.await;
-            });
+            transport::serve(read, write, gate.clone().client, "processor");
         }
     });
 }
