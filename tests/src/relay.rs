@@ -117,6 +117,40 @@ fn same<T: PartialEq>(mut results: Vec<T>) -> Result<T, HarnessError> {
     results.pop().ok_or_else(|| failed("no signers"))
 }
 
+/// The three signing rounds with `signers`, each round's messages relayed to every signer but
+/// their author; every signer must release the same result.
+async fn three_rounds<T: PartialEq>(
+    signers: &[Participant],
+    preprocess: impl AsyncFn(Participant) -> Result<Vec<u8>, HarnessError>,
+    share: impl AsyncFn(Participant, ParticipantMap) -> Result<Vec<u8>, HarnessError>,
+    complete: impl AsyncFn(Participant, ParticipantMap) -> Result<T, HarnessError>,
+) -> Result<T, HarnessError> {
+    let mut preprocesses = ParticipantMap::new();
+    for signer in signers {
+        preprocesses.insert(*signer, preprocess(*signer).await?);
+    }
+    let mut shares = ParticipantMap::new();
+    for signer in signers {
+        let share = share(*signer, others(&preprocesses, *signer)).await;
+        shares.insert(*signer, share?);
+    }
+    let mut results = Vec::new();
+    for signer in signers {
+        let result = complete(*signer, others(&shares, *signer)).await;
+        results.push(result?);
+    }
+    same(results)
+}
+
+fn client(
+    clients: &BTreeMap<Participant, SignerClient>,
+    signer: Participant,
+) -> Result<&SignerClient, HarnessError> {
+    clients
+        .get(&signer)
+        .ok_or_else(|| failed(format!("no client for {signer:?}")))
+}
+
 /// Signs a plan attempt with `signers`; every signer must release the same transaction.
 ///
 /// # Errors
@@ -128,37 +162,28 @@ pub async fn sign_plan(
     plan: &Plan,
     fee_rate: FeeRate,
 ) -> Result<Transaction, HarnessError> {
-    let client = |signer: &Participant| {
-        clients
-            .get(signer)
-            .ok_or_else(|| failed(format!("no client for {signer:?}")))
-    };
-    let mut preprocesses = ParticipantMap::new();
-    for signer in signers {
-        let preprocess = client(signer)?
-            .preprocess_plan(&id, plan, fee_rate)
-            .await
-            .map_err(failed)?;
-        preprocesses.insert(*signer, preprocess);
-    }
-    let mut shares = ParticipantMap::new();
-    for signer in signers {
-        let share = client(signer)?
-            .share_plan(&id, &others(&preprocesses, *signer))
-            .await
-            .map_err(failed)?;
-        shares.insert(*signer, share);
-    }
-    let mut transactions = Vec::new();
-    for signer in signers {
-        transactions.push(
-            client(signer)?
-                .complete_plan(&id, &others(&shares, *signer))
+    three_rounds(
+        signers,
+        async |signer| {
+            client(clients, signer)?
+                .preprocess_plan(&id, plan, fee_rate)
                 .await
-                .map_err(failed)?,
-        );
-    }
-    same(transactions)
+                .map_err(failed)
+        },
+        async |signer, map| {
+            client(clients, signer)?
+                .share_plan(&id, &map)
+                .await
+                .map_err(failed)
+        },
+        async |signer, map| {
+            client(clients, signer)?
+                .complete_plan(&id, &map)
+                .await
+                .map_err(failed)
+        },
+    )
+    .await
 }
 
 /// Signs a Batch attempt with `signers`; every signer must release the same signed Batch.
@@ -171,35 +196,26 @@ pub async fn sign_batch(
     id: BatchSignId,
     batch: &Batch,
 ) -> Result<SignedBatch, HarnessError> {
-    let client = |signer: &Participant| {
-        clients
-            .get(signer)
-            .ok_or_else(|| failed(format!("no client for {signer:?}")))
-    };
-    let mut preprocesses = ParticipantMap::new();
-    for signer in signers {
-        let preprocess = client(signer)?
-            .preprocess_batch(&id, batch)
-            .await
-            .map_err(failed)?;
-        preprocesses.insert(*signer, preprocess);
-    }
-    let mut shares = ParticipantMap::new();
-    for signer in signers {
-        let share = client(signer)?
-            .share_batch(&id, &others(&preprocesses, *signer))
-            .await
-            .map_err(failed)?;
-        shares.insert(*signer, share);
-    }
-    let mut signed = Vec::new();
-    for signer in signers {
-        signed.push(
-            client(signer)?
-                .complete_batch(&id, &others(&shares, *signer))
+    three_rounds(
+        signers,
+        async |signer| {
+            client(clients, signer)?
+                .preprocess_batch(&id, batch)
                 .await
-                .map_err(failed)?,
-        );
-    }
-    same(signed)
+                .map_err(failed)
+        },
+        async |signer, map| {
+            client(clients, signer)?
+                .share_batch(&id, &map)
+                .await
+                .map_err(failed)
+        },
+        async |signer, map| {
+            client(clients, signer)?
+                .complete_batch(&id, &map)
+                .await
+                .map_err(failed)
+        },
+    )
+    .await
 }
