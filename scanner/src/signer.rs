@@ -114,6 +114,16 @@ macro_rules! bytes_answer {
     }};
 }
 
+macro_rules! unit_answer {
+    ($response:expr) => {{
+        use schema::generated::signer_capnp::unit_result::Which;
+        match $response.get()?.get_result()?.which()? {
+            Which::Ok(()) => Ok(()),
+            Which::Refused(reason) => Err(refused(reason?)),
+        }
+    }};
+}
+
 impl SignerClient {
     /// Connects to the enclave's socket. Call from a `LocalSet`: the connection's RPC system
     /// runs there until the connection ends.
@@ -201,12 +211,8 @@ impl SignerClient {
         set.write(request.get().init_set())?;
         pair.write(request.get().init_key_pair())?;
         self.within(async {
-            use schema::generated::signer_capnp::unit_result::Which;
             let response = request.send().promise.await?;
-            match response.get()?.get_result()?.which()? {
-                Which::Ok(()) => Ok(()),
-                Which::Refused(reason) => Err(refused(reason?)),
-            }
+            unit_answer!(response)
         })
         .await
     }
@@ -222,12 +228,8 @@ impl SignerClient {
         let mut request = self.client.acknowledge_plans_request();
         acknowledged.write(request.get().init_acknowledged())?;
         self.within(async {
-            use schema::generated::signer_capnp::unit_result::Which;
             let response = request.send().promise.await?;
-            match response.get()?.get_result()?.which()? {
-                Which::Ok(()) => Ok(()),
-                Which::Refused(reason) => Err(refused(reason?)),
-            }
+            unit_answer!(response)
         })
         .await
     }
