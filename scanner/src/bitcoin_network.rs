@@ -129,8 +129,8 @@ pub fn chain_block(height: u64, block: &Block) -> Result<ChainBlock, NetworkErro
 ///
 /// # Errors
 /// The plan yields no transaction, or holds an impossible amount.
-pub fn eventuality_of(plan: &Plan, fee_rate: FeeRate) -> Result<Eventuality, NetworkError> {
-    let built = match build(plan, fee_rate) {
+pub fn eventuality_of(plan: &Plan) -> Result<Eventuality, NetworkError> {
+    let built = match build(plan) {
         Ok(Built::Transaction(built)) => built,
         Ok(Built::NoTransaction { .. }) => {
             return Err(NetworkError::Invalid(

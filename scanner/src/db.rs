@@ -13,7 +13,7 @@
 //! - `ours`: output id -> nothing, for every output received;
 //! - `spends`: output id (ours) -> the transaction that spent it (id, inputs, outputs), so a
 //!   plan registered after its transaction was scanned still settles;
-//! - `plans`: plan id -> fee rate (u64 BE) || the Plan (Cap'n Proto);
+//! - `plans`: plan id -> the Plan (Cap'n Proto);
 //! - `signed`: plan id -> its signed transaction (consensus bytes), republished until its
 //!   eventuality settles;
 //! - `outbox`: message id (u64 BE) -> `ProcessorEnvelope` (Cap'n Proto), until delivered;
@@ -33,7 +33,6 @@ use schema::{
     keys::{BatchKey, NetworkKey},
     messages::{ProcessorEnvelope, ProcessorMessage},
     plan::{OutputId, OutputKind, Plan},
-    transaction::FeeRate,
     wire,
 };
 use thiserror::Error;
@@ -408,34 +407,30 @@ impl Db {
             .transpose()
     }
 
-    /// Records a plan and the fee rate it is built at, in `batch`.
+    /// Records a plan, in `batch`.
     ///
     /// # Errors
     /// The plan does not encode, or the column family is missing.
-    pub fn put_plan(
-        &self,
-        batch: &mut WriteBatch,
-        plan: &Plan,
-        fee_rate: FeeRate,
-    ) -> Result<(), DbError> {
-        let value = [&fee_rate.0.to_be_bytes()[..], &wire::encode(plan)?].concat();
-        batch.put_cf(self.cf(CF_PLANS)?, plan.id().as_bytes(), value);
+    pub fn put_plan(&self, batch: &mut WriteBatch, plan: &Plan) -> Result<(), DbError> {
+        batch.put_cf(
+            self.cf(CF_PLANS)?,
+            plan.id().as_bytes(),
+            wire::encode(plan)?,
+        );
         Ok(())
     }
 
-    /// A recorded plan and its fee rate.
+    /// A recorded plan.
     ///
     /// # Errors
     /// RocksDB failed or the record is damaged.
-    pub fn plan(&self, id: &PlanId) -> Result<Option<(Plan, FeeRate)>, DbError> {
+    pub fn plan(&self, id: &PlanId) -> Result<Option<Plan>, DbError> {
         let Some(value) = self.db.get_cf(self.cf(CF_PLANS)?, id.as_bytes())? else {
             return Ok(None);
         };
-        let (rate, plan) = value
-            .split_first_chunk::<8>()
-            .ok_or(DbError::Damaged(CF_PLANS))?;
-        let plan: Plan = wire::decode(plan).map_err(|_| DbError::Damaged(CF_PLANS))?;
-        Ok(Some((plan, FeeRate(u64::from_be_bytes(*rate)))))
+        wire::decode(&value)
+            .map(Some)
+            .map_err(|_| DbError::Damaged(CF_PLANS))
     }
 
     /// Records a plan's signed transaction, to publish until it settles, in `batch`.

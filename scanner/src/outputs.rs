@@ -7,7 +7,7 @@ use schema::{
     instruction::RefundableInInstruction,
     keys::NetworkKey,
     plan::{OutputId, OutputKind},
-    transaction::DUST,
+    protocol::DUST,
 };
 
 use crate::network::{ChainBlock, OutputTyping};

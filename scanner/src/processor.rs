@@ -39,8 +39,8 @@ use schema::{
         CoordinatorEnvelope, CoordinatorMessage, ProcessorMessage,
     },
     plan::{Plan, PlanInput},
+    protocol::plan_fee_rate,
     sign_id::{BatchSignId, BatchSignTarget, PlanSignId},
-    transaction::FeeRate,
 };
 use thiserror::Error;
 
@@ -133,22 +133,6 @@ impl ProcessorMetrics {
             outbox_depth,
         })
     }
-}
-
-/// The fee rate of the plans made for a Serai block is a function of the network block it
-/// acknowledges, so that every validator builds byte-identical transactions: that block's
-/// median fee rate, kept within these bounds (the floor also for blocks paying no fees).
-pub const MIN_PLAN_FEE_RATE: FeeRate = FeeRate(2);
-/// The highest fee rate a plan is built at (the enclaves' default cap is higher).
-pub const MAX_PLAN_FEE_RATE: FeeRate = FeeRate(100);
-
-/// The fee rate of plans for a block whose median fee rate is `median`.
-pub fn plan_fee_rate(median: Option<FeeRate>) -> FeeRate {
-    FeeRate(
-        median
-            .map_or(MIN_PLAN_FEE_RATE.0, |rate| rate.0)
-            .clamp(MIN_PLAN_FEE_RATE.0, MAX_PLAN_FEE_RATE.0),
-    )
 }
 
 /// What handling one message produced.
@@ -447,10 +431,10 @@ impl Processor {
         let transaction: bitcoin::Transaction = bitcoin::consensus::deserialize(&bytes)
             .map_err(|error| NetworkError::Invalid(error.to_string()))?;
         let seen = chain_transaction(&transaction)?;
-        let Some((plan_content, fee_rate)) = self.scanner.db().plan(&plan)? else {
+        let Some(plan_content) = self.scanner.db().plan(&plan)? else {
             return Ok(Handled::Skipped("unknown_plan"));
         };
-        match eventuality_of(&plan_content, fee_rate)?.check(&seen) {
+        match eventuality_of(&plan_content)?.check(&seen) {
             Some(Outcome::Completed(_)) => Ok(Handled::Done(Vec::new())),
             _ => {
                 tracing::error!(plan = %hex::encode(plan.as_bytes()), txid = %hex_id(&tx.0), "a peer's completion does not fulfil the plan");
@@ -519,8 +503,8 @@ impl Processor {
         self.scanner.db().put_scheduler(batch, &scheduler)?;
         let mut completed = Vec::new();
         for plan in &scheduled.plans {
-            self.scanner.db().put_plan(batch, plan, fee_rate)?;
-            let eventuality = eventuality_of(plan, fee_rate)?;
+            self.scanner.db().put_plan(batch, plan)?;
+            let eventuality = eventuality_of(plan)?;
             match self.scanner.settled(&eventuality)? {
                 None => self.scanner.db().put_eventuality(batch, &eventuality)?,
                 Some(outcome) => {
@@ -556,11 +540,11 @@ impl Processor {
         &self,
         id: PlanSignId,
     ) -> Result<Option<ProcessorMessage>, ProcessorError> {
-        let Some((plan, fee_rate)) = self.scanner.db().plan(&id.id)? else {
+        let Some(plan) = self.scanner.db().plan(&id.id)? else {
             tracing::warn!(plan = %hex::encode(id.id.as_bytes()), "no such plan; not signed");
             return Ok(None);
         };
-        match self.signer.preprocess_plan(&id, &plan, fee_rate).await {
+        match self.signer.preprocess_plan(&id, &plan).await {
             Ok(preprocess) => Ok(Some(ProcessorMessage::Sign(SignOut::Preprocess {
                 id,
                 preprocess,
@@ -625,18 +609,5 @@ impl Processor {
             self.scanner.db().commit(write)?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plans_pay_the_acknowledged_blocks_median_within_bounds() {
-        assert_eq!(plan_fee_rate(Some(FeeRate(17))), FeeRate(17));
-        assert_eq!(plan_fee_rate(None), MIN_PLAN_FEE_RATE);
-        assert_eq!(plan_fee_rate(Some(FeeRate(0))), MIN_PLAN_FEE_RATE);
-        assert_eq!(plan_fee_rate(Some(FeeRate(5_000))), MAX_PLAN_FEE_RATE);
     }
 }

@@ -28,8 +28,9 @@ use schema::{
     amount::Amount,
     keys::NetworkKey,
     plan::{OutputKind, Payment, PaymentAddress, Plan, PlanInput},
+    protocol::DUST,
     taproot::{DerivedKey, KeyDerivationError},
-    transaction::{build, BuildError, Built, FeeRate, PaymentOutcome, DUST},
+    transaction::{build, BuildError, Built, FeeRate, PaymentOutcome},
 };
 use thiserror::Error;
 
@@ -331,8 +332,9 @@ impl Scheduler {
             inputs: draft.inputs,
             payments: draft.payments,
             change: Some(self.key),
+            fee_rate,
         };
-        let outcomes = match build(&plan, fee_rate)? {
+        let outcomes = match build(&plan)? {
             Built::Transaction(built) => built.payments,
             Built::NoTransaction { payments } => {
                 // Nothing can be built: the inputs stay ours, branch groups are released.

@@ -17,7 +17,6 @@ use schema::{
     messages::{coordinator::PlansAcknowledged, key_gen, ParticipantMap},
     plan::Plan,
     sign_id::{BatchSignId, PlanSignId},
-    transaction::FeeRate,
     transport,
     wire::{participant_map_len, write_participant_map, Wire},
 };
@@ -242,12 +241,10 @@ impl SignerClient {
         &self,
         id: &PlanSignId,
         plan: &Plan,
-        fee_rate: FeeRate,
     ) -> Result<Vec<u8>, SignerError> {
         let mut request = self.client.preprocess_plan_request();
         id.write(request.get().init_id())?;
         plan.write(request.get().init_plan())?;
-        request.get().set_fee_rate(fee_rate.0);
         self.within(async {
             let response = request.send().promise.await?;
             bytes_answer!(response)

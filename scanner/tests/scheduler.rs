@@ -20,8 +20,9 @@ use schema::{
     hashes::{PlanId, TransactionId},
     keys::NetworkKey,
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
+    protocol::DUST,
     taproot::KeyScripts,
-    transaction::{build, Built, BuiltTransaction, FeeRate, PaymentOutcome, DUST},
+    transaction::{build, Built, BuiltTransaction, FeeRate, PaymentOutcome},
 };
 
 fn key() -> NetworkKey {
@@ -61,7 +62,8 @@ fn payment(index: u32, amount: u64) -> Payment {
 }
 
 fn transaction(plan: &Plan, rate: u64) -> BuiltTransaction {
-    match build(plan, FeeRate(rate)).unwrap() {
+    assert_eq!(plan.fee_rate, FeeRate(rate));
+    match build(plan).unwrap() {
         Built::Transaction(built) => built,
         Built::NoTransaction { .. } => panic!("the scheduler made a plan with no transaction"),
     }

@@ -124,4 +124,5 @@ struct Plan {
     none @3 :Void;
     some @4 :Data; # 33 bytes, the key whose change address receives the change
   }
+  feeRate @5 :UInt64; # satoshis per virtual byte; part of the plan id
 }

@@ -72,9 +72,9 @@ interface Signer {
 
   acknowledgePlans @3 (acknowledged :Messages.PlansAcknowledged) -> (result :UnitResult);
 
-  # Transaction signing: the enclave rebuilds the transaction from `plan` and `feeRate`
-  # (satoshis per virtual byte) and recomputes the plan id before any policy check.
-  preprocessPlan @4 (id :Common.SignId, plan :Common.Plan, feeRate :UInt64) -> (result :BytesResult);
+  # Transaction signing: the enclave recomputes the plan id (which covers the fee rate) and
+  # rebuilds the transaction from `plan` before any policy check.
+  preprocessPlan @4 (id :Common.SignId, plan :Common.Plan) -> (result :BytesResult);
   sharePlan @5 (id :Common.SignId, preprocesses :List(Common.ParticipantData)) -> (result :BytesResult);
   completePlan @6 (id :Common.SignId, shares :List(Common.ParticipantData)) -> (result :BytesResult);
 

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod limits;
 pub mod messages;
 pub mod plan;
+pub mod protocol;
 pub mod sign_id;
 #[cfg(any(test, feature = "testing"))]
 pub mod strategies;

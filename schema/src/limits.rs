@@ -1,11 +1,18 @@
 //! Every bound a decoder enforces, in one place, with the reason for its value.
 //!
 //! An encoder refuses to produce what a decoder would refuse to read, so a value that
-//! encodes is a value every peer accepts.
+//! encodes is a value every peer accepts. Bounds that follow from one another are derived
+//! here from the protocol parameters (`protocol`) and from what the Serai chain can emit, and
+//! the compile-time assertions at the bottom tie them together: the largest plan the scheduler
+//! makes fits every blob and message its signing causes, and the largest Serai block fits one
+//! message.
+
+use crate::protocol::{MAX_INPUTS, MAX_OUTPUTS};
 
 /// Largest encoded message a decoder reads. The largest legitimate messages are signing rounds
-/// of `MAX_PARTICIPANTS` blobs of `MAX_BLOB_LEN` bytes (2.4 MiB) and a Serai block with
-/// `MAX_BURNS` burns (under 3 MiB); 8 MiB leaves room for Cap'n Proto's framing.
+/// of `MAX_PARTICIPANTS` blobs of `MAX_BLOB_LEN` bytes (5.2 MB) and a Serai block with
+/// `MAX_BURNS` burns of the longest address and data (5.6 MB); 8 MiB leaves room for Cap'n
+/// Proto's framing (asserted below).
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Cap'n Proto traversal limit, in 8-byte words. A message without amplification (the same
@@ -21,17 +28,42 @@ pub const NESTING_LIMIT: i32 = 16;
 /// a participant map.
 pub const MAX_PARTICIPANTS: usize = 150;
 
+/// Bytes of one input's FROST preprocess in a plan's preprocess blob: two 33-byte nonce
+/// commitments (modular-frost's Schnorr over secp256k1; the enclave's tests check the number).
+pub const PREPROCESS_BYTES_PER_INPUT: usize = 66;
+
+/// Bytes of one input's FROST signature share in a plan's share blob: one scalar.
+pub const SHARE_BYTES_PER_INPUT: usize = 32;
+
+/// The largest key generation blob: both keys' PedPoP commitments for a threshold of
+/// `MAX_PARTICIPANTS` (about 10 KB; the enclave's tests check the largest set fits) or one
+/// participant's encrypted shares.
+pub const MAX_KEY_GEN_BLOB_LEN: usize = 16 * 1024;
+
 /// Largest opaque protocol blob (a DKG commitment or share, a signing preprocess or share, a
-/// blame proof). A plan's preprocess carries two 33-byte nonce commitments per input, so
-/// `MAX_PLAN_INPUTS` inputs fit with room to spare.
-pub const MAX_BLOB_LEN: usize = 16 * 1024;
+/// blame proof): a key generation blob, or the preprocess of a plan of `MAX_INPUTS` inputs,
+/// whichever is larger.
+pub const MAX_BLOB_LEN: usize = max(
+    MAX_KEY_GEN_BLOB_LEN,
+    PREPROCESS_BYTES_PER_INPUT * MAX_INPUTS,
+);
 
-/// Most burns in one Serai block the processor accepts.
-pub const MAX_BURNS: usize = 4096;
+/// The Serai chain's block length (`serai_primitives::BLOCK_SIZE`, 1 MiB) available to normal
+/// transactions such as burns (`NORMAL_DISPATCH_RATIO`, 75%).
+pub const SERAI_BLOCK_NORMAL_BYTES: usize = 1024 * 1024 / 4 * 3;
 
-/// Longest address string in a burn. Bech32 addresses are at most 90 characters; base58 ones
-/// are shorter.
-pub const MAX_ADDRESS_LEN: usize = 128;
+/// A lower bound on the encoded size of one burn on the Serai chain: a signed transaction's
+/// signer (32) and sr25519 signature (64), the call's pallet and call index (2), and the
+/// shortest `OutInstructionWithBalance` (empty address 1, no data 1, coin 1, amount 8).
+pub const MIN_SERAI_BURN_BYTES: usize = 32 + 64 + 2 + 1 + 1 + 1 + 8;
+
+/// Most burns in one Serai block: as many as the block can hold, so that no Serai block is
+/// ever refused as malformed (its burns would never be paid).
+pub const MAX_BURNS: usize = SERAI_BLOCK_NORMAL_BYTES / MIN_SERAI_BURN_BYTES;
+
+/// Longest address in a burn: Serai's `MAX_ADDRESS_LEN`, so that every burn the chain accepts
+/// decodes here (one the scanner cannot pay is reported and dropped, not the whole block).
+pub const MAX_ADDRESS_LEN: usize = 196;
 
 /// Longest instruction data carried by a burn or a payment (Serai's `MAX_DATA_LEN`).
 pub const MAX_DATA_LEN: usize = 512;
@@ -40,19 +72,26 @@ pub const MAX_DATA_LEN: usize = 512;
 /// its two-byte header. Every standard address type fits.
 pub const MAX_SCRIPT_LEN: usize = 42;
 
-/// Most plan ids in one `SubstrateBlockAck` or `PlansAcknowledged`.
+/// Most plan ids in one `SubstrateBlockAck` or `PlansAcknowledged`; the scheduler makes at
+/// most this many plans for one Serai block (more outputs wait for the next).
 pub const MAX_PLANS_PER_BLOCK: usize = 4096;
 
-/// Most inputs in a plan. Bitcoin's standard weight (400,000 WU) fits about 6,000 key-path
-/// inputs; the scheduler's own limit is far lower, so this only bounds decoding.
-pub const MAX_PLAN_INPUTS: usize = 1024;
+/// Most inputs in a plan: the scheduler's limit, so the enclave never decodes a plan it could
+/// not sign.
+pub const MAX_PLAN_INPUTS: usize = MAX_INPUTS;
 
-/// Most payments in a plan, for the same reason as `MAX_PLAN_INPUTS`.
-pub const MAX_PLAN_PAYMENTS: usize = 1024;
+/// Most payments in a plan: every output may be a payment when there is no change.
+pub const MAX_PLAN_PAYMENTS: usize = MAX_OUTPUTS;
 
-/// Most InInstructions in one Batch. A block with more deposits is reported in several
-/// Batches.
-pub const MAX_BATCH_INSTRUCTIONS: usize = 4096;
+/// Serai's bound on a Batch, encoded as the chain encodes it (`MAX_BATCH_SIZE`, SCALE): a
+/// larger Batch is refused by the chain.
+pub const SERAI_MAX_BATCH_BYTES: usize = 25_000;
+
+/// Most InInstructions in one Batch. On Serai a Batch is a network (1), an id (4), a block hash
+/// (32) and a compact length (4 at most) followed by, per transfer, the instruction (kind 1,
+/// account 32) and balance (coin 1, amount 8): 41 + 42 per instruction must stay within
+/// `SERAI_MAX_BATCH_BYTES`. A block with more deposits is reported in several Batches.
+pub const MAX_BATCH_INSTRUCTIONS: usize = (SERAI_MAX_BATCH_BYTES - 41) / 42;
 
 /// Largest InInstruction in a deposit's `OP_RETURN`: Bitcoin Core's standard `OP_RETURN`
 /// payload (`MAX_OP_RETURN_RELAY` of 83 bytes less the opcode and push prefix).
@@ -60,3 +99,40 @@ pub const MAX_IN_INSTRUCTION_LEN: usize = 80;
 
 /// Largest Bitcoin amount, in satoshis: 21 million coins.
 pub const MAX_MONEY_SATS: u64 = 21_000_000 * 100_000_000;
+
+/// Cap'n Proto framing of one participant map entry (a struct pointer, the participant, the
+/// data pointer, word padding), generously.
+const PARTICIPANT_ENTRY_OVERHEAD: usize = 64;
+
+/// Cap'n Proto framing of one burn (struct, two data pointers, the data union, padding),
+/// generously.
+const BURN_OVERHEAD: usize = 64;
+
+/// Room for a message's own header, envelope and ids.
+const MESSAGE_OVERHEAD: usize = 4096;
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+// A plan of the most inputs has a preprocess and a share blob within `MAX_BLOB_LEN`.
+const _: () = assert!(PREPROCESS_BYTES_PER_INPUT * MAX_PLAN_INPUTS <= MAX_BLOB_LEN);
+const _: () = assert!(SHARE_BYTES_PER_INPUT * MAX_PLAN_INPUTS <= MAX_BLOB_LEN);
+// A signing round of every participant's largest blob fits one message.
+const _: () = assert!(
+    MAX_PARTICIPANTS * (MAX_BLOB_LEN + PARTICIPANT_ENTRY_OVERHEAD) + MESSAGE_OVERHEAD
+        <= MAX_MESSAGE_BYTES
+);
+// The fullest Serai block, every burn with the longest address and data, fits one message.
+const _: () = assert!(
+    MAX_BURNS * (MAX_ADDRESS_LEN + MAX_DATA_LEN + 8 + BURN_OVERHEAD) + MESSAGE_OVERHEAD
+        <= MAX_MESSAGE_BYTES
+);
+// The scheduler's plans fit the plan limits: payments and change within the outputs.
+const _: () = assert!(MAX_PLAN_PAYMENTS >= MAX_OUTPUTS && MAX_PLAN_INPUTS >= MAX_INPUTS);
+// A full Batch stays within Serai's bound.
+const _: () = assert!(41 + 42 * MAX_BATCH_INSTRUCTIONS <= SERAI_MAX_BATCH_BYTES);

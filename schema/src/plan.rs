@@ -11,11 +11,12 @@ use crate::{
     error::ValueError,
     hashes::{PlanId, TransactionId},
     keys::NetworkKey,
+    transaction::FeeRate,
     transcript::Transcript,
 };
 
 /// The transcript tag of plan ids. Changing it changes every plan id.
-pub const PLAN_ID_TAG: &str = "serai-processor/plan-id/v1";
+pub const PLAN_ID_TAG: &str = "serai-processor/plan-id/v2";
 
 /// One of our outputs on the network: the transaction that created it and its index there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -122,13 +123,18 @@ pub struct Plan {
     pub payments: Vec<Payment>,
     /// The key whose change address receives what is left, if anything is to be kept.
     pub change: Option<NetworkKey>,
+    /// The fee rate the transaction pays. Part of the id, so that an acknowledged plan fixes
+    /// its transaction byte for byte: every attempt signs the same transaction, and another
+    /// fee rate is another plan, which needs its own acknowledgement.
+    pub fee_rate: FeeRate,
 }
 
 impl Plan {
     /// The plan's id: the tagged hash (`PLAN_ID_TAG`) of a transcript of, in order, the key,
     /// the number of inputs and each input's id, the number of payments and each payment's
     /// script, data (labelled `data`, or `no-data` when absent) and amount (u64 little
-    /// endian), and the change key (labelled `change`, or `no-change`).
+    /// endian), the change key (labelled `change`, or `no-change`), and the fee rate (u64
+    /// little endian).
     ///
     /// Input kinds and amounts are not part of the id: the BIP341 sighash commits to every
     /// spent output's amount and script, so a plan with wrong ones cannot yield a valid
@@ -153,6 +159,7 @@ impl Plan {
             Some(change) => transcript.append("change", &change.to_bytes()),
             None => transcript.append("no-change", &[]),
         }
+        transcript.append("fee_rate", &self.fee_rate.0.to_le_bytes());
         PlanId(transcript.finish())
     }
 }

@@ -26,6 +26,7 @@ use crate::{
     },
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
     sign_id::{BatchSignTarget, SignId},
+    transaction::FeeRate,
 };
 
 /// Few entries per list keeps the tests fast; the limits themselves have their own tests.
@@ -262,12 +263,14 @@ pub fn plan() -> impl Strategy<Value = Plan> {
         vec(plan_input(), 0..LIST),
         vec(payment(), 0..LIST),
         option::of(network_key()),
+        any::<u64>(),
     )
-        .prop_map(|(key, inputs, payments, change)| Plan {
+        .prop_map(|(key, inputs, payments, change, fee_rate)| Plan {
             key,
             inputs,
             payments,
             change,
+            fee_rate: FeeRate(fee_rate),
         })
 }
 

@@ -23,15 +23,14 @@ use thiserror::Error;
 use crate::{
     amount::Amount,
     plan::Plan,
+    protocol::DUST,
     taproot::{DerivedKey, KeyDerivationError, KeyScripts},
 };
 
-/// Outputs below this many satoshis are neither created nor scanned: they cost more to spend
-/// than they are worth.
-pub const DUST: Amount = match Amount::from_sat_const(10_000) {
-    Some(amount) => amount,
-    None => Amount::ZERO,
-};
+/// The weight one key-path input adds to a transaction: its outpoint, empty script and sequence
+/// (41 bytes, times 4) and its witness (item count, length, 64-byte signature: 66), once the
+/// input count's encoding does not grow.
+pub const KEY_PATH_INPUT_WEIGHT: u64 = 41 * 4 + 66;
 
 /// Bitcoin Core's largest standard transaction weight (`MAX_STANDARD_TX_WEIGHT`).
 pub const MAX_STANDARD_TX_WEIGHT: Weight = Weight::from_wu(400_000);
@@ -118,12 +117,13 @@ pub enum BuildError {
     Sighash(String),
 }
 
-/// Builds the transaction of `plan` at `fee_rate`.
+/// Builds the transaction of `plan`, at its fee rate.
 ///
 /// # Errors
 /// The plan is malformed (see `BuildError`); a well-formed plan that cannot pay its fee is
 /// `Ok(Built::NoTransaction)`.
-pub fn build(plan: &Plan, fee_rate: FeeRate) -> Result<Built, BuildError> {
+pub fn build(plan: &Plan) -> Result<Built, BuildError> {
+    let fee_rate = plan.fee_rate;
     if plan.inputs.is_empty() {
         return Err(BuildError::NoInputs);
     }

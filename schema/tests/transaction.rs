@@ -22,9 +22,12 @@ use schema::{
     hashes::TransactionId,
     keys::NetworkKey,
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
+    protocol::DUST,
     strategies::payment_address,
     taproot::kind_offset,
-    transaction::{build, BuildError, Built, BuiltTransaction, FeeRate, PaymentOutcome, DUST},
+    transaction::{
+        build, BuildError, Built, BuiltTransaction, FeeRate, PaymentOutcome, KEY_PATH_INPUT_WEIGHT,
+    },
 };
 
 fn secret() -> SecretKey {
@@ -62,8 +65,16 @@ fn pay(address: PaymentAddress, amount: u64) -> Payment {
     }
 }
 
+/// `plan` at another fee rate.
+fn at(plan: &Plan, rate: u64) -> Plan {
+    Plan {
+        fee_rate: FeeRate(rate),
+        ..plan.clone()
+    }
+}
+
 fn built(plan: &Plan, rate: u64) -> BuiltTransaction {
-    match build(plan, FeeRate(rate)).unwrap() {
+    match build(&at(plan, rate)).unwrap() {
         Built::Transaction(built) => built,
         Built::NoTransaction { .. } => panic!("no transaction"),
     }
@@ -108,6 +119,7 @@ fn fee_is_split_over_the_payments_with_exact_numbers() {
         inputs: vec![input(1, OutputKind::External, 100_000)],
         payments: (1..=3).map(|i| pay(p2wpkh(i), 20_000)).collect(),
         change: Some(group()),
+        fee_rate: FeeRate(1),
     };
     let built = built(&plan, 10);
     // 1 key-path input, 3 P2WPKH outputs, 1 P2TR change: base 187 bytes, witness 68 bytes,
@@ -135,6 +147,7 @@ fn the_fee_remainder_goes_to_the_first_payment() {
         inputs: vec![input(1, OutputKind::External, 100_000)],
         payments: (1..=3).map(|i| pay(p2wpkh(i), 20_000)).collect(),
         change: Some(group()),
+        fee_rate: FeeRate(1),
     };
     // 204 vbytes is a multiple of 3, so add an input (+58 vbytes: 262, remainder 1 at odd
     // rates) to have remainders at all.
@@ -174,6 +187,7 @@ fn payments_falling_below_dust_are_dropped_and_the_value_kept() {
         inputs: vec![input(1, OutputKind::External, 200_000)],
         payments: vec![pay(p2wpkh(1), 100_000), pay(p2wpkh(2), DUST.to_sat() + 100)],
         change: Some(group()),
+        fee_rate: FeeRate(1),
     };
     let built = built(&plan, 5);
     assert_eq!(built.payments[1], PaymentOutcome::Dropped);
@@ -194,9 +208,10 @@ fn a_plan_that_cannot_pay_its_fee_yields_no_transaction() {
         inputs: vec![input(1, OutputKind::Change, 10_500)],
         payments: vec![],
         change: Some(group()),
+        fee_rate: FeeRate(1),
     };
     assert_eq!(
-        build(&plan, FeeRate(10)),
+        build(&at(&plan, 10)),
         Ok(Built::NoTransaction { payments: vec![] })
     );
 
@@ -207,6 +222,7 @@ fn a_plan_that_cannot_pay_its_fee_yields_no_transaction() {
         inputs: vec![input(1, OutputKind::Change, 25_000)],
         payments: vec![pay(p2wpkh(1), 12_000), pay(p2wpkh(2), 13_000)],
         change: Some(group()),
+        fee_rate: FeeRate(1),
     };
     let kept = built(&tiny, 50);
     assert_eq!(kept.payments, vec![PaymentOutcome::Dropped; 2]);
@@ -216,7 +232,7 @@ fn a_plan_that_cannot_pay_its_fee_yields_no_transaction() {
     );
     tiny.change = None;
     assert_eq!(
-        build(&tiny, FeeRate(50)),
+        build(&at(&tiny, 50)),
         Ok(Built::NoTransaction {
             payments: vec![PaymentOutcome::Dropped; 2]
         })
@@ -230,16 +246,18 @@ fn malformed_plans_are_errors() {
         inputs: vec![],
         payments: vec![],
         change: None,
+        fee_rate: FeeRate(1),
     };
-    assert_eq!(build(&no_inputs, FeeRate(1)), Err(BuildError::NoInputs));
+    assert_eq!(build(&no_inputs), Err(BuildError::NoInputs));
     let overspent = Plan {
         key: group(),
         inputs: vec![input(1, OutputKind::External, 50_000)],
         payments: vec![pay(p2wpkh(1), 50_001)],
         change: None,
+        fee_rate: FeeRate(1),
     };
     assert!(matches!(
-        build(&overspent, FeeRate(1)),
+        build(&overspent),
         Err(BuildError::InsufficientInputs { .. })
     ));
     let huge_rate = Plan {
@@ -247,11 +265,29 @@ fn malformed_plans_are_errors() {
         inputs: vec![input(1, OutputKind::External, 50_000)],
         payments: vec![pay(p2wpkh(1), 40_000)],
         change: None,
+        fee_rate: FeeRate(1),
     };
-    assert_eq!(
-        build(&huge_rate, FeeRate(u64::MAX)),
-        Err(BuildError::Overflow)
-    );
+    assert_eq!(build(&at(&huge_rate, u64::MAX)), Err(BuildError::Overflow));
+}
+
+#[test]
+fn a_key_path_input_weighs_what_the_scheduler_assumes() {
+    let one = Plan {
+        key: group(),
+        inputs: vec![input(1, OutputKind::External, 100_000)],
+        payments: vec![],
+        change: Some(group()),
+        fee_rate: FeeRate(1),
+    };
+    let two = Plan {
+        inputs: vec![
+            input(1, OutputKind::External, 100_000),
+            input(2, OutputKind::Change, 100_000),
+        ],
+        ..one.clone()
+    };
+    let signed = |plan: &Plan| sign(plan, &built(plan, 1)).weight().to_wu();
+    assert_eq!(signed(&two) - signed(&one), KEY_PATH_INPUT_WEIGHT);
 }
 
 #[test]
@@ -265,6 +301,7 @@ fn a_fixed_plan_gives_a_fixed_transaction() {
         ],
         payments: vec![pay(p2wpkh(7), 120_000), pay(p2wpkh(8), 30_000)],
         change: Some(group()),
+        fee_rate: FeeRate(1),
     };
     let built = built(&plan, 3);
     assert_eq!(
@@ -300,8 +337,8 @@ proptest! {
             })
             .flatten()
             .collect();
-        let plan = Plan { key: group(), inputs, payments, change: with_change.then(group) };
-        match build(&plan, FeeRate(rate)).unwrap() {
+        let plan = Plan { key: group(), inputs, payments, change: with_change.then(group), fee_rate: FeeRate(rate) };
+        match build(&plan).unwrap() {
             Built::Transaction(built) => {
                 let signed = sign(&plan, &built);
                 prop_assert_eq!(total, sum_outputs(&signed) + built.fee.to_sat());

@@ -19,6 +19,7 @@ use schema::{
     keys::NetworkKey,
     messages::coordinator::PlansAcknowledged,
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
+    transaction::FeeRate,
 };
 use serde::Deserialize;
 
@@ -52,6 +53,7 @@ struct PlanVector {
     inputs: Vec<InputVector>,
     payments: Vec<PaymentVector>,
     change: Option<String>,
+    fee_rate: u64,
     id: String,
 }
 
@@ -85,6 +87,7 @@ fn plan_of(vector: &PlanVector) -> Plan {
             })
             .collect(),
         change: vector.change.as_deref().map(key),
+        fee_rate: FeeRate(vector.fee_rate),
     }
 }
 
@@ -132,6 +135,9 @@ fn plan_ids_ignore_input_kinds_and_amounts_but_nothing_else() {
     changes.push(p);
     let mut p = plan.clone();
     p.change = None;
+    changes.push(p);
+    let mut p = plan.clone();
+    p.fee_rate = FeeRate(plan.fee_rate.0 - 1);
     changes.push(p);
     for changed in changes {
         assert_ne!(changed.id(), id, "{changed:?}");

@@ -23,8 +23,6 @@ pub struct Config {
     pub pkcs11: Pkcs11,
     /// The scanner-facing socket.
     pub rpc: Rpc,
-    /// Signing caps.
-    pub policy: Policy,
     /// The Prometheus endpoint.
     pub metrics: Metrics,
 }
@@ -49,16 +47,6 @@ pub struct Rpc {
     pub socket: PathBuf,
     /// The only peer uid accepted.
     pub allowed_uid: u32,
-}
-
-/// Caps the enclave enforces on every transaction it signs, whatever it was asked.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Policy {
-    /// Highest fee rate, sat/vB.
-    pub max_fee_rate_sat_per_vbyte: u64,
-    /// Highest fee share of the input value, basis points.
-    pub max_fee_share_basis_points: u16,
 }
 
 /// The Prometheus endpoint, local only.
@@ -131,20 +119,6 @@ impl Config {
                 reason: "the enclave serves metrics on a loopback address only",
             });
         }
-        if self.policy.max_fee_rate_sat_per_vbyte == 0 {
-            return Err(ConfigError::Invalid {
-                setting: "policy.max_fee_rate_sat_per_vbyte",
-                reason: "must be at least 1",
-            });
-        }
-        if self.policy.max_fee_share_basis_points == 0
-            || self.policy.max_fee_share_basis_points > 10_000
-        {
-            return Err(ConfigError::Invalid {
-                setting: "policy.max_fee_share_basis_points",
-                reason: "must be 1 to 10000",
-            });
-        }
         Ok(())
     }
 }
@@ -185,20 +159,16 @@ mod tests {
             ),
             "pkcs11.token_label"
         );
-        assert_eq!(
-            invalid_setting(
-                "max_fee_share_basis_points = 500",
-                "max_fee_share_basis_points = 10001"
-            ),
-            "policy.max_fee_share_basis_points"
-        );
-        assert_eq!(
-            invalid_setting(
-                "max_fee_rate_sat_per_vbyte = 500",
-                "max_fee_rate_sat_per_vbyte = 0"
-            ),
-            "policy.max_fee_rate_sat_per_vbyte"
-        );
+    }
+
+    #[test]
+    fn fee_caps_are_not_a_setting() {
+        // They are protocol parameters: an operator's own caps would refuse honest plans.
+        let with_caps = format!("{EXAMPLE}\n[policy]\nmax_fee_rate_sat_per_vbyte = 500\n");
+        assert!(matches!(
+            Config::from_toml(&with_caps),
+            Err(ConfigError::Parse(_))
+        ));
     }
 
     #[test]

@@ -20,8 +20,8 @@ use schema::{
     keys::{BatchKey, KeyPair, NetworkKey},
     messages::{coordinator::PlansAcknowledged, key_gen, ParticipantMap},
     plan::Plan,
+    protocol::FeeCaps,
     sign_id::{BatchSignId, PlanSignId},
-    transaction::FeeRate,
 };
 use thiserror::Error;
 
@@ -33,7 +33,7 @@ use crate::{
     key_store::{self, KeyStoreError, SealedKeys},
     metrics::Metrics,
     plan_signing::{PlanSigning, SigningError},
-    policy::{self, Caps, Decision, Refusal},
+    policy::{self, Decision, Refusal},
 };
 
 /// The one network this enclave signs for.
@@ -98,7 +98,6 @@ pub struct Enclave {
     db: EnclaveDb,
     custody: Custody,
     coordinator: XOnlyPublicKey,
-    caps: Caps,
     metrics: Metrics,
     key_gen: KeyGen,
     active: Vec<Active>,
@@ -112,18 +111,12 @@ impl Enclave {
     ///
     /// # Errors
     /// Not provisioned, or a confirmed key pair cannot be restored.
-    pub fn open(
-        db: EnclaveDb,
-        custody: Custody,
-        caps: Caps,
-        metrics: Metrics,
-    ) -> Result<Self, StartError> {
+    pub fn open(db: EnclaveDb, custody: Custody, metrics: Metrics) -> Result<Self, StartError> {
         let coordinator = db.coordinator_key()?.ok_or(StartError::NotProvisioned)?;
         let mut enclave = Enclave {
             db,
             custody,
             coordinator,
-            caps,
             metrics,
             key_gen: KeyGen::default(),
             active: Vec::new(),
@@ -237,14 +230,9 @@ impl Enclave {
     ///
     /// # Errors
     /// The policy refuses, the key is not ours, or the approval cannot be recorded.
-    pub fn preprocess_plan(
-        &mut self,
-        id: PlanSignId,
-        plan: &Plan,
-        fee_rate: FeeRate,
-    ) -> Result<Vec<u8>, Refused> {
+    pub fn preprocess_plan(&mut self, id: PlanSignId, plan: &Plan) -> Result<Vec<u8>, Refused> {
         self.network_keys(&id.key)?;
-        let approval = match policy::plan_preprocess(&self.db, self.caps, &id, plan, fee_rate) {
+        let approval = match policy::plan_preprocess(&self.db, FeeCaps::PROTOCOL, &id, plan) {
             Decision::Approve(approval) => approval,
             Decision::Refuse(refusal) => return Err(self.policy_refused(refusal)),
         };

@@ -6,9 +6,10 @@
 //!
 //! A plan is signed only if, in this order: the plan hashes to the id it is signed under, for
 //! the key it is signed with; that id is in an attested acknowledgement for that key; this
-//! attempt was never preprocessed; the fee rate is under its cap; the enclave's own builder
-//! yields a transaction from the plan; the fee is under its share cap; and no input was
-//! signed into a different plan. A Batch is signed only if the session names the batch; this
+//! attempt was never preprocessed; the plan's fee rate is under its cap; the enclave's own
+//! builder yields a transaction from the plan; the fee is under its share cap; and no input
+//! was signed into a different plan. The caps are the protocol's (`schema::protocol`), the
+//! ones every scanner's scheduler plans within, so an honest plan is never refused. A Batch is signed only if the session names the batch; this
 //! attempt was never preprocessed; and no different batch with its id was ever signed.
 
 use bitcoin::{
@@ -24,18 +25,10 @@ use schema::{
     keys::NetworkKey,
     messages::coordinator::PlansAcknowledged,
     plan::{OutputId, Plan},
+    protocol::{FeeCapExceeded, FeeCaps},
     sign_id::{BatchSignId, PlanSignId},
     transaction::{build, Built, BuiltTransaction, FeeRate},
 };
-
-/// The caps every signed transaction stays under, whatever it was asked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Caps {
-    /// Highest fee rate.
-    pub max_fee_rate: FeeRate,
-    /// Highest fee as a share of the inputs' value, in basis points.
-    pub max_fee_share_basis_points: u16,
-}
 
 /// The enclave's history could not be read. The policy fails closed: it refuses.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -182,10 +175,9 @@ pub fn acknowledgement(
 /// Decides whether to preprocess a plan signing attempt.
 pub fn plan_preprocess(
     history: &impl PolicyHistory,
-    caps: Caps,
+    caps: FeeCaps,
     id: &PlanSignId,
     plan: &Plan,
-    fee_rate: FeeRate,
 ) -> Decision<PlanApproval> {
     let actual = plan.id();
     if actual != id.id || plan.key != id.key {
@@ -200,31 +192,18 @@ pub fn plan_preprocess(
     if ask!(history.plan_attempt_preprocessed(id)) {
         return Decision::Refuse(Refusal::AttemptAlreadyPreprocessed);
     }
-    if fee_rate > caps.max_fee_rate {
-        return Decision::Refuse(Refusal::FeeRateTooHigh {
-            rate: fee_rate,
-            cap: caps.max_fee_rate,
-        });
+    if let Err(FeeCapExceeded::Rate { rate, cap }) = caps.check_rate(plan.fee_rate) {
+        return Decision::Refuse(Refusal::FeeRateTooHigh { rate, cap });
     }
-    let built = match build(plan, fee_rate) {
+    let built = match build(plan) {
         Ok(Built::Transaction(built)) => built,
         Ok(Built::NoTransaction { .. }) => {
             return Decision::Refuse(Refusal::Unbuildable("no transaction".into()))
         }
         Err(error) => return Decision::Refuse(Refusal::Unbuildable(error.to_string())),
     };
-    let inputs = plan
-        .inputs
-        .iter()
-        .try_fold(Amount::ZERO, |sum, input| sum.checked_add(input.amount))
-        .unwrap_or(Amount::ZERO);
-    let share_exceeded = u128::from(built.fee.to_sat()) * 10_000
-        > u128::from(inputs.to_sat()) * u128::from(caps.max_fee_share_basis_points);
-    if share_exceeded {
-        return Decision::Refuse(Refusal::FeeShareTooHigh {
-            fee: built.fee,
-            inputs,
-        });
+    if let Err(FeeCapExceeded::Share { fee, inputs }) = caps.check_share(&built) {
+        return Decision::Refuse(Refusal::FeeShareTooHigh { fee, inputs });
     }
     for input in &plan.inputs {
         if let Some(other) = ask!(history.input_signed_into(&input.id)) {
@@ -342,13 +321,7 @@ mod tests {
     fn an_unreadable_history_fails_closed() {
         let plan = plan_paying(500_000);
         assert_eq!(
-            refusal(plan_preprocess(
-                &Broken,
-                CAPS,
-                &sign_id(&plan, 0),
-                &plan,
-                FeeRate(10)
-            )),
+            refusal(plan_preprocess(&Broken, CAPS, &sign_id(&plan, 0), &plan)),
             Refusal::HistoryUnavailable("disk".into())
         );
         let id = batch_sign_id();
@@ -358,7 +331,7 @@ mod tests {
         );
     }
 
-    const CAPS: Caps = Caps {
+    const CAPS: FeeCaps = FeeCaps {
         max_fee_rate: FeeRate(100),
         max_fee_share_basis_points: 500,
     };
@@ -386,6 +359,15 @@ mod tests {
                 amount: Amount::from_sat(payment).unwrap(),
             }],
             change: Some(key(1)),
+            fee_rate: FeeRate(10),
+        }
+    }
+
+    /// `plan` at another fee rate (another plan, with its own id).
+    fn at(plan: &Plan, rate: u64) -> Plan {
+        Plan {
+            fee_rate: FeeRate(rate),
+            ..plan.clone()
         }
     }
 
@@ -414,8 +396,7 @@ mod tests {
     fn an_acknowledged_plan_within_caps_is_approved_with_what_to_persist() {
         let plan = plan_paying(500_000);
         let id = sign_id(&plan, 0);
-        let Decision::Approve(approval) =
-            plan_preprocess(&acknowledging(&plan), CAPS, &id, &plan, FeeRate(10))
+        let Decision::Approve(approval) = plan_preprocess(&acknowledging(&plan), CAPS, &id, &plan)
         else {
             panic!("refused");
         };
@@ -423,7 +404,7 @@ mod tests {
         assert_eq!(approval.inputs, vec![plan.inputs[0].id]);
         assert_eq!(
             approval.built,
-            match build(&plan, FeeRate(10)).unwrap() {
+            match build(&plan).unwrap() {
                 Built::Transaction(built) => built,
                 Built::NoTransaction { .. } => panic!(),
             }
@@ -437,13 +418,7 @@ mod tests {
 
         // Not acknowledged.
         assert_eq!(
-            refusal(plan_preprocess(
-                &History::default(),
-                CAPS,
-                &id,
-                &plan,
-                FeeRate(10)
-            )),
+            refusal(plan_preprocess(&History::default(), CAPS, &id, &plan)),
             Refusal::PlanNotAcknowledged(plan.id())
         );
 
@@ -457,19 +432,13 @@ mod tests {
             ..plan.clone()
         };
         assert!(matches!(
-            refusal(plan_preprocess(&history, CAPS, &id, &altered, FeeRate(10))),
+            refusal(plan_preprocess(&history, CAPS, &id, &altered)),
             Refusal::PlanIdMismatch { .. }
         ));
         // The right id under another key.
         let other_key = PlanSignId { key: key(2), ..id };
         assert!(matches!(
-            refusal(plan_preprocess(
-                &history,
-                CAPS,
-                &other_key,
-                &plan,
-                FeeRate(10)
-            )),
+            refusal(plan_preprocess(&history, CAPS, &other_key, &plan)),
             Refusal::PlanIdMismatch { .. }
         ));
 
@@ -477,19 +446,25 @@ mod tests {
         let mut history = acknowledging(&plan);
         history.plan_markers.insert(id);
         assert_eq!(
-            refusal(plan_preprocess(&history, CAPS, &id, &plan, FeeRate(10))),
+            refusal(plan_preprocess(&history, CAPS, &id, &plan)),
             Refusal::AttemptAlreadyPreprocessed
         );
         // A new attempt is fine.
         assert!(matches!(
-            plan_preprocess(&history, CAPS, &sign_id(&plan, 1), &plan, FeeRate(10)),
+            plan_preprocess(&history, CAPS, &sign_id(&plan, 1), &plan),
             Decision::Approve(_)
         ));
 
         // Fee rate above the cap.
-        let history = acknowledging(&plan);
+        let expensive = at(&plan, 101);
+        let history = acknowledging(&expensive);
         assert_eq!(
-            refusal(plan_preprocess(&history, CAPS, &id, &plan, FeeRate(101))),
+            refusal(plan_preprocess(
+                &history,
+                CAPS,
+                &sign_id(&expensive, 0),
+                &expensive
+            )),
             Refusal::FeeRateTooHigh {
                 rate: FeeRate(101),
                 cap: FeeRate(100)
@@ -497,14 +472,39 @@ mod tests {
         );
 
         // Fee share above the cap: 100 sat/vB on 1,000,000 sat is 1.7%; cap it at 1%.
-        let tight = Caps {
+        let tight = FeeCaps {
             max_fee_share_basis_points: 100,
             ..CAPS
         };
+        let at_cap = at(&plan, 100);
+        let history = acknowledging(&at_cap);
+        let id_at_cap = sign_id(&at_cap, 0);
         assert!(matches!(
-            refusal(plan_preprocess(&history, tight, &id, &plan, FeeRate(100))),
+            plan_preprocess(&history, CAPS, &id_at_cap, &at_cap),
+            Decision::Approve(_)
+        ));
+        assert!(matches!(
+            refusal(plan_preprocess(&history, tight, &id_at_cap, &at_cap)),
             Refusal::FeeShareTooHigh { .. }
         ));
+
+        // The same plan at another fee rate is another plan: its own acknowledgement is needed.
+        let history = acknowledging(&plan);
+        let cheaper = at(&plan, 9);
+        assert_ne!(cheaper.id(), plan.id());
+        assert!(matches!(
+            refusal(plan_preprocess(&history, CAPS, &id, &cheaper)),
+            Refusal::PlanIdMismatch { .. }
+        ));
+        assert_eq!(
+            refusal(plan_preprocess(
+                &history,
+                CAPS,
+                &sign_id(&cheaper, 0),
+                &cheaper
+            )),
+            Refusal::PlanNotAcknowledged(cheaper.id())
+        );
 
         // An input already signed into another plan; the same plan again is fine.
         let mut history = acknowledging(&plan);
@@ -512,12 +512,12 @@ mod tests {
             .signed_inputs
             .insert(plan.inputs[0].id, PlanId([7; 32]));
         assert!(matches!(
-            refusal(plan_preprocess(&history, CAPS, &id, &plan, FeeRate(10))),
+            refusal(plan_preprocess(&history, CAPS, &id, &plan)),
             Refusal::InputAlreadySigned { .. }
         ));
         history.signed_inputs.insert(plan.inputs[0].id, plan.id());
         assert!(matches!(
-            plan_preprocess(&history, CAPS, &id, &plan, FeeRate(10)),
+            plan_preprocess(&history, CAPS, &id, &plan),
             Decision::Approve(_)
         ));
 
@@ -529,8 +529,7 @@ mod tests {
                 &history,
                 CAPS,
                 &sign_id(&overspent, 0),
-                &overspent,
-                FeeRate(10)
+                &overspent
             )),
             Refusal::Unbuildable(_)
         ));

@@ -17,7 +17,6 @@ use schema::{
     messages::{coordinator::PlansAcknowledged, key_gen, ParticipantMap},
     plan::Plan,
     sign_id::{BatchSignId, PlanSignId},
-    transaction::FeeRate,
     transport,
     wire::{read_participant_map, Wire},
 };
@@ -228,16 +227,12 @@ impl signer::Server for SignerService {
         params: signer::PreprocessPlanParams,
         mut results: signer::PreprocessPlanResults,
     ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        let decoded = (|| -> Result<(PlanSignId, Plan, FeeRate), DecodeError> {
+        let decoded = (|| -> Result<(PlanSignId, Plan), DecodeError> {
             let p = params.get()?;
-            Ok((
-                plan_id(p.get_id())?,
-                Plan::read(p.get_plan()?)?,
-                FeeRate(p.get_fee_rate()),
-            ))
+            Ok((plan_id(p.get_id())?, Plan::read(p.get_plan()?)?))
         })();
-        let outcome = self.with(decoded, |enclave, (id, plan, fee_rate)| {
-            enclave.preprocess_plan(id, &plan, fee_rate)
+        let outcome = self.with(decoded, |enclave, (id, plan)| {
+            enclave.preprocess_plan(id, &plan)
         });
         bytes_answer!(results, outcome)
     }

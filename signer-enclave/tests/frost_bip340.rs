@@ -144,8 +144,9 @@ fn threshold_signatures_spend_every_kind_of_our_outputs() {
                 amount: Amount::from_sat(200_000).unwrap(),
             }],
             change: Some(group_key),
+            fee_rate: FeeRate(5),
         };
-        let Built::Transaction(built) = build(&plan, FeeRate(5)).unwrap() else {
+        let Built::Transaction(built) = build(&plan).unwrap() else {
             panic!("no transaction");
         };
         // Signers 1, 2 and 4 of 4.

@@ -25,6 +25,7 @@ use schema::{
         ParticipantMap,
     },
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
+    protocol::FeeCaps,
     sign_id::PlanSignId,
     transaction::FeeRate,
 };
@@ -32,13 +33,10 @@ use signer_enclave::{
     bip340::network_key,
     db::EnclaveDb,
     plan_signing::{PlanSigning, SigningError},
-    policy::{plan_preprocess, Caps, Decision},
+    policy::{plan_preprocess, Decision},
 };
 
-const CAPS: Caps = Caps {
-    max_fee_rate: FeeRate(100),
-    max_fee_share_basis_points: 500,
-};
+const CAPS: FeeCaps = FeeCaps::PROTOCOL;
 
 #[test]
 fn three_of_four_sign_a_plan_and_refuse_bad_shares() {
@@ -66,6 +64,7 @@ fn three_of_four_sign_a_plan_and_refuse_bad_shares() {
             amount: Amount::from_sat(500_000).unwrap(),
         }],
         change: Some(group),
+        fee_rate: FeeRate(8),
     };
     let id = PlanSignId {
         key: group,
@@ -89,7 +88,7 @@ fn three_of_four_sign_a_plan_and_refuse_bad_shares() {
             attestation: Attestation([0; 64]),
         })
         .unwrap();
-        let Decision::Approve(approval) = plan_preprocess(&db, CAPS, &id, &plan, FeeRate(8)) else {
+        let Decision::Approve(approval) = plan_preprocess(&db, CAPS, &id, &plan) else {
             panic!("refused");
         };
         db.record_plan_approval(&approval).unwrap();
@@ -122,7 +121,7 @@ fn three_of_four_sign_a_plan_and_refuse_bad_shares() {
     let mut preprocesses = ParticipantMap::new();
     for (signer, dir) in signers.iter().zip(&dirs) {
         let db = EnclaveDb::open(dir.path()).unwrap();
-        let Decision::Approve(approval) = plan_preprocess(&db, CAPS, &id, &plan, FeeRate(8)) else {
+        let Decision::Approve(approval) = plan_preprocess(&db, CAPS, &id, &plan) else {
             panic!("refused");
         };
         db.record_plan_approval(&approval).unwrap();

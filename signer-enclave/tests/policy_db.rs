@@ -19,18 +19,16 @@ use schema::{
     keys::{BatchKey, NetworkKey},
     messages::coordinator::{Attestation, PlansAcknowledged},
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
+    protocol::FeeCaps,
     sign_id::{BatchSignId, BatchSignTarget, PlanSignId},
     transaction::FeeRate,
 };
 use signer_enclave::{
     db::EnclaveDb,
-    policy::{batch_preprocess, plan_preprocess, Caps, Decision, PolicyHistory, Refusal},
+    policy::{batch_preprocess, plan_preprocess, Decision, PolicyHistory, Refusal},
 };
 
-const CAPS: Caps = Caps {
-    max_fee_rate: FeeRate(100),
-    max_fee_share_basis_points: 500,
-};
+const CAPS: FeeCaps = FeeCaps::PROTOCOL;
 
 fn key() -> NetworkKey {
     NetworkKey::from(
@@ -57,6 +55,7 @@ fn plan(vout: u32, payment: u64) -> Plan {
             amount: Amount::from_sat(payment).unwrap(),
         }],
         change: Some(key()),
+        fee_rate: FeeRate(10),
     }
 }
 
@@ -89,8 +88,7 @@ fn plan_records_survive_a_restart_and_forbid_what_they_should() {
         let db = EnclaveDb::open(dir.path()).unwrap();
         assert!(!db.acknowledged(&key(), &first.id()).unwrap());
         acknowledge(&db, &[&first, &rival]);
-        let Decision::Approve(approval) =
-            plan_preprocess(&db, CAPS, &sign_id(&first, 0), &first, FeeRate(10))
+        let Decision::Approve(approval) = plan_preprocess(&db, CAPS, &sign_id(&first, 0), &first)
         else {
             panic!("refused");
         };
@@ -105,23 +103,23 @@ fn plan_records_survive_a_restart_and_forbid_what_they_should() {
     );
     // The same attempt again: refused (the nonce must never be reused).
     assert!(matches!(
-        plan_preprocess(&db, CAPS, &sign_id(&first, 0), &first, FeeRate(10)),
+        plan_preprocess(&db, CAPS, &sign_id(&first, 0), &first),
         Decision::Refuse(Refusal::AttemptAlreadyPreprocessed)
     ));
     // A new attempt of the same plan: allowed.
     assert!(matches!(
-        plan_preprocess(&db, CAPS, &sign_id(&first, 1), &first, FeeRate(10)),
+        plan_preprocess(&db, CAPS, &sign_id(&first, 1), &first),
         Decision::Approve(_)
     ));
     // Another acknowledged plan spending the same input: refused.
     assert!(matches!(
-        plan_preprocess(&db, CAPS, &sign_id(&rival, 0), &rival, FeeRate(10)),
+        plan_preprocess(&db, CAPS, &sign_id(&rival, 0), &rival),
         Decision::Refuse(Refusal::InputAlreadySigned { plan, .. }) if plan == first.id()
     ));
     // A plan never acknowledged: refused.
     let stranger = plan(1, 300_000);
     assert!(matches!(
-        plan_preprocess(&db, CAPS, &sign_id(&stranger, 0), &stranger, FeeRate(10)),
+        plan_preprocess(&db, CAPS, &sign_id(&stranger, 0), &stranger),
         Decision::Refuse(Refusal::PlanNotAcknowledged(id)) if id == stranger.id()
     ));
     assert_ne!(stranger.id(), PlanId([0; 32]));

@@ -26,7 +26,7 @@ use bitcoin::{
     secp256k1::{Message, Secp256k1, SecretKey},
 };
 use processor_tests::{
-    enclave::{Caps, EnclaveProcess},
+    enclave::EnclaveProcess,
     relay::{key_gen, others, sign_plan},
 };
 use rand_core::OsRng;
@@ -101,6 +101,7 @@ fn plan(key: NetworkKey) -> Plan {
             amount: Amount::from_sat(1_000_000).unwrap(),
         }],
         change: Some(key),
+        fee_rate: FEE_RATE,
     }
 }
 
@@ -125,10 +126,6 @@ async fn through_enclaves() {
         &Secp256k1::new(),
         &SecretKey::from_slice(&[0x77; 32]).unwrap(),
     );
-    let caps = Caps {
-        max_fee_rate: 100,
-        max_fee_share_basis_points: 500,
-    };
     let mut enclaves = Vec::new();
     let mut clients = BTreeMap::new();
     for i in 1..=4 {
@@ -136,7 +133,6 @@ async fn through_enclaves() {
             &dir.path().join(format!("e{i}")),
             &coordinator.x_only_public_key().0,
             uid,
-            caps,
         )
         .unwrap();
         enclave.start().unwrap();
@@ -197,7 +193,7 @@ async fn through_enclaves() {
             attempt: Attempt(attempt),
         };
         let started = Instant::now();
-        sign_plan(&clients, &[p(1), p(2), p(3)], id, &plan, FEE_RATE)
+        sign_plan(&clients, &[p(1), p(2), p(3)], id, &plan)
             .await
             .unwrap();
         samples.push(started.elapsed());
@@ -250,7 +246,7 @@ fn in_process() {
     )
     .unwrap();
     let plan = plan(key);
-    let Ok(Built::Transaction(built)) = build(&plan, FEE_RATE) else {
+    let Ok(Built::Transaction(built)) = build(&plan) else {
         panic!("plan does not build");
     };
     let signers = [p(1), p(2), p(3)];

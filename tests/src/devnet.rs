@@ -47,7 +47,7 @@ use serde_json::json;
 use crate::{
     binary,
     coordinator::CoordinatorHarness,
-    enclave::{Caps, EnclaveProcess},
+    enclave::EnclaveProcess,
     regtest::{harness::RegtestNode, wallet::TestWallet},
     relay::others,
     start_until_ready, HarnessError,
@@ -90,15 +90,8 @@ impl Validator {
         let dir = dir.join(format!("validator-{index}"));
         std::fs::create_dir_all(&dir)?;
         let uid = std::fs::metadata(&dir)?.uid();
-        let mut enclave = EnclaveProcess::provision(
-            &dir.join("enclave"),
-            &attestor.x_only_public_key().0,
-            uid,
-            Caps {
-                max_fee_rate: 100,
-                max_fee_share_basis_points: 500,
-            },
-        )?;
+        let mut enclave =
+            EnclaveProcess::provision(&dir.join("enclave"), &attestor.x_only_public_key().0, uid)?;
         enclave.start()?;
         let config = dir.join("scanner.toml");
         std::fs::write(

@@ -15,15 +15,6 @@ use bitcoin::key::XOnlyPublicKey;
 
 use crate::{binary, start_until_ready, HarnessError};
 
-/// The policy caps an enclave is configured with.
-#[derive(Clone, Copy, Debug)]
-pub struct Caps {
-    /// `policy.max_fee_rate_sat_per_vbyte`.
-    pub max_fee_rate: u64,
-    /// `policy.max_fee_share_basis_points`.
-    pub max_fee_share_basis_points: u16,
-}
-
 /// The label every test token carries (each enclave has its own token directory).
 pub const TOKEN_LABEL: &str = "processor";
 const USER_PIN: &str = "user-pin-for-tests";
@@ -65,7 +56,6 @@ impl EnclaveProcess {
         dir: &Path,
         coordinator: &XOnlyPublicKey,
         allowed_uid: u32,
-        caps: Caps,
     ) -> Result<Self, HarnessError> {
         let tokens = dir.join("tokens");
         fs::create_dir_all(&tokens)?;
@@ -107,18 +97,12 @@ pin_file = "{pin}"
 socket = "{socket}"
 allowed_uid = {allowed_uid}
 
-[policy]
-max_fee_rate_sat_per_vbyte = {rate}
-max_fee_share_basis_points = {share}
-
 [metrics]
 listen = "127.0.0.1:0"
 "#,
                 db = dir.join("db").display(),
                 pin = dir.join("user.pin").display(),
                 socket = socket.display(),
-                rate = caps.max_fee_rate,
-                share = caps.max_fee_share_basis_points,
             ),
         )?;
         let enclave = EnclaveProcess {

@@ -15,7 +15,6 @@ use schema::{
     },
     plan::Plan,
     sign_id::{BatchSignId, PlanSignId},
-    transaction::FeeRate,
 };
 
 use crate::HarnessError;
@@ -160,13 +159,12 @@ pub async fn sign_plan(
     signers: &[Participant],
     id: PlanSignId,
     plan: &Plan,
-    fee_rate: FeeRate,
 ) -> Result<Transaction, HarnessError> {
     three_rounds(
         signers,
         async |signer| {
             client(clients, signer)?
-                .preprocess_plan(&id, plan, fee_rate)
+                .preprocess_plan(&id, plan)
                 .await
                 .map_err(failed)
         },

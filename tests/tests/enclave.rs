@@ -28,7 +28,7 @@ use bitcoin::{
 };
 use ciphersuite::{group::ff::PrimeField, Ciphersuite};
 use processor_tests::{
-    enclave::{Caps, EnclaveProcess},
+    enclave::EnclaveProcess,
     relay::{self, key_gen, KeyGenParty},
     HarnessError,
 };
@@ -49,6 +49,7 @@ use schema::{
         key_gen::{CoordinatorMessage, ProcessorMessage},
     },
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
+    protocol::MAX_FEE_RATE,
     sign_id::{BatchSignId, BatchSignTarget, PlanSignId},
     transaction::{build, Built, FeeRate},
 };
@@ -58,10 +59,6 @@ use signer_enclave::{
 };
 use tokio::task::LocalSet;
 
-const CAPS: Caps = Caps {
-    max_fee_rate: 100,
-    max_fee_share_basis_points: 500,
-};
 const DEADLINE: Duration = Duration::from_secs(60);
 const FEE_RATE: FeeRate = FeeRate(10);
 
@@ -179,6 +176,7 @@ fn plan(key: NetworkKey, txid: u8, inputs: &[(OutputKind, u64)], pay: u64) -> Pl
             amount: Amount::from_sat(pay).unwrap(),
         }],
         change: Some(key),
+        fee_rate: FEE_RATE,
     }
 }
 
@@ -188,9 +186,7 @@ async fn sign_plan(
     id: PlanSignId,
     plan: &Plan,
 ) -> Transaction {
-    relay::sign_plan(clients, signers, id, plan, FEE_RATE)
-        .await
-        .unwrap()
+    relay::sign_plan(clients, signers, id, plan).await.unwrap()
 }
 
 /// Checks every input's signature twice, independently of the enclave's own check: with
@@ -299,8 +295,7 @@ async fn four_enclaves_generate_keys_sign_and_refuse_inner() {
     for i in 1..=4 {
         let path = dir.path().join(format!("enclave-{i}"));
         let mut enclave =
-            EnclaveProcess::provision(&path, &coordinator.x_only_public_key().0, uid, CAPS)
-                .unwrap();
+            EnclaveProcess::provision(&path, &coordinator.x_only_public_key().0, uid).unwrap();
         enclave.start().unwrap();
         enclaves.insert(p(i), enclave);
     }
@@ -350,11 +345,7 @@ async fn four_enclaves_generate_keys_sign_and_refuse_inner() {
 
     // Not confirmed yet: nothing signs with it, not even an acknowledgement is taken.
     assert_eq!(
-        refusal(
-            clients[&p(1)]
-                .preprocess_plan(&id(99), &spend, FEE_RATE)
-                .await
-        ),
+        refusal(clients[&p(1)].preprocess_plan(&id(99), &spend).await),
         RefusalReason::UnknownKey
     );
     assert_eq!(
@@ -383,7 +374,7 @@ async fn four_enclaves_generate_keys_sign_and_refuse_inner() {
             .await
             .unwrap();
     }
-    let Ok(Built::Transaction(built)) = build(&spend, FEE_RATE) else {
+    let Ok(Built::Transaction(built)) = build(&spend) else {
         panic!("plan does not build");
     };
 
@@ -412,7 +403,7 @@ async fn four_enclaves_generate_keys_sign_and_refuse_inner() {
 
     // The same attempt again (attempt 0 left enclave 1 out; attempt 1 did not).
     assert_eq!(
-        refusal(one.preprocess_plan(&id(1), &spend, FEE_RATE).await),
+        refusal(one.preprocess_plan(&id(1), &spend).await),
         RefusalReason::AttemptAlreadyPreprocessed
     );
     // A plan never acknowledged.
@@ -423,7 +414,7 @@ async fn four_enclaves_generate_keys_sign_and_refuse_inner() {
         attempt: Attempt(0),
     };
     assert_eq!(
-        refusal(one.preprocess_plan(&other_id, &other, FEE_RATE).await),
+        refusal(one.preprocess_plan(&other_id, &other).await),
         RefusalReason::PlanNotAcknowledged
     );
     // Acknowledgements the coordinator did not sign, or signed for another key.
@@ -445,27 +436,39 @@ async fn four_enclaves_generate_keys_sign_and_refuse_inner() {
         RefusalReason::AttestationInvalid
     );
     assert_eq!(
-        refusal(one.preprocess_plan(&other_id, &other, FEE_RATE).await),
+        refusal(one.preprocess_plan(&other_id, &other).await),
         RefusalReason::PlanNotAcknowledged
     );
     // The acknowledged plan's id with changed content.
     let mut changed = spend.clone();
     changed.payments[0].amount = Amount::from_sat(510_000).unwrap();
     assert_eq!(
-        refusal(one.preprocess_plan(&id(50), &changed, FEE_RATE).await),
+        refusal(one.preprocess_plan(&id(50), &changed).await),
         RefusalReason::PlanIdMismatch
     );
-    // Fee rate over the cap, on the acknowledged plan.
+    // The acknowledged plan at another fee rate is another plan, never acknowledged.
+    let repriced = Plan {
+        fee_rate: FeeRate(FEE_RATE.0 + 1),
+        ..spend.clone()
+    };
     assert_eq!(
-        refusal(one.preprocess_plan(&id(51), &spend, FeeRate(101)).await),
-        RefusalReason::FeeRateTooHigh
+        refusal(one.preprocess_plan(&id(51), &repriced).await),
+        RefusalReason::PlanIdMismatch
     );
+    // A fee rate over the protocol's cap, acknowledged.
+    let expensive = Plan {
+        fee_rate: FeeRate(MAX_FEE_RATE.0 + 1),
+        ..plan(key, 0x67, &[(OutputKind::External, 100_000_000)], 60_000)
+    };
     // A fee that is too large a share of a small plan.
-    let small = plan(key, 0x66, &[(OutputKind::External, 100_000)], 60_000);
+    let small = Plan {
+        fee_rate: FeeRate(100),
+        ..plan(key, 0x66, &[(OutputKind::External, 100_000)], 60_000)
+    };
     // An input of the signed plan, in a different plan.
     let mut double = plan(key, 0x44, &[(OutputKind::External, 300_000)], 200_000);
     double.payments[0].amount = Amount::from_sat(200_001).unwrap();
-    one.acknowledge_plans(&attest(&coordinator, key, &[&small, &double]))
+    one.acknowledge_plans(&attest(&coordinator, key, &[&small, &double, &expensive]))
         .await
         .unwrap();
     let attempt0 = |plan: &Plan| PlanSignId {
@@ -474,17 +477,15 @@ async fn four_enclaves_generate_keys_sign_and_refuse_inner() {
         attempt: Attempt(0),
     };
     assert_eq!(
-        refusal(
-            one.preprocess_plan(&attempt0(&small), &small, FeeRate(100))
-                .await
-        ),
+        refusal(one.preprocess_plan(&attempt0(&expensive), &expensive).await),
+        RefusalReason::FeeRateTooHigh
+    );
+    assert_eq!(
+        refusal(one.preprocess_plan(&attempt0(&small), &small).await),
         RefusalReason::FeeShareTooHigh
     );
     assert_eq!(
-        refusal(
-            one.preprocess_plan(&attempt0(&double), &double, FEE_RATE)
-                .await
-        ),
+        refusal(one.preprocess_plan(&attempt0(&double), &double).await),
         RefusalReason::InputAlreadySigned
     );
     assert_eq!(preprocesses(enclave), before);
@@ -492,7 +493,7 @@ async fn four_enclaves_generate_keys_sign_and_refuse_inner() {
         ("attempt_already_preprocessed", 1.0),
         ("plan_not_acknowledged", 2.0),
         ("attestation_invalid", 2.0),
-        ("plan_id_mismatch", 1.0),
+        ("plan_id_mismatch", 2.0),
         ("fee_rate_too_high", 1.0),
         ("fee_share_too_high", 1.0),
         ("input_already_signed", 1.0),
@@ -570,11 +571,7 @@ async fn four_enclaves_generate_keys_sign_and_refuse_inner() {
     }
     assert_eq!(clients[&p(1)].status().await.unwrap().keys, vec![pair]);
     assert_eq!(
-        refusal(
-            clients[&p(1)]
-                .preprocess_plan(&id(1), &spend, FEE_RATE)
-                .await
-        ),
+        refusal(clients[&p(1)].preprocess_plan(&id(1), &spend).await),
         RefusalReason::AttemptAlreadyPreprocessed
     );
     let signed = sign_plan(&clients, &[p(1), p(2), p(4)], id(10), &spend).await;
@@ -597,8 +594,7 @@ async fn foreign_uid_and_wrong_pin_are_refused() {
             let coordinator = coordinator_key(0x77).x_only_public_key().0;
             let not_me = my_uid(dir.path()) + 1;
             let mut enclave =
-                EnclaveProcess::provision(&dir.path().join("e"), &coordinator, not_me, CAPS)
-                    .unwrap();
+                EnclaveProcess::provision(&dir.path().join("e"), &coordinator, not_me).unwrap();
             enclave.start().unwrap();
             let client = connect(&enclave).await;
             let error = client.status().await.unwrap_err();
@@ -674,13 +670,9 @@ async fn secret_shares_are_never_on_disk_unsealed() {
             let mut enclaves = Vec::new();
             let mut parties = BTreeMap::new();
             for i in 1..=2 {
-                let mut enclave = EnclaveProcess::provision(
-                    &dir.path().join(format!("e{i}")),
-                    &coordinator,
-                    uid,
-                    CAPS,
-                )
-                .unwrap();
+                let mut enclave =
+                    EnclaveProcess::provision(&dir.path().join(format!("e{i}")), &coordinator, uid)
+                        .unwrap();
                 enclave.start().unwrap();
                 parties.insert(p(i), Party::Enclave(connect(&enclave).await));
                 enclaves.push(enclave);

@@ -19,6 +19,7 @@ use crate::{
     messages::substrate::SubstrateContext,
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
     sign_id::{SignId, SignIdPart},
+    transaction::FeeRate,
 };
 
 impl From<NetworkId> for capnp_common::NetworkId {
@@ -382,6 +383,7 @@ impl Wire for Plan {
             Some(change) => b.reborrow().init_change().set_some(&change.to_bytes()),
             None => b.reborrow().init_change().set_none(()),
         }
+        b.set_fee_rate(self.fee_rate.0);
         Ok(())
     }
 
@@ -405,6 +407,7 @@ impl Wire for Plan {
                 Which::None(()) => None,
                 Which::Some(key) => Some(NetworkKey::from_slice(key?)?),
             },
+            fee_rate: FeeRate(r.get_fee_rate()),
         })
     }
 }

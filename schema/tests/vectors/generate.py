@@ -32,7 +32,7 @@ class Transcript:
 
 
 def plan_id(plan):
-    t = Transcript("serai-processor/plan-id/v1")
+    t = Transcript("serai-processor/plan-id/v2")
     t.append("key", bytes.fromhex(plan["key"]))
     t.append("inputs", struct.pack("<Q", len(plan["inputs"])))
     for i in plan["inputs"]:
@@ -49,6 +49,7 @@ def plan_id(plan):
         t.append("no-change", b"")
     else:
         t.append("change", bytes.fromhex(plan["change"]))
+    t.append("fee_rate", struct.pack("<Q", plan["fee_rate"]))
     return t.finish()
 
 
@@ -147,13 +148,15 @@ P2SH = "a914" + "44" * 20 + "87"
 P2WSH = "0020" + "55" * 32
 
 plans = [
-    {"name": "empty plan, no change", "key": G, "inputs": [], "payments": [], "change": None},
+    {"name": "empty plan, no change", "key": G, "inputs": [], "payments": [], "change": None,
+     "fee_rate": 0},
     {
         "name": "one input, one payment, change",
         "key": G,
         "inputs": [{"txid": "aa" * 32, "vout": 0, "kind": "external", "amount": 100000}],
         "payments": [{"script": P2WPKH, "data": None, "amount": 50000}],
         "change": G,
+        "fee_rate": 10,
     },
     {
         "name": "payment with empty data differs from no data",
@@ -161,6 +164,7 @@ plans = [
         "inputs": [{"txid": "aa" * 32, "vout": 0, "kind": "external", "amount": 100000}],
         "payments": [{"script": P2WPKH, "data": "", "amount": 50000}],
         "change": G,
+        "fee_rate": 10,
     },
     {
         "name": "branch and change inputs, every address type, data, other change key",
@@ -176,6 +180,7 @@ plans = [
             {"script": P2WSH, "data": "00", "amount": 2100000000000000},
         ],
         "change": G3,
+        "fee_rate": 18446744073709551615,
     },
 ]
 for p in plans:

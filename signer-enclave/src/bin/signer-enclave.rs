@@ -19,7 +19,6 @@ use signer_enclave::{
     db::{EnclaveDb, KeyStatus},
     enclave::Enclave,
     metrics::Metrics,
-    policy::Caps,
     rpc::{serve, SignerService},
     secrets::{disable_core_dumps, read_pin},
 };
@@ -182,11 +181,7 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let db = EnclaveDb::open(&config.db_path)
         .with_context(|| format!("database {} (db_path)", config.db_path.display()))?;
     let metrics = Metrics::new()?;
-    let caps = Caps {
-        max_fee_rate: schema::transaction::FeeRate(config.policy.max_fee_rate_sat_per_vbyte),
-        max_fee_share_basis_points: config.policy.max_fee_share_basis_points,
-    };
-    let enclave = Enclave::open(db, custody, caps, metrics.clone())?;
+    let enclave = Enclave::open(db, custody, metrics.clone())?;
     let metrics_address = metrics.serve(config.metrics.listen)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1,0 +1,166 @@
+//! Protocol parameters: the values every validator's scanner and enclave must agree on, fixed in
+//! code for Bitcoin rather than left to each operator (PROTOCOL.md section 1). A scheduler that
+//! planned with other values than the enclaves check would make plans that are acknowledged and
+//! then refused on every attempt, their inputs and payments stuck; so both sides read them here,
+//! and `FeeCaps::check` is the one function deciding whether a transaction's fee is acceptable.
+//!
+//! The wire format's bounds that follow from these values are derived in `limits`.
+
+use crate::{
+    amount::Amount,
+    transaction::{BuiltTransaction, FeeRate},
+};
+
+/// Outputs below this many satoshis are neither created nor scanned: they cost more to spend
+/// than they are worth.
+pub const DUST: Amount = match Amount::from_sat_const(10_000) {
+    Some(amount) => amount,
+    None => Amount::ZERO,
+};
+
+/// Most inputs of a transaction the scheduler plans (Serai's Bitcoin value). With `MAX_OUTPUTS`
+/// outputs it weighs about 210,000 WU, well under Bitcoin Core's standard 400,000 (the builder
+/// checks every transaction against that limit). The signing blobs are sized from it
+/// (`limits::MAX_BLOB_LEN`).
+pub const MAX_INPUTS: usize = 520;
+
+/// Most outputs of a transaction the scheduler plans, change included.
+pub const MAX_OUTPUTS: usize = 520;
+
+/// The lowest fee rate a plan is built at, in sat/vB: Bitcoin Core's minimum relay fee rate is
+/// 1, and one more leaves room above it for blocks that pay nothing.
+pub const MIN_FEE_RATE: FeeRate = FeeRate(2);
+
+/// The highest fee rate a plan is built at, and the highest an enclave signs, in sat/vB. Above
+/// every sustained rate Bitcoin has seen; a market above it waits.
+pub const MAX_FEE_RATE: FeeRate = FeeRate(1_000);
+
+/// The highest fee an enclave signs, as a share of the value of the transaction's inputs, in
+/// basis points. The scheduler plans within it: outputs too small to be worth spending at the
+/// current fee rate stay pooled, and payments whose plan would cross it wait.
+pub const MAX_FEE_SHARE_BASIS_POINTS: u16 = 500;
+
+/// The fee rate of the plans made for a Serai block, from the median fee rate of the network
+/// block it acknowledges (`None` for a block paying no fees): every validator reads the same
+/// block, so all build byte-identical transactions. Kept within `MIN_FEE_RATE..=MAX_FEE_RATE`.
+pub fn plan_fee_rate(median: Option<FeeRate>) -> FeeRate {
+    FeeRate(
+        median
+            .map_or(MIN_FEE_RATE.0, |rate| rate.0)
+            .clamp(MIN_FEE_RATE.0, MAX_FEE_RATE.0),
+    )
+}
+
+/// The fee caps a signed transaction stays under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeeCaps {
+    /// Highest fee rate.
+    pub max_fee_rate: FeeRate,
+    /// Highest fee as a share of the inputs' value, in basis points.
+    pub max_fee_share_basis_points: u16,
+}
+
+/// A transaction's fee is over a cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FeeCapExceeded {
+    /// The fee rate is above the cap.
+    #[error("fee rate {rate:?} above the cap {cap:?}")]
+    Rate {
+        /// Asked.
+        rate: FeeRate,
+        /// Allowed.
+        cap: FeeRate,
+    },
+    /// The fee is too large a share of the inputs.
+    #[error("fee {fee} is more than the allowed share of inputs worth {inputs}")]
+    Share {
+        /// The fee.
+        fee: Amount,
+        /// The inputs' value.
+        inputs: Amount,
+    },
+}
+
+impl FeeCaps {
+    /// The protocol's caps: what every enclave enforces and every scheduler plans within.
+    pub const PROTOCOL: FeeCaps = FeeCaps {
+        max_fee_rate: MAX_FEE_RATE,
+        max_fee_share_basis_points: MAX_FEE_SHARE_BASIS_POINTS,
+    };
+
+    /// Whether a fee rate is under the rate cap.
+    ///
+    /// # Errors
+    /// It is above the cap.
+    pub fn check_rate(&self, rate: FeeRate) -> Result<(), FeeCapExceeded> {
+        if rate > self.max_fee_rate {
+            return Err(FeeCapExceeded::Rate {
+                rate,
+                cap: self.max_fee_rate,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a built transaction's fee is under the share cap.
+    ///
+    /// # Errors
+    /// The fee is too large a share of the inputs.
+    pub fn check_share(&self, built: &BuiltTransaction) -> Result<(), FeeCapExceeded> {
+        let inputs: u64 = built.prevouts.iter().map(|out| out.value.to_sat()).sum();
+        let inputs = Amount::from_sat(inputs).unwrap_or(Amount::ZERO);
+        if !self.share_allows(built.fee, inputs) {
+            return Err(FeeCapExceeded::Share {
+                fee: built.fee,
+                inputs,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether `fee` is within the share cap of inputs worth `inputs`.
+    pub fn share_allows(&self, fee: Amount, inputs: Amount) -> bool {
+        u128::from(fee.to_sat()) * 10_000
+            <= u128::from(inputs.to_sat()) * u128::from(self.max_fee_share_basis_points)
+    }
+
+    /// Both checks of a transaction built at `rate`.
+    ///
+    /// # Errors
+    /// The first cap it is over.
+    pub fn check(&self, rate: FeeRate, built: &BuiltTransaction) -> Result<(), FeeCapExceeded> {
+        self.check_rate(rate)?;
+        self.check_share(built)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_pay_the_acknowledged_blocks_median_within_bounds() {
+        assert_eq!(plan_fee_rate(Some(FeeRate(17))), FeeRate(17));
+        assert_eq!(plan_fee_rate(None), MIN_FEE_RATE);
+        assert_eq!(plan_fee_rate(Some(FeeRate(0))), MIN_FEE_RATE);
+        assert_eq!(plan_fee_rate(Some(FeeRate(5_000))), MAX_FEE_RATE);
+    }
+
+    #[test]
+    fn the_share_cap_is_inclusive_and_exact() {
+        let caps = FeeCaps::PROTOCOL;
+        let inputs = Amount::from_sat(1_000_000).unwrap_or(Amount::ZERO);
+        let at_cap = Amount::from_sat(50_000).unwrap_or(Amount::ZERO);
+        let over = Amount::from_sat(50_001).unwrap_or(Amount::ZERO);
+        assert!(caps.share_allows(at_cap, inputs));
+        assert!(!caps.share_allows(over, inputs));
+        assert!(caps.check_rate(MAX_FEE_RATE).is_ok());
+        assert_eq!(
+            caps.check_rate(FeeRate(MAX_FEE_RATE.0 + 1)),
+            Err(FeeCapExceeded::Rate {
+                rate: FeeRate(MAX_FEE_RATE.0 + 1),
+                cap: MAX_FEE_RATE
+            })
+        );
+    }
+}
