@@ -1,54 +1,70 @@
 //! The scheduler: which of our outputs pay which payments (PROTOCOL.md section 5). Pure and
 //! deterministic: every validator feeding it the same outputs, payments and fee rates gets
-//! the same plans with the same ids. It does no I/O; `scheduler_state` and `db` persist its state.
+//! the same plans with the same ids. It does no I/O; `scheduler_state` and `db` persist its
+//! state.
+//!
+//! It makes only plans every enclave signs: each plan's transaction is built here with the
+//! builder the enclaves use and checked against the protocol's fee caps (`FeeCaps::check`, the
+//! enclaves' own check) before it is made; what would cross them waits for lower fees.
 //!
 //! One scheduler per key. Each call to `schedule`:
 //!
 //! 1. matches new Branch outputs to the branch groups waiting for them (by exact amount, oldest
-//!    group first); a matched output funds a plan for its group, with the difference between
-//!    the group's sum and the output's amount (the fee share the parent transaction took)
-//!    spread over the group's payments. Every other output joins the pool;
+//!    group first); a matched output is *funded*: the difference between the group's sum and
+//!    the output's amount (the fee share the parent transaction took) is spread over the
+//!    group's payments. Every other output joins the pool;
 //! 2. queues new payments (dropping those below `DUST`);
-//! 3. sorts the pool by value, highest first, and cuts it into chunks of `max_inputs`. The
-//!    first chunk pays queued payments in FIFO order while its value covers them; further
-//!    chunks of more than one output are aggregated into one change output each;
-//! 4. fits each plan's payments into `max_outputs` (one slot fewer, for change): the first
-//!    payments are paid directly and the excess is split into as few branch groups as can each
-//!    be paid by one transaction, each paid by the parent through one output to our Branch
-//!    address for the group's sum, and later from that output (groups too large for that
-//!    branch again);
-//! 5. builds each plan's transaction at the fee rate, to learn what its branch outputs will
-//!    carry, which payments fall below dust (dropped, reported), and whether the plan yields a
-//!    transaction at all (if not, its inputs return to the pool and its branch groups'
-//!    payments to the front of the queue).
+//! 3. makes the child plan of every funded branch whose transaction is within the caps at this
+//!    fee rate, and pays every payment in it (oldest first; the others wait);
+//! 4. pays queued payments in FIFO order while the largest `max_inputs` outputs cover them,
+//!    spending the fewest largest outputs that cover them (one more when the change would be
+//!    below dust); payments too small for their fee share at this rate wait, and the newest
+//!    payments wait while the plan's fee is above its share cap. Payments beyond one
+//!    transaction's outputs go into branch groups, each paid later from one branch output;
+//! 5. aggregates the pool beyond its largest `max_inputs` outputs, in chunks, keeping only
+//!    outputs worth spending at this fee rate (their input's fee within the share cap), as long
+//!    as the chunk's transaction stays within the caps.
+//!
+//! At most `MAX_PLANS_PER_BLOCK` plans come out of one call; what is left waits for the next.
+//!
+//! **Operating costs.** Fees no user payment bears (aggregations, a branch output's share of
+//! its parent's fee until its children are charged, change too small to keep) are carried as
+//! operating costs and recovered from later payments: each paid payment is charged at most its
+//! own fee share again, never below `DUST`. The value of dropped payments stays with us and
+//! offsets them, so the carried balance can be negative (a surplus). The books balance at every
+//! step: `deposits − (burns − outstanding) = holdings + carried`, where `outstanding` is what
+//! the queue, the branch groups and the funded branches still owe, at their current amounts.
 
 use std::collections::VecDeque;
 
 use schema::{
     amount::Amount,
     keys::NetworkKey,
+    limits::MAX_PLANS_PER_BLOCK,
     plan::{OutputKind, Payment, PaymentAddress, Plan, PlanInput},
-    protocol::DUST,
+    protocol::{FeeCaps, DUST, MAX_INPUTS, MAX_OUTPUTS, MIN_FEE_RATE},
     taproot::{DerivedKey, KeyDerivationError},
-    transaction::{build, BuildError, Built, FeeRate, PaymentOutcome},
+    transaction::{build, BuildError, Built, BuiltTransaction, FeeRate, PaymentOutcome},
 };
 use thiserror::Error;
 
-/// The transaction size limits plans are cut to.
+/// The limits plans are cut to and the caps their fees stay under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Most inputs per transaction.
     pub max_inputs: usize,
     /// Most outputs per transaction, change included. At least 3, so that branching divides.
     pub max_outputs: usize,
+    /// The fee caps every plan's transaction stays under.
+    pub caps: FeeCaps,
 }
 
 impl Limits {
-    /// Bitcoin's limits: 520 key-path inputs and 520 outputs weigh about 210,000 WU, well
-    /// under Bitcoin Core's standard 400,000.
+    /// Bitcoin's protocol parameters.
     pub const BITCOIN: Limits = Limits {
-        max_inputs: 520,
-        max_outputs: 520,
+        max_inputs: MAX_INPUTS,
+        max_outputs: MAX_OUTPUTS,
+        caps: FeeCaps::PROTOCOL,
     };
 }
 
@@ -65,11 +81,60 @@ pub struct BranchGroup {
     pub payments: Vec<Payment>,
 }
 
+/// A branch output that arrived, with the payments it is for (their amounts already reduced
+/// by the branch's fee share), waiting for a fee rate at which its transaction is signable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FundedBranch {
+    /// The branch output.
+    pub output: Output,
+    /// What it pays.
+    pub payments: Vec<Payment>,
+}
+
+/// Operating costs carried: fees paid that no payment bore yet, in satoshis. Negative when the
+/// value of dropped payments exceeded them (a surplus).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Carried(pub i64);
+
+impl Carried {
+    fn add(&mut self, amount: Amount) {
+        self.0 = self.0.saturating_add(signed(amount));
+    }
+
+    fn sub(&mut self, amount: Amount) {
+        self.0 = self.0.saturating_sub(signed(amount));
+    }
+
+    /// What is still to recover, if anything.
+    fn owed(self) -> Amount {
+        u64::try_from(self.0)
+            .ok()
+            .and_then(|sats| Amount::from_sat(sats).ok())
+            .unwrap_or(Amount::ZERO)
+    }
+}
+
+/// Amounts are at most 21M BTC, far within `i64`.
+fn signed(amount: Amount) -> i64 {
+    i64::try_from(amount.to_sat()).unwrap_or(i64::MAX)
+}
+
+/// Why a payment will not be made. Its value stays with us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Below `DUST` as it arrived.
+    BelowDust,
+    /// Too small to carry its share of any transaction's fee even at the lowest fee rate.
+    Unpayable,
+}
+
 /// A payment that will not be made, and why. Its value stays with us.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DroppedPayment {
     /// The payment as it was when dropped.
     pub payment: Payment,
+    /// Why.
+    pub reason: DropReason,
 }
 
 /// What one call to `schedule` produced.
@@ -77,7 +142,7 @@ pub struct DroppedPayment {
 pub struct Scheduled {
     /// The plans to sign, in creation order.
     pub plans: Vec<Plan>,
-    /// Payments dropped because they fell below `DUST`.
+    /// Payments dropped.
     pub dropped: Vec<DroppedPayment>,
 }
 
@@ -95,6 +160,10 @@ pub enum SchedulerError {
     /// The branch script is not a payable address (it always is).
     #[error("branch address is not payable")]
     BranchAddress,
+    /// Charging operating costs changed a transaction's fee or dropped a payment (it never
+    /// does: amounts do not change a transaction's size).
+    #[error("charging operating costs changed the transaction")]
+    Charge,
 }
 
 /// The scheduler's whole state, for one key.
@@ -105,14 +174,45 @@ pub struct Scheduler {
     pool: Vec<Output>,
     queue: VecDeque<Payment>,
     branches: Vec<BranchGroup>,
+    funded: Vec<FundedBranch>,
+    carried: Carried,
 }
 
-/// A plan being made: its payments and which of them fund which branch group.
+/// A plan's payments: each a user payment or the branch payment of a group.
 struct Draft {
-    inputs: Vec<Output>,
     payments: Vec<Payment>,
     /// For each payment, the group it funds (a branch payment) or `None` (a user payment).
     groups: Vec<Option<Vec<Payment>>>,
+}
+
+/// The state one `schedule` call works on.
+struct Call<'a> {
+    fee_rate: FeeRate,
+    scheduled: &'a mut Scheduled,
+}
+
+impl Call<'_> {
+    fn full(&self) -> bool {
+        self.scheduled.plans.len() >= MAX_PLANS_PER_BLOCK
+    }
+}
+
+/// What became of an attempt to pay payments from the pool.
+enum Attempt {
+    /// A plan every enclave signs.
+    Signable(Box<(Signable, Draft)>),
+    /// The fee crosses a cap whatever outputs pay it.
+    OverCaps,
+    /// Some payments are too small for their fee share (`true` for each), spending `inputs`.
+    Drops(Vec<Output>, Vec<bool>),
+    /// No transaction exists: every payment is too small.
+    NoTransaction,
+}
+
+/// A plan that passed every check, with its transaction.
+struct Signable {
+    plan: Plan,
+    built: BuiltTransaction,
 }
 
 impl Scheduler {
@@ -124,16 +224,20 @@ impl Scheduler {
             pool: Vec::new(),
             queue: VecDeque::new(),
             branches: Vec::new(),
+            funded: Vec::new(),
+            carried: Carried::default(),
         }
     }
 
-    /// A scheduler with the given state, as `scheduler_db` reads it back.
+    /// A scheduler with the given state, as `scheduler_state` reads it back.
     pub fn from_parts(
         key: NetworkKey,
         limits: Limits,
         pool: Vec<Output>,
         queue: VecDeque<Payment>,
         branches: Vec<BranchGroup>,
+        funded: Vec<FundedBranch>,
+        carried: Carried,
     ) -> Self {
         Scheduler {
             key,
@@ -141,6 +245,8 @@ impl Scheduler {
             pool,
             queue,
             branches,
+            funded,
+            carried,
         }
     }
 
@@ -159,7 +265,7 @@ impl Scheduler {
         &self.pool
     }
 
-    /// Payments waiting for funds, oldest first.
+    /// Payments waiting for funds or for lower fees, oldest first.
     pub fn queue(&self) -> &VecDeque<Payment> {
         &self.queue
     }
@@ -169,7 +275,29 @@ impl Scheduler {
         &self.branches
     }
 
-    /// Takes new outputs and payments and makes every plan that can be made now.
+    /// Branch outputs that arrived and wait for lower fees to pay their groups, oldest first.
+    pub fn funded(&self) -> &[FundedBranch] {
+        &self.funded
+    }
+
+    /// Operating costs not yet recovered (negative: a surplus).
+    pub fn carried(&self) -> Carried {
+        self.carried
+    }
+
+    /// What the scheduler still owes: every queued payment, every branch group's payments and
+    /// every funded branch's payments, at their current amounts.
+    pub fn outstanding(&self) -> Amount {
+        total(
+            self.queue
+                .iter()
+                .chain(self.branches.iter().flat_map(|group| &group.payments))
+                .chain(self.funded.iter().flat_map(|funded| &funded.payments))
+                .map(|payment| payment.amount),
+        )
+    }
+
+    /// Takes new outputs and payments and makes every plan that can be signed now.
     ///
     /// # Errors
     /// See `SchedulerError`; the state is unchanged when an error is returned.
@@ -180,7 +308,15 @@ impl Scheduler {
         fee_rate: FeeRate,
     ) -> Result<Scheduled, SchedulerError> {
         let mut next = self.clone();
-        let scheduled = next.schedule_in_place(outputs, payments, fee_rate)?;
+        let mut scheduled = Scheduled::default();
+        next.schedule_in_place(
+            outputs,
+            payments,
+            &mut Call {
+                fee_rate,
+                scheduled: &mut scheduled,
+            },
+        )?;
         *self = next;
         Ok(scheduled)
     }
@@ -189,11 +325,8 @@ impl Scheduler {
         &mut self,
         outputs: Vec<Output>,
         payments: Vec<Payment>,
-        fee_rate: FeeRate,
-    ) -> Result<Scheduled, SchedulerError> {
-        let mut scheduled = Scheduled::default();
-        let mut drafts = Vec::new();
-
+        call: &mut Call<'_>,
+    ) -> Result<(), SchedulerError> {
         for output in outputs {
             let matched = (output.kind == OutputKind::Branch)
                 .then(|| {
@@ -205,76 +338,476 @@ impl Scheduler {
             match matched {
                 Some(index) => {
                     let group = self.branches.remove(index);
-                    let (payments, dropped) = amortize(group, output.amount);
-                    scheduled.dropped.extend(dropped);
-                    drafts.push(self.fit(vec![output], payments)?);
+                    let payments = self.amortize(group, output.amount, call);
+                    self.funded.push(FundedBranch { output, payments });
                 }
                 None => self.pool.push(output),
             }
         }
-
         for payment in payments {
             if payment.amount < DUST {
-                scheduled.dropped.push(DroppedPayment { payment });
+                self.drop_payment(payment, DropReason::BelowDust, call);
             } else {
                 self.queue.push_back(payment);
             }
         }
-
+        self.pay_funded_branches(call)?;
         self.pool
             .sort_by(|a, b| b.amount.cmp(&a.amount).then(a.id.cmp(&b.id)));
-        let pool = std::mem::take(&mut self.pool);
-        let mut chunks = pool.chunks(self.limits.max_inputs.max(1));
-        if let Some(first) = chunks.next() {
-            let value = total(first.iter().map(|output| output.amount));
-            let mut covered = Amount::ZERO;
-            let mut paying = Vec::new();
-            while let Some(payment) = self.queue.front() {
-                match covered.checked_add(payment.amount) {
-                    Some(sum) if sum <= value => {
-                        covered = sum;
-                        if let Some(payment) = self.queue.pop_front() {
-                            paying.push(payment);
-                        }
-                    }
-                    _ => break,
+        self.pay_queue(call)?;
+        self.aggregate(call)
+    }
+
+    /// Records a dropped payment: its value stays with us and offsets operating costs.
+    fn drop_payment(&mut self, payment: Payment, reason: DropReason, call: &mut Call<'_>) {
+        self.carried.sub(payment.amount);
+        call.scheduled
+            .dropped
+            .push(DroppedPayment { payment, reason });
+    }
+
+    /// Spreads the difference between a group's sum and its branch output's amount (the
+    /// branch's share of its parent's fee) over the group's payments, evenly with the remainder
+    /// to the first; a payment that would fall below `DUST` is dropped and the difference spread
+    /// over the others again. The difference was carried as an operating cost since the parent
+    /// was made; what the kept payments bear of it is recovered. The kept payments never sum to
+    /// more than the branch output.
+    fn amortize(
+        &mut self,
+        group: BranchGroup,
+        received: Amount,
+        call: &mut Call<'_>,
+    ) -> Vec<Payment> {
+        let sum = total(group.payments.iter().map(|payment| payment.amount));
+        let difference = sum.checked_sub(received).unwrap_or(Amount::ZERO).to_sat();
+        let mut kept = group.payments;
+        loop {
+            let cuts = split(difference, kept.len());
+            let (stay, fall): (Vec<_>, Vec<_>) =
+                kept.into_iter().zip(cuts).partition(|(payment, cut)| {
+                    payment.amount.to_sat().checked_sub(*cut) >= Some(DUST.to_sat())
+                });
+            if fall.is_empty() {
+                let mut amortized = Vec::with_capacity(stay.len());
+                for (mut payment, cut) in stay {
+                    let cut = Amount::from_sat(cut).unwrap_or(Amount::ZERO);
+                    self.carried.sub(cut);
+                    payment.amount = payment.amount.checked_sub(cut).unwrap_or(Amount::ZERO);
+                    amortized.push(payment);
+                }
+                return amortized;
+            }
+            for (payment, _) in fall {
+                self.drop_payment(payment, DropReason::Unpayable, call);
+            }
+            kept = stay.into_iter().map(|(payment, _)| payment).collect();
+        }
+    }
+
+    /// Makes the child plan of every funded branch that is signable now, oldest first.
+    fn pay_funded_branches(&mut self, call: &mut Call<'_>) -> Result<(), SchedulerError> {
+        let funded = std::mem::take(&mut self.funded);
+        for branch in funded {
+            if call.full() {
+                self.funded.push(branch);
+                continue;
+            }
+            // Payments that cannot be paid even at the lowest fee rate never will be; the
+            // others are paid together, once the fee rate lets every one of them be paid.
+            let at_minimum = self
+                .try_payments(&[branch.output], &branch.payments, MIN_FEE_RATE)?
+                .unwrap_or_else(|| vec![true; branch.payments.len()]);
+            let mut payments = Vec::new();
+            for (payment, hopeless) in branch.payments.into_iter().zip(at_minimum) {
+                if hopeless {
+                    self.drop_payment(payment, DropReason::Unpayable, call);
+                } else {
+                    payments.push(payment);
                 }
             }
-            if paying.is_empty() {
-                self.pool.extend_from_slice(first);
-            } else {
-                drafts.push(self.fit(first.to_vec(), paying)?);
+            if payments.is_empty() {
+                // Nothing left to pay from it: the output is ours like any other.
+                self.pool.push(branch.output);
+                continue;
             }
-        }
-        for chunk in chunks {
-            if chunk.len() > 1 {
-                drafts.push(self.fit(chunk.to_vec(), Vec::new())?);
-            } else {
-                self.pool.extend_from_slice(chunk);
+            let draft = self.fit(payments.clone())?;
+            if let Some(signable) = self.signable(vec![branch.output], &draft, call.fee_rate)? {
+                self.commit(signable, draft, Amount::ZERO, call);
+                continue;
             }
+            // A dropped payment's value may be left over as change too small to keep, which
+            // would go to the miners and can cross the share cap at any fee rate: with one more
+            // input (our smallest output) it is kept as change instead.
+            let smallest = self
+                .pool
+                .iter()
+                .enumerate()
+                .min_by(|(_, a), (_, b)| a.amount.cmp(&b.amount).then(a.id.cmp(&b.id)))
+                .map(|(index, output)| (index, *output));
+            if let Some((index, extra)) = smallest {
+                let inputs = vec![branch.output, extra];
+                if let Some(signable) = self.signable(inputs, &draft, call.fee_rate)? {
+                    self.pool.remove(index);
+                    self.commit(signable, draft, Amount::ZERO, call);
+                    continue;
+                }
+            }
+            self.funded.push(FundedBranch {
+                output: branch.output,
+                payments,
+            });
         }
+        Ok(())
+    }
 
-        for draft in drafts {
-            self.finish(draft, fee_rate, &mut scheduled)?;
+    /// For each payment, whether it would be dropped (below dust after its fee share) in a
+    /// transaction spending `inputs` at `fee_rate`; `None` when no transaction can be built.
+    fn try_payments(
+        &self,
+        inputs: &[Output],
+        payments: &[Payment],
+        fee_rate: FeeRate,
+    ) -> Result<Option<Vec<bool>>, SchedulerError> {
+        let draft = self.fit(payments.to_vec())?;
+        let plan = self.plan(inputs.to_vec(), &draft, fee_rate);
+        Ok(match build(&plan)? {
+            Built::Transaction(built) => Some(user_drops(&draft, &built.payments, payments.len())),
+            Built::NoTransaction { .. } => None,
+        })
+    }
+
+    /// Pays queued payments from the pool (sorted, largest first).
+    fn pay_queue(&mut self, call: &mut Call<'_>) -> Result<(), SchedulerError> {
+        if call.full() || self.queue.is_empty() {
+            return Ok(());
         }
-        Ok(scheduled)
+        let top = self.pool.len().min(self.limits.max_inputs);
+        let value = total(self.pool.iter().take(top).map(|output| output.amount));
+        // The oldest payments the largest outputs cover, in FIFO order.
+        let mut covered = Amount::ZERO;
+        let mut selected = 0;
+        for payment in &self.queue {
+            match covered.checked_add(payment.amount) {
+                Some(sum) if sum <= value => {
+                    covered = sum;
+                    selected += 1;
+                }
+                _ => break,
+            }
+        }
+        // Each with its place in the queue, so that those that wait keep it.
+        let mut paying: Vec<(usize, Payment)> = self.queue.drain(..selected).enumerate().collect();
+        let mut waiting: Vec<(usize, Payment)> = Vec::new();
+        let mut unpayable: Vec<Payment> = Vec::new();
+        // Payments too small for their fee share at this rate wait for lower fees, unless even
+        // the lowest rate could not pay them. Each round removes at least one payment.
+        let mut made = None;
+        while !paying.is_empty() {
+            let payments: Vec<Payment> =
+                paying.iter().map(|(_, payment)| payment.clone()).collect();
+            match self.payment_plan(&payments, top, call.fee_rate)? {
+                Attempt::Signable(signable) => {
+                    made = Some(*signable);
+                    break;
+                }
+                Attempt::OverCaps => {
+                    // The newest payments wait: the most of the oldest that make a signable
+                    // plan, by bisection (a handful of builds, however many payments).
+                    let (mut good, mut bad) = (0, paying.len());
+                    while bad - good > 1 {
+                        let middle = good + (bad - good) / 2;
+                        match self.payment_plan(&payments[..middle], top, call.fee_rate)? {
+                            Attempt::Signable(signable) => {
+                                good = middle;
+                                made = Some(*signable);
+                            }
+                            _ => bad = middle,
+                        }
+                    }
+                    waiting.extend(paying.drain(good..));
+                    if good == 0 {
+                        made = None;
+                    }
+                    break;
+                }
+                Attempt::Drops(inputs, dropped) => {
+                    let at_minimum = self
+                        .try_payments(&inputs, &payments, MIN_FEE_RATE)?
+                        .unwrap_or_else(|| vec![true; payments.len()]);
+                    let mut kept = Vec::new();
+                    for ((entry, now), never) in paying.into_iter().zip(dropped).zip(at_minimum) {
+                        match (now, never) {
+                            (false, _) => kept.push(entry),
+                            (true, true) => unpayable.push(entry.1),
+                            (true, false) => waiting.push(entry),
+                        }
+                    }
+                    paying = kept;
+                }
+                Attempt::NoTransaction => {
+                    waiting.append(&mut paying);
+                }
+            }
+        }
+        // Waiting payments go back in front of those not selected, in their original order.
+        waiting.sort_by_key(|(place, _)| *place);
+        for (_, payment) in waiting.into_iter().rev() {
+            self.queue.push_front(payment);
+        }
+        for payment in unpayable {
+            self.drop_payment(payment, DropReason::Unpayable, call);
+        }
+        if let Some((signable, draft)) = made {
+            let spent = signable.plan.inputs.len();
+            let signable = self.charge(signable, &draft)?;
+            let charged = total(draft.payments.iter().zip(&signable.plan.payments).map(
+                |(before, after)| {
+                    before
+                        .amount
+                        .checked_sub(after.amount)
+                        .unwrap_or(Amount::ZERO)
+                },
+            ));
+            self.pool.drain(..spent);
+            self.commit(signable, draft, charged, call);
+        }
+        Ok(())
+    }
+
+    /// The plan paying `payments` from the largest `top` outputs at `fee_rate`: spending the
+    /// fewest outputs that cover them or, when that crosses the share cap, every output of them
+    /// worth spending at this rate (more value for the same payments lowers the fee's share).
+    fn payment_plan(
+        &self,
+        payments: &[Payment],
+        top: usize,
+        fee_rate: FeeRate,
+    ) -> Result<Attempt, SchedulerError> {
+        let draft = self.fit(payments.to_vec())?;
+        let fewest = self.inputs_for(payments, top);
+        let worth = self
+            .pool
+            .iter()
+            .take(top)
+            .take_while(|output| self.worth_spending(output.amount, fee_rate))
+            .count();
+        let mut choices = vec![fewest.len()];
+        if worth > fewest.len() {
+            choices.push(worth);
+        }
+        let mut outcome = Attempt::OverCaps;
+        for count in choices {
+            let inputs: Vec<Output> = self.pool.iter().take(count).copied().collect();
+            let plan = self.plan(inputs.clone(), &draft, fee_rate);
+            let built = match build(&plan)? {
+                Built::Transaction(built) => built,
+                Built::NoTransaction { .. } => return Ok(Attempt::NoTransaction),
+            };
+            let dropped = user_drops(&draft, &built.payments, payments.len());
+            if dropped.iter().any(|dropped| *dropped) {
+                return Ok(Attempt::Drops(inputs, dropped));
+            }
+            if self.limits.caps.check(fee_rate, &built).is_ok() {
+                return Ok(Attempt::Signable(Box::new((
+                    Signable { plan, built },
+                    draft,
+                ))));
+            }
+            outcome = Attempt::OverCaps;
+        }
+        Ok(outcome)
+    }
+
+    /// The fewest of the largest `top` pool outputs whose value covers `payments`, plus one
+    /// more when what is left over would be change too small to keep.
+    fn inputs_for(&self, payments: &[Payment], top: usize) -> Vec<Output> {
+        let needed = total(payments.iter().map(|payment| payment.amount));
+        let mut value = Amount::ZERO;
+        let mut count = 0;
+        for output in self.pool.iter().take(top) {
+            if value >= needed {
+                break;
+            }
+            value = value.checked_add(output.amount).unwrap_or(value);
+            count += 1;
+        }
+        let left = value.checked_sub(needed).unwrap_or(Amount::ZERO);
+        if left > Amount::ZERO && left < DUST && count < top {
+            count += 1;
+        }
+        self.pool.iter().take(count).copied().collect()
+    }
+
+    /// Charges carried operating costs to the plan's user payments: each at most its own fee
+    /// share again, never below `DUST`, in payment order until the costs are recovered.
+    fn charge(&self, signable: Signable, draft: &Draft) -> Result<Signable, SchedulerError> {
+        let mut owed = self.carried.owed();
+        if owed == Amount::ZERO {
+            return Ok(signable);
+        }
+        let Signable { mut plan, built } = signable;
+        let mut changed = false;
+        for ((payment, group), outcome) in plan
+            .payments
+            .iter_mut()
+            .zip(&draft.groups)
+            .zip(&built.payments)
+        {
+            let (None, PaymentOutcome::Paid { amount, .. }) = (group, outcome) else {
+                continue;
+            };
+            let fee_share = payment.amount.checked_sub(*amount).unwrap_or(Amount::ZERO);
+            let room = amount.checked_sub(DUST).unwrap_or(Amount::ZERO);
+            let charge = fee_share.min(room).min(owed);
+            if charge == Amount::ZERO {
+                continue;
+            }
+            payment.amount = payment.amount.checked_sub(charge).unwrap_or(payment.amount);
+            owed = owed.checked_sub(charge).unwrap_or(Amount::ZERO);
+            changed = true;
+        }
+        if !changed {
+            return Ok(Signable { plan, built });
+        }
+        // Lower amounts change neither the transaction's size nor its fee: every payment is
+        // still paid, at least `DUST`, and the caps still hold.
+        match build(&plan)? {
+            Built::Transaction(charged)
+                if charged.fee == built.fee
+                    && charged
+                        .payments
+                        .iter()
+                        .all(|outcome| *outcome != PaymentOutcome::Dropped) =>
+            {
+                Ok(Signable {
+                    plan,
+                    built: charged,
+                })
+            }
+            _ => Err(SchedulerError::Charge),
+        }
+    }
+
+    /// Aggregates the pool beyond its largest `max_inputs` outputs.
+    fn aggregate(&mut self, call: &mut Call<'_>) -> Result<(), SchedulerError> {
+        let keep = self.limits.max_inputs;
+        if self.pool.len() <= keep {
+            return Ok(());
+        }
+        let tail = self.pool.split_off(keep);
+        let mut left = Vec::new();
+        for chunk in tail.chunks(self.limits.max_inputs.max(1)) {
+            if call.full() {
+                left.extend_from_slice(chunk);
+                continue;
+            }
+            // Sorted largest first: the outputs worth spending are a prefix.
+            let worth = chunk
+                .iter()
+                .take_while(|output| self.worth_spending(output.amount, call.fee_rate))
+                .count();
+            let (spend, rest) = chunk.split_at(worth);
+            left.extend_from_slice(rest);
+            if spend.len() < 2 {
+                left.extend_from_slice(spend);
+                continue;
+            }
+            let draft = Draft {
+                payments: Vec::new(),
+                groups: Vec::new(),
+            };
+            match self.signable(spend.to_vec(), &draft, call.fee_rate)? {
+                Some(signable) => self.commit(signable, draft, Amount::ZERO, call),
+                None => left.extend_from_slice(spend),
+            }
+        }
+        self.pool.extend(left);
+        Ok(())
+    }
+
+    /// Whether spending an output of `amount` costs, at `fee_rate`, no more than the share cap
+    /// of its value.
+    fn worth_spending(&self, amount: Amount, fee_rate: FeeRate) -> bool {
+        let fee = fee_rate
+            .0
+            .saturating_mul(schema::transaction::KEY_PATH_INPUT_WEIGHT)
+            .div_ceil(4);
+        self.limits
+            .caps
+            .share_allows(Amount::from_sat(fee).unwrap_or(amount), amount)
+    }
+
+    /// The plan of `draft` spending `inputs` at `fee_rate`, if its transaction exists, pays
+    /// every user payment and is within the caps.
+    fn signable(
+        &self,
+        inputs: Vec<Output>,
+        draft: &Draft,
+        fee_rate: FeeRate,
+    ) -> Result<Option<Signable>, SchedulerError> {
+        let plan = self.plan(inputs, draft, fee_rate);
+        let built = match build(&plan)? {
+            Built::Transaction(built) => built,
+            Built::NoTransaction { .. } => return Ok(None),
+        };
+        let dropped = user_drops(draft, &built.payments, draft.payments.len());
+        if dropped.iter().any(|dropped| *dropped)
+            || self.limits.caps.check(fee_rate, &built).is_err()
+        {
+            return Ok(None);
+        }
+        Ok(Some(Signable { plan, built }))
+    }
+
+    fn plan(&self, inputs: Vec<Output>, draft: &Draft, fee_rate: FeeRate) -> Plan {
+        Plan {
+            key: self.key,
+            inputs,
+            payments: draft.payments.clone(),
+            change: Some(self.key),
+            fee_rate,
+        }
+    }
+
+    /// Makes a signable plan: its branch groups start waiting for their outputs, and the fee
+    /// no user payment bears is carried (`charged` is what the plan recovered).
+    fn commit(&mut self, signable: Signable, draft: Draft, charged: Amount, call: &mut Call<'_>) {
+        let Signable { plan, built } = signable;
+        let mut borne = Amount::ZERO;
+        for ((payment, group), outcome) in
+            plan.payments.iter().zip(draft.groups).zip(&built.payments)
+        {
+            match (group, outcome) {
+                (Some(payments), PaymentOutcome::Paid { amount, .. }) => {
+                    self.branches.push(BranchGroup {
+                        expected: *amount,
+                        payments,
+                    });
+                }
+                (None, PaymentOutcome::Paid { amount, .. }) => {
+                    let share = payment.amount.checked_sub(*amount).unwrap_or(Amount::ZERO);
+                    borne = borne.checked_add(share).unwrap_or(borne);
+                }
+                // `signable` and `charge` refuse plans dropping a payment.
+                (_, PaymentOutcome::Dropped) => {}
+            }
+        }
+        self.carried.add(built.fee);
+        self.carried.sub(borne);
+        self.carried.sub(charged);
+        call.scheduled.plans.push(plan);
     }
 
     /// Fits payments into one transaction's outputs, moving the excess into branch payments.
-    fn fit(&self, inputs: Vec<Output>, payments: Vec<Payment>) -> Result<Draft, SchedulerError> {
+    fn fit(&self, payments: Vec<Payment>) -> Result<Draft, SchedulerError> {
         // One slot is kept for change.
         let slots = self.limits.max_outputs.saturating_sub(1).max(2);
         if payments.len() <= slots {
             let groups = vec![None; payments.len()];
-            return Ok(Draft {
-                inputs,
-                payments,
-                groups,
-            });
+            return Ok(Draft { payments, groups });
         }
         let branch = self.branch_address()?;
         let mut draft = Draft {
-            inputs,
             payments: Vec::with_capacity(slots),
             groups: Vec::with_capacity(slots),
         };
@@ -320,93 +853,39 @@ impl Scheduler {
         Ok(draft)
     }
 
-    /// Builds a draft's transaction and records its outcome.
-    fn finish(
-        &mut self,
-        draft: Draft,
-        fee_rate: FeeRate,
-        scheduled: &mut Scheduled,
-    ) -> Result<(), SchedulerError> {
-        let plan = Plan {
-            key: self.key,
-            inputs: draft.inputs,
-            payments: draft.payments,
-            change: Some(self.key),
-            fee_rate,
-        };
-        let outcomes = match build(&plan)? {
-            Built::Transaction(built) => built.payments,
-            Built::NoTransaction { payments } => {
-                // Nothing can be built: the inputs stay ours, branch groups are released.
-                self.pool.extend(plan.inputs.iter().copied());
-                let mut released = Vec::new();
-                for ((payment, group), _) in
-                    plan.payments.into_iter().zip(draft.groups).zip(payments)
-                {
-                    match group {
-                        Some(group) => released.extend(group),
-                        None => scheduled.dropped.push(DroppedPayment { payment }),
-                    }
-                }
-                for payment in released.into_iter().rev() {
-                    self.queue.push_front(payment);
-                }
-                return Ok(());
-            }
-        };
-        let mut released = Vec::new();
-        for ((payment, group), outcome) in plan.payments.iter().zip(draft.groups).zip(outcomes) {
-            match (group, outcome) {
-                (Some(payments), PaymentOutcome::Paid { amount, .. }) => {
-                    self.branches.push(BranchGroup {
-                        expected: amount,
-                        payments,
-                    });
-                }
-                (Some(payments), PaymentOutcome::Dropped) => released.extend(payments),
-                (None, PaymentOutcome::Dropped) => scheduled.dropped.push(DroppedPayment {
-                    payment: payment.clone(),
-                }),
-                (None, PaymentOutcome::Paid { .. }) => {}
-            }
-        }
-        for payment in released.into_iter().rev() {
-            self.queue.push_front(payment);
-        }
-        scheduled.plans.push(plan);
-        Ok(())
-    }
-
     fn branch_address(&self) -> Result<PaymentAddress, SchedulerError> {
         let script = DerivedKey::derive(&self.key, OutputKind::Branch)?.script_pubkey();
         PaymentAddress::new(script).map_err(|_| SchedulerError::BranchAddress)
     }
 }
 
-/// Spreads the difference between a group's sum and its branch output's amount over the
-/// group's payments (evenly, the remainder to the first), dropping those that fall below
-/// `DUST`.
-fn amortize(group: BranchGroup, received: Amount) -> (Vec<Payment>, Vec<DroppedPayment>) {
-    let sum = total(group.payments.iter().map(|payment| payment.amount));
-    let difference = sum.checked_sub(received).unwrap_or(Amount::ZERO).to_sat();
-    let count = u64::try_from(group.payments.len())
-        .unwrap_or(u64::MAX)
-        .max(1);
-    let share = difference / count;
-    let remainder = difference % count;
-    let mut kept = Vec::new();
-    let mut dropped = Vec::new();
-    for (index, mut payment) in group.payments.into_iter().enumerate() {
-        let cut = if index == 0 { share + remainder } else { share };
-        match payment.amount.to_sat().checked_sub(cut) {
-            Some(sats) if sats >= DUST.to_sat() => {
-                payment.amount = Amount::from_sat(sats).unwrap_or(Amount::ZERO);
-                kept.push(payment);
-            }
-            _ => dropped.push(DroppedPayment { payment }),
+/// For each of the `count` payments a draft was fitted from, whether the builder dropped it:
+/// a user payment dropped itself, or a payment inside a dropped branch payment.
+fn user_drops(draft: &Draft, outcomes: &[PaymentOutcome], count: usize) -> Vec<bool> {
+    let mut dropped = Vec::with_capacity(count);
+    for (group, outcome) in draft.groups.iter().zip(outcomes) {
+        let is_dropped = *outcome == PaymentOutcome::Dropped;
+        match group {
+            None => dropped.push(is_dropped),
+            Some(payments) => dropped.extend(std::iter::repeat_n(is_dropped, payments.len())),
         }
     }
-    (kept, dropped)
+    dropped.resize(count, true);
+    dropped
+}
+
+/// `amount` split over `count` shares: evenly, the remainder to the first.
+fn split(amount: u64, count: usize) -> Vec<u64> {
+    let Ok(divisor) = u64::try_from(count) else {
+        return Vec::new();
+    };
+    if divisor == 0 {
+        return Vec::new();
+    }
+    let (share, remainder) = (amount / divisor, amount % divisor);
+    (0..count)
+        .map(|index| if index == 0 { share + remainder } else { share })
+        .collect()
 }
 
 /// The sum of amounts of outputs or of payments that fit in them: bounded by the money supply

@@ -1,15 +1,21 @@
 //! The scheduler's state as bytes, for RocksDB: a small versioned format, written in full
 //! after every change (one value per key) and read back exactly.
 //!
-//! Format, version 1 (integers little endian):
+//! Format, version 2 (integers little endian):
 //!
 //! ```text
 //! u8 version | key (33) | u32 max_inputs | u32 max_outputs
-//! u32 n, n outputs:  txid (32) | u32 vout | u8 kind (0 external, 1 branch, 2 change) | u64 amount
+//! u64 max_fee_rate | u16 max_fee_share_basis_points | i64 carried operating costs
+//! u32 n, n outputs:  see below
 //! u32 n, n payments: see below
 //! u32 n, n groups:   u64 expected | u32 m, m payments
+//! u32 n, n funded:   output | u32 m, m payments
+//! output: txid (32) | u32 vout | u8 kind (0 external, 1 branch, 2 change) | u64 amount
 //! payment: u8 script length | script | u8 has data | (u16 length | data) | u64 amount
 //! ```
+//!
+//! Version 1 (the same without the caps, the carried costs and the funded branches) is still
+//! read: the caps become the protocol's, and nothing is carried or funded.
 //!
 //! Reading checks every count against the bytes left before allocating, and every value's
 //! domain, so a damaged database gives an error, never a panic or a huge allocation.
@@ -21,12 +27,15 @@ use schema::{
     hashes::TransactionId,
     keys::NetworkKey,
     plan::{OutputId, OutputKind, Payment, PaymentAddress, PlanInput},
+    protocol::FeeCaps,
+    transaction::FeeRate,
 };
 use thiserror::Error;
 
-use crate::scheduler::{BranchGroup, Limits, Output, Scheduler};
+use crate::scheduler::{BranchGroup, Carried, FundedBranch, Limits, Output, Scheduler};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const VERSION_1: u8 = 1;
 /// Bytes of one encoded output.
 const OUTPUT_LEN: usize = 32 + 4 + 1 + 8;
 /// The fewest bytes one encoded payment takes (empty script, no data).
@@ -58,16 +67,12 @@ pub fn encode(scheduler: &Scheduler) -> Vec<u8> {
     let limits = scheduler.limits();
     put_len(&mut out, limits.max_inputs);
     put_len(&mut out, limits.max_outputs);
+    out.extend_from_slice(&limits.caps.max_fee_rate.0.to_le_bytes());
+    out.extend_from_slice(&limits.caps.max_fee_share_basis_points.to_le_bytes());
+    out.extend_from_slice(&scheduler.carried().0.to_le_bytes());
     put_len(&mut out, scheduler.pool().len());
     for output in scheduler.pool() {
-        out.extend_from_slice(output.id.txid.as_bytes());
-        out.extend_from_slice(&output.id.vout.to_le_bytes());
-        out.push(match output.kind {
-            OutputKind::External => 0,
-            OutputKind::Branch => 1,
-            OutputKind::Change => 2,
-        });
-        out.extend_from_slice(&output.amount.to_sat().to_le_bytes());
+        put_output(&mut out, output);
     }
     put_payments(&mut out, scheduler.queue().iter());
     put_len(&mut out, scheduler.branches().len());
@@ -75,7 +80,23 @@ pub fn encode(scheduler: &Scheduler) -> Vec<u8> {
         out.extend_from_slice(&group.expected.to_sat().to_le_bytes());
         put_payments(&mut out, group.payments.iter());
     }
+    put_len(&mut out, scheduler.funded().len());
+    for funded in scheduler.funded() {
+        put_output(&mut out, &funded.output);
+        put_payments(&mut out, funded.payments.iter());
+    }
     out
+}
+
+fn put_output(out: &mut Vec<u8>, output: &Output) {
+    out.extend_from_slice(output.id.txid.as_bytes());
+    out.extend_from_slice(&output.id.vout.to_le_bytes());
+    out.push(match output.kind {
+        OutputKind::External => 0,
+        OutputKind::Branch => 1,
+        OutputKind::Change => 2,
+    });
+    out.extend_from_slice(&output.amount.to_sat().to_le_bytes());
 }
 
 /// Reads a scheduler back.
@@ -85,13 +106,25 @@ pub fn encode(scheduler: &Scheduler) -> Vec<u8> {
 pub fn decode(bytes: &[u8]) -> Result<Scheduler, StateError> {
     let mut reader = Reader(bytes);
     let version = reader.u8()?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_1 {
         return Err(StateError::UnknownVersion(version));
     }
     let key = NetworkKey::from_slice(reader.take(33)?).map_err(|_| StateError::Invalid("key"))?;
+    let max_inputs = reader.usize()?;
+    let max_outputs = reader.usize()?;
+    let (caps, carried) = if version == VERSION_1 {
+        (FeeCaps::PROTOCOL, Carried::default())
+    } else {
+        let caps = FeeCaps {
+            max_fee_rate: FeeRate(u64::from_le_bytes(reader.array()?)),
+            max_fee_share_basis_points: u16::from_le_bytes(reader.array()?),
+        };
+        (caps, Carried(i64::from_le_bytes(reader.array()?)))
+    };
     let limits = Limits {
-        max_inputs: reader.usize()?,
-        max_outputs: reader.usize()?,
+        max_inputs,
+        max_outputs,
+        caps,
     };
     let count = reader.len(OUTPUT_LEN)?;
     let mut pool = Vec::with_capacity(count);
@@ -110,10 +143,23 @@ pub fn decode(bytes: &[u8]) -> Result<Scheduler, StateError> {
             payments: read_payments(&mut reader)?,
         });
     }
+    let mut funded = Vec::new();
+    if version != VERSION_1 {
+        let count = reader.len(OUTPUT_LEN + 4)?;
+        funded.reserve(count);
+        for _ in 0..count {
+            funded.push(FundedBranch {
+                output: read_output(&mut reader)?,
+                payments: read_payments(&mut reader)?,
+            });
+        }
+    }
     if !reader.0.is_empty() {
         return Err(StateError::TrailingBytes(reader.0.len()));
     }
-    Ok(Scheduler::from_parts(key, limits, pool, queue, branches))
+    Ok(Scheduler::from_parts(
+        key, limits, pool, queue, branches, funded, carried,
+    ))
 }
 
 /// Lengths in the state are counts of things held in memory, far below `u32::MAX`.

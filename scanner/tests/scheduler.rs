@@ -1,6 +1,9 @@
 //! The scheduler, checked the way a validator set lives with it: plans are built into
 //! transactions, their branch and change outputs come back as new outputs, and at the end
-//! every payment is paid, waiting, or dropped as dust, with every satoshi accounted for.
+//! every payment is paid, waiting, or dropped, with every satoshi accounted for: on chain
+//! (deposits = payouts + fees + holdings) and in the scheduler's books (deposits − settled
+//! burns = holdings + carried operating costs) after every call. Every plan is within the fee
+//! caps the enclaves enforce, at any fee rate.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(
@@ -14,13 +17,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bitcoin::{hashes::Hash, key::Secp256k1, secp256k1::SecretKey};
 use proptest::prelude::*;
-use scanner::scheduler::{Limits, Output, Scheduler};
+use scanner::scheduler::{DropReason, Limits, Output, Scheduler};
 use schema::{
     amount::Amount,
     hashes::{PlanId, TransactionId},
     keys::NetworkKey,
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
-    protocol::DUST,
+    protocol::{FeeCaps, DUST},
     taproot::KeyScripts,
     transaction::{build, Built, BuiltTransaction, FeeRate, PaymentOutcome},
 };
@@ -90,6 +93,7 @@ fn returned_outputs(built: &BuiltTransaction, scripts: &KeyScripts) -> Vec<Outpu
 const SMALL: Limits = Limits {
     max_inputs: 4,
     max_outputs: 3,
+    caps: FeeCaps::PROTOCOL,
 };
 
 #[test]
@@ -210,6 +214,7 @@ fn dust_payments_are_dropped_and_large_pools_aggregated() {
         .schedule(deposits, vec![payment(0, DUST.to_sat() - 1)], FeeRate(2))
         .unwrap();
     assert_eq!(scheduled.dropped.len(), 1);
+    assert_eq!(scheduled.dropped[0].reason, DropReason::BelowDust);
     assert!(scheduler.queue().is_empty());
     // 9 outputs in chunks of 4: the first chunk pays nothing and stays; the second is
     // aggregated; the last chunk has one output and stays.
@@ -222,59 +227,86 @@ fn dust_payments_are_dropped_and_large_pools_aggregated() {
     assert_eq!(built.transaction.output.len(), 1);
 }
 
-/// Runs the scheduler until it makes no more plans, confirming every plan's transaction and
-/// feeding its branch and change outputs back. Returns the plan ids in order, the amount paid
-/// to each payment index, the fees, and the final scheduler.
-struct Run {
-    plan_ids: Vec<PlanId>,
-    paid: BTreeMap<PaymentAddress, Vec<u64>>,
-    fees: u64,
-    dropped: Vec<Payment>,
+/// A chain in miniature for the scheduler: plans confirm (each transaction's branch and change
+/// outputs come back as new outputs on the next call), deposits and burns arrive, and the
+/// books are checked after every call.
+struct Ledger {
     scheduler: Scheduler,
+    scripts: KeyScripts,
+    /// Outputs created by confirmed plans, not yet handed to the scheduler.
+    in_flight: Vec<Output>,
+    known: BTreeSet<OutputId>,
+    spent: BTreeSet<OutputId>,
+    deposited: u64,
+    burned: u64,
+    /// What each payment address received, in order.
+    paid: BTreeMap<PaymentAddress, Vec<u64>>,
+    paid_total: u64,
+    fees: u64,
+    dropped: Vec<(Payment, DropReason)>,
+    plan_ids: Vec<PlanId>,
+    /// The largest fee share of any plan, in basis points.
+    worst_share: u64,
 }
 
-fn run(
-    limits: Limits,
-    deposits: Vec<Output>,
-    payments: Vec<Payment>,
-    rates: &[u64],
-) -> Result<Run, TestCaseError> {
-    let scripts = KeyScripts::derive(&key()).unwrap();
-    let mut scheduler = Scheduler::new(key(), limits);
-    let mut known: BTreeSet<OutputId> = deposits.iter().map(|o| o.id).collect();
-    let mut spent = BTreeSet::new();
-    let mut result = Run {
-        plan_ids: vec![],
-        paid: BTreeMap::new(),
-        fees: 0,
-        dropped: vec![],
-        scheduler: scheduler.clone(),
-    };
-    let (mut outputs, mut new_payments) = (deposits, payments);
-    for round in 0.. {
-        prop_assert!(round < 500, "the scheduler does not terminate");
-        let rate = rates[round % rates.len()];
-        let scheduled = scheduler
-            .schedule(
-                std::mem::take(&mut outputs),
-                std::mem::take(&mut new_payments),
-                FeeRate(rate),
-            )
-            .unwrap();
-        result
-            .dropped
-            .extend(scheduled.dropped.into_iter().map(|d| d.payment));
-        if scheduled.plans.is_empty() {
-            break;
+impl Ledger {
+    fn new(limits: Limits) -> Self {
+        Ledger {
+            scheduler: Scheduler::new(key(), limits),
+            scripts: KeyScripts::derive(&key()).unwrap(),
+            in_flight: vec![],
+            known: BTreeSet::new(),
+            spent: BTreeSet::new(),
+            deposited: 0,
+            burned: 0,
+            paid: BTreeMap::new(),
+            paid_total: 0,
+            fees: 0,
+            dropped: vec![],
+            plan_ids: vec![],
+            worst_share: 0,
         }
+    }
+
+    /// One Serai block: new deposits and the outputs of confirmed plans, new burns, a fee rate.
+    /// Returns how many plans were made.
+    fn step(
+        &mut self,
+        deposits: Vec<Output>,
+        burns: Vec<Payment>,
+        rate: u64,
+    ) -> Result<usize, TestCaseError> {
+        self.deposited += deposits.iter().map(|d| d.amount.to_sat()).sum::<u64>();
+        self.burned += burns.iter().map(|b| b.amount.to_sat()).sum::<u64>();
+        self.known.extend(deposits.iter().map(|d| d.id));
+        let mut outputs = std::mem::take(&mut self.in_flight);
+        outputs.extend(deposits);
+        let limits = self.scheduler.limits();
+        let scheduled = self
+            .scheduler
+            .schedule(outputs, burns, FeeRate(rate))
+            .unwrap();
+        self.dropped
+            .extend(scheduled.dropped.into_iter().map(|d| (d.payment, d.reason)));
+        let made = scheduled.plans.len();
         for plan in scheduled.plans {
             prop_assert!(plan.inputs.len() <= limits.max_inputs);
+            prop_assert_eq!(plan.fee_rate, FeeRate(rate));
             for input in &plan.inputs {
-                prop_assert!(known.contains(&input.id), "spends an output it never got");
-                prop_assert!(spent.insert(input.id), "an output in two plans");
+                prop_assert!(
+                    self.known.contains(&input.id),
+                    "spends an output it never got"
+                );
+                prop_assert!(self.spent.insert(input.id), "an output in two plans");
             }
-            result.plan_ids.push(plan.id());
+            self.plan_ids.push(plan.id());
             let built = transaction(&plan, rate);
+            // What every enclave checks: the fee caps, and that every payment is paid.
+            prop_assert_eq!(limits.caps.check(FeeRate(rate), &built), Ok(()));
+            prop_assert!(built
+                .payments
+                .iter()
+                .all(|outcome| *outcome != PaymentOutcome::Dropped));
             prop_assert!(built.transaction.output.len() <= limits.max_outputs);
             let inputs: u64 = plan.inputs.iter().map(|i| i.amount.to_sat()).sum();
             let outputs_value: u64 = built
@@ -284,74 +316,177 @@ fn run(
                 .map(|o| o.value.to_sat())
                 .sum();
             prop_assert_eq!(inputs, outputs_value + built.fee.to_sat());
-            result.fees += built.fee.to_sat();
+            self.worst_share = self.worst_share.max(built.fee.to_sat() * 10_000 / inputs);
+            self.fees += built.fee.to_sat();
             for output in &built.transaction.output {
-                if scripts.kind_of(&output.script_pubkey).is_none() {
+                if self.scripts.kind_of(&output.script_pubkey).is_none() {
                     let address = PaymentAddress::new(output.script_pubkey.clone()).unwrap();
-                    result
-                        .paid
+                    self.paid
                         .entry(address)
                         .or_default()
                         .push(output.value.to_sat());
+                    self.paid_total += output.value.to_sat();
                 }
             }
-            let returned = returned_outputs(&built, &scripts);
-            known.extend(returned.iter().map(|o| o.id));
-            outputs.extend(returned);
+            let returned = returned_outputs(&built, &self.scripts);
+            self.known.extend(returned.iter().map(|o| o.id));
+            self.in_flight.extend(returned);
         }
+        self.check_books()?;
+        Ok(made)
     }
-    result.scheduler = scheduler;
-    Ok(result)
-}
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-
-    #[test]
-    fn every_payment_is_paid_waiting_or_dropped_and_value_is_conserved(
-        max_inputs in 2usize..6,
-        max_outputs in 3usize..6,
-        deposits in prop::collection::vec(10_000u64..3_000_000, 1..30),
-        payments in prop::collection::vec(5_000u64..400_000, 0..60),
-        rates in prop::collection::vec(1u64..40, 1..4),
-    ) {
-        let limits = Limits { max_inputs, max_outputs };
-        let deposits: Vec<Output> = deposits
+    /// Everything we hold: the pool, branch outputs waiting to pay their groups, and outputs
+    /// of confirmed plans not handed back yet.
+    fn holdings(&self) -> u64 {
+        self.scheduler
+            .pool()
             .iter()
-            .zip(0u32..)
-            .map(|(amount, i)| deposit(i, *amount, OutputKind::External))
-            .collect();
-        let payments: Vec<Payment> = payments.iter().zip(0u32..).map(|(a, i)| payment(i, *a)).collect();
-        let run_once = run(limits, deposits.clone(), payments.clone(), &rates)?;
+            .chain(self.scheduler.funded().iter().map(|f| &f.output))
+            .chain(&self.in_flight)
+            .map(|o| o.amount.to_sat())
+            .sum()
+    }
 
-        // Determinism: the same inputs give the same plans.
-        let again = run(limits, deposits.clone(), payments.clone(), &rates)?;
-        prop_assert_eq!(&run_once.plan_ids, &again.plan_ids);
+    fn check_books(&self) -> Result<(), TestCaseError> {
+        let holdings = self.holdings();
+        // On chain: every satoshi deposited is paid out, went to miners, or is still ours.
+        prop_assert_eq!(self.deposited, self.paid_total + self.fees + holdings);
+        // In the books: what Serai still credits its users with (deposits less the burns that
+        // were paid or dropped) is what we hold, less the operating costs not recovered yet.
+        let outstanding = self.scheduler.outstanding().to_sat();
+        let credited =
+            i128::from(self.deposited) - i128::from(self.burned) + i128::from(outstanding);
+        prop_assert_eq!(
+            credited,
+            i128::from(holdings) + i128::from(self.scheduler.carried().0),
+            "carried {:?}",
+            self.scheduler.carried()
+        );
+        Ok(())
+    }
 
-        // No branch group is left waiting once every transaction confirmed.
-        prop_assert!(run_once.scheduler.branches().is_empty());
+    /// Steps with no new deposits or burns at `rate` until nothing more happens.
+    fn settle(&mut self, rate: u64) -> Result<(), TestCaseError> {
+        for round in 0.. {
+            prop_assert!(round < 500, "the scheduler does not terminate");
+            if self.step(vec![], vec![], rate)? == 0 && self.in_flight.is_empty() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
 
-        // Each payment exactly once: paid (never more than asked), waiting, or dropped.
-        let waiting: BTreeSet<&PaymentAddress> = run_once.scheduler.queue().iter().map(|p| &p.address).collect();
-        let dropped: BTreeSet<&PaymentAddress> = run_once.dropped.iter().map(|p| &p.address).collect();
-        for payment in &payments {
-            let paid = run_once.paid.get(&payment.address);
+    /// Each payment exactly once: paid (never more than asked, at least dust), waiting, or
+    /// dropped.
+    fn each_payment_once(&self, payments: &[Payment]) -> Result<(), TestCaseError> {
+        let waiting: BTreeSet<&PaymentAddress> =
+            self.scheduler.queue().iter().map(|p| &p.address).collect();
+        let dropped: BTreeSet<&PaymentAddress> =
+            self.dropped.iter().map(|(p, _)| &p.address).collect();
+        for payment in payments {
+            let paid = self.paid.get(&payment.address);
             let states = usize::from(paid.is_some())
                 + usize::from(waiting.contains(&payment.address))
                 + usize::from(dropped.contains(&payment.address));
-            prop_assert_eq!(states, 1, "payment {:?}", payment);
+            prop_assert_eq!(
+                states,
+                1,
+                "payment {:?}; {} branch groups, {} funded, {} queued",
+                payment,
+                self.scheduler.branches().len(),
+                self.scheduler.funded().len(),
+                self.scheduler.queue().len()
+            );
             if let Some(paid) = paid {
                 prop_assert_eq!(paid.len(), 1);
                 prop_assert!(paid[0] <= payment.amount.to_sat());
                 prop_assert!(paid[0] >= DUST.to_sat());
             }
         }
+        Ok(())
+    }
+}
 
-        // Every satoshi deposited is paid out, spent on fees, or still ours.
-        let deposited: u64 = deposits.iter().map(|d| d.amount.to_sat()).sum();
-        let paid_out: u64 = run_once.paid.values().flatten().sum();
-        let pool: u64 = run_once.scheduler.pool().iter().map(|o| o.amount.to_sat()).sum();
-        prop_assert_eq!(deposited, paid_out + run_once.fees + pool);
+fn deposits_of(amounts: &[u64], first: u32) -> Vec<Output> {
+    amounts
+        .iter()
+        .zip(first..)
+        .map(|(amount, i)| deposit(i, *amount, OutputKind::External))
+        .collect()
+}
+
+fn payments_of(amounts: &[u64], first: u32) -> Vec<Payment> {
+    amounts
+        .iter()
+        .zip(first..)
+        .map(|(amount, i)| payment(i, *amount))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn every_payment_is_paid_waiting_or_dropped_and_every_satoshi_is_accounted(
+        max_inputs in 2usize..6,
+        max_outputs in 3usize..6,
+        deposits in prop::collection::vec(10_000u64..3_000_000, 1..30),
+        payments in prop::collection::vec(5_000u64..400_000, 0..60),
+        rates in prop::collection::vec(1u64..40, 1..4),
+    ) {
+        let limits = Limits { max_inputs, max_outputs, caps: FeeCaps::PROTOCOL };
+        let deposits = deposits_of(&deposits, 0);
+        let payments = payments_of(&payments, 0);
+        let run = |rates: &[u64]| -> Result<Ledger, TestCaseError> {
+            let mut ledger = Ledger::new(limits);
+            ledger.step(deposits.clone(), payments.clone(), rates[0])?;
+            for rate in rates.iter().cycle().take(200) {
+                if ledger.step(vec![], vec![], *rate)? == 0 && ledger.in_flight.is_empty() {
+                    break;
+                }
+            }
+            ledger.settle(1)?;
+            Ok(ledger)
+        };
+        let once = run(&rates)?;
+        // Determinism: the same inputs give the same plans.
+        prop_assert_eq!(&once.plan_ids, &run(&rates)?.plan_ids);
+        // No branch group or funded branch is left waiting once every transaction confirmed
+        // and fees are at their lowest.
+        prop_assert!(once.scheduler.branches().is_empty());
+        prop_assert!(once.scheduler.funded().is_empty());
+        once.each_payment_once(&payments)?;
+    }
+
+    /// Fee rates anywhere from 1 to 1,000 sat/vB, deposits from dust to large, bursts of small
+    /// burns: no plan the enclaves would refuse, ever, and the books balance after every call.
+    #[test]
+    fn at_any_fee_rate_every_plan_is_within_the_caps(
+        rounds in prop::collection::vec(
+            (
+                prop::collection::vec(10_000u64..5_000_000, 0..12),
+                prop::collection::vec(10_000u64..300_000, 0..25),
+                prop_oneof![1u64..20, 20u64..200, 200u64..=1_000],
+            ),
+            1..12,
+        ),
+    ) {
+        let limits = Limits { max_inputs: 6, max_outputs: 5, caps: FeeCaps::PROTOCOL };
+        let mut ledger = Ledger::new(limits);
+        let mut all_payments = Vec::new();
+        let mut next = 0u32;
+        for (deposits, burns, rate) in rounds {
+            let deposits = deposits_of(&deposits, next);
+            let burns = payments_of(&burns, next);
+            next += 100;
+            all_payments.extend(burns.clone());
+            ledger.step(deposits, burns, rate)?;
+        }
+        // When fees fall, every payment that can be paid is paid.
+        ledger.settle(2)?;
+        ledger.each_payment_once(&all_payments)?;
+        prop_assert!(ledger.scheduler.funded().is_empty());
     }
 }
 
@@ -360,39 +495,47 @@ fn more_than_max_outputs_squared_payments_terminate() {
     let limits = Limits {
         max_inputs: 3,
         max_outputs: 3,
+        caps: FeeCaps::PROTOCOL,
     };
-    let deposits = vec![deposit(0, 100_000_000, OutputKind::External)];
     let payments: Vec<Payment> = (0..40).map(|i| payment(i, 50_000 + u64::from(i))).collect();
-    let result = run(limits, deposits, payments.clone(), &[5]).unwrap();
-    assert_eq!(result.paid.len(), payments.len());
-    assert!(result.scheduler.queue().is_empty());
-    assert!(result.scheduler.branches().is_empty());
+    let mut ledger = Ledger::new(limits);
+    ledger
+        .step(
+            vec![deposit(0, 100_000_000, OutputKind::External)],
+            payments.clone(),
+            5,
+        )
+        .unwrap();
+    ledger.settle(5).unwrap();
+    assert_eq!(ledger.paid.len(), payments.len());
+    assert!(ledger.scheduler.queue().is_empty());
+    assert!(ledger.scheduler.branches().is_empty());
     // 40 payments through 2-slot transactions need a branch tree of depth at least 5.
     assert!(
-        result.plan_ids.len() >= 20,
+        ledger.plan_ids.len() >= 20,
         "{} plans",
-        result.plan_ids.len()
+        ledger.plan_ids.len()
     );
 }
 
+fn p2tr_payment(index: u32, amount: u64) -> Payment {
+    let mut program = [0u8; 32];
+    program[..4].copy_from_slice(&index.to_le_bytes());
+    Payment {
+        address: PaymentAddress::from_bytes(&[&[0x51, 0x20][..], &program].concat()).unwrap(),
+        data: None,
+        amount: sat(amount),
+    }
+}
+
 #[test]
-fn the_largest_plan_at_bitcoin_limits_is_standard() {
+fn the_largest_plan_at_bitcoin_limits_is_standard_and_within_the_caps() {
     let deposits: Vec<Output> = (0..600)
         .map(|i| deposit(i, 1_000_000, OutputKind::External))
         .collect();
-    // P2TR payments: the heaviest standard outputs.
-    let payments: Vec<Payment> = (0..2_000u32)
-        .map(|i| {
-            let mut program = [0u8; 32];
-            program[..4].copy_from_slice(&i.to_le_bytes());
-            Payment {
-                address: PaymentAddress::from_bytes(&[&[0x51, 0x20][..], &program].concat())
-                    .unwrap(),
-                data: None,
-                amount: sat(200_000),
-            }
-        })
-        .collect();
+    // P2TR payments (the heaviest standard outputs) needing every one of the largest outputs,
+    // with change.
+    let payments: Vec<Payment> = (0..2_000u32).map(|i| p2tr_payment(i, 259_900)).collect();
     let mut scheduler = Scheduler::new(key(), Limits::BITCOIN);
     let scheduled = scheduler
         .schedule(deposits, payments, FeeRate(100))
@@ -401,7 +544,243 @@ fn the_largest_plan_at_bitcoin_limits_is_standard() {
     assert_eq!(largest.inputs.len(), Limits::BITCOIN.max_inputs);
     let built = transaction(largest, 100);
     assert_eq!(built.transaction.output.len(), Limits::BITCOIN.max_outputs);
+    assert_eq!(FeeCaps::PROTOCOL.check(FeeRate(100), &built), Ok(()));
     // Signed, each input gains 66 witness bytes (and the transaction 2 for marker and flag).
     let signed_weight = built.transaction.weight().to_wu() + 2 + 66 * 520;
     assert!(signed_weight <= 400_000, "{signed_weight} WU");
+}
+
+#[test]
+fn a_payment_spends_the_fewest_largest_outputs_not_a_whole_chunk() {
+    // Before: one payment of 150,000 spent all 520 of the largest outputs, its fee (about
+    // 30,000 vbytes) charged to the payment and over the share cap.
+    let deposits: Vec<Output> = (0..600)
+        .map(|i| deposit(i, 100_000 + u64::from(i), OutputKind::External))
+        .collect();
+    let mut scheduler = Scheduler::new(key(), Limits::BITCOIN);
+    let scheduled = scheduler
+        .schedule(deposits, vec![payment(1, 150_000)], FeeRate(10))
+        .unwrap();
+    let paying = &scheduled.plans[0];
+    assert_eq!(paying.payments.len(), 1);
+    // The two largest outputs cover it with change to keep.
+    assert_eq!(paying.inputs.len(), 2);
+    assert_eq!(paying.inputs[0].amount, sat(100_599));
+    assert_eq!(paying.inputs[1].amount, sat(100_598));
+    let built = transaction(paying, 10);
+    assert!(built.change.is_some());
+    // Two key-path inputs, a P2WPKH payment and P2TR change: 200 vbytes.
+    assert_eq!(built.fee, sat(2_000));
+}
+
+#[test]
+fn small_outputs_stay_pooled_while_fees_are_high() {
+    // 20,000-sat outputs cost 58 vbytes each to spend: above 17 sat/vB that is more than the
+    // 5% share cap of their value, so they are not aggregated; at 10 sat/vB they are.
+    let limits = Limits {
+        max_inputs: 4,
+        max_outputs: 3,
+        caps: FeeCaps::PROTOCOL,
+    };
+    let deposits: Vec<Output> = (0..12)
+        .map(|i| deposit(i, 20_000, OutputKind::External))
+        .collect();
+    let mut ledger = Ledger::new(limits);
+    assert_eq!(ledger.step(deposits, vec![], 50).unwrap(), 0);
+    assert_eq!(ledger.scheduler.pool().len(), 12);
+    // Fees fall: the 8 beyond the largest 4 are aggregated in two chunks.
+    assert_eq!(ledger.step(vec![], vec![], 10).unwrap(), 2);
+    assert!(ledger.worst_share <= 500);
+    // The aggregations' fees are carried until payments bear them.
+    assert!(ledger.scheduler.carried().0 > 0);
+}
+
+#[test]
+fn payments_too_small_for_todays_fees_wait_and_are_paid_when_fees_fall() {
+    let mut ledger = Ledger::new(Limits::BITCOIN);
+    // At 300 sat/vB a 25,000-sat payment's fee share (a P2WPKH output and the transaction's
+    // overhead, over 20,000 sat) leaves it below dust: it waits, it is not dropped.
+    let burns = vec![payment(1, 25_000), payment(2, 5_000_000)];
+    ledger
+        .step(
+            vec![deposit(1, 50_000_000, OutputKind::External)],
+            burns.clone(),
+            300,
+        )
+        .unwrap();
+    assert!(ledger.dropped.is_empty());
+    assert_eq!(ledger.paid.len(), 1, "the large payment is paid now");
+    assert_eq!(ledger.scheduler.queue().len(), 1);
+    ledger.settle(300).unwrap();
+    assert_eq!(
+        ledger.scheduler.queue().len(),
+        1,
+        "still waiting at 300 sat/vB"
+    );
+    ledger.settle(5).unwrap();
+    ledger.each_payment_once(&burns).unwrap();
+    assert_eq!(ledger.paid.len(), 2);
+    assert!(ledger.scheduler.queue().is_empty());
+}
+
+#[test]
+fn a_payment_no_fee_rate_can_pay_is_dropped_as_unpayable() {
+    let mut ledger = Ledger::new(Limits::BITCOIN);
+    // 10,050 sat cannot carry even its own output's fee at the lowest rate and stay above dust.
+    ledger
+        .step(
+            vec![deposit(1, 1_000_000, OutputKind::External)],
+            vec![payment(1, 10_050)],
+            2,
+        )
+        .unwrap();
+    assert_eq!(ledger.dropped.len(), 1);
+    assert_eq!(ledger.dropped[0].1, DropReason::Unpayable);
+    assert!(ledger.scheduler.queue().is_empty());
+    // Its value stays with us: a surplus in the books.
+    assert_eq!(ledger.scheduler.carried().0, -10_050);
+}
+
+#[test]
+fn a_branch_child_waits_for_fees_within_the_caps() {
+    // 40 small payments: 2 direct and a branch group of 38 (max 40 outputs); the group's own
+    // transaction (1 input, 38 outputs, ~1,700 vbytes) at 400 sat/vB would cost more than 5%
+    // of its 0.0133 BTC input. It waits until fees fall.
+    let limits = Limits {
+        max_inputs: 10,
+        max_outputs: 40,
+        caps: FeeCaps::PROTOCOL,
+    };
+    let burns: Vec<Payment> = (0..40).map(|i| payment(i, 35_000)).collect();
+    let mut ledger = Ledger::new(limits);
+    ledger
+        .step(
+            vec![deposit(1, 100_000_000, OutputKind::External)],
+            burns.clone(),
+            10,
+        )
+        .unwrap();
+    assert_eq!(ledger.scheduler.branches().len(), 1);
+    // The branch output arrives while fees are high.
+    assert_eq!(ledger.step(vec![], vec![], 400).unwrap(), 0);
+    assert_eq!(ledger.scheduler.funded().len(), 1);
+    assert_eq!(ledger.step(vec![], vec![], 400).unwrap(), 0);
+    // Fees fall: the child is made and pays every payment of the group.
+    ledger.settle(10).unwrap();
+    assert!(ledger.scheduler.funded().is_empty());
+    ledger.each_payment_once(&burns).unwrap();
+    assert_eq!(ledger.paid.len(), burns.len());
+}
+
+#[test]
+fn operating_costs_are_recovered_from_later_payments() {
+    let limits = Limits {
+        max_inputs: 4,
+        max_outputs: 3,
+        caps: FeeCaps::PROTOCOL,
+    };
+    let mut ledger = Ledger::new(limits);
+    // Aggregating 8 outputs costs fees no payment bears.
+    let deposits: Vec<Output> = (0..12)
+        .map(|i| deposit(i, 600_000 + u64::from(i), OutputKind::External))
+        .collect();
+    ledger.step(deposits, vec![], 10).unwrap();
+    let carried = ledger.scheduler.carried().0;
+    assert!(carried > 0);
+    // Later payments bear them, each at most its own fee share again: after the first few
+    // the costs are recovered, and the payments after that bear only their own fees.
+    let burns: Vec<Payment> = (0..30).map(|i| payment(100 + i, 150_000)).collect();
+    let mut recovered_after = None;
+    for (step, chunk) in burns.chunks(2).enumerate() {
+        ledger.step(vec![], chunk.to_vec(), 10).unwrap();
+        if recovered_after.is_none() && ledger.scheduler.carried().0 <= 0 {
+            recovered_after = Some(step);
+        }
+    }
+    assert_eq!(recovered_after, Some(3));
+    ledger.settle(10).unwrap();
+    ledger.each_payment_once(&burns).unwrap();
+    // Each payment bore at most twice its fee share.
+    for burn in &burns {
+        let paid = ledger.paid[&burn.address][0];
+        assert!(burn.amount.to_sat() - paid <= 2 * 1_480, "{paid}");
+    }
+}
+
+#[test]
+fn a_long_mixed_run_keeps_the_books() {
+    // Deposits of many sizes (near dust included), bursts, quiet stretches, burns of many
+    // sizes, fee rates from 1 to 500 sat/vB: the books are checked after every call.
+    let mut ledger = Ledger::new(Limits::BITCOIN);
+    let mut seed = 0x5eed_u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut all_burns = Vec::new();
+    let mut index = 0u32;
+    for block in 0..2_000u32 {
+        let rate = match block / 100 % 4 {
+            0 => 1 + next() % 5,
+            1 => 10 + next() % 40,
+            2 => 100 + next() % 400,
+            _ => 2 + next() % 20,
+        };
+        let quiet = block % 300 > 250;
+        let burst = block % 500 == 0;
+        let deposit_count = if quiet {
+            0
+        } else if burst {
+            300
+        } else {
+            next() % 4
+        };
+        let deposits: Vec<Output> = (0..deposit_count)
+            .map(|_| {
+                index += 1;
+                let amount = match next() % 4 {
+                    0 => 10_000 + next() % 2_000,
+                    1 => 20_000 + next() % 100_000,
+                    2 => 500_000 + next() % 5_000_000,
+                    _ => 10_000_000 + next() % 90_000_000,
+                };
+                deposit(index, amount, OutputKind::External)
+            })
+            .collect();
+        let burn_count = if quiet {
+            0
+        } else if burst {
+            200
+        } else {
+            next() % 3
+        };
+        let burns: Vec<Payment> = (0..burn_count)
+            .map(|_| {
+                index += 1;
+                let amount = match next() % 3 {
+                    0 => 9_000 + next() % 5_000,
+                    1 => 20_000 + next() % 200_000,
+                    _ => 1_000_000 + next() % 10_000_000,
+                };
+                payment(index, amount)
+            })
+            .collect();
+        all_burns.extend(burns.clone());
+        ledger.step(deposits, burns, rate).unwrap();
+    }
+    ledger.settle(2).unwrap();
+    ledger.each_payment_once(&all_burns).unwrap();
+    // Every payable burn was paid; the rest were dropped, none of them payable.
+    assert!(ledger.scheduler.queue().is_empty());
+    assert!(ledger.scheduler.funded().is_empty());
+    assert!(ledger.scheduler.branches().is_empty());
+    for (payment, reason) in &ledger.dropped {
+        match reason {
+            DropReason::BelowDust => assert!(payment.amount < DUST),
+            DropReason::Unpayable => assert!(payment.amount < sat(DUST.to_sat() + 1_000)),
+        }
+    }
+    assert!(ledger.worst_share <= 500);
 }

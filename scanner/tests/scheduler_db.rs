@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use rocksdb::WriteBatch;
 use scanner::{
     db::Db,
-    scheduler::{BranchGroup, Limits, Scheduler},
+    scheduler::{BranchGroup, Carried, FundedBranch, Limits, Scheduler},
     scheduler_state::{decode, encode, StateError},
 };
 use schema::{
@@ -22,34 +22,59 @@ use schema::{
     hashes::TransactionId,
     keys::NetworkKey,
     plan::{OutputId, OutputKind, Payment, PaymentAddress, PlanInput},
+    protocol::FeeCaps,
     strategies::{amount, network_key, payment, plan_input},
     transaction::FeeRate,
 };
 
 fn scheduler_state() -> impl Strategy<Value = Scheduler> {
     (
-        network_key(),
-        1usize..1000,
-        3usize..1000,
+        (
+            network_key(),
+            1usize..1000,
+            3usize..1000,
+            any::<u64>(),
+            any::<u16>(),
+        ),
         prop::collection::vec(plan_input(), 0..20),
         prop::collection::vec(payment(), 0..20),
         prop::collection::vec((amount(), prop::collection::vec(payment(), 0..5)), 0..5),
+        prop::collection::vec((plan_input(), prop::collection::vec(payment(), 0..5)), 0..5),
+        any::<i64>(),
     )
-        .prop_map(|(key, max_inputs, max_outputs, pool, queue, branches)| {
-            Scheduler::from_parts(
-                key,
-                Limits {
-                    max_inputs,
-                    max_outputs,
-                },
+        .prop_map(
+            |(
+                (key, max_inputs, max_outputs, rate, share),
                 pool,
-                queue.into_iter().collect(),
-                branches
-                    .into_iter()
-                    .map(|(expected, payments)| BranchGroup { expected, payments })
-                    .collect(),
-            )
-        })
+                queue,
+                branches,
+                funded,
+                carried,
+            )| {
+                Scheduler::from_parts(
+                    key,
+                    Limits {
+                        max_inputs,
+                        max_outputs,
+                        caps: FeeCaps {
+                            max_fee_rate: FeeRate(rate),
+                            max_fee_share_basis_points: share,
+                        },
+                    },
+                    pool,
+                    queue.into_iter().collect(),
+                    branches
+                        .into_iter()
+                        .map(|(expected, payments)| BranchGroup { expected, payments })
+                        .collect(),
+                    funded
+                        .into_iter()
+                        .map(|(output, payments)| FundedBranch { output, payments })
+                        .collect(),
+                    Carried(carried),
+                )
+            },
+        )
 }
 
 proptest! {
@@ -88,13 +113,40 @@ fn unknown_versions_and_trailing_bytes_are_refused() {
     bytes.push(0);
     assert_eq!(decode(&bytes), Err(StateError::TrailingBytes(1)));
     bytes.pop();
-    bytes[0] = 2;
-    assert_eq!(decode(&bytes), Err(StateError::UnknownVersion(2)));
+    bytes[0] = 3;
+    assert_eq!(decode(&bytes), Err(StateError::UnknownVersion(3)));
     // A count claiming four billion outputs is refused before anything is allocated.
     let mut huge = encode(&Scheduler::new(key, Limits::BITCOIN));
-    let at = 1 + 33 + 8;
+    let at = 1 + 33 + 8 + 8 + 2 + 8;
     huge[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     assert_eq!(decode(&huge), Err(StateError::Truncated));
+}
+
+#[test]
+fn a_version_1_state_is_read_with_the_protocol_caps_and_nothing_carried() {
+    let key = NetworkKey::from(
+        SecretKey::from_slice(&[4; 32])
+            .unwrap()
+            .public_key(&Secp256k1::new()),
+    );
+    let output = output(1, OutputKind::Change, 50_000);
+    // Version 1: key, limits, one pooled output, an empty queue, no branch groups.
+    let mut v1 = vec![1u8];
+    v1.extend_from_slice(&key.to_bytes());
+    v1.extend_from_slice(&520u32.to_le_bytes());
+    v1.extend_from_slice(&520u32.to_le_bytes());
+    v1.extend_from_slice(&1u32.to_le_bytes());
+    v1.extend_from_slice(&output.id.txid.0);
+    v1.extend_from_slice(&output.id.vout.to_le_bytes());
+    v1.push(2);
+    v1.extend_from_slice(&50_000u64.to_le_bytes());
+    v1.extend_from_slice(&0u32.to_le_bytes());
+    v1.extend_from_slice(&0u32.to_le_bytes());
+    let read = decode(&v1).unwrap();
+    assert_eq!(read.limits(), Limits::BITCOIN);
+    assert_eq!(read.pool(), &[output]);
+    assert_eq!(read.carried(), Carried(0));
+    assert!(read.funded().is_empty());
 }
 
 fn output(index: u8, kind: OutputKind, sats: u64) -> PlanInput {
@@ -126,6 +178,7 @@ fn a_scheduler_survives_closing_and_reopening_the_database() {
     let limits = Limits {
         max_inputs: 3,
         max_outputs: 3,
+        caps: FeeCaps::PROTOCOL,
     };
     let mut scheduler = Scheduler::new(key, limits);
     // Leaves a pool, a queue and a waiting branch group behind.
