@@ -1,43 +1,151 @@
-//! A finalized block's Batch: the block's deposits (External outputs) that carry a valid
-//! InInstruction, in (transaction, output) order, under the next batch id. Pure.
+//! A finalized block's Batches: the block's deposits (External outputs) that carry a valid
+//! InInstruction, in (transaction, output) order, under consecutive batch ids. Pure.
+//!
+//! Every block holding any of our outputs (External, Branch or Change) is reported, with an
+//! empty Batch when none of them is a deposit with a valid instruction: Serai acknowledges
+//! blocks through their Batches, and the change and branch outputs of a payout must be
+//! acknowledged (and so spendable) without waiting for an unrelated deposit. A block with more
+//! deposits than one Batch holds (`MAX_BATCH_INSTRUCTIONS`, what Serai accepts) is reported in
+//! as many Batches as it takes, in order.
 
 use schema::{
     batch::Batch,
     hashes::BlockHash,
     ids::{BatchId, NetworkId},
     instruction::InInstructionWithBalance,
+    limits::MAX_BATCH_INSTRUCTIONS,
     plan::OutputKind,
 };
 
 use crate::outputs::ReceivedOutput;
 
-/// The Batch of a block whose outputs are `outputs`, if it has any deposit (a block whose
-/// deposits all lack valid instructions still gets one: its deposits are on record, ordered).
-pub fn batch_for(
+/// The Batches of a block whose outputs are `outputs`, the first under `first`; none for a
+/// block without any of our outputs.
+pub fn batches_for(
     network: NetworkId,
-    id: BatchId,
+    first: BatchId,
     block: [u8; 32],
     outputs: &[ReceivedOutput],
-) -> Option<Batch> {
-    let deposits: Vec<&ReceivedOutput> = outputs
+) -> Vec<Batch> {
+    if outputs.is_empty() {
+        return Vec::new();
+    }
+    let instructions: Vec<InInstructionWithBalance> = outputs
         .iter()
         .filter(|output| output.kind == OutputKind::External)
-        .collect();
-    if deposits.is_empty() {
-        return None;
-    }
-    Some(Batch {
-        network,
-        id,
-        block: BlockHash(block),
-        instructions: deposits
-            .iter()
-            .filter_map(|output| {
-                Some(InInstructionWithBalance {
-                    instruction: output.instruction.as_ref()?.instruction,
-                    amount: output.amount,
-                })
+        .filter_map(|output| {
+            Some(InInstructionWithBalance {
+                instruction: output.instruction.as_ref()?.instruction,
+                amount: output.amount,
             })
-            .collect(),
-    })
+        })
+        .collect();
+    let mut chunks: Vec<Vec<InInstructionWithBalance>> = instructions
+        .chunks(MAX_BATCH_INSTRUCTIONS)
+        .map(<[InInstructionWithBalance]>::to_vec)
+        .collect();
+    if chunks.is_empty() {
+        chunks.push(Vec::new());
+    }
+    (first.0..)
+        .zip(chunks)
+        .map(|(id, instructions)| Batch {
+            network,
+            id: BatchId(id),
+            block: BlockHash(block),
+            instructions,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use schema::{
+        amount::Amount,
+        hashes::{SeraiAddress, TransactionId},
+        instruction::{InInstruction, RefundableInInstruction},
+        keys::NetworkKey,
+        plan::OutputId,
+        wire,
+    };
+
+    use super::*;
+
+    fn received(vout: u32, kind: OutputKind, instruction: bool) -> ReceivedOutput {
+        ReceivedOutput {
+            id: OutputId {
+                txid: TransactionId([1; 32]),
+                vout,
+            },
+            key: NetworkKey::from_slice(&[&[2u8][..], &[0x79; 32]].concat()).unwrap(),
+            kind,
+            amount: Amount::from_sat(50_000 + u64::from(vout)).unwrap(),
+            instruction: instruction.then_some(RefundableInInstruction {
+                origin: None,
+                instruction: InInstruction::Transfer {
+                    to: SeraiAddress([3; 32]),
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn a_block_without_our_outputs_has_no_batch() {
+        assert!(batches_for(NetworkId::Bitcoin, BatchId(4), [9; 32], &[]).is_empty());
+    }
+
+    #[test]
+    fn change_branch_and_invalid_deposits_get_an_empty_batch() {
+        for kind in [OutputKind::Change, OutputKind::Branch, OutputKind::External] {
+            let batches = batches_for(
+                NetworkId::Bitcoin,
+                BatchId(4),
+                [9; 32],
+                &[received(0, kind, false)],
+            );
+            assert_eq!(batches.len(), 1, "{kind:?}");
+            assert_eq!(batches[0].id, BatchId(4));
+            assert!(batches[0].instructions.is_empty());
+        }
+    }
+
+    #[test]
+    fn more_deposits_than_one_batch_holds_fill_consecutive_batches_serai_accepts() {
+        let count = u32::try_from(2 * MAX_BATCH_INSTRUCTIONS + 1).unwrap();
+        let outputs: Vec<ReceivedOutput> = (0..count)
+            .map(|vout| received(vout, OutputKind::External, true))
+            .collect();
+        let batches = batches_for(NetworkId::Bitcoin, BatchId(7), [9; 32], &outputs);
+        assert_eq!(
+            batches.iter().map(|batch| batch.id).collect::<Vec<_>>(),
+            vec![BatchId(7), BatchId(8), BatchId(9)]
+        );
+        assert_eq!(
+            batches
+                .iter()
+                .map(|batch| batch.instructions.len())
+                .collect::<Vec<_>>(),
+            vec![MAX_BATCH_INSTRUCTIONS, MAX_BATCH_INSTRUCTIONS, 1]
+        );
+        // In order, and every Batch encodes within the wire's limits.
+        let amounts: Vec<u64> = batches
+            .iter()
+            .flat_map(|batch| &batch.instructions)
+            .map(|instruction| instruction.amount.to_sat())
+            .collect();
+        assert_eq!(
+            amounts,
+            (0..u64::from(count))
+                .map(|v| 50_000 + v)
+                .collect::<Vec<_>>()
+        );
+        for batch in &batches {
+            assert_eq!(
+                wire::decode::<Batch>(&wire::encode(batch).unwrap()).unwrap(),
+                *batch
+            );
+        }
+    }
 }

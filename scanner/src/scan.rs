@@ -1,8 +1,8 @@
 //! Scanning: every finalized block (`CONFIRMATIONS` deep, the block itself counted), in order,
 //! for every key from its activation block on; each block's parent checked against the block
 //! stored below it, so a reorganization below finality halts scanning with the state intact;
-//! our outputs recorded, the block's Batch built under the next batch id, and plans'
-//! eventualities settled. Everything one block causes commits in one write batch with the scan
+//! our outputs recorded, the block's Batches built under the next batch ids (for any block
+//! holding our outputs), and plans' eventualities settled. Everything one block causes commits in one write batch with the scan
 //! position, so a crash anywhere leaves a block either fully scanned or not at all.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +19,7 @@ use schema::{
 use thiserror::Error;
 
 use crate::{
-    batch::batch_for,
+    batch::batches_for,
     db::{Db, DbError, ScannedKey},
     eventuality::{Eventuality, Outcome},
     metrics::ScannerMetrics,
@@ -352,13 +352,13 @@ impl<N: Network> Scanner<N> {
         for output in &received.outputs {
             self.db.put_output(&mut write, block.height, output)?;
         }
-        let batch = batch_for(
+        let batches = batches_for(
             self.network_id,
             self.db.next_batch_id()?,
             block.hash,
             &received.outputs,
         );
-        if let Some(batch) = &batch {
+        for batch in &batches {
             self.db.put_batch(&mut write, batch)?;
         }
         for key in &here {
@@ -454,7 +454,7 @@ impl<N: Network> Scanner<N> {
                 }
             }
         }
-        if let Some(batch) = batch {
+        for batch in batches {
             self.metrics.batches_built.inc();
             tracing::info!(
                 batch = batch.id.0,

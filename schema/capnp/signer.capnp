@@ -22,6 +22,7 @@ enum RefusalReason {
   unbuildable @12;               # no transaction can be built from the plan
   batchMismatch @13;             # the batch session does not name this batch
   historyUnavailable @14;        # the policy database could not be read (fails closed)
+  conflictingRepeat @15;         # a signing step asked again with other messages than before
 }
 
 struct Refusal {

@@ -1,7 +1,8 @@
 //! Signing a Batch with the batch key: FROST over Ristretto producing a Schnorrkel (sr25519)
 //! signature (`frost-schnorrkel`), in Substrate's signing context, over `Batch::message`.
 //! Sessions start only from a `policy::BatchApproval`; nonces live only in memory; the
-//! completed signature is verified with `schnorrkel` before it is released.
+//! completed signature is verified with `schnorrkel` before it is released. Repeated steps
+//! answer the same for the same messages and refuse others (see `plan_signing`).
 
 use std::collections::HashMap;
 
@@ -24,13 +25,20 @@ use schema::{
     sign_id::BatchSignId,
 };
 
-use crate::{plan_signing::SigningError, policy::BatchApproval};
+use crate::{
+    plan_signing::{digest, Answered, SigningError},
+    policy::BatchApproval,
+};
 
 pub use schema::batch::BATCH_SIGNING_CONTEXT;
 
 enum Step {
     Preprocessed(Box<AlgorithmSignMachine<Ristretto, Schnorrkel>>),
-    Shared(Box<AlgorithmSignatureMachine<Ristretto, Schnorrkel>>),
+    Shared {
+        machine: Box<AlgorithmSignatureMachine<Ristretto, Schnorrkel>>,
+        answered: Answered<Vec<u8>>,
+    },
+    Completed(Answered<SignedBatch>),
 }
 
 struct Session {
@@ -73,15 +81,22 @@ impl BatchSigning {
         Ok(blob)
     }
 
-    /// Takes the other signers' preprocesses and returns our share.
+    /// Takes the other signers' preprocesses and returns our share; the same share again when
+    /// asked again with the same preprocesses.
     ///
     /// # Errors
-    /// No such session at this step, a malformed preprocess, or FROST refusing one.
+    /// No such session at this step, a malformed preprocess, FROST refusing one, or a repeat
+    /// with other preprocesses.
     pub fn share(
         &mut self,
         id: &BatchSignId,
         preprocesses: &ParticipantMap,
     ) -> Result<Vec<u8>, SigningError> {
+        match &self.session(id)?.step {
+            Step::Preprocessed(_) => {}
+            Step::Shared { answered, .. } => return answered.again(preprocesses),
+            Step::Completed(_) => return Err(SigningError::WrongStep),
+        }
         let mut session = self.take(id)?;
         let Step::Preprocessed(machine) = session.step else {
             return Err(SigningError::WrongStep);
@@ -104,23 +119,35 @@ impl BatchSigning {
         share
             .write(&mut blob)
             .map_err(|_| SigningError::Frost("share encoding".into()))?;
-        session.step = Step::Shared(Box::new(machine));
+        session.step = Step::Shared {
+            machine: Box::new(machine),
+            answered: Answered {
+                from: digest(preprocesses),
+                answer: blob.clone(),
+            },
+        };
         self.sessions.insert((id.id.network, id.id.batch), session);
         Ok(blob)
     }
 
-    /// Takes the other signers' shares and returns the signed batch, its signature verified.
+    /// Takes the other signers' shares and returns the signed batch, its signature verified;
+    /// the same again when asked again with the same shares.
     ///
     /// # Errors
-    /// No such session at this step, a malformed or invalid share, or a signature that does
-    /// not verify.
+    /// No such session at this step, a malformed or invalid share, a signature that does not
+    /// verify, or a repeat with other shares.
     pub fn complete(
         &mut self,
         id: &BatchSignId,
         shares: &ParticipantMap,
     ) -> Result<SignedBatch, SigningError> {
-        let session = self.take(id)?;
-        let Step::Shared(machine) = session.step else {
+        match &self.session(id)?.step {
+            Step::Shared { .. } => {}
+            Step::Completed(answered) => return answered.again(shares),
+            Step::Preprocessed(_) => return Err(SigningError::WrongStep),
+        }
+        let mut session = self.take(id)?;
+        let Step::Shared { machine, .. } = session.step else {
             return Err(SigningError::WrongStep);
         };
         let mut these = HashMap::new();
@@ -141,10 +168,23 @@ impl BatchSigning {
             .map_err(|_| SigningError::InvalidSignature(0))?;
         key.verify_simple(BATCH_SIGNING_CONTEXT, &session.batch.message(), &signature)
             .map_err(|_| SigningError::InvalidSignature(0))?;
-        Ok(SignedBatch {
-            batch: session.batch,
+        let signed = SignedBatch {
+            batch: session.batch.clone(),
             signature: BatchSignature(signature.to_bytes()),
-        })
+        };
+        session.step = Step::Completed(Answered {
+            from: digest(shares),
+            answer: signed.clone(),
+        });
+        self.sessions.insert((id.id.network, id.id.batch), session);
+        Ok(signed)
+    }
+
+    fn session(&self, id: &BatchSignId) -> Result<&Session, SigningError> {
+        self.sessions
+            .get(&(id.id.network, id.id.batch))
+            .filter(|session| session.id == *id)
+            .ok_or(SigningError::UnknownSession)
     }
 
     fn take(&mut self, id: &BatchSignId) -> Result<Session, SigningError> {

@@ -241,10 +241,7 @@ impl EnclaveDb {
     /// # Errors
     /// The set has no generated pair equal to `pair`, or the database failed.
     pub fn confirm(&self, set: ValidatorSet, pair: &KeyPair) -> Result<KeyRecord, DbError> {
-        let mut record = self
-            .key_record(set)?
-            .filter(|record| record.pair == *pair)
-            .ok_or(DbError::NoSuchKeyPair)?;
+        let mut record = self.generated(set, pair)?;
         if record.status == KeyStatus::Generated {
             record.status = KeyStatus::Confirmed;
             let mut batch = WriteBatch::default();
@@ -282,6 +279,16 @@ impl EnclaveDb {
             count += 1;
         }
         Ok(count)
+    }
+
+    /// The recorded key pair `pair` of `set`, generated or confirmed.
+    ///
+    /// # Errors
+    /// No such pair was generated for the set (`NoSuchKeyPair`), or the database failed.
+    pub fn generated(&self, set: ValidatorSet, pair: &KeyPair) -> Result<KeyRecord, DbError> {
+        self.key_record(set)?
+            .filter(|record| record.pair == *pair)
+            .ok_or(DbError::NoSuchKeyPair)
     }
 
     fn key_record(&self, set: ValidatorSet) -> Result<Option<KeyRecord>, DbError> {

@@ -193,17 +193,37 @@ impl Enclave {
     ///
     /// # Errors
     /// No generated key pair of the set is `pair`, or it cannot be unsealed.
+    ///
+    /// The pair is recorded as confirmed only once its shares were unsealed and checked, so an
+    /// HSM that fails here leaves it generated, and the same confirmation succeeds later.
     pub fn confirm_key_pair(&mut self, set: ValidatorSet, pair: KeyPair) -> Result<(), Refused> {
-        let record = self.db.confirm(set, &pair).map_err(|error| match error {
-            DbError::NoSuchKeyPair => self.refused(RefusalReason::UnknownKey, error.to_string()),
-            _ => self.refused(RefusalReason::HistoryUnavailable, error.to_string()),
-        })?;
+        let history = |enclave: &Self, error: DbError| match error {
+            DbError::NoSuchKeyPair => enclave.refused(RefusalReason::UnknownKey, error.to_string()),
+            _ => enclave.refused(RefusalReason::HistoryUnavailable, error.to_string()),
+        };
+        let record = self
+            .db
+            .generated(set, &pair)
+            .map_err(|error| history(self, error))?;
         if self.active.iter().any(|active| active.pair == pair) {
-            return Ok(());
+            return self
+                .db
+                .confirm(set, &pair)
+                .map(|_| ())
+                .map_err(|error| history(self, error));
         }
         let keys = self
             .unseal(&record.sealed)
             .map_err(|error| self.refused(RefusalReason::CustodyUnavailable, error.to_string()))?;
+        if pair_of(&keys) != Some(pair) {
+            return Err(self.refused(
+                RefusalReason::CustodyUnavailable,
+                StartError::KeysDiffer.to_string(),
+            ));
+        }
+        self.db
+            .confirm(set, &pair)
+            .map_err(|error| history(self, error))?;
         self.activate(pair, keys)
             .map_err(|error| self.refused(RefusalReason::CustodyUnavailable, error.to_string()))
     }
@@ -449,6 +469,7 @@ impl Enclave {
     fn signing_refused(&self, error: &SigningError) -> Refused {
         let reason = match error {
             SigningError::UnknownSession | SigningError::WrongStep => RefusalReason::UnknownAttempt,
+            SigningError::ConflictingRepeat => RefusalReason::ConflictingRepeat,
             SigningError::Keys(_) => RefusalReason::UnknownKey,
             _ => RefusalReason::Malformed,
         };
@@ -482,5 +503,6 @@ pub fn label(reason: RefusalReason) -> &'static str {
         RefusalReason::Unbuildable => "unbuildable",
         RefusalReason::BatchMismatch => "batch_mismatch",
         RefusalReason::HistoryUnavailable => "history_unavailable",
+        RefusalReason::ConflictingRepeat => "conflicting_repeat",
     }
 }

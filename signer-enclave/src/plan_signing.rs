@@ -2,6 +2,11 @@
 //! share travelling together in one blob, in input order. Nonces live only in memory; a
 //! session the enclave restarted through is gone, and the coordinator re-attempts.
 //!
+//! The later steps are idempotent, as `signer.capnp` promises: asked again with the same
+//! messages, a step answers what it answered the first time (the caller may have crashed
+//! before recording it); asked again with different messages, it refuses, since a second share
+//! from the same nonces would reveal the key share.
+//!
 //! Sessions start only from a `policy::PlanApproval` (whose records the caller committed), so
 //! what is signed is always the enclave's own transaction's sighashes. Each completed
 //! signature is checked by libsecp256k1's BIP340 verifier before it is used.
@@ -54,6 +59,9 @@ pub enum SigningError {
     /// A completed signature failed BIP340 verification; nothing is released.
     #[error("completed signature for input {0} does not verify")]
     InvalidSignature(usize),
+    /// A step repeated with other messages than the first time.
+    #[error("this step was already taken with other messages")]
+    ConflictingRepeat,
 }
 
 impl From<FrostError> for SigningError {
@@ -67,7 +75,43 @@ type SignatureMachines = Vec<AlgorithmSignatureMachine<Curve, Bip340Schnorr>>;
 
 enum Step {
     Preprocessed(SignMachines),
-    Shared(SignatureMachines),
+    Shared {
+        machines: SignatureMachines,
+        /// What the share answered, for a repeated call.
+        answered: Answered<Vec<u8>>,
+    },
+    Completed(Answered<Transaction>),
+}
+
+/// A step's answer, with a digest of the messages it was computed from.
+pub(crate) struct Answered<T> {
+    /// `digest` of the messages taken.
+    pub(crate) from: [u8; 32],
+    /// The answer given.
+    pub(crate) answer: T,
+}
+
+impl<T: Clone> Answered<T> {
+    /// The same answer for the same messages; a refusal for others.
+    pub(crate) fn again(&self, messages: &ParticipantMap) -> Result<T, SigningError> {
+        if digest(messages) == self.from {
+            Ok(self.answer.clone())
+        } else {
+            Err(SigningError::ConflictingRepeat)
+        }
+    }
+}
+
+/// A digest of a participant map: each participant and its blob, length-prefixed, in order.
+pub(crate) fn digest(messages: &ParticipantMap) -> [u8; 32] {
+    use bitcoin::hashes::{sha256, Hash, HashEngine};
+    let mut engine = sha256::Hash::engine();
+    for (participant, blob) in messages {
+        engine.input(&participant.get().to_le_bytes());
+        engine.input(&(blob.len() as u64).to_le_bytes());
+        engine.input(blob);
+    }
+    sha256::Hash::from_engine(engine).to_byte_array()
 }
 
 struct Session {
@@ -118,15 +162,22 @@ impl PlanSigning {
         Ok(blob)
     }
 
-    /// Takes the other signers' preprocesses and returns our share for every input.
+    /// Takes the other signers' preprocesses and returns our share for every input; the same
+    /// share again when asked again with the same preprocesses.
     ///
     /// # Errors
-    /// No such session at this step, a malformed preprocess, or FROST refusing one.
+    /// No such session at this step, a malformed preprocess, FROST refusing one, or a repeat
+    /// with other preprocesses.
     pub fn share(
         &mut self,
         id: &PlanSignId,
         preprocesses: &ParticipantMap,
     ) -> Result<Vec<u8>, SigningError> {
+        match &self.session(id)?.step {
+            Step::Preprocessed(_) => {}
+            Step::Shared { answered, .. } => return answered.again(preprocesses),
+            Step::Completed(_) => return Err(SigningError::WrongStep),
+        }
         let mut session = self.take(id)?;
         let Step::Preprocessed(machines) = session.step else {
             return Err(SigningError::WrongStep);
@@ -149,28 +200,39 @@ impl PlanSigning {
             next.push(machine);
         }
         finished(&readers)?;
-        session.step = Step::Shared(next);
+        session.step = Step::Shared {
+            machines: next,
+            answered: Answered {
+                from: digest(preprocesses),
+                answer: blob.clone(),
+            },
+        };
         self.sessions.insert(id.id, session);
         Ok(blob)
     }
 
     /// Takes the other signers' shares and returns the signed transaction, every signature
-    /// verified.
+    /// verified; the same transaction again when asked again with the same shares.
     ///
     /// # Errors
-    /// No such session at this step, a malformed or invalid share, or a signature that does
-    /// not verify.
+    /// No such session at this step, a malformed or invalid share, a signature that does not
+    /// verify, or a repeat with other shares.
     pub fn complete(
         &mut self,
         id: &PlanSignId,
         shares: &ParticipantMap,
     ) -> Result<Transaction, SigningError> {
-        let session = self.take(id)?;
-        let Step::Shared(machines) = session.step else {
+        match &self.session(id)?.step {
+            Step::Shared { .. } => {}
+            Step::Completed(answered) => return answered.again(shares),
+            Step::Preprocessed(_) => return Err(SigningError::WrongStep),
+        }
+        let mut session = self.take(id)?;
+        let Step::Shared { machines, .. } = session.step else {
             return Err(SigningError::WrongStep);
         };
         let mut readers = readers(shares)?;
-        let built = session.approval.built;
+        let built = &session.approval.built;
         let mut transaction = built.transaction.clone();
         let secp = Secp256k1::verification_only();
         for (index, machine) in machines.into_iter().enumerate() {
@@ -183,7 +245,7 @@ impl PlanSigning {
             }
             let signature = machine.complete(these)?;
             let signature = bip340_signature(&signature.R, &signature.s);
-            let verified = verify(&secp, &built, index, &signature)
+            let verified = verify(&secp, built, index, &signature)
                 .ok_or(SigningError::InvalidSignature(index))?;
             if let Some(input) = transaction.input.get_mut(index) {
                 input.witness = Witness::p2tr_key_spend(&Signature {
@@ -193,7 +255,19 @@ impl PlanSigning {
             }
         }
         finished(&readers)?;
+        session.step = Step::Completed(Answered {
+            from: digest(shares),
+            answer: transaction.clone(),
+        });
+        self.sessions.insert(id.id, session);
         Ok(transaction)
+    }
+
+    fn session(&self, id: &PlanSignId) -> Result<&Session, SigningError> {
+        self.sessions
+            .get(&id.id)
+            .filter(|session| session.id == *id)
+            .ok_or(SigningError::UnknownSession)
     }
 
     fn take(&mut self, id: &PlanSignId) -> Result<Session, SigningError> {

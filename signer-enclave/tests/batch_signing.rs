@@ -92,10 +92,29 @@ fn three_of_four_sign_a_batch_schnorrkel_verifies() {
         Err(SigningError::Frost(_))
     ));
 
+    // A repeated share answers the same; one with other preprocesses is refused.
+    assert_eq!(
+        sessions[1]
+            .share(&id, &common::others(&preprocesses, p(2)))
+            .unwrap(),
+        shares[&p(2)]
+    );
+    assert_eq!(
+        sessions[1].share(&id, &common::others(&shares, p(2))).err(),
+        Some(SigningError::ConflictingRepeat)
+    );
+
     let signed = sessions[1]
         .complete(&id, &common::others(&shares, p(2)))
         .unwrap();
     assert_eq!(signed.batch, batch);
+    // So does a repeated completion.
+    assert_eq!(
+        sessions[1]
+            .complete(&id, &common::others(&shares, p(2)))
+            .unwrap(),
+        signed
+    );
     let key = schnorrkel::PublicKey::from_bytes(&group).unwrap();
     let signature = schnorrkel::Signature::from_bytes(&signed.signature.0).unwrap();
     key.verify_simple(BATCH_SIGNING_CONTEXT, &batch.message(), &signature)

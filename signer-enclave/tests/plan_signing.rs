@@ -142,6 +142,21 @@ fn three_of_four_sign_a_plan_and_refuse_bad_shares() {
         assert_eq!(share.len(), 32 * plan.inputs.len());
         shares.insert(signer, share);
     }
+    // Asked again with the same preprocesses (its caller crashed before recording the answer),
+    // a signer answers the same share; with other preprocesses it refuses: a second share from
+    // the same nonces would reveal its key share.
+    let again = sessions
+        .get_mut(&p(3))
+        .unwrap()
+        .share(&id, &common::others(&preprocesses, p(3)))
+        .unwrap();
+    assert_eq!(again, shares[&p(3)]);
+    let mut other = common::others(&preprocesses, p(3));
+    other.remove(&p(4));
+    assert_eq!(
+        sessions.get_mut(&p(3)).unwrap().share(&id, &other).err(),
+        Some(SigningError::ConflictingRepeat)
+    );
 
     // A corrupted share from signer 4 makes signer 1's completion fail: nothing released.
     let mut bad = common::others(&shares, p(1));
@@ -172,12 +187,30 @@ fn three_of_four_sign_a_plan_and_refuse_bad_shares() {
     let outputs: u64 = transaction.output.iter().map(|o| o.value.to_sat()).sum();
     assert_eq!(900_000 - outputs, transaction.vsize() as u64 * 8);
 
-    // The completed sessions are gone.
+    // Completing again with the same shares gives the same transaction; other shares are
+    // refused.
     assert_eq!(
         sessions
             .get_mut(&p(3))
             .unwrap()
             .complete(&id, &common::others(&shares, p(3)))
+            .unwrap(),
+        *transaction
+    );
+    assert_eq!(
+        sessions.get_mut(&p(3)).unwrap().complete(&id, &bad).err(),
+        Some(SigningError::ConflictingRepeat)
+    );
+    // An attempt never preprocessed is unknown.
+    let unknown = PlanSignId {
+        attempt: Attempt(7),
+        ..id
+    };
+    assert_eq!(
+        sessions
+            .get_mut(&p(3))
+            .unwrap()
+            .complete(&unknown, &common::others(&shares, p(3)))
             .err(),
         Some(SigningError::UnknownSession)
     );

@@ -10,6 +10,7 @@ use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::{Child, Command},
+    sync::Mutex,
     time::Duration,
 };
 
@@ -176,6 +177,15 @@ impl Drop for Validator {
     }
 }
 
+/// What the Serai chain included so far, as the devnet's coordinator follows it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Included {
+    /// The id the next Batch must have (Serai includes Batches in id order).
+    next_batch: u32,
+    /// The block of the last Batch included: the context of every Serai block.
+    last_block: Option<BlockHash>,
+}
+
 /// The whole devnet.
 pub struct Devnet {
     /// The Bitcoin node.
@@ -190,6 +200,7 @@ pub struct Devnet {
     set: ValidatorSet,
     t: u16,
     next_coinbase: u32,
+    included: Mutex<Included>,
 }
 
 impl Devnet {
@@ -224,6 +235,7 @@ impl Devnet {
             },
             t,
             next_coinbase: 1,
+            included: Mutex::new(Included::default()),
         })
     }
 
@@ -483,17 +495,49 @@ impl Devnet {
             .map_err(failed)
     }
 
-    /// Waits for the preprocesses of Batch `batch` (attempt 0) from `signers`, then signs it
-    /// with them; returns the signed Batch every signer reported, after checking its signature
-    /// under the batch key as Serai would before including it.
+    /// Signs the next Batch Serai expects (`sign_batch`).
     ///
     /// # Errors
-    /// A round did not complete, or the signers disagree.
+    /// As `sign_batch`.
+    pub fn sign_next_batch(&self, signers: &[Participant]) -> Result<SignedBatch, HarnessError> {
+        let next = self.included()?.next_batch;
+        self.sign_batch(next, signers)
+    }
+
+    /// The block of the last Batch Serai included, if any.
+    ///
+    /// # Errors
+    /// The devnet's state is poisoned.
+    pub fn last_included_block(&self) -> Result<Option<BlockHash>, HarnessError> {
+        Ok(self.included()?.last_block)
+    }
+
+    fn included(&self) -> Result<Included, HarnessError> {
+        self.included
+            .lock()
+            .map(|included| *included)
+            .map_err(|_| failed("devnet state poisoned"))
+    }
+
+    /// Waits for the preprocesses of Batch `batch` (attempt 0) from `signers`, then signs it
+    /// with them; returns the signed Batch every signer reported, after checking its signature
+    /// under the batch key as Serai would before including it. Serai includes Batches in id
+    /// order only, and each included Batch's block becomes the context of later Serai blocks.
+    ///
+    /// # Errors
+    /// `batch` is not the next id Serai expects, a round did not complete, or the signers
+    /// disagree.
     pub fn sign_batch(
         &self,
         batch: u32,
         signers: &[Participant],
     ) -> Result<SignedBatch, HarnessError> {
+        let expected = self.included()?.next_batch;
+        if batch != expected {
+            return Err(failed(format!(
+                "Serai includes Batch {expected} next, not {batch}"
+            )));
+        }
         let preprocesses = self.collect(signers, 1, |message| match message {
             ProcessorMessage::Coordinator(CoordinatorOut::BatchPreprocess {
                 id,
@@ -553,23 +597,29 @@ impl Devnet {
         public
             .verify_simple(BATCH_SIGNING_CONTEXT, &signed.batch.message(), &signature)
             .map_err(|error| failed(format!("Update does not verify: {error}")))?;
+        let mut included = self
+            .included
+            .lock()
+            .map_err(|_| failed("devnet state poisoned"))?;
+        included.next_batch = batch + 1;
+        included.last_block = Some(signed.batch.block);
         Ok(signed.clone())
     }
 
-    /// A Serai block acknowledging network block `acknowledged`, with `burns`, sent to
-    /// everyone; waits for the `SubstrateBlockAck`s of `from` (the processors up) and returns
-    /// the one at least t of them sent identically.
+    /// A Serai block with `burns`, sent to everyone; as Serai does, its context is the block of
+    /// the last Batch included. Waits for the `SubstrateBlockAck`s of `from` (the processors
+    /// up) and returns the one at least t of them sent identically.
     ///
     /// # Errors
     /// Not every processor answered, or they disagree.
     pub fn substrate_block(
         &self,
         number: u64,
-        acknowledged: BlockHash,
         pair: &KeyPair,
         burns: Vec<OutInstructionWithBalance>,
         from: &[Participant],
     ) -> Result<SubstrateBlockAck, HarnessError> {
+        let acknowledged = self.included()?.last_block.unwrap_or(BlockHash([0; 32]));
         let block = SeraiBlockNumber(number);
         self.push_to(&self.all(), |_| {
             CoordinatorMessage::Substrate(substrate::CoordinatorMessage::SubstrateBlock {

@@ -105,11 +105,16 @@ impl Chain {
 
     /// A transaction from a fresh coinbase paying `outputs`, change back to the miner.
     fn pay(&self, outputs: Vec<TxOut>) -> Transaction {
+        self.pay_with_fee(outputs, 10_000)
+    }
+
+    /// `pay` with a fee of `fee` satoshis.
+    fn pay_with_fee(&self, outputs: Vec<TxOut>, fee: u64) -> Transaction {
         let coin = self.coin();
         let spent: Amount = outputs.iter().map(|output| output.value).sum();
         let mut outputs = outputs;
         outputs.push(TxOut {
-            value: coin.1.value - spent - Amount::from_sat(10_000),
+            value: coin.1.value - spent - Amount::from_sat(fee),
             script_pubkey: self.miner.script_pubkey(),
         });
         self.miner.spend(&[coin], outputs).unwrap()
@@ -379,6 +384,93 @@ fn a_reorg_above_finality_is_harmless_and_one_below_halts() {
     let metrics = String::from_utf8(scanner.metrics().render()).unwrap();
     assert!(metrics.contains("scanner_halted 1"));
     assert!(metrics.contains("scanner_reorg_halts_total 2"));
+}
+
+#[test]
+fn a_block_of_more_deposits_than_one_batch_holds_is_reported_in_consecutive_batches() {
+    // Two standard transactions of 2,100 deposits each: before, the block's one Batch did not
+    // encode, scanning retried the block forever, and every validator halted.
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::start(dir.path());
+    let key = network_key(11);
+    let external = KeyScripts::derive(&key)
+        .unwrap()
+        .script(OutputKind::External)
+        .clone();
+    let mut scanner = scanner(&chain.node, &dir.path().join("db"), 1);
+    scanner.add_key(key, chain.height() + 1).unwrap();
+    for account in [1u8, 2] {
+        let mut outputs: Vec<TxOut> = (0..2_100u64).map(|i| to(&external, 20_000 + i)).collect();
+        outputs.push(op_return(&instruction(account)));
+        chain
+            .node
+            .send(&chain.pay_with_fee(outputs, 100_000))
+            .unwrap();
+    }
+    chain.mine(1);
+    let progress = scanner.tick().unwrap();
+    let max = schema::limits::MAX_BATCH_INSTRUCTIONS;
+    let expected_batches = 4_200usize.div_ceil(max);
+    assert_eq!(progress.batches.len(), expected_batches);
+    let ids: Vec<u32> = progress.batches.iter().map(|batch| batch.id.0).collect();
+    assert_eq!(
+        ids,
+        (0..u32::try_from(expected_batches).unwrap()).collect::<Vec<_>>()
+    );
+    let block = progress.batches[0].block;
+    assert!(progress.batches.iter().all(|batch| batch.block == block));
+    assert!(progress.batches[..expected_batches - 1]
+        .iter()
+        .all(|batch| batch.instructions.len() == max));
+    // Every deposit once, in (transaction, output) order.
+    let instructions: Vec<(u64, InInstruction)> = progress
+        .batches
+        .iter()
+        .flat_map(|batch| &batch.instructions)
+        .map(|i| (i.amount.to_sat(), i.instruction))
+        .collect();
+    let expected: Vec<(u64, InInstruction)> = [1u8, 2]
+        .iter()
+        .flat_map(|account| {
+            (0..2_100u64).map(move |i| {
+                (
+                    20_000 + i,
+                    InInstruction::Transfer {
+                        to: SeraiAddress([*account; 32]),
+                    },
+                )
+            })
+        })
+        .collect();
+    assert_eq!(instructions, expected);
+    assert_eq!(scanner.db().batches().unwrap(), progress.batches);
+}
+
+#[test]
+fn a_block_with_only_change_or_branch_outputs_gets_an_empty_batch() {
+    // Before, only deposits made Batches: a payout's change and branch outputs waited for an
+    // unrelated deposit to be acknowledged, and payouts needing a branch stalled meanwhile.
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::start(dir.path());
+    let key = network_key(12);
+    let scripts = KeyScripts::derive(&key).unwrap();
+    let mut scanner = scanner(&chain.node, &dir.path().join("db"), 1);
+    scanner.add_key(key, chain.height() + 1).unwrap();
+    for kind in [OutputKind::Change, OutputKind::Branch] {
+        chain
+            .node
+            .send(&chain.pay(vec![to(scripts.script(kind), 70_000)]))
+            .unwrap();
+        chain.mine(1);
+        chain.empty_block();
+    }
+    let progress = scanner.tick().unwrap();
+    assert_eq!(progress.scanned, 4);
+    assert_eq!(progress.batches.len(), 2);
+    for (id, batch) in (0u32..).zip(&progress.batches) {
+        assert_eq!(batch.id, BatchId(id));
+        assert!(batch.instructions.is_empty());
+    }
 }
 
 #[test]

@@ -88,7 +88,6 @@ fn run(dir: PathBuf, hold: bool) -> anyhow::Result<()> {
     let ack = devnet
         .substrate_block(
             1,
-            signed.batch.block,
             &pair,
             vec![OutInstructionWithBalance {
                 address: user.address().to_string().into_bytes(),
