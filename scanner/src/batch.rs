@@ -79,7 +79,11 @@ mod tests {
                 txid: TransactionId([1; 32]),
                 vout,
             },
-            key: NetworkKey::from_slice(&[&[2u8][..], &[0x79; 32]].concat()).unwrap(),
+            key: NetworkKey::from(
+                bitcoin::secp256k1::SecretKey::from_slice(&[7; 32])
+                    .unwrap()
+                    .public_key(&bitcoin::secp256k1::Secp256k1::new()),
+            ),
             kind,
             amount: Amount::from_sat(50_000 + u64::from(vout)).unwrap(),
             instruction: instruction.then_some(RefundableInInstruction {

@@ -14,12 +14,16 @@
 //! - `spends`: output id (ours) -> the transaction that spent it (id, inputs, outputs), so a
 //!   plan registered after its transaction was scanned still settles;
 //! - `plans`: plan id -> the Plan (Cap'n Proto);
-//! - `signed`: plan id -> its signed transaction (consensus bytes), republished until its
-//!   eventuality settles;
+//! - `signed`: plan id -> the node's height when it was signed (u64 BE) || its signed
+//!   transaction (consensus bytes), republished until its eventuality settles, then deleted;
 //! - `outbox`: message id (u64 BE) -> `ProcessorEnvelope` (Cap'n Proto), until delivered;
 //! - `meta`: `next_batch_id` (u32 BE), `acknowledged` (u64 BE), `last_handled` (u64 BE, the
 //!   last coordinator message handled), `next_outbox_id` (u64 BE), `batch_key` (32, of the
-//!   confirmed key pair), `next_batch_to_sign` (u32 BE).
+//!   confirmed key pair), `next_batch_to_sign` (u32 BE), `last_serai_block` (u64 BE, the last
+//!   Serai block handled).
+//!
+//! What a processor step reads does not grow with history: Batches are read from the signing
+//! watermark on, and a plan's signed transaction is deleted once its eventuality settles.
 
 use std::path::Path;
 
@@ -28,7 +32,7 @@ use schema::{
     amount::Amount,
     batch::Batch,
     hashes::{PlanId, TransactionId},
-    ids::{BatchId, MessageId},
+    ids::{BatchId, MessageId, SeraiBlockNumber},
     instruction::RefundableInInstruction,
     keys::{BatchKey, NetworkKey},
     messages::{ProcessorEnvelope, ProcessorMessage},
@@ -66,6 +70,7 @@ const NEXT_BATCH_TO_SIGN: &[u8] = b"next_batch_to_sign";
 const NEXT_OUTBOX_ID: &[u8] = b"next_outbox_id";
 const NEXT_BATCH_ID: &[u8] = b"next_batch_id";
 const ACKNOWLEDGED: &[u8] = b"acknowledged";
+const LAST_SERAI_BLOCK: &[u8] = b"last_serai_block";
 
 const COLUMN_FAMILIES: [&str; 14] = [
     CF_OURS,
@@ -103,6 +108,17 @@ pub enum DbError {
     /// A Batch does not encode.
     #[error("batch: {0}")]
     Batch(#[from] schema::error::EncodeError),
+}
+
+/// A signed transaction whose plan has not settled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsettled {
+    /// The plan.
+    pub plan: PlanId,
+    /// The node's height when it was signed.
+    pub signed_at: u64,
+    /// The transaction (consensus bytes).
+    pub transaction: Vec<u8>,
 }
 
 /// A key being scanned.
@@ -433,38 +449,69 @@ impl Db {
             .map_err(|_| DbError::Damaged(CF_PLANS))
     }
 
-    /// Records a plan's signed transaction, to publish until it settles, in `batch`.
+    /// Records a plan's signed transaction, to publish until it settles, in `batch`, with the
+    /// node's height when it was signed (unless a settled plan's transaction arrives late).
     ///
     /// # Errors
-    /// The column family is missing.
+    /// RocksDB failed, or the column family is missing.
     pub fn put_signed(
         &self,
         batch: &mut WriteBatch,
         plan: &PlanId,
+        height: u64,
         transaction: &[u8],
     ) -> Result<(), DbError> {
-        batch.put_cf(self.cf(CF_SIGNED)?, plan.as_bytes(), transaction);
+        if self.outcome(plan)?.is_some() {
+            return Ok(());
+        }
+        let value = [&height.to_be_bytes()[..], transaction].concat();
+        batch.put_cf(self.cf(CF_SIGNED)?, plan.as_bytes(), value);
         Ok(())
     }
 
-    /// Signed transactions whose plans have not settled, by plan.
+    /// Signed transactions whose plans have not settled: the plan, the node's height when it
+    /// was signed, and the transaction.
     ///
     /// # Errors
     /// RocksDB failed or a record is damaged.
-    pub fn unsettled(&self) -> Result<Vec<(PlanId, Vec<u8>)>, DbError> {
-        let mut found = Vec::new();
-        for entry in self
-            .db
+    pub fn unsettled(&self) -> Result<Vec<Unsettled>, DbError> {
+        self.db
             .iterator_cf(self.cf(CF_SIGNED)?, IteratorMode::Start)
-        {
-            let (key, value) = entry?;
-            let plan =
-                PlanId(<[u8; 32]>::try_from(&*key).map_err(|_| DbError::Damaged(CF_SIGNED))?);
-            if self.outcome(&plan)?.is_none() {
-                found.push((plan, value.to_vec()));
-            }
-        }
-        Ok(found)
+            .map(|entry| {
+                let (key, value) = entry?;
+                let plan =
+                    PlanId(<[u8; 32]>::try_from(&*key).map_err(|_| DbError::Damaged(CF_SIGNED))?);
+                let (height, transaction) = value
+                    .split_first_chunk::<8>()
+                    .ok_or(DbError::Damaged(CF_SIGNED))?;
+                Ok(Unsettled {
+                    plan,
+                    signed_at: u64::from_be_bytes(*height),
+                    transaction: transaction.to_vec(),
+                })
+            })
+            .collect()
+    }
+
+    /// The last Serai block handled, if any.
+    ///
+    /// # Errors
+    /// RocksDB failed or the record is damaged.
+    pub fn last_serai_block(&self) -> Result<Option<SeraiBlockNumber>, DbError> {
+        Ok(self.meta_u64(LAST_SERAI_BLOCK)?.map(SeraiBlockNumber))
+    }
+
+    /// Records the last Serai block handled, in `batch`.
+    ///
+    /// # Errors
+    /// The column family is missing.
+    pub fn put_last_serai_block(
+        &self,
+        batch: &mut WriteBatch,
+        block: SeraiBlockNumber,
+    ) -> Result<(), DbError> {
+        batch.put_cf(self.cf(CF_META)?, LAST_SERAI_BLOCK, block.0.to_be_bytes());
+        Ok(())
     }
 
     /// The batch key of the confirmed key pair, if one was confirmed.
@@ -582,13 +629,52 @@ impl Db {
     /// # Errors
     /// RocksDB failed or a record is damaged.
     pub fn batches(&self) -> Result<Vec<Batch>, DbError> {
+        self.batches_from(BatchId(0))
+    }
+
+    /// The Batches built with ids from `first` on, by id.
+    ///
+    /// # Errors
+    /// RocksDB failed or a record is damaged.
+    pub fn batches_from(&self, first: BatchId) -> Result<Vec<Batch>, DbError> {
+        let start = first.0.to_be_bytes();
         self.db
-            .iterator_cf(self.cf(CF_BATCHES)?, IteratorMode::Start)
+            .iterator_cf(
+                self.cf(CF_BATCHES)?,
+                IteratorMode::From(&start, rocksdb::Direction::Forward),
+            )
             .map(|entry| {
                 let (_, value) = entry?;
                 wire::decode(&value).map_err(|_| DbError::Damaged(CF_BATCHES))
             })
             .collect()
+    }
+
+    /// The Batch with id `id`, if it was built.
+    ///
+    /// # Errors
+    /// RocksDB failed or the record is damaged.
+    pub fn batch(&self, id: BatchId) -> Result<Option<Batch>, DbError> {
+        self.db
+            .get_cf(self.cf(CF_BATCHES)?, id.0.to_be_bytes())?
+            .map(|value| wire::decode(&value).map_err(|_| DbError::Damaged(CF_BATCHES)))
+            .transpose()
+    }
+
+    /// How many outbound messages wait for the coordinator (keys only, nothing decoded).
+    ///
+    /// # Errors
+    /// RocksDB failed.
+    pub fn outbox_len(&self) -> Result<usize, DbError> {
+        let mut count = 0;
+        let mut iterator = self.db.raw_iterator_cf(self.cf(CF_OUTBOX)?);
+        iterator.seek_to_first();
+        while iterator.valid() {
+            count += 1;
+            iterator.next();
+        }
+        iterator.status()?;
+        Ok(count)
     }
 
     /// Registers a plan's eventuality in `batch`.
@@ -653,6 +739,8 @@ impl Db {
             [&[code][..], &transaction.0].concat(),
         );
         batch.delete_cf(self.cf(CF_EVENTUALITIES)?, eventuality.plan.as_bytes());
+        // Settled: nothing to publish any more.
+        batch.delete_cf(self.cf(CF_SIGNED)?, eventuality.plan.as_bytes());
         let inputs = self.cf(CF_EVENTUALITY_INPUTS)?;
         for input in &eventuality.inputs {
             batch.delete_cf(inputs, input.to_bytes());

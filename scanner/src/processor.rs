@@ -15,7 +15,7 @@
 //! message about a network block not finalized and scanned yet waits: it is neither handled
 //! nor acked, and comes again.
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bitcoin::hashes::Hash;
 use prometheus::{IntCounterVec, IntGauge};
@@ -23,10 +23,11 @@ use rocksdb::WriteBatch;
 use schema::{
     batch::Batch,
     burn::payment_for_burn,
+    generated::signer_capnp::RefusalReason,
     hashes::{PlanId, TransactionId},
-    ids::{Attempt, MessageId, SeraiBlockNumber},
+    ids::{Attempt, BatchId, MessageId, SeraiBlockNumber, ValidatorSet},
     instruction::OutInstructionWithBalance,
-    keys::NetworkKey,
+    keys::{BatchKey, KeyPair, NetworkKey},
     messages::{
         coordinator::{
             CoordinatorMessage as Coordinator, ProcessorMessage as CoordinatorOut,
@@ -40,19 +41,20 @@ use schema::{
     },
     plan::{Plan, PlanInput},
     protocol::plan_fee_rate,
+    refusal::label as signer_refusal_label,
     sign_id::{BatchSignId, BatchSignTarget, PlanSignId},
 };
 use thiserror::Error;
 
 use crate::{
     bitcoin_network::{chain_transaction, eventuality_of, BitcoinNetwork},
-    db::DbError,
+    db::{Db, DbError},
     eventuality::Outcome,
     link::{LinkClient, LinkError},
     network::{Network, NetworkError},
     outputs::hex_id,
     scan::{ScanError, Scanner},
-    scheduler::{Limits, Scheduler},
+    scheduler::{DropReason, Limits, Scheduler},
     signer::{SignerClient, SignerError},
 };
 
@@ -86,6 +88,19 @@ pub enum ProcessorError {
     },
 }
 
+/// Blocks scanned per step at most: a backlog after downtime is caught up over several steps,
+/// so that the coordinator's messages, Batch signing and publishing go on meanwhile.
+pub const BLOCKS_PER_STEP: u64 = 100;
+
+/// Serai times are seconds since the epoch; one of 11 digits or more (after the year 2286) is
+/// a time in the wrong unit (milliseconds have 13 digits), never a real activation time.
+pub const LATEST_PLAUSIBLE_SERAI_TIME: u64 = 9_999_999_999;
+
+/// How far ahead of this machine's clock an activation time may be before it is refused as
+/// wrong rather than waited for (a network's first key activates at the first finalized block
+/// at or after it, so a time far ahead would keep the key inactive for that long).
+pub const MAX_ACTIVATION_AHEAD: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The processor of one validator.
 pub struct Processor {
     scanner: Scanner<BitcoinNetwork>,
@@ -93,10 +108,9 @@ pub struct Processor {
     chain: bitcoin::Network,
     signer: SignerClient,
     link: LinkClient,
-    /// `processor_messages_total{kind,outcome}`.
-    messages: IntCounterVec,
-    /// `processor_outbox_depth`.
-    outbox_depth: IntGauge,
+    metrics: ProcessorMetrics,
+    /// The message at the head of the queue that waits for a network block, and since when.
+    waiting: Option<(MessageId, Instant)>,
 }
 
 /// The processor's own metrics, registered once per process (a processor is rebuilt on every
@@ -107,32 +121,106 @@ pub struct ProcessorMetrics {
     pub messages: IntCounterVec,
     /// `processor_outbox_depth`: messages waiting for the coordinator.
     pub outbox_depth: IntGauge,
+    /// `processor_message_waiting_seconds`: how long the next coordinator message has waited
+    /// for a network block to be scanned (0 when none waits).
+    pub message_waiting_seconds: IntGauge,
+    /// `processor_link_halted`: 1 when the coordinator link halted (its queue went backwards).
+    pub link_halted: IntGauge,
+    /// `processor_plans_refused_total{reason}`: plans the enclave refused to preprocess for a
+    /// reason that cannot change.
+    pub plans_refused: IntCounterVec,
+    /// `processor_oldest_unsettled_blocks`: blocks since the oldest signed, unsettled
+    /// transaction was signed (0 when none).
+    pub oldest_unsettled_blocks: IntGauge,
+    /// `scheduler_payments_dropped_total{reason}`: payments that will not be made.
+    pub payments_dropped: IntCounterVec,
+    /// `scheduler_payments_waiting`: payments queued, for funds or for lower fees, or waiting
+    /// in a branch.
+    pub payments_waiting: IntGauge,
+    /// `scheduler_operating_costs_sats`: operating costs carried (negative: a surplus).
+    pub operating_costs: IntGauge,
 }
 
 impl ProcessorMetrics {
-    /// Registers both in `registry`.
+    /// Registers them in `registry`.
     ///
     /// # Errors
     /// They are already registered there.
     pub fn new(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
-        let messages = IntCounterVec::new(
-            prometheus::Opts::new(
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(prometheus::Opts::new(name, help), labels)
+        };
+        let metrics = ProcessorMetrics {
+            messages: counters(
                 "processor_messages_total",
                 "Coordinator messages handled, by kind and outcome.",
-            ),
-            &["kind", "outcome"],
-        )?;
-        let outbox_depth = IntGauge::new(
-            "processor_outbox_depth",
-            "Outbound messages not yet delivered to the coordinator.",
-        )?;
-        registry.register(Box::new(messages.clone()))?;
-        registry.register(Box::new(outbox_depth.clone()))?;
-        Ok(ProcessorMetrics {
-            messages,
-            outbox_depth,
-        })
+                &["kind", "outcome"],
+            )?,
+            outbox_depth: IntGauge::new(
+                "processor_outbox_depth",
+                "Outbound messages not yet delivered to the coordinator.",
+            )?,
+            message_waiting_seconds: IntGauge::new(
+                "processor_message_waiting_seconds",
+                "How long the next coordinator message has waited for a network block.",
+            )?,
+            link_halted: IntGauge::new(
+                "processor_link_halted",
+                "1 when the coordinator link halted because its queue went backwards.",
+            )?,
+            plans_refused: counters(
+                "processor_plans_refused_total",
+                "Plans the enclave refused to preprocess, by reason.",
+                &["reason"],
+            )?,
+            oldest_unsettled_blocks: IntGauge::new(
+                "processor_oldest_unsettled_blocks",
+                "Blocks since the oldest signed, unsettled transaction was signed.",
+            )?,
+            payments_dropped: counters(
+                "scheduler_payments_dropped_total",
+                "Payments that will not be made, their value kept, by reason.",
+                &["reason"],
+            )?,
+            payments_waiting: IntGauge::new(
+                "scheduler_payments_waiting",
+                "Payments waiting for funds or lower fees, queued or in a branch.",
+            )?,
+            operating_costs: IntGauge::new(
+                "scheduler_operating_costs_sats",
+                "Operating costs carried, not yet recovered from payments (negative: surplus).",
+            )?,
+        };
+        registry.register(Box::new(metrics.messages.clone()))?;
+        registry.register(Box::new(metrics.outbox_depth.clone()))?;
+        registry.register(Box::new(metrics.message_waiting_seconds.clone()))?;
+        registry.register(Box::new(metrics.link_halted.clone()))?;
+        registry.register(Box::new(metrics.plans_refused.clone()))?;
+        registry.register(Box::new(metrics.oldest_unsettled_blocks.clone()))?;
+        registry.register(Box::new(metrics.payments_dropped.clone()))?;
+        registry.register(Box::new(metrics.payments_waiting.clone()))?;
+        registry.register(Box::new(metrics.operating_costs.clone()))?;
+        Ok(metrics)
     }
+
+    /// Sets the outbox gauge from the database, also while the coordinator is away.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub fn observe_outbox(&self, db: &Db) -> Result<(), DbError> {
+        self.outbox_depth
+            .set(i64::try_from(db.outbox_len()?).unwrap_or(i64::MAX));
+        Ok(())
+    }
+}
+
+/// Whether an enclave refusal may pass: the HSM or the enclave's database failed, and the
+/// same request can succeed later. The message is then retried, never skipped.
+pub fn refusal_may_pass(reason: RefusalReason) -> bool {
+    matches!(
+        reason,
+        RefusalReason::CustodyUnavailable | RefusalReason::HistoryUnavailable
+    )
 }
 
 /// What handling one message produced.
@@ -163,13 +251,14 @@ impl Processor {
         link: LinkClient,
         metrics: ProcessorMetrics,
     ) -> Self {
+        metrics.link_halted.set(0);
         Processor {
             scanner,
             chain,
             signer,
             link,
-            messages: metrics.messages,
-            outbox_depth: metrics.outbox_depth,
+            metrics,
+            waiting: None,
         }
     }
 
@@ -185,7 +274,7 @@ impl Processor {
     /// See `ProcessorError`; every error leaves the state consistent, to resume from.
     pub async fn step(&mut self, wait: Duration) -> Result<(), ProcessorError> {
         self.deliver().await?;
-        match self.scanner.tick() {
+        match self.scanner.tick_at_most(BLOCKS_PER_STEP) {
             Ok(_) | Err(ScanError::ReorgBelowFinality { .. }) => {}
             Err(error) => tracing::warn!(%error, "scan failed; retrying"),
         }
@@ -196,6 +285,7 @@ impl Processor {
         for inbound in self.link.next(handled, wait).await? {
             let handled = self.scanner.db().last_handled()?;
             if inbound.id <= handled {
+                self.metrics.link_halted.set(1);
                 return Err(ProcessorError::Rewound {
                     handled: handled.0,
                     got: inbound.id.0,
@@ -224,18 +314,18 @@ impl Processor {
     async fn deliver(&self) -> Result<(), ProcessorError> {
         let outbox = self.scanner.db().outbox()?;
         let mut waiting = i64::try_from(outbox.len()).unwrap_or(i64::MAX);
-        self.outbox_depth.set(waiting);
+        self.metrics.outbox_depth.set(waiting);
         for envelope in outbox {
             self.link.send(&envelope).await?;
             self.scanner.db().delivered(envelope.id)?;
             waiting -= 1;
-            self.outbox_depth.set(waiting);
+            self.metrics.outbox_depth.set(waiting);
         }
         Ok(())
     }
 
     /// Publishes every signed transaction whose plan has not settled; failures are logged and
-    /// the next step tries again.
+    /// the next step tries again. How long the oldest has waited is a gauge.
     fn publish_unsettled(&self) {
         let unsettled = match self.scanner.db().unsettled() {
             Ok(unsettled) => unsettled,
@@ -244,9 +334,18 @@ impl Processor {
                 return;
             }
         };
-        for (plan, transaction) in unsettled {
-            if let Err(error) = self.scanner.network().publish(&transaction) {
-                tracing::warn!(plan = %hex::encode(plan.as_bytes()), %error, "publishing failed; will retry");
+        let latest = u64::try_from(self.scanner.metrics().node_height.get()).unwrap_or(0);
+        let oldest = unsettled
+            .iter()
+            .map(|entry| latest.saturating_sub(entry.signed_at))
+            .max()
+            .unwrap_or(0);
+        self.metrics
+            .oldest_unsettled_blocks
+            .set(i64::try_from(oldest).unwrap_or(i64::MAX));
+        for entry in unsettled {
+            if let Err(error) = self.scanner.network().publish(&entry.transaction) {
+                tracing::warn!(plan = %hex::encode(entry.plan.as_bytes()), %error, "publishing failed; will retry");
             }
         }
     }
@@ -256,7 +355,10 @@ impl Processor {
         let mut batch = WriteBatch::default();
         self.scanner.db().put_handled(&mut batch, id)?;
         self.scanner.db().commit(batch)?;
-        self.messages.with_label_values(&["unknown", why]).inc();
+        self.metrics
+            .messages
+            .with_label_values(&["unknown", why])
+            .inc();
         self.link.ack(id).await?;
         Ok(())
     }
@@ -273,26 +375,71 @@ impl Processor {
             }
             Handled::Skipped(why) => why,
             Handled::Wait => {
-                self.messages.with_label_values(&[kind, "waiting"]).inc();
+                self.metrics
+                    .messages
+                    .with_label_values(&[kind, "waiting"])
+                    .inc();
+                let since = match self.waiting {
+                    Some((id, since)) if id == envelope.id => since,
+                    _ => {
+                        let now = Instant::now();
+                        self.waiting = Some((envelope.id, now));
+                        now
+                    }
+                };
+                self.metrics
+                    .message_waiting_seconds
+                    .set(i64::try_from(since.elapsed().as_secs()).unwrap_or(i64::MAX));
                 return Ok(false);
             }
         };
         self.scanner.db().put_handled(&mut batch, envelope.id)?;
         self.scanner.db().commit(batch)?;
-        self.messages.with_label_values(&[kind, outcome]).inc();
+        self.waiting = None;
+        self.metrics.message_waiting_seconds.set(0);
+        self.metrics
+            .messages
+            .with_label_values(&[kind, outcome])
+            .inc();
         self.link.ack(envelope.id).await?;
         Ok(true)
     }
 
-    /// A refusal skips the message; the enclave being unreachable stops the step.
+    /// A refusal for a reason that cannot change skips the message. One that may pass (the
+    /// HSM or the enclave's database failing), or the enclave being unreachable, stops the
+    /// step: the message is not handled, and is tried again.
     fn refused(&self, error: SignerError, what: &str) -> Result<Handled, ProcessorError> {
         match error {
-            SignerError::Refused { reason, detail } => {
+            SignerError::Refused { reason, detail } if !refusal_may_pass(reason) => {
                 tracing::warn!(?reason, %detail, what, "enclave refused; message skipped");
                 Ok(Handled::Skipped("refused"))
             }
             other => Err(ProcessorError::Enclave(other)),
         }
+    }
+
+    /// Whether `key` is one of the network keys we scan for (and so hold).
+    fn holds(&self, key: &NetworkKey) -> Result<bool, ProcessorError> {
+        Ok(self
+            .scanner
+            .db()
+            .keys()?
+            .iter()
+            .any(|scanned| scanned.key == *key))
+    }
+
+    /// Whether `key` is our confirmed batch key.
+    fn holds_batch_key(&self, key: &BatchKey) -> Result<bool, ProcessorError> {
+        Ok(self.scanner.db().batch_key()?.as_ref() == Some(key))
+    }
+
+    /// Skips a message about a key we do not hold: logged and counted, nothing else changes.
+    fn not_ours(&self, what: &str) -> Handled {
+        tracing::error!(
+            what,
+            "coordinator message for a key this validator does not hold; refused"
+        );
+        Handled::Skipped("unknown_key")
     }
 
     async fn apply(
@@ -311,33 +458,25 @@ impl Processor {
                 context,
                 set,
                 key_pair,
-            }) => {
-                // The context's block when Serai names one; for a network's first key, the
-                // first finalized block at or after the Serai block's time.
-                let activation = match context.latest_finalized_block() {
-                    Some(block) => self.scanner.network().height_of(block.0)?,
-                    None => self.scanner.first_final_block_at(context.serai_time.0)?,
-                };
-                let Some(activation) = activation else {
-                    return Ok(Handled::Wait);
-                };
-                if let Err(error) = self.signer.confirm_key_pair(set, &key_pair).await {
-                    return self.refused(error, "confirm key pair");
-                }
-                self.scanner.add_key_in(batch, &key_pair, activation)?;
-                tracing::info!(activation, "key pair confirmed");
-                Ok(Handled::Done(Vec::new()))
-            }
+            }) => self.confirm_key_pair(context, set, key_pair, batch).await,
             CoordinatorMessage::Coordinator(Coordinator::BatchPreprocesses {
                 id,
                 preprocesses,
-            }) => match self.signer.share_batch(&id, &preprocesses).await {
-                Ok(share) => Ok(Handled::Done(vec![ProcessorMessage::Coordinator(
-                    CoordinatorOut::BatchShare { id, share },
-                )])),
-                Err(error) => self.refused(error, "batch share"),
-            },
+            }) => {
+                if !self.holds_batch_key(&id.key)? {
+                    return Ok(self.not_ours("batch preprocesses"));
+                }
+                match self.signer.share_batch(&id, &preprocesses).await {
+                    Ok(share) => Ok(Handled::Done(vec![ProcessorMessage::Coordinator(
+                        CoordinatorOut::BatchShare { id, share },
+                    )])),
+                    Err(error) => self.refused(error, "batch share"),
+                }
+            }
             CoordinatorMessage::Coordinator(Coordinator::BatchShares { id, shares }) => {
+                if !self.holds_batch_key(&id.key)? {
+                    return Ok(self.not_ours("batch shares"));
+                }
                 match self.signer.complete_batch(&id, &shares).await {
                     Ok(signed) => Ok(Handled::Done(vec![ProcessorMessage::Substrate(
                         SubstrateOut::Update { batch: signed },
@@ -346,12 +485,14 @@ impl Processor {
                 }
             }
             CoordinatorMessage::Coordinator(Coordinator::BatchReattempt { id }) => {
+                if !self.holds_batch_key(&id.key)? {
+                    return Ok(self.not_ours("batch reattempt"));
+                }
                 let Some(to_sign) = self
                     .scanner
                     .db()
-                    .batches()?
-                    .into_iter()
-                    .find(|batch| batch.network == id.id.network && batch.id == id.id.batch)
+                    .batch(id.id.batch)?
+                    .filter(|batch| batch.network == id.id.network)
                 else {
                     return Ok(Handled::Skipped("unknown_batch"));
                 };
@@ -367,6 +508,9 @@ impl Processor {
                 burns,
             }) => self.substrate_block(context, block, key, &burns, batch),
             CoordinatorMessage::Coordinator(Coordinator::PlansAcknowledged(acknowledged)) => {
+                if !self.holds(&acknowledged.key)? {
+                    return Ok(self.not_ours("plans acknowledged"));
+                }
                 if let Err(error) = self.signer.acknowledge_plans(&acknowledged).await {
                     return self.refused(error, "plans acknowledged");
                 }
@@ -384,6 +528,9 @@ impl Processor {
                 Ok(Handled::Done(out))
             }
             CoordinatorMessage::Sign(Sign::Preprocesses { id, preprocesses }) => {
+                if !self.holds(&id.key)? {
+                    return Ok(self.not_ours("plan preprocesses"));
+                }
                 match self.signer.share_plan(&id, &preprocesses).await {
                     Ok(share) => Ok(Handled::Done(vec![ProcessorMessage::Sign(
                         SignOut::Share { id, share },
@@ -392,12 +539,18 @@ impl Processor {
                 }
             }
             CoordinatorMessage::Sign(Sign::Shares { id, shares }) => {
+                if !self.holds(&id.key)? {
+                    return Ok(self.not_ours("plan shares"));
+                }
                 let transaction = match self.signer.complete_plan(&id, &shares).await {
                     Ok(transaction) => transaction,
                     Err(error) => return self.refused(error, "plan completion"),
                 };
                 let bytes = bitcoin::consensus::serialize(&transaction);
-                self.scanner.db().put_signed(batch, &id.id, &bytes)?;
+                let height = self.scanner.network().latest_height()?;
+                self.scanner
+                    .db()
+                    .put_signed(batch, &id.id, height, &bytes)?;
                 if let Err(error) = self.scanner.network().publish(&bytes) {
                     tracing::warn!(%error, "publishing failed; will retry");
                 }
@@ -412,13 +565,62 @@ impl Processor {
                 )]))
             }
             CoordinatorMessage::Sign(Sign::Reattempt { id }) => {
+                if !self.holds(&id.key)? {
+                    return Ok(self.not_ours("plan reattempt"));
+                }
                 match self.preprocess_plan(id).await? {
                     Some(message) => Ok(Handled::Done(vec![message])),
                     None => Ok(Handled::Skipped("refused")),
                 }
             }
-            CoordinatorMessage::Sign(Sign::Completed { id, tx, .. }) => self.peer_completed(id, tx),
+            CoordinatorMessage::Sign(Sign::Completed { key, id, tx }) => {
+                if !self.holds(&key)? {
+                    return Ok(self.not_ours("completed"));
+                }
+                self.peer_completed(id, tx)
+            }
         }
+    }
+
+    /// Confirms a key pair in the enclave and starts scanning for it from its activation block:
+    /// the context's block when Serai names one; for a network's first key, the first finalized
+    /// block at or after the Serai block's time, waited for while no finalized block is that
+    /// late. A time in the wrong unit, or further ahead of this machine's clock than
+    /// `MAX_ACTIVATION_AHEAD`, is refused: waiting for it would keep the key inactive.
+    async fn confirm_key_pair(
+        &mut self,
+        context: SubstrateContext,
+        set: ValidatorSet,
+        key_pair: KeyPair,
+        batch: &mut WriteBatch,
+    ) -> Result<Handled, ProcessorError> {
+        let activation = match context.latest_finalized_block() {
+            Some(block) => self.scanner.network().height_of(block.0)?,
+            None => {
+                let time = context.serai_time.0;
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |since| since.as_secs());
+                if time > LATEST_PLAUSIBLE_SERAI_TIME {
+                    tracing::error!(time, "ConfirmKeyPair's Serai time is not in seconds (milliseconds?); refused, the key is not activated");
+                    return Ok(Handled::Skipped("activation_time_unit"));
+                }
+                if time > now.saturating_add(MAX_ACTIVATION_AHEAD.as_secs()) {
+                    tracing::error!(time, now, "ConfirmKeyPair's Serai time is more than a day ahead of this machine's clock; refused, the key is not activated");
+                    return Ok(Handled::Skipped("activation_time_ahead"));
+                }
+                self.scanner.first_final_block_at(time)?
+            }
+        };
+        let Some(activation) = activation else {
+            return Ok(Handled::Wait);
+        };
+        if let Err(error) = self.signer.confirm_key_pair(set, &key_pair).await {
+            return self.refused(error, "confirm key pair");
+        }
+        self.scanner.add_key_in(batch, &key_pair, activation)?;
+        tracing::info!(activation, "key pair confirmed");
+        Ok(Handled::Done(Vec::new()))
     }
 
     /// A peer says `tx` fulfils plan `plan`: checked against the plan's eventuality on our
@@ -445,6 +647,9 @@ impl Processor {
 
     /// Acknowledges the blocks up to the context's, schedules their outputs and the burns,
     /// and records the plans (with their eventualities) and `SubstrateBlockAck`.
+    ///
+    /// A Serai block for a key we do not hold, or numbered at or below the last handled one
+    /// (re-sent under a new message id), is refused: its burns are never scheduled twice.
     fn substrate_block(
         &self,
         context: SubstrateContext,
@@ -453,6 +658,19 @@ impl Processor {
         burns: &[OutInstructionWithBalance],
         batch: &mut WriteBatch,
     ) -> Result<Handled, ProcessorError> {
+        if !self.holds(&key)? {
+            return Ok(self.not_ours("Serai block"));
+        }
+        if let Some(last) = self.scanner.db().last_serai_block()? {
+            if block <= last {
+                tracing::error!(
+                    block = block.0,
+                    last = last.0,
+                    "Serai block at or below the last handled one; refused, nothing scheduled"
+                );
+                return Ok(Handled::Skipped("stale_serai_block"));
+            }
+        }
         let (outputs, fee_rate) = match context.latest_finalized_block() {
             None => (Vec::new(), plan_fee_rate(None)),
             Some(hash) => {
@@ -481,7 +699,10 @@ impl Processor {
                 Ok(payment) => payments.push(payment),
                 Err(error) => {
                     tracing::warn!(%error, "burn to an address we cannot pay; dropped");
-                    self.messages.with_label_values(&["burn", "dropped"]).inc();
+                    self.metrics
+                        .payments_dropped
+                        .with_label_values(&["unpayable_address"])
+                        .inc();
                 }
             }
         }
@@ -498,9 +719,38 @@ impl Processor {
             }
         };
         for dropped in &scheduled.dropped {
-            tracing::warn!(?dropped, "payment below dust dropped");
+            let reason = match dropped.reason {
+                DropReason::BelowDust => "below_dust",
+                DropReason::Unpayable => "unpayable",
+            };
+            tracing::warn!(
+                reason,
+                amount = dropped.payment.amount.to_sat(),
+                address = %hex::encode(dropped.payment.address.script().as_bytes()),
+                "payment dropped; its value stays with the validators"
+            );
+            self.metrics
+                .payments_dropped
+                .with_label_values(&[reason])
+                .inc();
         }
+        let waiting = scheduler.queue().len()
+            + scheduler
+                .branches()
+                .iter()
+                .map(|group| group.payments.len())
+                .sum::<usize>()
+            + scheduler
+                .funded()
+                .iter()
+                .map(|funded| funded.payments.len())
+                .sum::<usize>();
+        self.metrics
+            .payments_waiting
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        self.metrics.operating_costs.set(scheduler.carried().0);
         self.scanner.db().put_scheduler(batch, &scheduler)?;
+        self.scanner.db().put_last_serai_block(batch, block)?;
         let mut completed = Vec::new();
         for plan in &scheduled.plans {
             self.scanner.db().put_plan(batch, plan)?;
@@ -549,8 +799,19 @@ impl Processor {
                 id,
                 preprocess,
             }))),
-            Err(SignerError::Refused { reason, detail }) => {
-                tracing::warn!(?reason, %detail, "enclave refused to preprocess a plan");
+            Err(SignerError::Refused { reason, detail }) if !refusal_may_pass(reason) => {
+                // Never silent: a plan refused for good strands its inputs and payments.
+                tracing::error!(
+                    reason = signer_refusal_label(reason),
+                    %detail,
+                    plan = %hex::encode(id.id.as_bytes()),
+                    attempt = id.attempt.0,
+                    "the enclave refused to preprocess a plan"
+                );
+                self.metrics
+                    .plans_refused
+                    .with_label_values(&[signer_refusal_label(reason)])
+                    .inc();
                 Ok(None)
             }
             Err(other) => Err(ProcessorError::Enclave(other)),
@@ -580,13 +841,7 @@ impl Processor {
             return Ok(());
         };
         let next = self.scanner.db().next_batch_to_sign()?;
-        for batch in self
-            .scanner
-            .db()
-            .batches()?
-            .into_iter()
-            .filter(|batch| batch.id.0 >= next)
-        {
+        for batch in self.scanner.db().batches_from(BatchId(next))? {
             let id = BatchSignId {
                 key: batch_key,
                 id: BatchSignTarget {
@@ -598,8 +853,8 @@ impl Processor {
             let mut write = WriteBatch::default();
             match self.preprocess_batch(id, &batch).await {
                 Ok(message) => self.scanner.db().put_outbox(&mut write, [message])?,
-                Err(SignerError::Refused { reason, detail }) => {
-                    tracing::warn!(?reason, %detail, batch = batch.id.0, "enclave refused to preprocess a Batch");
+                Err(SignerError::Refused { reason, detail }) if !refusal_may_pass(reason) => {
+                    tracing::error!(?reason, %detail, batch = batch.id.0, "enclave refused to preprocess a Batch");
                 }
                 Err(other) => return Err(ProcessorError::Enclave(other)),
             }

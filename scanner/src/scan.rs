@@ -142,7 +142,7 @@ impl<N: Network> Scanner<N> {
     /// The node failed.
     pub fn first_final_block_at(&self, time: u64) -> Result<Option<u64>, ScanError> {
         let latest = self.network.latest_height()?;
-        let Some(finalized) = (latest + 1).checked_sub(self.confirmations) else {
+        let Some(finalized) = self.finalized(latest)? else {
             return Ok(None);
         };
         if self.network.block(finalized)?.time < time {
@@ -209,7 +209,7 @@ impl<N: Network> Scanner<N> {
         }
         let from = match self.db.acknowledged()? {
             Some(acknowledged) if acknowledged >= height => return Ok(Some(Vec::new())),
-            Some(acknowledged) => acknowledged + 1,
+            Some(acknowledged) => acknowledged.saturating_add(1),
             None => 0,
         };
         self.db.put_acknowledged(batch, height)?;
@@ -247,6 +247,16 @@ impl<N: Network> Scanner<N> {
         Ok(self.db.commit(batch)?)
     }
 
+    /// The highest finalized height when the tip is at `latest`, if any block is final. A
+    /// height the arithmetic cannot hold is the node's error, not a panic.
+    fn finalized(&self, latest: u64) -> Result<Option<u64>, ScanError> {
+        let count = latest
+            .checked_add(1)
+            .ok_or_else(|| NetworkError::Invalid(format!("block height {latest}")))
+            .inspect_err(|error| self.count_error(error))?;
+        Ok(count.checked_sub(self.confirmations))
+    }
+
     fn count_error(&self, error: &NetworkError) {
         let kind = match error {
             NetworkError::Node(_) => "node",
@@ -263,6 +273,15 @@ impl<N: Network> Scanner<N> {
     /// The node or the database failed (the next tick resumes), or the chain reorganized below
     /// finality (scanning stays halted).
     pub fn tick(&mut self) -> Result<Progress, ScanError> {
+        self.tick_at_most(u64::MAX)
+    }
+
+    /// Scans at most `blocks` finalized blocks not scanned yet, so that a caller catching up
+    /// on a backlog goes on with its other work between ticks.
+    ///
+    /// # Errors
+    /// As `tick`.
+    pub fn tick_at_most(&mut self, blocks: u64) -> Result<Progress, ScanError> {
         let latest = self.network.latest_height().inspect_err(|error| {
             self.count_error(error);
         })?;
@@ -273,7 +292,7 @@ impl<N: Network> Scanner<N> {
             latest,
             ..Progress::default()
         };
-        let Some(finalized) = (latest + 1).checked_sub(self.confirmations) else {
+        let Some(finalized) = self.finalized(latest)? else {
             return Ok(progress);
         };
         progress.finalized = Some(finalized);
@@ -285,7 +304,7 @@ impl<N: Network> Scanner<N> {
             let Some(height) = keys.iter().map(|key| key.next).min() else {
                 return Ok(progress);
             };
-            if height > finalized {
+            if height > finalized || progress.scanned >= blocks {
                 return Ok(progress);
             }
             let block = self.network.block(height).inspect_err(|error| {
@@ -365,7 +384,7 @@ impl<N: Network> Scanner<N> {
             self.db.put_key(
                 &mut write,
                 &ScannedKey {
-                    next: block.height + 1,
+                    next: block.height.saturating_add(1),
                     ..*key
                 },
             )?;

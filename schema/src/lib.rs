@@ -18,6 +18,7 @@ pub mod limits;
 pub mod messages;
 pub mod plan;
 pub mod protocol;
+pub mod refusal;
 pub mod sign_id;
 #[cfg(any(test, feature = "testing"))]
 pub mod strategies;

@@ -21,6 +21,7 @@ use schema::{
     messages::{coordinator::PlansAcknowledged, key_gen, ParticipantMap},
     plan::Plan,
     protocol::FeeCaps,
+    refusal::label,
     sign_id::{BatchSignId, PlanSignId},
 };
 use thiserror::Error;
@@ -483,26 +484,4 @@ fn pair_of(keys: &GeneratedKeys) -> Option<KeyPair> {
         batch_key: BatchKey::from_slice(keys.batch.group_key().to_bytes().as_ref()).ok()?,
         network_key: NetworkKey::from_slice(keys.network.group_key().to_bytes().as_ref()).ok()?,
     })
-}
-
-/// The label of a reason in logs and in `signer_enclave_refusals_total{reason}`.
-pub fn label(reason: RefusalReason) -> &'static str {
-    match reason {
-        RefusalReason::Malformed => "malformed",
-        RefusalReason::UnknownKey => "unknown_key",
-        RefusalReason::UnknownAttempt => "unknown_attempt",
-        RefusalReason::AttestationInvalid => "attestation_invalid",
-        RefusalReason::PlanNotAcknowledged => "plan_not_acknowledged",
-        RefusalReason::FeeRateTooHigh => "fee_rate_too_high",
-        RefusalReason::FeeShareTooHigh => "fee_share_too_high",
-        RefusalReason::InputAlreadySigned => "input_already_signed",
-        RefusalReason::AttemptAlreadyPreprocessed => "attempt_already_preprocessed",
-        RefusalReason::BatchIdReused => "batch_id_reused",
-        RefusalReason::CustodyUnavailable => "custody_unavailable",
-        RefusalReason::PlanIdMismatch => "plan_id_mismatch",
-        RefusalReason::Unbuildable => "unbuildable",
-        RefusalReason::BatchMismatch => "batch_mismatch",
-        RefusalReason::HistoryUnavailable => "history_unavailable",
-        RefusalReason::ConflictingRepeat => "conflicting_repeat",
-    }
 }

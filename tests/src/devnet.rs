@@ -25,7 +25,7 @@ use schema::{
     batch::{SignedBatch, BATCH_SIGNING_CONTEXT},
     hashes::{BlockHash, SeraiAddress, TransactionId},
     ids::{
-        Attempt, KeyGenId, NetworkId, Participant, SeraiBlockNumber, SeraiTime, Session,
+        Attempt, KeyGenId, MessageId, NetworkId, Participant, SeraiBlockNumber, SeraiTime, Session,
         ThresholdParams, ValidatorSet,
     },
     instruction::{InInstruction, OutInstructionWithBalance, RefundableInInstruction},
@@ -49,9 +49,10 @@ use crate::{
     binary,
     coordinator::CoordinatorHarness,
     enclave::EnclaveProcess,
+    metric_value,
     regtest::{harness::RegtestNode, wallet::TestWallet},
     relay::others,
-    start_until_ready, HarnessError,
+    scrape, start_until_ready, HarnessError,
 };
 
 /// Confirmations the devnet's scanners wait for.
@@ -167,6 +168,16 @@ listen = "127.0.0.1:0"
     /// Where the scanner serves its metrics.
     pub fn scanner_metrics(&self) -> Option<SocketAddr> {
         self.metrics
+    }
+
+    /// The value of one series of the scanner's metrics (`name{labels}` exactly as exported),
+    /// zero when absent.
+    ///
+    /// # Errors
+    /// The scanner is not running or the scrape failed.
+    pub fn scanner_metric(&self, series: &str) -> Result<f64, HarnessError> {
+        let address = self.metrics.ok_or_else(|| failed("scanner not running"))?;
+        Ok(metric_value(&scrape(address)?, series))
     }
 }
 
@@ -401,31 +412,67 @@ impl Devnet {
     /// # Errors
     /// Not handled in time.
     pub fn confirm(&self, pair: KeyPair) -> Result<(), HarnessError> {
+        let ids = self.push_confirm(pair)?;
+        self.wait_acked(&ids)
+    }
+
+    /// Sends everyone the chain's vote for `pair`, naming the current finalized block as the
+    /// activation block; returns each validator's message id, without waiting.
+    ///
+    /// # Errors
+    /// The node did not answer, or the coordinator's state is poisoned.
+    pub fn push_confirm(&self, pair: KeyPair) -> Result<Vec<MessageId>, HarnessError> {
         let activation = BlockHash(self.finalized_block()?.block_hash().to_byte_array());
-        let mut ids = Vec::new();
-        for validator in &self.validators {
-            ids.push(self.coordinator.push(
-                &validator.id,
-                CoordinatorMessage::Substrate(substrate::CoordinatorMessage::ConfirmKeyPair {
-                    context: SubstrateContext {
-                        serai_time: SeraiTime(1),
-                        network_latest_finalized_block: activation,
-                    },
-                    set: self.set,
-                    key_pair: pair,
-                }),
-            )?);
-        }
+        let context = SubstrateContext {
+            serai_time: SeraiTime(1),
+            network_latest_finalized_block: activation,
+        };
+        self.push_to_each(|_| {
+            CoordinatorMessage::Substrate(substrate::CoordinatorMessage::ConfirmKeyPair {
+                context,
+                set: self.set,
+                key_pair: pair,
+            })
+        })
+    }
+
+    /// Sends each validator its message; returns each one's message id.
+    ///
+    /// # Errors
+    /// The coordinator's state is poisoned.
+    pub fn push_to_each(
+        &self,
+        message: impl Fn(Participant) -> CoordinatorMessage,
+    ) -> Result<Vec<MessageId>, HarnessError> {
+        self.validators
+            .iter()
+            .map(|validator| {
+                self.coordinator
+                    .push(&validator.id, message(validator.participant))
+            })
+            .collect()
+    }
+
+    /// Waits until each validator acked its message of `ids` (as `push_to_each` returned them).
+    ///
+    /// # Errors
+    /// Not acked in time.
+    pub fn wait_acked(&self, ids: &[MessageId]) -> Result<(), HarnessError> {
         self.coordinator.wait_until(STEP_TIMEOUT, |coordinator| {
             Ok(self
                 .validators
                 .iter()
-                .zip(&ids)
+                .zip(ids)
                 .map(|(validator, id)| coordinator.acked(&validator.id).map(|acked| acked >= id.0))
                 .collect::<Result<Vec<_>, _>>()?
                 .into_iter()
                 .all(|done| done))
         })
+    }
+
+    /// The validator set the devnet's keys are for.
+    pub fn set(&self) -> ValidatorSet {
+        self.set
     }
 
     /// A user's deposit of `amount` to the key's address, crediting `account`, mined to

@@ -4,8 +4,7 @@
 
 use std::{
     fs,
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output},
@@ -13,7 +12,7 @@ use std::{
 
 use bitcoin::key::XOnlyPublicKey;
 
-use crate::{binary, start_until_ready, HarnessError};
+use crate::{binary, metric_value, scrape, start_until_ready, HarnessError};
 
 /// The label every test token carries (each enclave has its own token directory).
 pub const TOKEN_LABEL: &str = "processor";
@@ -218,17 +217,10 @@ listen = "127.0.0.1:0"
     /// # Errors
     /// Not running, or the scrape failed.
     pub fn metrics(&self) -> Result<String, HarnessError> {
-        let address = self
-            .metrics
-            .ok_or_else(|| HarnessError::Failed("not running".into()))?;
-        let mut stream = TcpStream::connect(address)?;
-        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .ok_or_else(|| HarnessError::Failed("no HTTP body".into()))
+        scrape(
+            self.metrics
+                .ok_or_else(|| HarnessError::Failed("not running".into()))?,
+        )
     }
 
     /// The value of one series (`name{labels}` exactly as exported), zero when absent.
@@ -236,15 +228,7 @@ listen = "127.0.0.1:0"
     /// # Errors
     /// The scrape failed.
     pub fn metric(&self, series: &str) -> Result<f64, HarnessError> {
-        Ok(self
-            .metrics()?
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix(series)
-                    .and_then(|rest| rest.strip_prefix(' '))
-                    .and_then(|value| value.trim().parse().ok())
-            })
-            .unwrap_or(0.0))
+        Ok(metric_value(&self.metrics()?, series))
     }
 }
 

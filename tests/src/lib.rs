@@ -11,8 +11,8 @@ pub mod relay;
 
 use std::{
     fs,
-    io::{BufRead, BufReader},
-    net::SocketAddr,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
 };
@@ -70,6 +70,34 @@ pub fn binary(name: &str) -> Result<PathBuf, MissingBinary> {
             dir: profile_dir,
         })
     }
+}
+
+/// Scrapes a process's `/metrics` once.
+///
+/// # Errors
+/// The scrape failed.
+pub fn scrape(address: SocketAddr) -> Result<String, HarnessError> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .ok_or_else(|| HarnessError::Failed("no HTTP body".into()))
+}
+
+/// The value of one series (`name{labels}` exactly as exported) in scraped metrics, zero when
+/// absent.
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|value| value.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
 }
 
 /// Starts `command` with its stderr appended to `log`, and waits for its ready line on stdout,

@@ -19,7 +19,7 @@ use scanner::{
     db::Db,
     link::LinkClient,
     metrics::ScannerMetrics,
-    processor::{Processor, ProcessorError, ProcessorMetrics},
+    processor::{Processor, ProcessorError, ProcessorMetrics, BLOCKS_PER_STEP},
     rpc::{Auth, CoreRpc, Retry},
     scan::{ScanError, Scanner},
     signer::SignerClient,
@@ -81,9 +81,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// One scan while the coordinator or the enclave is away.
-fn scan_alone(scanner: &mut Scanner<BitcoinNetwork>) {
-    match scanner.tick() {
+/// One scan while the coordinator or the enclave is away; the outbox gauge keeps moving, as
+/// scanning queues messages for the coordinator.
+fn scan_alone(scanner: &mut Scanner<BitcoinNetwork>, metrics: &ProcessorMetrics) {
+    if let Err(error) = metrics.observe_outbox(scanner.db()) {
+        tracing::warn!(%error, "cannot read the outbox");
+    }
+    match scanner.tick_at_most(BLOCKS_PER_STEP) {
         Ok(progress) if progress.scanned > 0 => tracing::debug!(
             scanned = progress.scanned,
             finalized = progress.finalized,
@@ -177,7 +181,7 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
                 // them again later, backing off to every 10 seconds.
                 let retry_at = tokio::time::Instant::now() + backoff;
                 while !stop.load(Ordering::SeqCst) && tokio::time::Instant::now() < retry_at {
-                    scan_alone(&mut alone);
+                    scan_alone(&mut alone, &processor_metrics);
                     tokio::time::sleep(poll).await;
                 }
                 scanner = Some(alone);
