@@ -251,3 +251,27 @@ fn a_new_attempt_replaces_the_old_and_messages_out_of_order_are_errors() {
         Err(KeyGenError::Participants { .. })
     ));
 }
+
+#[test]
+fn the_largest_sets_commitments_fit_one_blob() {
+    // The commitments of a threshold of every key share a set may have (both keys, one blob)
+    // stay within the wire's key generation blob limit, through the wire.
+    let n = u16::try_from(schema::limits::MAX_PARTICIPANTS).unwrap();
+    let mut key_gen = KeyGen::default();
+    let message = CoordinatorMessage::GenerateKey {
+        id: id(0),
+        params: ThresholdParams::new(n, n, p(1)).unwrap(),
+    };
+    match only(deliver(&mut key_gen, message).unwrap().0) {
+        ProcessorMessage::Commitments { commitments, .. } => {
+            assert!(
+                commitments.len() <= schema::limits::MAX_KEY_GEN_BLOB_LEN,
+                "{} bytes",
+                commitments.len()
+            );
+            // And the blob grows with the threshold, so this is the largest.
+            assert!(commitments.len() > 9_000, "{} bytes", commitments.len());
+        }
+        other => panic!("{other:?}"),
+    }
+}

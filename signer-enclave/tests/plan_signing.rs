@@ -20,6 +20,7 @@ use schema::{
     amount::Amount,
     hashes::TransactionId,
     ids::{Attempt, Participant, SeraiBlockNumber},
+    limits::{PREPROCESS_BYTES_PER_INPUT, SHARE_BYTES_PER_INPUT},
     messages::{
         coordinator::{Attestation, PlansAcknowledged},
         ParticipantMap,
@@ -130,6 +131,11 @@ fn three_of_four_sign_a_plan_and_refuse_bad_shares() {
             .unwrap()
             .preprocess(approval, &plan, &keys[signer].network, &mut OsRng)
             .unwrap();
+        // The size every blob limit is derived from.
+        assert_eq!(
+            preprocess.len(),
+            PREPROCESS_BYTES_PER_INPUT * plan.inputs.len()
+        );
         preprocesses.insert(*signer, preprocess);
     }
     let mut shares = ParticipantMap::new();
@@ -139,7 +145,7 @@ fn three_of_four_sign_a_plan_and_refuse_bad_shares() {
             .unwrap()
             .share(&id, &common::others(&preprocesses, signer))
             .unwrap();
-        assert_eq!(share.len(), 32 * plan.inputs.len());
+        assert_eq!(share.len(), SHARE_BYTES_PER_INPUT * plan.inputs.len());
         shares.insert(signer, share);
     }
     // Asked again with the same preprocesses (its caller crashed before recording the answer),

@@ -33,7 +33,10 @@ use processor_tests::{
     HarnessError,
 };
 use rand_core::OsRng;
-use scanner::signer::{SignerClient, SignerError};
+use scanner::{
+    scheduler::{Limits, Scheduler},
+    signer::{SignerClient, SignerError},
+};
 use schema::{
     amount::Amount,
     batch::Batch,
@@ -49,7 +52,7 @@ use schema::{
         key_gen::{CoordinatorMessage, ProcessorMessage},
     },
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
-    protocol::MAX_FEE_RATE,
+    protocol::{MAX_FEE_RATE, MAX_INPUTS, MAX_OUTPUTS},
     sign_id::{BatchSignId, BatchSignTarget, PlanSignId},
     transaction::{build, Built, FeeRate},
 };
@@ -759,4 +762,89 @@ async fn secret_shares_are_never_on_disk_unsealed() {
             }
         })
         .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_largest_plan_the_scheduler_makes_is_signed_through_the_enclaves() {
+    LocalSet::new()
+        .run_until(the_largest_plan_the_scheduler_makes_is_signed_through_the_enclaves_inner())
+        .await;
+}
+
+/// Before, the scheduler made plans of 520 inputs while a preprocess of more than 248 inputs
+/// exceeded the blob limit: such a plan was acknowledged and could never be signed.
+async fn the_largest_plan_the_scheduler_makes_is_signed_through_the_enclaves_inner() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = coordinator_key(0x77);
+    let uid = my_uid(dir.path());
+    let mut enclaves = Vec::new();
+    let mut clients = BTreeMap::new();
+    for i in 1..=4 {
+        let path = dir.path().join(format!("enclave-{i}"));
+        let mut enclave =
+            EnclaveProcess::provision(&path, &coordinator.x_only_public_key().0, uid).unwrap();
+        enclave.start().unwrap();
+        clients.insert(p(i), connect(&enclave).await);
+        enclaves.push(enclave);
+    }
+    let mut parties = clients.clone();
+    let last = key_gen(&mut parties, attempt(0), 3, None).await.unwrap();
+    let pair = generated_pair(&last[&p(1)]);
+    for client in clients.values() {
+        client.confirm_key_pair(set(), &pair).await.unwrap();
+    }
+
+    // The scheduler's largest plan: every one of the largest outputs, and every output slot.
+    let deposits: Vec<PlanInput> = (0..600u32)
+        .map(|i| {
+            let mut txid = [0u8; 32];
+            txid[..4].copy_from_slice(&i.to_le_bytes());
+            PlanInput {
+                id: OutputId {
+                    txid: TransactionId(txid),
+                    vout: 0,
+                },
+                kind: [OutputKind::External, OutputKind::Branch, OutputKind::Change]
+                    [usize::try_from(i % 3).unwrap()],
+                amount: Amount::from_sat(1_000_000).unwrap(),
+            }
+        })
+        .collect();
+    let payments: Vec<Payment> = (0..2_000u32)
+        .map(|i| {
+            let mut program = [0u8; 32];
+            program[..4].copy_from_slice(&i.to_le_bytes());
+            Payment {
+                address: PaymentAddress::from_bytes(&[&[0x51, 0x20][..], &program].concat())
+                    .unwrap(),
+                data: None,
+                amount: Amount::from_sat(259_900).unwrap(),
+            }
+        })
+        .collect();
+    let mut scheduler = Scheduler::new(pair.network_key, Limits::BITCOIN);
+    let scheduled = scheduler.schedule(deposits, payments, FeeRate(20)).unwrap();
+    let largest = &scheduled.plans[0];
+    assert_eq!(largest.inputs.len(), MAX_INPUTS);
+    assert_eq!(largest.payments.len(), MAX_OUTPUTS - 1);
+
+    for client in clients.values() {
+        client
+            .acknowledge_plans(&attest(&coordinator, pair.network_key, &[largest]))
+            .await
+            .unwrap();
+    }
+    let id = PlanSignId {
+        key: pair.network_key,
+        id: largest.id(),
+        attempt: Attempt(0),
+    };
+    let signed = sign_plan(&clients, &[p(1), p(2), p(4)], id, largest).await;
+    let Ok(Built::Transaction(built)) = build(largest) else {
+        panic!("plan does not build");
+    };
+    assert_eq!(signed.compute_txid(), built.transaction.compute_txid());
+    assert_eq!(signed.output.len(), MAX_OUTPUTS);
+    assert!(signed.weight().to_wu() <= 400_000);
+    verify_transaction(&signed, &built.prevouts).unwrap();
 }
