@@ -6,7 +6,9 @@
 //! blocks through their Batches, and the change and branch outputs of a payout must be
 //! acknowledged (and so spendable) without waiting for an unrelated deposit. A block with more
 //! deposits than one Batch holds (`MAX_BATCH_INSTRUCTIONS`, what Serai accepts) is reported in
-//! as many Batches as it takes, in order.
+//! as many Batches as it takes, in order. A block `EMPTY_BATCH_INTERVAL` blocks after the last
+//! one reported gets an empty Batch too, so that in a quiet period Serai still acknowledges new
+//! blocks (whose fee rates the plans follow).
 
 use schema::{
     batch::Batch,
@@ -20,14 +22,15 @@ use schema::{
 use crate::outputs::ReceivedOutput;
 
 /// The Batches of a block whose outputs are `outputs`, the first under `first`; none for a
-/// block without any of our outputs.
+/// block without any of our outputs, unless a Batch is `due` for it anyway.
 pub fn batches_for(
     network: NetworkId,
     first: BatchId,
     block: [u8; 32],
     outputs: &[ReceivedOutput],
+    due: bool,
 ) -> Vec<Batch> {
-    if outputs.is_empty() {
+    if outputs.is_empty() && !due {
         return Vec::new();
     }
     let instructions: Vec<InInstructionWithBalance> = outputs
@@ -97,7 +100,11 @@ mod tests {
 
     #[test]
     fn a_block_without_our_outputs_has_no_batch() {
-        assert!(batches_for(NetworkId::Bitcoin, BatchId(4), [9; 32], &[]).is_empty());
+        assert!(batches_for(NetworkId::Bitcoin, BatchId(4), [9; 32], &[], false).is_empty());
+        // Unless one is due: an empty Batch.
+        let due = batches_for(NetworkId::Bitcoin, BatchId(4), [9; 32], &[], true);
+        assert_eq!(due.len(), 1);
+        assert!(due[0].instructions.is_empty());
     }
 
     #[test]
@@ -108,6 +115,7 @@ mod tests {
                 BatchId(4),
                 [9; 32],
                 &[received(0, kind, false)],
+                false,
             );
             assert_eq!(batches.len(), 1, "{kind:?}");
             assert_eq!(batches[0].id, BatchId(4));
@@ -121,7 +129,7 @@ mod tests {
         let outputs: Vec<ReceivedOutput> = (0..count)
             .map(|vout| received(vout, OutputKind::External, true))
             .collect();
-        let batches = batches_for(NetworkId::Bitcoin, BatchId(7), [9; 32], &outputs);
+        let batches = batches_for(NetworkId::Bitcoin, BatchId(7), [9; 32], &outputs, false);
         assert_eq!(
             batches.iter().map(|batch| batch.id).collect::<Vec<_>>(),
             vec![BatchId(7), BatchId(8), BatchId(9)]

@@ -20,12 +20,18 @@
 //! - `meta`: `next_batch_id` (u32 BE), `acknowledged` (u64 BE), `last_handled` (u64 BE, the
 //!   last coordinator message handled), `next_outbox_id` (u64 BE), `batch_key` (32, of the
 //!   confirmed key pair), `next_batch_to_sign` (u32 BE), `last_serai_block` (u64 BE, the last
-//!   Serai block handled).
+//!   Serai block handled), `last_reported_height` (u64 BE, the last block given a Batch).
 //!
 //! What a processor step reads does not grow with history: Batches are read from the signing
-//! watermark on, and a plan's signed transaction is deleted once its eventuality settles.
+//! watermark on, and a plan's signed transaction is deleted once its eventuality settles, a
+//! delivered message once delivered. The two column families a step iterates (`signed`,
+//! `outbox`) are compacted every `TIDY_AFTER` deletions (and at open), so that iterating them
+//! does not wade through the deleted entries' tombstones.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use schema::{
@@ -71,6 +77,7 @@ const NEXT_OUTBOX_ID: &[u8] = b"next_outbox_id";
 const NEXT_BATCH_ID: &[u8] = b"next_batch_id";
 const ACKNOWLEDGED: &[u8] = b"acknowledged";
 const LAST_SERAI_BLOCK: &[u8] = b"last_serai_block";
+const LAST_REPORTED_HEIGHT: &[u8] = b"last_reported_height";
 
 const COLUMN_FAMILIES: [&str; 14] = [
     CF_OURS,
@@ -135,7 +142,14 @@ pub struct ScannedKey {
 /// The scanner node's database.
 pub struct Db {
     db: DB,
+    /// Deletions from `signed` and `outbox` since they were last compacted.
+    deletions: AtomicU64,
 }
+
+/// Deletions from the column families a step iterates after which they are compacted: a
+/// compaction of what is left (a few entries) takes about a millisecond; iterating over ten
+/// thousand tombstones took 0.6 ms on every step.
+const TIDY_AFTER: u64 = 1_000;
 
 impl Db {
     /// Opens (creating if missing) the database in `path`.
@@ -149,9 +163,26 @@ impl Db {
         let families = COLUMN_FAMILIES
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
-        Ok(Db {
+        let db = Db {
             db: DB::open_cf_descriptors(&options, path, families)?,
-        })
+            deletions: AtomicU64::new(0),
+        };
+        db.tidy()?;
+        Ok(db)
+    }
+
+    /// Compacts the column families a step iterates, dropping deleted entries' tombstones.
+    fn tidy(&self) -> Result<(), DbError> {
+        for name in [CF_SIGNED, CF_OUTBOX] {
+            self.db
+                .compact_range_cf(self.cf(name)?, None::<&[u8]>, None::<&[u8]>);
+        }
+        self.deletions.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn deleted(&self, count: u64) {
+        self.deletions.fetch_add(count, Ordering::Relaxed);
     }
 
     /// Commits a batch durably (the WAL is synced before this returns).
@@ -161,7 +192,11 @@ impl Db {
     pub fn commit(&self, batch: WriteBatch) -> Result<(), DbError> {
         let mut options = WriteOptions::default();
         options.set_sync(true);
-        Ok(self.db.write_opt(batch, &options)?)
+        self.db.write_opt(batch, &options)?;
+        if self.deletions.load(Ordering::Relaxed) >= TIDY_AFTER {
+            self.tidy()?;
+        }
+        Ok(())
     }
 
     /// The stored scheduler of `key`, if one was stored.
@@ -493,6 +528,31 @@ impl Db {
             .collect()
     }
 
+    /// The height of the last block given a Batch, if any.
+    ///
+    /// # Errors
+    /// RocksDB failed or the record is damaged.
+    pub fn last_reported_height(&self) -> Result<Option<u64>, DbError> {
+        self.meta_u64(LAST_REPORTED_HEIGHT)
+    }
+
+    /// Records the height of the last block given a Batch, in `batch`.
+    ///
+    /// # Errors
+    /// The column family is missing.
+    pub fn put_last_reported_height(
+        &self,
+        batch: &mut WriteBatch,
+        height: u64,
+    ) -> Result<(), DbError> {
+        batch.put_cf(
+            self.cf(CF_META)?,
+            LAST_REPORTED_HEIGHT,
+            height.to_be_bytes(),
+        );
+        Ok(())
+    }
+
     /// The last Serai block handled, if any.
     ///
     /// # Errors
@@ -621,6 +681,7 @@ impl Db {
     pub fn delivered(&self, id: MessageId) -> Result<(), DbError> {
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_OUTBOX)?, id.0.to_be_bytes());
+        self.deleted(1);
         self.commit(batch)
     }
 
@@ -741,6 +802,7 @@ impl Db {
         batch.delete_cf(self.cf(CF_EVENTUALITIES)?, eventuality.plan.as_bytes());
         // Settled: nothing to publish any more.
         batch.delete_cf(self.cf(CF_SIGNED)?, eventuality.plan.as_bytes());
+        self.deleted(1);
         let inputs = self.cf(CF_EVENTUALITY_INPUTS)?;
         for input in &eventuality.inputs {
             batch.delete_cf(inputs, input.to_bytes());

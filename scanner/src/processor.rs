@@ -139,6 +139,9 @@ pub struct ProcessorMetrics {
     pub payments_waiting: IntGauge,
     /// `scheduler_operating_costs_sats`: operating costs carried (negative: a surplus).
     pub operating_costs: IntGauge,
+    /// `scheduler_outstanding_sats`: what the scheduler still owes (queued, grouped and funded
+    /// payments, at their current amounts).
+    pub outstanding: IntGauge,
 }
 
 impl ProcessorMetrics {
@@ -186,6 +189,10 @@ impl ProcessorMetrics {
                 "scheduler_payments_waiting",
                 "Payments waiting for funds or lower fees, queued or in a branch.",
             )?,
+            outstanding: IntGauge::new(
+                "scheduler_outstanding_sats",
+                "What the scheduler still owes: queued, grouped and funded payments.",
+            )?,
             operating_costs: IntGauge::new(
                 "scheduler_operating_costs_sats",
                 "Operating costs carried, not yet recovered from payments (negative: surplus).",
@@ -200,6 +207,7 @@ impl ProcessorMetrics {
         registry.register(Box::new(metrics.payments_dropped.clone()))?;
         registry.register(Box::new(metrics.payments_waiting.clone()))?;
         registry.register(Box::new(metrics.operating_costs.clone()))?;
+        registry.register(Box::new(metrics.outstanding.clone()))?;
         Ok(metrics)
     }
 
@@ -693,12 +701,18 @@ impl Processor {
                 amount: output.amount,
             })
             .collect();
+        let mut scheduler = self
+            .scanner
+            .db()
+            .scheduler(&key)?
+            .unwrap_or_else(|| Scheduler::new(key, Limits::BITCOIN));
         let mut payments = Vec::new();
         for burn in burns {
             match payment_for_burn(burn, self.chain) {
                 Ok(payment) => payments.push(payment),
                 Err(error) => {
-                    tracing::warn!(%error, "burn to an address we cannot pay; dropped");
+                    tracing::warn!(%error, amount = burn.amount.to_sat(), "burn to an address we cannot pay; dropped, its value kept");
+                    scheduler.keep(burn.amount);
                     self.metrics
                         .payments_dropped
                         .with_label_values(&["unpayable_address"])
@@ -706,11 +720,6 @@ impl Processor {
                 }
             }
         }
-        let mut scheduler = self
-            .scanner
-            .db()
-            .scheduler(&key)?
-            .unwrap_or_else(|| Scheduler::new(key, Limits::BITCOIN));
         let scheduled = match scheduler.schedule(inputs, payments, fee_rate) {
             Ok(scheduled) => scheduled,
             Err(error) => {
@@ -749,6 +758,9 @@ impl Processor {
             .payments_waiting
             .set(i64::try_from(waiting).unwrap_or(i64::MAX));
         self.metrics.operating_costs.set(scheduler.carried().0);
+        self.metrics
+            .outstanding
+            .set(i64::try_from(scheduler.outstanding().to_sat()).unwrap_or(i64::MAX));
         self.scanner.db().put_scheduler(batch, &scheduler)?;
         self.scanner.db().put_last_serai_block(batch, block)?;
         let mut completed = Vec::new();

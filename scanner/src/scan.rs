@@ -15,6 +15,7 @@ use schema::{
     keys::{KeyPair, NetworkKey},
     messages::{sign, ProcessorMessage},
     plan::OutputKind,
+    protocol::EMPTY_BATCH_INTERVAL,
 };
 use thiserror::Error;
 
@@ -371,14 +372,27 @@ impl<N: Network> Scanner<N> {
         for output in &received.outputs {
             self.db.put_output(&mut write, block.height, output)?;
         }
+        // Reported at least every `EMPTY_BATCH_INTERVAL` blocks, counted from the last block
+        // reported or, before any, from the earliest activation block.
+        let since = match self.db.last_reported_height()? {
+            Some(height) => Some(height),
+            None => keys.iter().map(|key| key.activation).min(),
+        };
+        let due = first_visit
+            && since
+                .is_some_and(|since| block.height >= since.saturating_add(EMPTY_BATCH_INTERVAL));
         let batches = batches_for(
             self.network_id,
             self.db.next_batch_id()?,
             block.hash,
             &received.outputs,
+            due,
         );
         for batch in &batches {
             self.db.put_batch(&mut write, batch)?;
+        }
+        if !batches.is_empty() {
+            self.db.put_last_reported_height(&mut write, block.height)?;
         }
         for key in &here {
             self.db.put_key(

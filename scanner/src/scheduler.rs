@@ -285,6 +285,12 @@ impl Scheduler {
         self.carried
     }
 
+    /// Records a burn that cannot become a payment (its address is not one we can pay): its
+    /// value stays with us, a surplus in the books like a dropped payment's.
+    pub fn keep(&mut self, amount: Amount) {
+        self.carried.sub(amount);
+    }
+
     /// What the scheduler still owes: every queued payment, every branch group's payments and
     /// every funded branch's payments, at their current amounts.
     pub fn outstanding(&self) -> Amount {

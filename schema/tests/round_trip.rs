@@ -89,3 +89,74 @@ proptest! {
         prop_assert_eq!(decoded.id(), plan.id());
     }
 }
+
+/// The largest messages the limits allow, built for real: the fullest Serai block (every burn
+/// with the longest address and data) and a signing round of every participant's largest
+/// blob both encode within `MAX_MESSAGE_BYTES` and decode back.
+#[test]
+fn the_largest_messages_the_limits_allow_fit_and_round_trip() {
+    use schema::{
+        amount::Amount,
+        hashes::{BlockHash, PlanId},
+        ids::{Attempt, MessageId, Participant, SeraiBlockNumber, SeraiTime},
+        instruction::OutInstructionWithBalance,
+        keys::NetworkKey,
+        limits::{
+            MAX_ADDRESS_LEN, MAX_BLOB_LEN, MAX_BURNS, MAX_DATA_LEN, MAX_MESSAGE_BYTES,
+            MAX_PARTICIPANTS,
+        },
+        messages::{
+            sign,
+            substrate::{self, SubstrateContext},
+            CoordinatorEnvelope, CoordinatorMessage, ParticipantMap,
+        },
+        sign_id::PlanSignId,
+    };
+    let key = NetworkKey::from_slice(
+        &hex::decode("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798").unwrap(),
+    )
+    .unwrap();
+    let fullest = CoordinatorEnvelope {
+        id: MessageId(u64::MAX),
+        message: CoordinatorMessage::Substrate(substrate::CoordinatorMessage::SubstrateBlock {
+            context: SubstrateContext {
+                serai_time: SeraiTime(u64::MAX),
+                network_latest_finalized_block: BlockHash([0xff; 32]),
+            },
+            block: SeraiBlockNumber(u64::MAX),
+            key,
+            burns: vec![
+                OutInstructionWithBalance {
+                    address: vec![0xaa; MAX_ADDRESS_LEN],
+                    data: Some(vec![0xbb; MAX_DATA_LEN]),
+                    amount: Amount::from_sat(21_000_000 * 100_000_000).unwrap(),
+                };
+                MAX_BURNS
+            ],
+        }),
+    };
+    let bytes = encode(&fullest).unwrap();
+    assert!(bytes.len() <= MAX_MESSAGE_BYTES, "{} bytes", bytes.len());
+    assert_eq!(decode::<CoordinatorEnvelope>(&bytes).unwrap(), fullest);
+
+    let round: ParticipantMap = (1..=u16::try_from(MAX_PARTICIPANTS).unwrap())
+        .map(|i| (Participant::new(i).unwrap(), vec![0xcc; MAX_BLOB_LEN]))
+        .collect();
+    let largest_round = CoordinatorEnvelope {
+        id: MessageId(1),
+        message: CoordinatorMessage::Sign(sign::CoordinatorMessage::Preprocesses {
+            id: PlanSignId {
+                key,
+                id: PlanId([9; 32]),
+                attempt: Attempt(u32::MAX),
+            },
+            preprocesses: round,
+        }),
+    };
+    let bytes = encode(&largest_round).unwrap();
+    assert!(bytes.len() <= MAX_MESSAGE_BYTES, "{} bytes", bytes.len());
+    assert_eq!(
+        decode::<CoordinatorEnvelope>(&bytes).unwrap(),
+        largest_round
+    );
+}

@@ -228,9 +228,25 @@ impl CoordinatorHarness {
     /// # Errors
     /// The port cannot be bound again.
     pub fn restart(&mut self) -> Result<(), HarnessError> {
+        self.stop();
+        self.resume()
+    }
+
+    /// Stops serving (a coordinator that is down): connections drop, the queues stay.
+    pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+
+    /// Serves again on the same port, with the queues kept.
+    ///
+    /// # Errors
+    /// The port cannot be bound again, or the server is running.
+    pub fn resume(&mut self) -> Result<(), HarnessError> {
+        if self.thread.is_some() {
+            return Err(HarnessError::Failed("the coordinator is running".into()));
         }
         let listener = std::net::TcpListener::bind(self.address)?;
         listener.set_nonblocking(true)?;

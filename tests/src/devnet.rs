@@ -170,6 +170,21 @@ listen = "127.0.0.1:0"
         self.metrics
     }
 
+    /// The lowest height any key of this scanner scanned up to (0 before a key is scanned).
+    ///
+    /// # Errors
+    /// The scanner is not running or the scrape failed.
+    pub fn scanned_height(&self) -> Result<u64, HarnessError> {
+        let address = self.metrics.ok_or_else(|| failed("scanner not running"))?;
+        let metrics = scrape(address)?;
+        let heights: Vec<u64> = metrics
+            .lines()
+            .filter(|line| line.starts_with("scanner_scanned_height{"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+            .collect();
+        Ok(heights.into_iter().min().unwrap_or(0))
+    }
+
     /// The value of one series of the scanner's metrics (`name{labels}` exactly as exported),
     /// zero when absent.
     ///
@@ -195,7 +210,15 @@ struct Included {
     next_batch: u32,
     /// The block of the last Batch included: the context of every Serai block.
     last_block: Option<BlockHash>,
+    /// What the included Batches credited, in satoshis.
+    credited: u64,
+    /// The number of the last Serai block sent.
+    last_serai_block: u64,
 }
+
+/// Every burn the devnet's Serai blocks carried, once per Serai block number.
+#[derive(Debug, Default)]
+struct Burned(Vec<OutInstructionWithBalance>);
 
 /// The whole devnet.
 pub struct Devnet {
@@ -210,8 +233,9 @@ pub struct Devnet {
     attestor: Keypair,
     set: ValidatorSet,
     t: u16,
-    next_coinbase: u32,
+    next_coinbase: Mutex<u32>,
     included: Mutex<Included>,
+    burned: Mutex<Burned>,
 }
 
 impl Devnet {
@@ -245,8 +269,9 @@ impl Devnet {
                 network: NetworkId::Bitcoin,
             },
             t,
-            next_coinbase: 1,
+            next_coinbase: Mutex::new(1),
             included: Mutex::new(Included::default()),
+            burned: Mutex::new(Burned::default()),
         })
     }
 
@@ -497,11 +522,7 @@ impl Devnet {
             },
         }
         .encode();
-        let coin = self
-            .node
-            .coinbase_output(self.next_coinbase)
-            .map_err(failed)?;
-        self.next_coinbase += 1;
+        let coin = self.take_coinbase()?;
         // A fee of about 10 sat/vB: the rate plans acknowledging this block are built at.
         let change = coin.1.value - Amount::from_sat(amount + 2_000);
         let deposit = self
@@ -549,6 +570,97 @@ impl Devnet {
     pub fn sign_next_batch(&self, signers: &[Participant]) -> Result<SignedBatch, HarnessError> {
         let next = self.included()?.next_batch;
         self.sign_batch(next, signers)
+    }
+
+    /// Every burn the devnet's Serai blocks carried.
+    ///
+    /// # Errors
+    /// The devnet's state is poisoned.
+    pub fn burns(&self) -> Result<Vec<OutInstructionWithBalance>, HarnessError> {
+        Ok(self
+            .burned
+            .lock()
+            .map_err(|_| failed("devnet state poisoned"))?
+            .0
+            .clone())
+    }
+
+    /// The number the next Serai block gets.
+    ///
+    /// # Errors
+    /// The devnet's state is poisoned.
+    pub fn next_serai_block(&self) -> Result<u64, HarnessError> {
+        Ok(self.included()?.last_serai_block + 1)
+    }
+
+    /// The id of the next Batch Serai includes.
+    ///
+    /// # Errors
+    /// The devnet's state is poisoned.
+    pub fn next_batch(&self) -> Result<u32, HarnessError> {
+        Ok(self.included()?.next_batch)
+    }
+
+    /// What the included Batches credited to Serai accounts, in satoshis.
+    ///
+    /// # Errors
+    /// The devnet's state is poisoned.
+    pub fn credited(&self) -> Result<u64, HarnessError> {
+        Ok(self.included()?.credited)
+    }
+
+    /// How many Batches validator 1's scanner built since it started.
+    ///
+    /// # Errors
+    /// The scrape failed.
+    pub fn batches_built(&self) -> Result<u32, HarnessError> {
+        let built = self
+            .validators
+            .first()
+            .ok_or_else(|| failed("no validators"))?
+            .scanner_metric("scanner_batches_built_total")?;
+        // A counter in the text format; far below u32::MAX.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Ok(built as u32)
+    }
+
+    /// Waits until every running scanner scanned the node's highest finalized block.
+    ///
+    /// # Errors
+    /// Not in time, or the node did not answer.
+    pub fn wait_scanned(&self) -> Result<(), HarnessError> {
+        let tip = self
+            .node
+            .rpc("getblockcount", json!([]))
+            .map_err(failed)?
+            .as_u64()
+            .ok_or_else(|| failed("no height"))?;
+        let finalized = (tip + 1).saturating_sub(CONFIRMATIONS);
+        self.coordinator.wait_until(STEP_TIMEOUT, |_| {
+            for validator in &self.validators {
+                if validator.scanner_metrics().is_none() {
+                    continue;
+                }
+                if validator.scanned_height()? < finalized {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    /// The next mature coinbase output of the miner, to spend.
+    ///
+    /// # Errors
+    /// The node did not answer, or the state is poisoned.
+    pub fn take_coinbase(&self) -> Result<(bitcoin::OutPoint, TxOut), HarnessError> {
+        let mut next = self
+            .next_coinbase
+            .lock()
+            .map_err(|_| failed("devnet state poisoned"))?;
+        let coin = self.node.coinbase_output(*next).map_err(failed)?;
+        *next += 1;
+        Ok(coin)
     }
 
     /// The block of the last Batch Serai included, if any.
@@ -650,6 +762,12 @@ impl Devnet {
             .map_err(|_| failed("devnet state poisoned"))?;
         included.next_batch = batch + 1;
         included.last_block = Some(signed.batch.block);
+        included.credited += signed
+            .batch
+            .instructions
+            .iter()
+            .map(|instruction| instruction.amount.to_sat())
+            .sum::<u64>();
         Ok(signed.clone())
     }
 
@@ -666,7 +784,21 @@ impl Devnet {
         burns: Vec<OutInstructionWithBalance>,
         from: &[Participant],
     ) -> Result<SubstrateBlockAck, HarnessError> {
-        let acknowledged = self.included()?.last_block.unwrap_or(BlockHash([0; 32]));
+        let acknowledged = {
+            let mut included = self
+                .included
+                .lock()
+                .map_err(|_| failed("devnet state poisoned"))?;
+            if number > included.last_serai_block {
+                self.burned
+                    .lock()
+                    .map_err(|_| failed("devnet state poisoned"))?
+                    .0
+                    .extend(burns.iter().cloned());
+            }
+            included.last_serai_block = included.last_serai_block.max(number);
+            included.last_block.unwrap_or(BlockHash([0; 32]))
+        };
         let block = SeraiBlockNumber(number);
         self.push_to(&self.all(), |_| {
             CoordinatorMessage::Substrate(substrate::CoordinatorMessage::SubstrateBlock {

@@ -8,6 +8,7 @@ pub mod devnet;
 pub mod enclave;
 pub mod regtest;
 pub mod relay;
+pub mod traffic;
 
 use std::{
     fs,

@@ -196,3 +196,83 @@ fn a_key_pair_confirmed_while_the_hsm_fails_is_activated_once_it_returns() {
     let signed = devnet.sign_next_batch(&[p(1), p(2), p(3)]).unwrap();
     assert_eq!(signed.batch.instructions.len(), 1);
 }
+
+#[test]
+fn mixed_traffic_pays_every_payable_burn_once_and_keeps_the_books() {
+    // A short run of what `ops/devnet --no-wait --traffic 2000` runs at length.
+    let dir = tempfile::tempdir().unwrap();
+    let mut devnet = Devnet::start(dir.path(), 3, 4).unwrap();
+    let pair = devnet.key_generation().unwrap();
+    devnet.confirm(pair).unwrap();
+    devnet.deposit(&pair, 30_000_000, [5; 32]).unwrap();
+    devnet.sign_next_batch(&[p(1), p(2), p(3)]).unwrap();
+    let report = processor_tests::traffic::run(
+        &mut devnet,
+        &pair,
+        processor_tests::traffic::Traffic {
+            blocks: 160,
+            serai_every: 4,
+            seed: 7,
+        },
+        |_| {},
+    )
+    .unwrap();
+    // The audit passed; the run did exercise what it should.
+    assert!(report.deposits.0 > 100, "{report}");
+    assert!(report.burns.0 > 20, "{report}");
+    assert!(report.paid.0 > 10, "{report}");
+    assert!(report.fee_rates.1 > 100, "{report}");
+}
+
+#[test]
+fn the_outbox_gauge_moves_while_the_coordinator_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut devnet = Devnet::start(dir.path(), 3, 4).unwrap();
+    let pair = devnet.key_generation().unwrap();
+    devnet.confirm(pair).unwrap();
+    devnet.deposit(&pair, 5_000_000, [5; 32]).unwrap();
+    devnet.sign_next_batch(&[p(1), p(2), p(3)]).unwrap();
+    let carol = TestWallet::new([0x0c; 32]).unwrap();
+    let ack = devnet
+        .substrate_block(1, &pair, vec![burn(&carol, 1_000_000)], &devnet.all())
+        .unwrap();
+    devnet.acknowledge(&ack).unwrap();
+    devnet
+        .sign_plan(
+            schema::sign_id::PlanSignId {
+                key: pair.network_key,
+                id: ack.plans[0],
+                attempt: schema::ids::Attempt(0),
+            },
+            &[p(1), p(2), p(3)],
+        )
+        .unwrap();
+
+    // The coordinator goes down; the payout becomes final, and each scanner queues its
+    // `Completed` for it. Operators see the outbox grow while the link is down.
+    devnet.coordinator.stop();
+    devnet
+        .mine(u32::try_from(processor_tests::devnet::CONFIRMATIONS).unwrap())
+        .unwrap();
+    let depth = |validator: &processor_tests::devnet::Validator| {
+        validator.scanner_metric("processor_outbox_depth").unwrap()
+    };
+    let until = std::time::Instant::now() + STEP_TIMEOUT;
+    while devnet.validators.iter().any(|v| depth(v) < 1.0) {
+        assert!(
+            std::time::Instant::now() < until,
+            "the outbox gauge did not move"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // It returns: the messages are delivered and the gauge falls back.
+    devnet.coordinator.resume().unwrap();
+    let until = std::time::Instant::now() + STEP_TIMEOUT;
+    while devnet.validators.iter().any(|v| depth(v) > 0.0) {
+        assert!(
+            std::time::Instant::now() < until,
+            "the outbox did not drain"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

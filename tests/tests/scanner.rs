@@ -39,6 +39,7 @@ use schema::{
     instruction::{InInstruction, RefundableInInstruction},
     keys::NetworkKey,
     plan::OutputKind,
+    protocol::EMPTY_BATCH_INTERVAL,
     taproot::KeyScripts,
 };
 use serde_json::json;
@@ -306,13 +307,22 @@ fn deposits_are_reported_when_final_and_typed_by_address() {
         "a block not scanned yet waits"
     );
 
-    // Many empty blocks advance the scan without Batches; the next deposit gets id 1.
+    // Many empty blocks advance the scan; every `EMPTY_BATCH_INTERVAL`th block after the last
+    // one reported gets an empty Batch (so Serai keeps acknowledging blocks in a quiet period),
+    // and the next deposit gets the id after them.
     for _ in 0..25 {
         chain.empty_block();
     }
     let progress = scanner.tick().unwrap();
     assert_eq!(progress.scanned, 25);
-    assert!(progress.batches.is_empty());
+    let reported = scanner.db().last_reported_height().unwrap().unwrap();
+    let expected = 25 / EMPTY_BATCH_INTERVAL;
+    assert_eq!(progress.batches.len() as u64, expected);
+    assert!(progress
+        .batches
+        .iter()
+        .all(|batch| batch.instructions.is_empty()));
+    assert_eq!(reported, deposit_height + expected * EMPTY_BATCH_INTERVAL);
     assert_eq!(scanner.db().keys().unwrap()[0].next, chain.height() - 1);
     chain
         .node
@@ -321,7 +331,10 @@ fn deposits_are_reported_when_final_and_typed_by_address() {
     chain.mine(3);
     let progress = scanner.tick().unwrap();
     assert_eq!(progress.batches.len(), 1);
-    assert_eq!(progress.batches[0].id, BatchId(1));
+    assert_eq!(
+        progress.batches[0].id,
+        BatchId(1 + u32::try_from(expected).unwrap())
+    );
 }
 
 #[test]

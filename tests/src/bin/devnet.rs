@@ -3,6 +3,10 @@
 //! progress: key generation, a user's deposit with an InInstruction, the signed Batch, a burn,
 //! the payout confirmed on the node. Then everything keeps running, with each process's
 //! address printed, until Ctrl-C; the directory is removed on exit unless `--dir` was given.
+//!
+//! `--traffic BLOCKS` then runs that many blocks of mixed traffic (`processor_tests::traffic`:
+//! deposits, bursts, quiet stretches, burns, fee rates from 1 to 500 sat/vB), drains it, and
+//! prints the audit of the chain and of every validator's books; `--seed N` picks the run.
 
 use std::{
     path::PathBuf,
@@ -19,6 +23,7 @@ use bitcoin::hashes::Hash;
 use processor_tests::{
     devnet::{Devnet, CONFIRMATIONS},
     regtest::wallet::TestWallet,
+    traffic::{self, Traffic},
 };
 use schema::{
     amount::Amount,
@@ -45,7 +50,7 @@ fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(dir: PathBuf, hold: bool) -> anyhow::Result<()> {
+fn run(dir: PathBuf, hold: bool, traffic: Option<Traffic>) -> anyhow::Result<()> {
     let started = Instant::now();
     step(&format!("starting in {}", dir.display()));
     let mut devnet = Devnet::start(&dir, 3, 4).context("starting the devnet")?;
@@ -152,6 +157,24 @@ fn run(dir: PathBuf, hold: bool) -> anyhow::Result<()> {
         "the whole story took {:.1} s",
         started.elapsed().as_secs_f64()
     ));
+    if let Some(traffic) = traffic {
+        devnet
+            .sign_next_batch(&signers)
+            .context("including the payout's change")?;
+        step(&format!(
+            "mixed traffic: {} blocks, a Serai block every {}, seed {}",
+            traffic.blocks, traffic.serai_every, traffic.seed
+        ));
+        let traffic_started = Instant::now();
+        let report = traffic::run(&mut devnet, &pair, traffic, step).context("mixed traffic")?;
+        step(&format!(
+            "mixed traffic done in {:.0} s; the audit holds:",
+            traffic_started.elapsed().as_secs_f64()
+        ));
+        for line in report.to_string().lines() {
+            step(line);
+        }
+    }
     for validator in &devnet.validators {
         step(&format!(
             "validator {}: scanner metrics http://{}/metrics, enclave metrics http://{}/metrics",
@@ -198,7 +221,18 @@ fn main() -> ExitCode {
             }
         },
     };
-    let result = run(dir, hold);
+    let number = |flag: &str| {
+        args.iter()
+            .position(|arg| arg == flag)
+            .and_then(|index| args.get(index + 1))
+            .and_then(|value| value.parse::<u64>().ok())
+    };
+    let traffic = number("--traffic").map(|blocks| Traffic {
+        blocks: u32::try_from(blocks).unwrap_or(u32::MAX),
+        serai_every: 4,
+        seed: number("--seed").unwrap_or(1),
+    });
+    let result = run(dir, hold, traffic);
     drop(temporary);
     match result {
         Ok(()) => ExitCode::SUCCESS,
