@@ -23,6 +23,11 @@ enum RefusalReason {
   batchMismatch @13;             # the batch session does not name this batch
   historyUnavailable @14;        # the policy database could not be read (fails closed)
   conflictingRepeat @15;         # a signing step asked again with other messages than before
+  setShapeRefused @16;           # key generation parameters the protocol does not accept
+  tooManySessions @17;           # as many sessions of this kind are open as are allowed
+  staleAttempt @18;              # a key generation attempt at or below one already started
+  batchOutOfOrder @19;           # a Batch id other than the next one to sign
+  wrongNetwork @20;              # a request for a network this enclave does not sign for
 }
 
 struct Refusal {

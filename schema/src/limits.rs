@@ -7,7 +7,7 @@
 //! makes fits every blob and message its signing causes, and the largest Serai block fits one
 //! message.
 
-use crate::protocol::{MAX_INPUTS, MAX_OUTPUTS};
+use crate::protocol::{MAX_INPUTS, MAX_KEY_SHARES, MAX_OUTPUTS};
 
 /// Largest encoded message a decoder reads. The largest legitimate messages are signing rounds
 /// of `MAX_PARTICIPANTS` blobs of `MAX_BLOB_LEN` bytes (5.2 MB) and a Serai block with
@@ -24,9 +24,8 @@ pub const TRAVERSAL_LIMIT_WORDS: usize = 2 * MAX_MESSAGE_BYTES / 8;
 /// Serai block, burn list, burn, data union) is 8 levels.
 pub const NESTING_LIMIT: i32 = 16;
 
-/// Most key shares in a validator set (Serai's `MAX_KEY_SHARES_PER_SET`), so the most entries in
-/// a participant map.
-pub const MAX_PARTICIPANTS: usize = 150;
+/// Most key shares in a validator set, so the most entries in a participant map.
+pub const MAX_PARTICIPANTS: usize = MAX_KEY_SHARES as usize;
 
 /// Bytes of one input's FROST preprocess in a plan's preprocess blob: two 33-byte nonce
 /// commitments (modular-frost's Schnorr over secp256k1; the enclave's tests check the number).

@@ -8,8 +8,49 @@
 
 use crate::{
     amount::Amount,
+    ids::ThresholdParams,
     transaction::{BuiltTransaction, FeeRate},
 };
+
+/// The most key shares a validator set has (Serai's `MAX_KEY_SHARES_PER_SET`).
+pub const MAX_KEY_SHARES: u16 = 150;
+
+/// A key generation's threshold parameters are not a set shape the protocol accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SetShapeError {
+    /// More key shares than a set has.
+    #[error("{n} key shares, more than the {MAX_KEY_SHARES} a set has")]
+    TooManyShares {
+        /// The shares asked.
+        n: u16,
+    },
+    /// A threshold of two thirds of the shares or fewer: a minority could sign.
+    #[error("threshold {t} of {n} is not more than two thirds")]
+    ThresholdTooLow {
+        /// The threshold asked.
+        t: u16,
+        /// The shares.
+        n: u16,
+    },
+}
+
+/// Whether `params` are a set shape the protocol accepts: at most `MAX_KEY_SHARES` shares and
+/// a threshold above two thirds of them (`ThresholdParams` already holds `0 < t <= n` and the
+/// participant within `1..=n`). An enclave generates keys for no other shape, whoever asks: a
+/// 1-of-n key would let any one holder sign alone.
+///
+/// # Errors
+/// The shape is refused, with why.
+pub fn accepts_set_shape(params: ThresholdParams) -> Result<(), SetShapeError> {
+    let (t, n) = (params.t(), params.n());
+    if n > MAX_KEY_SHARES {
+        return Err(SetShapeError::TooManyShares { n });
+    }
+    if 3 * u32::from(t) <= 2 * u32::from(n) {
+        return Err(SetShapeError::ThresholdTooLow { t, n });
+    }
+    Ok(())
+}
 
 /// Outputs below this many satoshis are neither created nor scanned: they cost more to spend
 /// than they are worth.
@@ -143,6 +184,8 @@ impl FeeCaps {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -154,11 +197,42 @@ mod tests {
     }
 
     #[test]
+    fn only_sets_of_more_than_two_thirds_and_at_most_150_shares_are_accepted() {
+        use crate::ids::Participant;
+        let shape = |t, n| {
+            accepts_set_shape(ThresholdParams::new(t, n, Participant::new(1).unwrap()).unwrap())
+        };
+        assert_eq!(shape(3, 4), Ok(()));
+        assert_eq!(shape(1, 1), Ok(()));
+        assert_eq!(shape(101, 150), Ok(()));
+        assert_eq!(
+            shape(2, 4),
+            Err(SetShapeError::ThresholdTooLow { t: 2, n: 4 })
+        );
+        assert_eq!(
+            shape(1, 4),
+            Err(SetShapeError::ThresholdTooLow { t: 1, n: 4 })
+        );
+        assert_eq!(
+            shape(100, 150),
+            Err(SetShapeError::ThresholdTooLow { t: 100, n: 150 })
+        );
+        assert_eq!(
+            shape(150, 151),
+            Err(SetShapeError::TooManyShares { n: 151 })
+        );
+        assert_eq!(
+            shape(65_535, 65_535),
+            Err(SetShapeError::TooManyShares { n: 65_535 })
+        );
+    }
+
+    #[test]
     fn the_share_cap_is_inclusive_and_exact() {
         let caps = FeeCaps::PROTOCOL;
-        let inputs = Amount::from_sat(1_000_000).unwrap_or(Amount::ZERO);
-        let at_cap = Amount::from_sat(50_000).unwrap_or(Amount::ZERO);
-        let over = Amount::from_sat(50_001).unwrap_or(Amount::ZERO);
+        let inputs = Amount::from_sat(1_000_000).unwrap();
+        let at_cap = Amount::from_sat(50_000).unwrap();
+        let over = Amount::from_sat(50_001).unwrap();
         assert!(caps.share_allows(at_cap, inputs));
         assert!(!caps.share_allows(over, inputs));
         assert!(caps.check_rate(MAX_FEE_RATE).is_ok());

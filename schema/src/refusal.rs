@@ -23,5 +23,10 @@ pub fn label(reason: RefusalReason) -> &'static str {
         RefusalReason::BatchMismatch => "batch_mismatch",
         RefusalReason::HistoryUnavailable => "history_unavailable",
         RefusalReason::ConflictingRepeat => "conflicting_repeat",
+        RefusalReason::SetShapeRefused => "set_shape_refused",
+        RefusalReason::TooManySessions => "too_many_sessions",
+        RefusalReason::StaleAttempt => "stale_attempt",
+        RefusalReason::BatchOutOfOrder => "batch_out_of_order",
+        RefusalReason::WrongNetwork => "wrong_network",
     }
 }

@@ -26,7 +26,8 @@ use schema::{
 };
 
 use crate::{
-    plan_signing::{digest, Answered, SigningError},
+    answered::{digest, Answered},
+    plan_signing::SigningError,
     policy::BatchApproval,
 };
 

@@ -5,7 +5,9 @@
 //! coordinator key fixed at provisioning. Nothing here is secret in the clear.
 //!
 //! Column families and their keys:
-//! - `key_pairs`: session (u32 LE) || network (1) -> `KeyRecord`
+//! - `key_pairs`: session (u32 LE) || network (1) || network key (33) -> `KeyRecord`: every
+//!   completed candidate pair of a set, until one is confirmed and the others are discarded
+//!   (records written before candidates were kept have the set alone as their key)
 //! - `settings`: setting name -> value (the coordinator key: 32-byte x-only key)
 //! - `acknowledged`: network key (33) || plan id (32)
 //! - `signed_inputs`: txid (32) || vout (u32 LE) -> plan id (32)
@@ -210,7 +212,9 @@ impl EnclaveDb {
             .transpose()
     }
 
-    /// Records a completed key generation, replacing an earlier attempt's unconfirmed pair.
+    /// Records a completed key generation as a candidate pair of its set, beside any other
+    /// candidate (a replayed older attempt, or a run the scanner played alone, must not lose
+    /// the pair the chain will vote on).
     ///
     /// # Errors
     /// The set already has a confirmed pair, or the database failed.
@@ -220,10 +224,12 @@ impl EnclaveDb {
         pair: KeyPair,
         sealed: SealedKeys,
     ) -> Result<(), DbError> {
-        if let Some(record) = self.key_record(set)? {
-            if record.status == KeyStatus::Confirmed {
-                return Err(DbError::AlreadyConfirmed);
-            }
+        if self
+            .set_records(set)?
+            .iter()
+            .any(|(_, record)| record.status == KeyStatus::Confirmed)
+        {
+            return Err(DbError::AlreadyConfirmed);
         }
         let record = KeyRecord {
             set,
@@ -232,23 +238,68 @@ impl EnclaveDb {
             sealed,
         };
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(KEY_PAIRS)?, set_key(set), encode_record(&record));
+        batch.put_cf(
+            self.cf(KEY_PAIRS)?,
+            candidate_key(set, &pair),
+            encode_record(&record),
+        );
         self.commit(batch)
     }
 
-    /// Confirms the set's generated pair, if it is `pair`. Confirming again is a no-op.
+    /// Confirms the set's candidate `pair` and discards the set's other candidates, in one
+    /// write. Confirming again is a no-op.
     ///
     /// # Errors
-    /// The set has no generated pair equal to `pair`, or the database failed.
+    /// The set has no candidate equal to `pair`, or the database failed.
     pub fn confirm(&self, set: ValidatorSet, pair: &KeyPair) -> Result<KeyRecord, DbError> {
-        let mut record = self.generated(set, pair)?;
-        if record.status == KeyStatus::Generated {
-            record.status = KeyStatus::Confirmed;
-            let mut batch = WriteBatch::default();
-            batch.put_cf(self.cf(KEY_PAIRS)?, set_key(set), encode_record(&record));
-            self.commit(batch)?;
+        let records = self.set_records(set)?;
+        let (key, mut record) = records
+            .iter()
+            .find(|(_, record)| record.pair == *pair)
+            .cloned()
+            .ok_or(DbError::NoSuchKeyPair)?;
+        if record.status == KeyStatus::Confirmed {
+            return Ok(record);
         }
+        record.status = KeyStatus::Confirmed;
+        let mut batch = WriteBatch::default();
+        let cf = self.cf(KEY_PAIRS)?;
+        for (other, _) in records.iter().filter(|(other, _)| *other != key) {
+            batch.delete_cf(cf, other);
+        }
+        batch.put_cf(cf, key, encode_record(&record));
+        self.commit(batch)?;
         Ok(record)
+    }
+
+    /// The recorded pair `pair` of `set`, a candidate or confirmed.
+    ///
+    /// # Errors
+    /// No such pair was generated for the set (`NoSuchKeyPair`), or the database failed.
+    pub fn generated(&self, set: ValidatorSet, pair: &KeyPair) -> Result<KeyRecord, DbError> {
+        self.set_records(set)?
+            .into_iter()
+            .map(|(_, record)| record)
+            .find(|record| record.pair == *pair)
+            .ok_or(DbError::NoSuchKeyPair)
+    }
+
+    /// Every record of `set`, with its database key.
+    fn set_records(&self, set: ValidatorSet) -> Result<Vec<(Vec<u8>, KeyRecord)>, DbError> {
+        let prefix = set_key(set);
+        let mut found = Vec::new();
+        for entry in self.db.iterator_cf(
+            self.cf(KEY_PAIRS)?,
+            IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+        ) {
+            let (key, value) = entry?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let record = decode_record(&key, &value).ok_or(DbError::Damaged(KEY_PAIRS))?;
+            found.push((key.to_vec(), record));
+        }
+        Ok(found)
     }
 
     /// Every key pair at rest, confirmed or not.
@@ -279,23 +330,6 @@ impl EnclaveDb {
             count += 1;
         }
         Ok(count)
-    }
-
-    /// The recorded key pair `pair` of `set`, generated or confirmed.
-    ///
-    /// # Errors
-    /// No such pair was generated for the set (`NoSuchKeyPair`), or the database failed.
-    pub fn generated(&self, set: ValidatorSet, pair: &KeyPair) -> Result<KeyRecord, DbError> {
-        self.key_record(set)?
-            .filter(|record| record.pair == *pair)
-            .ok_or(DbError::NoSuchKeyPair)
-    }
-
-    fn key_record(&self, set: ValidatorSet) -> Result<Option<KeyRecord>, DbError> {
-        let key = set_key(set);
-        self.get(KEY_PAIRS, &key)?
-            .map(|value| decode_record(&key, &value).ok_or(DbError::Damaged(KEY_PAIRS)))
-            .transpose()
     }
 
     fn commit(&self, batch: WriteBatch) -> Result<(), DbError> {
@@ -372,6 +406,10 @@ fn set_key(set: ValidatorSet) -> [u8; 5] {
     [a, b, c, d, set.network.code()]
 }
 
+fn candidate_key(set: ValidatorSet, pair: &KeyPair) -> Vec<u8> {
+    [&set_key(set)[..], &pair.network_key.to_bytes()].concat()
+}
+
 /// `status (1) || batch key (32) || network key (33) || len (u32 LE) || sealed batch keys ||
 /// sealed network keys`; the key id is the network key.
 fn encode_record(record: &KeyRecord) -> Vec<u8> {
@@ -392,9 +430,10 @@ fn encode_record(record: &KeyRecord) -> Vec<u8> {
 }
 
 fn decode_record(key: &[u8], value: &[u8]) -> Option<KeyRecord> {
-    let (&[a, b, c, d, network], []) = key.split_first_chunk::<5>()? else {
+    let (&[a, b, c, d, network], rest) = key.split_first_chunk::<5>()?;
+    if !rest.is_empty() && rest.len() != 33 {
         return None;
-    };
+    }
     let set = ValidatorSet {
         session: Session(u32::from_le_bytes([a, b, c, d])),
         network: NetworkId::from_code(network).ok()?,

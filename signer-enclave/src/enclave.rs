@@ -20,7 +20,7 @@ use schema::{
     keys::{BatchKey, KeyPair, NetworkKey},
     messages::{coordinator::PlansAcknowledged, key_gen, ParticipantMap},
     plan::Plan,
-    protocol::FeeCaps,
+    protocol::{accepts_set_shape, FeeCaps},
     refusal::label,
     sign_id::{BatchSignId, PlanSignId},
 };
@@ -161,15 +161,22 @@ impl Enclave {
         let set = message.id().set;
         if set.network != NETWORK {
             return Err(self.refused(
-                RefusalReason::Malformed,
+                RefusalReason::WrongNetwork,
                 format!("this enclave signs for {NETWORK:?}, not {:?}", set.network),
             ));
+        }
+        if let key_gen::CoordinatorMessage::GenerateKey { params, .. } = &message {
+            if let Err(error) = accepts_set_shape(*params) {
+                return Err(self.refused(RefusalReason::SetShapeRefused, error.to_string()));
+            }
         }
         let (messages, keys) = self.key_gen.handle(message, &mut OsRng).map_err(|error| {
             let reason = match error {
                 KeyGenError::UnknownAttempt(_) | KeyGenError::WrongRound(_) => {
                     RefusalReason::UnknownAttempt
                 }
+                KeyGenError::StaleAttempt { .. } => RefusalReason::StaleAttempt,
+                KeyGenError::TooManySessions(_) => RefusalReason::TooManySessions,
                 _ => RefusalReason::Malformed,
             };
             self.refused(reason, error.to_string())

@@ -4,8 +4,11 @@
 //!
 //! The blobs exchanged carry both keys' messages: `len(batch part) (u32 LE) || batch part ||
 //! network part`. A participant whose commitments or shares are invalid is blamed (with the
-//! proof when the DKG gives one), never trusted; a new attempt for a set replaces the old.
-//! Completed keys stay here until the caller seals them (see `custody`).
+//! proof when the DKG gives one), never trusted; a newer attempt for a set replaces the old one
+//! in progress, an older or repeated one is refused (attempts only increase), and at most
+//! `MAX_SESSIONS` sets generate keys at once. Completed keys stay here until the caller seals
+//! them (see `custody`). Which set shapes are accepted is the caller's check
+//! (`schema::protocol::accepts_set_shape`).
 
 use std::collections::HashMap;
 
@@ -29,6 +32,8 @@ use schema::{
 };
 use thiserror::Error;
 
+use crate::answered::{digest, Answered};
+
 /// A key generation message that cannot be acted on. Not a participant's fault (that is a
 /// `Blame`): the coordinator sent something out of order or for an attempt we do not have.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -51,7 +56,21 @@ pub enum KeyGenError {
     /// The threshold parameters are unusable.
     #[error("invalid threshold parameters")]
     Params,
+    /// An attempt at or below one already started for the set.
+    #[error("key generation {id:?}: attempt {started} was already started")]
+    StaleAttempt {
+        /// The attempt asked.
+        id: KeyGenId,
+        /// The highest attempt started.
+        started: u32,
+    },
+    /// As many sets generate keys as are allowed at once.
+    #[error("{0} key generations are in progress already")]
+    TooManySessions(usize),
 }
+
+/// Most validator sets generating keys at once: a validator is in the current set and the next.
+pub const MAX_SESSIONS: usize = 4;
 
 /// The two threshold keys of a completed key generation.
 pub struct GeneratedKeys {
@@ -69,12 +88,16 @@ enum Round {
     Shares {
         batch: KeyMachine<Ristretto>,
         network: KeyMachine<Secp256k1>,
+        /// The shares sent, for a repeated `Commitments`.
+        answered: Answered<ParticipantMap>,
     },
 }
 
 struct InProgress {
     id: KeyGenId,
     params: DkgParams,
+    /// Our commitments, for a repeated `GenerateKey`.
+    commitments: Vec<u8>,
     round: Round,
 }
 
@@ -82,6 +105,8 @@ struct InProgress {
 #[derive(Default)]
 pub struct KeyGen {
     in_progress: HashMap<ValidatorSet, InProgress>,
+    /// The highest attempt started for each set, since the enclave started.
+    started: HashMap<ValidatorSet, u32>,
 }
 
 /// What a participant did wrong, found while reading or using its messages.
@@ -103,24 +128,46 @@ impl KeyGen {
     ) -> Result<(Vec<ProcessorMessage>, Option<GeneratedKeys>), KeyGenError> {
         match message {
             CoordinatorMessage::GenerateKey { id, params } => {
+                if let Some(attempt) = self.in_progress.get(&id.set).filter(|a| a.id == id) {
+                    // Asked again (the caller crashed before recording the answer): the same
+                    // commitments, never new coefficients for the same attempt.
+                    return Ok((
+                        vec![ProcessorMessage::Commitments {
+                            id,
+                            commitments: attempt.commitments.clone(),
+                        }],
+                        None,
+                    ));
+                }
+                if let Some(&started) = self.started.get(&id.set) {
+                    if id.attempt.0 <= started {
+                        return Err(KeyGenError::StaleAttempt { id, started });
+                    }
+                }
+                if !self.in_progress.contains_key(&id.set) && self.in_progress.len() >= MAX_SESSIONS
+                {
+                    return Err(KeyGenError::TooManySessions(self.in_progress.len()));
+                }
                 let params = dkg_params(params)?;
+                self.started.insert(id.set, id.attempt.0);
                 let (batch, batch_commitments) =
                     KeyGenMachine::<Ristretto>::new(params, context(&id, b"ristretto"))
                         .generate_coefficients(&mut *rng);
                 let (network, network_commitments) =
                     KeyGenMachine::<Secp256k1>::new(params, context(&id, b"secp256k1"))
                         .generate_coefficients(&mut *rng);
+                let commitments = pair(
+                    &batch_commitments.serialize(),
+                    &network_commitments.serialize(),
+                );
                 self.in_progress.insert(
                     id.set,
                     InProgress {
                         id,
                         params,
+                        commitments: commitments.clone(),
                         round: Round::Commitments { batch, network },
                     },
-                );
-                let commitments = pair(
-                    &batch_commitments.serialize(),
-                    &network_commitments.serialize(),
                 );
                 Ok((
                     vec![ProcessorMessage::Commitments { id, commitments }],
@@ -128,6 +175,20 @@ impl KeyGen {
                 ))
             }
             CoordinatorMessage::Commitments { id, commitments } => {
+                if let Some(InProgress {
+                    round: Round::Shares { answered, .. },
+                    ..
+                }) = self.in_progress.get(&id.set).filter(|a| a.id == id)
+                {
+                    let shares =
+                        answered
+                            .again(&commitments)
+                            .map_err(|_| KeyGenError::Participants {
+                                id,
+                                reason: "commitments repeated with other contents".into(),
+                            })?;
+                    return Ok((vec![ProcessorMessage::Shares { id, shares }], None));
+                }
                 let attempt = self.take(&id)?;
                 let Round::Commitments { batch, network } = attempt.round else {
                     self.in_progress.insert(id.set, attempt);
@@ -178,14 +239,22 @@ impl KeyGen {
                     InProgress {
                         id,
                         params,
-                        round: Round::Shares { batch, network },
+                        commitments: attempt.commitments,
+                        round: Round::Shares {
+                            batch,
+                            network,
+                            answered: Answered {
+                                from: digest(&commitments),
+                                answer: shares.clone(),
+                            },
+                        },
                     },
                 );
                 Ok((vec![ProcessorMessage::Shares { id, shares }], None))
             }
             CoordinatorMessage::Shares { id, shares } => {
                 let attempt = self.take(&id)?;
-                let Round::Shares { batch, network } = attempt.round else {
+                let Round::Shares { batch, network, .. } = attempt.round else {
                     self.in_progress.insert(id.set, attempt);
                     return Err(KeyGenError::WrongRound(id));
                 };

@@ -7,6 +7,7 @@
 //! policy (`policy`, its history in `db`) and the signing sessions (`plan_signing`,
 //! `batch_signing`); `metrics` serves Prometheus on loopback.
 
+mod answered;
 pub mod batch_signing;
 pub mod bip340;
 pub mod config;

@@ -122,7 +122,7 @@ impl KeyGenParty for Local {
 /// One DKG participant: an enclave process, or the library in this test.
 enum Party {
     Enclave(SignerClient),
-    Local(Local),
+    Local(Box<Local>),
 }
 
 impl KeyGenParty for Party {
@@ -660,9 +660,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|window| window == needle)
 }
 
-/// A 2-of-4 key generation with two enclaves and two participants in this test: knowing two
-/// shares of a degree-1 polynomial, the test computes the enclaves' own secret shares, then
-/// searches every file the enclaves have (database, token, logs) for them.
+/// A 3-of-4 key generation with one enclave and three participants in this test: knowing three
+/// shares of a degree-2 polynomial, the test computes the enclave's own secret shares, then
+/// searches every file the enclave has (database, token, logs) for them.
 #[tokio::test(flavor = "current_thread")]
 async fn secret_shares_are_never_on_disk_unsealed() {
     LocalSet::new()
@@ -672,18 +672,15 @@ async fn secret_shares_are_never_on_disk_unsealed() {
             let uid = my_uid(dir.path());
             let mut enclaves = Vec::new();
             let mut parties = BTreeMap::new();
-            for i in 1..=2 {
-                let mut enclave =
-                    EnclaveProcess::provision(&dir.path().join(format!("e{i}")), &coordinator, uid)
-                        .unwrap();
-                enclave.start().unwrap();
-                parties.insert(p(i), Party::Enclave(connect(&enclave).await));
-                enclaves.push(enclave);
+            let mut enclave =
+                EnclaveProcess::provision(&dir.path().join("e1"), &coordinator, uid).unwrap();
+            enclave.start().unwrap();
+            parties.insert(p(1), Party::Enclave(connect(&enclave).await));
+            enclaves.push(enclave);
+            for i in 2..=4 {
+                parties.insert(p(i), Party::Local(Box::new(Local(KeyGen::default(), None))));
             }
-            for i in 3..=4 {
-                parties.insert(p(i), Party::Local(Local(KeyGen::default(), None)));
-            }
-            let last = key_gen(&mut parties, attempt(0), 2, None).await.unwrap();
+            let last = key_gen(&mut parties, attempt(0), 3, None).await.unwrap();
             let pair = generated_pair(&last[&p(1)]);
             for party in parties.values() {
                 if let Party::Enclave(client) = party {
@@ -691,48 +688,41 @@ async fn secret_shares_are_never_on_disk_unsealed() {
                 }
             }
             let local = |i| match &parties[&p(i)] {
-                Party::Local(Local(_, Some(keys))) => keys,
-                _ => panic!("no local keys"),
+                Party::Local(local) => local.1.as_ref().expect("no local keys"),
+                Party::Enclave(_) => panic!("not a local party"),
             };
-            let (three, four) = (local(3), local(4));
+            let (two, three, four) = (local(2), local(3), local(4));
 
-            // f(x) = s3 + (x - 3)(s4 - s3): s1 = 3 s3 - 2 s4, s2 = 2 s3 - s4.
-            fn shares<C: Ciphersuite>(
+            // Lagrange at x = 1 from x = 2, 3, 4: s1 = 3 s2 - 3 s3 + s4.
+            fn share<C: Ciphersuite>(
+                s2: C::F,
                 s3: C::F,
                 s4: C::F,
-                verification: impl Fn(u16) -> C::G,
+                verification: C::G,
             ) -> Vec<Vec<u8>> {
-                let two = C::F::from(2u64);
                 let three = C::F::from(3u64);
-                let ones = [three * s3 - two * s4, two * s3 - s4];
-                let mut reprs = Vec::new();
-                for (i, share) in (1u16..).zip(ones) {
-                    assert_eq!(C::generator() * share, verification(i), "share {i}");
-                    let repr = share.to_repr().as_ref().to_vec();
-                    let mut reversed = repr.clone();
-                    reversed.reverse();
-                    reprs.push(repr);
-                    reprs.push(reversed);
-                }
-                reprs
+                let one = three * s2 - three * s3 + s4;
+                assert_eq!(C::generator() * one, verification, "the enclave's share");
+                let repr = one.to_repr().as_ref().to_vec();
+                let mut reversed = repr.clone();
+                reversed.reverse();
+                vec![repr, reversed]
             }
-            let mut secrets = shares::<ciphersuite::Ristretto>(
+            let mut secrets = share::<ciphersuite::Ristretto>(
+                **two.batch.original_secret_share(),
                 **three.batch.original_secret_share(),
                 **four.batch.original_secret_share(),
-                |i| {
-                    three
-                        .batch
-                        .original_verification_share(dkg::Participant::new(i).unwrap())
-                },
+                three
+                    .batch
+                    .original_verification_share(dkg::Participant::new(1).unwrap()),
             );
-            secrets.extend(shares::<modular_frost::curve::Secp256k1>(
+            secrets.extend(share::<modular_frost::curve::Secp256k1>(
+                **two.network.original_secret_share(),
                 **three.network.original_secret_share(),
                 **four.network.original_secret_share(),
-                |i| {
-                    three
-                        .network
-                        .original_verification_share(dkg::Participant::new(i).unwrap())
-                },
+                three
+                    .network
+                    .original_verification_share(dkg::Participant::new(1).unwrap()),
             ));
 
             // Positive control: the search finds a plaintext serialization where one is.
