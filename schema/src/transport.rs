@@ -26,22 +26,23 @@ fn system(
     RpcSystem::new(Box::new(network), bootstrap)
 }
 
-fn run(system: RpcSystem<Side>, peer: &'static str) {
+fn run(system: RpcSystem<Side>, peer: &'static str) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_local(async move {
         if let Err(error) = system.await {
             tracing::info!(%error, peer, "connection ended");
         }
-    });
+    })
 }
 
-/// Serves `bootstrap` to the peer on the other end of `read` and `write`.
+/// Serves `bootstrap` to the peer on the other end of `read` and `write`; aborting the returned
+/// task ends the connection.
 pub fn serve(
     read: impl AsyncRead + Unpin + 'static,
     write: impl AsyncWrite + Unpin + 'static,
     bootstrap: capnp::capability::Client,
     peer: &'static str,
-) {
-    run(system(read, write, Side::Server, Some(bootstrap)), peer);
+) -> tokio::task::JoinHandle<()> {
+    run(system(read, write, Side::Server, Some(bootstrap)), peer)
 }
 
 /// The server's bootstrap capability, over `read` and `write`.
@@ -52,6 +53,7 @@ pub fn connect<C: FromClientHook>(
 ) -> C {
     let mut system = system(read, write, Side::Client, None);
     let client = system.bootstrap(Side::Server);
-    run(system, peer);
+    // The connection ends when the client is dropped; the task needs no handle.
+    drop(run(system, peer));
     client
 }

@@ -29,6 +29,7 @@ use crate::{
     answered::{digest, Answered},
     plan_signing::SigningError,
     policy::BatchApproval,
+    sessions::Sessions,
 };
 
 pub use schema::batch::BATCH_SIGNING_CONTEXT;
@@ -48,10 +49,23 @@ struct Session {
     step: Step,
 }
 
-/// The batch signing sessions in progress, at most one attempt per batch.
-#[derive(Default)]
+/// Most Batch signing sessions open at once; the oldest is evicted for a new one.
+pub const MAX_BATCH_SESSIONS: usize = 16;
+
+/// The batch signing sessions in progress, at most one attempt per batch, at most
+/// `MAX_BATCH_SESSIONS` batches.
 pub struct BatchSigning {
-    sessions: HashMap<(NetworkId, BatchId), Session>,
+    sessions: Sessions<(NetworkId, BatchId), Session>,
+    evicted: u64,
+}
+
+impl Default for BatchSigning {
+    fn default() -> Self {
+        BatchSigning {
+            sessions: Sessions::new(MAX_BATCH_SESSIONS),
+            evicted: 0,
+        }
+    }
 }
 
 impl BatchSigning {
@@ -71,7 +85,7 @@ impl BatchSigning {
             .write(&mut blob)
             .map_err(|_| SigningError::Frost("preprocess encoding".into()))?;
         let id = approval.marker;
-        self.sessions.insert(
+        let evicted = self.sessions.insert(
             (id.id.network, id.id.batch),
             Session {
                 id,
@@ -79,6 +93,7 @@ impl BatchSigning {
                 step: Step::Preprocessed(Box::new(machine)),
             },
         );
+        self.evicted += u64::try_from(evicted).unwrap_or(u64::MAX);
         Ok(blob)
     }
 
@@ -179,6 +194,16 @@ impl BatchSigning {
         });
         self.sessions.insert((id.id.network, id.id.batch), session);
         Ok(signed)
+    }
+
+    /// How many sessions were evicted to make room, since the enclave started.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// How many sessions are open.
+    pub fn open(&self) -> usize {
+        self.sessions.len()
     }
 
     fn session(&self, id: &BatchSignId) -> Result<&Session, SigningError> {

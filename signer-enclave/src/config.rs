@@ -47,6 +47,20 @@ pub struct Rpc {
     pub socket: PathBuf,
     /// The only peer uid accepted.
     pub allowed_uid: u32,
+    /// Most connections served at once; more are dropped and counted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a connection may send nothing before it is dropped.
+    #[serde(default = "default_idle_timeout_seconds")]
+    pub idle_timeout_seconds: u64,
+}
+
+fn default_max_connections() -> usize {
+    8
+}
+
+fn default_idle_timeout_seconds() -> u64 {
+    600
 }
 
 /// The Prometheus endpoint, local only.
@@ -111,6 +125,18 @@ impl Config {
             return Err(ConfigError::Invalid {
                 setting: "pkcs11.token_label",
                 reason: "must be 1 to 32 bytes",
+            });
+        }
+        if self.rpc.max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "rpc.max_connections",
+                reason: "must be at least 1",
+            });
+        }
+        if self.rpc.idle_timeout_seconds == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "rpc.idle_timeout_seconds",
+                reason: "must be at least 1",
             });
         }
         if !self.metrics.listen.ip().is_loopback() {

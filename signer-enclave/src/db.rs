@@ -14,6 +14,7 @@
 //! - `plan_markers`: network key (33) || plan id (32) || attempt (u32 LE)
 //! - `batch_markers`: batch key (32) || network (1) || batch id (u32 LE) || attempt (u32 LE)
 //! - `batches`: network (1) || batch id (u32 LE) -> hash of the signed batch message (32)
+//! - `settings`, `next_batch/<network code>`: the id of the next Batch to sign (u32 LE)
 
 use std::path::Path;
 
@@ -182,7 +183,25 @@ impl EnclaveDb {
             batch_key(approval.marker.id.network, approval.marker.id.batch),
             approval.message_hash,
         );
+        let network = approval.marker.id.network;
+        let next = approval.marker.id.batch.0.saturating_add(1);
+        if next > self.next_batch_id(network)?.0 {
+            batch.put_cf(
+                self.cf(SETTINGS)?,
+                next_batch_setting(network),
+                next.to_le_bytes(),
+            );
+        }
         self.commit(batch)
+    }
+
+    fn next_batch_id(&self, network: NetworkId) -> Result<BatchId, DbError> {
+        match self.get(SETTINGS, &next_batch_setting(network))? {
+            None => Ok(BatchId(0)),
+            Some(value) => <[u8; 4]>::try_from(value.as_slice())
+                .map(|id| BatchId(u32::from_le_bytes(id)))
+                .map_err(|_| DbError::Damaged(SETTINGS)),
+        }
     }
 
     /// Fixes the coordinator key attestations must verify under. Idempotent; a different key
@@ -395,6 +414,14 @@ impl PolicyHistory for EnclaveDb {
     ) -> Result<Option<[u8; 32]>, HistoryError> {
         history(self.get_32(BATCHES, &batch_key(network, batch)))
     }
+
+    fn next_batch(&self, network: NetworkId) -> Result<BatchId, HistoryError> {
+        history(self.next_batch_id(network))
+    }
+}
+
+fn next_batch_setting(network: NetworkId) -> Vec<u8> {
+    [&b"next_batch/"[..], &[network.code()]].concat()
 }
 
 fn acknowledged_key(key: &NetworkKey, plan: &PlanId) -> Vec<u8> {

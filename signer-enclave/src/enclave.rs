@@ -104,6 +104,8 @@ pub struct Enclave {
     active: Vec<Active>,
     plans: PlanSigning,
     batches: BatchSigning,
+    /// Evictions already counted in the metrics: (plan, batch).
+    evictions_counted: (u64, u64),
 }
 
 impl Enclave {
@@ -123,6 +125,7 @@ impl Enclave {
             active: Vec::new(),
             plans: PlanSigning::default(),
             batches: BatchSigning::default(),
+            evictions_counted: (0, 0),
         };
         for record in enclave.db.key_records()? {
             if record.status == KeyStatus::Confirmed {
@@ -194,6 +197,7 @@ impl Enclave {
                 .with_label_values(&["completed"])
                 .inc();
         }
+        self.observe_sessions();
         Ok(messages)
     }
 
@@ -273,6 +277,7 @@ impl Enclave {
             .preprocess(approval, plan, &keys, &mut OsRng)
             .map_err(|error| self.signing_refused(&error))?;
         self.round("plan", "preprocess");
+        self.observe_sessions();
         Ok(preprocess)
     }
 
@@ -318,7 +323,7 @@ impl Enclave {
     /// The policy refuses, the key is not ours, or the approval cannot be recorded.
     pub fn preprocess_batch(&mut self, id: BatchSignId, batch: Batch) -> Result<Vec<u8>, Refused> {
         self.batch_keys(&id.key)?;
-        let approval = match policy::batch_preprocess(&self.db, &id, &batch) {
+        let approval = match policy::batch_preprocess(&self.db, NETWORK, &id, &batch) {
             Decision::Approve(approval) => approval,
             Decision::Refuse(refusal) => return Err(self.policy_refused(refusal)),
         };
@@ -331,6 +336,7 @@ impl Enclave {
             .preprocess(&approval, batch, &keys, &mut OsRng)
             .map_err(|error| self.signing_refused(&error))?;
         self.round("batch", "preprocess");
+        self.observe_sessions();
         Ok(preprocess)
     }
 
@@ -421,6 +427,26 @@ impl Enclave {
             .ok_or_else(|| self.refused(RefusalReason::UnknownKey, "no confirmed batch key"))
     }
 
+    /// Sets the open-sessions gauges and counts evictions since the last look.
+    fn observe_sessions(&mut self) {
+        let open = &self.metrics.open_sessions;
+        open.with_label_values(&["plan"])
+            .set(i64::try_from(self.plans.open()).unwrap_or(i64::MAX));
+        open.with_label_values(&["batch"])
+            .set(i64::try_from(self.batches.open()).unwrap_or(i64::MAX));
+        open.with_label_values(&["key_gen"])
+            .set(i64::try_from(self.key_gen.in_progress()).unwrap_or(i64::MAX));
+        let evicted = (self.plans.evicted(), self.batches.evicted());
+        let evictions = &self.metrics.sessions_evicted;
+        evictions
+            .with_label_values(&["plan"])
+            .inc_by(evicted.0.saturating_sub(self.evictions_counted.0));
+        evictions
+            .with_label_values(&["batch"])
+            .inc_by(evicted.1.saturating_sub(self.evictions_counted.1));
+        self.evictions_counted = evicted;
+    }
+
     fn round(&self, kind: &str, step: &str) {
         self.metrics
             .signing_rounds
@@ -469,6 +495,8 @@ impl Enclave {
             Refusal::Unbuildable(_) => RefusalReason::Unbuildable,
             Refusal::BatchMismatch => RefusalReason::BatchMismatch,
             Refusal::BatchIdReused(_) => RefusalReason::BatchIdReused,
+            Refusal::WrongNetwork(_) => RefusalReason::WrongNetwork,
+            Refusal::BatchOutOfOrder { .. } => RefusalReason::BatchOutOfOrder,
             Refusal::HistoryUnavailable(_) => RefusalReason::HistoryUnavailable,
         };
         self.refused(reason, format!("{refusal:?}"))

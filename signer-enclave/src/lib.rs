@@ -21,3 +21,4 @@ pub mod plan_signing;
 pub mod policy;
 pub mod rpc;
 pub mod secrets;
+mod sessions;

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use thiserror::Error;
 
@@ -49,6 +49,17 @@ pub struct Metrics {
     pub rejected_connections: IntCounter,
     /// `signer_enclave_confirmed_keys`: confirmed key pairs held, unsealed, for signing.
     pub confirmed_keys: IntGauge,
+    /// `signer_enclave_open_sessions{kind}`: signing and key generation sessions in memory.
+    pub open_sessions: IntGaugeVec,
+    /// `signer_enclave_sessions_evicted_total{kind}`: sessions dropped to make room.
+    pub sessions_evicted: IntCounterVec,
+    /// `signer_enclave_open_connections`: scanner connections being served.
+    pub open_connections: IntGauge,
+    /// `signer_enclave_connections_dropped_total{reason}`: connections ended by the enclave
+    /// (too many, idle, or a peer not reading its answers).
+    pub connections_dropped: IntCounterVec,
+    /// `signer_enclave_accept_errors_total`: failed accepts, after which serving goes on.
+    pub accept_errors: IntCounter,
 }
 
 impl Metrics {
@@ -105,6 +116,40 @@ impl Metrics {
             "signer_enclave_confirmed_keys",
             "Confirmed key pairs the enclave holds for signing.",
         )?;
+        let open_sessions = IntGaugeVec::new(
+            Opts::new(
+                "signer_enclave_open_sessions",
+                "Sessions in memory, by kind (plan, batch, key_gen).",
+            ),
+            &["kind"],
+        )?;
+        let sessions_evicted = IntCounterVec::new(
+            Opts::new(
+                "signer_enclave_sessions_evicted_total",
+                "Sessions dropped to make room for newer ones, by kind.",
+            ),
+            &["kind"],
+        )?;
+        let open_connections = IntGauge::new(
+            "signer_enclave_open_connections",
+            "Scanner connections being served.",
+        )?;
+        let connections_dropped = IntCounterVec::new(
+            Opts::new(
+                "signer_enclave_connections_dropped_total",
+                "Connections the enclave ended, by reason (too_many, idle, not_reading).",
+            ),
+            &["reason"],
+        )?;
+        let accept_errors = IntCounter::new(
+            "signer_enclave_accept_errors_total",
+            "Connections that could not be accepted (serving goes on).",
+        )?;
+        registry.register(Box::new(open_sessions.clone()))?;
+        registry.register(Box::new(sessions_evicted.clone()))?;
+        registry.register(Box::new(open_connections.clone()))?;
+        registry.register(Box::new(connections_dropped.clone()))?;
+        registry.register(Box::new(accept_errors.clone()))?;
         registry.register(Box::new(refusals.clone()))?;
         registry.register(Box::new(signing_rounds.clone()))?;
         registry.register(Box::new(dkg_runs.clone()))?;
@@ -121,6 +166,11 @@ impl Metrics {
             hsm_errors,
             rejected_connections,
             confirmed_keys,
+            open_sessions,
+            sessions_evicted,
+            open_connections,
+            connections_dropped,
+            accept_errors,
         })
     }
 

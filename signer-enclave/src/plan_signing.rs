@@ -35,6 +35,7 @@ use crate::{
     answered::{digest, Answered},
     bip340::{algorithm, bip340_signature, taproot_keys, Bip340Schnorr, TaprootKeyError},
     policy::PlanApproval,
+    sessions::Sessions,
 };
 
 /// A signing step that cannot proceed.
@@ -90,10 +91,24 @@ struct Session {
     step: Step,
 }
 
-/// The plan signing sessions in progress, at most one attempt per plan.
-#[derive(Default)]
+/// Most plan signing sessions open at once (a 520-input session holds about a megabyte); the
+/// oldest is evicted for a new one.
+pub const MAX_PLAN_SESSIONS: usize = 32;
+
+/// The plan signing sessions in progress, at most one attempt per plan, at most
+/// `MAX_PLAN_SESSIONS` plans.
 pub struct PlanSigning {
-    sessions: HashMap<schema::hashes::PlanId, Session>,
+    sessions: Sessions<schema::hashes::PlanId, Session>,
+    evicted: u64,
+}
+
+impl Default for PlanSigning {
+    fn default() -> Self {
+        PlanSigning {
+            sessions: Sessions::new(MAX_PLAN_SESSIONS),
+            evicted: 0,
+        }
+    }
 }
 
 impl PlanSigning {
@@ -121,7 +136,7 @@ impl PlanSigning {
             machines.push(machine);
         }
         let id = approval.marker;
-        self.sessions.insert(
+        let evicted = self.sessions.insert(
             id.id,
             Session {
                 id,
@@ -129,6 +144,7 @@ impl PlanSigning {
                 step: Step::Preprocessed(machines),
             },
         );
+        self.evicted += u64::try_from(evicted).unwrap_or(u64::MAX);
         Ok(blob)
     }
 
@@ -231,6 +247,16 @@ impl PlanSigning {
         });
         self.sessions.insert(id.id, session);
         Ok(transaction)
+    }
+
+    /// How many sessions were evicted to make room, since the enclave started.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// How many sessions are open.
+    pub fn open(&self) -> usize {
+        self.sessions.len()
     }
 
     fn session(&self, id: &PlanSignId) -> Result<&Session, SigningError> {

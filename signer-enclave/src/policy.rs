@@ -51,6 +51,9 @@ pub trait PolicyHistory {
         network: NetworkId,
         batch: BatchId,
     ) -> Result<Option<[u8; 32]>, HistoryError>;
+    /// The id of the next Batch to sign for this network: one after the highest signed (0
+    /// before any).
+    fn next_batch(&self, network: NetworkId) -> Result<BatchId, HistoryError>;
 }
 
 /// The answer of a history query, or a refusal when the history cannot be read.
@@ -108,6 +111,15 @@ pub enum Refusal {
     BatchMismatch,
     /// A different batch with this batch id was already signed.
     BatchIdReused(BatchId),
+    /// A Batch for another network than the enclave's.
+    WrongNetwork(NetworkId),
+    /// A new Batch whose id is not the next one to sign.
+    BatchOutOfOrder {
+        /// The id asked.
+        got: BatchId,
+        /// The next id to sign.
+        expected: BatchId,
+    },
     /// The enclave's history could not be read.
     HistoryUnavailable(String),
 }
@@ -222,13 +234,24 @@ pub fn plan_preprocess(
     })
 }
 
-/// Decides whether to preprocess a batch signing attempt.
+/// Decides whether to preprocess a batch signing attempt for `network` (the enclave's).
+///
+/// A Batch's content comes from the scanners, t of which must agree for it to be signed; the
+/// enclave cannot check it against the chain. What it holds is order: only its own network, a
+/// new Batch only under the next id, and an id once signed only ever again with the same
+/// content. A compromised scanner can therefore make its own enclave sign junk under the next
+/// id (which the other validators' honest Batch then replaces on Serai), but cannot claim ids
+/// ahead of the honest ones to block them.
 pub fn batch_preprocess(
     history: &impl PolicyHistory,
+    network: NetworkId,
     id: &BatchSignId,
     batch: &Batch,
 ) -> Decision<BatchApproval> {
-    if id.id.network != batch.network || id.id.batch != batch.id {
+    if batch.network != network || id.id.network != network {
+        return Decision::Refuse(Refusal::WrongNetwork(batch.network));
+    }
+    if id.id.batch != batch.id {
         return Decision::Refuse(Refusal::BatchMismatch);
     }
     if ask!(history.batch_attempt_preprocessed(id)) {
@@ -236,9 +259,19 @@ pub fn batch_preprocess(
     }
     let message = batch.message();
     let message_hash = sha256::Hash::hash(&message).to_byte_array();
-    if let Some(signed) = ask!(history.batch_signed(batch.network, batch.id)) {
-        if signed != message_hash {
+    match ask!(history.batch_signed(batch.network, batch.id)) {
+        Some(signed) if signed != message_hash => {
             return Decision::Refuse(Refusal::BatchIdReused(batch.id));
+        }
+        Some(_) => {}
+        None => {
+            let expected = ask!(history.next_batch(batch.network));
+            if batch.id != expected {
+                return Decision::Refuse(Refusal::BatchOutOfOrder {
+                    got: batch.id,
+                    expected,
+                });
+            }
         }
     }
     Decision::Approve(BatchApproval {
@@ -294,6 +327,15 @@ mod tests {
         ) -> Result<Option<[u8; 32]>, HistoryError> {
             Ok(self.batches.get(&(network, batch)).copied())
         }
+        fn next_batch(&self, network: NetworkId) -> Result<BatchId, HistoryError> {
+            Ok(self
+                .batches
+                .keys()
+                .filter(|(of, _)| *of == network)
+                .map(|(_, id)| BatchId(id.0 + 1))
+                .max()
+                .unwrap_or(BatchId(0)))
+        }
     }
 
     /// A history that cannot be read.
@@ -315,6 +357,9 @@ mod tests {
         fn batch_signed(&self, _: NetworkId, _: BatchId) -> Result<Option<[u8; 32]>, HistoryError> {
             Err(HistoryError("disk".into()))
         }
+        fn next_batch(&self, _: NetworkId) -> Result<BatchId, HistoryError> {
+            Err(HistoryError("disk".into()))
+        }
     }
 
     #[test]
@@ -326,7 +371,12 @@ mod tests {
         );
         let id = batch_sign_id();
         assert_eq!(
-            refusal(batch_preprocess(&Broken, &id, &batch(50_000))),
+            refusal(batch_preprocess(
+                &Broken,
+                NetworkId::Bitcoin,
+                &id,
+                &batch(50_000)
+            )),
             Refusal::HistoryUnavailable("disk".into())
         );
     }
@@ -592,7 +642,7 @@ mod tests {
     fn batch(amount: u64) -> Batch {
         Batch {
             network: NetworkId::Bitcoin,
-            id: BatchId(3),
+            id: BatchId(0),
             block: BlockHash([8; 32]),
             instructions: vec![InInstructionWithBalance {
                 instruction: InInstruction::Transfer {
@@ -603,13 +653,13 @@ mod tests {
         }
     }
 
-    /// Attempt 0 of signing batch 3 of Bitcoin.
+    /// Attempt 0 of signing batch 0 of Bitcoin.
     fn batch_sign_id() -> BatchSignId {
         BatchSignId {
             key: schema::keys::BatchKey([2; 32]),
             id: BatchSignTarget {
                 network: NetworkId::Bitcoin,
-                batch: BatchId(3),
+                batch: BatchId(0),
             },
             attempt: Attempt(0),
         }
@@ -619,18 +669,25 @@ mod tests {
     fn batches_are_signed_once_per_id() {
         let id = batch_sign_id();
         let mut history = History::default();
-        let Decision::Approve(approval) = batch_preprocess(&history, &id, &batch(50_000)) else {
+        let Decision::Approve(approval) =
+            batch_preprocess(&history, NetworkId::Bitcoin, &id, &batch(50_000))
+        else {
             panic!("refused");
         };
         assert_eq!(approval.message, batch(50_000).message());
         history
             .batches
-            .insert((NetworkId::Bitcoin, BatchId(3)), approval.message_hash);
+            .insert((NetworkId::Bitcoin, BatchId(0)), approval.message_hash);
         history.batch_markers.insert(id);
 
         // The same attempt again.
         assert_eq!(
-            refusal(batch_preprocess(&history, &id, &batch(50_000))),
+            refusal(batch_preprocess(
+                &history,
+                NetworkId::Bitcoin,
+                &id,
+                &batch(50_000)
+            )),
             Refusal::AttemptAlreadyPreprocessed
         );
         // The same batch, a new attempt: fine.
@@ -639,13 +696,18 @@ mod tests {
             ..id
         };
         assert!(matches!(
-            batch_preprocess(&history, &next, &batch(50_000)),
+            batch_preprocess(&history, NetworkId::Bitcoin, &next, &batch(50_000)),
             Decision::Approve(_)
         ));
         // A different batch under the same id.
         assert_eq!(
-            refusal(batch_preprocess(&history, &next, &batch(60_000))),
-            Refusal::BatchIdReused(BatchId(3))
+            refusal(batch_preprocess(
+                &history,
+                NetworkId::Bitcoin,
+                &next,
+                &batch(60_000)
+            )),
+            Refusal::BatchIdReused(BatchId(0))
         );
         // A session naming another batch.
         let elsewhere = BatchSignId {
@@ -656,8 +718,58 @@ mod tests {
             ..next
         };
         assert_eq!(
-            refusal(batch_preprocess(&history, &elsewhere, &batch(50_000))),
+            refusal(batch_preprocess(
+                &history,
+                NetworkId::Bitcoin,
+                &elsewhere,
+                &batch(50_000)
+            )),
             Refusal::BatchMismatch
+        );
+    }
+
+    #[test]
+    fn batches_are_signed_in_order_and_for_our_network_only() {
+        let history = History::default();
+        let ahead = |id: u32| {
+            let mut batch = batch(50_000);
+            batch.id = BatchId(id);
+            let mut sign = batch_sign_id();
+            sign.id.batch = BatchId(id);
+            (sign, batch)
+        };
+        // A compromised scanner claiming an id ahead of the next one: refused, nothing claimed.
+        let (sign, claim) = ahead(5);
+        assert_eq!(
+            refusal(batch_preprocess(
+                &history,
+                NetworkId::Bitcoin,
+                &sign,
+                &claim
+            )),
+            Refusal::BatchOutOfOrder {
+                got: BatchId(5),
+                expected: BatchId(0)
+            }
+        );
+        let (sign, next) = ahead(0);
+        assert!(matches!(
+            batch_preprocess(&history, NetworkId::Bitcoin, &sign, &next),
+            Decision::Approve(_)
+        ));
+        // Another network's Batch, even under the next id.
+        let mut ethereum = next.clone();
+        ethereum.network = NetworkId::Ethereum;
+        let mut sign_ethereum = sign;
+        sign_ethereum.id.network = NetworkId::Ethereum;
+        assert_eq!(
+            refusal(batch_preprocess(
+                &history,
+                NetworkId::Bitcoin,
+                &sign_ethereum,
+                &ethereum
+            )),
+            Refusal::WrongNetwork(NetworkId::Ethereum)
         );
     }
 }

@@ -5,8 +5,21 @@
 //! configured one; others are dropped and counted. Each connection gets its own RPC system on
 //! the current thread's `LocalSet`; all share one `Enclave`, and no handler holds it across an
 //! await, so a dropped call leaves nothing half done.
+//!
+//! Nothing a peer does can exhaust the enclave: at most `max_connections` are served (more are
+//! dropped and counted); a connection sending nothing for `idle_timeout` is dropped; a peer
+//! that does not read its answers is not read from (its answers cannot pile up in memory) and
+//! is dropped after `NOT_READING`; and a failed accept is counted and serving goes on.
 
-use std::{cell::RefCell, future::Future, rc::Rc};
+use std::{
+    cell::{Cell, RefCell},
+    future::Future,
+    io,
+    pin::Pin,
+    rc::Rc,
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
 
 use schema::{
     batch::Batch,
@@ -20,7 +33,13 @@ use schema::{
     transport,
     wire::{read_participant_map, Wire},
 };
-use tokio::net::UnixListener;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{
+        unix::{OwnedReadHalf, OwnedWriteHalf},
+        UnixListener,
+    },
+};
 
 use crate::{
     enclave::{Enclave, Refused},
@@ -53,23 +72,44 @@ impl SignerService {
     }
 }
 
+/// How long a peer may leave its answers unread before its connection is dropped.
+pub const NOT_READING: Duration = Duration::from_secs(30);
+
+/// The limits connections are served under.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// How long a connection may send nothing.
+    pub idle_timeout: Duration,
+}
+
 /// Accepts connections until `shutdown` resolves, serving each allowed one on the current
-/// `LocalSet`.
-///
-/// # Errors
-/// Accepting failed in a way that will not recover.
+/// `LocalSet`, within `limits`. Accept errors are counted and serving goes on.
 pub async fn serve(
     listener: UnixListener,
     allowed_uid: u32,
     service: SignerService,
     metrics: Metrics,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+) {
     tokio::pin!(shutdown);
+    let open = Rc::new(Cell::new(0usize));
     loop {
         let stream = tokio::select! {
-            accepted = listener.accept() => accepted?.0,
-            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of descriptors, a peer gone before it was accepted: not a reason to
+                    // stop serving the scanner.
+                    metrics.accept_errors.inc();
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
         };
         match stream.peer_cred() {
             Ok(credentials) if credentials.uid() == allowed_uid => {}
@@ -84,9 +124,178 @@ pub async fn serve(
                 continue;
             }
         }
+        if open.get() >= limits.max_connections {
+            metrics
+                .connections_dropped
+                .with_label_values(&["too_many"])
+                .inc();
+            tracing::warn!(open = open.get(), "too many connections; one dropped");
+            continue;
+        }
         let (read, write) = stream.into_split();
+        let state = Rc::new(Guard::default());
         let client: signer::Client = capnp_rpc::new_client(service.clone());
-        transport::serve(read, write, client.client, "scanner");
+        let connection = transport::serve(
+            GuardedRead {
+                inner: read,
+                state: Rc::clone(&state),
+            },
+            GuardedWrite {
+                inner: write,
+                state: Rc::clone(&state),
+            },
+            client.client,
+            "scanner",
+        );
+        open.set(open.get() + 1);
+        metrics
+            .open_connections
+            .set(i64::try_from(open.get()).unwrap_or(i64::MAX));
+        tokio::task::spawn_local(watch(
+            connection,
+            state,
+            limits.idle_timeout,
+            Rc::clone(&open),
+            metrics.clone(),
+        ));
+    }
+}
+
+/// Ends `connection` when its peer has sent nothing for `idle`, or has not read its answers for
+/// `NOT_READING`; counts it out when it ends either way.
+async fn watch(
+    connection: tokio::task::JoinHandle<()>,
+    state: Rc<Guard>,
+    idle: Duration,
+    open: Rc<Cell<usize>>,
+    metrics: Metrics,
+) {
+    let check = (idle.min(NOT_READING) / 10).max(Duration::from_millis(100));
+    let dropped = loop {
+        if connection.is_finished() {
+            break None;
+        }
+        let now = Instant::now();
+        if now.duration_since(state.last_read.get()) >= idle {
+            break Some("idle");
+        }
+        if state
+            .write_blocked_since
+            .get()
+            .is_some_and(|since| now.duration_since(since) >= NOT_READING)
+        {
+            break Some("not_reading");
+        }
+        tokio::time::sleep(check).await;
+    };
+    if let Some(reason) = dropped {
+        connection.abort();
+        metrics
+            .connections_dropped
+            .with_label_values(&[reason])
+            .inc();
+        tracing::info!(reason, "connection dropped");
+    }
+    open.set(open.get().saturating_sub(1));
+    metrics
+        .open_connections
+        .set(i64::try_from(open.get()).unwrap_or(i64::MAX));
+}
+
+/// What a connection's two halves share.
+struct Guard {
+    /// When the peer last sent bytes.
+    last_read: Cell<Instant>,
+    /// Since when writing answers has been blocked (the peer is not reading).
+    write_blocked_since: Cell<Option<Instant>>,
+    /// The reader waiting for writes to unblock.
+    reader: RefCell<Option<Waker>>,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard {
+            last_read: Cell::new(Instant::now()),
+            write_blocked_since: Cell::new(None),
+            reader: RefCell::new(None),
+        }
+    }
+}
+
+impl Guard {
+    fn write_done(&self) {
+        self.write_blocked_since.set(None);
+        if let Some(waker) = self.reader.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    fn write_blocked(&self) {
+        if self.write_blocked_since.get().is_none() {
+            self.write_blocked_since.set(Some(Instant::now()));
+        }
+    }
+}
+
+/// The read half: not read from while answers cannot be written, so that a peer that sends
+/// requests without reading answers cannot make them pile up.
+struct GuardedRead {
+    inner: OwnedReadHalf,
+    state: Rc<Guard>,
+}
+
+impl AsyncRead for GuardedRead {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.state.write_blocked_since.get().is_some() {
+            *self.state.reader.borrow_mut() = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.state.last_read.set(Instant::now());
+        }
+        polled
+    }
+}
+
+/// The write half: records when the peer stops taking answers.
+struct GuardedWrite {
+    inner: OwnedWriteHalf,
+    state: Rc<Guard>,
+}
+
+impl GuardedWrite {
+    fn track<T>(&self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match &polled {
+            Poll::Pending => self.state.write_blocked(),
+            Poll::Ready(_) => self.state.write_done(),
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for GuardedWrite {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.track(polled)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.track(polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

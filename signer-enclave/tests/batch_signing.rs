@@ -62,7 +62,8 @@ fn three_of_four_sign_a_batch_schnorrkel_verifies() {
     let dir = tempfile::tempdir().unwrap();
     for signer in signers {
         let db = EnclaveDb::open(&dir.path().join(signer.get().to_string())).unwrap();
-        let Decision::Approve(approval) = batch_preprocess(&db, &id, &batch) else {
+        let Decision::Approve(approval) = batch_preprocess(&db, NetworkId::Bitcoin, &id, &batch)
+        else {
             panic!("refused");
         };
         db.record_batch_approval(&approval).unwrap();

@@ -149,22 +149,24 @@ fn batch_records_survive_a_restart() {
     };
     {
         let db = EnclaveDb::open(dir.path()).unwrap();
-        let Decision::Approve(approval) = batch_preprocess(&db, &id(0), &batch(20_000)) else {
+        let Decision::Approve(approval) =
+            batch_preprocess(&db, NetworkId::Bitcoin, &id(0), &batch(20_000))
+        else {
             panic!("refused");
         };
         db.record_batch_approval(&approval).unwrap();
     }
     let db = EnclaveDb::open(dir.path()).unwrap();
     assert!(matches!(
-        batch_preprocess(&db, &id(0), &batch(20_000)),
+        batch_preprocess(&db, NetworkId::Bitcoin, &id(0), &batch(20_000)),
         Decision::Refuse(Refusal::AttemptAlreadyPreprocessed)
     ));
     assert!(matches!(
-        batch_preprocess(&db, &id(1), &batch(20_000)),
+        batch_preprocess(&db, NetworkId::Bitcoin, &id(1), &batch(20_000)),
         Decision::Approve(_)
     ));
     assert!(matches!(
-        batch_preprocess(&db, &id(1), &batch(30_000)),
+        batch_preprocess(&db, NetworkId::Bitcoin, &id(1), &batch(30_000)),
         Decision::Refuse(Refusal::BatchIdReused(BatchId(0)))
     ));
 }

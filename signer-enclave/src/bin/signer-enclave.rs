@@ -8,6 +8,7 @@ use std::{
     path::{Path, PathBuf},
     process::ExitCode,
     rc::Rc,
+    time::Duration,
 };
 
 use anyhow::{bail, Context};
@@ -19,7 +20,7 @@ use signer_enclave::{
     db::{EnclaveDb, KeyStatus},
     enclave::Enclave,
     metrics::Metrics,
-    rpc::{serve, SignerService},
+    rpc::{serve, ConnectionLimits, SignerService},
     secrets::{disable_core_dumps, read_pin},
 };
 
@@ -198,17 +199,19 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
         )?;
         out.flush()?;
         let service = SignerService::new(Rc::new(RefCell::new(enclave)));
-        let served = serve(
+        serve(
             listener,
             config.rpc.allowed_uid,
             service,
             metrics,
+            ConnectionLimits {
+                max_connections: config.rpc.max_connections,
+                idle_timeout: Duration::from_secs(config.rpc.idle_timeout_seconds),
+            },
             telemetry::shutdown_signal(),
         )
         .await;
-        let removed = std::fs::remove_file(socket);
-        served?;
-        removed.with_context(|| format!("removing {}", socket.display()))?;
+        std::fs::remove_file(socket).with_context(|| format!("removing {}", socket.display()))?;
         tracing::info!("stopped");
         Ok(())
     })
