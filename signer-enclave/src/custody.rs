@@ -112,6 +112,13 @@ pub enum CustodyError {
     /// The session lock was poisoned by a panic elsewhere: custody stops.
     #[error("custody session poisoned")]
     Poisoned,
+    /// More than one key carries the sealing key's label: which one seals is ambiguous, and a
+    /// planted key could be chosen.
+    #[error("{0} keys in the token are labelled {SEALING_KEY_LABEL:?}; exactly one must be")]
+    AmbiguousSealingKey(usize),
+    /// The sealing key could leave the token or is not stored in it.
+    #[error("the sealing key is not safe to seal with: {0:?}")]
+    UnsafeSealingKey(SealingKeyAttributes),
 }
 
 /// Loads and initializes a PKCS#11 module. Call once per process: every token and session
@@ -142,12 +149,27 @@ pub struct Custody {
     key: ObjectHandle,
 }
 
+impl SealingKeyAttributes {
+    /// Whether a key with these attributes may seal shares: sensitive and never extractable
+    /// since it was made, and stored in the token.
+    pub fn safe(&self) -> bool {
+        self.sensitive
+            && self.always_sensitive
+            && !self.extractable
+            && self.never_extractable
+            && self.token
+    }
+}
+
 impl Custody {
-    /// Opens the token labelled `token_label`, logs in as its user, and finds (or, when
-    /// provisioning, creates) the sealing key.
+    /// Opens the token labelled `token_label`, logs in as its user (the PIN checked even when
+    /// another session of this process is logged in already), and finds (or, when
+    /// provisioning, creates) the sealing key: exactly one key carries its label, and its
+    /// attributes are checked every time.
     ///
     /// # Errors
-    /// No such token, a wrong PIN, no sealing key outside provisioning, or a PKCS#11 failure.
+    /// No such token, a wrong PIN, no sealing key outside provisioning, an ambiguous or unsafe
+    /// sealing key, or a PKCS#11 failure.
     pub fn open(
         pkcs11: &Pkcs11,
         token_label: &str,
@@ -165,19 +187,17 @@ impl Custody {
             })
             .ok_or_else(|| CustodyError::TokenNotFound(token_label.to_owned()))?;
         let session = pkcs11.open_rw_session(slot)?;
-        match session.login(UserType::User, Some(pin)) {
-            Ok(()) | Err(Pkcs11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(Pkcs11Error::Pkcs11(RvError::PinIncorrect, _)) => {
-                return Err(CustodyError::WrongPin)
-            }
-            Err(error) => return Err(error.into()),
-        }
+        login(&session, slot.id(), pin)?;
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),
             Attribute::Label(SEALING_KEY_LABEL.as_bytes().to_vec()),
         ];
-        let key = match session.find_objects(&template)?.first() {
+        let found = session.find_objects(&template)?;
+        if found.len() > 1 {
+            return Err(CustodyError::AmbiguousSealingKey(found.len()));
+        }
+        let key = match found.first() {
             Some(key) => *key,
             None if sealing_key == SealingKey::CreateIfMissing => session.generate_key(
                 &Mechanism::AesKeyGen,
@@ -195,10 +215,15 @@ impl Custody {
             )?,
             None => return Err(CustodyError::SealingKeyMissing),
         };
-        Ok(Custody {
+        let custody = Custody {
             session: Mutex::new(session),
             key,
-        })
+        };
+        let attributes = custody.sealing_key_attributes()?;
+        if !attributes.safe() {
+            return Err(CustodyError::UnsafeSealingKey(attributes));
+        }
+        Ok(custody)
     }
 
     /// Seals a key share for storage.
@@ -287,6 +312,50 @@ impl Custody {
     pub fn with_session<T>(&self, f: impl FnOnce(&Session) -> T) -> Result<T, CustodyError> {
         let session = self.session.lock().map_err(|_| CustodyError::Poisoned)?;
         Ok(f(&session))
+    }
+}
+
+/// The PINs this process logged in to each slot with, as digests. PKCS#11 logs a user in for
+/// the whole process: a second login answers `UserAlreadyLoggedIn` without checking its PIN.
+/// That answer is taken only for the PIN that logged in; any other PIN is wrong.
+static LOGINS: Mutex<Vec<(u64, [u8; 32])>> = Mutex::new(Vec::new());
+
+fn pin_digest(pin: &AuthPin) -> [u8; 32] {
+    use bitcoin::hashes::{sha256, Hash};
+    use secrecy::ExposeSecret;
+    sha256::Hash::hash(pin.expose_secret().as_bytes()).to_byte_array()
+}
+
+/// Logs in as the token's user, the PIN checked even when this process is logged in already.
+fn login(session: &Session, slot: u64, pin: &AuthPin) -> Result<(), CustodyError> {
+    let digest = pin_digest(pin);
+    let mut logins = LOGINS.lock().map_err(|_| CustodyError::Poisoned)?;
+    match session.login(UserType::User, Some(pin)) {
+        Ok(()) => {
+            logins.retain(|(logged, _)| *logged != slot);
+            logins.push((slot, digest));
+            Ok(())
+        }
+        Err(Pkcs11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+            match logins.iter().find(|(logged, _)| *logged == slot) {
+                Some((_, known)) if *known == digest => Ok(()),
+                Some(_) => Err(CustodyError::WrongPin),
+                // Logged in by someone else in this process: log out and let the token check.
+                None => {
+                    session.logout()?;
+                    session
+                        .login(UserType::User, Some(pin))
+                        .map_err(|error| match error {
+                            Pkcs11Error::Pkcs11(RvError::PinIncorrect, _) => CustodyError::WrongPin,
+                            other => other.into(),
+                        })?;
+                    logins.push((slot, digest));
+                    Ok(())
+                }
+            }
+        }
+        Err(Pkcs11Error::Pkcs11(RvError::PinIncorrect, _)) => Err(CustodyError::WrongPin),
+        Err(error) => Err(error.into()),
     }
 }
 

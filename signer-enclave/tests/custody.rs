@@ -110,6 +110,56 @@ fn custody_through_softhsm() {
         Custody::open(&pkcs11, "no-such-token", &pin, SealingKey::MustExist),
         Err(CustodyError::TokenNotFound(_))
     ));
+    // While this process is logged in, the token answers a second login without checking its
+    // PIN: a wrong one is still refused.
+    assert!(matches!(
+        Custody::open(
+            &pkcs11,
+            LABEL,
+            &AuthPin::new("wrong".into()),
+            SealingKey::MustExist
+        ),
+        Err(CustodyError::WrongPin)
+    ));
+    // A second key under the sealing key's label (planted, or left by a botched restore):
+    // which one seals is ambiguous, so nothing opens. A sealing key that could leave the
+    // token is refused too.
+    let planted = custody
+        .with_session(|session| {
+            session
+                .generate_key(
+                    &cryptoki::mechanism::Mechanism::AesKeyGen,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(false),
+                        Attribute::Extractable(true),
+                        Attribute::ValueLen(32.into()),
+                        Attribute::Label(signer_enclave::custody::SEALING_KEY_LABEL.into()),
+                    ],
+                )
+                .unwrap()
+        })
+        .unwrap();
+    assert!(matches!(
+        Custody::open(&pkcs11, LABEL, &pin, SealingKey::MustExist),
+        Err(CustodyError::AmbiguousSealingKey(2))
+    ));
+    custody
+        .with_session(|session| {
+            let genuine = session
+                .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+                .unwrap()
+                .into_iter()
+                .find(|key| *key != planted)
+                .unwrap();
+            session.destroy_object(genuine).unwrap();
+        })
+        .unwrap();
+    assert!(matches!(
+        Custody::open(&pkcs11, LABEL, &pin, SealingKey::MustExist),
+        Err(CustodyError::UnsafeSealingKey(attributes)) if attributes.extractable
+    ));
     drop(custody);
     drop(again);
     assert!(matches!(

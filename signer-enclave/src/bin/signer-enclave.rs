@@ -16,7 +16,7 @@ use bitcoin::key::XOnlyPublicKey;
 use clap::{Parser, Subcommand};
 use signer_enclave::{
     config::{Config, EXAMPLE},
-    custody::{load_module, Custody, SealingKey, SealingKeyAttributes},
+    custody::{load_module, Custody, CustodyError, SealingKey, SealingKeyAttributes},
     db::{EnclaveDb, KeyStatus},
     enclave::Enclave,
     metrics::Metrics,
@@ -52,6 +52,10 @@ enum Command {
         /// The coordinator's attestation key: 32-byte x-only public key, hex.
         #[arg(long)]
         coordinator_key: String,
+        /// Create a new sealing key even though the database holds key pairs sealed under
+        /// another (a replaced or reset token): those pairs can no longer be unsealed.
+        #[arg(long)]
+        new_sealing_key: bool,
     },
     /// Serve the scanner node on the configured Unix socket until SIGTERM or Ctrl-C.
     Run {
@@ -89,7 +93,8 @@ fn main() -> ExitCode {
         Command::Provision {
             config,
             coordinator_key,
-        } => provision(&config, &coordinator_key, &mut stdout),
+            new_sealing_key,
+        } => provision(&config, &coordinator_key, new_sealing_key, &mut stdout),
         Command::Run { config } => run(&config, &mut stdout),
         Command::Status { config } => status(&config, &mut stdout),
     };
@@ -127,19 +132,45 @@ fn write_attributes(out: &mut impl Write, attributes: SealingKeyAttributes) -> a
     Ok(())
 }
 
-fn provision(path: &Path, coordinator_key: &str, out: &mut impl Write) -> anyhow::Result<()> {
+fn provision(
+    path: &Path,
+    coordinator_key: &str,
+    new_sealing_key: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let key = hex::decode(coordinator_key)
         .ok()
         .and_then(|bytes| XOnlyPublicKey::from_slice(&bytes).ok())
         .context("--coordinator-key must be a 32-byte x-only public key in hex")?;
-    let custody = open_custody(&config, SealingKey::CreateIfMissing)?;
-    let attributes = custody.sealing_key_attributes()?;
-    if !attributes.sensitive || attributes.extractable {
-        bail!("the token's sealing key is extractable or not sensitive: {attributes:?}");
-    }
     let db = EnclaveDb::open(&config.db_path)
         .with_context(|| format!("database {} (db_path)", config.db_path.display()))?;
+    let sealed = db.key_records()?.len();
+    let pin = read_pin(&config.pkcs11.pin_file)?;
+    let pkcs11 = load_module(&config.pkcs11.module)?;
+    let token = &config.pkcs11.token_label;
+    let custody = match Custody::open(&pkcs11, token, &pin, SealingKey::MustExist) {
+        Ok(custody) => custody,
+        Err(CustodyError::SealingKeyMissing) => {
+            if sealed > 0 && !new_sealing_key {
+                bail!(
+                    "the token has no sealing key, but the database holds {sealed} sealed key \
+                     pair(s) that only the old token's key unseals: restore that token, or, to \
+                     give them up and seal anew in this token, run provision again with \
+                     --new-sealing-key"
+                );
+            }
+            if sealed > 0 {
+                tracing::warn!(
+                    sealed,
+                    "a new sealing key: the key pairs sealed under the old one cannot be unsealed"
+                );
+            }
+            Custody::open(&pkcs11, token, &pin, SealingKey::CreateIfMissing)?
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let attributes = custody.sealing_key_attributes()?;
     db.set_coordinator_key(&key)?;
     write_attributes(out, attributes)?;
     writeln!(out, "coordinator key: {key}")?;
