@@ -15,8 +15,14 @@
 //! - `batch_markers`: batch key (32) || network (1) || batch id (u32 LE) || attempt (u32 LE)
 //! - `batches`: network (1) || batch id (u32 LE) -> hash of the signed batch message (32)
 //! - `settings`, `next_batch/<network code>`: the id of the next Batch to sign (u32 LE)
+//! - `audit`: record number (u64 BE) -> the record's bytes || its hash (32) (see `audit`);
+//!   `settings`, `audit_head`: the next record's number (u64 LE) || the last hash (32). An
+//!   approval's record is in the approval's own write.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use bitcoin::key::XOnlyPublicKey;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
@@ -31,6 +37,7 @@ use schema::{
 use thiserror::Error;
 
 use crate::{
+    audit::{self, AuditError, Entry, Event, Head, Record},
     key_store::SealedKeys,
     policy::{BatchApproval, HistoryError, PlanApproval, PolicyHistory},
 };
@@ -43,7 +50,10 @@ const BATCHES: &str = "batches";
 const KEY_PAIRS: &str = "key_pairs";
 const SETTINGS: &str = "settings";
 const COORDINATOR_KEY: &[u8] = b"coordinator_key";
-const COLUMN_FAMILIES: [&str; 7] = [
+const AUDIT: &str = "audit";
+const AUDIT_HEAD: &[u8] = b"audit_head";
+const COLUMN_FAMILIES: [&str; 8] = [
+    AUDIT,
     KEY_PAIRS,
     SETTINGS,
     ACKNOWLEDGED,
@@ -75,6 +85,9 @@ pub enum DbError {
     /// The set already has a confirmed key pair.
     #[error("the set already has a confirmed key pair")]
     AlreadyConfirmed,
+    /// The audit trail does not verify.
+    #[error("audit trail: {0}")]
+    Audit(#[from] AuditError),
 }
 
 /// Whether a generated key pair was voted in.
@@ -144,7 +157,86 @@ impl EnclaveDb {
         for plan in &acknowledged.plans {
             batch.put_cf(cf, acknowledged_key(&acknowledged.key, plan), []);
         }
+        let mut entry = Entry::new(Event::PlansAcknowledged, acknowledged.block.0.to_le_bytes());
+        entry.key = acknowledged.key.to_bytes().to_vec();
+        entry.detail = format!("{} plans", acknowledged.plans.len());
+        self.audited(&mut batch, entry)?;
         self.commit(batch)
+    }
+
+    /// Appends `entry` to the audit trail, synced before this returns (for what leaves the
+    /// enclave: shares and signatures); `sync: false` for refusals, which are written before
+    /// the answer but need not survive a power loss.
+    ///
+    /// # Errors
+    /// RocksDB failed.
+    pub fn audit(&self, entry: Entry, sync: bool) -> Result<(), DbError> {
+        let mut batch = WriteBatch::default();
+        self.audited(&mut batch, entry)?;
+        if sync {
+            self.commit(batch)
+        } else {
+            Ok(self.db.write(batch)?)
+        }
+    }
+
+    /// Adds `entry`, numbered and chained after the head, to `batch`, with the new head.
+    fn audited(&self, batch: &mut WriteBatch, entry: Entry) -> Result<(), DbError> {
+        let head = self.audit_head()?;
+        let record = Record {
+            seq: head.next,
+            time: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs()),
+            entry,
+        };
+        let hash = record.hash(&head.hash);
+        batch.put_cf(
+            self.cf(AUDIT)?,
+            record.seq.to_be_bytes(),
+            [&record.encode()[..], &hash].concat(),
+        );
+        let next = record.seq.saturating_add(1);
+        batch.put_cf(
+            self.cf(SETTINGS)?,
+            AUDIT_HEAD,
+            [&next.to_le_bytes()[..], &hash].concat(),
+        );
+        Ok(())
+    }
+
+    /// Where the audit trail ends.
+    ///
+    /// # Errors
+    /// RocksDB failed or the head is damaged.
+    pub fn audit_head(&self) -> Result<Head, DbError> {
+        let Some(value) = self.get(SETTINGS, AUDIT_HEAD)? else {
+            return Ok(Head::default());
+        };
+        let (next, hash) = value
+            .split_first_chunk::<8>()
+            .and_then(|(next, hash)| Some((*next, <[u8; 32]>::try_from(hash).ok()?)))
+            .ok_or(DbError::Damaged(SETTINGS))?;
+        Ok(Head {
+            next: u64::from_le_bytes(next),
+            hash,
+        })
+    }
+
+    /// Every record of the audit trail, verified against its chain and head.
+    ///
+    /// # Errors
+    /// RocksDB failed, or the trail was edited, truncated or damaged (`DbError::Audit`).
+    pub fn audit_records(&self) -> Result<Vec<Record>, DbError> {
+        let mut stored = Vec::new();
+        for entry in self.db.iterator_cf(self.cf(AUDIT)?, IteratorMode::Start) {
+            let (_, value) = entry?;
+            let split = value.len().saturating_sub(32);
+            let (bytes, hash) = value.split_at(split);
+            let hash = <[u8; 32]>::try_from(hash).unwrap_or([0; 32]);
+            stored.push((bytes.to_vec(), hash));
+        }
+        Ok(audit::verify(stored, self.audit_head()?)?)
     }
 
     /// Records a plan approval (its attempt marker and its inputs) in one synced write. Call
@@ -154,6 +246,20 @@ impl EnclaveDb {
     /// RocksDB failed; nothing was recorded, and the preprocess must not leave.
     pub fn record_plan_approval(&self, approval: &PlanApproval) -> Result<(), DbError> {
         let mut batch = WriteBatch::default();
+        self.audited(
+            &mut batch,
+            Entry {
+                event: Event::PlanApproved,
+                subject: approval.marker.id.as_bytes().to_vec(),
+                attempt: approval.marker.attempt.0,
+                key: approval.marker.key.to_bytes().to_vec(),
+                detail: format!(
+                    "{} inputs, fee {} sat",
+                    approval.inputs.len(),
+                    approval.built.fee.to_sat()
+                ),
+            },
+        )?;
         batch.put_cf(
             self.cf(PLAN_MARKERS)?,
             plan_marker_key(&approval.marker),
@@ -173,6 +279,16 @@ impl EnclaveDb {
     /// RocksDB failed; nothing was recorded, and the preprocess must not leave.
     pub fn record_batch_approval(&self, approval: &BatchApproval) -> Result<(), DbError> {
         let mut batch = WriteBatch::default();
+        self.audited(
+            &mut batch,
+            Entry {
+                event: Event::BatchApproved,
+                subject: approval.marker.id.batch.0.to_le_bytes().to_vec(),
+                attempt: approval.marker.attempt.0,
+                key: approval.marker.key.0.to_vec(),
+                detail: format!("message {}", hex::encode(approval.message_hash)),
+            },
+        )?;
         batch.put_cf(
             self.cf(BATCH_MARKERS)?,
             batch_marker_key(&approval.marker),
@@ -262,6 +378,9 @@ impl EnclaveDb {
             candidate_key(set, &pair),
             encode_record(&record),
         );
+        let mut entry = Entry::new(Event::KeyGenerated, set_key(set));
+        entry.key = pair.network_key.to_bytes().to_vec();
+        self.audited(&mut batch, entry)?;
         self.commit(batch)
     }
 
@@ -287,6 +406,9 @@ impl EnclaveDb {
             batch.delete_cf(cf, other);
         }
         batch.put_cf(cf, key, encode_record(&record));
+        let mut entry = Entry::new(Event::KeyConfirmed, set_key(set));
+        entry.key = pair.network_key.to_bytes().to_vec();
+        self.audited(&mut batch, entry)?;
         self.commit(batch)?;
         Ok(record)
     }

@@ -16,7 +16,7 @@ use schema::{
     batch::{Batch, SignedBatch},
     error::DecodeError,
     generated::signer_capnp::RefusalReason,
-    ids::{NetworkId, ValidatorSet},
+    ids::{Attempt, NetworkId, ValidatorSet},
     keys::{BatchKey, KeyPair, NetworkKey},
     messages::{coordinator::PlansAcknowledged, key_gen, ParticipantMap},
     plan::Plan,
@@ -27,6 +27,7 @@ use schema::{
 use thiserror::Error;
 
 use crate::{
+    audit::{Entry, Event},
     batch_signing::BatchSigning,
     custody::Custody,
     db::{DbError, EnclaveDb, KeyStatus},
@@ -294,6 +295,13 @@ impl Enclave {
             .plans
             .share(id, preprocesses)
             .map_err(|error| self.signing_refused(&error))?;
+        self.audit_release(
+            Event::PlanShared,
+            id.id.as_bytes(),
+            id.attempt,
+            &id.key.to_bytes(),
+            String::new(),
+        )?;
         self.round("plan", "share");
         Ok(share)
     }
@@ -312,6 +320,13 @@ impl Enclave {
             .plans
             .complete(id, shares)
             .map_err(|error| self.signing_refused(&error))?;
+        self.audit_release(
+            Event::PlanSigned,
+            id.id.as_bytes(),
+            id.attempt,
+            &id.key.to_bytes(),
+            format!("txid {}", transaction.compute_txid()),
+        )?;
         self.round("plan", "complete");
         Ok(consensus::serialize(&transaction))
     }
@@ -353,6 +368,13 @@ impl Enclave {
             .batches
             .share(id, preprocesses)
             .map_err(|error| self.signing_refused(&error))?;
+        self.audit_release(
+            Event::BatchShared,
+            &id.id.batch.0.to_le_bytes(),
+            id.attempt,
+            id.key.as_bytes(),
+            String::new(),
+        )?;
         self.round("batch", "share");
         Ok(share)
     }
@@ -370,6 +392,13 @@ impl Enclave {
             .batches
             .complete(id, shares)
             .map_err(|error| self.signing_refused(&error))?;
+        self.audit_release(
+            Event::BatchSigned,
+            &id.id.batch.0.to_le_bytes(),
+            id.attempt,
+            id.key.as_bytes(),
+            String::new(),
+        )?;
         self.round("batch", "complete");
         Ok(signed)
     }
@@ -472,9 +501,36 @@ impl Enclave {
         self.refused(RefusalReason::Malformed, error.to_string())
     }
 
-    /// Logs and counts a refusal.
+    /// Records a share or signature in the audit trail, synced, before it leaves; refuses (and
+    /// nothing leaves) when it cannot be recorded.
+    fn audit_release(
+        &self,
+        event: Event,
+        subject: &[u8],
+        attempt: Attempt,
+        key: &[u8],
+        detail: String,
+    ) -> Result<(), Refused> {
+        let entry = Entry {
+            event,
+            subject: subject.to_vec(),
+            attempt: attempt.0,
+            key: key.to_vec(),
+            detail,
+        };
+        self.db
+            .audit(entry, true)
+            .map_err(|error| self.refused(RefusalReason::HistoryUnavailable, error.to_string()))
+    }
+
+    /// Logs, counts and records a refusal in the audit trail.
     fn refused(&self, reason: RefusalReason, detail: impl Into<String>) -> Refused {
         let refused = Refused::new(reason, detail);
+        let mut entry = Entry::new(Event::Refused, Vec::new());
+        entry.detail = format!("{}: {}", label(reason), refused.detail);
+        if let Err(error) = self.db.audit(entry, false) {
+            tracing::error!(%error, "a refusal could not be recorded in the audit trail");
+        }
         tracing::warn!(reason = label(reason), detail = %refused.detail, "refused");
         self.metrics
             .refusals

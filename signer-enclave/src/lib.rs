@@ -8,6 +8,7 @@
 //! `batch_signing`); `metrics` serves Prometheus on loopback.
 
 mod answered;
+pub mod audit;
 pub mod batch_signing;
 pub mod bip340;
 pub mod config;

@@ -28,6 +28,23 @@ pub struct EnclaveProcess {
     metrics: Option<SocketAddr>,
 }
 
+/// Makes the token of the enclave in `dir` (its SoftHSM configuration and PIN files there).
+fn make_token(dir: &Path) -> Result<(), HarnessError> {
+    checked(
+        Command::new(binary("test-token")?)
+            .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
+            .arg("--label")
+            .arg(TOKEN_LABEL)
+            .arg("--so-pin-file")
+            .arg(dir.join("so.pin"))
+            .arg("--pin-file")
+            .arg(dir.join("user.pin"))
+            .output()?,
+        "test-token",
+    )?;
+    Ok(())
+}
+
 fn write_private(path: &Path, contents: &str) -> Result<(), HarnessError> {
     fs::write(path, contents)?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
@@ -68,18 +85,7 @@ impl EnclaveProcess {
         )?;
         write_private(&dir.join("so.pin"), SO_PIN)?;
         write_private(&dir.join("user.pin"), USER_PIN)?;
-        checked(
-            Command::new(binary("test-token")?)
-                .env("SOFTHSM2_CONF", &conf)
-                .arg("--label")
-                .arg(TOKEN_LABEL)
-                .arg("--so-pin-file")
-                .arg(dir.join("so.pin"))
-                .arg("--pin-file")
-                .arg(dir.join("user.pin"))
-                .output()?,
-            "test-token",
-        )?;
+        make_token(dir)?;
         let socket = dir.join("signer.sock");
         let config = dir.join("enclave.toml");
         fs::write(
@@ -112,17 +118,42 @@ listen = "127.0.0.1:0"
             metrics: None,
         };
         checked(
-            enclave
-                .command()?
-                .arg("provision")
-                .arg("--config")
-                .arg(&enclave.config)
-                .arg("--coordinator-key")
-                .arg(coordinator.to_string())
-                .output()?,
+            enclave.provision_again(coordinator, &[])?,
             "signer-enclave provision",
         )?;
         Ok(enclave)
+    }
+
+    /// Runs `provision` again with `extra` arguments, returning what it said.
+    ///
+    /// # Errors
+    /// The binary could not be run.
+    pub fn provision_again(
+        &self,
+        coordinator: &XOnlyPublicKey,
+        extra: &[&str],
+    ) -> Result<Output, HarnessError> {
+        Ok(self
+            .command()?
+            .arg("provision")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--coordinator-key")
+            .arg(coordinator.to_string())
+            .args(extra)
+            .output()?)
+    }
+
+    /// Replaces the token with a fresh one under the same label and PINs (an HSM replaced or
+    /// reset): the sealing key is gone.
+    ///
+    /// # Errors
+    /// The token directory cannot be replaced.
+    pub fn replace_token(&self) -> Result<(), HarnessError> {
+        let tokens = self.dir.join("tokens");
+        fs::remove_dir_all(&tokens)?;
+        fs::create_dir_all(&tokens)?;
+        make_token(&self.dir)
     }
 
     fn command(&self) -> Result<Command, HarnessError> {
@@ -200,6 +231,27 @@ listen = "127.0.0.1:0"
     /// The enclave's whole directory: token, database, configuration, PIN files, log.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Sets the RPC limits in the configuration (takes effect at the next start).
+    ///
+    /// # Errors
+    /// The configuration cannot be rewritten.
+    pub fn set_rpc_limits(
+        &self,
+        max_connections: usize,
+        idle_timeout_seconds: u64,
+    ) -> Result<(), HarnessError> {
+        let config = fs::read_to_string(&self.config)?;
+        let updated = config.replacen(
+            "[rpc]\n",
+            &format!(
+                "[rpc]\nmax_connections = {max_connections}\nidle_timeout_seconds = {idle_timeout_seconds}\n"
+            ),
+            1,
+        );
+        fs::write(&self.config, updated)?;
+        Ok(())
     }
 
     /// The configuration file.

@@ -63,6 +63,14 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Verify the audit trail (every approval, refusal, released share and signature, key
+    /// generation and confirmation, hash-chained) and print it; fails naming where it was
+    /// edited or truncated. Works while the enclave runs.
+    Audit {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Show the key pairs held, their public keys, and the sealing key's attributes as the
     /// token reports them. Works while the enclave runs.
     Status {
@@ -97,6 +105,7 @@ fn main() -> ExitCode {
         } => provision(&config, &coordinator_key, new_sealing_key, &mut stdout),
         Command::Run { config } => run(&config, &mut stdout),
         Command::Status { config } => status(&config, &mut stdout),
+        Command::Audit { config } => audit(&config, &mut stdout),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -175,6 +184,34 @@ fn provision(
     write_attributes(out, attributes)?;
     writeln!(out, "coordinator key: {key}")?;
     writeln!(out, "provisioned")?;
+    Ok(())
+}
+
+fn audit(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let db = EnclaveDb::open_read_only(&config.db_path)
+        .with_context(|| format!("database {} (db_path)", config.db_path.display()))?;
+    let records = db.audit_records()?;
+    for record in &records {
+        let entry = &record.entry;
+        writeln!(
+            out,
+            "{} {} {} subject={} attempt={} key={} {}",
+            record.seq,
+            record.time,
+            entry.event.label(),
+            hex::encode(&entry.subject),
+            entry.attempt,
+            hex::encode(&entry.key),
+            entry.detail,
+        )?;
+    }
+    writeln!(
+        out,
+        "audit trail verified: {} records, head {}",
+        records.len(),
+        hex::encode(db.audit_head()?.hash)
+    )?;
     Ok(())
 }
 
