@@ -88,6 +88,21 @@ fn base(db: &Db) {
     db.commit(write).unwrap();
 }
 
+/// Plan `id`'s eventuality: one input, no outputs.
+fn eventuality(id: u32) -> Eventuality {
+    let mut plan = [0u8; 32];
+    plan[..4].copy_from_slice(&id.to_le_bytes());
+    Eventuality {
+        plan: PlanId(plan),
+        key: key(),
+        inputs: vec![OutputId {
+            txid: TransactionId(plan),
+            vout: 0,
+        }],
+        outputs: Vec::new(),
+    }
+}
+
 /// 10,000 Batches, all being signed, and 10,000 plans signed and settled.
 fn history(db: &Db) {
     for chunk in 0..HISTORY / 1_000 {
@@ -108,19 +123,9 @@ fn history(db: &Db) {
                 ],
             };
             db.put_batch(&mut write, &batch).unwrap();
-            let mut plan = [0u8; 32];
-            plan[..4].copy_from_slice(&id.to_le_bytes());
-            let eventuality = Eventuality {
-                plan: PlanId(plan),
-                key: key(),
-                inputs: vec![OutputId {
-                    txid: TransactionId(plan),
-                    vout: 0,
-                }],
-                outputs: Vec::new(),
-            };
+            let eventuality = eventuality(id);
             db.put_eventuality(&mut write, &eventuality).unwrap();
-            db.put_signed(&mut write, &PlanId(plan), 100, &[0u8; 250])
+            db.put_signed(&mut write, &eventuality.plan, 100, &[0u8; 250])
                 .unwrap();
         }
         db.put_next_batch_to_sign(&mut write, (chunk + 1) * 1_000)
@@ -129,23 +134,9 @@ fn history(db: &Db) {
         // Each plan settles in a later block.
         let mut write = WriteBatch::default();
         for id in chunk * 1_000..(chunk + 1) * 1_000 {
-            let mut plan = [0u8; 32];
-            plan[..4].copy_from_slice(&id.to_le_bytes());
-            let eventuality = Eventuality {
-                plan: PlanId(plan),
-                key: key(),
-                inputs: vec![OutputId {
-                    txid: TransactionId(plan),
-                    vout: 0,
-                }],
-                outputs: Vec::new(),
-            };
-            db.put_outcome(
-                &mut write,
-                &eventuality,
-                Outcome::Completed(TransactionId(plan)),
-            )
-            .unwrap();
+            let eventuality = eventuality(id);
+            let completed = Outcome::Completed(TransactionId(eventuality.plan.0));
+            db.put_outcome(&mut write, &eventuality, completed).unwrap();
         }
         db.commit(write).unwrap();
     }

@@ -6,9 +6,9 @@
 //! blocks through their Batches, and the change and branch outputs of a payout must be
 //! acknowledged (and so spendable) without waiting for an unrelated deposit. A block with more
 //! deposits than one Batch holds (`MAX_BATCH_INSTRUCTIONS`, what Serai accepts) is reported in
-//! as many Batches as it takes, in order. A block `EMPTY_BATCH_INTERVAL` blocks after the last
-//! one reported gets an empty Batch too, so that in a quiet period Serai still acknowledges new
-//! blocks (whose fee rates the plans follow).
+//! as many Batches as it takes, in order. A block whose height is a multiple of
+//! `EMPTY_BATCH_INTERVAL` gets an empty Batch too, so that in a quiet period Serai still
+//! acknowledges new blocks (whose fee rates the plans follow).
 
 use schema::{
     batch::Batch,

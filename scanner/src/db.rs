@@ -17,10 +17,11 @@
 //! - `signed`: plan id -> the node's height when it was signed (u64 BE) || its signed
 //!   transaction (consensus bytes), republished until its eventuality settles, then deleted;
 //! - `outbox`: message id (u64 BE) -> `ProcessorEnvelope` (Cap'n Proto), until delivered;
-//! - `meta`: `next_batch_id` (u32 BE), `acknowledged` (u64 BE), `last_handled` (u64 BE, the
-//!   last coordinator message handled), `next_outbox_id` (u64 BE), `batch_key` (32, of the
-//!   confirmed key pair), `next_batch_to_sign` (u32 BE), `last_serai_block` (u64 BE, the last
-//!   Serai block handled), `last_reported_height` (u64 BE, the last block given a Batch).
+//! - `meta`: `format` (u32 BE, `FORMAT`), `next_batch_id` (u32 BE), `acknowledged/` || key
+//!   (u64 BE, per key: the last block whose outputs went to its scheduler), `last_handled`
+//!   (u64 BE, the last coordinator message handled), `next_outbox_id` (u64 BE), `batch_key`
+//!   (32, of the confirmed key pair), `next_batch_to_sign` (u32 BE), `last_serai_block` (u64
+//!   BE, the last Serai block handled).
 //!
 //! What a processor step reads does not grow with history: Batches are read from the signing
 //! watermark on, and a plan's signed transaction is deleted once its eventuality settles, a
@@ -71,13 +72,18 @@ const CF_SPENDS: &str = "spends";
 const CF_SIGNED: &str = "signed";
 const CF_META: &str = "meta";
 const LAST_HANDLED: &[u8] = b"last_handled";
+const FORMAT_NAME: &[u8] = b"format";
+
+/// The format of what this build stores. A database of another format (or of data from before
+/// formats were recorded) is refused at open, never misread; a change to any stored encoding
+/// changes it (and comes with a migration when deployed databases must be kept).
+pub const FORMAT: u32 = 1;
 const BATCH_KEY: &[u8] = b"batch_key";
 const NEXT_BATCH_TO_SIGN: &[u8] = b"next_batch_to_sign";
 const NEXT_OUTBOX_ID: &[u8] = b"next_outbox_id";
 const NEXT_BATCH_ID: &[u8] = b"next_batch_id";
-const ACKNOWLEDGED: &[u8] = b"acknowledged";
+const ACKNOWLEDGED: &[u8] = b"acknowledged/";
 const LAST_SERAI_BLOCK: &[u8] = b"last_serai_block";
-const LAST_REPORTED_HEIGHT: &[u8] = b"last_reported_height";
 
 const COLUMN_FAMILIES: [&str; 14] = [
     CF_OURS,
@@ -115,6 +121,16 @@ pub enum DbError {
     /// A Batch does not encode.
     #[error("batch: {0}")]
     Batch(#[from] schema::error::EncodeError),
+    /// The database holds data in another format than this build's (`None`: from before
+    /// formats were recorded). Nothing was changed; an older build's state is not read as if it
+    /// were this one's.
+    #[error("database format {found:?}, this build reads format {expected}; nothing was changed")]
+    Format {
+        /// The format recorded, if any.
+        found: Option<u32>,
+        /// `FORMAT`.
+        expected: u32,
+    },
 }
 
 /// A signed transaction whose plan has not settled.
@@ -137,6 +153,14 @@ pub struct ScannedKey {
     pub activation: u64,
     /// The next block to scan for it.
     pub next: u64,
+}
+
+/// The name of `key`'s acknowledged height in `meta`: each key's outputs go to its own
+/// scheduler when a Serai block for that key acknowledges them, never to another's.
+fn acknowledged_name(key: &NetworkKey) -> Vec<u8> {
+    let mut name = ACKNOWLEDGED.to_vec();
+    name.extend_from_slice(&key.to_bytes());
+    name
 }
 
 /// The scanner node's database.
@@ -167,8 +191,49 @@ impl Db {
             db: DB::open_cf_descriptors(&options, path, families)?,
             deletions: AtomicU64::new(0),
         };
+        db.check_format()?;
         db.tidy()?;
         Ok(db)
+    }
+
+    /// Records `FORMAT` in a new database; refuses one holding another format, or data but no
+    /// format.
+    fn check_format(&self) -> Result<(), DbError> {
+        let meta = self.cf(CF_META)?;
+        let found = match self.db.get_cf(meta, FORMAT_NAME)? {
+            Some(value) => Some(
+                <[u8; 4]>::try_from(value.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| DbError::Damaged(CF_META))?,
+            ),
+            None => None,
+        };
+        match found {
+            Some(FORMAT) => Ok(()),
+            None if self.is_empty()? => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(meta, FORMAT_NAME, FORMAT.to_be_bytes());
+                self.commit(batch)
+            }
+            found => Err(DbError::Format {
+                found,
+                expected: FORMAT,
+            }),
+        }
+    }
+
+    fn is_empty(&self) -> Result<bool, DbError> {
+        for name in COLUMN_FAMILIES {
+            if let Some(entry) = self
+                .db
+                .iterator_cf(self.cf(name)?, IteratorMode::Start)
+                .next()
+            {
+                entry?;
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Compacts the column families a step iterates, dropping deleted entries' tombstones.
@@ -430,20 +495,30 @@ impl Db {
         Ok(())
     }
 
-    /// The highest block Serai acknowledged, if any.
+    /// The highest block Serai acknowledged for `key` (whose outputs went to its scheduler),
+    /// if any.
     ///
     /// # Errors
     /// RocksDB failed or the record is damaged.
-    pub fn acknowledged(&self) -> Result<Option<u64>, DbError> {
-        self.meta_u64(ACKNOWLEDGED)
+    pub fn acknowledged(&self, key: &NetworkKey) -> Result<Option<u64>, DbError> {
+        self.meta_u64(&acknowledged_name(key))
     }
 
-    /// Records the highest block Serai acknowledged, in `batch`.
+    /// Records the highest block Serai acknowledged for `key`, in `batch`.
     ///
     /// # Errors
     /// The column family is missing.
-    pub fn put_acknowledged(&self, batch: &mut WriteBatch, height: u64) -> Result<(), DbError> {
-        batch.put_cf(self.cf(CF_META)?, ACKNOWLEDGED, height.to_be_bytes());
+    pub fn put_acknowledged(
+        &self,
+        batch: &mut WriteBatch,
+        key: &NetworkKey,
+        height: u64,
+    ) -> Result<(), DbError> {
+        batch.put_cf(
+            self.cf(CF_META)?,
+            acknowledged_name(key),
+            height.to_be_bytes(),
+        );
         Ok(())
     }
 
@@ -526,31 +601,6 @@ impl Db {
                 })
             })
             .collect()
-    }
-
-    /// The height of the last block given a Batch, if any.
-    ///
-    /// # Errors
-    /// RocksDB failed or the record is damaged.
-    pub fn last_reported_height(&self) -> Result<Option<u64>, DbError> {
-        self.meta_u64(LAST_REPORTED_HEIGHT)
-    }
-
-    /// Records the height of the last block given a Batch, in `batch`.
-    ///
-    /// # Errors
-    /// The column family is missing.
-    pub fn put_last_reported_height(
-        &self,
-        batch: &mut WriteBatch,
-        height: u64,
-    ) -> Result<(), DbError> {
-        batch.put_cf(
-            self.cf(CF_META)?,
-            LAST_REPORTED_HEIGHT,
-            height.to_be_bytes(),
-        );
-        Ok(())
     }
 
     /// The last Serai block handled, if any.

@@ -15,7 +15,7 @@
 //! message about a network block not finalized and scanned yet waits: it is neither handled
 //! nor acked, and comes again.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bitcoin::hashes::Hash;
 use prometheus::{IntCounterVec, IntGauge};
@@ -54,7 +54,7 @@ use crate::{
     network::{Network, NetworkError},
     outputs::hex_id,
     scan::{ScanError, Scanner},
-    scheduler::{DropReason, Limits, Scheduler},
+    scheduler::{DropReason, Limits, Scheduler, SchedulerError},
     signer::{SignerClient, SignerError},
 };
 
@@ -77,6 +77,16 @@ pub enum ProcessorError {
     /// The node failed.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// The scheduler failed on a Serai block (a defect: it never fails on outside data). The
+    /// link halts with the block not handled, so that none of its outputs or burns is lost;
+    /// every validator fails alike, and the release that fixes it handles the block.
+    #[error("the scheduler failed on Serai block {block}: {error}; halting")]
+    Scheduler {
+        /// The Serai block.
+        block: u64,
+        /// What failed.
+        error: SchedulerError,
+    },
     /// The coordinator sent a message id at or below one already handled: its queue was reset
     /// or rewound. The link halts instead of handling anything twice.
     #[error("coordinator sent message {got} after {handled} was handled: queue rewound; halting")]
@@ -88,6 +98,17 @@ pub enum ProcessorError {
     },
 }
 
+impl ProcessorError {
+    /// Whether the coordinator link halts (until an operator restarts the processor) rather
+    /// than reconnects.
+    pub fn halts_link(&self) -> bool {
+        matches!(
+            self,
+            ProcessorError::Rewound { .. } | ProcessorError::Scheduler { .. }
+        )
+    }
+}
+
 /// Blocks scanned per step at most: a backlog after downtime is caught up over several steps,
 /// so that the coordinator's messages, Batch signing and publishing go on meanwhile.
 pub const BLOCKS_PER_STEP: u64 = 100;
@@ -95,11 +116,6 @@ pub const BLOCKS_PER_STEP: u64 = 100;
 /// Serai times are seconds since the epoch; one of 11 digits or more (after the year 2286) is
 /// a time in the wrong unit (milliseconds have 13 digits), never a real activation time.
 pub const LATEST_PLAUSIBLE_SERAI_TIME: u64 = 9_999_999_999;
-
-/// How far ahead of this machine's clock an activation time may be before it is refused as
-/// wrong rather than waited for (a network's first key activates at the first finalized block
-/// at or after it, so a time far ahead would keep the key inactive for that long).
-pub const MAX_ACTIVATION_AHEAD: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The processor of one validator.
 pub struct Processor {
@@ -124,7 +140,8 @@ pub struct ProcessorMetrics {
     /// `processor_message_waiting_seconds`: how long the next coordinator message has waited
     /// for a network block to be scanned (0 when none waits).
     pub message_waiting_seconds: IntGauge,
-    /// `processor_link_halted`: 1 when the coordinator link halted (its queue went backwards).
+    /// `processor_link_halted`: 1 when the coordinator link halted (its queue went backwards, or
+    /// the scheduler failed on a Serai block).
     pub link_halted: IntGauge,
     /// `processor_plans_refused_total{reason}`: plans the enclave refused to preprocess for a
     /// reason that cannot change.
@@ -169,7 +186,7 @@ impl ProcessorMetrics {
             )?,
             link_halted: IntGauge::new(
                 "processor_link_halted",
-                "1 when the coordinator link halted because its queue went backwards.",
+                "1 when the coordinator link halted: its queue went backwards, or the scheduler failed.",
             )?,
             plans_refused: counters(
                 "processor_plans_refused_total",
@@ -593,8 +610,9 @@ impl Processor {
     /// Confirms a key pair in the enclave and starts scanning for it from its activation block:
     /// the context's block when Serai names one; for a network's first key, the first finalized
     /// block at or after the Serai block's time, waited for while no finalized block is that
-    /// late. A time in the wrong unit, or further ahead of this machine's clock than
-    /// `MAX_ACTIVATION_AHEAD`, is refused: waiting for it would keep the key inactive.
+    /// late. A time in the wrong unit is refused: no block would ever be that late. A time
+    /// merely ahead is waited for, not refused: this machine's clock may be the wrong one, and
+    /// a refusal would lose the key for good (the waiting message's gauge alerts meanwhile).
     async fn confirm_key_pair(
         &mut self,
         context: SubstrateContext,
@@ -606,16 +624,9 @@ impl Processor {
             Some(block) => self.scanner.network().height_of(block.0)?,
             None => {
                 let time = context.serai_time.0;
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |since| since.as_secs());
                 if time > LATEST_PLAUSIBLE_SERAI_TIME {
                     tracing::error!(time, "ConfirmKeyPair's Serai time is not in seconds (milliseconds?); refused, the key is not activated");
                     return Ok(Handled::Skipped("activation_time_unit"));
-                }
-                if time > now.saturating_add(MAX_ACTIVATION_AHEAD.as_secs()) {
-                    tracing::error!(time, now, "ConfirmKeyPair's Serai time is more than a day ahead of this machine's clock; refused, the key is not activated");
-                    return Ok(Handled::Skipped("activation_time_ahead"));
                 }
                 self.scanner.first_final_block_at(time)?
             }
@@ -685,7 +696,7 @@ impl Processor {
                 let Some(height) = self.scanner.network().height_of(hash.0)? else {
                     return Ok(Handled::Wait);
                 };
-                let Some(outputs) = self.scanner.acknowledge(height, batch)? else {
+                let Some(outputs) = self.scanner.acknowledge(&key, height, batch)? else {
                     return Ok(Handled::Wait);
                 };
                 let median = self.scanner.network().fee_rate_of(hash.0)?;
@@ -694,18 +705,16 @@ impl Processor {
         };
         let inputs: Vec<PlanInput> = outputs
             .into_iter()
-            .filter(|output| output.key == key)
             .map(|output| PlanInput {
                 id: output.id,
                 kind: output.kind,
                 amount: output.amount,
             })
             .collect();
-        let mut scheduler = self
-            .scanner
-            .db()
-            .scheduler(&key)?
-            .unwrap_or_else(|| Scheduler::new(key, Limits::BITCOIN));
+        let mut scheduler = self.scanner.db().scheduler(&key)?.map_or_else(
+            || Scheduler::new(key, Limits::BITCOIN),
+            |stored| stored.under(Limits::BITCOIN),
+        );
         let mut payments = Vec::new();
         for burn in burns {
             match payment_for_burn(burn, self.chain) {
@@ -723,8 +732,11 @@ impl Processor {
         let scheduled = match scheduler.schedule(inputs, payments, fee_rate) {
             Ok(scheduled) => scheduled,
             Err(error) => {
-                tracing::error!(%error, "the scheduler failed; Serai block skipped");
-                return Ok(Handled::Skipped("scheduler_failed"));
+                self.metrics.link_halted.set(1);
+                return Err(ProcessorError::Scheduler {
+                    block: block.0,
+                    error,
+                });
             }
         };
         for dropped in &scheduled.dropped {

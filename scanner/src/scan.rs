@@ -191,16 +191,20 @@ impl<N: Network> Scanner<N> {
         Ok(())
     }
 
-    /// Serai acknowledged every block up to `height`: the outputs of the blocks acknowledged
-    /// now (above the last acknowledged height) are returned once, to hand to the scheduler.
-    /// The new acknowledged height goes into `batch`, so the caller commits it with whatever it
-    /// does with the outputs. Acknowledging a height at or below the last is normal and returns
-    /// nothing; `None` means `height` is not scanned yet for every key, and the caller waits.
+    /// Serai acknowledged every block up to `height` for `key`: `key`'s outputs in the blocks
+    /// acknowledged now (above its last acknowledged height) are returned once, to hand to its
+    /// scheduler. Each key has its own acknowledged height, so that the outputs of a key whose
+    /// Serai blocks come later (an old key's change during a rotation) wait for them rather
+    /// than pass unscheduled. The new height goes into `batch`, so the caller commits it with
+    /// whatever it does with the outputs. Acknowledging a height at or below the last is normal
+    /// and returns nothing; `None` means `height` is not scanned yet for every key, and the
+    /// caller waits.
     ///
     /// # Errors
     /// The database failed.
     pub fn acknowledge(
         &self,
+        key: &NetworkKey,
         height: u64,
         batch: &mut WriteBatch,
     ) -> Result<Option<Vec<ReceivedOutput>>, ScanError> {
@@ -208,17 +212,18 @@ impl<N: Network> Scanner<N> {
         if keys.iter().any(|key| key.next <= height) {
             return Ok(None);
         }
-        let from = match self.db.acknowledged()? {
+        let from = match self.db.acknowledged(key)? {
             Some(acknowledged) if acknowledged >= height => return Ok(Some(Vec::new())),
             Some(acknowledged) => acknowledged.saturating_add(1),
             None => 0,
         };
-        self.db.put_acknowledged(batch, height)?;
+        self.db.put_acknowledged(batch, key, height)?;
         Ok(Some(
             self.db
                 .outputs(from, height)?
                 .into_iter()
                 .map(|(_, output)| output)
+                .filter(|output| output.key == *key)
                 .collect(),
         ))
     }
@@ -372,15 +377,10 @@ impl<N: Network> Scanner<N> {
         for output in &received.outputs {
             self.db.put_output(&mut write, block.height, output)?;
         }
-        // Reported at least every `EMPTY_BATCH_INTERVAL` blocks, counted from the last block
-        // reported or, before any, from the earliest activation block.
-        let since = match self.db.last_reported_height()? {
-            Some(height) => Some(height),
-            None => keys.iter().map(|key| key.activation).min(),
-        };
-        let due = first_visit
-            && since
-                .is_some_and(|since| block.height >= since.saturating_add(EMPTY_BATCH_INTERVAL));
+        // Every `EMPTY_BATCH_INTERVAL`th height is reported, decided on the block's first visit:
+        // a rule of the chain alone, so that every validator gives the same blocks Batches
+        // whenever it started or restarted.
+        let due = first_visit && block.height % EMPTY_BATCH_INTERVAL == 0;
         let batches = batches_for(
             self.network_id,
             self.db.next_batch_id()?,
@@ -390,9 +390,6 @@ impl<N: Network> Scanner<N> {
         );
         for batch in &batches {
             self.db.put_batch(&mut write, batch)?;
-        }
-        if !batches.is_empty() {
-            self.db.put_last_reported_height(&mut write, block.height)?;
         }
         for key in &here {
             self.db.put_key(

@@ -18,8 +18,10 @@
 //!    fee rate, and pays every payment in it (oldest first; the others wait);
 //! 4. pays queued payments in FIFO order while the largest `max_inputs` outputs cover them,
 //!    spending the fewest largest outputs that cover them (one more when the change would be
-//!    below dust); payments too small for their fee share at this rate wait, and the newest
-//!    payments wait while the plan's fee is above its share cap. Payments beyond one
+//!    below dust), or, when that plan's fee is above its share cap, the fewest more outputs
+//!    worth spending that bring it within; payments too small for their fee share at this
+//!    rate wait (dropped only when even the lowest rate from the fewest outputs cannot pay
+//!    them), and the newest payments wait while no plan is within the share cap. Payments beyond one
 //!    transaction's outputs go into branch groups, each paid later from one branch output;
 //! 5. aggregates the pool beyond its largest `max_inputs` outputs, in chunks, keeping only
 //!    outputs worth spending at this fee rate (their input's fee within the share cap), as long
@@ -179,6 +181,7 @@ pub struct Scheduler {
 }
 
 /// A plan's payments: each a user payment or the branch payment of a group.
+#[derive(Clone)]
 struct Draft {
     payments: Vec<Payment>,
     /// For each payment, the group it funds (a branch payment) or `None` (a user payment).
@@ -203,8 +206,8 @@ enum Attempt {
     Signable(Box<(Signable, Draft)>),
     /// The fee crosses a cap whatever outputs pay it.
     OverCaps,
-    /// Some payments are too small for their fee share (`true` for each), spending `inputs`.
-    Drops(Vec<Output>, Vec<bool>),
+    /// Some payments are too small for their fee share (`true` for each).
+    Drops(Vec<bool>),
     /// No transaction exists: every payment is too small.
     NoTransaction,
 }
@@ -248,6 +251,14 @@ impl Scheduler {
             funded,
             carried,
         }
+    }
+
+    /// The same state, planning under `limits` from now on: the protocol's limits of the
+    /// running build, never those a stored state was saved with (the enclaves check this
+    /// build's caps).
+    #[must_use]
+    pub fn under(self, limits: Limits) -> Self {
+        Scheduler { limits, ..self }
     }
 
     /// The key this scheduler spends from.
@@ -536,9 +547,11 @@ impl Scheduler {
                     }
                     break;
                 }
-                Attempt::Drops(inputs, dropped) => {
+                Attempt::Drops(dropped) => {
+                    // Never payable: dropped even at the lowest rate from the fewest outputs.
+                    let fewest = self.inputs_for(&payments, top);
                     let at_minimum = self
-                        .try_payments(&inputs, &payments, MIN_FEE_RATE)?
+                        .try_payments(&fewest, &payments, MIN_FEE_RATE)?
                         .unwrap_or_else(|| vec![true; payments.len()]);
                     let mut kept = Vec::new();
                     for ((entry, now), never) in paying.into_iter().zip(dropped).zip(at_minimum) {
@@ -581,8 +594,9 @@ impl Scheduler {
     }
 
     /// The plan paying `payments` from the largest `top` outputs at `fee_rate`: spending the
-    /// fewest outputs that cover them or, when that crosses the share cap, every output of them
-    /// worth spending at this rate (more value for the same payments lowers the fee's share).
+    /// fewest outputs that cover them or, when that crosses the share cap, the fewest more of
+    /// the outputs worth spending at this rate that bring it within (each lowers the fee's
+    /// share of the inputs, and adds to the fee the payments bear).
     fn payment_plan(
         &self,
         payments: &[Payment],
@@ -590,38 +604,54 @@ impl Scheduler {
         fee_rate: FeeRate,
     ) -> Result<Attempt, SchedulerError> {
         let draft = self.fit(payments.to_vec())?;
-        let fewest = self.inputs_for(payments, top);
+        let fewest = self.inputs_for(payments, top).len();
         let worth = self
             .pool
             .iter()
             .take(top)
             .take_while(|output| self.worth_spending(output.amount, fee_rate))
             .count();
-        let mut choices = vec![fewest.len()];
-        if worth > fewest.len() {
-            choices.push(worth);
-        }
-        let mut outcome = Attempt::OverCaps;
-        for count in choices {
+        let attempt = |count: usize| -> Result<Attempt, SchedulerError> {
             let inputs: Vec<Output> = self.pool.iter().take(count).copied().collect();
-            let plan = self.plan(inputs.clone(), &draft, fee_rate);
+            let plan = self.plan(inputs, &draft, fee_rate);
             let built = match build(&plan)? {
                 Built::Transaction(built) => built,
                 Built::NoTransaction { .. } => return Ok(Attempt::NoTransaction),
             };
+            if self.limits.caps.check(fee_rate, &built).is_err() {
+                return Ok(Attempt::OverCaps);
+            }
             let dropped = user_drops(&draft, &built.payments, payments.len());
             if dropped.iter().any(|dropped| *dropped) {
-                return Ok(Attempt::Drops(inputs, dropped));
+                return Ok(Attempt::Drops(dropped));
             }
-            if self.limits.caps.check(fee_rate, &built).is_ok() {
-                return Ok(Attempt::Signable(Box::new((
-                    Signable { plan, built },
-                    draft,
-                ))));
-            }
-            outcome = Attempt::OverCaps;
+            Ok(Attempt::Signable(Box::new((
+                Signable { plan, built },
+                draft.clone(),
+            ))))
+        };
+        let first = attempt(fewest)?;
+        if !matches!(first, Attempt::OverCaps) || worth <= fewest {
+            return Ok(first);
         }
-        Ok(outcome)
+        // Within the caps with `count` outputs stays within them with more outputs worth
+        // spending: bisect for the fewest (a handful of builds, however many outputs).
+        let last = attempt(worth)?;
+        if matches!(last, Attempt::OverCaps) {
+            return Ok(last);
+        }
+        let (mut over, mut within, mut found) = (fewest, worth, last);
+        while within - over > 1 {
+            let middle = over + (within - over) / 2;
+            match attempt(middle)? {
+                Attempt::OverCaps => over = middle,
+                outcome => {
+                    within = middle;
+                    found = outcome;
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// The fewest of the largest `top` pool outputs whose value covers `payments`, plus one
@@ -648,7 +678,9 @@ impl Scheduler {
     /// share again, never below `DUST`, in payment order until the costs are recovered.
     fn charge(&self, signable: Signable, draft: &Draft) -> Result<Signable, SchedulerError> {
         let mut owed = self.carried.owed();
-        if owed == Amount::ZERO {
+        // Without change, what a charge takes from a payment would go to the miners, not to
+        // us: such a plan recovers nothing.
+        if owed == Amount::ZERO || signable.built.change.is_none() {
             return Ok(signable);
         }
         let Signable { mut plan, built } = signable;

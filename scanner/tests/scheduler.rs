@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bitcoin::{hashes::Hash, key::Secp256k1, secp256k1::SecretKey};
 use proptest::prelude::*;
-use scanner::scheduler::{DropReason, Limits, Output, Scheduler};
+use scanner::scheduler::{Carried, DropReason, Limits, Output, Scheduler};
 use schema::{
     amount::Amount,
     hashes::{PlanId, TransactionId},
@@ -571,6 +571,52 @@ fn a_payment_spends_the_fewest_largest_outputs_not_a_whole_chunk() {
     assert!(built.change.is_some());
     // Two key-path inputs, a P2WPKH payment and P2TR change: 200 vbytes.
     assert_eq!(built.fee, sat(2_000));
+}
+
+#[test]
+fn a_payment_over_the_share_cap_from_one_output_takes_just_enough_more() {
+    // Before: over the cap with one 50,000-sat output, the plan jumped to all 520 outputs
+    // worth spending; their fee (about 600,000 sat) left the payment below dust, and even at
+    // the lowest rate 520 inputs cost more than it, so it was dropped for good.
+    let deposits: Vec<Output> = (0..520)
+        .map(|i| deposit(i, 50_000, OutputKind::External))
+        .collect();
+    let mut scheduler = Scheduler::new(key(), Limits::BITCOIN);
+    let scheduled = scheduler
+        .schedule(deposits, vec![payment(1, 40_000)], FeeRate(20))
+        .unwrap();
+    assert!(scheduled.dropped.is_empty());
+    let paying = &scheduled.plans[0];
+    // One input: 142 vbytes, 2,840 sat, over 5% of 50,000. Two: 200 vbytes, 4,000 sat,
+    // within 5% of 100,000.
+    assert_eq!(paying.inputs.len(), 2);
+    let built = transaction(paying, 20);
+    assert_eq!(built.fee, sat(4_000));
+    assert_eq!(FeeCaps::PROTOCOL.check(FeeRate(20), &built), Ok(()));
+}
+
+#[test]
+fn operating_costs_are_not_charged_to_a_plan_without_change() {
+    // Before: the charge left the plan's leftover below dust, so it went to the miners; the
+    // fee changed, the scheduler failed, and the Serai block was skipped with its outputs.
+    let mut scheduler = Scheduler::from_parts(
+        key(),
+        Limits::BITCOIN,
+        vec![deposit(1, 1_000_000, OutputKind::External)],
+        Default::default(),
+        vec![],
+        vec![],
+        Carried(5_000),
+    );
+    let scheduled = scheduler
+        .schedule(vec![], vec![payment(1, 1_000_000)], FeeRate(10))
+        .unwrap();
+    let plan = &scheduled.plans[0];
+    let built = transaction(plan, 10);
+    assert_eq!(built.change, None);
+    // The payment bears its own fee share and nothing more; the costs stay carried.
+    assert_eq!(plan.payments[0].amount, sat(1_000_000));
+    assert_eq!(scheduler.carried(), Carried(5_000));
 }
 
 #[test]

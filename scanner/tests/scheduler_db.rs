@@ -219,3 +219,46 @@ fn a_scheduler_survives_closing_and_reopening_the_database() {
     assert_eq!(a, b);
     assert_eq!(restored, scheduler);
 }
+
+#[test]
+fn a_database_of_another_format_is_refused_and_left_unchanged() {
+    use scanner::db::{DbError, FORMAT};
+    let dir = tempfile::tempdir().unwrap();
+    drop(Db::open(dir.path()).unwrap());
+    // Reopened as it is: the format recorded at creation.
+    drop(Db::open(dir.path()).unwrap());
+
+    let families = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+    let rewrite = |value: Option<&[u8]>| {
+        let raw =
+            rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), &families).unwrap();
+        let meta = raw.cf_handle("meta").unwrap();
+        match value {
+            Some(value) => raw.put_cf(meta, b"format", value).unwrap(),
+            None => raw.delete_cf(meta, b"format").unwrap(),
+        }
+    };
+    // A later build's format.
+    rewrite(Some(&(FORMAT + 1).to_be_bytes()));
+    assert!(matches!(
+        Db::open(dir.path()),
+        Err(DbError::Format { found: Some(found), expected: FORMAT }) if found == FORMAT + 1
+    ));
+    // Data from before formats were recorded (the database is not empty: the format was
+    // written into `meta`, and the other records stay): refused, and not stamped.
+    let raw = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), &families).unwrap();
+    raw.put_cf(
+        raw.cf_handle("meta").unwrap(),
+        b"last_handled",
+        7u64.to_be_bytes(),
+    )
+    .unwrap();
+    drop(raw);
+    rewrite(None);
+    for _ in 0..2 {
+        assert!(matches!(
+            Db::open(dir.path()),
+            Err(DbError::Format { found: None, .. })
+        ));
+    }
+}

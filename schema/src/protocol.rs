@@ -81,11 +81,13 @@ pub const MAX_FEE_RATE: FeeRate = FeeRate(1_000);
 /// current fee rate stay pooled, and payments whose plan would cross it wait.
 pub const MAX_FEE_SHARE_BASIS_POINTS: u16 = 500;
 
-/// A finalized block this many blocks after the last one reported gets a Batch even without any
-/// of our outputs (an hour on mainnet): Serai acknowledges network blocks only through Batches,
+/// A finalized block whose height is a multiple of this gets a Batch even without any of our
+/// outputs (an hour on mainnet): Serai acknowledges network blocks only through Batches,
 /// and plans take their fee rate from the acknowledged block, so in a quiet period the fee rate
 /// would otherwise never follow the market, and payments waiting for lower fees would wait for
-/// an unrelated deposit. It also tells the chain the validators are live.
+/// an unrelated deposit. It also tells the chain the validators are live. A rule of the height
+/// alone (not "so many blocks after the last Batch"), so that validators that started, stopped
+/// or upgraded at different heights still number their Batches the same.
 pub const EMPTY_BATCH_INTERVAL: u64 = 6;
 
 /// The fee rate of the plans made for a Serai block, from the median fee rate of the network

@@ -46,6 +46,8 @@ enum Step {
 struct Session {
     id: BatchSignId,
     batch: Batch,
+    /// Our preprocess, answered again to a repeated request before any share.
+    preprocess: Vec<u8>,
     step: Step,
 }
 
@@ -90,11 +92,21 @@ impl BatchSigning {
             Session {
                 id,
                 batch,
+                preprocess: blob.clone(),
                 step: Step::Preprocessed(Box::new(machine)),
             },
         );
         self.evicted += u64::try_from(evicted).unwrap_or(u64::MAX);
         Ok(blob)
+    }
+
+    /// Our preprocess of attempt `id` of exactly `batch`, while it waits for the others'
+    /// preprocesses: a repeated request gets the same commitments, whose nonce still signs at
+    /// most one share.
+    pub fn preprocessed(&self, id: &BatchSignId, batch: &Batch) -> Option<Vec<u8>> {
+        let session = self.session(id).ok()?;
+        (matches!(session.step, Step::Preprocessed(_)) && session.batch == *batch)
+            .then(|| session.preprocess.clone())
     }
 
     /// Takes the other signers' preprocesses and returns our share; the same share again when

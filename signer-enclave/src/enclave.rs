@@ -267,6 +267,13 @@ impl Enclave {
         self.network_keys(&id.key)?;
         let approval = match policy::plan_preprocess(&self.db, FeeCaps::PROTOCOL, &id, plan) {
             Decision::Approve(approval) => approval,
+            // The plan hashed to its id before this refusal: the same plan, asked again.
+            Decision::Refuse(Refusal::AttemptAlreadyPreprocessed) => {
+                return self
+                    .plans
+                    .preprocessed(&id)
+                    .ok_or_else(|| self.policy_refused(Refusal::AttemptAlreadyPreprocessed));
+            }
             Decision::Refuse(refusal) => return Err(self.policy_refused(refusal)),
         };
         self.db
@@ -340,6 +347,12 @@ impl Enclave {
         self.batch_keys(&id.key)?;
         let approval = match policy::batch_preprocess(&self.db, NETWORK, &id, &batch) {
             Decision::Approve(approval) => approval,
+            Decision::Refuse(Refusal::AttemptAlreadyPreprocessed) => {
+                return self
+                    .batches
+                    .preprocessed(&id, &batch)
+                    .ok_or_else(|| self.policy_refused(Refusal::AttemptAlreadyPreprocessed));
+            }
             Decision::Refuse(refusal) => return Err(self.policy_refused(refusal)),
         };
         self.db

@@ -88,6 +88,8 @@ enum Step {
 struct Session {
     id: PlanSignId,
     approval: PlanApproval,
+    /// Our preprocess, answered again to a repeated request before any share.
+    preprocess: Vec<u8>,
     step: Step,
 }
 
@@ -141,11 +143,20 @@ impl PlanSigning {
             Session {
                 id,
                 approval,
+                preprocess: blob.clone(),
                 step: Step::Preprocessed(machines),
             },
         );
         self.evicted += u64::try_from(evicted).unwrap_or(u64::MAX);
         Ok(blob)
+    }
+
+    /// Our preprocess of attempt `id`, while it waits for the others' preprocesses: a repeated
+    /// request (a message retried after a later one in it failed) gets the same commitments,
+    /// whose nonces still sign at most one share.
+    pub fn preprocessed(&self, id: &PlanSignId) -> Option<Vec<u8>> {
+        let session = self.session(id).ok()?;
+        matches!(session.step, Step::Preprocessed(_)).then(|| session.preprocess.clone())
     }
 
     /// Takes the other signers' preprocesses and returns our share for every input; the same

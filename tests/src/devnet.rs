@@ -421,14 +421,22 @@ impl Devnet {
     /// # Errors
     /// The node did not answer.
     pub fn finalized_block(&self) -> Result<bitcoin::Block, HarnessError> {
+        let height = u32::try_from(self.finalized_height()?).map_err(failed)?;
+        self.node.block_at(height).map_err(failed)
+    }
+
+    /// The height of the node's highest finalized block (`CONFIRMATIONS` deep).
+    ///
+    /// # Errors
+    /// The node did not answer.
+    pub fn finalized_height(&self) -> Result<u64, HarnessError> {
         let tip = self
             .node
             .rpc("getblockcount", json!([]))
             .map_err(failed)?
             .as_u64()
             .ok_or_else(|| failed("no height"))?;
-        let height = u32::try_from(tip + 1 - CONFIRMATIONS).map_err(failed)?;
-        self.node.block_at(height).map_err(failed)
+        Ok((tip + 1).saturating_sub(CONFIRMATIONS))
     }
 
     /// The chain votes the pair in, naming the current finalized block as activation block;
@@ -629,13 +637,7 @@ impl Devnet {
     /// # Errors
     /// Not in time, or the node did not answer.
     pub fn wait_scanned(&self) -> Result<(), HarnessError> {
-        let tip = self
-            .node
-            .rpc("getblockcount", json!([]))
-            .map_err(failed)?
-            .as_u64()
-            .ok_or_else(|| failed("no height"))?;
-        let finalized = (tip + 1).saturating_sub(CONFIRMATIONS);
+        let finalized = self.finalized_height()?;
         self.coordinator.wait_until(STEP_TIMEOUT, |_| {
             for validator in &self.validators {
                 if validator.scanner_metrics().is_none() {

@@ -492,6 +492,11 @@ async fn four_enclaves_generate_keys_sign_and_refuse_inner() {
         RefusalReason::InputAlreadySigned
     );
     assert_eq!(preprocesses(enclave), before);
+    // A repeated request for an attempt still waiting for the others' preprocesses (a message
+    // retried after a later part of it failed) gets the same preprocess, and none is made.
+    let waiting = one.preprocess_plan(&id(20), &spend).await.unwrap();
+    assert_eq!(one.preprocess_plan(&id(20), &spend).await.unwrap(), waiting);
+    assert_eq!(preprocesses(enclave), before + 1.0);
     for (reason, count) in [
         ("attempt_already_preprocessed", 1.0),
         ("plan_not_acknowledged", 2.0),

@@ -289,40 +289,47 @@ fn deposits_are_reported_when_final_and_typed_by_address() {
     // Serai acknowledges the deposit block: its outputs go to the scheduler exactly once.
     let mut write = rocksdb::WriteBatch::default();
     let handed = scanner
-        .acknowledge(deposit_height, &mut write)
+        .acknowledge(&key, deposit_height, &mut write)
         .unwrap()
         .unwrap();
     assert_eq!(handed.len(), 6);
     scanner.db().commit(write).unwrap();
     let mut write = rocksdb::WriteBatch::default();
     assert_eq!(
-        scanner.acknowledge(deposit_height, &mut write).unwrap(),
+        scanner
+            .acknowledge(&key, deposit_height, &mut write)
+            .unwrap(),
         Some(vec![])
     );
     assert_eq!(
         scanner
-            .acknowledge(chain.height() + 10, &mut write)
+            .acknowledge(&key, chain.height() + 10, &mut write)
             .unwrap(),
         None,
         "a block not scanned yet waits"
     );
 
-    // Many empty blocks advance the scan; every `EMPTY_BATCH_INTERVAL`th block after the last
-    // one reported gets an empty Batch (so Serai keeps acknowledging blocks in a quiet period),
-    // and the next deposit gets the id after them.
+    // Many empty blocks advance the scan; every block at a height that is a multiple of
+    // `EMPTY_BATCH_INTERVAL` gets an empty Batch (so Serai keeps acknowledging blocks in a
+    // quiet period), and the next deposit gets the id after them.
+    let first = scanner.db().keys().unwrap()[0].next;
     for _ in 0..25 {
         chain.empty_block();
     }
     let progress = scanner.tick().unwrap();
     assert_eq!(progress.scanned, 25);
-    let reported = scanner.db().last_reported_height().unwrap().unwrap();
-    let expected = 25 / EMPTY_BATCH_INTERVAL;
+    let due: Vec<u64> = (first..first + 25)
+        .filter(|height| height % EMPTY_BATCH_INTERVAL == 0)
+        .collect();
+    let expected = due.len() as u64;
     assert_eq!(progress.batches.len() as u64, expected);
-    assert!(progress
-        .batches
-        .iter()
-        .all(|batch| batch.instructions.is_empty()));
-    assert_eq!(reported, deposit_height + expected * EMPTY_BATCH_INTERVAL);
+    for (batch, height) in progress.batches.iter().zip(&due) {
+        assert!(batch.instructions.is_empty());
+        assert_eq!(
+            batch.block.as_bytes(),
+            &scanner.db().block_hash(*height).unwrap().unwrap()
+        );
+    }
     assert_eq!(scanner.db().keys().unwrap()[0].next, chain.height() - 1);
     chain
         .node
@@ -469,21 +476,82 @@ fn a_block_with_only_change_or_branch_outputs_gets_an_empty_batch() {
     let scripts = KeyScripts::derive(&key).unwrap();
     let mut scanner = scanner(&chain.node, &dir.path().join("db"), 1);
     scanner.add_key(key, chain.height() + 1).unwrap();
+    let mut reported = Vec::new();
     for kind in [OutputKind::Change, OutputKind::Branch] {
         chain
             .node
             .send(&chain.pay(vec![to(scripts.script(kind), 70_000)]))
             .unwrap();
         chain.mine(1);
+        reported.push(chain.height());
         chain.empty_block();
+        if chain.height() % EMPTY_BATCH_INTERVAL == 0 {
+            reported.push(chain.height());
+        }
     }
     let progress = scanner.tick().unwrap();
     assert_eq!(progress.scanned, 4);
-    assert_eq!(progress.batches.len(), 2);
+    let blocks: Vec<[u8; 32]> = progress
+        .batches
+        .iter()
+        .map(|b| *b.block.as_bytes())
+        .collect();
+    let expected: Vec<[u8; 32]> = reported
+        .iter()
+        .map(|height| scanner.db().block_hash(*height).unwrap().unwrap())
+        .collect();
+    assert_eq!(blocks, expected);
     for (id, batch) in (0u32..).zip(&progress.batches) {
         assert_eq!(batch.id, BatchId(id));
         assert!(batch.instructions.is_empty());
     }
+}
+
+#[test]
+fn each_key_gets_its_own_outputs_when_a_serai_block_for_it_acknowledges_them() {
+    // Before, one acknowledged height served every key: a Serai block for one key consumed
+    // the other key's outputs too, and they were filtered out and never scheduled.
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::start(dir.path());
+    let (old, new) = (network_key(14), network_key(15));
+    let mut scanner = scanner(&chain.node, &dir.path().join("db"), 1);
+    for key in [old, new] {
+        scanner.add_key(key, chain.height() + 1).unwrap();
+        let change = KeyScripts::derive(&key)
+            .unwrap()
+            .script(OutputKind::Change)
+            .clone();
+        chain
+            .node
+            .send(&chain.pay(vec![to(&change, 70_000)]))
+            .unwrap();
+    }
+    chain.mine(1);
+    let height = chain.height();
+    scanner.tick().unwrap();
+
+    let mut write = rocksdb::WriteBatch::default();
+    let for_new = scanner
+        .acknowledge(&new, height, &mut write)
+        .unwrap()
+        .unwrap();
+    assert_eq!(for_new.len(), 1);
+    assert_eq!(for_new[0].key, new);
+    scanner.db().commit(write).unwrap();
+    // The old key's output waited for a Serai block of its own, and comes exactly once.
+    let mut write = rocksdb::WriteBatch::default();
+    let for_old = scanner
+        .acknowledge(&old, height, &mut write)
+        .unwrap()
+        .unwrap();
+    assert_eq!(for_old.len(), 1);
+    assert_eq!(for_old[0].key, old);
+    scanner.db().commit(write).unwrap();
+    let mut write = rocksdb::WriteBatch::default();
+    assert_eq!(
+        scanner.acknowledge(&old, height, &mut write).unwrap(),
+        Some(vec![])
+    );
 }
 
 #[test]
@@ -513,7 +581,13 @@ fn a_restarted_scanner_gives_the_same_batches() {
     reference.add_key(key, activation).unwrap();
     reference.tick().unwrap();
     let expected = reference.db().batches().unwrap();
-    assert_eq!(expected.len(), 6);
+    // The six deposits', and the empty ones of heights divisible by `EMPTY_BATCH_INTERVAL`.
+    let deposits = expected
+        .iter()
+        .filter(|batch| !batch.instructions.is_empty())
+        .count();
+    assert_eq!(deposits, 6);
+    assert!(expected.len() > deposits);
 
     // The same chain scanned by scanners dropped and reopened between ticks, each seeing less
     // of the chain as final (more confirmations asked), then all of it.
@@ -528,7 +602,8 @@ fn a_restarted_scanner_gives_the_same_batches() {
     let restarted = scanner(&chain.node, &db, 3);
     assert_eq!(restarted.db().batches().unwrap(), expected);
     let ids: Vec<u32> = expected.iter().map(|batch| batch.id.0).collect();
-    assert_eq!(ids, (0..6).collect::<Vec<_>>());
+    let count = u32::try_from(expected.len()).unwrap();
+    assert_eq!(ids, (0..count).collect::<Vec<_>>());
 }
 
 #[test]

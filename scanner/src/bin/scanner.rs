@@ -19,7 +19,7 @@ use scanner::{
     db::Db,
     link::LinkClient,
     metrics::ScannerMetrics,
-    processor::{Processor, ProcessorError, ProcessorMetrics, BLOCKS_PER_STEP},
+    processor::{Processor, ProcessorMetrics, BLOCKS_PER_STEP},
     rpc::{Auth, CoreRpc, Retry},
     scan::{ScanError, Scanner},
     signer::SignerClient,
@@ -199,7 +199,7 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
             while !stop.load(Ordering::SeqCst) {
                 match processor.step(poll).await {
                     Ok(()) => {}
-                    Err(error @ ProcessorError::Rewound { .. }) => {
+                    Err(error) if error.halts_link() => {
                         tracing::error!(%error, "coordinator link halted");
                         link_halted = true;
                         break;
