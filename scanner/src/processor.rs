@@ -149,6 +149,9 @@ pub struct ProcessorMetrics {
     /// `processor_oldest_unsettled_blocks`: blocks since the oldest signed, unsettled
     /// transaction was signed (0 when none).
     pub oldest_unsettled_blocks: IntGauge,
+    /// `processor_batches_waiting`: Batches built but not preprocessed because the enclave's
+    /// window of new Batch ids is full, until Serai includes a later Batch (0 when none wait).
+    pub batches_waiting: IntGauge,
     /// `scheduler_payments_dropped_total{reason}`: payments that will not be made.
     pub payments_dropped: IntCounterVec,
     /// `scheduler_payments_waiting`: payments queued, for funds or for lower fees, or waiting
@@ -197,6 +200,10 @@ impl ProcessorMetrics {
                 "processor_oldest_unsettled_blocks",
                 "Blocks since the oldest signed, unsettled transaction was signed.",
             )?,
+            batches_waiting: IntGauge::new(
+                "processor_batches_waiting",
+                "Batches waiting for the enclave's window of new Batch ids (a later Batch included).",
+            )?,
             payments_dropped: counters(
                 "scheduler_payments_dropped_total",
                 "Payments that will not be made, their value kept, by reason.",
@@ -221,6 +228,7 @@ impl ProcessorMetrics {
         registry.register(Box::new(metrics.link_halted.clone()))?;
         registry.register(Box::new(metrics.plans_refused.clone()))?;
         registry.register(Box::new(metrics.oldest_unsettled_blocks.clone()))?;
+        registry.register(Box::new(metrics.batches_waiting.clone()))?;
         registry.register(Box::new(metrics.payments_dropped.clone()))?;
         registry.register(Box::new(metrics.payments_waiting.clone()))?;
         registry.register(Box::new(metrics.operating_costs.clone()))?;
@@ -524,6 +532,12 @@ impl Processor {
                 match self.preprocess_batch(id, &to_sign).await {
                     Ok(message) => Ok(Handled::Done(vec![message])),
                     Err(error) => self.refused(error, "batch reattempt"),
+                }
+            }
+            CoordinatorMessage::Substrate(Substrate::BatchIncluded { batch }) => {
+                match self.signer.batch_included(&batch).await {
+                    Ok(()) => Ok(Handled::Done(Vec::new())),
+                    Err(error) => self.refused(error, "batch included"),
                 }
             }
             CoordinatorMessage::Substrate(Substrate::SubstrateBlock {
@@ -877,6 +891,18 @@ impl Processor {
             let mut write = WriteBatch::default();
             match self.preprocess_batch(id, &batch).await {
                 Ok(message) => self.scanner.db().put_outbox(&mut write, [message])?,
+                Err(SignerError::Refused {
+                    reason: RefusalReason::BatchAhead,
+                    ..
+                }) => {
+                    // The enclave's window is full until Serai includes a later Batch (the
+                    // coordinator's `BatchIncluded` moves it): this one and those after wait.
+                    let waiting = self.scanner.db().batches_from(batch.id)?.len();
+                    self.metrics
+                        .batches_waiting
+                        .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+                    return Ok(());
+                }
                 Err(SignerError::Refused { reason, detail }) if !refusal_may_pass(reason) => {
                     tracing::error!(?reason, %detail, batch = batch.id.0, "enclave refused to preprocess a Batch");
                 }
@@ -887,6 +913,7 @@ impl Processor {
                 .put_next_batch_to_sign(&mut write, batch.id.0.saturating_add(1))?;
             self.scanner.db().commit(write)?;
         }
+        self.metrics.batches_waiting.set(0);
         Ok(())
     }
 }

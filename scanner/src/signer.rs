@@ -356,4 +356,19 @@ impl SignerClient {
         })
         .await
     }
+
+    /// Shows the enclave a Batch Serai included, so that its window of new Batch ids moves
+    /// past it.
+    ///
+    /// # Errors
+    /// Refused, or the call failed.
+    pub async fn batch_included(&self, signed: &SignedBatch) -> Result<(), SignerError> {
+        let mut request = self.client.batch_included_request();
+        signed.write(request.get().init_batch())?;
+        self.within(async {
+            let response = request.send().promise.await?;
+            unit_answer!(response)
+        })
+        .await
+    }
 }

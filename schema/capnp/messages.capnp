@@ -82,6 +82,8 @@ struct SubstrateToProcessor {
       key @5 :Data; # 33 bytes, network key
       burns @6 :List(Common.OutInstructionWithBalance);
     }
+    # The newest Batch of the network Serai included, with its signature.
+    batchIncluded @7 :Common.SignedBatch;
   }
 }
 

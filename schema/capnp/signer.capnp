@@ -28,6 +28,9 @@ enum RefusalReason {
   staleAttempt @18;              # a key generation attempt at or below one already started
   batchOutOfOrder @19;           # a Batch id other than the next one to sign
   wrongNetwork @20;              # a request for a network this enclave does not sign for
+  batchAhead @21;                # a new Batch id BATCH_WINDOW or more past the last one known
+                                 # signed; may pass once a later Batch is known signed
+  evidenceInvalid @22;           # a signed Batch that no confirmed batch key signed
 }
 
 struct Refusal {
@@ -88,4 +91,8 @@ interface Signer {
   preprocessBatch @7 (id :Common.SignId, batch :Common.Batch) -> (result :BytesResult);
   shareBatch @8 (id :Common.SignId, preprocesses :List(Common.ParticipantData)) -> (result :BytesResult);
   completeBatch @9 (id :Common.SignId, shares :List(Common.ParticipantData)) -> (result :BatchResult);
+
+  # Serai included this Batch: its signature by a confirmed batch key is the evidence that
+  # moves the window of Batch ids the enclave preprocesses new content for.
+  batchIncluded @10 (batch :Common.SignedBatch) -> (result :UnitResult);
 }

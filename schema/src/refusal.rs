@@ -28,5 +28,7 @@ pub fn label(reason: RefusalReason) -> &'static str {
         RefusalReason::StaleAttempt => "stale_attempt",
         RefusalReason::BatchOutOfOrder => "batch_out_of_order",
         RefusalReason::WrongNetwork => "wrong_network",
+        RefusalReason::BatchAhead => "batch_ahead",
+        RefusalReason::EvidenceInvalid => "evidence_invalid",
     }
 }

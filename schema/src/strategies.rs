@@ -434,6 +434,7 @@ pub fn substrate_coordinator_message() -> impl Strategy<Value = substrate::Coord
                     burns,
                 }
             }),
+        signed_batch().prop_map(|batch| substrate::CoordinatorMessage::BatchIncluded { batch }),
     ]
 }
 

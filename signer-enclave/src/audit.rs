@@ -42,6 +42,10 @@ pub enum Event {
     BatchSigned,
     /// A request was refused (detail: the reason and why).
     Refused,
+    /// A Batch Serai included was shown, its signature verified (subject: the batch id).
+    BatchIncluded,
+    /// Every key pair was retired for a new sealing key (detail: how many).
+    KeysRetired,
 }
 
 impl Event {
@@ -57,6 +61,8 @@ impl Event {
             Event::BatchShared => 8,
             Event::BatchSigned => 9,
             Event::Refused => 10,
+            Event::BatchIncluded => 11,
+            Event::KeysRetired => 12,
         }
     }
 
@@ -72,6 +78,8 @@ impl Event {
             8 => Event::BatchShared,
             9 => Event::BatchSigned,
             10 => Event::Refused,
+            11 => Event::BatchIncluded,
+            12 => Event::KeysRetired,
             _ => return None,
         })
     }
@@ -89,6 +97,8 @@ impl Event {
             Event::BatchShared => "batch_shared",
             Event::BatchSigned => "batch_signed",
             Event::Refused => "refused",
+            Event::BatchIncluded => "batch_included",
+            Event::KeysRetired => "keys_retired",
         }
     }
 }

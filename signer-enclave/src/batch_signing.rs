@@ -22,6 +22,7 @@ use schema::{
     batch::{Batch, BatchSignature, SignedBatch},
     ids::{BatchId, NetworkId},
     messages::ParticipantMap,
+    protocol::BATCH_WINDOW,
     sign_id::BatchSignId,
 };
 
@@ -51,8 +52,10 @@ struct Session {
     step: Step,
 }
 
-/// Most Batch signing sessions open at once; the oldest is evicted for a new one.
-pub const MAX_BATCH_SESSIONS: usize = 16;
+/// Most Batch signing sessions open at once; the oldest is evicted for a new one. New Batches
+/// are preprocessed only within `BATCH_WINDOW` ids, so twice that leaves room for the window
+/// and for attempts at ids the window has just left.
+pub const MAX_BATCH_SESSIONS: usize = 2 * BATCH_WINDOW as usize;
 
 /// The batch signing sessions in progress, at most one attempt per batch, at most
 /// `MAX_BATCH_SESSIONS` batches.

@@ -73,6 +73,8 @@ pub struct SealingKeyAttributes {
     pub token: bool,
     /// `CKA_VALUE_LEN`: its length in bytes.
     pub value_len: u64,
+    /// `CKA_LOCAL`: it was generated inside the token, not imported.
+    pub local: bool,
 }
 
 /// A custody failure. Configuration mistakes name what to fix.
@@ -151,13 +153,16 @@ pub struct Custody {
 
 impl SealingKeyAttributes {
     /// Whether a key with these attributes may seal shares: sensitive and never extractable
-    /// since it was made, and stored in the token.
+    /// since it was made, generated in the token and stored there, and a 256-bit key (what
+    /// provisioning makes: a planted AES-128 key is refused).
     pub fn safe(&self) -> bool {
         self.sensitive
             && self.always_sensitive
             && !self.extractable
             && self.never_extractable
             && self.token
+            && self.local
+            && self.value_len == 32
     }
 }
 
@@ -290,6 +295,7 @@ impl Custody {
                 AttributeType::NeverExtractable,
                 AttributeType::Token,
                 AttributeType::ValueLen,
+                AttributeType::Local,
             ],
         )? {
             match attribute {
@@ -299,6 +305,7 @@ impl Custody {
                 Attribute::NeverExtractable(value) => read.never_extractable = value,
                 Attribute::Token(value) => read.token = value,
                 Attribute::ValueLen(len) => read.value_len = u64::from(len),
+                Attribute::Local(value) => read.local = value,
                 _ => {}
             }
         }

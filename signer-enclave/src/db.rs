@@ -6,8 +6,10 @@
 //!
 //! Column families and their keys:
 //! - `key_pairs`: session (u32 LE) || network (1) || network key (33) -> `KeyRecord`: every
-//!   completed candidate pair of a set, until one is confirmed and the others are discarded
-//!   (records written before candidates were kept have the set alone as their key)
+//!   completed pair of a set, candidate or confirmed, at most `MAX_SET_PAIRS` (records
+//!   written before candidates were kept have the set alone as their key)
+//! - `retired_key_pairs`: as `key_pairs`, the records sealed under a sealing key that was
+//!   replaced (`provision --new-sealing-key`), kept but never read by the enclave
 //! - `settings`: setting name -> value (the coordinator key: 32-byte x-only key)
 //! - `acknowledged`: network key (33) || plan id (32)
 //! - `signed_inputs`: txid (32) || vout (u32 LE) -> plan id (32)
@@ -15,6 +17,8 @@
 //! - `batch_markers`: batch key (32) || network (1) || batch id (u32 LE) || attempt (u32 LE)
 //! - `batches`: network (1) || batch id (u32 LE) -> hash of the signed batch message (32)
 //! - `settings`, `next_batch/<network code>`: the id of the next Batch to sign (u32 LE)
+//! - `settings`, `batch_floor/<network code>`: one past the highest Batch id known signed by a
+//!   confirmed batch key (u32 LE), where the window of new Batch ids starts
 //! - `audit`: record number (u64 BE) -> the record's bytes || its hash (32) (see `audit`);
 //!   `settings`, `audit_head`: the next record's number (u64 LE) || the last hash (32). An
 //!   approval's record is in the approval's own write.
@@ -48,13 +52,20 @@ const PLAN_MARKERS: &str = "plan_markers";
 const BATCH_MARKERS: &str = "batch_markers";
 const BATCHES: &str = "batches";
 const KEY_PAIRS: &str = "key_pairs";
+const RETIRED_KEY_PAIRS: &str = "retired_key_pairs";
 const SETTINGS: &str = "settings";
 const COORDINATOR_KEY: &[u8] = b"coordinator_key";
 const AUDIT: &str = "audit";
 const AUDIT_HEAD: &[u8] = b"audit_head";
-const COLUMN_FAMILIES: [&str; 8] = [
+
+/// Most key pairs recorded for one set. Every completed key generation of a set is kept (the
+/// pair the chain votes on must survive stray runs and confirmations), so a scanner running
+/// generations alone could otherwise fill the disk; each is a few kilobytes sealed.
+pub const MAX_SET_PAIRS: usize = 16;
+const COLUMN_FAMILIES: [&str; 9] = [
     AUDIT,
     KEY_PAIRS,
+    RETIRED_KEY_PAIRS,
     SETTINGS,
     ACKNOWLEDGED,
     SIGNED_INPUTS,
@@ -82,9 +93,9 @@ pub enum DbError {
     /// No key generation of this set awaits confirmation of this key pair.
     #[error("no generated key pair of this set matches")]
     NoSuchKeyPair,
-    /// The set already has a confirmed key pair.
-    #[error("the set already has a confirmed key pair")]
-    AlreadyConfirmed,
+    /// The set has as many recorded pairs as are kept.
+    #[error("the set has {MAX_SET_PAIRS} key pairs recorded already")]
+    TooManyPairs,
     /// The audit trail does not verify.
     #[error("audit trail: {0}")]
     Audit(#[from] AuditError),
@@ -312,12 +323,45 @@ impl EnclaveDb {
     }
 
     fn next_batch_id(&self, network: NetworkId) -> Result<BatchId, DbError> {
-        match self.get(SETTINGS, &next_batch_setting(network))? {
+        self.batch_setting(&next_batch_setting(network))
+    }
+
+    fn batch_floor_id(&self, network: NetworkId) -> Result<BatchId, DbError> {
+        self.batch_setting(&batch_floor_setting(network))
+    }
+
+    fn batch_setting(&self, name: &[u8]) -> Result<BatchId, DbError> {
+        match self.get(SETTINGS, name)? {
             None => Ok(BatchId(0)),
             Some(value) => <[u8; 4]>::try_from(value.as_slice())
                 .map(|id| BatchId(u32::from_le_bytes(id)))
                 .map_err(|_| DbError::Damaged(SETTINGS)),
         }
+    }
+
+    /// Records, with `entry` in the audit trail, that Batch `batch` of `network` is known
+    /// signed by a confirmed batch key: the window of new Batch ids starts past it (never moves
+    /// back). Synced.
+    ///
+    /// # Errors
+    /// The database failed; nothing was recorded.
+    pub fn record_batch_signed(
+        &self,
+        network: NetworkId,
+        batch: BatchId,
+        entry: Entry,
+    ) -> Result<(), DbError> {
+        let mut write = WriteBatch::default();
+        self.audited(&mut write, entry)?;
+        let floor = batch.0.saturating_add(1);
+        if floor > self.batch_floor_id(network)?.0 {
+            write.put_cf(
+                self.cf(SETTINGS)?,
+                batch_floor_setting(network),
+                floor.to_le_bytes(),
+            );
+        }
+        self.commit(write)
     }
 
     /// Fixes the coordinator key attestations must verify under. Idempotent; a different key
@@ -349,22 +393,22 @@ impl EnclaveDb {
 
     /// Records a completed key generation as a candidate pair of its set, beside any other
     /// candidate (a replayed older attempt, or a run the scanner played alone, must not lose
-    /// the pair the chain will vote on).
+    /// the pair the chain will vote on). A pair already recorded is left as it is.
     ///
     /// # Errors
-    /// The set already has a confirmed pair, or the database failed.
+    /// The set has `MAX_SET_PAIRS` pairs already, or the database failed.
     pub fn record_generated(
         &self,
         set: ValidatorSet,
         pair: KeyPair,
         sealed: SealedKeys,
     ) -> Result<(), DbError> {
-        if self
-            .set_records(set)?
-            .iter()
-            .any(|(_, record)| record.status == KeyStatus::Confirmed)
-        {
-            return Err(DbError::AlreadyConfirmed);
+        let records = self.set_records(set)?;
+        if records.iter().any(|(_, record)| record.pair == pair) {
+            return Ok(());
+        }
+        if records.len() >= MAX_SET_PAIRS {
+            return Err(DbError::TooManyPairs);
         }
         let record = KeyRecord {
             set,
@@ -384,8 +428,10 @@ impl EnclaveDb {
         self.commit(batch)
     }
 
-    /// Confirms the set's candidate `pair` and discards the set's other candidates, in one
-    /// write. Confirming again is a no-op.
+    /// Confirms the set's candidate `pair`. Confirming again is a no-op. The set's other pairs
+    /// are kept: a confirmation is asked by the scanner, unauthenticated, and one for a pair
+    /// the chain did not vote on (a run a compromised scanner played alone) must not destroy
+    /// the pair it did; that one can still be confirmed.
     ///
     /// # Errors
     /// The set has no candidate equal to `pair`, or the database failed.
@@ -401,11 +447,7 @@ impl EnclaveDb {
         }
         record.status = KeyStatus::Confirmed;
         let mut batch = WriteBatch::default();
-        let cf = self.cf(KEY_PAIRS)?;
-        for (other, _) in records.iter().filter(|(other, _)| *other != key) {
-            batch.delete_cf(cf, other);
-        }
-        batch.put_cf(cf, key, encode_record(&record));
+        batch.put_cf(self.cf(KEY_PAIRS)?, key, encode_record(&record));
         let mut entry = Entry::new(Event::KeyConfirmed, set_key(set));
         entry.key = pair.network_key.to_bytes().to_vec();
         self.audited(&mut batch, entry)?;
@@ -455,6 +497,34 @@ impl EnclaveDb {
                 decode_record(&key, &value).ok_or(DbError::Damaged(KEY_PAIRS))
             })
             .collect()
+    }
+
+    /// Moves every key record to `retired_key_pairs`, with a record in the audit trail, in
+    /// one synced write; returns how many. After a new sealing key, the pairs sealed under the
+    /// old one cannot be unsealed, and the enclave (which unseals every confirmed pair at
+    /// start) must start without them; they are kept, never read again, in case the old token
+    /// is found.
+    ///
+    /// # Errors
+    /// The database failed; nothing was moved.
+    pub fn retire_key_records(&self) -> Result<usize, DbError> {
+        let (from, to) = (self.cf(KEY_PAIRS)?, self.cf(RETIRED_KEY_PAIRS)?);
+        let mut batch = WriteBatch::default();
+        let mut count = 0usize;
+        for entry in self.db.iterator_cf(from, IteratorMode::Start) {
+            let (key, value) = entry?;
+            batch.put_cf(to, &key, value);
+            batch.delete_cf(from, key);
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(0);
+        }
+        let mut entry = Entry::new(Event::KeysRetired, Vec::new());
+        entry.detail = format!("{count} key pair(s) sealed under the previous sealing key");
+        self.audited(&mut batch, entry)?;
+        self.commit(batch)?;
+        Ok(count)
     }
 
     /// How many plan ids were ever acknowledged.
@@ -540,10 +610,18 @@ impl PolicyHistory for EnclaveDb {
     fn next_batch(&self, network: NetworkId) -> Result<BatchId, HistoryError> {
         history(self.next_batch_id(network))
     }
+
+    fn batch_floor(&self, network: NetworkId) -> Result<BatchId, HistoryError> {
+        history(self.batch_floor_id(network))
+    }
 }
 
 fn next_batch_setting(network: NetworkId) -> Vec<u8> {
     [&b"next_batch/"[..], &[network.code()]].concat()
+}
+
+fn batch_floor_setting(network: NetworkId) -> Vec<u8> {
+    [&b"batch_floor/"[..], &[network.code()]].concat()
 }
 
 fn acknowledged_key(key: &NetworkKey, plan: &PlanId) -> Vec<u8> {

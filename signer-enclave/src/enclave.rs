@@ -9,11 +9,15 @@
 
 use std::time::Instant;
 
-use bitcoin::{consensus, key::XOnlyPublicKey};
+use bitcoin::{
+    consensus,
+    hashes::{sha256, Hash},
+    key::XOnlyPublicKey,
+};
 use ciphersuite::group::GroupEncoding;
 use rand_core::OsRng;
 use schema::{
-    batch::{Batch, SignedBatch},
+    batch::{Batch, SignedBatch, BATCH_SIGNING_CONTEXT},
     error::DecodeError,
     generated::signer_capnp::RefusalReason,
     ids::{Attempt, NetworkId, ValidatorSet},
@@ -405,15 +409,72 @@ impl Enclave {
             .batches
             .complete(id, shares)
             .map_err(|error| self.signing_refused(&error))?;
-        self.audit_release(
-            Event::BatchSigned,
-            &id.id.batch.0.to_le_bytes(),
-            id.attempt,
-            id.key.as_bytes(),
-            String::new(),
-        )?;
+        // Verified under our batch key: the window of new Batch ids moves past it.
+        self.db
+            .record_batch_signed(
+                id.id.network,
+                id.id.batch,
+                Entry {
+                    event: Event::BatchSigned,
+                    subject: id.id.batch.0.to_le_bytes().to_vec(),
+                    attempt: id.attempt.0,
+                    key: id.key.as_bytes().to_vec(),
+                    detail: String::new(),
+                },
+            )
+            .map_err(|error| self.refused(RefusalReason::HistoryUnavailable, error.to_string()))?;
         self.round("batch", "complete");
         Ok(signed)
+    }
+
+    /// Takes a Batch Serai included as evidence that it was signed: verified under one of our
+    /// confirmed batch keys, it moves the window of new Batch ids past it, so that Batches this
+    /// enclave did not sign itself (another subset signed them, or junk from a compromised
+    /// scanner held their ids here) stop holding the window back.
+    ///
+    /// # Errors
+    /// Another network's Batch, a signature no confirmed batch key made, or the database
+    /// failed.
+    pub fn batch_included(&mut self, signed: &SignedBatch) -> Result<(), Refused> {
+        if signed.batch.network != NETWORK {
+            return Err(self.policy_refused(Refusal::WrongNetwork(signed.batch.network)));
+        }
+        let message = signed.batch.message();
+        let signer = schnorrkel::Signature::from_bytes(&signed.signature.0)
+            .ok()
+            .and_then(|signature| {
+                self.active.iter().find(|active| {
+                    schnorrkel::PublicKey::from_bytes(active.pair.batch_key.as_bytes()).is_ok_and(
+                        |key| {
+                            key.verify_simple(BATCH_SIGNING_CONTEXT, &message, &signature)
+                                .is_ok()
+                        },
+                    )
+                })
+            })
+            .map(|active| active.pair.batch_key);
+        let Some(key) = signer else {
+            return Err(self.refused(
+                RefusalReason::EvidenceInvalid,
+                format!(
+                    "Batch {} is not signed by a confirmed batch key",
+                    signed.batch.id.0
+                ),
+            ));
+        };
+        self.db
+            .record_batch_signed(
+                signed.batch.network,
+                signed.batch.id,
+                Entry {
+                    event: Event::BatchIncluded,
+                    subject: signed.batch.id.0.to_le_bytes().to_vec(),
+                    attempt: 0,
+                    key: key.as_bytes().to_vec(),
+                    detail: format!("message {}", sha256::Hash::hash(&message)),
+                },
+            )
+            .map_err(|error| self.refused(RefusalReason::HistoryUnavailable, error.to_string()))
     }
 
     fn record_generated(&mut self, set: ValidatorSet, keys: &GeneratedKeys) -> Result<(), Refused> {
@@ -428,8 +489,8 @@ impl Enclave {
         self.db
             .record_generated(set, pair, sealed)
             .map_err(|error| match error {
-                DbError::AlreadyConfirmed => {
-                    self.refused(RefusalReason::UnknownAttempt, error.to_string())
+                DbError::TooManyPairs => {
+                    self.refused(RefusalReason::TooManySessions, error.to_string())
                 }
                 _ => self.refused(RefusalReason::HistoryUnavailable, error.to_string()),
             })
@@ -566,6 +627,7 @@ impl Enclave {
             Refusal::BatchIdReused(_) => RefusalReason::BatchIdReused,
             Refusal::WrongNetwork(_) => RefusalReason::WrongNetwork,
             Refusal::BatchOutOfOrder { .. } => RefusalReason::BatchOutOfOrder,
+            Refusal::BatchAhead { .. } => RefusalReason::BatchAhead,
             Refusal::HistoryUnavailable(_) => RefusalReason::HistoryUnavailable,
         };
         self.refused(reason, format!("{refusal:?}"))

@@ -10,7 +10,7 @@
 //! them (see `custody`). Which set shapes are accepted is the caller's check
 //! (`schema::protocol::accepts_set_shape`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bitcoin::hashes::{sha256, Hash, HashEngine};
 use ciphersuite::Ristretto;
@@ -72,6 +72,12 @@ pub enum KeyGenError {
 /// Most validator sets generating keys at once: a validator is in the current set and the next.
 pub const MAX_SESSIONS: usize = 4;
 
+/// Most sets whose highest started attempt is remembered; beyond, the set of the lowest
+/// session is forgotten (a replay of one of its old attempts would only add a candidate pair,
+/// which never replaces another). Bounds what a scanner starting and abandoning generations for
+/// ever new sets can make the enclave hold.
+pub const MAX_REMEMBERED_SETS: usize = 64;
+
 /// The two threshold keys of a completed key generation.
 pub struct GeneratedKeys {
     /// Signs Batches.
@@ -105,8 +111,9 @@ struct InProgress {
 #[derive(Default)]
 pub struct KeyGen {
     in_progress: HashMap<ValidatorSet, InProgress>,
-    /// The highest attempt started for each set, since the enclave started.
-    started: HashMap<ValidatorSet, u32>,
+    /// The highest attempt started for each set, since the enclave started, for at most
+    /// `MAX_REMEMBERED_SETS` sets.
+    started: BTreeMap<ValidatorSet, u32>,
 }
 
 /// What a participant did wrong, found while reading or using its messages.
@@ -150,6 +157,9 @@ impl KeyGen {
                 }
                 let params = dkg_params(params)?;
                 self.started.insert(id.set, id.attempt.0);
+                while self.started.len() > MAX_REMEMBERED_SETS {
+                    self.started.pop_first();
+                }
                 let (batch, batch_commitments) =
                     KeyGenMachine::<Ristretto>::new(params, context(&id, b"ristretto"))
                         .generate_coefficients(&mut *rng);

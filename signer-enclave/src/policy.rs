@@ -9,8 +9,10 @@
 //! attempt was never preprocessed; the plan's fee rate is under its cap; the enclave's own
 //! builder yields a transaction from the plan; the fee is under its share cap; and no input
 //! was signed into a different plan. The caps are the protocol's (`schema::protocol`), the
-//! ones every scanner's scheduler plans within, so an honest plan is never refused. A Batch is signed only if the session names the batch; this
-//! attempt was never preprocessed; and no different batch with its id was ever signed.
+//! ones every scanner's scheduler plans within, so an honest plan is never refused. A Batch is
+//! signed only if it is for the enclave's network; the session names the batch; this attempt
+//! was never preprocessed; and either the same content was preprocessed under its id before,
+//! or its id is the next one and fewer than `BATCH_WINDOW` past the last one known signed.
 
 use bitcoin::{
     hashes::{sha256, Hash},
@@ -25,7 +27,7 @@ use schema::{
     keys::NetworkKey,
     messages::coordinator::PlansAcknowledged,
     plan::{OutputId, Plan},
-    protocol::{FeeCapExceeded, FeeCaps},
+    protocol::{FeeCapExceeded, FeeCaps, BATCH_WINDOW},
     sign_id::{BatchSignId, PlanSignId},
     transaction::{build, Built, BuiltTransaction, FeeRate},
 };
@@ -54,6 +56,9 @@ pub trait PolicyHistory {
     /// The id of the next Batch to sign for this network: one after the highest signed (0
     /// before any).
     fn next_batch(&self, network: NetworkId) -> Result<BatchId, HistoryError>;
+    /// One past the highest Batch id of this network known signed by a confirmed batch key
+    /// (0 before any): the start of the window of ids new content is preprocessed for.
+    fn batch_floor(&self, network: NetworkId) -> Result<BatchId, HistoryError>;
 }
 
 /// The answer of a history query, or a refusal when the history cannot be read.
@@ -119,6 +124,13 @@ pub enum Refusal {
         got: BatchId,
         /// The next id to sign.
         expected: BatchId,
+    },
+    /// A new Batch `BATCH_WINDOW` or more ids past the last one known signed.
+    BatchAhead {
+        /// The id asked.
+        got: BatchId,
+        /// One past the last id known signed.
+        floor: BatchId,
     },
     /// The enclave's history could not be read.
     HistoryUnavailable(String),
@@ -238,10 +250,12 @@ pub fn plan_preprocess(
 ///
 /// A Batch's content comes from the scanners, t of which must agree for it to be signed; the
 /// enclave cannot check it against the chain. What it holds is order: only its own network, a
-/// new Batch only under the next id, and an id once signed only ever again with the same
-/// content. A compromised scanner can therefore make its own enclave sign junk under the next
-/// id (which the other validators' honest Batch then replaces on Serai), but cannot claim ids
-/// ahead of the honest ones to block them.
+/// new Batch only under the next id and fewer than `BATCH_WINDOW` ids past the last one known
+/// signed (by a confirmed batch key's signature, which no scanner alone can make), and an id
+/// once preprocessed only ever again with the same content. A compromised scanner can make its
+/// own enclave claim at most `BATCH_WINDOW` ids with junk; the honest Batches under them are
+/// refused there until a later Batch signed by the others is shown, and it cannot claim ids
+/// further ahead to block them for good.
 pub fn batch_preprocess(
     history: &impl PolicyHistory,
     network: NetworkId,
@@ -265,11 +279,18 @@ pub fn batch_preprocess(
         }
         Some(_) => {}
         None => {
-            let expected = ask!(history.next_batch(batch.network));
+            let floor = ask!(history.batch_floor(batch.network));
+            let expected = ask!(history.next_batch(batch.network)).max(floor);
             if batch.id != expected {
                 return Decision::Refuse(Refusal::BatchOutOfOrder {
                     got: batch.id,
                     expected,
+                });
+            }
+            if batch.id.0 >= floor.0.saturating_add(BATCH_WINDOW) {
+                return Decision::Refuse(Refusal::BatchAhead {
+                    got: batch.id,
+                    floor,
                 });
             }
         }
@@ -305,6 +326,7 @@ mod tests {
         plan_markers: BTreeSet<PlanSignId>,
         batch_markers: BTreeSet<BatchSignId>,
         batches: BTreeMap<(NetworkId, BatchId), [u8; 32]>,
+        floors: BTreeMap<NetworkId, BatchId>,
     }
 
     impl PolicyHistory for History {
@@ -336,6 +358,9 @@ mod tests {
                 .max()
                 .unwrap_or(BatchId(0)))
         }
+        fn batch_floor(&self, network: NetworkId) -> Result<BatchId, HistoryError> {
+            Ok(self.floors.get(&network).copied().unwrap_or(BatchId(0)))
+        }
     }
 
     /// A history that cannot be read.
@@ -358,6 +383,9 @@ mod tests {
             Err(HistoryError("disk".into()))
         }
         fn next_batch(&self, _: NetworkId) -> Result<BatchId, HistoryError> {
+            Err(HistoryError("disk".into()))
+        }
+        fn batch_floor(&self, _: NetworkId) -> Result<BatchId, HistoryError> {
             Err(HistoryError("disk".into()))
         }
     }
@@ -771,5 +799,50 @@ mod tests {
             )),
             Refusal::WrongNetwork(NetworkId::Ethereum)
         );
+    }
+
+    #[test]
+    fn new_batches_stay_within_the_window_past_the_last_one_known_signed() {
+        let mut history = History::default();
+        let claim = |history: &mut History, id: u32, amount: u64| {
+            let mut batch = batch(amount);
+            batch.id = BatchId(id);
+            let mut sign = batch_sign_id();
+            sign.id.batch = BatchId(id);
+            let decision = batch_preprocess(history, NetworkId::Bitcoin, &sign, &batch);
+            if let Decision::Approve(approval) = &decision {
+                history
+                    .batches
+                    .insert((NetworkId::Bitcoin, BatchId(id)), approval.message_hash);
+                history.batch_markers.insert(sign);
+            }
+            decision
+        };
+        // A compromised scanner claims ids one after another with junk: the window's worth.
+        for id in 0..BATCH_WINDOW {
+            assert!(matches!(claim(&mut history, id, 1), Decision::Approve(_)));
+        }
+        assert_eq!(
+            refusal(claim(&mut history, BATCH_WINDOW, 1)),
+            Refusal::BatchAhead {
+                got: BatchId(BATCH_WINDOW),
+                floor: BatchId(0)
+            }
+        );
+        // Batch 40 known signed (Serai included it): the window moves past it, the ids up to
+        // it are others' to sign, and the next new one is 41.
+        history.floors.insert(NetworkId::Bitcoin, BatchId(41));
+        assert_eq!(
+            refusal(claim(&mut history, BATCH_WINDOW, 2)),
+            Refusal::BatchOutOfOrder {
+                got: BatchId(BATCH_WINDOW),
+                expected: BatchId(41)
+            }
+        );
+        assert!(matches!(claim(&mut history, 41, 2), Decision::Approve(_)));
+        assert!(matches!(
+            claim(&mut history, 41 + BATCH_WINDOW - 1, 2),
+            Decision::Refuse(Refusal::BatchOutOfOrder { .. })
+        ));
     }
 }

@@ -22,7 +22,7 @@ use std::{
 };
 
 use schema::{
-    batch::Batch,
+    batch::{Batch, SignedBatch},
     error::{DecodeError, EncodeError},
     generated::signer_capnp::{refusal, signer},
     ids::ValidatorSet,
@@ -527,6 +527,20 @@ impl signer::Server for SignerService {
             }
         };
         futures::future::ready(answer)
+    }
+
+    fn batch_included(
+        self: Rc<Self>,
+        params: signer::BatchIncludedParams,
+        mut results: signer::BatchIncludedResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let decoded = params
+            .get()
+            .and_then(|p| p.get_batch())
+            .map_err(DecodeError::from)
+            .and_then(SignedBatch::read);
+        let outcome = self.with(decoded, |enclave, signed| enclave.batch_included(&signed));
+        unit_answer(results.get().init_result(), outcome)
     }
 }
 

@@ -43,7 +43,7 @@ fn custody_through_softhsm() {
     let attributes = custody.sealing_key_attributes().unwrap();
     assert!(attributes.sensitive && attributes.always_sensitive);
     assert!(!attributes.extractable && attributes.never_extractable);
-    assert!(attributes.token);
+    assert!(attributes.token && attributes.local);
     assert_eq!(attributes.value_len, 32);
     let again = Custody::open(&pkcs11, LABEL, &pin, SealingKey::CreateIfMissing).unwrap();
     let keys = again
@@ -159,6 +159,30 @@ fn custody_through_softhsm() {
     assert!(matches!(
         Custody::open(&pkcs11, LABEL, &pin, SealingKey::MustExist),
         Err(CustodyError::UnsafeSealingKey(attributes)) if attributes.extractable
+    ));
+    // A planted key that never leaves the token but is only 128 bits: refused too.
+    custody
+        .with_session(|session| {
+            session.destroy_object(planted).unwrap();
+            session
+                .generate_key(
+                    &cryptoki::mechanism::Mechanism::AesKeyGen,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(true),
+                        Attribute::Extractable(false),
+                        Attribute::ValueLen(16.into()),
+                        Attribute::Label(signer_enclave::custody::SEALING_KEY_LABEL.into()),
+                    ],
+                )
+                .unwrap();
+        })
+        .unwrap();
+    assert!(matches!(
+        Custody::open(&pkcs11, LABEL, &pin, SealingKey::MustExist),
+        Err(CustodyError::UnsafeSealingKey(attributes))
+            if attributes.value_len == 16 && !attributes.extractable
     ));
     drop(custody);
     drop(again);

@@ -275,3 +275,58 @@ fn the_largest_sets_commitments_fit_one_blob() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_sets_whose_started_attempts_are_remembered_are_bounded() {
+    use signer_enclave::key_gen::MAX_REMEMBERED_SETS;
+    let mut key_gen = KeyGen::default();
+    let params = ThresholdParams::new(3, N, p(1)).unwrap();
+    let at = |session: u32, attempt: u32| KeyGenId {
+        set: ValidatorSet {
+            session: Session(session),
+            network: NetworkId::Bitcoin,
+        },
+        attempt: Attempt(attempt),
+    };
+    // A scanner starts generations for ever new sets and abandons each (garbage commitments
+    // end an attempt): only the newest sets' attempts are remembered.
+    let sets = u32::try_from(MAX_REMEMBERED_SETS).unwrap() + 1;
+    for session in 0..sets {
+        deliver(
+            &mut key_gen,
+            CoordinatorMessage::GenerateKey {
+                id: at(session, 5),
+                params,
+            },
+        )
+        .unwrap();
+        let abandon = CoordinatorMessage::Commitments {
+            id: at(session, 5),
+            commitments: ParticipantMap::new(),
+        };
+        assert!(deliver(&mut key_gen, abandon).is_err());
+    }
+    assert_eq!(
+        deliver(
+            &mut key_gen,
+            CoordinatorMessage::GenerateKey {
+                id: at(sets - 1, 1),
+                params
+            }
+        )
+        .err(),
+        Some(KeyGenError::StaleAttempt {
+            id: at(sets - 1, 1),
+            started: 5
+        })
+    );
+    // The lowest session's was forgotten.
+    assert!(deliver(
+        &mut key_gen,
+        CoordinatorMessage::GenerateKey {
+            id: at(0, 1),
+            params
+        }
+    )
+    .is_ok());
+}

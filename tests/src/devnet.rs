@@ -770,6 +770,14 @@ impl Devnet {
             .iter()
             .map(|instruction| instruction.amount.to_sat())
             .sum::<u64>();
+        drop(included);
+        // Every processor hears of it: their enclaves preprocess new Batches only so far past
+        // the last one known signed.
+        self.push_to_each(|_| {
+            CoordinatorMessage::Substrate(substrate::CoordinatorMessage::BatchIncluded {
+                batch: signed.clone(),
+            })
+        })?;
         Ok(signed.clone())
     }
 

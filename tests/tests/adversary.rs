@@ -46,6 +46,7 @@ use schema::{
         ParticipantMap,
     },
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
+    protocol::BATCH_WINDOW,
     refusal::label,
     sign_id::{BatchSignId, BatchSignTarget, PlanSignId},
     transaction::FeeRate,
@@ -281,18 +282,16 @@ async fn adversary() {
             .unwrap()[&p(1)],
     );
     assert_ne!(stray, voted);
+    // A compromised scanner confirms its own run's pair on enclave 4 first (a confirmation is
+    // not authenticated): the pair the chain voted on survives it, and is confirmed after.
+    clients[&p(4)]
+        .confirm_key_pair(set(0), &stray)
+        .await
+        .unwrap();
     for client in clients.values() {
         client.confirm_key_pair(set(0), &voted).await.unwrap();
     }
-    // Confirming discards the other candidates.
-    assert_eq!(
-        clients[&p(1)]
-            .confirm_key_pair(set(0), &stray)
-            .await
-            .unwrap_err()
-            .refusal(),
-        Some(RefusalReason::UnknownKey)
-    );
+    assert!(clients[&p(4)].status().await.unwrap().keys.contains(&voted));
     let key = voted.network_key;
 
     // One plan signed once (attempt 0), to attack around.
@@ -544,6 +543,101 @@ async fn adversary() {
     );
     assert_eq!(signing_steps(enclave), steps);
 
+    // A compromised scanner claims new Batch ids one after another with junk on enclave 4
+    // (which signed no Batch yet): the window's worth is approved, the next refused.
+    let victim = &clients[&p(4)];
+    let victim_enclave = &enclaves[&p(4)];
+    for id in 0..BATCH_WINDOW {
+        victim
+            .preprocess_batch(
+                &batch_sign_id(&voted, id, NetworkId::Bitcoin, 0),
+                &batch(id, NetworkId::Bitcoin, 1_000),
+            )
+            .await
+            .unwrap();
+    }
+    let steps = signing_steps(victim_enclave);
+    let refusal_of = |result: Result<Vec<u8>, SignerError>| result.unwrap_err().refusal();
+    assert_eq!(
+        refusal_of(
+            victim
+                .preprocess_batch(
+                    &batch_sign_id(&voted, BATCH_WINDOW, NetworkId::Bitcoin, 0),
+                    &batch(BATCH_WINDOW, NetworkId::Bitcoin, 1_000),
+                )
+                .await
+        ),
+        Some(RefusalReason::BatchAhead)
+    );
+    assert_eq!(
+        refusal_count(victim_enclave, RefusalReason::BatchAhead),
+        1.0
+    );
+    // The honest Batch 1 is refused there, in any attempt, while the junk holds its id.
+    let honest = |id: u32| batch(id, NetworkId::Bitcoin, 70_000);
+    assert_eq!(
+        refusal_of(
+            victim
+                .preprocess_batch(&batch_sign_id(&voted, 1, NetworkId::Bitcoin, 1), &honest(1))
+                .await
+        ),
+        Some(RefusalReason::BatchIdReused)
+    );
+    assert_eq!(signing_steps(victim_enclave), steps);
+    // Evidence the scanner forges does not move the window: a flipped signature bit, another
+    // network's Batch.
+    let mut forged = relay::sign_batch(
+        &clients,
+        &signers,
+        batch_sign_id(&voted, 1, NetworkId::Bitcoin, 0),
+        &honest(1),
+    )
+    .await
+    .unwrap();
+    forged.signature.0[7] ^= 1;
+    assert_eq!(
+        victim.batch_included(&forged).await.unwrap_err().refusal(),
+        Some(RefusalReason::EvidenceInvalid)
+    );
+    forged.signature.0[7] ^= 1;
+    let mut elsewhere = forged.clone();
+    elsewhere.batch.network = NetworkId::Ethereum;
+    assert_eq!(
+        victim
+            .batch_included(&elsewhere)
+            .await
+            .unwrap_err()
+            .refusal(),
+        Some(RefusalReason::WrongNetwork)
+    );
+    assert_eq!(
+        refusal_count(victim_enclave, RefusalReason::EvidenceInvalid),
+        1.0
+    );
+    // The others sign the honest Batches (their own completions move their windows); Serai
+    // includes them, and the newest, shown to enclave 4, moves its window past the junk.
+    let mut newest = forged;
+    for id in 2..BATCH_WINDOW {
+        newest = relay::sign_batch(
+            &clients,
+            &signers,
+            batch_sign_id(&voted, id, NetworkId::Bitcoin, 0),
+            &honest(id),
+        )
+        .await
+        .unwrap();
+    }
+    victim.batch_included(&newest).await.unwrap();
+    // Enclave 4 signs the next honest Batch again.
+    relay::sign_batch(
+        &clients,
+        &[p(1), p(2), p(4)],
+        batch_sign_id(&voted, BATCH_WINDOW, NetworkId::Bitcoin, 0),
+        &honest(BATCH_WINDOW),
+    )
+    .await
+    .unwrap();
+
     // Key generations for more sets at once than allowed: the fifth is refused.
     for session in 10..14 {
         perform(
@@ -661,18 +755,9 @@ async fn adversary() {
     let mut enclave = enclaves.remove(&p(1)).unwrap();
     enclave.terminate().unwrap();
     let db_path = enclave.dir().join("db");
-    let families = [
-        "audit",
-        "key_pairs",
-        "settings",
-        "acknowledged",
-        "signed_inputs",
-        "plan_markers",
-        "batch_markers",
-        "batches",
-    ];
+    let families = rocksdb::DB::list_cf(&rocksdb::Options::default(), &db_path).unwrap();
     {
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &db_path, families).unwrap();
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &db_path, &families).unwrap();
         let cf = db.cf_handle("audit").unwrap();
         let mut value = db.get_cf(cf, 3u64.to_be_bytes()).unwrap().unwrap();
         value[20] ^= 1;
@@ -686,7 +771,7 @@ async fn adversary() {
         "{said}"
     );
     {
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &db_path, families).unwrap();
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &db_path, &families).unwrap();
         let cf = db.cf_handle("audit").unwrap();
         // Undo the edit, then cut the last record.
         let mut value = db.get_cf(cf, 3u64.to_be_bytes()).unwrap().unwrap();
@@ -718,11 +803,18 @@ async fn a_replaced_token_is_not_provisioned_over_sealed_shares_unless_asked() {
             let client = SignerClient::connect(enclave.socket(), DEADLINE)
                 .await
                 .unwrap();
-            // A 1-of-1 key: a sealed key pair in the database.
+            // A confirmed 1-of-1 key: a sealed key pair in the database, unsealed at every start.
             let mut parties = BTreeMap::from([(p(1), client)]);
-            key_gen(&mut parties, key_gen_id(0, 0), 1, None)
+            let pair = generated_pair(
+                &key_gen(&mut parties, key_gen_id(0, 0), 1, None)
+                    .await
+                    .unwrap()[&p(1)],
+            );
+            parties[&p(1)]
+                .confirm_key_pair(set(0), &pair)
                 .await
                 .unwrap();
+            drop(parties);
             enclave.terminate().unwrap();
 
             // The HSM is replaced (or reset): the new token has no sealing key, and the sealed
@@ -744,6 +836,18 @@ async fn a_replaced_token_is_not_provisioned_over_sealed_shares_unless_asked() {
                 "{}",
                 String::from_utf8_lossy(&replaced.stderr)
             );
+            // The pair sealed under the old key is retired (and audited), so the enclave starts,
+            // without it.
+            enclave.start().unwrap();
+            let client = SignerClient::connect(enclave.socket(), DEADLINE)
+                .await
+                .unwrap();
+            assert!(client.status().await.unwrap().keys.is_empty());
+            drop(client);
+            enclave.terminate().unwrap();
+            let printed =
+                String::from_utf8_lossy(&enclave.cli("audit").unwrap().stdout).to_string();
+            assert!(printed.contains("keys_retired"), "{printed}");
         })
         .await;
 }

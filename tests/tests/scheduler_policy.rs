@@ -51,6 +51,9 @@ impl PolicyHistory for AcknowledgedEverything {
     fn next_batch(&self, _: NetworkId) -> Result<BatchId, HistoryError> {
         Ok(BatchId(0))
     }
+    fn batch_floor(&self, _: NetworkId) -> Result<BatchId, HistoryError> {
+        Ok(BatchId(0))
+    }
 }
 
 fn key() -> NetworkKey {

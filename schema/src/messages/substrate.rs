@@ -48,6 +48,12 @@ pub enum CoordinatorMessage {
         /// The burns, in chain order.
         burns: Vec<OutInstructionWithBalance>,
     },
+    /// Serai included this Batch, the newest of the network it included: the evidence (the
+    /// batch key's signature) that lets the enclave preprocess Batches past it.
+    BatchIncluded {
+        /// The batch and its signature.
+        batch: SignedBatch,
+    },
 }
 
 /// Updates for the Serai chain, processor to coordinator.

@@ -489,6 +489,9 @@ impl Wire for substrate::CoordinatorMessage {
                 }
                 Ok(())
             }
+            substrate::CoordinatorMessage::BatchIncluded { batch } => {
+                batch.write(b.init_batch_included())
+            }
         }
     }
 
@@ -519,6 +522,9 @@ impl Wire for substrate::CoordinatorMessage {
                         .collect::<Result<_, _>>()?,
                 }
             }
+            Which::BatchIncluded(batch) => substrate::CoordinatorMessage::BatchIncluded {
+                batch: SignedBatch::read(batch?)?,
+            },
         })
     }
 }

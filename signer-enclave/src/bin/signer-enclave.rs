@@ -170,9 +170,12 @@ fn provision(
                 );
             }
             if sealed > 0 {
+                // Before the new key exists: an interrupted run is resumed by running it again.
+                let retired = db.retire_key_records()?;
                 tracing::warn!(
-                    sealed,
-                    "a new sealing key: the key pairs sealed under the old one cannot be unsealed"
+                    retired,
+                    "a new sealing key: the key pairs sealed under the old one are retired (kept \
+                     in retired_key_pairs, never used); the enclave starts without them"
                 );
             }
             Custody::open(&pkcs11, token, &pin, SealingKey::CreateIfMissing)?
