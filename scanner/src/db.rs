@@ -21,7 +21,8 @@
 //!   (u64 BE, per key: the last block whose outputs went to its scheduler), `last_handled`
 //!   (u64 BE, the last coordinator message handled), `next_outbox_id` (u64 BE), `batch_key`
 //!   (32, of the confirmed key pair), `next_batch_to_sign` (u32 BE), `last_serai_block` (u64
-//!   BE, the last Serai block handled).
+//!   BE, the last Serai block handled), `batch_attempt/` || batch id (u32 BE) -> attempt
+//!   (u32 BE): a re-attempt asked for a Batch still waiting for the enclave's window.
 //!
 //! What a processor step reads does not grow with history: Batches are read from the signing
 //! watermark on, and a plan's signed transaction is deleted once its eventuality settles, a
@@ -39,7 +40,7 @@ use schema::{
     amount::Amount,
     batch::Batch,
     hashes::{PlanId, TransactionId},
-    ids::{BatchId, MessageId, SeraiBlockNumber},
+    ids::{Attempt, BatchId, MessageId, SeraiBlockNumber},
     instruction::RefundableInInstruction,
     keys::{BatchKey, NetworkKey},
     messages::{ProcessorEnvelope, ProcessorMessage},
@@ -153,6 +154,10 @@ pub struct ScannedKey {
     pub activation: u64,
     /// The next block to scan for it.
     pub next: u64,
+}
+
+fn batch_attempt_name(id: BatchId) -> Vec<u8> {
+    [&b"batch_attempt/"[..], &id.0.to_be_bytes()].concat()
 }
 
 /// The name of `key`'s acknowledged height in `meta`: each key's outputs go to its own
@@ -667,6 +672,47 @@ impl Db {
     /// The column family is missing.
     pub fn put_next_batch_to_sign(&self, batch: &mut WriteBatch, id: u32) -> Result<(), DbError> {
         batch.put_cf(self.cf(CF_META)?, NEXT_BATCH_TO_SIGN, id.to_be_bytes());
+        Ok(())
+    }
+
+    /// The attempt a `BatchReattempt` asked for a Batch not preprocessed yet (waiting for the
+    /// enclave's window), which its first preprocess then uses; 0 when none was asked.
+    ///
+    /// # Errors
+    /// RocksDB failed or the record is damaged.
+    pub fn batch_attempt(&self, id: BatchId) -> Result<Attempt, DbError> {
+        match self.db.get_cf(self.cf(CF_META)?, batch_attempt_name(id))? {
+            None => Ok(Attempt(0)),
+            Some(value) => <[u8; 4]>::try_from(value.as_slice())
+                .map(|attempt| Attempt(u32::from_be_bytes(attempt)))
+                .map_err(|_| DbError::Damaged(CF_META)),
+        }
+    }
+
+    /// Records the attempt asked for a Batch not preprocessed yet, in `batch`.
+    ///
+    /// # Errors
+    /// The column family is missing.
+    pub fn put_batch_attempt(
+        &self,
+        batch: &mut WriteBatch,
+        id: BatchId,
+        attempt: Attempt,
+    ) -> Result<(), DbError> {
+        batch.put_cf(
+            self.cf(CF_META)?,
+            batch_attempt_name(id),
+            attempt.0.to_be_bytes(),
+        );
+        Ok(())
+    }
+
+    /// Forgets the attempt recorded for a Batch (once it is preprocessed), in `batch`.
+    ///
+    /// # Errors
+    /// The column family is missing.
+    pub fn delete_batch_attempt(&self, batch: &mut WriteBatch, id: BatchId) -> Result<(), DbError> {
+        batch.delete_cf(self.cf(CF_META)?, batch_attempt_name(id));
         Ok(())
     }
 

@@ -529,17 +529,26 @@ impl Processor {
                 else {
                     return Ok(Handled::Skipped("unknown_batch"));
                 };
+                if id.id.batch.0 >= self.scanner.db().next_batch_to_sign()? {
+                    // Not preprocessed yet: it waits for the enclave's window, and its first
+                    // preprocess takes this attempt.
+                    self.scanner
+                        .db()
+                        .put_batch_attempt(batch, id.id.batch, id.attempt)?;
+                    return Ok(Handled::Done(Vec::new()));
+                }
                 match self.preprocess_batch(id, &to_sign).await {
                     Ok(message) => Ok(Handled::Done(vec![message])),
                     Err(error) => self.refused(error, "batch reattempt"),
                 }
             }
-            CoordinatorMessage::Substrate(Substrate::BatchIncluded { batch }) => {
-                match self.signer.batch_included(&batch).await {
-                    Ok(()) => Ok(Handled::Done(Vec::new())),
-                    Err(error) => self.refused(error, "batch included"),
-                }
-            }
+            CoordinatorMessage::Substrate(Substrate::BatchIncluded {
+                batch: included,
+                attestation,
+            }) => match self.signer.batch_included(&included, &attestation).await {
+                Ok(()) => Ok(Handled::Done(Vec::new())),
+                Err(error) => self.refused(error, "batch included"),
+            },
             CoordinatorMessage::Substrate(Substrate::SubstrateBlock {
                 context,
                 block,
@@ -886,9 +895,12 @@ impl Processor {
                     network: batch.network,
                     batch: batch.id,
                 },
-                attempt: Attempt(0),
+                attempt: self.scanner.db().batch_attempt(batch.id)?,
             };
             let mut write = WriteBatch::default();
+            self.scanner
+                .db()
+                .delete_batch_attempt(&mut write, batch.id)?;
             match self.preprocess_batch(id, &batch).await {
                 Ok(message) => self.scanner.db().put_outbox(&mut write, [message])?,
                 Err(SignerError::Refused {

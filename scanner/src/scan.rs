@@ -212,10 +212,16 @@ impl<N: Network> Scanner<N> {
         if keys.iter().any(|key| key.next <= height) {
             return Ok(None);
         }
+        // A key's outputs start at its activation block: its first acknowledgement reads from
+        // there, not through every output stored before it.
+        let activation = keys
+            .iter()
+            .find(|scanned| scanned.key == *key)
+            .map_or(0, |scanned| scanned.activation);
         let from = match self.db.acknowledged(key)? {
             Some(acknowledged) if acknowledged >= height => return Ok(Some(Vec::new())),
             Some(acknowledged) => acknowledged.saturating_add(1),
-            None => 0,
+            None => activation,
         };
         self.db.put_acknowledged(batch, key, height)?;
         Ok(Some(

@@ -634,8 +634,11 @@ impl Scheduler {
         if !matches!(first, Attempt::OverCaps) || worth <= fewest {
             return Ok(first);
         }
-        // Within the caps with `count` outputs stays within them with more outputs worth
-        // spending: bisect for the fewest (a handful of builds, however many outputs).
+        // Outputs worth spending lower the fee's share as they are added (all but a step where
+        // change appears, which adds an output's fee): bisect for the fewest within the caps (a
+        // handful of builds, however many outputs). Where that step breaks monotony the plan
+        // found may not be the smallest; it is within the caps all the same, and the same on
+        // every validator.
         let last = attempt(worth)?;
         if matches!(last, Attempt::OverCaps) {
             return Ok(last);

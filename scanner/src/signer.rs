@@ -14,7 +14,10 @@ use schema::{
     generated::signer_capnp::{refusal, signer, RefusalReason},
     ids::ValidatorSet,
     keys::KeyPair,
-    messages::{coordinator::PlansAcknowledged, key_gen, ParticipantMap},
+    messages::{
+        coordinator::{Attestation, PlansAcknowledged},
+        key_gen, ParticipantMap,
+    },
     plan::Plan,
     sign_id::{BatchSignId, PlanSignId},
     transport,
@@ -357,14 +360,19 @@ impl SignerClient {
         .await
     }
 
-    /// Shows the enclave a Batch Serai included, so that its window of new Batch ids moves
-    /// past it.
+    /// Shows the enclave a Batch Serai included, with the coordinator's attestation, so that
+    /// its window of new Batch ids moves past it.
     ///
     /// # Errors
     /// Refused, or the call failed.
-    pub async fn batch_included(&self, signed: &SignedBatch) -> Result<(), SignerError> {
+    pub async fn batch_included(
+        &self,
+        signed: &SignedBatch,
+        attestation: &Attestation,
+    ) -> Result<(), SignerError> {
         let mut request = self.client.batch_included_request();
         signed.write(request.get().init_batch())?;
+        request.get().set_attestation(&attestation.0);
         self.within(async {
             let response = request.send().promise.await?;
             unit_answer!(response)

@@ -82,8 +82,12 @@ struct SubstrateToProcessor {
       key @5 :Data; # 33 bytes, network key
       burns @6 :List(Common.OutInstructionWithBalance);
     }
-    # The newest Batch of the network Serai included, with its signature.
-    batchIncluded @7 :Common.SignedBatch;
+    # The newest Batch of the network Serai included, with its signature, attested by the
+    # coordinator (BIP340, over `substrate::inclusion_message`).
+    batchIncluded :group {
+      batch @7 :Common.SignedBatch;
+      attestation @8 :Data; # 64 bytes
+    }
   }
 }
 

@@ -10,7 +10,7 @@ enum RefusalReason {
   malformed @0;                  # the request did not decode or broke a limit
   unknownKey @1;                 # no confirmed key pair matches the request's key
   unknownAttempt @2;             # no signing or key-gen state for this id and attempt
-  attestationInvalid @3;         # PlansAcknowledged's signature does not verify
+  attestationInvalid @3;         # a coordinator attestation does not verify
   planNotAcknowledged @4;        # the recomputed plan id is in no acknowledged set
   feeRateTooHigh @5;             # the fee rate is above the configured cap
   feeShareTooHigh @6;            # the fee is too large a share of the transaction
@@ -28,9 +28,8 @@ enum RefusalReason {
   staleAttempt @18;              # a key generation attempt at or below one already started
   batchOutOfOrder @19;           # a Batch id other than the next one to sign
   wrongNetwork @20;              # a request for a network this enclave does not sign for
-  batchAhead @21;                # a new Batch id BATCH_WINDOW or more past the last one known
-                                 # signed; may pass once a later Batch is known signed
-  evidenceInvalid @22;           # a signed Batch that no confirmed batch key signed
+  batchAhead @21;                # a new Batch id more than BATCH_WINDOW past the last one Serai
+                                 # is attested to have included; may pass once a later one is
 }
 
 struct Refusal {
@@ -92,7 +91,7 @@ interface Signer {
   shareBatch @8 (id :Common.SignId, preprocesses :List(Common.ParticipantData)) -> (result :BytesResult);
   completeBatch @9 (id :Common.SignId, shares :List(Common.ParticipantData)) -> (result :BatchResult);
 
-  # Serai included this Batch: its signature by a confirmed batch key is the evidence that
-  # moves the window of Batch ids the enclave preprocesses new content for.
-  batchIncluded @10 (batch :Common.SignedBatch) -> (result :UnitResult);
+  # Serai included this Batch, as the coordinator attests: the evidence that moves the window
+  # of Batch ids the enclave preprocesses new content for.
+  batchIncluded @10 (batch :Common.SignedBatch, attestation :Data) -> (result :UnitResult);
 }

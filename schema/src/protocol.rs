@@ -81,11 +81,11 @@ pub const MAX_FEE_RATE: FeeRate = FeeRate(1_000);
 /// current fee rate stay pooled, and payments whose plan would cross it wait.
 pub const MAX_FEE_SHARE_BASIS_POINTS: u16 = 500;
 
-/// How many new Batch ids past the last one known signed (by its signature: the enclave's
-/// own completion, or a Batch Serai included) an enclave preprocesses new content for. A
-/// compromised scanner can make its enclave claim at most this many ids with junk (the honest
-/// Batches under them are refused there until a later Batch is known signed); an honest
-/// processor preprocesses this far ahead of Serai's inclusions, and waits beyond.
+/// How many new Batch ids past the last one Serai included (as the coordinator attests) an
+/// enclave preprocesses new content for. A compromised scanner can make its enclave claim at
+/// most this many ids with junk (the honest Batches under them are refused there until a later
+/// inclusion is attested); an honest processor preprocesses this far ahead of Serai's
+/// inclusions, and waits beyond.
 pub const BATCH_WINDOW: u32 = 32;
 
 /// A finalized block whose height is a multiple of this gets a Batch even without any of our

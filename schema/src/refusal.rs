@@ -29,6 +29,5 @@ pub fn label(reason: RefusalReason) -> &'static str {
         RefusalReason::BatchOutOfOrder => "batch_out_of_order",
         RefusalReason::WrongNetwork => "wrong_network",
         RefusalReason::BatchAhead => "batch_ahead",
-        RefusalReason::EvidenceInvalid => "evidence_invalid",
     }
 }

@@ -434,7 +434,15 @@ pub fn substrate_coordinator_message() -> impl Strategy<Value = substrate::Coord
                     burns,
                 }
             }),
-        signed_batch().prop_map(|batch| substrate::CoordinatorMessage::BatchIncluded { batch }),
+        (signed_batch(), vec(any::<u8>(), 64)).prop_filter_map(
+            "attestation",
+            |(batch, attestation)| {
+                Some(substrate::CoordinatorMessage::BatchIncluded {
+                    batch,
+                    attestation: Attestation(attestation.try_into().ok()?),
+                })
+            }
+        ),
     ]
 }
 

@@ -42,7 +42,7 @@ pub enum Event {
     BatchSigned,
     /// A request was refused (detail: the reason and why).
     Refused,
-    /// A Batch Serai included was shown, its signature verified (subject: the batch id).
+    /// A Batch Serai included was shown, its attestation verified (subject: the batch id).
     BatchIncluded,
     /// Every key pair was retired for a new sealing key (detail: how many).
     KeysRetired,

@@ -17,8 +17,8 @@
 //! - `batch_markers`: batch key (32) || network (1) || batch id (u32 LE) || attempt (u32 LE)
 //! - `batches`: network (1) || batch id (u32 LE) -> hash of the signed batch message (32)
 //! - `settings`, `next_batch/<network code>`: the id of the next Batch to sign (u32 LE)
-//! - `settings`, `batch_floor/<network code>`: one past the highest Batch id known signed by a
-//!   confirmed batch key (u32 LE), where the window of new Batch ids starts
+//! - `settings`, `batch_floor/<network code>`: one past the highest Batch id Serai is attested
+//!   to have included (u32 LE), where the window of new Batch ids starts
 //! - `audit`: record number (u64 BE) -> the record's bytes || its hash (32) (see `audit`);
 //!   `settings`, `audit_head`: the next record's number (u64 LE) || the last hash (32). An
 //!   approval's record is in the approval's own write.
@@ -326,7 +326,12 @@ impl EnclaveDb {
         self.batch_setting(&next_batch_setting(network))
     }
 
-    fn batch_floor_id(&self, network: NetworkId) -> Result<BatchId, DbError> {
+    /// One past the highest Batch id of `network` Serai is attested to have included (0 before
+    /// any).
+    ///
+    /// # Errors
+    /// The database failed or the record is damaged.
+    pub fn batch_floor_id(&self, network: NetworkId) -> Result<BatchId, DbError> {
         self.batch_setting(&batch_floor_setting(network))
     }
 
@@ -339,13 +344,12 @@ impl EnclaveDb {
         }
     }
 
-    /// Records, with `entry` in the audit trail, that Batch `batch` of `network` is known
-    /// signed by a confirmed batch key: the window of new Batch ids starts past it (never moves
-    /// back). Synced.
+    /// Records, with `entry` in the audit trail, that Serai included Batch `batch` of
+    /// `network`: the window of new Batch ids starts past it (never moves back). Synced.
     ///
     /// # Errors
     /// The database failed; nothing was recorded.
-    pub fn record_batch_signed(
+    pub fn record_batch_included(
         &self,
         network: NetworkId,
         batch: BatchId,

@@ -17,12 +17,15 @@ use bitcoin::{
 use ciphersuite::group::GroupEncoding;
 use rand_core::OsRng;
 use schema::{
-    batch::{Batch, SignedBatch, BATCH_SIGNING_CONTEXT},
+    batch::{Batch, SignedBatch},
     error::DecodeError,
     generated::signer_capnp::RefusalReason,
     ids::{Attempt, NetworkId, ValidatorSet},
     keys::{BatchKey, KeyPair, NetworkKey},
-    messages::{coordinator::PlansAcknowledged, key_gen, ParticipantMap},
+    messages::{
+        coordinator::{Attestation, PlansAcknowledged},
+        key_gen, ParticipantMap,
+    },
     plan::Plan,
     protocol::{accepts_set_shape, FeeCaps},
     refusal::label,
@@ -409,69 +412,52 @@ impl Enclave {
             .batches
             .complete(id, shares)
             .map_err(|error| self.signing_refused(&error))?;
-        // Verified under our batch key: the window of new Batch ids moves past it.
-        self.db
-            .record_batch_signed(
-                id.id.network,
-                id.id.batch,
-                Entry {
-                    event: Event::BatchSigned,
-                    subject: id.id.batch.0.to_le_bytes().to_vec(),
-                    attempt: id.attempt.0,
-                    key: id.key.as_bytes().to_vec(),
-                    detail: String::new(),
-                },
-            )
-            .map_err(|error| self.refused(RefusalReason::HistoryUnavailable, error.to_string()))?;
+        self.audit_release(
+            Event::BatchSigned,
+            &id.id.batch.0.to_le_bytes(),
+            id.attempt,
+            id.key.as_bytes(),
+            String::new(),
+        )?;
         self.round("batch", "complete");
         Ok(signed)
     }
 
-    /// Takes a Batch Serai included as evidence that it was signed: verified under one of our
-    /// confirmed batch keys, it moves the window of new Batch ids past it, so that Batches this
-    /// enclave did not sign itself (another subset signed them, or junk from a compromised
-    /// scanner held their ids here) stop holding the window back.
+    /// Takes a Batch Serai included, as the coordinator attests: the window of new Batch ids
+    /// moves past it, so that Batches this enclave did not sign (another subset signed them,
+    /// or junk from a compromised scanner held their ids here) stop holding the window back.
+    /// One at or below the last one included changes nothing (and writes nothing).
     ///
     /// # Errors
-    /// Another network's Batch, a signature no confirmed batch key made, or the database
-    /// failed.
-    pub fn batch_included(&mut self, signed: &SignedBatch) -> Result<(), Refused> {
-        if signed.batch.network != NETWORK {
-            return Err(self.policy_refused(Refusal::WrongNetwork(signed.batch.network)));
+    /// Another network's Batch, an attestation that does not verify, or the database failed.
+    pub fn batch_included(
+        &mut self,
+        signed: &SignedBatch,
+        attestation: &Attestation,
+    ) -> Result<(), Refused> {
+        let batch = &signed.batch;
+        if let Decision::Refuse(refusal) =
+            policy::inclusion(batch, attestation, NETWORK, &self.coordinator)
+        {
+            return Err(self.policy_refused(refusal));
         }
-        let message = signed.batch.message();
-        let signer = schnorrkel::Signature::from_bytes(&signed.signature.0)
-            .ok()
-            .and_then(|signature| {
-                self.active.iter().find(|active| {
-                    schnorrkel::PublicKey::from_bytes(active.pair.batch_key.as_bytes()).is_ok_and(
-                        |key| {
-                            key.verify_simple(BATCH_SIGNING_CONTEXT, &message, &signature)
-                                .is_ok()
-                        },
-                    )
-                })
-            })
-            .map(|active| active.pair.batch_key);
-        let Some(key) = signer else {
-            return Err(self.refused(
-                RefusalReason::EvidenceInvalid,
-                format!(
-                    "Batch {} is not signed by a confirmed batch key",
-                    signed.batch.id.0
-                ),
-            ));
-        };
+        let floor = self
+            .db
+            .batch_floor_id(batch.network)
+            .map_err(|error| self.refused(RefusalReason::HistoryUnavailable, error.to_string()))?;
+        if batch.id < floor {
+            return Ok(());
+        }
         self.db
-            .record_batch_signed(
-                signed.batch.network,
-                signed.batch.id,
+            .record_batch_included(
+                batch.network,
+                batch.id,
                 Entry {
                     event: Event::BatchIncluded,
-                    subject: signed.batch.id.0.to_le_bytes().to_vec(),
+                    subject: batch.id.0.to_le_bytes().to_vec(),
                     attempt: 0,
-                    key: key.as_bytes().to_vec(),
-                    detail: format!("message {}", sha256::Hash::hash(&message)),
+                    key: Vec::new(),
+                    detail: format!("message {}", sha256::Hash::hash(&batch.message())),
                 },
             )
             .map_err(|error| self.refused(RefusalReason::HistoryUnavailable, error.to_string()))

@@ -12,7 +12,7 @@
 //! ones every scanner's scheduler plans within, so an honest plan is never refused. A Batch is
 //! signed only if it is for the enclave's network; the session names the batch; this attempt
 //! was never preprocessed; and either the same content was preprocessed under its id before,
-//! or its id is the next one and fewer than `BATCH_WINDOW` past the last one known signed.
+//! or its id is the next one and at most `BATCH_WINDOW` past the last one Serai included.
 
 use bitcoin::{
     hashes::{sha256, Hash},
@@ -25,7 +25,10 @@ use schema::{
     hashes::PlanId,
     ids::{BatchId, NetworkId},
     keys::NetworkKey,
-    messages::coordinator::PlansAcknowledged,
+    messages::{
+        coordinator::{Attestation, PlansAcknowledged},
+        substrate::inclusion_message,
+    },
     plan::{OutputId, Plan},
     protocol::{FeeCapExceeded, FeeCaps, BATCH_WINDOW},
     sign_id::{BatchSignId, PlanSignId},
@@ -56,8 +59,8 @@ pub trait PolicyHistory {
     /// The id of the next Batch to sign for this network: one after the highest signed (0
     /// before any).
     fn next_batch(&self, network: NetworkId) -> Result<BatchId, HistoryError>;
-    /// One past the highest Batch id of this network known signed by a confirmed batch key
-    /// (0 before any): the start of the window of ids new content is preprocessed for.
+    /// One past the highest Batch id of this network Serai is attested to have included (0
+    /// before any): the start of the window of ids new content is preprocessed for.
     fn batch_floor(&self, network: NetworkId) -> Result<BatchId, HistoryError>;
 }
 
@@ -76,7 +79,8 @@ macro_rules! ask {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Refusal {
-    /// The acknowledgement's attestation does not verify under the coordinator key.
+    /// A coordinator attestation (of plans acknowledged, or of a Batch included) does not
+    /// verify under the coordinator key.
     AttestationInvalid,
     /// The plan does not hash to the id (or key) it is to be signed under.
     PlanIdMismatch {
@@ -125,11 +129,11 @@ pub enum Refusal {
         /// The next id to sign.
         expected: BatchId,
     },
-    /// A new Batch `BATCH_WINDOW` or more ids past the last one known signed.
+    /// A new Batch more than `BATCH_WINDOW` ids past the last one included.
     BatchAhead {
         /// The id asked.
         got: BatchId,
-        /// One past the last id known signed.
+        /// One past the last id included.
         floor: BatchId,
     },
     /// The enclave's history could not be read.
@@ -180,7 +184,33 @@ pub fn acknowledgement(
         acknowledged.block,
         &acknowledged.plans,
     );
-    let verified = schnorr::Signature::from_slice(&acknowledged.attestation.0)
+    attested(digest, &acknowledged.attestation, coordinator)
+}
+
+/// Decides whether to take `batch` as included by Serai: the coordinator attests it (the
+/// network is the enclave's). The Batch's own signature is not what counts: a compromised
+/// scanner can confirm a key pair it generated alone, knows that key, and could sign any
+/// Batch under it; and a validator new in a set holds no key the earlier Batches were signed
+/// with.
+pub fn inclusion(
+    batch: &Batch,
+    attestation: &Attestation,
+    network: NetworkId,
+    coordinator: &XOnlyPublicKey,
+) -> Decision<()> {
+    if batch.network != network {
+        return Decision::Refuse(Refusal::WrongNetwork(batch.network));
+    }
+    attested(inclusion_message(batch), attestation, coordinator)
+}
+
+/// Whether `attestation` is the coordinator's BIP340 signature over `digest`.
+fn attested(
+    digest: [u8; 32],
+    attestation: &Attestation,
+    coordinator: &XOnlyPublicKey,
+) -> Decision<()> {
+    let verified = schnorr::Signature::from_slice(&attestation.0)
         .and_then(|signature| {
             Secp256k1::verification_only().verify_schnorr(
                 &signature,
@@ -250,12 +280,12 @@ pub fn plan_preprocess(
 ///
 /// A Batch's content comes from the scanners, t of which must agree for it to be signed; the
 /// enclave cannot check it against the chain. What it holds is order: only its own network, a
-/// new Batch only under the next id and fewer than `BATCH_WINDOW` ids past the last one known
-/// signed (by a confirmed batch key's signature, which no scanner alone can make), and an id
-/// once preprocessed only ever again with the same content. A compromised scanner can make its
-/// own enclave claim at most `BATCH_WINDOW` ids with junk; the honest Batches under them are
-/// refused there until a later Batch signed by the others is shown, and it cannot claim ids
-/// further ahead to block them for good.
+/// new Batch only under the next id and at most `BATCH_WINDOW` ids past the last one Serai
+/// included (as the coordinator attests, which no scanner alone can), and an id once
+/// preprocessed only ever again with the same content. A compromised scanner can make its own
+/// enclave claim at most `BATCH_WINDOW` ids with junk; the honest Batches under them are
+/// refused there until a later included Batch is shown, and it cannot claim ids further ahead
+/// to block them for good.
 pub fn batch_preprocess(
     history: &impl PolicyHistory,
     network: NetworkId,

@@ -27,11 +27,14 @@ use schema::{
     generated::signer_capnp::{refusal, signer},
     ids::ValidatorSet,
     keys::KeyPair,
-    messages::{coordinator::PlansAcknowledged, key_gen, ParticipantMap},
+    messages::{
+        coordinator::{Attestation, PlansAcknowledged},
+        key_gen, ParticipantMap,
+    },
     plan::Plan,
     sign_id::{BatchSignId, PlanSignId},
     transport,
-    wire::{read_participant_map, Wire},
+    wire::{read_attestation, read_participant_map, Wire},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -534,12 +537,16 @@ impl signer::Server for SignerService {
         params: signer::BatchIncludedParams,
         mut results: signer::BatchIncludedResults,
     ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        let decoded = params
-            .get()
-            .and_then(|p| p.get_batch())
-            .map_err(DecodeError::from)
-            .and_then(SignedBatch::read);
-        let outcome = self.with(decoded, |enclave, signed| enclave.batch_included(&signed));
+        let decoded = (|| -> Result<(SignedBatch, Attestation), DecodeError> {
+            let p = params.get()?;
+            Ok((
+                SignedBatch::read(p.get_batch()?)?,
+                read_attestation(p.get_attestation()?)?,
+            ))
+        })();
+        let outcome = self.with(decoded, |enclave, (signed, attestation)| {
+            enclave.batch_included(&signed, &attestation)
+        });
         unit_answer(results.get().init_result(), outcome)
     }
 }

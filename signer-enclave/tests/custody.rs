@@ -124,23 +124,7 @@ fn custody_through_softhsm() {
     // A second key under the sealing key's label (planted, or left by a botched restore):
     // which one seals is ambiguous, so nothing opens. A sealing key that could leave the
     // token is refused too.
-    let planted = custody
-        .with_session(|session| {
-            session
-                .generate_key(
-                    &cryptoki::mechanism::Mechanism::AesKeyGen,
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Private(true),
-                        Attribute::Sensitive(false),
-                        Attribute::Extractable(true),
-                        Attribute::ValueLen(32.into()),
-                        Attribute::Label(signer_enclave::custody::SEALING_KEY_LABEL.into()),
-                    ],
-                )
-                .unwrap()
-        })
-        .unwrap();
+    let planted = plant(&custody, false, 32);
     assert!(matches!(
         Custody::open(&pkcs11, LABEL, &pin, SealingKey::MustExist),
         Err(CustodyError::AmbiguousSealingKey(2))
@@ -162,23 +146,9 @@ fn custody_through_softhsm() {
     ));
     // A planted key that never leaves the token but is only 128 bits: refused too.
     custody
-        .with_session(|session| {
-            session.destroy_object(planted).unwrap();
-            session
-                .generate_key(
-                    &cryptoki::mechanism::Mechanism::AesKeyGen,
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Private(true),
-                        Attribute::Sensitive(true),
-                        Attribute::Extractable(false),
-                        Attribute::ValueLen(16.into()),
-                        Attribute::Label(signer_enclave::custody::SEALING_KEY_LABEL.into()),
-                    ],
-                )
-                .unwrap();
-        })
+        .with_session(|session| session.destroy_object(planted).unwrap())
         .unwrap();
+    plant(&custody, true, 16);
     assert!(matches!(
         Custody::open(&pkcs11, LABEL, &pin, SealingKey::MustExist),
         Err(CustodyError::UnsafeSealingKey(attributes))
@@ -195,4 +165,26 @@ fn custody_through_softhsm() {
         ),
         Err(CustodyError::WrongPin)
     ));
+}
+
+/// A key planted in the token under the sealing key's label: sensitive and never extractable,
+/// or neither; of `bytes` bytes.
+fn plant(custody: &Custody, safe: bool, bytes: u64) -> cryptoki::object::ObjectHandle {
+    custody
+        .with_session(|session| {
+            session
+                .generate_key(
+                    &cryptoki::mechanism::Mechanism::AesKeyGen,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(safe),
+                        Attribute::Extractable(!safe),
+                        Attribute::ValueLen(bytes.into()),
+                        Attribute::Label(signer_enclave::custody::SEALING_KEY_LABEL.into()),
+                    ],
+                )
+                .unwrap()
+        })
+        .unwrap()
 }

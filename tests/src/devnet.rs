@@ -771,11 +771,15 @@ impl Devnet {
             .map(|instruction| instruction.amount.to_sat())
             .sum::<u64>();
         drop(included);
-        // Every processor hears of it: their enclaves preprocess new Batches only so far past
-        // the last one known signed.
+        // Every processor hears of it, attested: their enclaves preprocess new Batches only so
+        // far past the last one included.
+        let digest = substrate::inclusion_message(&signed.batch);
+        let attestation = Secp256k1::new()
+            .sign_schnorr_no_aux_rand(&Message::from_digest(digest), &self.attestor);
         self.push_to_each(|_| {
             CoordinatorMessage::Substrate(substrate::CoordinatorMessage::BatchIncluded {
                 batch: signed.clone(),
+                attestation: Attestation(attestation.serialize()),
             })
         })?;
         Ok(signed.clone())

@@ -9,6 +9,7 @@ use scanner::signer::SignerClient;
 use schema::{
     batch::{Batch, SignedBatch},
     ids::{KeyGenId, Participant, ThresholdParams},
+    keys::KeyPair,
     messages::{
         key_gen::{CoordinatorMessage, ProcessorMessage},
         ParticipantMap,
@@ -43,6 +44,21 @@ impl KeyGenParty for SignerClient {
 
 fn failed(error: impl std::fmt::Display) -> HarnessError {
     HarnessError::Failed(error.to_string())
+}
+
+/// The key pair a key generation's last message announces, if it is `GeneratedKeyPair`.
+pub fn generated_pair(message: &ProcessorMessage) -> Option<KeyPair> {
+    match message {
+        ProcessorMessage::GeneratedKeyPair {
+            batch_key,
+            network_key,
+            ..
+        } => Some(KeyPair {
+            batch_key: *batch_key,
+            network_key: *network_key,
+        }),
+        _ => None,
+    }
 }
 
 /// Everyone's message but `me`'s.

@@ -43,6 +43,7 @@ use schema::{
     messages::{
         coordinator::{Attestation, PlansAcknowledged},
         key_gen::{CoordinatorMessage, ProcessorMessage},
+        substrate::inclusion_message,
         ParticipantMap,
     },
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
@@ -129,6 +130,16 @@ fn batch(id: u32, network: NetworkId, amount: u64) -> Batch {
     }
 }
 
+/// The coordinator's attestation (by `key`) that Serai included `batch`.
+fn attest_inclusion(batch: &Batch, key: &Keypair) -> Attestation {
+    let digest = inclusion_message(batch);
+    Attestation(
+        Secp256k1::new()
+            .sign_schnorr_no_aux_rand(&Message::from_digest(digest), key)
+            .serialize(),
+    )
+}
+
 fn batch_sign_id(pair: &KeyPair, id: u32, network: NetworkId, attempt: u32) -> BatchSignId {
     BatchSignId {
         key: pair.batch_key,
@@ -141,17 +152,8 @@ fn batch_sign_id(pair: &KeyPair, id: u32, network: NetworkId, attempt: u32) -> B
 }
 
 fn generated_pair(message: &ProcessorMessage) -> KeyPair {
-    match message {
-        ProcessorMessage::GeneratedKeyPair {
-            batch_key,
-            network_key,
-            ..
-        } => KeyPair {
-            batch_key: *batch_key,
-            network_key: *network_key,
-        },
-        other => panic!("expected GeneratedKeyPair, got {other:?}"),
-    }
+    relay::generated_pair(message)
+        .unwrap_or_else(|| panic!("expected GeneratedKeyPair, got {message:?}"))
 }
 
 /// What one attack sends.
@@ -558,15 +560,18 @@ async fn adversary() {
     }
     let steps = signing_steps(victim_enclave);
     let refusal_of = |result: Result<Vec<u8>, SignerError>| result.unwrap_err().refusal();
-    assert_eq!(
+    let perform_junk = async |client: &SignerClient, id: u32| {
         refusal_of(
-            victim
+            client
                 .preprocess_batch(
-                    &batch_sign_id(&voted, BATCH_WINDOW, NetworkId::Bitcoin, 0),
-                    &batch(BATCH_WINDOW, NetworkId::Bitcoin, 1_000),
+                    &batch_sign_id(&voted, id, NetworkId::Bitcoin, 0),
+                    &batch(id, NetworkId::Bitcoin, 1_000),
                 )
-                .await
-        ),
+                .await,
+        )
+    };
+    assert_eq!(
+        perform_junk(victim, BATCH_WINDOW).await,
         Some(RefusalReason::BatchAhead)
     );
     assert_eq!(
@@ -584,9 +589,11 @@ async fn adversary() {
         Some(RefusalReason::BatchIdReused)
     );
     assert_eq!(signing_steps(victim_enclave), steps);
-    // Evidence the scanner forges does not move the window: a flipped signature bit, another
-    // network's Batch.
-    let mut forged = relay::sign_batch(
+    // What the scanner can make up does not move the window: the coordinator's attestation is
+    // the evidence, not the Batch's signature (a scanner that confirmed a pair it generated
+    // alone knows that key and could sign anything under it). A genuinely signed Batch 1 with
+    // an attestation by another key, or flipped; an attested Batch of another network.
+    let included = relay::sign_batch(
         &clients,
         &signers,
         batch_sign_id(&voted, 1, NetworkId::Bitcoin, 0),
@@ -594,29 +601,45 @@ async fn adversary() {
     )
     .await
     .unwrap();
-    forged.signature.0[7] ^= 1;
-    assert_eq!(
-        victim.batch_included(&forged).await.unwrap_err().refusal(),
-        Some(RefusalReason::EvidenceInvalid)
+    let impostor = Keypair::from_secret_key(
+        &Secp256k1::new(),
+        &SecretKey::from_slice(&[0x78; 32]).unwrap(),
     );
-    forged.signature.0[7] ^= 1;
-    let mut elsewhere = forged.clone();
+    let mut flipped = attest_inclusion(&included.batch, &coordinator());
+    flipped.0[9] ^= 1;
+    let mut elsewhere = included.clone();
     elsewhere.batch.network = NetworkId::Ethereum;
+    for (evidence, attestation, reason) in [
+        (
+            &included,
+            attest_inclusion(&included.batch, &impostor),
+            RefusalReason::AttestationInvalid,
+        ),
+        (&included, flipped, RefusalReason::AttestationInvalid),
+        (
+            &elsewhere,
+            attest_inclusion(&elsewhere.batch, &coordinator()),
+            RefusalReason::WrongNetwork,
+        ),
+    ] {
+        assert_eq!(
+            victim
+                .batch_included(evidence, &attestation)
+                .await
+                .unwrap_err()
+                .refusal(),
+            Some(reason)
+        );
+    }
     assert_eq!(
-        victim
-            .batch_included(&elsewhere)
-            .await
-            .unwrap_err()
-            .refusal(),
-        Some(RefusalReason::WrongNetwork)
+        perform_junk(victim, BATCH_WINDOW).await,
+        Some(RefusalReason::BatchAhead),
+        "the window did not move"
     );
-    assert_eq!(
-        refusal_count(victim_enclave, RefusalReason::EvidenceInvalid),
-        1.0
-    );
-    // The others sign the honest Batches (their own completions move their windows); Serai
-    // includes them, and the newest, shown to enclave 4, moves its window past the junk.
-    let mut newest = forged;
+    // The others sign the honest Batches; Serai includes them, and the coordinator's attested
+    // word of the newest, given to every enclave, moves their windows (enclave 4's past the
+    // junk).
+    let mut newest = included;
     for id in 2..BATCH_WINDOW {
         newest = relay::sign_batch(
             &clients,
@@ -627,7 +650,10 @@ async fn adversary() {
         .await
         .unwrap();
     }
-    victim.batch_included(&newest).await.unwrap();
+    let attestation = attest_inclusion(&newest.batch, &coordinator());
+    for client in clients.values() {
+        client.batch_included(&newest, &attestation).await.unwrap();
+    }
     // Enclave 4 signs the next honest Batch again.
     relay::sign_batch(
         &clients,

@@ -145,17 +145,8 @@ fn attempt(attempt: u32) -> KeyGenId {
 }
 
 fn generated_pair(message: &ProcessorMessage) -> KeyPair {
-    match message {
-        ProcessorMessage::GeneratedKeyPair {
-            batch_key,
-            network_key,
-            ..
-        } => KeyPair {
-            batch_key: *batch_key,
-            network_key: *network_key,
-        },
-        other => panic!("expected GeneratedKeyPair, got {other:?}"),
-    }
+    relay::generated_pair(message)
+        .unwrap_or_else(|| panic!("expected GeneratedKeyPair, got {message:?}"))
 }
 
 fn plan(key: NetworkKey, txid: u8, inputs: &[(OutputKind, u64)], pay: u64) -> Plan {

@@ -1,12 +1,33 @@
 //! Events of the Serai chain, and updates for it.
 
+use bitcoin::hashes::{sha256, Hash};
+
+use super::coordinator::Attestation;
 use crate::{
-    batch::SignedBatch,
+    batch::{Batch, SignedBatch},
     hashes::BlockHash,
     ids::{SeraiBlockNumber, SeraiTime, ValidatorSet},
     instruction::OutInstructionWithBalance,
     keys::{KeyPair, NetworkKey},
+    transcript::Transcript,
 };
+
+/// The transcript tag of the coordinator's attestations that Serai included a Batch.
+pub const INCLUSION_TAG: &str = "serai-processor/batch-included/v1";
+
+/// The 32 bytes the coordinator's attestation key signs (BIP340) to say Serai included
+/// `batch`: the transcript (`INCLUSION_TAG`) of the network code, the batch id (u32 LE) and the
+/// SHA-256 of `Batch::message`.
+pub fn inclusion_message(batch: &Batch) -> [u8; 32] {
+    let mut transcript = Transcript::new(INCLUSION_TAG);
+    transcript.append("network", &[batch.network.code()]);
+    transcript.append("batch", &batch.id.0.to_le_bytes());
+    transcript.append(
+        "message",
+        sha256::Hash::hash(&batch.message()).as_byte_array(),
+    );
+    transcript.finish()
+}
 
 /// What the Serai chain knew when it produced a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -48,11 +69,13 @@ pub enum CoordinatorMessage {
         /// The burns, in chain order.
         burns: Vec<OutInstructionWithBalance>,
     },
-    /// Serai included this Batch, the newest of the network it included: the evidence (the
-    /// batch key's signature) that lets the enclave preprocess Batches past it.
+    /// Serai included this Batch, the newest of the network it included, as the coordinator
+    /// attests: the evidence that lets the enclave preprocess new Batches past it.
     BatchIncluded {
         /// The batch and its signature.
         batch: SignedBatch,
+        /// The coordinator's signature over `inclusion_message(&batch.batch)`.
+        attestation: Attestation,
     },
 }
 

@@ -1,8 +1,8 @@
 //! `Wire` for the messages of `messages.capnp`.
 
 use super::{
-    check_read_len, participant_map_len, read_bytes, read_participant_map, require, write_len,
-    write_participant_map, Wire,
+    check_read_len, participant_map_len, read_attestation, read_bytes, read_participant_map,
+    require, write_len, write_participant_map, Wire,
 };
 use crate::{
     batch::SignedBatch,
@@ -16,7 +16,7 @@ use crate::{
     keys::{BatchKey, KeyPair, NetworkKey},
     limits::{MAX_BLOB_LEN, MAX_BURNS, MAX_PLANS_PER_BLOCK},
     messages::{
-        coordinator::{self, Attestation, PlansAcknowledged, SubstrateBlockAck},
+        coordinator::{self, PlansAcknowledged, SubstrateBlockAck},
         key_gen, sign, substrate,
         substrate::SubstrateContext,
         CoordinatorEnvelope, CoordinatorMessage, ProcessorEnvelope, ProcessorMessage,
@@ -306,18 +306,11 @@ impl Wire for PlansAcknowledged {
     }
 
     fn read(r: m::plans_acknowledged::Reader<'_>) -> Result<Self, DecodeError> {
-        let attestation = r.get_attestation()?;
-        let attestation =
-            <[u8; 64]>::try_from(attestation).map_err(|_| DecodeError::WrongLength {
-                what: "attestation",
-                expected: 64,
-                actual: attestation.len(),
-            })?;
         Ok(PlansAcknowledged {
             block: SeraiBlockNumber(r.get_block()),
             key: NetworkKey::from_slice(r.get_key()?)?,
             plans: read_plan_ids(r.get_plans())?,
-            attestation: Attestation(attestation),
+            attestation: read_attestation(r.get_attestation()?)?,
         })
     }
 }
@@ -489,8 +482,10 @@ impl Wire for substrate::CoordinatorMessage {
                 }
                 Ok(())
             }
-            substrate::CoordinatorMessage::BatchIncluded { batch } => {
-                batch.write(b.init_batch_included())
+            substrate::CoordinatorMessage::BatchIncluded { batch, attestation } => {
+                let mut g = b.init_batch_included();
+                g.set_attestation(&attestation.0);
+                batch.write(g.init_batch())
             }
         }
     }
@@ -522,9 +517,13 @@ impl Wire for substrate::CoordinatorMessage {
                         .collect::<Result<_, _>>()?,
                 }
             }
-            Which::BatchIncluded(batch) => substrate::CoordinatorMessage::BatchIncluded {
-                batch: SignedBatch::read(batch?)?,
-            },
+            Which::BatchIncluded(g) => {
+                require(g.has_batch(), "included batch")?;
+                substrate::CoordinatorMessage::BatchIncluded {
+                    batch: SignedBatch::read(g.get_batch()?)?,
+                    attestation: read_attestation(g.get_attestation()?)?,
+                }
+            }
         })
     }
 }

@@ -154,6 +154,22 @@ pub fn participant_map_len(map: &ParticipantMap) -> Result<u32, EncodeError> {
     write_len("participant map", map.len(), MAX_PARTICIPANTS)
 }
 
+/// A coordinator attestation: exactly 64 bytes.
+///
+/// # Errors
+/// Another length.
+pub fn read_attestation(
+    bytes: &[u8],
+) -> Result<crate::messages::coordinator::Attestation, DecodeError> {
+    <[u8; 64]>::try_from(bytes)
+        .map(crate::messages::coordinator::Attestation)
+        .map_err(|_| DecodeError::WrongLength {
+            what: "attestation",
+            expected: 64,
+            actual: bytes.len(),
+        })
+}
+
 /// Reads a participant map: at most `MAX_PARTICIPANTS` entries, strictly ascending by
 /// participant (so each appears once and the encoding is canonical), blobs of at most
 /// `MAX_BLOB_LEN` bytes.

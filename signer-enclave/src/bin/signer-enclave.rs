@@ -130,13 +130,14 @@ fn open_custody(config: &Config, sealing_key: SealingKey) -> anyhow::Result<Cust
 fn write_attributes(out: &mut impl Write, attributes: SealingKeyAttributes) -> anyhow::Result<()> {
     writeln!(
         out,
-        "sealing key: AES-{} sensitive={} always_sensitive={} extractable={} never_extractable={} token={}",
+        "sealing key: AES-{} sensitive={} always_sensitive={} extractable={} never_extractable={} token={} local={}",
         attributes.value_len * 8,
         attributes.sensitive,
         attributes.always_sensitive,
         attributes.extractable,
         attributes.never_extractable,
         attributes.token,
+        attributes.local,
     )?;
     Ok(())
 }
