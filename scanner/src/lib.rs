@@ -11,6 +11,7 @@
 pub mod batch;
 pub mod bitcoin_network;
 pub mod config;
+pub mod core_answers;
 pub mod db;
 pub mod eventuality;
 pub mod link;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod network;
 pub mod outputs;
 pub mod processor;
+pub mod records;
 pub mod rpc;
 pub mod scan;
 pub mod scheduler;

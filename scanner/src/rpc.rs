@@ -4,13 +4,15 @@
 //! be reached, and Core's errors as typed values. Blocks and transactions are decoded with the
 //! `bitcoin` crate from their raw form.
 
-use std::{path::PathBuf, str::FromStr, thread, time::Duration};
+use std::{path::PathBuf, thread, time::Duration};
 
 use base64::Engine;
-use bitcoin::{consensus, hex::FromHex, Block, BlockHash, Transaction, Txid};
+use bitcoin::{consensus, Block, BlockHash, Transaction, Txid};
 use serde_json::{json, Value};
 use thiserror::Error;
 use zeroize::Zeroizing;
+
+use crate::core_answers;
 
 /// Core's `RPC_INVALID_ADDRESS_OR_KEY`: no such block or transaction.
 pub const RPC_INVALID_ADDRESS_OR_KEY: i64 = -5;
@@ -213,46 +215,11 @@ impl CoreRpc {
             .limit(64 * 1024 * 1024)
             .read_to_string()
             .map_err(unreachable)?;
-        let malformed = |reason: String| RpcError::Malformed {
-            method: method.to_owned(),
-            reason,
-        };
-        let reply: Value = serde_json::from_str(&text)
-            .map_err(|error| malformed(format!("HTTP {status}: {error}")))?;
-        match reply.get("error") {
-            Some(error) if !error.is_null() => Err(RpcError::Core {
-                code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
-                message: error
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-            }),
-            _ => reply
-                .get("result")
-                .cloned()
-                .ok_or_else(|| malformed("no result".into())),
-        }
+        core_answers::reply(method, status, &text)
     }
 
     fn string(&self, method: &str, params: Value) -> Result<String, RpcError> {
-        match self.call(method, params)? {
-            Value::String(text) => Ok(text),
-            other => Err(RpcError::Malformed {
-                method: method.to_owned(),
-                reason: format!("expected a string, got {other}"),
-            }),
-        }
-    }
-
-    fn decode<T: consensus::Decodable>(method: &str, hex: &str) -> Result<T, RpcError> {
-        Vec::<u8>::from_hex(hex)
-            .map_err(|error| error.to_string())
-            .and_then(|bytes| consensus::deserialize(&bytes).map_err(|error| error.to_string()))
-            .map_err(|reason| RpcError::Malformed {
-                method: method.to_owned(),
-                reason,
-            })
+        core_answers::string(method, self.call(method, params)?)
     }
 
     /// The height of the node's tip.
@@ -260,12 +227,7 @@ impl CoreRpc {
     /// # Errors
     /// See `call`.
     pub fn block_count(&self) -> Result<u64, RpcError> {
-        self.call("getblockcount", json!([]))?
-            .as_u64()
-            .ok_or_else(|| RpcError::Malformed {
-                method: "getblockcount".into(),
-                reason: "not a height".into(),
-            })
+        core_answers::height(&self.call("getblockcount", json!([]))?)
     }
 
     /// The hash of the active chain's block at `height`.
@@ -273,11 +235,7 @@ impl CoreRpc {
     /// # Errors
     /// See `call`; Core's -8 when the height is above the tip.
     pub fn block_hash(&self, height: u64) -> Result<BlockHash, RpcError> {
-        let hash = self.string("getblockhash", json!([height]))?;
-        BlockHash::from_str(&hash).map_err(|error| RpcError::Malformed {
-            method: "getblockhash".into(),
-            reason: error.to_string(),
-        })
+        core_answers::block_hash(self.call("getblockhash", json!([height]))?)
     }
 
     /// The height of a block on the active chain; `None` for an unknown block or one off the
@@ -291,14 +249,7 @@ impl CoreRpc {
             Err(error) if error.is_not_found() => return Ok(None),
             Err(error) => return Err(error),
         };
-        let on_chain = header
-            .get("confirmations")
-            .and_then(Value::as_i64)
-            .is_some_and(|confirmations| confirmations > 0);
-        Ok(header
-            .get("height")
-            .and_then(Value::as_u64)
-            .filter(|_| on_chain))
+        Ok(core_answers::header_height(&header))
     }
 
     /// The median fee rate (sat/vB, weighted by size) paid in a block, from Core's
@@ -311,23 +262,7 @@ impl CoreRpc {
             "getblockstats",
             json!([hash.to_string(), ["txs", "feerate_percentiles"]]),
         )?;
-        let malformed = |reason: &str| RpcError::Malformed {
-            method: "getblockstats".into(),
-            reason: reason.into(),
-        };
-        let transactions = stats
-            .get("txs")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| malformed("no txs"))?;
-        if transactions <= 1 {
-            return Ok(None);
-        }
-        stats
-            .get("feerate_percentiles")
-            .and_then(|percentiles| percentiles.get(2))
-            .and_then(Value::as_u64)
-            .map(Some)
-            .ok_or_else(|| malformed("no median fee rate"))
+        core_answers::median_fee_rate(&stats)
     }
 
     /// A block, decoded from its raw form.
@@ -336,7 +271,7 @@ impl CoreRpc {
     /// See `call`; the block does not decode or is not the one asked for.
     pub fn block(&self, hash: &BlockHash) -> Result<Block, RpcError> {
         let hex = self.string("getblock", json!([hash.to_string(), 0]))?;
-        let block: Block = Self::decode("getblock", &hex)?;
+        let block: Block = core_answers::decode("getblock", &hex)?;
         if block.block_hash() != *hash {
             return Err(RpcError::Malformed {
                 method: "getblock".into(),
@@ -352,7 +287,7 @@ impl CoreRpc {
     /// See `call`.
     pub fn raw_transaction(&self, txid: &Txid) -> Result<Option<Transaction>, RpcError> {
         match self.string("getrawtransaction", json!([txid.to_string(), false])) {
-            Ok(hex) => Self::decode("getrawtransaction", &hex).map(Some),
+            Ok(hex) => core_answers::decode("getrawtransaction", &hex).map(Some),
             Err(error) if error.is_not_found() => Ok(None),
             Err(error) => Err(error),
         }
@@ -378,11 +313,6 @@ impl CoreRpc {
     /// See `call`.
     pub fn estimate_smart_fee(&self, target: u16) -> Result<Option<u64>, RpcError> {
         let answer = self.call("estimatesmartfee", json!([target]))?;
-        Ok(answer
-            .get("feerate")
-            .and_then(Value::as_f64)
-            .filter(|rate| rate.is_finite() && *rate > 0.0)
-            .and_then(|btc_per_kvb| bitcoin::Amount::from_btc(btc_per_kvb).ok())
-            .map(|per_kvb| per_kvb.to_sat().div_ceil(1000)))
+        Ok(core_answers::fee_estimate(&answer))
     }
 }

@@ -41,7 +41,7 @@ pub enum Purpose {
 }
 
 impl Purpose {
-    fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         match self {
             Purpose::NetworkKeyShare => 1,
             Purpose::BatchKeyShare => 2,
@@ -231,54 +231,6 @@ impl Custody {
         Ok(custody)
     }
 
-    /// Seals a key share for storage.
-    ///
-    /// # Errors
-    /// The key id is too long, or the token failed.
-    pub fn seal(
-        &self,
-        key_id: &[u8],
-        purpose: Purpose,
-        share: &[u8],
-    ) -> Result<Vec<u8>, CustodyError> {
-        let aad = associated_data(key_id, purpose)?;
-        let session = self.session.lock().map_err(|_| CustodyError::Poisoned)?;
-        let mut iv = [0u8; IV_LEN];
-        session.generate_random_slice(&mut iv)?;
-        let mut nonce = iv;
-        let params = GcmParams::new(&mut nonce, &aad, TAG_BITS.into())?;
-        let ciphertext = session.encrypt(&Mechanism::AesGcm(params), self.key, share)?;
-        let mut sealed = Vec::with_capacity(IV_LEN + ciphertext.len());
-        sealed.extend_from_slice(&iv);
-        sealed.extend_from_slice(&ciphertext);
-        Ok(sealed)
-    }
-
-    /// Unseals a key share into zeroizing memory.
-    ///
-    /// # Errors
-    /// `Unseal` when the blob was tampered with or sealed for another key id, purpose or
-    /// token.
-    pub fn unseal(
-        &self,
-        key_id: &[u8],
-        purpose: Purpose,
-        sealed: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, CustodyError> {
-        let aad = associated_data(key_id, purpose)?;
-        if sealed.len() < IV_LEN + 16 {
-            return Err(CustodyError::Unseal);
-        }
-        let (iv, ciphertext) = sealed.split_at(IV_LEN);
-        let mut iv = <[u8; IV_LEN]>::try_from(iv).map_err(|_| CustodyError::Unseal)?;
-        let session = self.session.lock().map_err(|_| CustodyError::Poisoned)?;
-        let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into())?;
-        session
-            .decrypt(&Mechanism::AesGcm(params), self.key, ciphertext)
-            .map(Zeroizing::new)
-            .map_err(|_| CustodyError::Unseal)
-    }
-
     /// The sealing key's security attributes, as the token reports them.
     ///
     /// # Errors
@@ -366,7 +318,69 @@ fn login(session: &Session, slot: u64, pin: &AuthPin) -> Result<(), CustodyError
     }
 }
 
-fn associated_data(key_id: &[u8], purpose: Purpose) -> Result<Vec<u8>, CustodyError> {
+/// What the enclave asks of custody: a key share sealed for storage, and back. Implemented by
+/// the PKCS#11 token (`Custody`) and, for tests and fuzzing, by an in-memory twin
+/// (`memory_custody`) held to the same behaviour by one conformance suite.
+pub trait Seal {
+    /// Seals a key share for storage, bound to its key id and purpose; sealing the same share
+    /// twice gives different blobs.
+    ///
+    /// # Errors
+    /// The key id is too long, or custody failed.
+    fn seal(&self, key_id: &[u8], purpose: Purpose, share: &[u8]) -> Result<Vec<u8>, CustodyError>;
+
+    /// Unseals a key share into zeroizing memory.
+    ///
+    /// # Errors
+    /// `Unseal` when the blob was tampered with, truncated, or sealed for another key id,
+    /// purpose or custody.
+    fn unseal(
+        &self,
+        key_id: &[u8],
+        purpose: Purpose,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CustodyError>;
+}
+
+impl Seal for Custody {
+    fn seal(&self, key_id: &[u8], purpose: Purpose, share: &[u8]) -> Result<Vec<u8>, CustodyError> {
+        let aad = associated_data(key_id, purpose)?;
+        let session = self.session.lock().map_err(|_| CustodyError::Poisoned)?;
+        let mut iv = [0u8; IV_LEN];
+        session.generate_random_slice(&mut iv)?;
+        let mut nonce = iv;
+        let params = GcmParams::new(&mut nonce, &aad, TAG_BITS.into())?;
+        let ciphertext = session.encrypt(&Mechanism::AesGcm(params), self.key, share)?;
+        let mut sealed = Vec::with_capacity(IV_LEN + ciphertext.len());
+        sealed.extend_from_slice(&iv);
+        sealed.extend_from_slice(&ciphertext);
+        Ok(sealed)
+    }
+
+    fn unseal(
+        &self,
+        key_id: &[u8],
+        purpose: Purpose,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CustodyError> {
+        let aad = associated_data(key_id, purpose)?;
+        if sealed.len() < IV_LEN + 16 {
+            return Err(CustodyError::Unseal);
+        }
+        let (iv, ciphertext) = sealed.split_at(IV_LEN);
+        let mut iv = <[u8; IV_LEN]>::try_from(iv).map_err(|_| CustodyError::Unseal)?;
+        let session = self.session.lock().map_err(|_| CustodyError::Poisoned)?;
+        let params = GcmParams::new(&mut iv, &aad, TAG_BITS.into())?;
+        session
+            .decrypt(&Mechanism::AesGcm(params), self.key, ciphertext)
+            .map(Zeroizing::new)
+            .map_err(|_| CustodyError::Unseal)
+    }
+}
+
+/// `"processor-seal-v1" || purpose (u8) || len(key id) (u8) || key id`: what binds a sealed
+/// blob to its key id and purpose.
+pub(crate) fn associated_data(key_id: &[u8], purpose: Purpose) -> Result<Vec<u8>, CustodyError> {
     let len = u8::try_from(key_id.len()).map_err(|_| CustodyError::KeyIdTooLong)?;
     let mut aad = Vec::with_capacity(AAD_DOMAIN.len() + 2 + key_id.len());
     aad.extend_from_slice(AAD_DOMAIN);

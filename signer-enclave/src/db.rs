@@ -637,13 +637,14 @@ fn set_key(set: ValidatorSet) -> [u8; 5] {
     [a, b, c, d, set.network.code()]
 }
 
-fn candidate_key(set: ValidatorSet, pair: &KeyPair) -> Vec<u8> {
+/// The key a candidate pair of `set` is stored under.
+pub fn candidate_key(set: ValidatorSet, pair: &KeyPair) -> Vec<u8> {
     [&set_key(set)[..], &pair.network_key.to_bytes()].concat()
 }
 
 /// `status (1) || batch key (32) || network key (33) || len (u32 LE) || sealed batch keys ||
 /// sealed network keys`; the key id is the network key.
-fn encode_record(record: &KeyRecord) -> Vec<u8> {
+pub fn encode_record(record: &KeyRecord) -> Vec<u8> {
     let status = match record.status {
         KeyStatus::Generated => 0u8,
         KeyStatus::Confirmed => 1u8,
@@ -660,11 +661,10 @@ fn encode_record(record: &KeyRecord) -> Vec<u8> {
     .concat()
 }
 
-fn decode_record(key: &[u8], value: &[u8]) -> Option<KeyRecord> {
-    let (&[a, b, c, d, network], rest) = key.split_first_chunk::<5>()?;
-    if !rest.is_empty() && rest.len() != 33 {
-        return None;
-    }
+/// Reads a key record back from its key (`set (5) || network key (33)`, or the set alone as
+/// older builds wrote) and value; `None` for bytes `encode_record` did not write.
+pub fn decode_record(key: &[u8], value: &[u8]) -> Option<KeyRecord> {
+    let (&[a, b, c, d, network], keyed_by) = key.split_first_chunk::<5>()?;
     let set = ValidatorSet {
         session: Session(u32::from_le_bytes([a, b, c, d])),
         network: NetworkId::from_code(network).ok()?,
@@ -677,6 +677,10 @@ fn decode_record(key: &[u8], value: &[u8]) -> Option<KeyRecord> {
     };
     let (batch_key, rest) = rest.split_first_chunk::<32>()?;
     let (network_key, rest) = rest.split_first_chunk::<33>()?;
+    // A candidate is stored under its own network key: a record under another is damaged.
+    if !keyed_by.is_empty() && keyed_by != network_key {
+        return None;
+    }
     let (len, rest) = rest.split_first_chunk::<4>()?;
     let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
     if rest.len() < len {
@@ -723,4 +727,42 @@ fn batch_marker_key(id: &BatchSignId) -> Vec<u8> {
 fn batch_key(network: NetworkId, batch: BatchId) -> [u8; 5] {
     let [a, b, c, d] = batch.0.to_le_bytes();
     [network.code(), a, b, c, d]
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use proptest::prelude::*;
+    use schema::strategies::{key_pair, validator_set};
+
+    use super::*;
+
+    proptest! {
+        /// A key record reads back from its own key, and from the set alone as older builds
+        /// keyed it; under another candidate's key it is damaged, not read as that candidate.
+        #[test]
+        fn a_key_record_reads_back_only_under_its_own_key(
+            set in validator_set(),
+            pair in key_pair(),
+            other in key_pair(),
+            sealed in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            prop_assume!(pair.network_key != other.network_key);
+            let record = KeyRecord {
+                set,
+                status: KeyStatus::Generated,
+                pair,
+                sealed: SealedKeys {
+                    key_id: pair.network_key.to_bytes().to_vec(),
+                    batch: sealed.clone(),
+                    network: sealed,
+                },
+            };
+            let value = encode_record(&record);
+            prop_assert_eq!(decode_record(&candidate_key(set, &pair), &value), Some(record.clone()));
+            prop_assert_eq!(decode_record(&set_key(set), &value), Some(record));
+            prop_assert_eq!(decode_record(&candidate_key(set, &other), &value), None);
+        }
+    }
 }

@@ -36,7 +36,7 @@ use thiserror::Error;
 use crate::{
     audit::{Entry, Event},
     batch_signing::BatchSigning,
-    custody::Custody,
+    custody::Seal,
     db::{DbError, EnclaveDb, KeyStatus},
     key_gen::{GeneratedKeys, KeyGen, KeyGenError},
     key_store::{self, KeyStoreError, SealedKeys},
@@ -105,7 +105,7 @@ struct Active {
 /// Everything the enclave holds while it runs.
 pub struct Enclave {
     db: EnclaveDb,
-    custody: Custody,
+    custody: Box<dyn Seal>,
     coordinator: XOnlyPublicKey,
     metrics: Metrics,
     key_gen: KeyGen,
@@ -122,7 +122,11 @@ impl Enclave {
     ///
     /// # Errors
     /// Not provisioned, or a confirmed key pair cannot be restored.
-    pub fn open(db: EnclaveDb, custody: Custody, metrics: Metrics) -> Result<Self, StartError> {
+    pub fn open(
+        db: EnclaveDb,
+        custody: Box<dyn Seal>,
+        metrics: Metrics,
+    ) -> Result<Self, StartError> {
         let coordinator = db.coordinator_key()?.ok_or(StartError::NotProvisioned)?;
         let mut enclave = Enclave {
             db,
@@ -468,7 +472,7 @@ impl Enclave {
             self.refused(RefusalReason::Malformed, "generated keys do not encode")
         })?;
         let started = Instant::now();
-        let sealed = key_store::seal(&self.custody, keys);
+        let sealed = key_store::seal(self.custody.as_ref(), keys);
         self.hsm("seal", started, sealed.is_ok());
         let sealed = sealed
             .map_err(|error| self.refused(RefusalReason::CustodyUnavailable, error.to_string()))?;
@@ -484,7 +488,7 @@ impl Enclave {
 
     fn unseal(&self, sealed: &SealedKeys) -> Result<GeneratedKeys, KeyStoreError> {
         let started = Instant::now();
-        let keys = key_store::unseal(&self.custody, sealed);
+        let keys = key_store::unseal(self.custody.as_ref(), sealed);
         self.hsm("unseal", started, keys.is_ok());
         keys
     }

@@ -7,7 +7,7 @@ use modular_frost::{curve::Secp256k1, ThresholdKeys};
 use thiserror::Error;
 
 use crate::{
-    custody::{Custody, CustodyError, Purpose},
+    custody::{CustodyError, Purpose, Seal},
     key_gen::GeneratedKeys,
 };
 
@@ -41,7 +41,7 @@ pub struct SealedKeys {
 ///
 /// # Errors
 /// The token failed.
-pub fn seal(custody: &Custody, keys: &GeneratedKeys) -> Result<SealedKeys, KeyStoreError> {
+pub fn seal(custody: &dyn Seal, keys: &GeneratedKeys) -> Result<SealedKeys, KeyStoreError> {
     let key_id = keys.network.group_key().to_bytes().as_slice().to_vec();
     Ok(SealedKeys {
         batch: custody.seal(&key_id, Purpose::BatchKeyShare, &keys.batch.serialize())?,
@@ -54,7 +54,7 @@ pub fn seal(custody: &Custody, keys: &GeneratedKeys) -> Result<SealedKeys, KeySt
 ///
 /// # Errors
 /// The blobs do not unseal, do not parse, or hold inconsistent shares.
-pub fn unseal(custody: &Custody, sealed: &SealedKeys) -> Result<GeneratedKeys, KeyStoreError> {
+pub fn unseal(custody: &dyn Seal, sealed: &SealedKeys) -> Result<GeneratedKeys, KeyStoreError> {
     let batch = custody.unseal(&sealed.key_id, Purpose::BatchKeyShare, &sealed.batch)?;
     let network = custody.unseal(&sealed.key_id, Purpose::NetworkKeyShare, &sealed.network)?;
     Ok(GeneratedKeys {
@@ -63,7 +63,12 @@ pub fn unseal(custody: &Custody, sealed: &SealedKeys) -> Result<GeneratedKeys, K
     })
 }
 
-fn read_checked<C: Ciphersuite>(
+/// Reads unsealed keys (`ThresholdKeys::serialize`'s bytes) and checks the secret share
+/// against its own verification share; nothing may follow them.
+///
+/// # Errors
+/// `Malformed` or `Inconsistent`, naming `what`.
+pub fn read_checked<C: Ciphersuite>(
     mut bytes: &[u8],
     what: &'static str,
 ) -> Result<ThresholdKeys<C>, KeyStoreError> {

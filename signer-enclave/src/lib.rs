@@ -17,6 +17,10 @@ pub mod db;
 pub mod enclave;
 pub mod key_gen;
 pub mod key_store;
+#[cfg(feature = "testing")]
+pub mod local_key_gen;
+#[cfg(feature = "testing")]
+pub mod memory_custody;
 pub mod metrics;
 pub mod plan_signing;
 pub mod policy;

@@ -2,7 +2,8 @@
 //! provisioning creates one sealing key that the token will not reveal, shares round-trip
 //! through sealing, and every way a blob or a configuration can be wrong is refused by name.
 //!
-//! One test function: a PKCS#11 module is initialized once per process.
+//! One test function uses the token: a PKCS#11 module is initialized once per process. The
+//! in-memory twin is held to the same sealing behaviour.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(
@@ -21,7 +22,78 @@ use cryptoki::{
     object::{Attribute, ObjectClass},
     types::AuthPin,
 };
-use signer_enclave::custody::{load_module, Custody, CustodyError, Purpose, SealingKey};
+use signer_enclave::{
+    custody::{load_module, Custody, CustodyError, Purpose, Seal, SealingKey},
+    memory_custody::MemoryCustody,
+};
+
+/// What every custody (the token, and the in-memory twin the fast tests and fuzz targets use)
+/// must do: sealing round-trips, never shows the share, differs each time (fresh IV); another
+/// key id, another purpose, a flipped bit anywhere, a truncation, an overlong key id: refused.
+fn seals_like_a_token(custody: &dyn Seal) {
+    let share = b"a 184-byte ThresholdKeys serialization stands here in the test".to_vec();
+    let sealed = custody
+        .seal(b"key-1", Purpose::NetworkKeyShare, &share)
+        .unwrap();
+    assert!(!sealed
+        .windows(16)
+        .any(|w| share.windows(16).any(|s| s == w)));
+    assert_ne!(
+        sealed,
+        custody
+            .seal(b"key-1", Purpose::NetworkKeyShare, &share)
+            .unwrap()
+    );
+    let unsealed = custody
+        .unseal(b"key-1", Purpose::NetworkKeyShare, &sealed)
+        .unwrap();
+    assert_eq!(unsealed.as_slice(), share.as_slice());
+    let empty = custody.seal(b"key-1", Purpose::BatchKeyShare, &[]).unwrap();
+    assert!(custody
+        .unseal(b"key-1", Purpose::BatchKeyShare, &empty)
+        .unwrap()
+        .is_empty());
+
+    assert!(matches!(
+        custody.unseal(b"key-2", Purpose::NetworkKeyShare, &sealed),
+        Err(CustodyError::Unseal)
+    ));
+    assert!(matches!(
+        custody.unseal(b"key-1", Purpose::BatchKeyShare, &sealed),
+        Err(CustodyError::Unseal)
+    ));
+    for at in 0..sealed.len() {
+        let mut tampered = sealed.clone();
+        tampered[at] ^= 1;
+        assert!(matches!(
+            custody.unseal(b"key-1", Purpose::NetworkKeyShare, &tampered),
+            Err(CustodyError::Unseal)
+        ));
+    }
+    for len in [0, 20, 27, 28, sealed.len() - 1] {
+        assert!(matches!(
+            custody.unseal(b"key-1", Purpose::NetworkKeyShare, &sealed[..len]),
+            Err(CustodyError::Unseal)
+        ));
+    }
+    assert!(matches!(
+        custody.seal(&[0; 256], Purpose::NetworkKeyShare, &share),
+        Err(CustodyError::KeyIdTooLong)
+    ));
+}
+
+#[test]
+fn the_memory_twin_seals_like_the_token() {
+    seals_like_a_token(&MemoryCustody::default());
+    // Each twin has its own key: another one's blobs are not its own.
+    let sealed = MemoryCustody::default()
+        .seal(b"key-1", Purpose::NetworkKeyShare, b"share")
+        .unwrap();
+    assert!(matches!(
+        MemoryCustody::default().unseal(b"key-1", Purpose::NetworkKeyShare, &sealed),
+        Err(CustodyError::Unseal)
+    ));
+}
 
 #[test]
 fn custody_through_softhsm() {
@@ -56,25 +128,12 @@ fn custody_through_softhsm() {
         .unwrap();
     assert_eq!(keys, 1, "provisioning twice made a second key");
 
-    // Sealing round-trips, never shows the share, and differs each time (fresh IV).
-    let share = b"a 184-byte ThresholdKeys serialization stands here in the test".to_vec();
+    seals_like_a_token(&custody);
+    // The other session of the same token unseals what this one sealed.
+    let share = b"a share sealed in one session".to_vec();
     let sealed = custody
         .seal(b"key-1", Purpose::NetworkKeyShare, &share)
         .unwrap();
-    assert!(!sealed
-        .windows(16)
-        .any(|w| share.windows(16).any(|s| s == w)));
-    assert_ne!(
-        sealed,
-        custody
-            .seal(b"key-1", Purpose::NetworkKeyShare, &share)
-            .unwrap()
-    );
-    let unsealed = custody
-        .unseal(b"key-1", Purpose::NetworkKeyShare, &sealed)
-        .unwrap();
-    assert_eq!(unsealed.as_slice(), share.as_slice());
-    // The other session of the same token unseals it too.
     assert_eq!(
         again
             .unseal(b"key-1", Purpose::NetworkKeyShare, &sealed)
@@ -82,28 +141,6 @@ fn custody_through_softhsm() {
             .as_slice(),
         share.as_slice()
     );
-
-    // Another key id, another purpose, a flipped bit, a truncation: refused.
-    assert!(matches!(
-        custody.unseal(b"key-2", Purpose::NetworkKeyShare, &sealed),
-        Err(CustodyError::Unseal)
-    ));
-    assert!(matches!(
-        custody.unseal(b"key-1", Purpose::BatchKeyShare, &sealed),
-        Err(CustodyError::Unseal)
-    ));
-    for at in [0, 12, sealed.len() - 1] {
-        let mut tampered = sealed.clone();
-        tampered[at] ^= 1;
-        assert!(matches!(
-            custody.unseal(b"key-1", Purpose::NetworkKeyShare, &tampered),
-            Err(CustodyError::Unseal)
-        ));
-    }
-    assert!(matches!(
-        custody.unseal(b"key-1", Purpose::NetworkKeyShare, &sealed[..20]),
-        Err(CustodyError::Unseal)
-    ));
 
     // Configuration mistakes are named.
     assert!(matches!(

@@ -14,7 +14,7 @@ mod common;
 use ciphersuite::group::GroupEncoding;
 use schema::ids::Participant;
 use signer_enclave::{
-    custody::{Custody, SealingKey},
+    custody::{Custody, Seal, SealingKey},
     key_store::{seal, unseal, KeyStoreError},
 };
 

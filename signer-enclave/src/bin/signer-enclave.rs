@@ -254,7 +254,7 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let db = EnclaveDb::open(&config.db_path)
         .with_context(|| format!("database {} (db_path)", config.db_path.display()))?;
     let metrics = Metrics::new()?;
-    let enclave = Enclave::open(db, custody, metrics.clone())?;
+    let enclave = Enclave::open(db, Box::new(custody), metrics.clone())?;
     let metrics_address = metrics.serve(config.metrics.listen)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1,0 +1,405 @@
+//! Writes the committed seed corpora (`fuzz/corpus/<target>/`) from the project's own values:
+//! messages drawn from `schema::strategies` with a fixed seed, the InInstruction test vectors,
+//! stored records of real values, Core answers as Core gives them, and enclave calls with
+//! well-formed parameters, and key shares from a real key generation. `ops/fuzz seeds` runs it;
+//! everything but the key shares comes out the same each time.
+
+use std::{fs, path::Path};
+
+use bitcoin::{consensus, constants::genesis_block, Network};
+use capnp::{message, serialize};
+use proptest::{
+    strategy::{Strategy, ValueTree},
+    test_runner::TestRunner,
+};
+use scanner::{
+    eventuality::Eventuality,
+    network::ChainOutput,
+    outputs::ReceivedOutput,
+    records::{encode_eventuality, encode_io, encode_output},
+    scheduler::{Limits, Scheduler},
+    scheduler_state,
+};
+use schema::{
+    generated::signer_capnp::signer,
+    hashes::PlanId,
+    plan::OutputKind,
+    strategies,
+    transaction::FeeRate,
+    wire::{self, Wire},
+};
+use signer_enclave::{
+    audit::{Entry, Event, Record},
+    db::{candidate_key, encode_record, KeyRecord, KeyStatus},
+    key_store::SealedKeys,
+};
+
+type Failure = Box<dyn std::error::Error>;
+
+/// `count` values of `strategy`, the same ones every run.
+fn draw<S: Strategy>(strategy: S, count: usize) -> Vec<S::Value> {
+    let mut runner = TestRunner::deterministic();
+    (0..count)
+        .filter_map(|_| {
+            strategy
+                .new_tree(&mut runner)
+                .ok()
+                .map(|tree| tree.current())
+        })
+        .collect()
+}
+
+struct Corpus<'a> {
+    root: &'a Path,
+}
+
+impl Corpus<'_> {
+    fn write(&self, target: &str, name: &str, bytes: &[u8]) -> Result<(), Failure> {
+        let dir = self.root.join(target);
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join(name), bytes)?;
+        Ok(())
+    }
+
+    fn wire<T: Wire>(&self, selector: u8, values: &[T]) -> Result<(), Failure> {
+        for (index, value) in values.iter().enumerate() {
+            let bytes = [&[selector][..], &wire::encode(value)?].concat();
+            self.write("wire", &format!("{selector:02}-{index}"), &bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// One `Signer` call's parameters as a message, built by `fill`.
+fn params<P: capnp::traits::Owned>(
+    fill: impl FnOnce(P::Builder<'_>) -> Result<(), Failure>,
+) -> Result<Vec<u8>, Failure> {
+    let mut message = message::Builder::new_default();
+    fill(message.init_root::<P::Builder<'_>>())?;
+    Ok(serialize::write_message_to_words(&message))
+}
+
+fn call(method: u8, params: &[u8]) -> Result<Vec<u8>, Failure> {
+    let len = u16::try_from(params.len())?;
+    Ok([&[method][..], &len.to_le_bytes(), params].concat())
+}
+
+fn main() -> Result<(), Failure> {
+    let root = std::env::args()
+        .nth(1)
+        .ok_or("usage: seeds CORPUS_DIRECTORY")?;
+    let corpus = Corpus {
+        root: Path::new(&root),
+    };
+
+    corpus.wire(0, &draw(strategies::coordinator_envelope(), 12))?;
+    corpus.wire(1, &draw(strategies::processor_envelope(), 12))?;
+    corpus.wire(2, &draw(strategies::coordinator_message(), 6))?;
+    corpus.wire(3, &draw(strategies::processor_message(), 6))?;
+    corpus.wire(4, &draw(strategies::plan(), 4))?;
+    corpus.wire(5, &draw(strategies::signed_batch(), 4))?;
+    corpus.wire(6, &draw(strategies::batch(), 4))?;
+    corpus.wire(7, &draw(strategies::plans_acknowledged(), 4))?;
+    corpus.wire(8, &draw(strategies::substrate_block_ack(), 4))?;
+    corpus.wire(9, &draw(strategies::plan_sign_id(), 2))?;
+    corpus.wire(10, &draw(strategies::batch_sign_id(), 2))?;
+
+    // The specification's InInstruction vectors, alone and in a transaction.
+    let vectors: serde_json::Value = serde_json::from_str(&fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/tests/vectors/in_instructions.json"),
+    )?)?;
+    for (index, vector) in vectors.as_array().ok_or("vectors")?.iter().enumerate() {
+        let encoding = hex::decode(vector["encoding"].as_str().ok_or("encoding")?)?;
+        corpus.write("in_instruction", &format!("vector-{index}"), &encoding)?;
+        let split = u8::try_from(encoding.len().min(100) * 2)?;
+        corpus.write(
+            "deposit_transaction",
+            &format!("vector-{index}"),
+            &[&[split][..], &encoding].concat(),
+        )?;
+    }
+    let genesis = genesis_block(Network::Regtest);
+    corpus.write(
+        "deposit_transaction",
+        "coinbase",
+        &[&[1u8][..], &consensus::serialize(&genesis.txdata[0])].concat(),
+    )?;
+
+    // Stored scanner records of drawn values.
+    let key = processor_fuzz::network_key();
+    for (index, ((instruction, amount), id)) in draw(
+        (
+            proptest::option::of(strategies::refundable_in_instruction()),
+            strategies::amount(),
+        )
+            .prop_flat_map(|value| (proptest::strategy::Just(value), strategies::output_id())),
+        6,
+    )
+    .into_iter()
+    .enumerate()
+    {
+        let output = ReceivedOutput {
+            id,
+            key,
+            kind: OutputKind::External,
+            amount,
+            instruction,
+        };
+        corpus.write(
+            "scanner_records",
+            &format!("output-{index}"),
+            &[&[0u8][..], &encode_output(&output)].concat(),
+        )?;
+        let outputs = vec![ChainOutput {
+            script: vec![0x51, 0x20, 7, 7],
+            amount,
+        }];
+        let eventuality = Eventuality {
+            plan: PlanId([index as u8; 32]),
+            key,
+            inputs: vec![id],
+            outputs: outputs.clone(),
+        };
+        corpus.write(
+            "scanner_records",
+            &format!("eventuality-{index}"),
+            &[&[1u8][..], &encode_eventuality(&eventuality)].concat(),
+        )?;
+        corpus.write(
+            "scanner_records",
+            &format!("io-{index}"),
+            &[&[2u8][..], &encode_io(&[id, id], &outputs)].concat(),
+        )?;
+    }
+
+    // Scheduler states: empty, and holding outputs and payments that wait at a fee rate above
+    // the cap.
+    let scheduler = Scheduler::new(key, Limits::BITCOIN);
+    corpus.write(
+        "scheduler_state",
+        "empty",
+        &scheduler_state::encode(&scheduler),
+    )?;
+    let inputs = draw(strategies::plan_input(), 6);
+    let payments = draw(strategies::payment(), 6);
+    for rate in [1, 50, 1000] {
+        let mut scheduler = Scheduler::new(key, Limits::BITCOIN);
+        if scheduler
+            .schedule(inputs.clone(), payments.clone(), FeeRate(rate))
+            .is_ok()
+        {
+            corpus.write(
+                "scheduler_state",
+                &format!("after-{rate}"),
+                &scheduler_state::encode(&scheduler),
+            )?;
+        }
+    }
+
+    // Key shares of both curves, from a real 3-of-4 key generation (random: these seeds differ
+    // each time they are made).
+    let keys = signer_enclave::local_key_gen::generate_keys(3, 4).ok_or("key generation")?;
+    for (index, keys) in keys.values().enumerate() {
+        corpus.write(
+            "key_shares",
+            &format!("batch-{index}"),
+            &[&[0u8][..], &keys.batch.serialize()].concat(),
+        )?;
+        corpus.write(
+            "key_shares",
+            &format!("network-{index}"),
+            &[&[1u8][..], &keys.network.serialize()].concat(),
+        )?;
+    }
+
+    // Enclave records.
+    for (index, (set, pair)) in draw((strategies::validator_set(), strategies::key_pair()), 4)
+        .into_iter()
+        .enumerate()
+    {
+        let record = KeyRecord {
+            set,
+            status: if index % 2 == 0 {
+                KeyStatus::Generated
+            } else {
+                KeyStatus::Confirmed
+            },
+            pair,
+            sealed: SealedKeys {
+                key_id: pair.network_key.to_bytes().to_vec(),
+                batch: vec![1; 60],
+                network: vec![2; 60],
+            },
+        };
+        let key = candidate_key(set, &pair);
+        corpus.write(
+            "enclave_records",
+            &format!("key-{index}"),
+            &[&[2u8][..], &key, &encode_record(&record)].concat(),
+        )?;
+    }
+    for (index, event) in [Event::KeyGenerated, Event::KeyConfirmed]
+        .into_iter()
+        .enumerate()
+    {
+        let record = Record {
+            seq: index as u64,
+            time: 1_700_000_000,
+            entry: Entry {
+                event,
+                subject: vec![index as u8; 5],
+                attempt: 0,
+                key: key.to_bytes().to_vec(),
+                detail: "seed".into(),
+            },
+        };
+        corpus.write(
+            "enclave_records",
+            &format!("audit-{index}"),
+            &[&[1u8][..], &record.encode()].concat(),
+        )?;
+    }
+
+    // Core's answers, shaped as Core sends them.
+    let block_hex = consensus::encode::serialize_hex(&genesis);
+    let transaction_hex = consensus::encode::serialize_hex(&genesis.txdata[0]);
+    for (name, answer) in [
+        (
+            "getblockcount",
+            r#"{"result":800000,"error":null,"id":1}"#.to_owned(),
+        ),
+        (
+            "getblockhash",
+            format!(
+                r#"{{"result":"{}","error":null,"id":1}}"#,
+                genesis.block_hash()
+            ),
+        ),
+        (
+            "getblockheader",
+            r#"{"result":{"hash":"00","confirmations":3,"height":7},"error":null,"id":1}"#
+                .to_owned(),
+        ),
+        (
+            "getblockstats",
+            r#"{"result":{"txs":12,"feerate_percentiles":[1,2,3,4,5]},"error":null,"id":1}"#
+                .to_owned(),
+        ),
+        (
+            "estimatesmartfee",
+            r#"{"result":{"feerate":0.00012345,"blocks":6},"error":null,"id":1}"#.to_owned(),
+        ),
+        (
+            "error",
+            r#"{"result":null,"error":{"code":-5,"message":"Block not found"},"id":1}"#.to_owned(),
+        ),
+        (
+            "getblock",
+            format!(r#"{{"result":"{block_hex}","error":null,"id":1}}"#),
+        ),
+        (
+            "getrawtransaction",
+            format!(r#"{{"result":"{transaction_hex}","error":null,"id":1}}"#),
+        ),
+    ] {
+        corpus.write("core_answers", name, answer.as_bytes())?;
+    }
+
+    // Enclave calls with well-formed parameters, one method each, and a session of several.
+    let mut session = vec![0u8];
+    let status = call(0, &params::<signer::status_params::Owned>(|_| Ok(()))?)?;
+    session.extend_from_slice(&status);
+    for (index, (set, pair)) in draw((strategies::validator_set(), strategies::key_pair()), 2)
+        .into_iter()
+        .enumerate()
+    {
+        let confirm = call(
+            2,
+            &params::<signer::confirm_key_pair_params::Owned>(|mut p| {
+                set.write(p.reborrow().init_set())?;
+                pair.write(p.init_key_pair())?;
+                Ok(())
+            })?,
+        )?;
+        corpus.write(
+            "enclave_rpc",
+            &format!("confirm-{index}"),
+            &[&[0u8][..], &confirm].concat(),
+        )?;
+        session.extend_from_slice(&confirm);
+    }
+    for (index, acknowledged) in draw(strategies::plans_acknowledged(), 2)
+        .into_iter()
+        .enumerate()
+    {
+        let ack = call(
+            3,
+            &params::<signer::acknowledge_plans_params::Owned>(|p| {
+                Ok(acknowledged.write(p.init_acknowledged())?)
+            })?,
+        )?;
+        corpus.write(
+            "enclave_rpc",
+            &format!("acknowledge-{index}"),
+            &[&[0u8][..], &ack].concat(),
+        )?;
+        session.extend_from_slice(&ack);
+    }
+    for (index, (id, plan)) in draw((strategies::plan_sign_id(), strategies::plan()), 2)
+        .into_iter()
+        .enumerate()
+    {
+        let preprocess = call(
+            4,
+            &params::<signer::preprocess_plan_params::Owned>(|mut p| {
+                id.write(p.reborrow().init_id())?;
+                plan.write(p.init_plan())?;
+                Ok(())
+            })?,
+        )?;
+        corpus.write(
+            "enclave_rpc",
+            &format!("preprocess-plan-{index}"),
+            &[&[0u8][..], &preprocess].concat(),
+        )?;
+        session.extend_from_slice(&preprocess);
+    }
+    for (index, (id, batch)) in draw((strategies::batch_sign_id(), strategies::batch()), 2)
+        .into_iter()
+        .enumerate()
+    {
+        let preprocess = call(
+            7,
+            &params::<signer::preprocess_batch_params::Owned>(|mut p| {
+                id.write(p.reborrow().init_id())?;
+                batch.write(p.init_batch())?;
+                Ok(())
+            })?,
+        )?;
+        corpus.write(
+            "enclave_rpc",
+            &format!("preprocess-batch-{index}"),
+            &[&[0u8][..], &preprocess].concat(),
+        )?;
+        session.extend_from_slice(&preprocess);
+    }
+    for (index, batch) in draw(strategies::signed_batch(), 2).into_iter().enumerate() {
+        let included = call(
+            10,
+            &params::<signer::batch_included_params::Owned>(|mut p| {
+                batch.write(p.reborrow().init_batch())?;
+                p.set_attestation(&[3; 64]);
+                Ok(())
+            })?,
+        )?;
+        corpus.write(
+            "enclave_rpc",
+            &format!("batch-included-{index}"),
+            &[&[0u8][..], &included].concat(),
+        )?;
+        session.extend_from_slice(&included);
+    }
+    corpus.write("enclave_rpc", "status", &[&[0u8][..], &status].concat())?;
+    corpus.write("enclave_rpc", "session", &session)?;
+    Ok(())
+}

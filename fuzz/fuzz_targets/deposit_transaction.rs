@@ -1,0 +1,75 @@
+//! The InInstruction codec inside a real transaction, through the scanner's own path: a
+//! transaction paying our deposit script and carrying the fuzzed payload in `OP_RETURN` pushes
+//! (split where the first byte says), or (odd first byte) arbitrary consensus bytes as a
+//! transaction, is turned into the chain-neutral form and received. A deposit's instruction is
+//! exactly what its payload decodes to, and an undecodable one is counted, never reported.
+#![no_main]
+
+use bitcoin::{
+    absolute::LockTime, consensus, hashes::Hash, opcodes::all::OP_RETURN, script::Builder,
+    script::PushBytesBuf, transaction::Version, Amount, OutPoint, ScriptBuf, Sequence, Transaction,
+    TxIn, TxOut, Txid, Witness,
+};
+use libfuzzer_sys::fuzz_target;
+use processor_fuzz::{key_scripts, network_key};
+use scanner::{bitcoin_network::chain_transaction, network::ChainBlock, outputs::receive};
+use schema::{instruction::RefundableInInstruction, plan::OutputKind};
+
+fn receive_one(transaction: &Transaction) -> Option<scanner::outputs::Received> {
+    let chain = chain_transaction(transaction).ok()?;
+    let block = ChainBlock {
+        height: 1,
+        hash: [0; 32],
+        parent: [0; 32],
+        time: 0,
+        transactions: vec![chain],
+    };
+    Some(receive(&block, &[(network_key(), key_scripts())]))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&split, payload)) = data.split_first() else {
+        return;
+    };
+    if split & 1 == 1 {
+        if let Ok(transaction) = consensus::deserialize::<Transaction>(payload) {
+            let _ = receive_one(&transaction);
+        }
+        return;
+    }
+    let at = usize::from(split / 2).min(payload.len());
+    let mut script = Builder::new().push_opcode(OP_RETURN);
+    for push in [&payload[..at], &payload[at..]] {
+        let Ok(push) = PushBytesBuf::try_from(push.to_vec()) else {
+            return;
+        };
+        script = script.push_slice(push);
+    }
+    let transaction = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint::new(Txid::all_zeros(), 0),
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![
+            TxOut {
+                value: Amount::from_sat(100_000),
+                script_pubkey: key_scripts().script(OutputKind::External).clone(),
+            },
+            TxOut {
+                value: Amount::ZERO,
+                script_pubkey: script.into_script(),
+            },
+        ],
+    };
+    let Some(received) = receive_one(&transaction) else {
+        panic!("a transaction of valid amounts was not received");
+    };
+    assert_eq!(received.outputs.len(), 1, "our deposit was not received");
+    let expected = RefundableInInstruction::decode(payload).ok();
+    assert_eq!(received.outputs[0].instruction, expected);
+    assert_eq!(received.invalid_instructions, u64::from(expected.is_none()));
+});
