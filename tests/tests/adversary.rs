@@ -55,6 +55,8 @@ use schema::{
 use tokio::task::LocalSet;
 
 const DEADLINE: Duration = Duration::from_secs(60);
+/// How long enclave 1 lets a connection sit idle before dropping it.
+const IDLE_SECONDS: u64 = 5;
 
 fn p(i: u16) -> Participant {
     Participant::new(i).unwrap()
@@ -253,8 +255,9 @@ async fn adversary() {
         )
         .unwrap();
         if i == 1 {
-            // Enclave 1 serves at most 3 connections and drops one idle for 2 seconds.
-            enclave.set_rpc_limits(3, 2).unwrap();
+            // Enclave 1 serves at most 3 connections and drops one idle for 5 seconds (long
+            // enough that its own client, idle while the others work, survives a loaded machine).
+            enclave.set_rpc_limits(3, IDLE_SECONDS).unwrap();
         }
         enclave.start().unwrap();
         clients.insert(
@@ -712,7 +715,7 @@ async fn adversary() {
             >= 4.0
     );
     // Idle connections are dropped after the idle timeout, freeing their places.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(IDLE_SECONDS + 1)).await;
     assert!(
         enclave
             .metric("signer_enclave_connections_dropped_total{reason=\"idle\"}")
