@@ -1,8 +1,8 @@
 //! Writes the committed seed corpora (`fuzz/corpus/<target>/`) from the project's own values:
 //! messages drawn from `schema::strategies` with a fixed seed, the InInstruction test vectors,
 //! stored records of real values, Core answers as Core gives them, and enclave calls with
-//! well-formed parameters, and key shares from a real key generation. `ops/fuzz seeds` runs it;
-//! everything but the key shares comes out the same each time.
+//! well-formed parameters (some the enclave accepts), and key shares from a real key
+//! generation. `ops/fuzz seeds` runs it; the output is the same each time.
 
 use std::{fs, path::Path};
 
@@ -12,6 +12,7 @@ use proptest::{
     strategy::{Strategy, ValueTree},
     test_runner::TestRunner,
 };
+use rand_chacha::rand_core::SeedableRng;
 use scanner::{
     eventuality::Eventuality,
     network::ChainOutput,
@@ -21,9 +22,12 @@ use scanner::{
     scheduler_state,
 };
 use schema::{
+    batch::Batch,
     generated::signer_capnp::signer,
-    hashes::PlanId,
+    hashes::{BlockHash, PlanId},
+    ids::{Attempt, BatchId, NetworkId},
     plan::OutputKind,
+    sign_id::{BatchSignTarget, SignId},
     strategies,
     transaction::FeeRate,
     wire::{self, Wire},
@@ -155,7 +159,7 @@ fn main() -> Result<(), Failure> {
             amount,
         }];
         let eventuality = Eventuality {
-            plan: PlanId([index as u8; 32]),
+            plan: PlanId([u8::try_from(index)?; 32]),
             key,
             inputs: vec![id],
             outputs: outputs.clone(),
@@ -196,9 +200,20 @@ fn main() -> Result<(), Failure> {
         }
     }
 
-    // Key shares of both curves, from a real 3-of-4 key generation (random: these seeds differ
-    // each time they are made).
-    let keys = signer_enclave::local_key_gen::generate_keys(3, 4).ok_or("key generation")?;
+    // Key shares of both curves, from a real 3-of-4 key generation (from a fixed seed), and
+    // what each participant was sent in it.
+    let (keys, received) =
+        signer_enclave::local_key_gen::relay(3, 4, &mut rand_chacha::ChaCha20Rng::seed_from_u64(1))
+            .ok_or("key generation")?;
+    for (participant, messages) in received {
+        let mut session = Vec::new();
+        for message in &messages {
+            let bytes = wire::encode(message)?;
+            session.extend_from_slice(&u16::try_from(bytes.len())?.to_le_bytes());
+            session.extend_from_slice(&bytes);
+        }
+        corpus.write("key_gen", &format!("participant-{participant}"), &session)?;
+    }
     for (index, keys) in keys.values().enumerate() {
         corpus.write(
             "key_shares",
@@ -243,11 +258,11 @@ fn main() -> Result<(), Failure> {
         .enumerate()
     {
         let record = Record {
-            seq: index as u64,
+            seq: u64::try_from(index)?,
             time: 1_700_000_000,
             entry: Entry {
                 event,
-                subject: vec![index as u8; 5],
+                subject: vec![u8::try_from(index)?; 5],
                 attempt: 0,
                 key: key.to_bytes().to_vec(),
                 detail: "seed".into(),
@@ -401,5 +416,62 @@ fn main() -> Result<(), Failure> {
     }
     corpus.write("enclave_rpc", "status", &[&[0u8][..], &status].concat())?;
     corpus.write("enclave_rpc", "session", &session)?;
+
+    // Calls the enclave accepts: for the key it holds, an attested acknowledgement and the
+    // plan's preprocess, and a Batch's preprocess, in one session each.
+    let (pair, _) = processor_fuzz::enclave_keys();
+    let plan = processor_fuzz::plan(pair.network_key, 0x41, 10).ok_or("plan")?;
+    let acknowledged = processor_fuzz::attest(pair.network_key, 1, &[plan.id()]);
+    let ack = call(
+        3,
+        &params::<signer::acknowledge_plans_params::Owned>(|p| {
+            Ok(acknowledged.write(p.init_acknowledged())?)
+        })?,
+    )?;
+    let id = SignId {
+        key: pair.network_key,
+        id: plan.id(),
+        attempt: Attempt(0),
+    };
+    let preprocess = call(
+        4,
+        &params::<signer::preprocess_plan_params::Owned>(|mut p| {
+            id.write(p.reborrow().init_id())?;
+            plan.write(p.init_plan())?;
+            Ok(())
+        })?,
+    )?;
+    corpus.write(
+        "enclave_rpc",
+        "acknowledged-plan",
+        &[&[0u8][..], &ack, &preprocess].concat(),
+    )?;
+    let batch = Batch {
+        network: NetworkId::Bitcoin,
+        id: BatchId(0),
+        block: BlockHash([5; 32]),
+        instructions: Vec::new(),
+    };
+    let id = SignId {
+        key: pair.batch_key,
+        id: BatchSignTarget {
+            network: NetworkId::Bitcoin,
+            batch: BatchId(0),
+        },
+        attempt: Attempt(0),
+    };
+    let preprocess = call(
+        7,
+        &params::<signer::preprocess_batch_params::Owned>(|mut p| {
+            id.write(p.reborrow().init_id())?;
+            batch.write(p.init_batch())?;
+            Ok(())
+        })?,
+    )?;
+    corpus.write(
+        "enclave_rpc",
+        "batch-0",
+        &[&[0u8][..], &preprocess].concat(),
+    )?;
     Ok(())
 }

@@ -1,23 +1,26 @@
 //! The enclave's RPC server: Cap'n Proto RPC over an in-memory stream into the real `Signer`
-//! service, on a real (RocksDB) enclave database and the in-memory custody twin. An even first
-//! byte makes the rest a list of calls (`method (1) || params length (u16 LE) || params as a
-//! Cap'n Proto message`), sent by a real RPC client, so the fuzzer reaches every method's
-//! decoding and policy; an odd one sends the rest as raw bytes to the server, to reach the RPC
-//! framing itself. Either way the connection must end once its peer is gone, within the
-//! enclave's own limits.
+//! service, on a real (RocksDB) enclave database and the in-memory custody twin, provisioned
+//! with a coordinator and a confirmed key pair (`processor_fuzz::enclave_keys`), so that calls
+//! reach the policy and signing, not only "no such key". A fresh enclave serves every 64
+//! inputs (making one takes about 0.2 s), and always the first, so an input replayed alone
+//! runs on a fresh enclave; a finding that needs an earlier input's state shows as one that
+//! does not reproduce alone. An even first byte makes the rest a list of calls
+//! (`method (1) || params length (u16 LE) || params as a Cap'n Proto message`), sent by a real
+//! RPC client, so the fuzzer reaches every method's decoding; an odd one sends the rest as raw
+//! bytes to the server, to reach the RPC framing itself. Either way the server must end the
+//! connection once its peer has hung up.
 #![no_main]
 
-use std::{cell::RefCell, rc::Rc, time::Duration};
+use std::{cell::RefCell, path::Path, rc::Rc, time::Duration};
 
-use bitcoin::key::XOnlyPublicKey;
 use capnp::{any_pointer, serialize, traits::HasTypeId};
 use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty::VatNetwork, RpcSystem};
 use futures::io::{BufReader, BufWriter};
 use libfuzzer_sys::fuzz_target;
-use schema::{generated::signer_capnp::signer, transport, wire};
+use schema::{generated::signer_capnp::signer, keys::KeyPair, transport, wire};
 use signer_enclave::{
-    db::EnclaveDb, enclave::Enclave, memory_custody::MemoryCustody, metrics::Metrics,
-    rpc::SignerService,
+    db::EnclaveDb, enclave::Enclave, key_gen::GeneratedKeys, key_store,
+    memory_custody::MemoryCustody, metrics::Metrics, rpc::SignerService,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -26,23 +29,20 @@ use tokio::{
 };
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
-/// How long a connection may take to end after its peer is gone before it counts as hung.
-const END_WITHIN: Duration = Duration::from_secs(10);
+/// How long a connection may take to end after its peer hung up before it counts as hung; well
+/// inside libFuzzer's own `-timeout`, so that this names the hang.
+const END_WITHIN: Duration = Duration::from_secs(2);
 /// Methods of `Signer` (0..=10) and one past them.
 const METHODS: u8 = 12;
 
-struct Harness {
+/// What every input shares: the runtime, and the keys (a key generation takes a while).
+struct Process {
     runtime: Runtime,
-    service: SignerService,
-    /// Kept for the process's life: the enclave's database lives in it.
-    _dir: tempfile::TempDir,
+    pair: KeyPair,
+    keys: GeneratedKeys,
 }
 
-fn harness() -> Harness {
-    let dir = match tempfile::tempdir() {
-        Ok(dir) => dir,
-        Err(error) => panic!("no temporary directory: {error}"),
-    };
+fn process() -> Process {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -50,36 +50,47 @@ fn harness() -> Harness {
         Ok(runtime) => runtime,
         Err(error) => panic!("no runtime: {error}"),
     };
-    let db = match EnclaveDb::open(dir.path()) {
+    let (pair, keys) = processor_fuzz::enclave_keys();
+    Process {
+        runtime,
+        pair,
+        keys,
+    }
+}
+
+thread_local! {
+    static PROCESS: Process = process();
+}
+
+/// A fresh enclave in `dir`: provisioned, holding the confirmed pair.
+fn enclave(dir: &Path, process: &Process) -> SignerService {
+    let db = match EnclaveDb::open(dir) {
         Ok(db) => db,
         Err(error) => panic!("enclave database: {error}"),
     };
-    // The secp256k1 generator's x coordinate: a coordinator key whose secret nobody needs.
-    let coordinator =
-        match XOnlyPublicKey::from_slice(&processor_fuzz::network_key().to_bytes()[1..]) {
-            Ok(key) => key,
-            Err(error) => panic!("coordinator key: {error}"),
-        };
-    if let Err(error) = db.set_coordinator_key(&coordinator) {
+    if let Err(error) = db.set_coordinator_key(&processor_fuzz::coordinator_key()) {
         panic!("provisioning: {error}");
+    }
+    let custody = MemoryCustody::default();
+    let sealed = match key_store::seal(&custody, &process.keys) {
+        Ok(sealed) => sealed,
+        Err(error) => panic!("sealing: {error}"),
+    };
+    if let Err(error) = db.record_generated(processor_fuzz::SET, process.pair, sealed) {
+        panic!("recording the pair: {error}");
     }
     let metrics = match Metrics::new() {
         Ok(metrics) => metrics,
         Err(error) => panic!("metrics: {error}"),
     };
-    let enclave = match Enclave::open(db, Box::new(MemoryCustody::default()), metrics) {
+    let mut enclave = match Enclave::open(db, Box::new(custody), metrics) {
         Ok(enclave) => enclave,
         Err(error) => panic!("enclave: {error}"),
     };
-    Harness {
-        runtime,
-        service: SignerService::new(Rc::new(RefCell::new(enclave))),
-        _dir: dir,
+    if let Err(error) = enclave.confirm_key_pair(processor_fuzz::SET, process.pair) {
+        panic!("confirming the pair: {error}");
     }
-}
-
-thread_local! {
-    static HARNESS: Harness = harness();
+    SignerService::new(Rc::new(RefCell::new(enclave)))
 }
 
 /// The calls an even-led input asks for.
@@ -158,17 +169,67 @@ async fn raw(service: SignerService, input: &[u8]) {
     }
 }
 
+/// An enclave and the directory of its database.
+struct Served {
+    service: SignerService,
+    inputs: u32,
+    _dir: tempfile::TempDir,
+}
+
+/// A fresh enclave (a new database and custody twin, about 0.2 s to make) serves this many
+/// inputs: enough to fuzz at a useful rate, few enough that its database stays small.
+const INPUTS_PER_ENCLAVE: u32 = 64;
+
+thread_local! {
+    static SERVED: RefCell<Option<Served>> = const { RefCell::new(None) };
+}
+
+fn fresh(process: &Process) -> Served {
+    // In memory where the system offers it: the enclave syncs every approval to disk.
+    let shm = Path::new("/dev/shm");
+    let dir = match if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    } {
+        Ok(dir) => dir,
+        Err(error) => panic!("no temporary directory: {error}"),
+    };
+    Served {
+        service: enclave(dir.path(), process),
+        inputs: 0,
+        _dir: dir,
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, input)) = data.split_first() else {
         return;
     };
-    HARNESS.with(|harness| {
+    PROCESS.with(|process| {
+        let service = SERVED.with(|served| {
+            let mut served = served.borrow_mut();
+            if served
+                .as_ref()
+                .is_none_or(|served| served.inputs >= INPUTS_PER_ENCLAVE)
+            {
+                // The old enclave (and its database) goes before the new one opens.
+                *served = None;
+                *served = Some(fresh(process));
+            }
+            match served.as_mut() {
+                Some(served) => {
+                    served.inputs += 1;
+                    served.service.clone()
+                }
+                None => panic!("no enclave"),
+            }
+        });
         let local = LocalSet::new();
-        let service = harness.service.clone();
         if mode & 1 == 0 {
-            local.block_on(&harness.runtime, structured(service, input));
+            local.block_on(&process.runtime, structured(service, input));
         } else {
-            local.block_on(&harness.runtime, raw(service, input));
+            local.block_on(&process.runtime, raw(service, input));
         }
     });
 });

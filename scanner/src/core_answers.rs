@@ -44,7 +44,7 @@ pub fn reply(method: &str, status: u16, text: &str) -> Result<Value, RpcError> {
 ///
 /// # Errors
 /// `Malformed` for anything else.
-pub fn string(method: &str, result: Value) -> Result<String, RpcError> {
+pub fn result_string(method: &str, result: Value) -> Result<String, RpcError> {
     match result {
         Value::String(text) => Ok(text),
         other => Err(malformed(method, format!("expected a string, got {other}"))),
@@ -55,7 +55,7 @@ pub fn string(method: &str, result: Value) -> Result<String, RpcError> {
 ///
 /// # Errors
 /// `Malformed` for bad hex or bytes that do not decode.
-pub fn decode<T: consensus::Decodable>(method: &str, hex: &str) -> Result<T, RpcError> {
+pub fn consensus_hex<T: consensus::Decodable>(method: &str, hex: &str) -> Result<T, RpcError> {
     Vec::<u8>::from_hex(hex)
         .map_err(|error| error.to_string())
         .and_then(|bytes| consensus::deserialize(&bytes).map_err(|error| error.to_string()))
@@ -77,7 +77,7 @@ pub fn height(result: &Value) -> Result<u64, RpcError> {
 /// # Errors
 /// `Malformed` for anything but a block hash in hex.
 pub fn block_hash(result: Value) -> Result<BlockHash, RpcError> {
-    let hash = string("getblockhash", result)?;
+    let hash = result_string("getblockhash", result)?;
     BlockHash::from_str(&hash).map_err(|error| malformed("getblockhash", error.to_string()))
 }
 

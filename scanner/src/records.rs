@@ -30,7 +30,8 @@ fn kind_of_code(code: u8) -> Option<OutputKind> {
     }
 }
 
-/// An output as stored: `key (33) || kind (1) || amount (u64 BE) || instruction (its OP_RETURN encoding), if any`.
+/// An output as stored: `key (33) || kind (1) || amount (u64 BE) || instruction (its
+/// OP_RETURN encoding), if any`.
 pub fn encode_output(output: &ReceivedOutput) -> Vec<u8> {
     let mut value = Vec::with_capacity(42 + 80);
     value.extend_from_slice(&output.key.to_bytes());
@@ -81,8 +82,8 @@ pub fn decode_eventuality(plan: PlanId, value: &[u8]) -> Option<Eventuality> {
     })
 }
 
-/// A transaction's inputs and outputs as stored: `inputs (u32 BE count, 36 each) || outputs (u32 BE count; amount u64 BE, script length
-/// u32 BE, script)`.
+/// A transaction's inputs and outputs as stored: `inputs (u32 BE count, 36 each) || outputs
+/// (u32 BE count; amount u64 BE, script length u32 BE, script)`.
 pub fn encode_io(inputs: &[OutputId], outputs: &[ChainOutput]) -> Vec<u8> {
     let mut value = Vec::new();
     let count = |len: usize| u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();

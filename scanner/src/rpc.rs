@@ -219,7 +219,7 @@ impl CoreRpc {
     }
 
     fn string(&self, method: &str, params: Value) -> Result<String, RpcError> {
-        core_answers::string(method, self.call(method, params)?)
+        core_answers::result_string(method, self.call(method, params)?)
     }
 
     /// The height of the node's tip.
@@ -271,7 +271,7 @@ impl CoreRpc {
     /// See `call`; the block does not decode or is not the one asked for.
     pub fn block(&self, hash: &BlockHash) -> Result<Block, RpcError> {
         let hex = self.string("getblock", json!([hash.to_string(), 0]))?;
-        let block: Block = core_answers::decode("getblock", &hex)?;
+        let block: Block = core_answers::consensus_hex("getblock", &hex)?;
         if block.block_hash() != *hash {
             return Err(RpcError::Malformed {
                 method: "getblock".into(),
@@ -287,7 +287,7 @@ impl CoreRpc {
     /// See `call`.
     pub fn raw_transaction(&self, txid: &Txid) -> Result<Option<Transaction>, RpcError> {
         match self.string("getrawtransaction", json!([txid.to_string(), false])) {
-            Ok(hex) => core_answers::decode("getrawtransaction", &hex).map(Some),
+            Ok(hex) => core_answers::consensus_hex("getrawtransaction", &hex).map(Some),
             Err(error) if error.is_not_found() => Ok(None),
             Err(error) => Err(error),
         }

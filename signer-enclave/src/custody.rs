@@ -41,7 +41,7 @@ pub enum Purpose {
 }
 
 impl Purpose {
-    pub(crate) fn code(self) -> u8 {
+    fn code(self) -> u8 {
         match self {
             Purpose::NetworkKeyShare => 1,
             Purpose::BatchKeyShare => 2,

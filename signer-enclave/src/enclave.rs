@@ -635,7 +635,7 @@ impl Enclave {
 }
 
 /// The group keys of generated keys, as the coordinator sees them.
-fn pair_of(keys: &GeneratedKeys) -> Option<KeyPair> {
+pub fn pair_of(keys: &GeneratedKeys) -> Option<KeyPair> {
     Some(KeyPair {
         batch_key: BatchKey::from_slice(keys.batch.group_key().to_bytes().as_ref()).ok()?,
         network_key: NetworkKey::from_slice(keys.network.group_key().to_bytes().as_ref()).ok()?,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rand_core::OsRng;
+use rand_core::{CryptoRng, RngCore};
 use schema::{
     ids::{Attempt, KeyGenId, NetworkId, Participant, Session, ThresholdParams, ValidatorSet},
     messages::{
@@ -14,9 +14,27 @@ use schema::{
 
 use crate::key_gen::{GeneratedKeys, KeyGen};
 
-/// Every participant's keys from one key generation of session 0 on Bitcoin; `None` if a
-/// round did not go as the protocol says.
-pub fn generate_keys(t: u16, n: u16) -> Option<BTreeMap<Participant, GeneratedKeys>> {
+/// Every participant's keys from one key generation of session 0 on Bitcoin, drawing every
+/// secret from `rng` (a seeded one gives the same keys each time); `None` if a round did not go
+/// as the protocol says.
+pub fn generate_keys<R: RngCore + CryptoRng>(
+    t: u16,
+    n: u16,
+    rng: &mut R,
+) -> Option<BTreeMap<Participant, GeneratedKeys>> {
+    relay(t, n, rng).map(|(keys, _)| keys)
+}
+
+/// What each participant was sent, in order.
+pub type Received = BTreeMap<Participant, Vec<CoordinatorMessage>>;
+
+/// `generate_keys`, with every message the coordinator relayed to each participant.
+pub fn relay<R: RngCore + CryptoRng>(
+    t: u16,
+    n: u16,
+    rng: &mut R,
+) -> Option<(BTreeMap<Participant, GeneratedKeys>, Received)> {
+    let mut received = Received::new();
     let id = KeyGenId {
         set: ValidatorSet {
             session: Session(0),
@@ -28,15 +46,16 @@ pub fn generate_keys(t: u16, n: u16) -> Option<BTreeMap<Participant, GeneratedKe
     for i in 1..=n {
         enclaves.insert(Participant::new(i).ok()?, KeyGen::default());
     }
-    let round = |enclave: &mut KeyGen, message| {
-        let (mut messages, keys) = enclave.handle(message, &mut OsRng).ok()?;
+    let mut round = |i: Participant, enclave: &mut KeyGen, message: CoordinatorMessage| {
+        received.entry(i).or_default().push(message.clone());
+        let (mut messages, keys) = enclave.handle(message, rng).ok()?;
         (messages.len() == 1).then(|| (messages.remove(0), keys))
     };
     let mut commitments = ParticipantMap::new();
     for (i, enclave) in &mut enclaves {
         let params = ThresholdParams::new(t, n, *i).ok()?;
         let message = CoordinatorMessage::GenerateKey { id, params };
-        let ProcessorMessage::Commitments { commitments: c, .. } = round(enclave, message)?.0
+        let ProcessorMessage::Commitments { commitments: c, .. } = round(*i, enclave, message)?.0
         else {
             return None;
         };
@@ -50,7 +69,7 @@ pub fn generate_keys(t: u16, n: u16) -> Option<BTreeMap<Participant, GeneratedKe
             id,
             commitments: others,
         };
-        let ProcessorMessage::Shares { shares: sent, .. } = round(enclave, message)?.0 else {
+        let ProcessorMessage::Shares { shares: sent, .. } = round(*i, enclave, message)?.0 else {
             return None;
         };
         for (to, blob) in sent {
@@ -63,7 +82,7 @@ pub fn generate_keys(t: u16, n: u16) -> Option<BTreeMap<Participant, GeneratedKe
             id,
             shares: shares.remove(i)?,
         };
-        keys.insert(*i, round(enclave, message)?.1?);
+        keys.insert(*i, round(*i, enclave, message)?.1?);
     }
-    Some(keys)
+    Some((keys, received))
 }

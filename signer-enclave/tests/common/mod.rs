@@ -11,7 +11,7 @@ use signer_enclave::key_gen::GeneratedKeys;
 
 /// Runs a whole t-of-n key generation among n `KeyGen`s, relaying as the coordinator does.
 pub fn generate_keys(t: u16, n: u16) -> BTreeMap<Participant, GeneratedKeys> {
-    signer_enclave::local_key_gen::generate_keys(t, n)
+    signer_enclave::local_key_gen::generate_keys(t, n, &mut rand_core::OsRng)
         .expect("a key generation among honest participants")
 }
 
