@@ -22,12 +22,14 @@ use scanner::{
     scheduler_state,
 };
 use schema::{
-    batch::Batch,
+    batch::{Batch, SignedBatch},
     generated::signer_capnp::signer,
     hashes::{BlockHash, PlanId},
-    ids::{Attempt, BatchId, NetworkId},
-    plan::OutputKind,
-    sign_id::{BatchSignTarget, SignId},
+    ids::{Attempt, BatchId, NetworkId, ValidatorSet},
+    keys::KeyPair,
+    messages::coordinator::PlansAcknowledged,
+    plan::{OutputKind, Plan},
+    sign_id::{BatchSignId, BatchSignTarget, PlanSignId, SignId},
     strategies,
     transaction::FeeRate,
     wire::{self, Wire},
@@ -86,6 +88,59 @@ fn params<P: capnp::traits::Owned>(
 fn call(method: u8, params: &[u8]) -> Result<Vec<u8>, Failure> {
     let len = u16::try_from(params.len())?;
     Ok([&[method][..], &len.to_le_bytes(), params].concat())
+}
+
+fn confirm_key_pair(set: ValidatorSet, pair: KeyPair) -> Result<Vec<u8>, Failure> {
+    call(
+        2,
+        &params::<signer::confirm_key_pair_params::Owned>(|mut p| {
+            set.write(p.reborrow().init_set())?;
+            pair.write(p.init_key_pair())?;
+            Ok(())
+        })?,
+    )
+}
+
+fn acknowledge_plans(acknowledged: &PlansAcknowledged) -> Result<Vec<u8>, Failure> {
+    call(
+        3,
+        &params::<signer::acknowledge_plans_params::Owned>(|p| {
+            Ok(acknowledged.write(p.init_acknowledged())?)
+        })?,
+    )
+}
+
+fn preprocess_plan(id: &PlanSignId, plan: &Plan) -> Result<Vec<u8>, Failure> {
+    call(
+        4,
+        &params::<signer::preprocess_plan_params::Owned>(|mut p| {
+            id.write(p.reborrow().init_id())?;
+            plan.write(p.init_plan())?;
+            Ok(())
+        })?,
+    )
+}
+
+fn preprocess_batch(id: &BatchSignId, batch: &Batch) -> Result<Vec<u8>, Failure> {
+    call(
+        7,
+        &params::<signer::preprocess_batch_params::Owned>(|mut p| {
+            id.write(p.reborrow().init_id())?;
+            batch.write(p.init_batch())?;
+            Ok(())
+        })?,
+    )
+}
+
+fn batch_included(batch: &SignedBatch) -> Result<Vec<u8>, Failure> {
+    call(
+        10,
+        &params::<signer::batch_included_params::Owned>(|mut p| {
+            batch.write(p.reborrow().init_batch())?;
+            p.set_attestation(&[3; 64]);
+            Ok(())
+        })?,
+    )
 }
 
 fn main() -> Result<(), Failure> {
@@ -320,139 +375,64 @@ fn main() -> Result<(), Failure> {
         corpus.write("core_answers", name, answer.as_bytes())?;
     }
 
-    // Enclave calls with well-formed parameters, one method each, and a session of several.
-    let mut session = vec![0u8];
-    let status = call(0, &params::<signer::status_params::Owned>(|_| Ok(()))?)?;
-    session.extend_from_slice(&status);
+    // Enclave calls with well-formed parameters: one seed per call, and a session of them all.
+    let mut calls = vec![(
+        "status".to_owned(),
+        call(0, &params::<signer::status_params::Owned>(|_| Ok(()))?)?,
+    )];
     for (index, (set, pair)) in draw((strategies::validator_set(), strategies::key_pair()), 2)
         .into_iter()
         .enumerate()
     {
-        let confirm = call(
-            2,
-            &params::<signer::confirm_key_pair_params::Owned>(|mut p| {
-                set.write(p.reborrow().init_set())?;
-                pair.write(p.init_key_pair())?;
-                Ok(())
-            })?,
-        )?;
-        corpus.write(
-            "enclave_rpc",
-            &format!("confirm-{index}"),
-            &[&[0u8][..], &confirm].concat(),
-        )?;
-        session.extend_from_slice(&confirm);
+        calls.push((format!("confirm-{index}"), confirm_key_pair(set, pair)?));
     }
     for (index, acknowledged) in draw(strategies::plans_acknowledged(), 2)
         .into_iter()
         .enumerate()
     {
-        let ack = call(
-            3,
-            &params::<signer::acknowledge_plans_params::Owned>(|p| {
-                Ok(acknowledged.write(p.init_acknowledged())?)
-            })?,
-        )?;
-        corpus.write(
-            "enclave_rpc",
-            &format!("acknowledge-{index}"),
-            &[&[0u8][..], &ack].concat(),
-        )?;
-        session.extend_from_slice(&ack);
+        calls.push((
+            format!("acknowledge-{index}"),
+            acknowledge_plans(&acknowledged)?,
+        ));
     }
     for (index, (id, plan)) in draw((strategies::plan_sign_id(), strategies::plan()), 2)
         .into_iter()
         .enumerate()
     {
-        let preprocess = call(
-            4,
-            &params::<signer::preprocess_plan_params::Owned>(|mut p| {
-                id.write(p.reborrow().init_id())?;
-                plan.write(p.init_plan())?;
-                Ok(())
-            })?,
-        )?;
-        corpus.write(
-            "enclave_rpc",
-            &format!("preprocess-plan-{index}"),
-            &[&[0u8][..], &preprocess].concat(),
-        )?;
-        session.extend_from_slice(&preprocess);
+        calls.push((
+            format!("preprocess-plan-{index}"),
+            preprocess_plan(&id, &plan)?,
+        ));
     }
     for (index, (id, batch)) in draw((strategies::batch_sign_id(), strategies::batch()), 2)
         .into_iter()
         .enumerate()
     {
-        let preprocess = call(
-            7,
-            &params::<signer::preprocess_batch_params::Owned>(|mut p| {
-                id.write(p.reborrow().init_id())?;
-                batch.write(p.init_batch())?;
-                Ok(())
-            })?,
-        )?;
-        corpus.write(
-            "enclave_rpc",
-            &format!("preprocess-batch-{index}"),
-            &[&[0u8][..], &preprocess].concat(),
-        )?;
-        session.extend_from_slice(&preprocess);
+        calls.push((
+            format!("preprocess-batch-{index}"),
+            preprocess_batch(&id, &batch)?,
+        ));
     }
     for (index, batch) in draw(strategies::signed_batch(), 2).into_iter().enumerate() {
-        let included = call(
-            10,
-            &params::<signer::batch_included_params::Owned>(|mut p| {
-                batch.write(p.reborrow().init_batch())?;
-                p.set_attestation(&[3; 64]);
-                Ok(())
-            })?,
-        )?;
-        corpus.write(
-            "enclave_rpc",
-            &format!("batch-included-{index}"),
-            &[&[0u8][..], &included].concat(),
-        )?;
-        session.extend_from_slice(&included);
+        calls.push((format!("batch-included-{index}"), batch_included(&batch)?));
     }
-    corpus.write("enclave_rpc", "status", &[&[0u8][..], &status].concat())?;
-    corpus.write("enclave_rpc", "session", &session)?;
-
-    // Calls the enclave accepts: for the key it holds, an attested acknowledgement and the
-    // plan's preprocess, and a Batch's preprocess, in one session each.
+    // Calls the enclave accepts: for the key it holds, an attested acknowledgement followed by
+    // the plan's preprocess, and a Batch's preprocess.
     let (pair, _) = processor_fuzz::enclave_keys();
     let plan = processor_fuzz::plan(pair.network_key, 0x41, 10).ok_or("plan")?;
     let acknowledged = processor_fuzz::attest(pair.network_key, 1, &[plan.id()]);
-    let ack = call(
-        3,
-        &params::<signer::acknowledge_plans_params::Owned>(|p| {
-            Ok(acknowledged.write(p.init_acknowledged())?)
-        })?,
-    )?;
-    let id = SignId {
+    let plan_id = SignId {
         key: pair.network_key,
         id: plan.id(),
         attempt: Attempt(0),
     };
-    let preprocess = call(
-        4,
-        &params::<signer::preprocess_plan_params::Owned>(|mut p| {
-            id.write(p.reborrow().init_id())?;
-            plan.write(p.init_plan())?;
-            Ok(())
-        })?,
-    )?;
-    corpus.write(
-        "enclave_rpc",
-        "acknowledged-plan",
-        &[&[0u8][..], &ack, &preprocess].concat(),
-    )?;
     let batch = Batch {
         network: NetworkId::Bitcoin,
         id: BatchId(0),
         block: BlockHash([5; 32]),
         instructions: Vec::new(),
     };
-    let id = SignId {
+    let batch_id = SignId {
         key: pair.batch_key,
         id: BatchSignTarget {
             network: NetworkId::Bitcoin,
@@ -460,18 +440,26 @@ fn main() -> Result<(), Failure> {
         },
         attempt: Attempt(0),
     };
-    let preprocess = call(
-        7,
-        &params::<signer::preprocess_batch_params::Owned>(|mut p| {
-            id.write(p.reborrow().init_id())?;
-            batch.write(p.init_batch())?;
-            Ok(())
-        })?,
-    )?;
-    corpus.write(
-        "enclave_rpc",
-        "batch-0",
-        &[&[0u8][..], &preprocess].concat(),
-    )?;
+    let accepted = [
+        (
+            "acknowledged-plan",
+            [
+                acknowledge_plans(&acknowledged)?,
+                preprocess_plan(&plan_id, &plan)?,
+            ]
+            .concat(),
+        ),
+        ("batch-0", preprocess_batch(&batch_id, &batch)?),
+    ];
+    // A leading even byte: the rest is calls.
+    let mut session = vec![0u8];
+    for (name, call) in &calls {
+        corpus.write("enclave_rpc", name, &[&[0u8][..], call].concat())?;
+        session.extend_from_slice(call);
+    }
+    corpus.write("enclave_rpc", "session", &session)?;
+    for (name, calls) in accepted {
+        corpus.write("enclave_rpc", name, &[&[0u8][..], &calls].concat())?;
+    }
     Ok(())
 }
