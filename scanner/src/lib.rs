@@ -3,10 +3,12 @@
 //! them complete. It holds no secret key material; everything it asks to have signed, the
 //! signer enclave checks for itself.
 //!
-//! Today it holds the chain abstraction (`network`) with Bitcoin through Core's RPC
-//! (`bitcoin_network`, `rpc`), scanning (`scan`: `outputs`, `batch`, `eventuality`, `db`,
-//! `metrics`), the scheduler, and the enclave's RPC client (`signer`); the coordinator link
-//! joins it with its issue.
+//! It holds the chain abstraction (`network`) with Bitcoin through Core's RPC
+//! (`bitcoin_network`, `rpc`); scanning (`scan`: a pure core in `scan::block` over `outputs`,
+//! `batch` and `eventuality`, with `metrics`); its state behind the traits of `store`
+//! (RocksDB in `db`, memory in `store::memory`); the scheduler; the enclave's RPC client
+//! (`signer`); the coordinator link (`link`); and the processor loop joining them
+//! (`processor`).
 
 pub mod batch;
 pub mod bitcoin_network;
@@ -25,3 +27,4 @@ pub mod scan;
 pub mod scheduler;
 pub mod scheduler_state;
 pub mod signer;
+pub mod store;

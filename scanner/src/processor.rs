@@ -314,9 +314,9 @@ impl Processor {
         self.sign_new_batches().await?;
         self.publish_unsettled();
         self.deliver().await?;
-        let handled = self.scanner.db().last_handled()?;
+        let handled = self.scanner.store().last_handled()?;
         for inbound in self.link.next(handled, wait).await? {
-            let handled = self.scanner.db().last_handled()?;
+            let handled = self.scanner.store().last_handled()?;
             if inbound.id <= handled {
                 self.metrics.link_halted.set(1);
                 return Err(ProcessorError::Rewound {
@@ -345,12 +345,12 @@ impl Processor {
 
     /// Sends every queued outbound message, in order, deleting each once delivered.
     async fn deliver(&self) -> Result<(), ProcessorError> {
-        let outbox = self.scanner.db().outbox()?;
+        let outbox = self.scanner.store().outbox()?;
         let mut waiting = i64::try_from(outbox.len()).unwrap_or(i64::MAX);
         self.metrics.outbox_depth.set(waiting);
         for envelope in outbox {
             self.link.send(&envelope).await?;
-            self.scanner.db().delivered(envelope.id)?;
+            self.scanner.store().delivered(envelope.id)?;
             waiting -= 1;
             self.metrics.outbox_depth.set(waiting);
         }
@@ -360,7 +360,7 @@ impl Processor {
     /// Publishes every signed transaction whose plan has not settled; failures are logged and
     /// the next step tries again. How long the oldest has waited is a gauge.
     fn publish_unsettled(&self) {
-        let unsettled = match self.scanner.db().unsettled() {
+        let unsettled = match self.scanner.store().unsettled() {
             Ok(unsettled) => unsettled,
             Err(error) => {
                 tracing::warn!(%error, "cannot read signed transactions");
@@ -386,8 +386,8 @@ impl Processor {
     /// Marks a message handled without effects (it cannot be acted on) and acks it.
     async fn skip(&self, id: MessageId, why: &str) -> Result<(), ProcessorError> {
         let mut batch = WriteBatch::default();
-        self.scanner.db().put_handled(&mut batch, id)?;
-        self.scanner.db().commit(batch)?;
+        self.scanner.store().put_handled(&mut batch, id)?;
+        self.scanner.store().commit(batch)?;
         self.metrics
             .messages
             .with_label_values(&["unknown", why])
@@ -403,7 +403,7 @@ impl Processor {
         let handled = self.apply(envelope.message, &mut batch).await?;
         let outcome = match handled {
             Handled::Done(out) => {
-                self.scanner.db().put_outbox(&mut batch, out)?;
+                self.scanner.store().put_outbox(&mut batch, out)?;
                 "handled"
             }
             Handled::Skipped(why) => why,
@@ -426,8 +426,8 @@ impl Processor {
                 return Ok(false);
             }
         };
-        self.scanner.db().put_handled(&mut batch, envelope.id)?;
-        self.scanner.db().commit(batch)?;
+        self.scanner.store().put_handled(&mut batch, envelope.id)?;
+        self.scanner.store().commit(batch)?;
         self.waiting = None;
         self.metrics.message_waiting_seconds.set(0);
         self.metrics
@@ -455,7 +455,7 @@ impl Processor {
     fn holds(&self, key: &NetworkKey) -> Result<bool, ProcessorError> {
         Ok(self
             .scanner
-            .db()
+            .store()
             .keys()?
             .iter()
             .any(|scanned| scanned.key == *key))
@@ -463,7 +463,7 @@ impl Processor {
 
     /// Whether `key` is our confirmed batch key.
     fn holds_batch_key(&self, key: &BatchKey) -> Result<bool, ProcessorError> {
-        Ok(self.scanner.db().batch_key()?.as_ref() == Some(key))
+        Ok(self.scanner.store().batch_key()?.as_ref() == Some(key))
     }
 
     /// Skips a message about a key we do not hold: logged and counted, nothing else changes.
@@ -523,17 +523,17 @@ impl Processor {
                 }
                 let Some(to_sign) = self
                     .scanner
-                    .db()
+                    .store()
                     .batch(id.id.batch)?
                     .filter(|batch| batch.network == id.id.network)
                 else {
                     return Ok(Handled::Skipped("unknown_batch"));
                 };
-                if id.id.batch.0 >= self.scanner.db().next_batch_to_sign()? {
+                if id.id.batch.0 >= self.scanner.store().next_batch_to_sign()? {
                     // Not preprocessed yet: it waits for the enclave's window, and its first
                     // preprocess takes this attempt.
                     self.scanner
-                        .db()
+                        .store()
                         .put_batch_attempt(batch, id.id.batch, id.attempt)?;
                     return Ok(Handled::Done(Vec::new()));
                 }
@@ -597,7 +597,7 @@ impl Processor {
                 let bytes = bitcoin::consensus::serialize(&transaction);
                 let height = self.scanner.network().latest_height()?;
                 self.scanner
-                    .db()
+                    .store()
                     .put_signed(batch, &id.id, height, &bytes)?;
                 if let Err(error) = self.scanner.network().publish(&bytes) {
                     tracing::warn!(%error, "publishing failed; will retry");
@@ -675,7 +675,7 @@ impl Processor {
         let transaction: bitcoin::Transaction = bitcoin::consensus::deserialize(&bytes)
             .map_err(|error| NetworkError::Invalid(error.to_string()))?;
         let seen = chain_transaction(&transaction)?;
-        let Some(plan_content) = self.scanner.db().plan(&plan)? else {
+        let Some(plan_content) = self.scanner.store().plan(&plan)? else {
             return Ok(Handled::Skipped("unknown_plan"));
         };
         match eventuality_of(&plan_content)?.check(&seen) {
@@ -703,7 +703,7 @@ impl Processor {
         if !self.holds(&key)? {
             return Ok(self.not_ours("Serai block"));
         }
-        if let Some(last) = self.scanner.db().last_serai_block()? {
+        if let Some(last) = self.scanner.store().last_serai_block()? {
             if block <= last {
                 tracing::error!(
                     block = block.0,
@@ -734,7 +734,7 @@ impl Processor {
                 amount: output.amount,
             })
             .collect();
-        let mut scheduler = self.scanner.db().scheduler(&key)?.map_or_else(
+        let mut scheduler = self.scanner.store().scheduler(&key)?.map_or_else(
             || Scheduler::new(key, Limits::BITCOIN),
             |stored| stored.under(Limits::BITCOIN),
         );
@@ -796,17 +796,17 @@ impl Processor {
         self.metrics
             .outstanding
             .set(i64::try_from(scheduler.outstanding().to_sat()).unwrap_or(i64::MAX));
-        self.scanner.db().put_scheduler(batch, &scheduler)?;
-        self.scanner.db().put_last_serai_block(batch, block)?;
+        self.scanner.store().put_scheduler(batch, &scheduler)?;
+        self.scanner.store().put_last_serai_block(batch, block)?;
         let mut completed = Vec::new();
         for plan in &scheduled.plans {
-            self.scanner.db().put_plan(batch, plan)?;
+            self.scanner.store().put_plan(batch, plan)?;
             let eventuality = eventuality_of(plan)?;
             match self.scanner.settled(&eventuality)? {
-                None => self.scanner.db().put_eventuality(batch, &eventuality)?,
+                None => self.scanner.store().put_eventuality(batch, &eventuality)?,
                 Some(outcome) => {
                     self.scanner
-                        .db()
+                        .store()
                         .put_outcome(batch, &eventuality, outcome)?;
                     if let Outcome::Completed(tx) = outcome {
                         completed.push(ProcessorMessage::Sign(SignOut::Completed {
@@ -837,7 +837,7 @@ impl Processor {
         &self,
         id: PlanSignId,
     ) -> Result<Option<ProcessorMessage>, ProcessorError> {
-        let Some(plan) = self.scanner.db().plan(&id.id)? else {
+        let Some(plan) = self.scanner.store().plan(&id.id)? else {
             tracing::warn!(plan = %hex::encode(id.id.as_bytes()), "no such plan; not signed");
             return Ok(None);
         };
@@ -884,32 +884,32 @@ impl Processor {
     /// Starts signing every Batch built since the last step, with attempt 0, each with its
     /// outbound preprocess and the new watermark in one commit.
     async fn sign_new_batches(&mut self) -> Result<(), ProcessorError> {
-        let Some(batch_key) = self.scanner.db().batch_key()? else {
+        let Some(batch_key) = self.scanner.store().batch_key()? else {
             return Ok(());
         };
-        let next = self.scanner.db().next_batch_to_sign()?;
-        for batch in self.scanner.db().batches_from(BatchId(next))? {
+        let next = self.scanner.store().next_batch_to_sign()?;
+        for batch in self.scanner.store().batches_from(BatchId(next))? {
             let id = BatchSignId {
                 key: batch_key,
                 id: BatchSignTarget {
                     network: batch.network,
                     batch: batch.id,
                 },
-                attempt: self.scanner.db().batch_attempt(batch.id)?,
+                attempt: self.scanner.store().batch_attempt(batch.id)?,
             };
             let mut write = WriteBatch::default();
             self.scanner
-                .db()
+                .store()
                 .delete_batch_attempt(&mut write, batch.id)?;
             match self.preprocess_batch(id, &batch).await {
-                Ok(message) => self.scanner.db().put_outbox(&mut write, [message])?,
+                Ok(message) => self.scanner.store().put_outbox(&mut write, [message])?,
                 Err(SignerError::Refused {
                     reason: RefusalReason::BatchAhead,
                     ..
                 }) => {
                     // The enclave's window is full until Serai includes a later Batch (the
                     // coordinator's `BatchIncluded` moves it): this one and those after wait.
-                    let waiting = self.scanner.db().batches_from(batch.id)?.len();
+                    let waiting = self.scanner.store().batches_from(batch.id)?.len();
                     self.metrics
                         .batches_waiting
                         .set(i64::try_from(waiting).unwrap_or(i64::MAX));
@@ -921,9 +921,9 @@ impl Processor {
                 Err(other) => return Err(ProcessorError::Enclave(other)),
             }
             self.scanner
-                .db()
+                .store()
                 .put_next_batch_to_sign(&mut write, batch.id.0.saturating_add(1))?;
-            self.scanner.db().commit(write)?;
+            self.scanner.store().commit(write)?;
         }
         self.metrics.batches_waiting.set(0);
         Ok(())

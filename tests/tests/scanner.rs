@@ -230,7 +230,7 @@ fn deposits_are_reported_when_final_and_typed_by_address() {
     for _ in 0..2 {
         let progress = scanner.tick().unwrap();
         assert!(progress.batches.is_empty());
-        assert!(scanner.db().batches().unwrap().is_empty());
+        assert!(scanner.store().batches().unwrap().is_empty());
         chain.mine(1);
     }
     // Final with three: exactly one Batch, of that block, with the one valid instruction.
@@ -258,7 +258,7 @@ fn deposits_are_reported_when_final_and_typed_by_address() {
 
     // The funds of every non-dust output are kept, typed by address.
     let outputs = scanner
-        .db()
+        .store()
         .outputs(deposit_height, deposit_height)
         .unwrap();
     let kinds: Vec<(OutputKind, u64)> = outputs
@@ -293,7 +293,7 @@ fn deposits_are_reported_when_final_and_typed_by_address() {
         .unwrap()
         .unwrap();
     assert_eq!(handed.len(), 6);
-    scanner.db().commit(write).unwrap();
+    scanner.store().commit(write).unwrap();
     let mut write = rocksdb::WriteBatch::default();
     assert_eq!(
         scanner
@@ -312,7 +312,7 @@ fn deposits_are_reported_when_final_and_typed_by_address() {
     // Many empty blocks advance the scan; every block at a height that is a multiple of
     // `EMPTY_BATCH_INTERVAL` gets an empty Batch (so Serai keeps acknowledging blocks in a
     // quiet period), and the next deposit gets the id after them.
-    let first = scanner.db().keys().unwrap()[0].next;
+    let first = scanner.store().keys().unwrap()[0].next;
     for _ in 0..25 {
         chain.empty_block();
     }
@@ -327,10 +327,10 @@ fn deposits_are_reported_when_final_and_typed_by_address() {
         assert!(batch.instructions.is_empty());
         assert_eq!(
             batch.block.as_bytes(),
-            &scanner.db().block_hash(*height).unwrap().unwrap()
+            &scanner.store().block_hash(*height).unwrap().unwrap()
         );
     }
-    assert_eq!(scanner.db().keys().unwrap()[0].next, chain.height() - 1);
+    assert_eq!(scanner.store().keys().unwrap()[0].next, chain.height() - 1);
     chain
         .node
         .send(&chain.pay(vec![to(&external, 123_456), op_return(&instruction(9))]))
@@ -375,7 +375,7 @@ fn a_reorg_above_finality_is_harmless_and_one_below_halts() {
     }
     let progress = scanner.tick().unwrap();
     assert!(progress.batches.is_empty());
-    assert!(scanner.db().batches().unwrap().is_empty());
+    assert!(scanner.store().batches().unwrap().is_empty());
 
     // Now a deposit is mined and becomes final: Batch 0.
     chain.mine(1); // takes the deposit from the mempool
@@ -383,7 +383,7 @@ fn a_reorg_above_finality_is_harmless_and_one_below_halts() {
     chain.mine(2);
     let progress = scanner.tick().unwrap();
     assert_eq!(progress.batches.len(), 1);
-    let before = scanner.db().batches().unwrap();
+    let before = scanner.store().batches().unwrap();
 
     // A reorganization replacing that final block: scanning halts, state intact.
     chain
@@ -400,7 +400,7 @@ fn a_reorg_above_finality_is_harmless_and_one_below_halts() {
             "{error}"
         );
     }
-    assert_eq!(scanner.db().batches().unwrap(), before);
+    assert_eq!(scanner.store().batches().unwrap(), before);
     let metrics = String::from_utf8(scanner.metrics().render()).unwrap();
     assert!(metrics.contains("scanner_halted 1"));
     assert!(metrics.contains("scanner_reorg_halts_total 2"));
@@ -463,7 +463,7 @@ fn a_block_of_more_deposits_than_one_batch_holds_is_reported_in_consecutive_batc
         })
         .collect();
     assert_eq!(instructions, expected);
-    assert_eq!(scanner.db().batches().unwrap(), progress.batches);
+    assert_eq!(scanner.store().batches().unwrap(), progress.batches);
 }
 
 #[test]
@@ -498,7 +498,7 @@ fn a_block_with_only_change_or_branch_outputs_gets_an_empty_batch() {
         .collect();
     let expected: Vec<[u8; 32]> = reported
         .iter()
-        .map(|height| scanner.db().block_hash(*height).unwrap().unwrap())
+        .map(|height| scanner.store().block_hash(*height).unwrap().unwrap())
         .collect();
     assert_eq!(blocks, expected);
     for (id, batch) in (0u32..).zip(&progress.batches) {
@@ -537,7 +537,7 @@ fn each_key_gets_its_own_outputs_when_a_serai_block_for_it_acknowledges_them() {
         .unwrap();
     assert_eq!(for_new.len(), 1);
     assert_eq!(for_new[0].key, new);
-    scanner.db().commit(write).unwrap();
+    scanner.store().commit(write).unwrap();
     // The old key's output waited for a Serai block of its own, and comes exactly once.
     let mut write = rocksdb::WriteBatch::default();
     let for_old = scanner
@@ -546,7 +546,7 @@ fn each_key_gets_its_own_outputs_when_a_serai_block_for_it_acknowledges_them() {
         .unwrap();
     assert_eq!(for_old.len(), 1);
     assert_eq!(for_old[0].key, old);
-    scanner.db().commit(write).unwrap();
+    scanner.store().commit(write).unwrap();
     let mut write = rocksdb::WriteBatch::default();
     assert_eq!(
         scanner.acknowledge(&old, height, &mut write).unwrap(),
@@ -580,7 +580,7 @@ fn a_restarted_scanner_gives_the_same_batches() {
     let mut reference = scanner(&chain.node, &dir.path().join("reference"), 3);
     reference.add_key(key, activation).unwrap();
     reference.tick().unwrap();
-    let expected = reference.db().batches().unwrap();
+    let expected = reference.store().batches().unwrap();
     // The six deposits', and the empty ones of heights divisible by `EMPTY_BATCH_INTERVAL`.
     let deposits = expected
         .iter()
@@ -600,7 +600,7 @@ fn a_restarted_scanner_gives_the_same_batches() {
         drop(scanner);
     }
     let restarted = scanner(&chain.node, &db, 3);
-    assert_eq!(restarted.db().batches().unwrap(), expected);
+    assert_eq!(restarted.store().batches().unwrap(), expected);
     let ids: Vec<u32> = expected.iter().map(|batch| batch.id.0).collect();
     let count = u32::try_from(expected.len()).unwrap();
     assert_eq!(ids, (0..count).collect::<Vec<_>>());
@@ -699,7 +699,7 @@ fn eventualities_complete_or_conflict() {
         ]
     );
     assert_eq!(
-        scanner.db().outcome(&PlanId([1; 32])).unwrap(),
+        scanner.store().outcome(&PlanId([1; 32])).unwrap(),
         Some(Outcome::Completed(expected.id))
     );
     // Settled once: nothing more on later blocks.

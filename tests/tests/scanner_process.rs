@@ -183,7 +183,7 @@ fn a_killed_scanner_resumes_without_losing_or_repeating_a_batch() {
     );
     reference.add_key(key, activation).unwrap();
     reference.tick().unwrap();
-    let expected = reference.db().batches().unwrap();
+    let expected = reference.store().batches().unwrap();
     // One per deposit, and empty ones at heights divisible by `EMPTY_BATCH_INTERVAL`.
     let deposits = expected
         .iter()

@@ -84,7 +84,7 @@ fn main() -> ExitCode {
 /// One scan while the coordinator or the enclave is away; the outbox gauge keeps moving, as
 /// scanning queues messages for the coordinator.
 fn scan_alone(scanner: &mut Scanner<BitcoinNetwork>, metrics: &ProcessorMetrics) {
-    if let Err(error) = metrics.observe_outbox(scanner.db()) {
+    if let Err(error) = metrics.observe_outbox(scanner.store()) {
         tracing::warn!(%error, "cannot read the outbox");
     }
     match scanner.tick_at_most(BLOCKS_PER_STEP) {

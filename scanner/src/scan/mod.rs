@@ -2,10 +2,18 @@
 //! for every key from its activation block on; each block's parent checked against the block
 //! stored below it, so a reorganization below finality halts scanning with the state intact;
 //! our outputs recorded, the block's Batches built under the next batch ids (for any block
-//! holding our outputs), and plans' eventualities settled. Everything one block causes commits in one write batch with the scan
-//! position, so a crash anywhere leaves a block either fully scanned or not at all.
+//! holding our outputs), and plans' eventualities settled. Everything one block causes commits
+//! in one write with the scan position, so a crash anywhere leaves a block either fully
+//! scanned or not at all.
+//!
+//! The decisions are `block::scan_block`, a pure function of a read view and the block;
+//! `Scanner` is the adapter around it: it fetches blocks from the `Network`, applies the
+//! changes through a `ScanStore` (RocksDB, or memory in tests and the simulation), then counts
+//! and logs.
 
-use std::collections::{BTreeMap, BTreeSet};
+pub mod block;
+
+use std::collections::BTreeMap;
 
 use rocksdb::WriteBatch;
 use schema::{
@@ -13,19 +21,17 @@ use schema::{
     hashes::PlanId,
     ids::NetworkId,
     keys::{KeyPair, NetworkKey},
-    messages::{sign, ProcessorMessage},
     plan::OutputKind,
-    protocol::EMPTY_BATCH_INTERVAL,
 };
 use thiserror::Error;
 
 use crate::{
-    batch::batches_for,
     db::{Db, DbError, ScannedKey},
     eventuality::{Eventuality, Outcome},
     metrics::ScannerMetrics,
     network::{ChainBlock, Network, NetworkError},
-    outputs::{hex_id, receive, ReceivedOutput},
+    outputs::{hex_id, ReceivedOutput},
+    store::{ScanChanges, ScanStore},
 };
 
 /// Scanning stopped.
@@ -68,30 +74,30 @@ pub struct Progress {
     pub outcomes: Vec<(PlanId, Outcome)>,
 }
 
-/// The scanner of one network.
-pub struct Scanner<N: Network> {
+/// The scanner of one network, its state in `S`.
+pub struct Scanner<N: Network, S: ScanStore = Db> {
     network: N,
     network_id: NetworkId,
-    db: Db,
+    store: S,
     confirmations: u64,
     metrics: ScannerMetrics,
     typings: BTreeMap<NetworkKey, N::Typing>,
 }
 
-impl<N: Network> Scanner<N> {
-    /// A scanner of `network` with state in `db`; a block is final with `confirmations`
+impl<N: Network, S: ScanStore> Scanner<N, S> {
+    /// A scanner of `network` with state in `store`; a block is final with `confirmations`
     /// blocks on top, itself included (at least 1).
     pub fn new(
         network: N,
         network_id: NetworkId,
-        db: Db,
+        store: S,
         confirmations: u64,
         metrics: ScannerMetrics,
     ) -> Self {
         Scanner {
             network,
             network_id,
-            db,
+            store,
             confirmations: confirmations.max(1),
             metrics,
             typings: BTreeMap::new(),
@@ -99,8 +105,13 @@ impl<N: Network> Scanner<N> {
     }
 
     /// The state.
-    pub fn db(&self) -> &Db {
-        &self.db
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Gives the state back (a crash in the simulation: everything else is lost).
+    pub fn into_store(self) -> S {
+        self.store
     }
 
     /// The network.
@@ -119,19 +130,17 @@ impl<N: Network> Scanner<N> {
     /// # Errors
     /// The database failed.
     pub fn add_key(&self, key: NetworkKey, activation: u64) -> Result<(), ScanError> {
-        if self.db.keys()?.iter().any(|scanned| scanned.key == key) {
+        if self.store.keys()?.iter().any(|scanned| scanned.key == key) {
             return Ok(());
         }
-        let mut batch = WriteBatch::default();
-        self.db.put_key(
-            &mut batch,
-            &ScannedKey {
+        Ok(self.store.apply(&ScanChanges {
+            keys: vec![ScannedKey {
                 key,
                 activation,
                 next: activation,
-            },
-        )?;
-        Ok(self.db.commit(batch)?)
+            }],
+            ..ScanChanges::default()
+        })?)
     }
 
     /// The height of the first finalized block whose time is at least `time` (the activation
@@ -161,79 +170,6 @@ impl<N: Network> Scanner<N> {
         Ok(Some(low))
     }
 
-    /// Starts scanning for a confirmed key pair's network key from `activation` (included),
-    /// and records its batch key, in `batch`. A key already scanned keeps its position.
-    ///
-    /// # Errors
-    /// The database failed.
-    pub fn add_key_in(
-        &self,
-        batch: &mut WriteBatch,
-        pair: &KeyPair,
-        activation: u64,
-    ) -> Result<(), ScanError> {
-        if !self
-            .db
-            .keys()?
-            .iter()
-            .any(|scanned| scanned.key == pair.network_key)
-        {
-            self.db.put_key(
-                batch,
-                &ScannedKey {
-                    key: pair.network_key,
-                    activation,
-                    next: activation,
-                },
-            )?;
-        }
-        self.db.put_batch_key(batch, &pair.batch_key)?;
-        Ok(())
-    }
-
-    /// Serai acknowledged every block up to `height` for `key`: `key`'s outputs in the blocks
-    /// acknowledged now (above its last acknowledged height) are returned once, to hand to its
-    /// scheduler. Each key has its own acknowledged height, so that the outputs of a key whose
-    /// Serai blocks come later (an old key's change during a rotation) wait for them rather
-    /// than pass unscheduled. The new height goes into `batch`, so the caller commits it with
-    /// whatever it does with the outputs. Acknowledging a height at or below the last is normal
-    /// and returns nothing; `None` means `height` is not scanned yet for every key, and the
-    /// caller waits.
-    ///
-    /// # Errors
-    /// The database failed.
-    pub fn acknowledge(
-        &self,
-        key: &NetworkKey,
-        height: u64,
-        batch: &mut WriteBatch,
-    ) -> Result<Option<Vec<ReceivedOutput>>, ScanError> {
-        let keys = self.db.keys()?;
-        if keys.iter().any(|key| key.next <= height) {
-            return Ok(None);
-        }
-        // A key's outputs start at its activation block: its first acknowledgement reads from
-        // there, not through every output stored before it.
-        let activation = keys
-            .iter()
-            .find(|scanned| scanned.key == *key)
-            .map_or(0, |scanned| scanned.activation);
-        let from = match self.db.acknowledged(key)? {
-            Some(acknowledged) if acknowledged >= height => return Ok(Some(Vec::new())),
-            Some(acknowledged) => acknowledged.saturating_add(1),
-            None => activation,
-        };
-        self.db.put_acknowledged(batch, key, height)?;
-        Ok(Some(
-            self.db
-                .outputs(from, height)?
-                .into_iter()
-                .map(|(_, output)| output)
-                .filter(|output| output.key == *key)
-                .collect(),
-        ))
-    }
-
     /// How a plan registered now already ended, if a scanned transaction spent one of its
     /// inputs (the plan's transaction can be final before this processor made the plan, when it
     /// was down while its peers signed).
@@ -242,7 +178,7 @@ impl<N: Network> Scanner<N> {
     /// The database failed.
     pub fn settled(&self, eventuality: &Eventuality) -> Result<Option<Outcome>, ScanError> {
         for input in &eventuality.inputs {
-            if let Some(transaction) = self.db.spent_by(input)? {
+            if let Some(transaction) = self.store.spent_by(input)? {
                 return Ok(eventuality.check(&transaction));
             }
         }
@@ -254,9 +190,10 @@ impl<N: Network> Scanner<N> {
     /// # Errors
     /// The database failed.
     pub fn register_eventuality(&self, eventuality: &Eventuality) -> Result<(), ScanError> {
-        let mut batch = WriteBatch::default();
-        self.db.put_eventuality(&mut batch, eventuality)?;
-        Ok(self.db.commit(batch)?)
+        Ok(self.store.apply(&ScanChanges {
+            eventualities: vec![eventuality.clone()],
+            ..ScanChanges::default()
+        })?)
     }
 
     /// The highest finalized height when the tip is at `latest`, if any block is final. A
@@ -312,7 +249,7 @@ impl<N: Network> Scanner<N> {
             .finalized_height
             .set(i64::try_from(finalized).unwrap_or(i64::MAX));
         loop {
-            let keys = self.db.keys()?;
+            let keys = self.store.keys()?;
             let Some(height) = keys.iter().map(|key| key.next).min() else {
                 return Ok(progress);
             };
@@ -326,40 +263,13 @@ impl<N: Network> Scanner<N> {
         }
     }
 
-    fn check_continuity(&self, block: &ChainBlock) -> Result<bool, ScanError> {
-        let halt = |height: u64, expected: &[u8; 32], found: &[u8; 32]| {
-            self.metrics.reorg_halts.inc();
-            self.metrics.halted.set(1);
-            let error = ScanError::ReorgBelowFinality {
-                height,
-                expected: hex_id(expected),
-                found: hex_id(found),
-            };
-            tracing::error!(%error, "scanning halted");
-            error
-        };
-        if let Some(parent_height) = block.height.checked_sub(1) {
-            if let Some(parent) = self.db.block_hash(parent_height)? {
-                if parent != block.parent {
-                    return Err(halt(parent_height, &parent, &block.parent));
-                }
-            }
-        }
-        match self.db.block_hash(block.height)? {
-            Some(stored) if stored != block.hash => Err(halt(block.height, &stored, &block.hash)),
-            Some(_) => Ok(false),
-            None => Ok(true),
-        }
-    }
-
+    /// Scans one block through `block::scan_block`, applies its changes, then reports.
     fn scan_block(
         &mut self,
         block: &ChainBlock,
         keys: &[ScannedKey],
         progress: &mut Progress,
     ) -> Result<(), ScanError> {
-        let first_visit = self.check_continuity(block)?;
-        self.metrics.halted.set(0);
         let here: Vec<ScannedKey> = keys
             .iter()
             .filter(|key| key.next == block.height)
@@ -371,88 +281,32 @@ impl<N: Network> Scanner<N> {
                 self.typings.insert(key.key, typing);
             }
         }
-        let typings: Vec<(NetworkKey, &N::Typing)> = here
+        let typed: Vec<(ScannedKey, &N::Typing)> = here
             .iter()
-            .filter_map(|key| Some((key.key, self.typings.get(&key.key)?)))
+            .filter_map(|key| Some((*key, self.typings.get(&key.key)?)))
             .collect();
-        let received = receive(block, &typings);
-
-        let mut write = WriteBatch::default();
-        self.db
-            .put_block_hash(&mut write, block.height, &block.hash)?;
-        for output in &received.outputs {
-            self.db.put_output(&mut write, block.height, output)?;
-        }
-        // Every `EMPTY_BATCH_INTERVAL`th height is reported, decided on the block's first visit:
-        // a rule of the chain alone, so that every validator gives the same blocks Batches
-        // whenever it started or restarted.
-        let due = first_visit && block.height % EMPTY_BATCH_INTERVAL == 0;
-        let batches = batches_for(
-            self.network_id,
-            self.db.next_batch_id()?,
-            block.hash,
-            &received.outputs,
-            due,
-        );
-        for batch in &batches {
-            self.db.put_batch(&mut write, batch)?;
-        }
-        for key in &here {
-            self.db.put_key(
-                &mut write,
-                &ScannedKey {
-                    next: block.height.saturating_add(1),
-                    ..*key
-                },
-            )?;
-        }
-        let mut outcomes = Vec::new();
-        let mut completed = Vec::new();
-        if first_visit {
-            let mut settled = BTreeSet::new();
-            for transaction in &block.transactions {
-                for input in &transaction.inputs {
-                    if self.db.is_ours(input)? {
-                        self.db.put_spend(&mut write, input, transaction)?;
-                    }
-                    let Some(eventuality) = self.db.eventuality_spending(input)? else {
-                        continue;
-                    };
-                    if !settled.insert(eventuality.plan) {
-                        continue;
-                    }
-                    if let Some(outcome) = eventuality.check(transaction) {
-                        self.db.put_outcome(&mut write, &eventuality, outcome)?;
-                        if let Outcome::Completed(tx) = outcome {
-                            // The coordinator hears of it from the outbox, committed with the
-                            // scan, whoever published the transaction.
-                            completed.push(ProcessorMessage::Sign(
-                                sign::ProcessorMessage::Completed {
-                                    key: eventuality.key,
-                                    id: eventuality.plan,
-                                    tx,
-                                },
-                            ));
-                        }
-                        outcomes.push((eventuality.plan, outcome));
-                    }
-                }
+        let scan = match block::scan_block(&self.store, self.network_id, block, &typed) {
+            Ok(scan) => scan,
+            Err(error @ ScanError::ReorgBelowFinality { .. }) => {
+                self.metrics.reorg_halts.inc();
+                self.metrics.halted.set(1);
+                tracing::error!(%error, "scanning halted");
+                return Err(error);
             }
-        }
-        if !completed.is_empty() {
-            self.db.put_outbox(&mut write, completed)?;
-        }
-        self.db.commit(write)?;
+            Err(error) => return Err(error),
+        };
+        self.metrics.halted.set(0);
+        self.store.apply(&scan.changes)?;
 
         // Committed: now report.
         self.metrics.blocks_scanned.inc();
-        for key in &here {
+        for key in &scan.keys {
             self.metrics
                 .scanned_height
                 .with_label_values(&[&key.key.to_string()])
                 .set(i64::try_from(block.height).unwrap_or(i64::MAX));
         }
-        for output in &received.outputs {
+        for output in &scan.received.outputs {
             let kind = match output.kind {
                 OutputKind::External => "external",
                 OutputKind::Branch => "branch",
@@ -463,16 +317,16 @@ impl<N: Network> Scanner<N> {
         self.metrics
             .outputs_ignored
             .with_label_values(&["dust"])
-            .inc_by(received.dust);
+            .inc_by(scan.received.dust);
         self.metrics
             .instructions_rejected
             .with_label_values(&["missing"])
-            .inc_by(received.missing_instructions);
+            .inc_by(scan.received.missing_instructions);
         self.metrics
             .instructions_rejected
             .with_label_values(&["invalid"])
-            .inc_by(received.invalid_instructions);
-        for (plan, outcome) in &outcomes {
+            .inc_by(scan.received.invalid_instructions);
+        for (plan, outcome) in &scan.outcomes {
             match outcome {
                 Outcome::Completed(transaction) => {
                     self.metrics
@@ -490,7 +344,7 @@ impl<N: Network> Scanner<N> {
                 }
             }
         }
-        for batch in batches {
+        for batch in scan.changes.batches {
             self.metrics.batches_built.inc();
             tracing::info!(
                 batch = batch.id.0,
@@ -500,8 +354,85 @@ impl<N: Network> Scanner<N> {
             );
             progress.batches.push(batch);
         }
-        progress.outcomes.extend(outcomes);
+        progress.outcomes.extend(scan.outcomes);
         progress.scanned += 1;
         Ok(())
+    }
+}
+
+/// What only the node's RocksDB store does: stage a key pair or an acknowledgement into the
+/// write batch of the coordinator message that causes it.
+impl<N: Network> Scanner<N, Db> {
+    /// Starts scanning for a confirmed key pair's network key from `activation` (included),
+    /// and records its batch key, in `batch`. A key already scanned keeps its position.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub fn add_key_in(
+        &self,
+        batch: &mut WriteBatch,
+        pair: &KeyPair,
+        activation: u64,
+    ) -> Result<(), ScanError> {
+        if !self
+            .store
+            .keys()?
+            .iter()
+            .any(|scanned| scanned.key == pair.network_key)
+        {
+            self.store.put_key(
+                batch,
+                &ScannedKey {
+                    key: pair.network_key,
+                    activation,
+                    next: activation,
+                },
+            )?;
+        }
+        self.store.put_batch_key(batch, &pair.batch_key)?;
+        Ok(())
+    }
+
+    /// Serai acknowledged every block up to `height` for `key`: `key`'s outputs in the blocks
+    /// acknowledged now (above its last acknowledged height) are returned once, to hand to its
+    /// scheduler. Each key has its own acknowledged height, so that the outputs of a key whose
+    /// Serai blocks come later (an old key's change during a rotation) wait for them rather
+    /// than pass unscheduled. The new height goes into `batch`, so the caller commits it with
+    /// whatever it does with the outputs. Acknowledging a height at or below the last is normal
+    /// and returns nothing; `None` means `height` is not scanned yet for every key, and the
+    /// caller waits.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub fn acknowledge(
+        &self,
+        key: &NetworkKey,
+        height: u64,
+        batch: &mut WriteBatch,
+    ) -> Result<Option<Vec<ReceivedOutput>>, ScanError> {
+        let keys = self.store.keys()?;
+        if keys.iter().any(|key| key.next <= height) {
+            return Ok(None);
+        }
+        // A key's outputs start at its activation block: its first acknowledgement reads from
+        // there, not through every output stored before it.
+        let activation = keys
+            .iter()
+            .find(|scanned| scanned.key == *key)
+            .map_or(0, |scanned| scanned.activation);
+        let from = match self.store.acknowledged(key)? {
+            Some(acknowledged) if acknowledged >= height => return Ok(Some(Vec::new())),
+            Some(acknowledged) => acknowledged.saturating_add(1),
+            None => activation,
+        };
+        self.store.put_acknowledged(batch, key, height)?;
+        Ok(Some(
+            self.store
+                .outputs(from, height)?
+                .into_iter()
+                .map(|(_, output)| output)
+                .filter(|output| output.key == *key)
+                .collect(),
+        ))
     }
 }

@@ -1,0 +1,151 @@
+//! Scanning one finalized block, without I/O: from a read view of the state and the block to
+//! the changes it causes (`ScanChanges`) and what to report, or the verdict that the chain
+//! reorganized below finality. The adapter (`Scanner`) fetches the block, applies the changes
+//! atomically, then counts and logs; the simulation drives this same function.
+
+use std::collections::BTreeSet;
+
+use schema::{
+    hashes::PlanId,
+    ids::NetworkId,
+    keys::NetworkKey,
+    messages::{sign, ProcessorMessage},
+    protocol::EMPTY_BATCH_INTERVAL,
+};
+
+use super::ScanError;
+use crate::{
+    batch::batches_for,
+    db::ScannedKey,
+    eventuality::Outcome,
+    network::{ChainBlock, OutputTyping},
+    outputs::{hex_id, receive, Received},
+    store::{ScanChanges, ScanView},
+};
+
+/// What scanning one block does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockScan {
+    /// The changes, for the store to apply at once.
+    pub changes: ScanChanges,
+    /// The keys scanned at this block.
+    pub keys: Vec<ScannedKey>,
+    /// What the block holds for those keys, with what was ignored.
+    pub received: Received,
+    /// Eventualities settled, in the order their transactions appear.
+    pub outcomes: Vec<(PlanId, Outcome)>,
+}
+
+/// Whether `block` continues the finalized chain stored in `view`: `Ok(true)` on its first
+/// visit, `Ok(false)` when it was scanned already (for another key), and the verdict
+/// `ReorgBelowFinality` when its parent, or the block stored at its height, differs.
+///
+/// # Errors
+/// The verdict, or the view failed.
+pub fn continues<V: ScanView + ?Sized>(view: &V, block: &ChainBlock) -> Result<bool, ScanError> {
+    let halt = |height: u64, expected: &[u8; 32], found: &[u8; 32]| ScanError::ReorgBelowFinality {
+        height,
+        expected: hex_id(expected),
+        found: hex_id(found),
+    };
+    if let Some(parent_height) = block.height.checked_sub(1) {
+        if let Some(parent) = view.block_hash(parent_height)? {
+            if parent != block.parent {
+                return Err(halt(parent_height, &parent, &block.parent));
+            }
+        }
+    }
+    match view.block_hash(block.height)? {
+        Some(stored) if stored != block.hash => Err(halt(block.height, &stored, &block.hash)),
+        Some(_) => Ok(false),
+        None => Ok(true),
+    }
+}
+
+/// Scans `block` for `keys` (each with how its outputs are recognized): the keys whose next
+/// block it is. Our outputs are recorded, the block's Batches built under the next batch ids,
+/// the keys moved past it; on the block's first visit, spends of our outputs are recorded and
+/// eventualities settled, each completed plan queued as `Completed` for the coordinator.
+///
+/// # Errors
+/// The chain reorganized below finality (nothing changes), or the view failed.
+pub fn scan_block<V: ScanView + ?Sized, T: OutputTyping>(
+    view: &V,
+    network: NetworkId,
+    block: &ChainBlock,
+    keys: &[(ScannedKey, T)],
+) -> Result<BlockScan, ScanError> {
+    let first_visit = continues(view, block)?;
+    let typings: Vec<(NetworkKey, &T)> =
+        keys.iter().map(|(key, typing)| (key.key, typing)).collect();
+    let received = receive(block, &typings);
+    let mut changes = ScanChanges {
+        block: Some((block.height, block.hash)),
+        outputs: received
+            .outputs
+            .iter()
+            .map(|output| (block.height, output.clone()))
+            .collect(),
+        keys: keys
+            .iter()
+            .map(|(key, _)| ScannedKey {
+                next: block.height.saturating_add(1),
+                ..*key
+            })
+            .collect(),
+        ..ScanChanges::default()
+    };
+    // Every `EMPTY_BATCH_INTERVAL`th height is reported, decided on the block's first visit: a
+    // rule of the chain alone, so that every validator gives the same blocks Batches whenever
+    // it started or restarted.
+    let due = first_visit && block.height % EMPTY_BATCH_INTERVAL == 0;
+    changes.batches = batches_for(
+        network,
+        view.next_batch_id()?,
+        block.hash,
+        &received.outputs,
+        due,
+    );
+    let mut outcomes = Vec::new();
+    if first_visit {
+        let mut settled = BTreeSet::new();
+        for transaction in &block.transactions {
+            let mut ours = Vec::new();
+            for input in &transaction.inputs {
+                if view.is_ours(input)? {
+                    ours.push(*input);
+                }
+                let Some(eventuality) = view.eventuality_spending(input)? else {
+                    continue;
+                };
+                if !settled.insert(eventuality.plan) {
+                    continue;
+                }
+                if let Some(outcome) = eventuality.check(transaction) {
+                    if let Outcome::Completed(tx) = outcome {
+                        // The coordinator hears of it from the outbox, committed with the scan,
+                        // whoever published the transaction.
+                        changes.outbox.push(ProcessorMessage::Sign(
+                            sign::ProcessorMessage::Completed {
+                                key: eventuality.key,
+                                id: eventuality.plan,
+                                tx,
+                            },
+                        ));
+                    }
+                    outcomes.push((eventuality.plan, outcome));
+                    changes.outcomes.push((eventuality, outcome));
+                }
+            }
+            if !ours.is_empty() {
+                changes.spends.push((ours, transaction.clone()));
+            }
+        }
+    }
+    Ok(BlockScan {
+        changes,
+        keys: keys.iter().map(|(key, _)| *key).collect(),
+        received,
+        outcomes,
+    })
+}

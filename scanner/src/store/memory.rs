@@ -1,0 +1,199 @@
+//! Scanning's state in memory: the twin of the RocksDB store for fast tests and the
+//! simulation. `apply` changes everything under one lock, so a reader sees all of a
+//! `ScanChanges` or none; dropping the store is losing the disk, and a crash is dropping
+//! everything but the store.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Mutex, MutexGuard, PoisonError},
+};
+
+use schema::{
+    batch::Batch,
+    hashes::PlanId,
+    ids::{BatchId, MessageId},
+    keys::NetworkKey,
+    messages::ProcessorEnvelope,
+    plan::OutputId,
+};
+
+use super::{ScanChanges, ScanStore, ScanView};
+use crate::{
+    db::{DbError, ScannedKey},
+    eventuality::{Eventuality, Outcome},
+    network::ChainTransaction,
+    outputs::ReceivedOutput,
+};
+
+/// Where an output sits in `outputs`: by height, then transaction id, then index, the order
+/// the RocksDB store's keys sort in.
+type OutputPlace = (u64, [u8; 32], u32);
+
+#[derive(Debug, Default)]
+struct State {
+    keys: BTreeMap<[u8; 33], ScannedKey>,
+    blocks: BTreeMap<u64, [u8; 32]>,
+    outputs: BTreeMap<OutputPlace, ReceivedOutput>,
+    ours: BTreeMap<OutputId, ()>,
+    spends: BTreeMap<OutputId, ChainTransaction>,
+    batches: BTreeMap<u32, Batch>,
+    next_batch_id: u32,
+    eventualities: BTreeMap<PlanId, Eventuality>,
+    eventuality_inputs: BTreeMap<OutputId, PlanId>,
+    outcomes: BTreeMap<PlanId, Outcome>,
+    outbox: BTreeMap<u64, ProcessorEnvelope>,
+    next_outbox_id: u64,
+}
+
+/// Scanning's state in memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+fn key_bytes(key: &NetworkKey) -> [u8; 33] {
+    key.to_bytes()
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    /// The state. A poisoned lock is taken over: `State::apply` has no step that can panic,
+    /// so no holder can have left the state half-changed.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn apply(&mut self, changes: &ScanChanges) {
+        if let Some((height, hash)) = changes.block {
+            self.blocks.insert(height, hash);
+        }
+        for key in &changes.keys {
+            self.keys.insert(key_bytes(&key.key), *key);
+        }
+        for (height, output) in &changes.outputs {
+            self.outputs
+                .insert((*height, output.id.txid.0, output.id.vout), output.clone());
+            self.ours.insert(output.id, ());
+        }
+        for batch in &changes.batches {
+            self.batches.insert(batch.id.0, batch.clone());
+            self.next_batch_id = batch.id.0.saturating_add(1);
+        }
+        for (outputs, transaction) in &changes.spends {
+            // Kept as the RocksDB store keeps it: id, inputs and outputs, not the data.
+            let kept = ChainTransaction {
+                data: None,
+                ..transaction.clone()
+            };
+            for output in outputs {
+                self.spends.insert(*output, kept.clone());
+            }
+        }
+        for eventuality in &changes.eventualities {
+            self.eventualities
+                .insert(eventuality.plan, eventuality.clone());
+            for input in &eventuality.inputs {
+                self.eventuality_inputs.insert(*input, eventuality.plan);
+            }
+        }
+        for (eventuality, outcome) in &changes.outcomes {
+            self.outcomes.insert(eventuality.plan, *outcome);
+            self.eventualities.remove(&eventuality.plan);
+            for input in &eventuality.inputs {
+                self.eventuality_inputs.remove(input);
+            }
+        }
+        if !changes.outbox.is_empty() {
+            let mut next = self.next_outbox_id.max(1);
+            for message in &changes.outbox {
+                self.outbox.insert(
+                    next,
+                    ProcessorEnvelope {
+                        id: MessageId(next),
+                        message: message.clone(),
+                    },
+                );
+                next += 1;
+            }
+            self.next_outbox_id = next;
+        }
+    }
+}
+
+impl ScanView for MemoryStore {
+    fn keys(&self) -> Result<Vec<ScannedKey>, DbError> {
+        Ok(self.state().keys.values().copied().collect())
+    }
+
+    fn block_hash(&self, height: u64) -> Result<Option<[u8; 32]>, DbError> {
+        Ok(self.state().blocks.get(&height).copied())
+    }
+
+    fn next_batch_id(&self) -> Result<BatchId, DbError> {
+        Ok(BatchId(self.state().next_batch_id))
+    }
+
+    fn is_ours(&self, output: &OutputId) -> Result<bool, DbError> {
+        Ok(self.state().ours.contains_key(output))
+    }
+
+    fn spent_by(&self, output: &OutputId) -> Result<Option<ChainTransaction>, DbError> {
+        Ok(self.state().spends.get(output).cloned())
+    }
+
+    fn outputs(&self, from: u64, to: u64) -> Result<Vec<(u64, ReceivedOutput)>, DbError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .state()
+            .outputs
+            .range((from, [0; 32], 0)..=(to, [0xff; 32], u32::MAX))
+            .map(|((height, _, _), output)| (*height, output.clone()))
+            .collect())
+    }
+
+    fn batches_from(&self, first: BatchId) -> Result<Vec<Batch>, DbError> {
+        Ok(self
+            .state()
+            .batches
+            .range(first.0..)
+            .map(|(_, batch)| batch.clone())
+            .collect())
+    }
+
+    fn eventuality_spending(&self, input: &OutputId) -> Result<Option<Eventuality>, DbError> {
+        let state = self.state();
+        Ok(state
+            .eventuality_inputs
+            .get(input)
+            .and_then(|plan| state.eventualities.get(plan))
+            .cloned())
+    }
+
+    fn outcome(&self, plan: &PlanId) -> Result<Option<Outcome>, DbError> {
+        Ok(self.state().outcomes.get(plan).copied())
+    }
+
+    fn outbox(&self) -> Result<Vec<ProcessorEnvelope>, DbError> {
+        Ok(self.state().outbox.values().cloned().collect())
+    }
+}
+
+impl ScanStore for MemoryStore {
+    fn apply(&self, changes: &ScanChanges) -> Result<(), DbError> {
+        self.state().apply(changes);
+        Ok(())
+    }
+
+    fn delivered(&self, id: MessageId) -> Result<(), DbError> {
+        self.state().outbox.remove(&id.0);
+        Ok(())
+    }
+}
