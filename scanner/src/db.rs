@@ -566,10 +566,11 @@ impl Db {
     }
 
     /// Records a plan's signed transaction, to publish until it settles, in `batch`, with the
-    /// node's height when it was signed (unless a settled plan's transaction arrives late).
+    /// node's height when it was signed. The caller leaves out a settled plan's transaction
+    /// that arrives late.
     ///
     /// # Errors
-    /// RocksDB failed, or the column family is missing.
+    /// The column family is missing.
     pub fn put_signed(
         &self,
         batch: &mut WriteBatch,
@@ -577,9 +578,6 @@ impl Db {
         height: u64,
         transaction: &[u8],
     ) -> Result<(), DbError> {
-        if self.outcome(plan)?.is_some() {
-            return Ok(());
-        }
         let value = [&height.to_be_bytes()[..], transaction].concat();
         batch.put_cf(self.cf(CF_SIGNED)?, plan.as_bytes(), value);
         Ok(())

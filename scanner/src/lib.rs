@@ -20,6 +20,7 @@ pub mod link;
 pub mod metrics;
 pub mod network;
 pub mod outputs;
+pub mod parts;
 pub mod processor;
 pub mod records;
 pub mod rpc;

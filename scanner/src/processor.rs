@@ -15,11 +15,10 @@
 //! message about a network block not finalized and scanned yet waits: it is neither handled
 //! nor acked, and comes again.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bitcoin::hashes::Hash;
 use prometheus::{IntCounterVec, IntGauge};
-use rocksdb::WriteBatch;
 use schema::{
     batch::Batch,
     burn::payment_for_burn,
@@ -47,15 +46,17 @@ use schema::{
 use thiserror::Error;
 
 use crate::{
-    bitcoin_network::{chain_transaction, eventuality_of, BitcoinNetwork},
-    db::{Db, DbError},
+    bitcoin_network::{chain_transaction, eventuality_of},
+    db::{DbError, Unsettled},
     eventuality::Outcome,
-    link::{LinkClient, LinkError},
+    link::LinkError,
     network::{Network, NetworkError},
     outputs::hex_id,
+    parts::{Clock, CoordinatorLink, EnclaveCalls, NodeParts, Parts},
     scan::{ScanError, Scanner},
     scheduler::{DropReason, Limits, Scheduler, SchedulerError},
-    signer::{SignerClient, SignerError},
+    signer::SignerError,
+    store::{ProcessorChanges, ProcessorStore, ScanStore, ScanView},
 };
 
 /// A processor step stopped.
@@ -117,16 +118,17 @@ pub const BLOCKS_PER_STEP: u64 = 100;
 /// a time in the wrong unit (milliseconds have 13 digits), never a real activation time.
 pub const LATEST_PLAUSIBLE_SERAI_TIME: u64 = 9_999_999_999;
 
-/// The processor of one validator.
-pub struct Processor {
-    scanner: Scanner<BitcoinNetwork>,
+/// The processor of one validator, over its parts (`NodeParts` in the node).
+pub struct Processor<P: Parts = NodeParts> {
+    scanner: Scanner<P::Chain, P::Store>,
     /// Where burns' addresses must be.
     chain: bitcoin::Network,
-    signer: SignerClient,
-    link: LinkClient,
+    signer: P::Enclave,
+    link: P::Link,
+    clock: P::Clock,
     metrics: ProcessorMetrics,
     /// The message at the head of the queue that waits for a network block, and since when.
-    waiting: Option<(MessageId, Instant)>,
+    waiting: Option<(MessageId, Duration)>,
 }
 
 /// The processor's own metrics, registered once per process (a processor is rebuilt on every
@@ -236,13 +238,13 @@ impl ProcessorMetrics {
         Ok(metrics)
     }
 
-    /// Sets the outbox gauge from the database, also while the coordinator is away.
+    /// Sets the outbox gauge from the store, also while the coordinator is away.
     ///
     /// # Errors
-    /// The database failed.
-    pub fn observe_outbox(&self, db: &Db) -> Result<(), DbError> {
+    /// The store failed.
+    pub fn observe_outbox<S: ProcessorStore>(&self, store: &S) -> Result<(), DbError> {
         self.outbox_depth
-            .set(i64::try_from(db.outbox_len()?).unwrap_or(i64::MAX));
+            .set(i64::try_from(store.outbox_len()?).unwrap_or(i64::MAX));
         Ok(())
     }
 }
@@ -275,13 +277,14 @@ fn kind(message: &CoordinatorMessage) -> &'static str {
     }
 }
 
-impl Processor {
-    /// A processor over a scanner, an enclave connection and a coordinator link.
+impl<P: Parts> Processor<P> {
+    /// A processor over a scanner, an enclave connection, a coordinator link and a clock.
     pub fn new(
-        scanner: Scanner<BitcoinNetwork>,
+        scanner: Scanner<P::Chain, P::Store>,
         chain: bitcoin::Network,
-        signer: SignerClient,
-        link: LinkClient,
+        signer: P::Enclave,
+        link: P::Link,
+        clock: P::Clock,
         metrics: ProcessorMetrics,
     ) -> Self {
         metrics.link_halted.set(0);
@@ -290,13 +293,19 @@ impl Processor {
             chain,
             signer,
             link,
+            clock,
             metrics,
             waiting: None,
         }
     }
 
+    /// The scanner.
+    pub fn scanner(&self) -> &Scanner<P::Chain, P::Store> {
+        &self.scanner
+    }
+
     /// Gives the scanner back (when a connection is lost, to keep scanning alone).
-    pub fn into_scanner(self) -> Scanner<BitcoinNetwork> {
+    pub fn into_scanner(self) -> Scanner<P::Chain, P::Store> {
         self.scanner
     }
 
@@ -385,9 +394,10 @@ impl Processor {
 
     /// Marks a message handled without effects (it cannot be acted on) and acks it.
     async fn skip(&self, id: MessageId, why: &str) -> Result<(), ProcessorError> {
-        let mut batch = WriteBatch::default();
-        self.scanner.store().put_handled(&mut batch, id)?;
-        self.scanner.store().commit(batch)?;
+        self.scanner.store().commit_changes(&ProcessorChanges {
+            handled: Some(id),
+            ..ProcessorChanges::default()
+        })?;
         self.metrics
             .messages
             .with_label_values(&["unknown", why])
@@ -399,11 +409,11 @@ impl Processor {
     /// Handles one message; `false` when it must wait (then nothing after it is handled now).
     async fn handle(&mut self, envelope: CoordinatorEnvelope) -> Result<bool, ProcessorError> {
         let kind = kind(&envelope.message);
-        let mut batch = WriteBatch::default();
-        let handled = self.apply(envelope.message, &mut batch).await?;
+        let mut changes = ProcessorChanges::default();
+        let handled = self.apply(envelope.message, &mut changes).await?;
         let outcome = match handled {
             Handled::Done(out) => {
-                self.scanner.store().put_outbox(&mut batch, out)?;
+                changes.scan.outbox.extend(out);
                 "handled"
             }
             Handled::Skipped(why) => why,
@@ -412,22 +422,22 @@ impl Processor {
                     .messages
                     .with_label_values(&[kind, "waiting"])
                     .inc();
+                let now = self.clock.now();
                 let since = match self.waiting {
                     Some((id, since)) if id == envelope.id => since,
                     _ => {
-                        let now = Instant::now();
                         self.waiting = Some((envelope.id, now));
                         now
                     }
                 };
                 self.metrics
                     .message_waiting_seconds
-                    .set(i64::try_from(since.elapsed().as_secs()).unwrap_or(i64::MAX));
+                    .set(i64::try_from(now.saturating_sub(since).as_secs()).unwrap_or(i64::MAX));
                 return Ok(false);
             }
         };
-        self.scanner.store().put_handled(&mut batch, envelope.id)?;
-        self.scanner.store().commit(batch)?;
+        changes.handled = Some(envelope.id);
+        self.scanner.store().commit_changes(&changes)?;
         self.waiting = None;
         self.metrics.message_waiting_seconds.set(0);
         self.metrics
@@ -478,7 +488,7 @@ impl Processor {
     async fn apply(
         &mut self,
         message: CoordinatorMessage,
-        batch: &mut WriteBatch,
+        changes: &mut ProcessorChanges,
     ) -> Result<Handled, ProcessorError> {
         match message {
             CoordinatorMessage::KeyGen(message) => match self.signer.key_gen(&message).await {
@@ -491,7 +501,7 @@ impl Processor {
                 context,
                 set,
                 key_pair,
-            }) => self.confirm_key_pair(context, set, key_pair, batch).await,
+            }) => self.confirm_key_pair(context, set, key_pair, changes).await,
             CoordinatorMessage::Coordinator(Coordinator::BatchPreprocesses {
                 id,
                 preprocesses,
@@ -532,9 +542,7 @@ impl Processor {
                 if id.id.batch.0 >= self.scanner.store().next_batch_to_sign()? {
                     // Not preprocessed yet: it waits for the enclave's window, and its first
                     // preprocess takes this attempt.
-                    self.scanner
-                        .store()
-                        .put_batch_attempt(batch, id.id.batch, id.attempt)?;
+                    changes.batch_attempts.push((id.id.batch, Some(id.attempt)));
                     return Ok(Handled::Done(Vec::new()));
                 }
                 match self.preprocess_batch(id, &to_sign).await {
@@ -554,7 +562,7 @@ impl Processor {
                 block,
                 key,
                 burns,
-            }) => self.substrate_block(context, block, key, &burns, batch),
+            }) => self.substrate_block(context, block, key, &burns, changes),
             CoordinatorMessage::Coordinator(Coordinator::PlansAcknowledged(acknowledged)) => {
                 if !self.holds(&acknowledged.key)? {
                     return Ok(self.not_ours("plans acknowledged"));
@@ -596,9 +604,15 @@ impl Processor {
                 };
                 let bytes = bitcoin::consensus::serialize(&transaction);
                 let height = self.scanner.network().latest_height()?;
-                self.scanner
-                    .store()
-                    .put_signed(batch, &id.id, height, &bytes)?;
+                // A plan that settled meanwhile (a peer's transaction was final first) has
+                // nothing left to publish.
+                if self.scanner.store().outcome(&id.id)?.is_none() {
+                    changes.signed.push(Unsettled {
+                        plan: id.id,
+                        signed_at: height,
+                        transaction: bytes.clone(),
+                    });
+                }
                 if let Err(error) = self.scanner.network().publish(&bytes) {
                     tracing::warn!(%error, "publishing failed; will retry");
                 }
@@ -641,7 +655,7 @@ impl Processor {
         context: SubstrateContext,
         set: ValidatorSet,
         key_pair: KeyPair,
-        batch: &mut WriteBatch,
+        changes: &mut ProcessorChanges,
     ) -> Result<Handled, ProcessorError> {
         let activation = match context.latest_finalized_block() {
             Some(block) => self.scanner.network().height_of(block.0)?,
@@ -660,7 +674,7 @@ impl Processor {
         if let Err(error) = self.signer.confirm_key_pair(set, &key_pair).await {
             return self.refused(error, "confirm key pair");
         }
-        self.scanner.add_key_in(batch, &key_pair, activation)?;
+        self.scanner.add_key_in(changes, &key_pair, activation)?;
         tracing::info!(activation, "key pair confirmed");
         Ok(Handled::Done(Vec::new()))
     }
@@ -698,7 +712,7 @@ impl Processor {
         block: SeraiBlockNumber,
         key: NetworkKey,
         burns: &[OutInstructionWithBalance],
-        batch: &mut WriteBatch,
+        changes: &mut ProcessorChanges,
     ) -> Result<Handled, ProcessorError> {
         if !self.holds(&key)? {
             return Ok(self.not_ours("Serai block"));
@@ -719,7 +733,7 @@ impl Processor {
                 let Some(height) = self.scanner.network().height_of(hash.0)? else {
                     return Ok(Handled::Wait);
                 };
-                let Some(outputs) = self.scanner.acknowledge(&key, height, batch)? else {
+                let Some(outputs) = self.scanner.acknowledge(&key, height, changes)? else {
                     return Ok(Handled::Wait);
                 };
                 let median = self.scanner.network().fee_rate_of(hash.0)?;
@@ -796,18 +810,16 @@ impl Processor {
         self.metrics
             .outstanding
             .set(i64::try_from(scheduler.outstanding().to_sat()).unwrap_or(i64::MAX));
-        self.scanner.store().put_scheduler(batch, &scheduler)?;
-        self.scanner.store().put_last_serai_block(batch, block)?;
+        changes.schedulers.push(scheduler);
+        changes.last_serai_block = Some(block);
         let mut completed = Vec::new();
         for plan in &scheduled.plans {
-            self.scanner.store().put_plan(batch, plan)?;
+            changes.plans.push(plan.clone());
             let eventuality = eventuality_of(plan)?;
             match self.scanner.settled(&eventuality)? {
-                None => self.scanner.store().put_eventuality(batch, &eventuality)?,
+                None => changes.scan.eventualities.push(eventuality),
                 Some(outcome) => {
-                    self.scanner
-                        .store()
-                        .put_outcome(batch, &eventuality, outcome)?;
+                    changes.scan.outcomes.push((eventuality, outcome));
                     if let Outcome::Completed(tx) = outcome {
                         completed.push(ProcessorMessage::Sign(SignOut::Completed {
                             key,
@@ -897,12 +909,13 @@ impl Processor {
                 },
                 attempt: self.scanner.store().batch_attempt(batch.id)?,
             };
-            let mut write = WriteBatch::default();
-            self.scanner
-                .store()
-                .delete_batch_attempt(&mut write, batch.id)?;
+            let mut changes = ProcessorChanges {
+                batch_attempts: vec![(batch.id, None)],
+                next_batch_to_sign: Some(batch.id.0.saturating_add(1)),
+                ..ProcessorChanges::default()
+            };
             match self.preprocess_batch(id, &batch).await {
-                Ok(message) => self.scanner.store().put_outbox(&mut write, [message])?,
+                Ok(message) => changes.scan.outbox.push(message),
                 Err(SignerError::Refused {
                     reason: RefusalReason::BatchAhead,
                     ..
@@ -920,10 +933,7 @@ impl Processor {
                 }
                 Err(other) => return Err(ProcessorError::Enclave(other)),
             }
-            self.scanner
-                .store()
-                .put_next_batch_to_sign(&mut write, batch.id.0.saturating_add(1))?;
-            self.scanner.store().commit(write)?;
+            self.scanner.store().commit_changes(&changes)?;
         }
         self.metrics.batches_waiting.set(0);
         Ok(())

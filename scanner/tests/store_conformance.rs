@@ -1,6 +1,7 @@
-//! One conformance suite for both scanning stores: the RocksDB store (`Db`) and the memory
-//! twin (`MemoryStore`) are given the same random sequences of changes and deliveries, and
-//! every read scanning makes must answer the same after each one. The pool of ids is small, so
+//! One conformance suite for both stores: the RocksDB store (`Db`) and the memory twin
+//! (`MemoryStore`) are given the same random sequences of scanning changes, processor commits
+//! and deliveries, and every read the scanner and the processor make must answer the same
+//! after each one. The pool of ids is small, so
 //! that changes overlap: outputs re-recorded, eventualities replaced through a shared input
 //! and closed by outcomes, outbox ids continuing after deliveries.
 
@@ -14,19 +15,22 @@
 
 use proptest::prelude::*;
 use scanner::{
-    db::{Db, ScannedKey},
+    db::{Db, ScannedKey, Unsettled},
     eventuality::{Eventuality, Outcome},
     network::{ChainOutput, ChainTransaction},
     outputs::ReceivedOutput,
-    store::{memory::MemoryStore, ScanChanges, ScanStore, ScanView},
+    scheduler::{Limits, Scheduler},
+    store::{
+        memory::MemoryStore, ProcessorChanges, ProcessorStore, ScanChanges, ScanStore, ScanView,
+    },
 };
 use schema::{
     hashes::{PlanId, TransactionId},
-    ids::{BatchId, MessageId},
-    keys::NetworkKey,
+    ids::{Attempt, BatchId, MessageId, SeraiBlockNumber},
+    keys::{BatchKey, NetworkKey},
     plan::OutputId,
     strategies::{
-        amount, batch, network_key, output_kind, processor_message, refundable_in_instruction,
+        amount, batch, network_key, output_kind, plan, processor_message, refundable_in_instruction,
     },
 };
 
@@ -125,7 +129,71 @@ fn outcome() -> impl Strategy<Value = Outcome> {
 #[derive(Clone, Debug)]
 enum Op {
     Apply(Box<ScanChanges>),
+    Commit(Box<ProcessorChanges>),
     Delivered(u64),
+}
+
+fn processor_changes(keys: Vec<NetworkKey>) -> impl Strategy<Value = ProcessorChanges> {
+    (
+        changes(keys.clone()),
+        (
+            prop::option::of(1u64..10),
+            prop::option::of(any::<[u8; 32]>()),
+            prop::option::of(0u32..4),
+            prop::collection::vec((0u32..4, prop::option::of(0u32..3)), 0..3),
+        ),
+        prop::collection::vec((prop::sample::select(keys.clone()), 0..HEIGHTS), 0..2),
+        prop::collection::vec((prop::sample::select(keys), amount()), 0..2),
+        prop::option::of(0u64..5),
+        prop::collection::vec(plan(), 0..2),
+        prop::collection::vec(
+            (
+                0u8..3,
+                0..HEIGHTS,
+                prop::collection::vec(any::<u8>(), 0..20),
+            ),
+            0..2,
+        ),
+    )
+        .prop_map(
+            |(
+                scan,
+                (handled, batch_key, next_batch_to_sign, attempts),
+                acknowledged,
+                schedulers,
+                last_serai_block,
+                plans,
+                signed,
+            )| ProcessorChanges {
+                scan,
+                handled: handled.map(MessageId),
+                batch_key: batch_key.map(BatchKey),
+                next_batch_to_sign,
+                batch_attempts: attempts
+                    .into_iter()
+                    .map(|(id, attempt)| (BatchId(id), attempt.map(Attempt)))
+                    .collect(),
+                acknowledged,
+                schedulers: schedulers
+                    .into_iter()
+                    .map(|(key, kept)| {
+                        let mut scheduler = Scheduler::new(key, Limits::BITCOIN);
+                        scheduler.keep(kept);
+                        scheduler
+                    })
+                    .collect(),
+                last_serai_block: last_serai_block.map(SeraiBlockNumber),
+                plans,
+                signed: signed
+                    .into_iter()
+                    .map(|(plan, signed_at, transaction)| Unsettled {
+                        plan: pool_plan(plan),
+                        signed_at,
+                        transaction,
+                    })
+                    .collect(),
+            },
+        )
 }
 
 fn changes(keys: Vec<NetworkKey>) -> impl Strategy<Value = ScanChanges> {
@@ -168,20 +236,56 @@ fn changes(keys: Vec<NetworkKey>) -> impl Strategy<Value = ScanChanges> {
         )
 }
 
-fn ops() -> impl Strategy<Value = Vec<Op>> {
+fn ops() -> impl Strategy<Value = (Vec<Op>, Vec<NetworkKey>)> {
     prop::collection::vec(network_key(), 1..3).prop_flat_map(|keys| {
-        prop::collection::vec(
-            prop_oneof![
-                4 => changes(keys).prop_map(|changes| Op::Apply(Box::new(changes))),
-                1 => (1u64..8).prop_map(Op::Delivered),
-            ],
-            1..12,
+        let probes = keys.clone();
+        (
+            prop::collection::vec(
+                prop_oneof![
+                    3 => changes(keys.clone()).prop_map(|changes| Op::Apply(Box::new(changes))),
+                    3 => processor_changes(keys.clone())
+                        .prop_map(|changes| Op::Commit(Box::new(changes))),
+                    1 => (1u64..8).prop_map(Op::Delivered),
+                ],
+                1..12,
+            ),
+            Just(probes),
         )
     })
 }
 
+/// Every read the scanner and the processor make, for the ids the operations can touch.
+fn reads<S: ProcessorStore>(store: &S, keys: &[NetworkKey]) -> String {
+    let mut seen = Vec::new();
+    seen.push(format!(
+        "handled {:?}, outbox {:?}, batch key {:?}, next to sign {:?}, Serai block {:?}",
+        store.last_handled().unwrap(),
+        store.outbox_len().unwrap(),
+        store.batch_key().unwrap(),
+        store.next_batch_to_sign().unwrap(),
+        store.last_serai_block().unwrap(),
+    ));
+    for id in 0..4 {
+        seen.push(format!(
+            "batch {id}: attempt {:?}, {:?}",
+            store.batch_attempt(BatchId(id)).unwrap(),
+            store.batch(BatchId(id)).unwrap()
+        ));
+    }
+    for key in keys {
+        seen.push(format!(
+            "{key}: acknowledged {:?}, scheduler {:?}",
+            store.acknowledged(key).unwrap(),
+            store.scheduler(key).unwrap()
+        ));
+    }
+    seen.push(format!("unsettled {:?}", store.unsettled().unwrap()));
+    seen.push(scan_reads(store));
+    seen.join("\n")
+}
+
 /// Every read scanning makes, for the ids the operations can touch.
-fn reads(store: &dyn ScanView) -> String {
+fn scan_reads(store: &dyn ScanView) -> String {
     let mut seen = Vec::new();
     seen.push(format!("keys {:?}", store.keys().unwrap()));
     seen.push(format!("next batch {:?}", store.next_batch_id().unwrap()));
@@ -221,9 +325,10 @@ fn reads(store: &dyn ScanView) -> String {
     seen.join("\n")
 }
 
-fn run(store: &dyn ScanStore, op: &Op) {
+fn run<S: ProcessorStore>(store: &S, op: &Op) {
     match op {
         Op::Apply(changes) => store.apply(changes).unwrap(),
+        Op::Commit(changes) => store.commit_changes(changes).unwrap(),
         Op::Delivered(id) => store.delivered(MessageId(*id)).unwrap(),
     }
 }
@@ -232,21 +337,21 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn both_stores_answer_alike_after_every_change(ops in ops()) {
+    fn both_stores_answer_alike_after_every_change((ops, keys) in ops()) {
         let dir = tempfile::tempdir().unwrap();
         let rocks = Db::open(dir.path()).unwrap();
         let memory = MemoryStore::new();
-        prop_assert_eq!(reads(&rocks), reads(&memory));
+        prop_assert_eq!(reads(&rocks, &keys), reads(&memory, &keys));
         for op in &ops {
             run(&rocks, op);
             run(&memory, op);
-            prop_assert_eq!(reads(&rocks), reads(&memory), "after {:?}", op);
+            prop_assert_eq!(reads(&rocks, &keys), reads(&memory, &keys), "after {:?}", op);
         }
         // And what RocksDB answers survives closing and reopening it.
-        let before = reads(&rocks);
+        let before = reads(&rocks, &keys);
         drop(rocks);
         let reopened = Db::open(dir.path()).unwrap();
-        prop_assert_eq!(reads(&reopened), before);
+        prop_assert_eq!(reads(&reopened, &keys), before);
     }
 }
 
@@ -288,7 +393,7 @@ fn shared_inputs_outcomes_and_outbox_ids_behave_alike() {
             ..ScanChanges::default()
         },
     ];
-    for store in [&rocks as &dyn ScanStore, &memory] {
+    for store in [&rocks as &dyn ScanStore, &memory as &dyn ScanStore] {
         store.apply(&steps[0]).unwrap();
         assert_eq!(
             store
@@ -308,5 +413,5 @@ fn shared_inputs_outcomes_and_outbox_ids_behave_alike() {
         let ids: Vec<u64> = store.outbox().unwrap().iter().map(|e| e.id.0).collect();
         assert_eq!(ids, vec![2, 3], "ids go on after a delivery, never reused");
     }
-    assert_eq!(reads(&rocks), reads(&memory));
+    assert_eq!(reads(&rocks, &[key]), reads(&memory, &[key]));
 }

@@ -32,6 +32,7 @@ use scanner::{
     metrics::ScannerMetrics,
     rpc::{Auth, CoreRpc, Retry},
     scan::{ScanError, Scanner},
+    store::{ProcessorChanges, ProcessorStore},
 };
 use schema::{
     hashes::{PlanId, SeraiAddress, TransactionId},
@@ -287,14 +288,14 @@ fn deposits_are_reported_when_final_and_typed_by_address() {
     assert!(metrics.contains("scanner_outputs_total{kind=\"branch\"} 1"));
 
     // Serai acknowledges the deposit block: its outputs go to the scheduler exactly once.
-    let mut write = rocksdb::WriteBatch::default();
+    let mut write = ProcessorChanges::default();
     let handed = scanner
         .acknowledge(&key, deposit_height, &mut write)
         .unwrap()
         .unwrap();
     assert_eq!(handed.len(), 6);
-    scanner.store().commit(write).unwrap();
-    let mut write = rocksdb::WriteBatch::default();
+    scanner.store().commit_changes(&write).unwrap();
+    let mut write = ProcessorChanges::default();
     assert_eq!(
         scanner
             .acknowledge(&key, deposit_height, &mut write)
@@ -530,24 +531,24 @@ fn each_key_gets_its_own_outputs_when_a_serai_block_for_it_acknowledges_them() {
     let height = chain.height();
     scanner.tick().unwrap();
 
-    let mut write = rocksdb::WriteBatch::default();
+    let mut write = ProcessorChanges::default();
     let for_new = scanner
         .acknowledge(&new, height, &mut write)
         .unwrap()
         .unwrap();
     assert_eq!(for_new.len(), 1);
     assert_eq!(for_new[0].key, new);
-    scanner.store().commit(write).unwrap();
+    scanner.store().commit_changes(&write).unwrap();
     // The old key's output waited for a Serai block of its own, and comes exactly once.
-    let mut write = rocksdb::WriteBatch::default();
+    let mut write = ProcessorChanges::default();
     let for_old = scanner
         .acknowledge(&old, height, &mut write)
         .unwrap()
         .unwrap();
     assert_eq!(for_old.len(), 1);
     assert_eq!(for_old[0].key, old);
-    scanner.store().commit(write).unwrap();
-    let mut write = rocksdb::WriteBatch::default();
+    scanner.store().commit_changes(&write).unwrap();
+    let mut write = ProcessorChanges::default();
     assert_eq!(
         scanner.acknowledge(&old, height, &mut write).unwrap(),
         Some(vec![])

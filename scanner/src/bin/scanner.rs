@@ -19,6 +19,7 @@ use scanner::{
     db::Db,
     link::LinkClient,
     metrics::ScannerMetrics,
+    parts::{NodeParts, SystemClock},
     processor::{Processor, ProcessorMetrics, BLOCKS_PER_STEP},
     rpc::{Auth, CoreRpc, Retry},
     scan::{ScanError, Scanner},
@@ -189,11 +190,12 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
                 continue;
             };
             backoff = poll.max(Duration::from_millis(100));
-            let mut processor = Processor::new(
+            let mut processor = Processor::<NodeParts>::new(
                 alone,
                 config.network.into(),
                 signer,
                 link,
+                SystemClock::default(),
                 processor_metrics.clone(),
             );
             while !stop.load(Ordering::SeqCst) {

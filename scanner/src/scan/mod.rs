@@ -15,7 +15,6 @@ pub mod block;
 
 use std::collections::BTreeMap;
 
-use rocksdb::WriteBatch;
 use schema::{
     batch::Batch,
     hashes::PlanId,
@@ -31,7 +30,7 @@ use crate::{
     metrics::ScannerMetrics,
     network::{ChainBlock, Network, NetworkError},
     outputs::{hex_id, ReceivedOutput},
-    store::{ScanChanges, ScanStore},
+    store::{ProcessorChanges, ProcessorStore, ScanChanges, ScanStore},
 };
 
 /// Scanning stopped.
@@ -360,17 +359,17 @@ impl<N: Network, S: ScanStore> Scanner<N, S> {
     }
 }
 
-/// What only the node's RocksDB store does: stage a key pair or an acknowledgement into the
-/// write batch of the coordinator message that causes it.
-impl<N: Network> Scanner<N, Db> {
+/// What the coordinator's messages change in scanning, staged into the changes each message
+/// commits with its "handled" marker.
+impl<N: Network, S: ProcessorStore> Scanner<N, S> {
     /// Starts scanning for a confirmed key pair's network key from `activation` (included),
-    /// and records its batch key, in `batch`. A key already scanned keeps its position.
+    /// and records its batch key, in `changes`. A key already scanned keeps its position.
     ///
     /// # Errors
     /// The database failed.
     pub fn add_key_in(
         &self,
-        batch: &mut WriteBatch,
+        changes: &mut ProcessorChanges,
         pair: &KeyPair,
         activation: u64,
     ) -> Result<(), ScanError> {
@@ -380,16 +379,13 @@ impl<N: Network> Scanner<N, Db> {
             .iter()
             .any(|scanned| scanned.key == pair.network_key)
         {
-            self.store.put_key(
-                batch,
-                &ScannedKey {
-                    key: pair.network_key,
-                    activation,
-                    next: activation,
-                },
-            )?;
+            changes.scan.keys.push(ScannedKey {
+                key: pair.network_key,
+                activation,
+                next: activation,
+            });
         }
-        self.store.put_batch_key(batch, &pair.batch_key)?;
+        changes.batch_key = Some(pair.batch_key);
         Ok(())
     }
 
@@ -397,7 +393,7 @@ impl<N: Network> Scanner<N, Db> {
     /// acknowledged now (above its last acknowledged height) are returned once, to hand to its
     /// scheduler. Each key has its own acknowledged height, so that the outputs of a key whose
     /// Serai blocks come later (an old key's change during a rotation) wait for them rather
-    /// than pass unscheduled. The new height goes into `batch`, so the caller commits it with
+    /// than pass unscheduled. The new height goes into `changes`, so the caller commits it with
     /// whatever it does with the outputs. Acknowledging a height at or below the last is normal
     /// and returns nothing; `None` means `height` is not scanned yet for every key, and the
     /// caller waits.
@@ -408,7 +404,7 @@ impl<N: Network> Scanner<N, Db> {
         &self,
         key: &NetworkKey,
         height: u64,
-        batch: &mut WriteBatch,
+        changes: &mut ProcessorChanges,
     ) -> Result<Option<Vec<ReceivedOutput>>, ScanError> {
         let keys = self.store.keys()?;
         if keys.iter().any(|key| key.next <= height) {
@@ -425,7 +421,7 @@ impl<N: Network> Scanner<N, Db> {
             Some(acknowledged) => acknowledged.saturating_add(1),
             None => activation,
         };
-        self.store.put_acknowledged(batch, key, height)?;
+        changes.acknowledged.push((*key, height));
         Ok(Some(
             self.store
                 .outputs(from, height)?

@@ -11,18 +11,20 @@ use std::{
 use schema::{
     batch::Batch,
     hashes::PlanId,
-    ids::{BatchId, MessageId},
-    keys::NetworkKey,
+    ids::{Attempt, BatchId, MessageId, SeraiBlockNumber},
+    keys::{BatchKey, NetworkKey},
     messages::ProcessorEnvelope,
-    plan::OutputId,
+    plan::{OutputId, Plan},
 };
 
-use super::{ScanChanges, ScanStore, ScanView};
+use super::{ProcessorChanges, ProcessorStore, ScanChanges, ScanStore, ScanView};
 use crate::{
-    db::{DbError, ScannedKey},
+    db::{DbError, ScannedKey, Unsettled},
     eventuality::{Eventuality, Outcome},
     network::ChainTransaction,
     outputs::ReceivedOutput,
+    scheduler::Scheduler,
+    scheduler_state,
 };
 
 /// Where an output sits in `outputs`: by height, then transaction id, then index, the order
@@ -43,6 +45,16 @@ struct State {
     outcomes: BTreeMap<PlanId, Outcome>,
     outbox: BTreeMap<u64, ProcessorEnvelope>,
     next_outbox_id: u64,
+    last_handled: u64,
+    batch_key: Option<BatchKey>,
+    next_batch_to_sign: u32,
+    batch_attempts: BTreeMap<u32, Attempt>,
+    acknowledged: BTreeMap<[u8; 33], u64>,
+    /// Schedulers in their stored byte form, as RocksDB holds them, so the codec is exercised.
+    schedulers: BTreeMap<[u8; 33], Vec<u8>>,
+    last_serai_block: Option<SeraiBlockNumber>,
+    plans: BTreeMap<PlanId, Plan>,
+    signed: BTreeMap<PlanId, Unsettled>,
 }
 
 /// Scanning's state in memory.
@@ -105,6 +117,8 @@ impl State {
         for (eventuality, outcome) in &changes.outcomes {
             self.outcomes.insert(eventuality.plan, *outcome);
             self.eventualities.remove(&eventuality.plan);
+            // Settled: nothing to publish any more.
+            self.signed.remove(&eventuality.plan);
             for input in &eventuality.inputs {
                 self.eventuality_inputs.remove(input);
             }
@@ -122,6 +136,43 @@ impl State {
                 next += 1;
             }
             self.next_outbox_id = next;
+        }
+    }
+
+    fn commit(&mut self, changes: &ProcessorChanges) {
+        self.apply(&changes.scan);
+        if let Some(id) = changes.handled {
+            self.last_handled = id.0;
+        }
+        if let Some(key) = changes.batch_key {
+            self.batch_key = Some(key);
+        }
+        if let Some(next) = changes.next_batch_to_sign {
+            self.next_batch_to_sign = next;
+        }
+        for (id, attempt) in &changes.batch_attempts {
+            match attempt {
+                Some(attempt) => self.batch_attempts.insert(id.0, *attempt),
+                None => self.batch_attempts.remove(&id.0),
+            };
+        }
+        for (key, height) in &changes.acknowledged {
+            self.acknowledged.insert(key_bytes(key), *height);
+        }
+        for scheduler in &changes.schedulers {
+            self.schedulers.insert(
+                key_bytes(scheduler.key()),
+                scheduler_state::encode(scheduler),
+            );
+        }
+        if let Some(block) = changes.last_serai_block {
+            self.last_serai_block = Some(block);
+        }
+        for plan in &changes.plans {
+            self.plans.insert(plan.id(), plan.clone());
+        }
+        for signed in &changes.signed {
+            self.signed.insert(signed.plan, signed.clone());
         }
     }
 }
@@ -194,6 +245,65 @@ impl ScanStore for MemoryStore {
 
     fn delivered(&self, id: MessageId) -> Result<(), DbError> {
         self.state().outbox.remove(&id.0);
+        Ok(())
+    }
+}
+
+impl ProcessorStore for MemoryStore {
+    fn last_handled(&self) -> Result<MessageId, DbError> {
+        Ok(MessageId(self.state().last_handled))
+    }
+
+    fn outbox_len(&self) -> Result<usize, DbError> {
+        Ok(self.state().outbox.len())
+    }
+
+    fn batch_key(&self) -> Result<Option<BatchKey>, DbError> {
+        Ok(self.state().batch_key)
+    }
+
+    fn next_batch_to_sign(&self) -> Result<u32, DbError> {
+        Ok(self.state().next_batch_to_sign)
+    }
+
+    fn batch_attempt(&self, id: BatchId) -> Result<Attempt, DbError> {
+        Ok(self
+            .state()
+            .batch_attempts
+            .get(&id.0)
+            .copied()
+            .unwrap_or(Attempt(0)))
+    }
+
+    fn batch(&self, id: BatchId) -> Result<Option<Batch>, DbError> {
+        Ok(self.state().batches.get(&id.0).cloned())
+    }
+
+    fn acknowledged(&self, key: &NetworkKey) -> Result<Option<u64>, DbError> {
+        Ok(self.state().acknowledged.get(&key_bytes(key)).copied())
+    }
+
+    fn scheduler(&self, key: &NetworkKey) -> Result<Option<Scheduler>, DbError> {
+        match self.state().schedulers.get(&key_bytes(key)) {
+            Some(bytes) => Ok(Some(scheduler_state::decode(bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn last_serai_block(&self) -> Result<Option<SeraiBlockNumber>, DbError> {
+        Ok(self.state().last_serai_block)
+    }
+
+    fn plan(&self, id: &PlanId) -> Result<Option<Plan>, DbError> {
+        Ok(self.state().plans.get(id).cloned())
+    }
+
+    fn unsettled(&self) -> Result<Vec<Unsettled>, DbError> {
+        Ok(self.state().signed.values().cloned().collect())
+    }
+
+    fn commit_changes(&self, changes: &ProcessorChanges) -> Result<(), DbError> {
+        self.state().commit(changes);
         Ok(())
     }
 }

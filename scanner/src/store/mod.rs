@@ -4,6 +4,10 @@
 //! the store applies them all or none. Two implementations hold to the same behaviour, checked
 //! by one conformance suite (`scanner/tests/store_conformance.rs`): RocksDB (`db::Db`, through
 //! `rocks`) for the node, and memory (`memory::MemoryStore`) for fast tests and the simulation.
+//!
+//! The processor's state around scanning (messages handled, the Batch signing watermark, the
+//! schedulers, plans and their signed transactions) is `ProcessorStore`: everything one
+//! coordinator message causes is one `ProcessorChanges`, committed with its "handled" marker.
 
 pub mod memory;
 mod rocks;
@@ -11,16 +15,18 @@ mod rocks;
 use schema::{
     batch::Batch,
     hashes::PlanId,
-    ids::BatchId,
+    ids::{Attempt, BatchId, MessageId, SeraiBlockNumber},
+    keys::{BatchKey, NetworkKey},
     messages::{ProcessorEnvelope, ProcessorMessage},
-    plan::OutputId,
+    plan::{OutputId, Plan},
 };
 
 use crate::{
-    db::{DbError, ScannedKey},
+    db::{DbError, ScannedKey, Unsettled},
     eventuality::{Eventuality, Outcome},
     network::ChainTransaction,
     outputs::ReceivedOutput,
+    scheduler::Scheduler,
 };
 
 /// What scanning reads of its state.
@@ -129,5 +135,107 @@ pub trait ScanStore: ScanView {
     ///
     /// # Errors
     /// The store failed; nothing was removed.
-    fn delivered(&self, id: schema::ids::MessageId) -> Result<(), DbError>;
+    fn delivered(&self, id: MessageId) -> Result<(), DbError>;
+}
+
+/// Everything one coordinator message (or one started Batch signing) changes, committed at
+/// once with the record that it was handled.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessorChanges {
+    /// Scanning's share: keys added, eventualities registered or settled, messages queued.
+    pub scan: ScanChanges,
+    /// The coordinator message handled.
+    pub handled: Option<MessageId>,
+    /// The batch key of a confirmed key pair.
+    pub batch_key: Option<BatchKey>,
+    /// The first Batch whose signing has not started, moved on.
+    pub next_batch_to_sign: Option<u32>,
+    /// The attempt asked for a Batch not preprocessed yet (`None`: forgotten, once it is).
+    pub batch_attempts: Vec<(BatchId, Option<Attempt>)>,
+    /// The highest block acknowledged for a key.
+    pub acknowledged: Vec<(NetworkKey, u64)>,
+    /// Schedulers' new states.
+    pub schedulers: Vec<Scheduler>,
+    /// The Serai block handled.
+    pub last_serai_block: Option<SeraiBlockNumber>,
+    /// Plans made.
+    pub plans: Vec<Plan>,
+    /// Signed transactions to publish until their plans settle.
+    pub signed: Vec<Unsettled>,
+}
+
+/// The processor's state: scanning's, and what the coordinator's messages change.
+pub trait ProcessorStore: ScanStore {
+    /// The id of the last coordinator message handled (0: none yet).
+    ///
+    /// # Errors
+    /// The store failed or a record is damaged.
+    fn last_handled(&self) -> Result<MessageId, DbError>;
+
+    /// How many outbound messages wait for the coordinator.
+    ///
+    /// # Errors
+    /// As `last_handled`.
+    fn outbox_len(&self) -> Result<usize, DbError>;
+
+    /// The batch key of the confirmed key pair, if one was confirmed.
+    ///
+    /// # Errors
+    /// As `last_handled`.
+    fn batch_key(&self) -> Result<Option<BatchKey>, DbError>;
+
+    /// The id of the first Batch whose signing has not been started.
+    ///
+    /// # Errors
+    /// As `last_handled`.
+    fn next_batch_to_sign(&self) -> Result<u32, DbError>;
+
+    /// The attempt a re-attempt asked for a Batch not preprocessed yet; 0 when none was.
+    ///
+    /// # Errors
+    /// As `last_handled`.
+    fn batch_attempt(&self, id: BatchId) -> Result<Attempt, DbError>;
+
+    /// The Batch with id `id`, if it was built.
+    ///
+    /// # Errors
+    /// As `last_handled`.
+    fn batch(&self, id: BatchId) -> Result<Option<Batch>, DbError>;
+
+    /// The highest block Serai acknowledged for `key`, if any.
+    ///
+    /// # Errors
+    /// As `last_handled`.
+    fn acknowledged(&self, key: &NetworkKey) -> Result<Option<u64>, DbError>;
+
+    /// The stored scheduler of `key`, if one was stored.
+    ///
+    /// # Errors
+    /// As `last_handled`.
+    fn scheduler(&self, key: &NetworkKey) -> Result<Option<Scheduler>, DbError>;
+
+    /// The last Serai block handled, if any.
+    ///
+    /// # Errors
+    /// As `last_handled`.
+    fn last_serai_block(&self) -> Result<Option<SeraiBlockNumber>, DbError>;
+
+    /// A recorded plan.
+    ///
+    /// # Errors
+    /// As `last_handled`.
+    fn plan(&self, id: &PlanId) -> Result<Option<Plan>, DbError>;
+
+    /// Signed transactions whose plans have not settled, by plan id.
+    ///
+    /// # Errors
+    /// As `last_handled`.
+    fn unsettled(&self) -> Result<Vec<Unsettled>, DbError>;
+
+    /// Commits `changes` atomically and durably: scanning's share first (so an outcome
+    /// settles before a signed transaction is recorded), then the rest.
+    ///
+    /// # Errors
+    /// The store failed; nothing was committed.
+    fn commit_changes(&self, changes: &ProcessorChanges) -> Result<(), DbError>;
 }

@@ -6,17 +6,19 @@ use rocksdb::WriteBatch;
 use schema::{
     batch::Batch,
     hashes::PlanId,
-    ids::{BatchId, MessageId},
+    ids::{Attempt, BatchId, MessageId, SeraiBlockNumber},
+    keys::{BatchKey, NetworkKey},
     messages::ProcessorEnvelope,
-    plan::OutputId,
+    plan::{OutputId, Plan},
 };
 
-use super::{ScanChanges, ScanStore, ScanView};
+use super::{ProcessorChanges, ProcessorStore, ScanChanges, ScanStore, ScanView};
 use crate::{
-    db::{Db, DbError, ScannedKey},
+    db::{Db, DbError, ScannedKey, Unsettled},
     eventuality::{Eventuality, Outcome},
     network::ChainTransaction,
     outputs::ReceivedOutput,
+    scheduler::Scheduler,
 };
 
 impl Db {
@@ -51,6 +53,49 @@ impl Db {
         }
         if !changes.outbox.is_empty() {
             self.put_outbox(write, changes.outbox.iter().cloned())?;
+        }
+        Ok(())
+    }
+
+    /// Adds `changes` to `write`, scanning's share first.
+    ///
+    /// # Errors
+    /// As `stage`.
+    pub fn stage_processor(
+        &self,
+        write: &mut WriteBatch,
+        changes: &ProcessorChanges,
+    ) -> Result<(), DbError> {
+        self.stage(write, &changes.scan)?;
+        if let Some(id) = changes.handled {
+            self.put_handled(write, id)?;
+        }
+        if let Some(key) = &changes.batch_key {
+            self.put_batch_key(write, key)?;
+        }
+        if let Some(next) = changes.next_batch_to_sign {
+            self.put_next_batch_to_sign(write, next)?;
+        }
+        for (id, attempt) in &changes.batch_attempts {
+            match attempt {
+                Some(attempt) => self.put_batch_attempt(write, *id, *attempt)?,
+                None => self.delete_batch_attempt(write, *id)?,
+            }
+        }
+        for (key, height) in &changes.acknowledged {
+            self.put_acknowledged(write, key, *height)?;
+        }
+        for scheduler in &changes.schedulers {
+            self.put_scheduler(write, scheduler)?;
+        }
+        if let Some(block) = changes.last_serai_block {
+            self.put_last_serai_block(write, block)?;
+        }
+        for plan in &changes.plans {
+            self.put_plan(write, plan)?;
+        }
+        for signed in &changes.signed {
+            self.put_signed(write, &signed.plan, signed.signed_at, &signed.transaction)?;
         }
         Ok(())
     }
@@ -107,5 +152,57 @@ impl ScanStore for Db {
 
     fn delivered(&self, id: MessageId) -> Result<(), DbError> {
         Db::delivered(self, id)
+    }
+}
+
+impl ProcessorStore for Db {
+    fn last_handled(&self) -> Result<MessageId, DbError> {
+        Db::last_handled(self)
+    }
+
+    fn outbox_len(&self) -> Result<usize, DbError> {
+        Db::outbox_len(self)
+    }
+
+    fn batch_key(&self) -> Result<Option<BatchKey>, DbError> {
+        Db::batch_key(self)
+    }
+
+    fn next_batch_to_sign(&self) -> Result<u32, DbError> {
+        Db::next_batch_to_sign(self)
+    }
+
+    fn batch_attempt(&self, id: BatchId) -> Result<Attempt, DbError> {
+        Db::batch_attempt(self, id)
+    }
+
+    fn batch(&self, id: BatchId) -> Result<Option<Batch>, DbError> {
+        Db::batch(self, id)
+    }
+
+    fn acknowledged(&self, key: &NetworkKey) -> Result<Option<u64>, DbError> {
+        Db::acknowledged(self, key)
+    }
+
+    fn scheduler(&self, key: &NetworkKey) -> Result<Option<Scheduler>, DbError> {
+        Db::scheduler(self, key)
+    }
+
+    fn last_serai_block(&self) -> Result<Option<SeraiBlockNumber>, DbError> {
+        Db::last_serai_block(self)
+    }
+
+    fn plan(&self, id: &PlanId) -> Result<Option<Plan>, DbError> {
+        Db::plan(self, id)
+    }
+
+    fn unsettled(&self) -> Result<Vec<Unsettled>, DbError> {
+        Db::unsettled(self)
+    }
+
+    fn commit_changes(&self, changes: &ProcessorChanges) -> Result<(), DbError> {
+        let mut write = WriteBatch::default();
+        self.stage_processor(&mut write, changes)?;
+        self.commit(write)
     }
 }
