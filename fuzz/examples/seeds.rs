@@ -14,12 +14,12 @@ use proptest::{
 };
 use rand_chacha::rand_core::SeedableRng;
 use scanner::{
-    eventuality::Eventuality,
-    network::ChainOutput,
-    outputs::ReceivedOutput,
-    records::{encode_eventuality, encode_io, encode_output},
-    scheduler::{Limits, Scheduler},
-    scheduler_state,
+    chain::ChainOutput,
+    scan::eventuality::Eventuality,
+    scan::outputs::ReceivedOutput,
+    schedule::state as scheduler_state,
+    schedule::{Limits, Scheduler},
+    store::records::{encode_eventuality, encode_io, encode_output},
 };
 use schema::{
     batch::{Batch, SignedBatch},

@@ -8,9 +8,9 @@ use bitcoin::{consensus::encode::serialize_hex, Block, Transaction};
 use libfuzzer_sys::fuzz_target;
 use processor_fuzz::{key_scripts, network_key};
 use scanner::{
-    bitcoin_network::{chain_block, chain_transaction},
-    core_answers,
-    outputs::receive,
+    chain::bitcoin_core::{chain_block, chain_transaction},
+    chain::core_answers,
+    scan::outputs::receive,
 };
 
 fuzz_target!(|data: &[u8]| {

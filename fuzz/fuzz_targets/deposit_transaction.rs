@@ -12,10 +12,10 @@ use bitcoin::{
 };
 use libfuzzer_sys::fuzz_target;
 use processor_fuzz::{key_scripts, network_key};
-use scanner::{bitcoin_network::chain_transaction, network::ChainBlock, outputs::receive};
+use scanner::{chain::bitcoin_core::chain_transaction, chain::ChainBlock, scan::outputs::receive};
 use schema::{instruction::RefundableInInstruction, plan::OutputKind};
 
-fn receive_one(transaction: &Transaction) -> Option<scanner::outputs::Received> {
+fn receive_one(transaction: &Transaction) -> Option<scanner::scan::outputs::Received> {
     let chain = chain_transaction(transaction).ok()?;
     let block = ChainBlock {
         height: 1,

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use scanner::records::{
+use scanner::store::records::{
     decode_eventuality, decode_io, decode_output, encode_eventuality, encode_io, encode_output,
 };
 use schema::{

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use scanner::scheduler_state::{decode, encode};
+use scanner::schedule::state::{decode, encode};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(scheduler) = decode(data) else {

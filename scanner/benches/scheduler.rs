@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use bitcoin::{key::Secp256k1, secp256k1::SecretKey};
-use scanner::scheduler::{Limits, Scheduler};
+use scanner::schedule::{Limits, Scheduler};
 use schema::{
     amount::Amount,
     hashes::TransactionId,

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use bitcoin::{key::Secp256k1, secp256k1::SecretKey};
 use rocksdb::WriteBatch;
 use scanner::{
-    db::{Db, ScannedKey},
-    eventuality::{Eventuality, Outcome},
+    scan::eventuality::{Eventuality, Outcome},
+    store::db::{Db, ScannedKey},
 };
 use schema::{
     amount::Amount,

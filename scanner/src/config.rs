@@ -13,7 +13,7 @@ pub const EXAMPLE: &str = include_str!("../scanner.example.toml");
 /// The Bitcoin networks a processor can serve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum BitcoinNetwork {
+pub enum BitcoinChain {
     /// Mainnet.
     Bitcoin,
     /// Testnet3.
@@ -24,13 +24,13 @@ pub enum BitcoinNetwork {
     Regtest,
 }
 
-impl From<BitcoinNetwork> for bitcoin::Network {
-    fn from(network: BitcoinNetwork) -> Self {
+impl From<BitcoinChain> for bitcoin::Network {
+    fn from(network: BitcoinChain) -> Self {
         match network {
-            BitcoinNetwork::Bitcoin => bitcoin::Network::Bitcoin,
-            BitcoinNetwork::Testnet => bitcoin::Network::Testnet,
-            BitcoinNetwork::Signet => bitcoin::Network::Signet,
-            BitcoinNetwork::Regtest => bitcoin::Network::Regtest,
+            BitcoinChain::Bitcoin => bitcoin::Network::Bitcoin,
+            BitcoinChain::Testnet => bitcoin::Network::Testnet,
+            BitcoinChain::Signet => bitcoin::Network::Signet,
+            BitcoinChain::Regtest => bitcoin::Network::Regtest,
         }
     }
 }
@@ -40,7 +40,7 @@ impl From<BitcoinNetwork> for bitcoin::Network {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The Bitcoin network followed.
-    pub network: BitcoinNetwork,
+    pub network: BitcoinChain,
     /// Blocks on top of a block (the block itself included) before it is final.
     pub confirmations: u32,
     /// Milliseconds between polls of the node.
@@ -154,7 +154,7 @@ impl Config {
                 reason: "must be at least 1",
             });
         }
-        if self.network == BitcoinNetwork::Bitcoin && self.confirmations < 6 {
+        if self.network == BitcoinChain::Bitcoin && self.confirmations < 6 {
             return Err(ConfigError::Invalid {
                 setting: "confirmations",
                 reason: "mainnet needs at least 6",
@@ -205,7 +205,7 @@ mod tests {
     #[test]
     fn the_example_is_a_valid_configuration() {
         let config = Config::from_toml(EXAMPLE).unwrap();
-        assert_eq!(config.network, BitcoinNetwork::Regtest);
+        assert_eq!(config.network, BitcoinChain::Regtest);
         assert!(config.bitcoin_rpc.cookie_file.is_some());
     }
 

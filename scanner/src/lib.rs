@@ -3,29 +3,23 @@
 //! them complete. It holds no secret key material; everything it asks to have signed, the
 //! signer enclave checks for itself.
 //!
-//! It holds the chain abstraction (`network`) with Bitcoin through Core's RPC
-//! (`bitcoin_network`, `rpc`); scanning (`scan`: a pure core in `scan::block` over `outputs`,
-//! `batch` and `eventuality`, with `metrics`); its state behind the traits of `store`
-//! (RocksDB in `db`, memory in `store::memory`); the scheduler; the enclave's RPC client
-//! (`signer`); the coordinator link (`link`); and the processor loop joining them
-//! (`processor`).
+//! Laid out by concept:
+//! - `chain`: the chain abstraction (`Network`), and Bitcoin through Core's RPC
+//!   (`chain::bitcoin_core`, `chain::rpc`, `chain::core_answers`);
+//! - `scan`: scanning, a pure core (`scan::block`) over `scan::outputs`, `scan::batches` and
+//!   `scan::eventuality`, with its adapter `scan::Scanner` and `scan::metrics`;
+//! - `store`: the state behind traits (`ScanStore`, `ProcessorStore`), in RocksDB
+//!   (`store::db`, with its record codecs in `store::records`) or in memory (`store::memory`);
+//! - `schedule`: the scheduler, and its stored form (`schedule::state`);
+//! - `coordinate`: what the processor talks to: the coordinator (`coordinate::link`), the
+//!   enclave (`coordinate::enclave_client`), and the traits the processor is generic over
+//!   (`coordinate::parts`);
+//! - `processor`: the loop joining them; `config`: the node's configuration file.
 
-pub mod batch;
-pub mod bitcoin_network;
+pub mod chain;
 pub mod config;
-pub mod core_answers;
-pub mod db;
-pub mod eventuality;
-pub mod link;
-pub mod metrics;
-pub mod network;
-pub mod outputs;
-pub mod parts;
+pub mod coordinate;
 pub mod processor;
-pub mod records;
-pub mod rpc;
 pub mod scan;
-pub mod scheduler;
-pub mod scheduler_state;
-pub mod signer;
+pub mod schedule;
 pub mod store;

@@ -46,16 +46,16 @@ use schema::{
 use thiserror::Error;
 
 use crate::{
-    bitcoin_network::{chain_transaction, eventuality_of},
-    db::{DbError, Unsettled},
-    eventuality::Outcome,
-    link::LinkError,
-    network::{Network, NetworkError},
-    outputs::hex_id,
-    parts::{Clock, CoordinatorLink, EnclaveCalls, NodeParts, Parts},
+    chain::bitcoin_core::{chain_transaction, eventuality_of},
+    chain::{Network, NetworkError},
+    coordinate::enclave_client::EnclaveError,
+    coordinate::link::LinkError,
+    coordinate::parts::{Clock, CoordinatorLink, EnclaveCalls, NodeParts, Parts},
+    scan::eventuality::Outcome,
+    scan::outputs::hex_id,
     scan::{ScanError, Scanner},
-    scheduler::{DropReason, Limits, Scheduler, SchedulerError},
-    signer::SignerError,
+    schedule::{DropReason, Limits, Scheduler, SchedulerError},
+    store::db::{DbError, Unsettled},
     store::{ProcessorChanges, ProcessorStore, ScanStore, ScanView},
 };
 
@@ -68,7 +68,7 @@ pub enum ProcessorError {
     Link(#[from] LinkError),
     /// The enclave could not be reached: reconnect and resume (the message is not handled).
     #[error("enclave unavailable: {0}")]
-    Enclave(SignerError),
+    Enclave(EnclaveError),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -451,9 +451,9 @@ impl<P: Parts> Processor<P> {
     /// A refusal for a reason that cannot change skips the message. One that may pass (the
     /// HSM or the enclave's database failing), or the enclave being unreachable, stops the
     /// step: the message is not handled, and is tried again.
-    fn refused(&self, error: SignerError, what: &str) -> Result<Handled, ProcessorError> {
+    fn refused(&self, error: EnclaveError, what: &str) -> Result<Handled, ProcessorError> {
         match error {
-            SignerError::Refused { reason, detail } if !refusal_may_pass(reason) => {
+            EnclaveError::Refused { reason, detail } if !refusal_may_pass(reason) => {
                 tracing::warn!(?reason, %detail, what, "enclave refused; message skipped");
                 Ok(Handled::Skipped("refused"))
             }
@@ -858,7 +858,7 @@ impl<P: Parts> Processor<P> {
                 id,
                 preprocess,
             }))),
-            Err(SignerError::Refused { reason, detail }) if !refusal_may_pass(reason) => {
+            Err(EnclaveError::Refused { reason, detail }) if !refusal_may_pass(reason) => {
                 // Never silent: a plan refused for good strands its inputs and payments.
                 tracing::error!(
                     reason = signer_refusal_label(reason),
@@ -881,7 +881,7 @@ impl<P: Parts> Processor<P> {
         &self,
         id: BatchSignId,
         batch: &Batch,
-    ) -> Result<ProcessorMessage, SignerError> {
+    ) -> Result<ProcessorMessage, EnclaveError> {
         let preprocess = self.signer.preprocess_batch(&id, batch).await?;
         Ok(ProcessorMessage::Coordinator(
             CoordinatorOut::BatchPreprocess {
@@ -916,7 +916,7 @@ impl<P: Parts> Processor<P> {
             };
             match self.preprocess_batch(id, &batch).await {
                 Ok(message) => changes.scan.outbox.push(message),
-                Err(SignerError::Refused {
+                Err(EnclaveError::Refused {
                     reason: RefusalReason::BatchAhead,
                     ..
                 }) => {
@@ -928,7 +928,7 @@ impl<P: Parts> Processor<P> {
                         .set(i64::try_from(waiting).unwrap_or(i64::MAX));
                     return Ok(());
                 }
-                Err(SignerError::Refused { reason, detail }) if !refusal_may_pass(reason) => {
+                Err(EnclaveError::Refused { reason, detail }) if !refusal_may_pass(reason) => {
                     tracing::error!(?reason, %detail, batch = batch.id.0, "enclave refused to preprocess a Batch");
                 }
                 Err(other) => return Err(ProcessorError::Enclave(other)),

@@ -10,10 +10,10 @@
 )]
 
 use scanner::{
-    db::Db,
-    metrics::ScannerMetrics,
-    network::{ChainBlock, Network, NetworkError, OutputTyping},
+    chain::{ChainBlock, Network, NetworkError, OutputTyping},
+    scan::metrics::ScannerMetrics,
     scan::{ScanError, Scanner},
+    store::db::Db,
 };
 use schema::{
     hashes::TransactionId, ids::NetworkId, keys::NetworkKey, plan::OutputKind, transaction::FeeRate,

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bitcoin::{hashes::Hash, key::Secp256k1, secp256k1::SecretKey};
 use proptest::prelude::*;
-use scanner::scheduler::{Carried, DropReason, Limits, Output, Scheduler};
+use scanner::schedule::{Carried, DropReason, Limits, Output, Scheduler};
 use schema::{
     amount::Amount,
     hashes::{PlanId, TransactionId},

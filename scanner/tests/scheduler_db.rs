@@ -13,9 +13,9 @@ use bitcoin::{key::Secp256k1, secp256k1::SecretKey};
 use proptest::prelude::*;
 use rocksdb::WriteBatch;
 use scanner::{
-    db::Db,
-    scheduler::{BranchGroup, Carried, FundedBranch, Limits, Scheduler},
-    scheduler_state::{decode, encode, StateError},
+    schedule::state::{decode, encode, StateError},
+    schedule::{BranchGroup, Carried, FundedBranch, Limits, Scheduler},
+    store::db::Db,
 };
 use schema::{
     amount::Amount,
@@ -222,7 +222,7 @@ fn a_scheduler_survives_closing_and_reopening_the_database() {
 
 #[test]
 fn a_database_of_another_format_is_refused_and_left_unchanged() {
-    use scanner::db::{DbError, FORMAT};
+    use scanner::store::db::{DbError, FORMAT};
     let dir = tempfile::tempdir().unwrap();
     drop(Db::open(dir.path()).unwrap());
     // Reopened as it is: the format recorded at creation.

@@ -15,11 +15,11 @@
 
 use proptest::prelude::*;
 use scanner::{
-    db::{Db, ScannedKey, Unsettled},
-    eventuality::{Eventuality, Outcome},
-    network::{ChainOutput, ChainTransaction},
-    outputs::ReceivedOutput,
-    scheduler::{Limits, Scheduler},
+    chain::{ChainOutput, ChainTransaction},
+    scan::eventuality::{Eventuality, Outcome},
+    scan::outputs::ReceivedOutput,
+    schedule::{Limits, Scheduler},
+    store::db::{Db, ScannedKey, Unsettled},
     store::{
         memory::MemoryStore, ProcessorChanges, ProcessorStore, ScanChanges, ScanStore, ScanView,
     },

@@ -30,7 +30,7 @@ use processor_tests::{
     relay::{key_gen, others, sign_plan},
 };
 use rand_core::OsRng;
-use scanner::signer::SignerClient;
+use scanner::coordinate::enclave_client::EnclaveClient;
 use schema::{
     amount::Amount,
     hashes::TransactionId,
@@ -138,7 +138,7 @@ async fn through_enclaves() {
         enclave.start().unwrap();
         clients.insert(
             p(i),
-            SignerClient::connect(enclave.socket(), Duration::from_secs(60))
+            EnclaveClient::connect(enclave.socket(), Duration::from_secs(60))
                 .await
                 .unwrap(),
         );

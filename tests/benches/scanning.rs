@@ -31,12 +31,12 @@ use bitcoin::{
 };
 use processor_tests::regtest::{harness::RegtestNode, wallet::TestWallet};
 use scanner::{
-    bitcoin_network::{chain_block, BitcoinNetwork},
-    db::Db,
-    metrics::ScannerMetrics,
-    outputs::receive,
-    rpc::{Auth, CoreRpc, Retry},
+    chain::bitcoin_core::{chain_block, BitcoinCore},
+    chain::rpc::{Auth, CoreRpc, Retry},
+    scan::metrics::ScannerMetrics,
+    scan::outputs::receive,
     scan::Scanner,
+    store::db::Db,
 };
 use schema::{
     hashes::SeraiAddress,
@@ -195,7 +195,7 @@ fn on_regtest() {
         Retry::default(),
     );
     let mut scanner = Scanner::new(
-        BitcoinNetwork::new(rpc),
+        BitcoinCore::new(rpc),
         NetworkId::Bitcoin,
         Db::open(&dir.path().join("db")).unwrap(),
         1,

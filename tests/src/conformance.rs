@@ -2,7 +2,7 @@
 //! chain: heights and parent links, blocks past the tip, typing of payments to each kind of a
 //! key's address (and not to others), deposit data, publishing (twice), fee estimates.
 
-use scanner::network::{Network, NetworkError, OutputTyping};
+use scanner::chain::{Network, NetworkError, OutputTyping};
 use schema::{hashes::TransactionId, keys::NetworkKey, plan::OutputKind, transaction::FeeRate};
 
 use crate::HarnessError;

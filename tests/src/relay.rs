@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, future::Future};
 
 use bitcoin::Transaction;
-use scanner::signer::SignerClient;
+use scanner::coordinate::enclave_client::EnclaveClient;
 use schema::{
     batch::{Batch, SignedBatch},
     ids::{KeyGenId, Participant, ThresholdParams},
@@ -29,7 +29,7 @@ pub trait KeyGenParty {
     ) -> impl Future<Output = Result<ProcessorMessage, HarnessError>>;
 }
 
-impl KeyGenParty for SignerClient {
+impl KeyGenParty for EnclaveClient {
     async fn handle(
         &mut self,
         message: CoordinatorMessage,
@@ -158,9 +158,9 @@ async fn three_rounds<T: PartialEq>(
 }
 
 fn client(
-    clients: &BTreeMap<Participant, SignerClient>,
+    clients: &BTreeMap<Participant, EnclaveClient>,
     signer: Participant,
-) -> Result<&SignerClient, HarnessError> {
+) -> Result<&EnclaveClient, HarnessError> {
     clients
         .get(&signer)
         .ok_or_else(|| failed(format!("no client for {signer:?}")))
@@ -171,7 +171,7 @@ fn client(
 /// # Errors
 /// An enclave refused or failed.
 pub async fn sign_plan(
-    clients: &BTreeMap<Participant, SignerClient>,
+    clients: &BTreeMap<Participant, EnclaveClient>,
     signers: &[Participant],
     id: PlanSignId,
     plan: &Plan,
@@ -205,7 +205,7 @@ pub async fn sign_plan(
 /// # Errors
 /// An enclave refused or failed.
 pub async fn sign_batch(
-    clients: &BTreeMap<Participant, SignerClient>,
+    clients: &BTreeMap<Participant, EnclaveClient>,
     signers: &[Participant],
     id: BatchSignId,
     batch: &Batch,

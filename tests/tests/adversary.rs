@@ -28,7 +28,7 @@ use processor_tests::{
     enclave::EnclaveProcess,
     relay::{self, key_gen, others},
 };
-use scanner::signer::{SignerClient, SignerError, SignerStatus};
+use scanner::coordinate::enclave_client::{EnclaveClient, EnclaveError, EnclaveStatus};
 use schema::{
     amount::Amount,
     batch::Batch,
@@ -179,7 +179,7 @@ enum Attack {
     Share(PlanSignId, ParticipantMap),
 }
 
-async fn perform(client: &SignerClient, attack: &Attack) -> Result<(), SignerError> {
+async fn perform(client: &EnclaveClient, attack: &Attack) -> Result<(), EnclaveError> {
     match attack {
         Attack::GenerateKey {
             session,
@@ -262,7 +262,7 @@ async fn adversary() {
         enclave.start().unwrap();
         clients.insert(
             p(i),
-            SignerClient::connect(enclave.socket(), DEADLINE)
+            EnclaveClient::connect(enclave.socket(), DEADLINE)
                 .await
                 .unwrap(),
         );
@@ -497,14 +497,14 @@ async fn adversary() {
 
     let enclave = &enclaves[&p(1)];
     let client = &clients[&p(1)];
-    let status = |status: SignerStatus| (status.keys, status.acknowledged_plans);
+    let status = |status: EnclaveStatus| (status.keys, status.acknowledged_plans);
     for (name, attack, reason) in &cases {
         let steps = signing_steps(enclave);
         let refused = refusal_count(enclave, *reason);
         let before = status(client.status().await.unwrap());
         let result = perform(client, attack).await;
         assert_eq!(
-            result.as_ref().err().and_then(SignerError::refusal),
+            result.as_ref().err().and_then(EnclaveError::refusal),
             Some(*reason),
             "{name}: {result:?}"
         );
@@ -562,8 +562,8 @@ async fn adversary() {
             .unwrap();
     }
     let steps = signing_steps(victim_enclave);
-    let refusal_of = |result: Result<Vec<u8>, SignerError>| result.unwrap_err().refusal();
-    let perform_junk = async |client: &SignerClient, id: u32| {
+    let refusal_of = |result: Result<Vec<u8>, EnclaveError>| result.unwrap_err().refusal();
+    let perform_junk = async |client: &EnclaveClient, id: u32| {
         refusal_of(
             client
                 .preprocess_batch(
@@ -723,7 +723,7 @@ async fn adversary() {
             >= 2.0
     );
     drop(flood);
-    let fresh = SignerClient::connect(enclave.socket(), DEADLINE)
+    let fresh = EnclaveClient::connect(enclave.socket(), DEADLINE)
         .await
         .unwrap();
     assert_eq!(fresh.status().await.unwrap().keys, vec![voted]);
@@ -829,7 +829,7 @@ async fn a_replaced_token_is_not_provisioned_over_sealed_shares_unless_asked() {
             let coordinator = coordinator().x_only_public_key().0;
             let mut enclave = EnclaveProcess::provision(dir.path(), &coordinator, uid).unwrap();
             enclave.start().unwrap();
-            let client = SignerClient::connect(enclave.socket(), DEADLINE)
+            let client = EnclaveClient::connect(enclave.socket(), DEADLINE)
                 .await
                 .unwrap();
             // A confirmed 1-of-1 key: a sealed key pair in the database, unsealed at every start.
@@ -868,7 +868,7 @@ async fn a_replaced_token_is_not_provisioned_over_sealed_shares_unless_asked() {
             // The pair sealed under the old key is retired (and audited), so the enclave starts,
             // without it.
             enclave.start().unwrap();
-            let client = SignerClient::connect(enclave.socket(), DEADLINE)
+            let client = EnclaveClient::connect(enclave.socket(), DEADLINE)
                 .await
                 .unwrap();
             assert!(client.status().await.unwrap().keys.is_empty());

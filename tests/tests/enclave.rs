@@ -1,5 +1,5 @@
 //! The signer enclave as the scanner sees it: real `signer-enclave` processes, each with its own
-//! SoftHSM2 token, over their Unix sockets through the scanner's `SignerClient`.
+//! SoftHSM2 token, over their Unix sockets through the scanner's `EnclaveClient`.
 //!
 //! Key generation across four enclaves (with a corrupted share blamed first), Taproot
 //! transactions signed by every 3-of-4 subset and checked by secp256k1 and by Bitcoin Core's
@@ -34,8 +34,8 @@ use processor_tests::{
 };
 use rand_core::OsRng;
 use scanner::{
-    scheduler::{Limits, Scheduler},
-    signer::{SignerClient, SignerError},
+    coordinate::enclave_client::{EnclaveClient, EnclaveError},
+    schedule::{Limits, Scheduler},
 };
 use schema::{
     amount::Amount,
@@ -121,7 +121,7 @@ impl KeyGenParty for Local {
 
 /// One DKG participant: an enclave process, or the library in this test.
 enum Party {
-    Enclave(SignerClient),
+    Enclave(EnclaveClient),
     Local(Box<Local>),
 }
 
@@ -175,7 +175,7 @@ fn plan(key: NetworkKey, txid: u8, inputs: &[(OutputKind, u64)], pay: u64) -> Pl
 }
 
 async fn sign_plan(
-    clients: &BTreeMap<Participant, SignerClient>,
+    clients: &BTreeMap<Participant, EnclaveClient>,
     signers: &[Participant],
     id: PlanSignId,
     plan: &Plan,
@@ -245,7 +245,7 @@ fn verify_core(transaction: &Transaction, prevouts: &[TxOut]) -> Result<(), Stri
     Ok(())
 }
 
-fn refusal<T: std::fmt::Debug>(result: Result<T, SignerError>) -> RefusalReason {
+fn refusal<T: std::fmt::Debug>(result: Result<T, EnclaveError>) -> RefusalReason {
     match result {
         Err(error) => error
             .refusal()
@@ -268,8 +268,8 @@ fn refusals(enclave: &EnclaveProcess, reason: &str) -> f64 {
         .unwrap()
 }
 
-async fn connect(enclave: &EnclaveProcess) -> SignerClient {
-    SignerClient::connect(enclave.socket(), DEADLINE)
+async fn connect(enclave: &EnclaveProcess) -> EnclaveClient {
+    EnclaveClient::connect(enclave.socket(), DEADLINE)
         .await
         .unwrap()
 }
@@ -597,7 +597,7 @@ async fn foreign_uid_and_wrong_pin_are_refused() {
             enclave.start().unwrap();
             let client = connect(&enclave).await;
             let error = client.status().await.unwrap_err();
-            assert!(matches!(error, SignerError::Rpc(_)), "{error}");
+            assert!(matches!(error, EnclaveError::Rpc(_)), "{error}");
             assert_eq!(
                 enclave
                     .metric("signer_enclave_rejected_connections_total")

@@ -26,12 +26,12 @@ use processor_tests::{
     HarnessError,
 };
 use scanner::{
-    bitcoin_network::{chain_transaction, BitcoinNetwork},
-    db::Db,
-    eventuality::{Eventuality, Outcome},
-    metrics::ScannerMetrics,
-    rpc::{Auth, CoreRpc, Retry},
+    chain::bitcoin_core::{chain_transaction, BitcoinCore},
+    chain::rpc::{Auth, CoreRpc, Retry},
+    scan::eventuality::{Eventuality, Outcome},
+    scan::metrics::ScannerMetrics,
     scan::{ScanError, Scanner},
+    store::db::Db,
     store::{ProcessorChanges, ProcessorStore},
 };
 use schema::{
@@ -61,9 +61,9 @@ fn rpc(node: &RegtestNode, retry: Retry) -> CoreRpc {
     )
 }
 
-fn scanner(node: &RegtestNode, db: &Path, confirmations: u64) -> Scanner<BitcoinNetwork> {
+fn scanner(node: &RegtestNode, db: &Path, confirmations: u64) -> Scanner<BitcoinCore> {
     Scanner::new(
-        BitcoinNetwork::new(rpc(node, Retry::default())),
+        BitcoinCore::new(rpc(node, Retry::default())),
         NetworkId::Bitcoin,
         Db::open(db).unwrap(),
         confirmations,
@@ -198,7 +198,7 @@ fn instruction(account: u8) -> Vec<u8> {
 fn bitcoin_passes_the_network_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let chain = Chain::start(dir.path());
-    let network = BitcoinNetwork::new(rpc(&chain.node, Retry::default()));
+    let network = BitcoinCore::new(rpc(&chain.node, Retry::default()));
     check_network(&network, &chain, &network_key(1), &network_key(2)).unwrap();
 }
 
@@ -617,7 +617,7 @@ fn the_scanner_waits_for_an_unreachable_node_and_catches_up() {
         .script(OutputKind::External)
         .clone();
     let mut scanner = Scanner::new(
-        BitcoinNetwork::new(rpc(
+        BitcoinCore::new(rpc(
             &chain.node,
             Retry {
                 attempts: 10,

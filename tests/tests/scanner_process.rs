@@ -24,11 +24,11 @@ use processor_tests::{
     regtest::{harness::RegtestNode, wallet::TestWallet},
 };
 use scanner::{
-    bitcoin_network::BitcoinNetwork,
-    db::Db,
-    metrics::ScannerMetrics,
-    rpc::{Auth, CoreRpc, Retry},
+    chain::bitcoin_core::BitcoinCore,
+    chain::rpc::{Auth, CoreRpc, Retry},
+    scan::metrics::ScannerMetrics,
     scan::Scanner,
+    store::db::Db,
 };
 use schema::{
     hashes::SeraiAddress,
@@ -175,7 +175,7 @@ fn a_killed_scanner_resumes_without_losing_or_repeating_a_batch() {
         Retry::default(),
     );
     let mut reference = Scanner::new(
-        BitcoinNetwork::new(rpc),
+        BitcoinCore::new(rpc),
         NetworkId::Bitcoin,
         Db::open(&dir.path().join("reference")).unwrap(),
         CONFIRMATIONS,
@@ -196,7 +196,7 @@ fn a_killed_scanner_resumes_without_losing_or_repeating_a_batch() {
     {
         let db = Db::open(&dir.path().join("db")).unwrap();
         let seeded = Scanner::new(
-            BitcoinNetwork::new(CoreRpc::new(
+            BitcoinCore::new(CoreRpc::new(
                 &node.url(),
                 Auth::Cookie(node.cookie_file()),
                 Duration::from_secs(30),

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use bitcoin::{hashes::Hash, key::Secp256k1, secp256k1::SecretKey};
 use proptest::prelude::*;
-use scanner::scheduler::{Limits, Output, Scheduler};
+use scanner::schedule::{Limits, Output, Scheduler};
 use schema::{
     amount::Amount,
     hashes::{PlanId, TransactionId},

@@ -14,16 +14,16 @@ use std::{
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use scanner::{
-    bitcoin_network::BitcoinNetwork,
+    chain::bitcoin_core::BitcoinCore,
+    chain::rpc::{Auth, CoreRpc, Retry},
     config::{Config, EXAMPLE},
-    db::Db,
-    link::LinkClient,
-    metrics::ScannerMetrics,
-    parts::{NodeParts, SystemClock},
+    coordinate::enclave_client::EnclaveClient,
+    coordinate::link::LinkClient,
+    coordinate::parts::{NodeParts, SystemClock},
     processor::{Processor, ProcessorMetrics, BLOCKS_PER_STEP},
-    rpc::{Auth, CoreRpc, Retry},
+    scan::metrics::ScannerMetrics,
     scan::{ScanError, Scanner},
-    signer::SignerClient,
+    store::db::Db,
 };
 use schema::ids::NetworkId;
 
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
 
 /// One scan while the coordinator or the enclave is away; the outbox gauge keeps moving, as
 /// scanning queues messages for the coordinator.
-fn scan_alone(scanner: &mut Scanner<BitcoinNetwork>, metrics: &ProcessorMetrics) {
+fn scan_alone(scanner: &mut Scanner<BitcoinCore>, metrics: &ProcessorMetrics) {
     if let Err(error) = metrics.observe_outbox(scanner.store()) {
         tracing::warn!(%error, "cannot read the outbox");
     }
@@ -102,9 +102,9 @@ fn scan_alone(scanner: &mut Scanner<BitcoinNetwork>, metrics: &ProcessorMetrics)
 }
 
 /// Connects to the enclave and the coordinator; `None` (logged) while either is away.
-async fn connect(config: &Config, validator: &[u8]) -> Option<(SignerClient, LinkClient)> {
+async fn connect(config: &Config, validator: &[u8]) -> Option<(EnclaveClient, LinkClient)> {
     let deadline = Duration::from_secs(30);
-    let signer = match SignerClient::connect(&config.enclave.socket, deadline).await {
+    let signer = match EnclaveClient::connect(&config.enclave.socket, deadline).await {
         Ok(signer) => signer,
         Err(error) => {
             tracing::debug!(%error, "enclave not reachable");
@@ -142,7 +142,7 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let db = Db::open(&config.db_path)
         .with_context(|| format!("database {} (db_path)", config.db_path.display()))?;
     let scanner = Scanner::new(
-        BitcoinNetwork::new(client),
+        BitcoinCore::new(client),
         NetworkId::Bitcoin,
         db,
         u64::from(config.confirmations),

@@ -15,11 +15,11 @@ use schema::{
 
 use super::ScanError;
 use crate::{
-    batch::batches_for,
-    db::ScannedKey,
-    eventuality::Outcome,
-    network::{ChainBlock, OutputTyping},
-    outputs::{hex_id, receive, Received},
+    chain::{ChainBlock, OutputTyping},
+    scan::batches::batches_for,
+    scan::eventuality::Outcome,
+    scan::outputs::{hex_id, receive, Received},
+    store::db::ScannedKey,
     store::{ScanChanges, ScanView},
 };
 

@@ -11,7 +11,11 @@
 //! changes through a `ScanStore` (RocksDB, or memory in tests and the simulation), then counts
 //! and logs.
 
+pub mod batches;
 pub mod block;
+pub mod eventuality;
+pub mod metrics;
+pub mod outputs;
 
 use std::collections::BTreeMap;
 
@@ -25,11 +29,11 @@ use schema::{
 use thiserror::Error;
 
 use crate::{
-    db::{Db, DbError, ScannedKey},
-    eventuality::{Eventuality, Outcome},
-    metrics::ScannerMetrics,
-    network::{ChainBlock, Network, NetworkError},
-    outputs::{hex_id, ReceivedOutput},
+    chain::{ChainBlock, Network, NetworkError},
+    scan::eventuality::{Eventuality, Outcome},
+    scan::metrics::ScannerMetrics,
+    scan::outputs::{hex_id, ReceivedOutput},
+    store::db::{Db, DbError, ScannedKey},
     store::{ProcessorChanges, ProcessorStore, ScanChanges, ScanStore},
 };
 

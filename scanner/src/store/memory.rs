@@ -19,12 +19,12 @@ use schema::{
 
 use super::{ProcessorChanges, ProcessorStore, ScanChanges, ScanStore, ScanView};
 use crate::{
-    db::{DbError, ScannedKey, Unsettled},
-    eventuality::{Eventuality, Outcome},
-    network::ChainTransaction,
-    outputs::ReceivedOutput,
-    scheduler::Scheduler,
-    scheduler_state,
+    chain::ChainTransaction,
+    scan::eventuality::{Eventuality, Outcome},
+    scan::outputs::ReceivedOutput,
+    schedule::state as scheduler_state,
+    schedule::Scheduler,
+    store::db::{DbError, ScannedKey, Unsettled},
 };
 
 /// Where an output sits in `outputs`: by height, then transaction id, then index, the order
@@ -61,6 +61,9 @@ struct State {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// Writes left before every write fails (`None`: never), to crash a processor between two
+    /// of its commits.
+    writes_left: Mutex<Option<u64>>,
 }
 
 fn key_bytes(key: &NetworkKey) -> [u8; 33] {
@@ -71,6 +74,32 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         MemoryStore::default()
+    }
+
+    /// From now on, `writes` more writes succeed, then every write fails with
+    /// `DbError::Crashed` applying nothing (`None`: writes succeed again). The simulation
+    /// crashes a processor this way in the middle of a step, between any two of its commits.
+    pub fn fail_after_writes(&self, writes: Option<u64>) {
+        *self
+            .writes_left
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = writes;
+    }
+
+    /// Whether this write may go ahead, counting it.
+    fn write_allowed(&self) -> Result<(), DbError> {
+        let mut left = self
+            .writes_left
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match left.as_mut() {
+            None => Ok(()),
+            Some(0) => Err(DbError::Crashed),
+            Some(count) => {
+                *count -= 1;
+                Ok(())
+            }
+        }
     }
 
     /// The state. A poisoned lock is taken over: `State::apply` has no step that can panic,
@@ -239,11 +268,13 @@ impl ScanView for MemoryStore {
 
 impl ScanStore for MemoryStore {
     fn apply(&self, changes: &ScanChanges) -> Result<(), DbError> {
+        self.write_allowed()?;
         self.state().apply(changes);
         Ok(())
     }
 
     fn delivered(&self, id: MessageId) -> Result<(), DbError> {
+        self.write_allowed()?;
         self.state().outbox.remove(&id.0);
         Ok(())
     }
@@ -303,6 +334,7 @@ impl ProcessorStore for MemoryStore {
     }
 
     fn commit_changes(&self, changes: &ProcessorChanges) -> Result<(), DbError> {
+        self.write_allowed()?;
         self.state().commit(changes);
         Ok(())
     }

@@ -9,7 +9,9 @@
 //! schedulers, plans and their signed transactions) is `ProcessorStore`: everything one
 //! coordinator message causes is one `ProcessorChanges`, committed with its "handled" marker.
 
+pub mod db;
 pub mod memory;
+pub mod records;
 mod rocks;
 
 use schema::{
@@ -22,11 +24,11 @@ use schema::{
 };
 
 use crate::{
-    db::{DbError, ScannedKey, Unsettled},
-    eventuality::{Eventuality, Outcome},
-    network::ChainTransaction,
-    outputs::ReceivedOutput,
-    scheduler::Scheduler,
+    chain::ChainTransaction,
+    scan::eventuality::{Eventuality, Outcome},
+    scan::outputs::ReceivedOutput,
+    schedule::Scheduler,
+    store::db::{DbError, ScannedKey, Unsettled},
 };
 
 /// What scanning reads of its state.

@@ -14,11 +14,11 @@ use schema::{
 
 use super::{ProcessorChanges, ProcessorStore, ScanChanges, ScanStore, ScanView};
 use crate::{
-    db::{Db, DbError, ScannedKey, Unsettled},
-    eventuality::{Eventuality, Outcome},
-    network::ChainTransaction,
-    outputs::ReceivedOutput,
-    scheduler::Scheduler,
+    chain::ChainTransaction,
+    scan::eventuality::{Eventuality, Outcome},
+    scan::outputs::ReceivedOutput,
+    schedule::Scheduler,
+    store::db::{Db, DbError, ScannedKey, Unsettled},
 };
 
 impl Db {

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use bitcoin::{consensus, hex::FromHex, BlockHash};
 use serde_json::Value;
 
-use crate::rpc::RpcError;
+use crate::chain::rpc::RpcError;
 
 fn malformed(method: &str, reason: impl Into<String>) -> RpcError {
     RpcError::Malformed {

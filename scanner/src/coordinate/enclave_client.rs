@@ -29,7 +29,7 @@ use tokio::net::UnixStream;
 /// A call to the enclave did not give what was asked.
 #[derive(Debug, Error)]
 #[non_exhaustive]
-pub enum SignerError {
+pub enum EnclaveError {
     /// The enclave refused, with its reason.
     #[error("enclave refused ({reason:?}): {detail}")]
     Refused {
@@ -66,11 +66,11 @@ pub enum SignerError {
     Transaction(String),
 }
 
-impl SignerError {
+impl EnclaveError {
     /// The enclave's reason, if it refused.
     pub fn refusal(&self) -> Option<RefusalReason> {
         match self {
-            SignerError::Refused { reason, .. } => Some(*reason),
+            EnclaveError::Refused { reason, .. } => Some(*reason),
             _ => None,
         }
     }
@@ -78,7 +78,7 @@ impl SignerError {
 
 /// What the enclave holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignerStatus {
+pub struct EnclaveStatus {
     /// Confirmed key pairs.
     pub keys: Vec<KeyPair>,
     /// Key generations in progress.
@@ -89,13 +89,13 @@ pub struct SignerStatus {
 
 /// A connection to the enclave.
 #[derive(Clone)]
-pub struct SignerClient {
+pub struct EnclaveClient {
     client: signer::Client,
     deadline: Duration,
 }
 
-fn refused(reader: refusal::Reader<'_>) -> SignerError {
-    SignerError::Refused {
+fn refused(reader: refusal::Reader<'_>) -> EnclaveError {
+    EnclaveError::Refused {
         reason: reader.get_reason().unwrap_or(RefusalReason::Malformed),
         detail: reader
             .get_detail()
@@ -126,38 +126,38 @@ macro_rules! unit_answer {
     }};
 }
 
-impl SignerClient {
+impl EnclaveClient {
     /// Connects to the enclave's socket. Call from a `LocalSet`: the connection's RPC system
     /// runs there until the connection ends.
     ///
     /// # Errors
     /// The socket cannot be reached.
-    pub async fn connect(socket: &Path, deadline: Duration) -> Result<Self, SignerError> {
+    pub async fn connect(socket: &Path, deadline: Duration) -> Result<Self, EnclaveError> {
         let stream = UnixStream::connect(socket)
             .await
-            .map_err(|source| SignerError::Connect {
+            .map_err(|source| EnclaveError::Connect {
                 path: socket.display().to_string(),
                 source,
             })?;
         let (read, write) = stream.into_split();
         let client: signer::Client = transport::connect(read, write, "enclave");
-        Ok(SignerClient { client, deadline })
+        Ok(EnclaveClient { client, deadline })
     }
 
     async fn within<T>(
         &self,
-        call: impl std::future::Future<Output = Result<T, SignerError>>,
-    ) -> Result<T, SignerError> {
+        call: impl std::future::Future<Output = Result<T, EnclaveError>>,
+    ) -> Result<T, EnclaveError> {
         tokio::time::timeout(self.deadline, call)
             .await
-            .map_err(|_| SignerError::Timeout(self.deadline))?
+            .map_err(|_| EnclaveError::Timeout(self.deadline))?
     }
 
     /// What the enclave holds.
     ///
     /// # Errors
     /// The call failed or its answer does not decode.
-    pub async fn status(&self) -> Result<SignerStatus, SignerError> {
+    pub async fn status(&self) -> Result<EnclaveStatus, EnclaveError> {
         let request = self.client.status_request();
         self.within(async {
             let response = request.send().promise.await?;
@@ -167,7 +167,7 @@ impl SignerClient {
                 .iter()
                 .map(KeyPair::read)
                 .collect::<Result<_, _>>()?;
-            Ok(SignerStatus {
+            Ok(EnclaveStatus {
                 keys,
                 pending_key_gens: status.get_pending_key_gens(),
                 acknowledged_plans: status.get_acknowledged_plans(),
@@ -183,7 +183,7 @@ impl SignerClient {
     pub async fn key_gen(
         &self,
         message: &key_gen::CoordinatorMessage,
-    ) -> Result<Vec<key_gen::ProcessorMessage>, SignerError> {
+    ) -> Result<Vec<key_gen::ProcessorMessage>, EnclaveError> {
         let mut request = self.client.key_gen_request();
         message.write(request.get().init_message())?;
         self.within(async {
@@ -208,7 +208,7 @@ impl SignerClient {
         &self,
         set: ValidatorSet,
         pair: &KeyPair,
-    ) -> Result<(), SignerError> {
+    ) -> Result<(), EnclaveError> {
         let mut request = self.client.confirm_key_pair_request();
         set.write(request.get().init_set())?;
         pair.write(request.get().init_key_pair())?;
@@ -226,7 +226,7 @@ impl SignerClient {
     pub async fn acknowledge_plans(
         &self,
         acknowledged: &PlansAcknowledged,
-    ) -> Result<(), SignerError> {
+    ) -> Result<(), EnclaveError> {
         let mut request = self.client.acknowledge_plans_request();
         acknowledged.write(request.get().init_acknowledged())?;
         self.within(async {
@@ -244,7 +244,7 @@ impl SignerClient {
         &self,
         id: &PlanSignId,
         plan: &Plan,
-    ) -> Result<Vec<u8>, SignerError> {
+    ) -> Result<Vec<u8>, EnclaveError> {
         let mut request = self.client.preprocess_plan_request();
         id.write(request.get().init_id())?;
         plan.write(request.get().init_plan())?;
@@ -263,7 +263,7 @@ impl SignerClient {
         &self,
         id: &PlanSignId,
         preprocesses: &ParticipantMap,
-    ) -> Result<Vec<u8>, SignerError> {
+    ) -> Result<Vec<u8>, EnclaveError> {
         let mut request = self.client.share_plan_request();
         id.write(request.get().init_id())?;
         let len = participant_map_len(preprocesses)?;
@@ -283,7 +283,7 @@ impl SignerClient {
         &self,
         id: &PlanSignId,
         shares: &ParticipantMap,
-    ) -> Result<Transaction, SignerError> {
+    ) -> Result<Transaction, EnclaveError> {
         let mut request = self.client.complete_plan_request();
         id.write(request.get().init_id())?;
         let len = participant_map_len(shares)?;
@@ -294,7 +294,7 @@ impl SignerClient {
                 bytes_answer!(response)
             })
             .await?;
-        consensus::deserialize(&bytes).map_err(|error| SignerError::Transaction(error.to_string()))
+        consensus::deserialize(&bytes).map_err(|error| EnclaveError::Transaction(error.to_string()))
     }
 
     /// Asks for this attempt's preprocess of a Batch.
@@ -305,7 +305,7 @@ impl SignerClient {
         &self,
         id: &BatchSignId,
         batch: &Batch,
-    ) -> Result<Vec<u8>, SignerError> {
+    ) -> Result<Vec<u8>, EnclaveError> {
         let mut request = self.client.preprocess_batch_request();
         id.write(request.get().init_id())?;
         batch.write(request.get().init_batch())?;
@@ -324,7 +324,7 @@ impl SignerClient {
         &self,
         id: &BatchSignId,
         preprocesses: &ParticipantMap,
-    ) -> Result<Vec<u8>, SignerError> {
+    ) -> Result<Vec<u8>, EnclaveError> {
         let mut request = self.client.share_batch_request();
         id.write(request.get().init_id())?;
         let len = participant_map_len(preprocesses)?;
@@ -344,7 +344,7 @@ impl SignerClient {
         &self,
         id: &BatchSignId,
         shares: &ParticipantMap,
-    ) -> Result<SignedBatch, SignerError> {
+    ) -> Result<SignedBatch, EnclaveError> {
         let mut request = self.client.complete_batch_request();
         id.write(request.get().init_id())?;
         let len = participant_map_len(shares)?;
@@ -369,7 +369,7 @@ impl SignerClient {
         &self,
         signed: &SignedBatch,
         attestation: &Attestation,
-    ) -> Result<(), SignerError> {
+    ) -> Result<(), EnclaveError> {
         let mut request = self.client.batch_included_request();
         signed.write(request.get().init_batch())?;
         request.get().set_attestation(&attestation.0);

@@ -1,6 +1,6 @@
 //! The scheduler: which of our outputs pay which payments (PROTOCOL.md section 5). Pure and
 //! deterministic: every validator feeding it the same outputs, payments and fee rates gets
-//! the same plans with the same ids. It does no I/O; `scheduler_state` and `db` persist its
+//! the same plans with the same ids. It does no I/O; `schedule::state` and the stores persist its
 //! state.
 //!
 //! It makes only plans every enclave signs: each plan's transaction is built here with the
@@ -36,6 +36,8 @@
 //! offsets them, so the carried balance can be negative (a surplus). The books balance at every
 //! step: `deposits − (burns − outstanding) = holdings + carried`, where `outstanding` is what
 //! the queue, the branch groups and the funded branches still owe, at their current amounts.
+
+pub mod state;
 
 use std::collections::VecDeque;
 

@@ -24,16 +24,16 @@ use schema::{
 };
 
 use crate::{
-    bitcoin_network::BitcoinNetwork,
-    db::Db,
-    link::{Inbound, LinkClient, LinkError},
-    network::Network,
-    signer::{SignerClient, SignerError},
+    chain::bitcoin_core::BitcoinCore,
+    chain::Network,
+    coordinate::enclave_client::{EnclaveClient, EnclaveError},
+    coordinate::link::{Inbound, LinkClient, LinkError},
+    store::db::Db,
     store::ProcessorStore,
 };
 
 /// The enclave's calls, as the processor makes them. A refusal is
-/// `SignerError::Refused` with the enclave's reason; any other error means the call could not
+/// `EnclaveError::Refused` with the enclave's reason; any other error means the call could not
 /// be made, and the processor tries again later.
 pub trait EnclaveCalls {
     /// One key generation message.
@@ -43,25 +43,27 @@ pub trait EnclaveCalls {
     async fn key_gen(
         &self,
         message: &key_gen::CoordinatorMessage,
-    ) -> Result<Vec<key_gen::ProcessorMessage>, SignerError>;
+    ) -> Result<Vec<key_gen::ProcessorMessage>, EnclaveError>;
 
     /// Confirms a generated key pair.
     ///
     /// # Errors
     /// Refused, or the call failed.
-    async fn confirm_key_pair(&self, set: ValidatorSet, pair: &KeyPair) -> Result<(), SignerError>;
+    async fn confirm_key_pair(&self, set: ValidatorSet, pair: &KeyPair)
+        -> Result<(), EnclaveError>;
 
     /// Hands over the coordinator's attestation of acknowledged plans.
     ///
     /// # Errors
     /// Refused, or the call failed.
-    async fn acknowledge_plans(&self, acknowledged: &PlansAcknowledged) -> Result<(), SignerError>;
+    async fn acknowledge_plans(&self, acknowledged: &PlansAcknowledged)
+        -> Result<(), EnclaveError>;
 
     /// A plan's preprocess.
     ///
     /// # Errors
     /// Refused, or the call failed.
-    async fn preprocess_plan(&self, id: &PlanSignId, plan: &Plan) -> Result<Vec<u8>, SignerError>;
+    async fn preprocess_plan(&self, id: &PlanSignId, plan: &Plan) -> Result<Vec<u8>, EnclaveError>;
 
     /// A plan's signature share.
     ///
@@ -71,7 +73,7 @@ pub trait EnclaveCalls {
         &self,
         id: &PlanSignId,
         preprocesses: &ParticipantMap,
-    ) -> Result<Vec<u8>, SignerError>;
+    ) -> Result<Vec<u8>, EnclaveError>;
 
     /// A plan's signed transaction.
     ///
@@ -81,7 +83,7 @@ pub trait EnclaveCalls {
         &self,
         id: &PlanSignId,
         shares: &ParticipantMap,
-    ) -> Result<Transaction, SignerError>;
+    ) -> Result<Transaction, EnclaveError>;
 
     /// A Batch's preprocess.
     ///
@@ -91,7 +93,7 @@ pub trait EnclaveCalls {
         &self,
         id: &BatchSignId,
         batch: &Batch,
-    ) -> Result<Vec<u8>, SignerError>;
+    ) -> Result<Vec<u8>, EnclaveError>;
 
     /// A Batch's signature share.
     ///
@@ -101,7 +103,7 @@ pub trait EnclaveCalls {
         &self,
         id: &BatchSignId,
         preprocesses: &ParticipantMap,
-    ) -> Result<Vec<u8>, SignerError>;
+    ) -> Result<Vec<u8>, EnclaveError>;
 
     /// A Batch's signature.
     ///
@@ -111,7 +113,7 @@ pub trait EnclaveCalls {
         &self,
         id: &BatchSignId,
         shares: &ParticipantMap,
-    ) -> Result<SignedBatch, SignerError>;
+    ) -> Result<SignedBatch, EnclaveError>;
 
     /// Serai included a Batch.
     ///
@@ -121,7 +123,7 @@ pub trait EnclaveCalls {
         &self,
         signed: &SignedBatch,
         attestation: &Attestation,
-    ) -> Result<(), SignerError>;
+    ) -> Result<(), EnclaveError>;
 }
 
 /// The coordinator, as the processor reads and writes it: messages after an id (waiting up to
@@ -192,79 +194,86 @@ pub trait Parts {
 pub enum NodeParts {}
 
 impl Parts for NodeParts {
-    type Chain = BitcoinNetwork;
+    type Chain = BitcoinCore;
     type Store = Db;
-    type Enclave = SignerClient;
+    type Enclave = EnclaveClient;
     type Link = LinkClient;
     type Clock = SystemClock;
 }
 
-impl EnclaveCalls for SignerClient {
+impl EnclaveCalls for EnclaveClient {
     async fn key_gen(
         &self,
         message: &key_gen::CoordinatorMessage,
-    ) -> Result<Vec<key_gen::ProcessorMessage>, SignerError> {
-        SignerClient::key_gen(self, message).await
+    ) -> Result<Vec<key_gen::ProcessorMessage>, EnclaveError> {
+        EnclaveClient::key_gen(self, message).await
     }
 
-    async fn confirm_key_pair(&self, set: ValidatorSet, pair: &KeyPair) -> Result<(), SignerError> {
-        SignerClient::confirm_key_pair(self, set, pair).await
+    async fn confirm_key_pair(
+        &self,
+        set: ValidatorSet,
+        pair: &KeyPair,
+    ) -> Result<(), EnclaveError> {
+        EnclaveClient::confirm_key_pair(self, set, pair).await
     }
 
-    async fn acknowledge_plans(&self, acknowledged: &PlansAcknowledged) -> Result<(), SignerError> {
-        SignerClient::acknowledge_plans(self, acknowledged).await
+    async fn acknowledge_plans(
+        &self,
+        acknowledged: &PlansAcknowledged,
+    ) -> Result<(), EnclaveError> {
+        EnclaveClient::acknowledge_plans(self, acknowledged).await
     }
 
-    async fn preprocess_plan(&self, id: &PlanSignId, plan: &Plan) -> Result<Vec<u8>, SignerError> {
-        SignerClient::preprocess_plan(self, id, plan).await
+    async fn preprocess_plan(&self, id: &PlanSignId, plan: &Plan) -> Result<Vec<u8>, EnclaveError> {
+        EnclaveClient::preprocess_plan(self, id, plan).await
     }
 
     async fn share_plan(
         &self,
         id: &PlanSignId,
         preprocesses: &ParticipantMap,
-    ) -> Result<Vec<u8>, SignerError> {
-        SignerClient::share_plan(self, id, preprocesses).await
+    ) -> Result<Vec<u8>, EnclaveError> {
+        EnclaveClient::share_plan(self, id, preprocesses).await
     }
 
     async fn complete_plan(
         &self,
         id: &PlanSignId,
         shares: &ParticipantMap,
-    ) -> Result<Transaction, SignerError> {
-        SignerClient::complete_plan(self, id, shares).await
+    ) -> Result<Transaction, EnclaveError> {
+        EnclaveClient::complete_plan(self, id, shares).await
     }
 
     async fn preprocess_batch(
         &self,
         id: &BatchSignId,
         batch: &Batch,
-    ) -> Result<Vec<u8>, SignerError> {
-        SignerClient::preprocess_batch(self, id, batch).await
+    ) -> Result<Vec<u8>, EnclaveError> {
+        EnclaveClient::preprocess_batch(self, id, batch).await
     }
 
     async fn share_batch(
         &self,
         id: &BatchSignId,
         preprocesses: &ParticipantMap,
-    ) -> Result<Vec<u8>, SignerError> {
-        SignerClient::share_batch(self, id, preprocesses).await
+    ) -> Result<Vec<u8>, EnclaveError> {
+        EnclaveClient::share_batch(self, id, preprocesses).await
     }
 
     async fn complete_batch(
         &self,
         id: &BatchSignId,
         shares: &ParticipantMap,
-    ) -> Result<SignedBatch, SignerError> {
-        SignerClient::complete_batch(self, id, shares).await
+    ) -> Result<SignedBatch, EnclaveError> {
+        EnclaveClient::complete_batch(self, id, shares).await
     }
 
     async fn batch_included(
         &self,
         signed: &SignedBatch,
         attestation: &Attestation,
-    ) -> Result<(), SignerError> {
-        SignerClient::batch_included(self, signed, attestation).await
+    ) -> Result<(), EnclaveError> {
+        EnclaveClient::batch_included(self, signed, attestation).await
     }
 }
 

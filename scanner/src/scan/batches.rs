@@ -19,7 +19,7 @@ use schema::{
     plan::OutputKind,
 };
 
-use crate::outputs::ReceivedOutput;
+use crate::scan::outputs::ReceivedOutput;
 
 /// The Batches of a block whose outputs are `outputs`, the first under `first`; none for a
 /// block without any of our outputs, unless a Batch is `due` for it anyway.

@@ -11,7 +11,7 @@ use schema::{
     plan::{OutputId, OutputKind},
 };
 
-use crate::{eventuality::Eventuality, network::ChainOutput, outputs::ReceivedOutput};
+use crate::{chain::ChainOutput, scan::eventuality::Eventuality, scan::outputs::ReceivedOutput};
 
 fn kind_code(kind: OutputKind) -> u8 {
     match kind {

@@ -10,7 +10,7 @@ use schema::{
     protocol::DUST,
 };
 
-use crate::network::{ChainBlock, OutputTyping};
+use crate::chain::{ChainBlock, OutputTyping};
 
 /// An output paying one of our keys.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -48,14 +48,14 @@ use schema::{
 use thiserror::Error;
 
 use crate::{
-    eventuality::{Eventuality, Outcome},
-    network::ChainTransaction,
-    outputs::ReceivedOutput,
-    records::{
+    chain::ChainTransaction,
+    scan::eventuality::{Eventuality, Outcome},
+    scan::outputs::ReceivedOutput,
+    schedule::state::{self as scheduler_state, StateError},
+    schedule::Scheduler,
+    store::records::{
         decode_eventuality, decode_io, decode_output, encode_eventuality, encode_io, encode_output,
     },
-    scheduler::Scheduler,
-    scheduler_state::{self, StateError},
 };
 
 /// The scheduler states, by network key.
@@ -123,6 +123,10 @@ pub enum DbError {
     /// A Batch does not encode.
     #[error("batch: {0}")]
     Batch(#[from] schema::error::EncodeError),
+    /// The memory store was told to fail its writes from some point on: a simulated crash
+    /// between two commits.
+    #[error("the store crashed (simulated); nothing of this write was applied")]
+    Crashed,
     /// The database holds data in another format than this build's (`None`: from before
     /// formats were recorded). Nothing was changed; an older build's state is not read as if it
     /// were this one's.

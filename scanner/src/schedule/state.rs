@@ -32,7 +32,7 @@ use schema::{
 };
 use thiserror::Error;
 
-use crate::scheduler::{BranchGroup, Carried, FundedBranch, Limits, Output, Scheduler};
+use crate::schedule::{BranchGroup, Carried, FundedBranch, Limits, Output, Scheduler};
 
 const VERSION: u8 = 2;
 const VERSION_1: u8 = 1;

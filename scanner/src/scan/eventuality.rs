@@ -11,7 +11,7 @@ use schema::{
     plan::OutputId,
 };
 
-use crate::network::{ChainOutput, ChainTransaction};
+use crate::chain::{ChainOutput, ChainTransaction};
 
 /// A plan's expected transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]

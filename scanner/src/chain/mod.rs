@@ -1,8 +1,12 @@
 //! The chain the processor custodies funds on, as the scanner sees it: heights, blocks in a
 //! chain-neutral form (transactions with their spent output ids, outputs as scripts and
 //! amounts, and the data a deposit carries), how our keys' outputs are recognized, the fee
-//! rate, and publishing. Bitcoin implements it (`bitcoin_network`); another chain would be one
-//! more implementation, checked by the same conformance tests.
+//! rate, and publishing. Bitcoin implements it through Core (`bitcoin_core`); another chain
+//! would be one more implementation, checked by the same conformance tests.
+
+pub mod bitcoin_core;
+pub mod core_answers;
+pub mod rpc;
 
 use schema::{
     amount::Amount,

@@ -16,23 +16,23 @@ use schema::{
 };
 
 use crate::{
-    eventuality::Eventuality,
-    network::{ChainBlock, ChainOutput, ChainTransaction, Network, NetworkError, OutputTyping},
-    rpc::{CoreRpc, RpcError, RPC_INVALID_PARAMETER},
+    chain::rpc::{CoreRpc, RpcError, RPC_INVALID_PARAMETER},
+    chain::{ChainBlock, ChainOutput, ChainTransaction, Network, NetworkError, OutputTyping},
+    scan::eventuality::Eventuality,
 };
 
 /// Bitcoin, through a Core node.
 #[derive(Clone)]
-pub struct BitcoinNetwork {
+pub struct BitcoinCore {
     rpc: CoreRpc,
     /// The confirmation target asked of `estimatesmartfee`.
     fee_target: u16,
 }
 
-impl BitcoinNetwork {
+impl BitcoinCore {
     /// Bitcoin through `rpc`.
     pub fn new(rpc: CoreRpc) -> Self {
-        BitcoinNetwork { rpc, fee_target: 6 }
+        BitcoinCore { rpc, fee_target: 6 }
     }
 
     /// The RPC client.
@@ -158,7 +158,7 @@ impl OutputTyping for KeyScripts {
     }
 }
 
-impl Network for BitcoinNetwork {
+impl Network for BitcoinCore {
     type Typing = KeyScripts;
 
     fn latest_height(&self) -> Result<u64, NetworkError> {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::core_answers;
+use crate::chain::core_answers;
 
 /// Core's `RPC_INVALID_ADDRESS_OR_KEY`: no such block or transaction.
 pub const RPC_INVALID_ADDRESS_OR_KEY: i64 = -5;

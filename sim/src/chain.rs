@@ -1,0 +1,318 @@
+//! The simulated chain: Bitcoin transactions in blocks of a single best chain, a mempool that
+//! refuses conflicting spends and spends of outputs that do not exist, a fee market (each
+//! block's median fee rate, moving between 1 and 500 sat/vB), and reorganizations. Each
+//! validator reads it through its own `SimNode`, which can be made unreachable.
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::BTreeMap,
+    rc::Rc,
+};
+
+use bitcoin::{consensus, hashes::Hash, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
+use scanner::{
+    chain::bitcoin_core::chain_transaction,
+    chain::{ChainBlock, Network, NetworkError},
+};
+use schema::{hashes::TransactionId, keys::NetworkKey, taproot::KeyScripts, transaction::FeeRate};
+
+use crate::rng::Rng;
+
+/// A block of the simulated chain.
+#[derive(Clone, Debug)]
+pub struct Block {
+    /// Its hash (random: the simulation does not mine).
+    pub hash: [u8; 32],
+    /// Its parent's hash.
+    pub parent: [u8; 32],
+    /// Its time.
+    pub time: u64,
+    /// The median fee rate it paid.
+    pub fee_rate: u64,
+    /// Its transactions.
+    pub transactions: Vec<Transaction>,
+}
+
+/// The chain and its mempool.
+#[derive(Default)]
+pub struct Chain {
+    /// The best chain, from height 0.
+    pub blocks: Vec<Block>,
+    /// Published transactions not in a block, in arrival order.
+    pub mempool: Vec<Transaction>,
+    /// The fee rate blocks pay now, sat/vB.
+    pub market: u64,
+    /// The index of `blocks` and `mempool`, built when first read after a change.
+    index: RefCell<Option<Rc<Index>>>,
+}
+
+/// When each output was created and by whom it was spent, over the best chain and the mempool.
+#[derive(Default)]
+struct Index {
+    created: BTreeMap<OutPoint, TxOut>,
+    spent: BTreeMap<OutPoint, Txid>,
+    known: BTreeMap<Txid, Transaction>,
+}
+
+impl Chain {
+    /// A chain of `blocks` empty blocks.
+    pub fn new(rng: &mut Rng, blocks: u64) -> Self {
+        let mut chain = Chain {
+            market: 2,
+            ..Chain::default()
+        };
+        for _ in 0..blocks {
+            chain.mine(rng, Vec::new());
+        }
+        chain
+    }
+
+    /// The tip's height.
+    pub fn height(&self) -> u64 {
+        (self.blocks.len() as u64).saturating_sub(1)
+    }
+
+    fn index(&self) -> Rc<Index> {
+        if let Some(index) = self.index.borrow().as_ref() {
+            return Rc::clone(index);
+        }
+        let index = Rc::new(self.build_index());
+        *self.index.borrow_mut() = Some(Rc::clone(&index));
+        index
+    }
+
+    fn build_index(&self) -> Index {
+        let mut index = Index::default();
+        let transactions = self
+            .blocks
+            .iter()
+            .flat_map(|block| block.transactions.iter())
+            .chain(self.mempool.iter());
+        for transaction in transactions {
+            index.add(transaction);
+        }
+        index
+    }
+
+    /// Mines a block holding `deposits` and every mempool transaction whose inputs exist.
+    pub fn mine(&mut self, rng: &mut Rng, deposits: Vec<Transaction>) {
+        self.index.replace(None);
+        let mut created: BTreeMap<OutPoint, ()> = BTreeMap::new();
+        for block in &self.blocks {
+            for transaction in &block.transactions {
+                add_outputs(&mut created, transaction);
+            }
+        }
+        let mut included = deposits;
+        for transaction in &included {
+            add_outputs(&mut created, transaction);
+        }
+        let mut left = Vec::new();
+        for transaction in std::mem::take(&mut self.mempool) {
+            if transaction
+                .input
+                .iter()
+                .all(|input| created.contains_key(&input.previous_output))
+            {
+                add_outputs(&mut created, &transaction);
+                included.push(transaction);
+            } else {
+                left.push(transaction);
+            }
+        }
+        self.mempool = left;
+        let parent = self.blocks.last().map_or([0; 32], |block| block.hash);
+        let height = self.blocks.len() as u64;
+        self.blocks.push(Block {
+            hash: rng.bytes32(),
+            parent,
+            time: 1_700_000_000 + height * 600,
+            fee_rate: self.market,
+            transactions: included,
+        });
+    }
+
+    /// Replaces the top `depth` blocks with `depth + 1` new ones: their transactions go back
+    /// to the mempool, except the deposits `keep` refuses (double-spent on the new branch).
+    pub fn reorganize(
+        &mut self,
+        rng: &mut Rng,
+        depth: u64,
+        mut keep: impl FnMut(&Transaction) -> bool,
+    ) {
+        self.index.replace(None);
+        let depth = usize::try_from(depth)
+            .unwrap_or(usize::MAX)
+            .min(self.blocks.len().saturating_sub(1));
+        let cut = self.blocks.len() - depth;
+        let removed: Vec<Block> = self.blocks.drain(cut..).collect();
+        let mut returned: Vec<Transaction> = removed
+            .into_iter()
+            .flat_map(|block| block.transactions)
+            .filter(|transaction| keep(transaction))
+            .collect();
+        returned.append(&mut self.mempool);
+        self.mempool = returned;
+        for _ in 0..=depth {
+            self.mine(rng, Vec::new());
+        }
+    }
+
+    /// Adds a transaction to the mempool, as a node's `sendrawtransaction` would.
+    ///
+    /// # Errors
+    /// It spends an output that does not exist or that another transaction spends.
+    pub fn publish(&mut self, transaction: Transaction) -> Result<(), NetworkError> {
+        let index = self.index();
+        let txid = transaction.compute_txid();
+        if index.known.contains_key(&txid) {
+            return Ok(());
+        }
+        for input in &transaction.input {
+            if !index.created.contains_key(&input.previous_output) {
+                return Err(NetworkError::Refused("missing inputs".into()));
+            }
+            if index.spent.contains_key(&input.previous_output) {
+                return Err(NetworkError::Refused("conflicts with a spend".into()));
+            }
+        }
+        self.mempool.push(transaction);
+        self.index.replace(None);
+        Ok(())
+    }
+
+    /// How many outputs of the best chain pay `script`.
+    pub fn payments_to(&self, script: &ScriptBuf) -> usize {
+        self.blocks
+            .iter()
+            .flat_map(|block| block.transactions.iter())
+            .flat_map(|transaction| transaction.output.iter())
+            .filter(|output| output.script_pubkey == *script)
+            .count()
+    }
+
+    /// The best chain's block at `height`, as a node gives it.
+    fn chain_block(&self, height: u64) -> Result<ChainBlock, NetworkError> {
+        let block = usize::try_from(height)
+            .ok()
+            .and_then(|index| self.blocks.get(index))
+            .ok_or(NetworkError::NoBlock(height))?;
+        Ok(ChainBlock {
+            height,
+            hash: block.hash,
+            parent: block.parent,
+            time: block.time,
+            transactions: block
+                .transactions
+                .iter()
+                .map(chain_transaction)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl Index {
+    fn add(&mut self, transaction: &Transaction) {
+        let txid = transaction.compute_txid();
+        for input in &transaction.input {
+            self.spent.insert(input.previous_output, txid);
+        }
+        for (vout, output) in (0u32..).zip(&transaction.output) {
+            self.created.insert(OutPoint { txid, vout }, output.clone());
+        }
+        self.known.insert(txid, transaction.clone());
+    }
+}
+
+fn add_outputs(created: &mut BTreeMap<OutPoint, ()>, transaction: &Transaction) {
+    let txid = transaction.compute_txid();
+    for vout in 0..transaction.output.len() {
+        let vout = u32::try_from(vout).unwrap_or(u32::MAX);
+        created.insert(OutPoint { txid, vout }, ());
+    }
+}
+
+/// One validator's node: the shared chain, and whether it answers.
+#[derive(Clone)]
+pub struct SimNode {
+    chain: Rc<RefCell<Chain>>,
+    down: Rc<Cell<bool>>,
+}
+
+impl SimNode {
+    /// A node following `chain`, answering while `down` is false.
+    pub fn new(chain: Rc<RefCell<Chain>>, down: Rc<Cell<bool>>) -> Self {
+        SimNode { chain, down }
+    }
+
+    fn up(&self) -> Result<(), NetworkError> {
+        if self.down.get() {
+            return Err(NetworkError::Node("connection refused (simulated)".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Network for SimNode {
+    type Typing = KeyScripts;
+
+    fn latest_height(&self) -> Result<u64, NetworkError> {
+        self.up()?;
+        Ok(self.chain.borrow().height())
+    }
+
+    fn block(&self, height: u64) -> Result<ChainBlock, NetworkError> {
+        self.up()?;
+        self.chain.borrow().chain_block(height)
+    }
+
+    fn height_of(&self, hash: [u8; 32]) -> Result<Option<u64>, NetworkError> {
+        self.up()?;
+        Ok(self
+            .chain
+            .borrow()
+            .blocks
+            .iter()
+            .position(|block| block.hash == hash)
+            .map(|height| height as u64))
+    }
+
+    fn typing(&self, key: &NetworkKey) -> Result<KeyScripts, NetworkError> {
+        KeyScripts::derive(key).map_err(|error| NetworkError::Invalid(error.to_string()))
+    }
+
+    fn fee_rate_of(&self, block: [u8; 32]) -> Result<Option<FeeRate>, NetworkError> {
+        self.up()?;
+        Ok(self
+            .chain
+            .borrow()
+            .blocks
+            .iter()
+            .find(|candidate| candidate.hash == block)
+            .map(|block| FeeRate(block.fee_rate)))
+    }
+
+    fn fee_rate(&self) -> Result<Option<FeeRate>, NetworkError> {
+        self.up()?;
+        Ok(Some(FeeRate(self.chain.borrow().market)))
+    }
+
+    fn publish(&self, transaction: &[u8]) -> Result<(), NetworkError> {
+        self.up()?;
+        let transaction: Transaction = consensus::deserialize(transaction)
+            .map_err(|error| NetworkError::Invalid(error.to_string()))?;
+        self.chain.borrow_mut().publish(transaction)
+    }
+
+    fn transaction(&self, id: &TransactionId) -> Result<Option<Vec<u8>>, NetworkError> {
+        self.up()?;
+        let txid = Txid::from_byte_array(id.0);
+        Ok(self
+            .chain
+            .borrow()
+            .index()
+            .known
+            .get(&txid)
+            .map(consensus::serialize))
+    }
+}
