@@ -1,7 +1,9 @@
-//! The simulated chain: Bitcoin transactions in blocks of a single best chain, a mempool that
-//! refuses conflicting spends and spends of outputs that do not exist, a fee market (each
-//! block's median fee rate, moving between 1 and 500 sat/vB), and reorganizations. Each
-//! validator reads it through its own `SimNode`, which can be made unreachable.
+//! The simulated chain: Bitcoin transactions in blocks of a single best chain (each block
+//! opening with its coinbase), a mempool that refuses conflicting spends and spends of outputs
+//! that do not exist, a fee market (the median fee rate of a block with any transaction besides
+//! its coinbase; none for a block of only its coinbase), and reorganizations. Each validator
+//! reads it through its own `SimNode`, which can be made unreachable. `SimNode` passes the same
+//! `Network` conformance suite as Bitcoin through Core (`sim/tests/network_conformance.rs`).
 
 use std::{
     cell::{Cell, RefCell},
@@ -123,6 +125,7 @@ impl Chain {
         self.mempool = left;
         let parent = self.blocks.last().map_or([0; 32], |block| block.hash);
         let height = self.blocks.len() as u64;
+        included.insert(0, coinbase(rng));
         self.blocks.push(Block {
             hash: rng.bytes32(),
             parent,
@@ -149,7 +152,7 @@ impl Chain {
         let mut returned: Vec<Transaction> = removed
             .into_iter()
             .flat_map(|block| block.transactions)
-            .filter(|transaction| keep(transaction))
+            .filter(|transaction| !transaction.is_coinbase() && keep(transaction))
             .collect();
         returned.append(&mut self.mempool);
         self.mempool = returned;
@@ -224,6 +227,25 @@ impl Index {
     }
 }
 
+/// A coinbase paying nowhere of ours; its random tag keeps every coinbase's id distinct.
+fn coinbase(rng: &mut Rng) -> Transaction {
+    let tag = rng.bytes32();
+    Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![bitcoin::TxIn {
+            previous_output: OutPoint::null(),
+            script_sig: ScriptBuf::from_bytes(tag.to_vec()),
+            sequence: bitcoin::Sequence::MAX,
+            witness: bitcoin::Witness::new(),
+        }],
+        output: vec![TxOut {
+            value: bitcoin::Amount::from_sat(50_000),
+            script_pubkey: ScriptBuf::new(),
+        }],
+    }
+}
+
 fn add_outputs(created: &mut BTreeMap<OutPoint, ()>, transaction: &Transaction) {
     let txid = transaction.compute_txid();
     for vout in 0..transaction.output.len() {
@@ -289,6 +311,7 @@ impl Network for SimNode {
             .blocks
             .iter()
             .find(|candidate| candidate.hash == block)
+            .filter(|block| block.transactions.len() > 1)
             .map(|block| FeeRate(block.fee_rate)))
     }
 

@@ -536,9 +536,9 @@ impl World {
             let count = match self.rng.below(1000) {
                 0..=499 => 0,
                 500..=949 => self.rng.between(1, 4),
-                950..=997 => self.rng.between(20, 120),
-                // Rarely, more deposits than one Batch holds.
-                _ => self.rng.between(600, 1_500),
+                950..=998 => self.rng.between(20, 120),
+                // Rarely, more deposits than one Batch holds (594).
+                _ => self.rng.between(600, 800),
             };
             let mut deposits = Vec::new();
             for _ in 0..count {

@@ -38,7 +38,7 @@ struct Args {
 
 type Outcome = (u64, Result<Report, Failure>);
 
-#[allow(clippy::print_stdout)]
+#[allow(clippy::print_stdout, clippy::print_stderr)]
 fn main() -> ExitCode {
     let args = Args::parse();
     let config = Config {
@@ -64,6 +64,11 @@ fn main() -> ExitCode {
                     }
                     if let Ok(mut outcomes) = outcomes.lock() {
                         outcomes.push((*seed, outcome));
+                        let done = outcomes.len();
+                        if done % 1000 == 0 {
+                            let failed = outcomes.iter().filter(|(_, o)| o.is_err()).count();
+                            eprintln!("{done} seeds done, {failed} failed");
+                        }
                     }
                 }
             });
