@@ -122,8 +122,8 @@ pub const LATEST_PLAUSIBLE_SERAI_TIME: u64 = 9_999_999_999;
 pub struct Processor<P: Parts = NodeParts> {
     scanner: Scanner<P::Chain, P::Store>,
     /// Where burns' addresses must be.
-    chain: bitcoin::Network,
-    signer: P::Enclave,
+    address_network: bitcoin::Network,
+    enclave: P::Enclave,
     link: P::Link,
     clock: P::Clock,
     metrics: ProcessorMetrics,
@@ -281,8 +281,8 @@ impl<P: Parts> Processor<P> {
     /// A processor over a scanner, an enclave connection, a coordinator link and a clock.
     pub fn new(
         scanner: Scanner<P::Chain, P::Store>,
-        chain: bitcoin::Network,
-        signer: P::Enclave,
+        address_network: bitcoin::Network,
+        enclave: P::Enclave,
         link: P::Link,
         clock: P::Clock,
         metrics: ProcessorMetrics,
@@ -290,8 +290,8 @@ impl<P: Parts> Processor<P> {
         metrics.link_halted.set(0);
         Processor {
             scanner,
-            chain,
-            signer,
+            address_network,
+            enclave,
             link,
             clock,
             metrics,
@@ -491,7 +491,7 @@ impl<P: Parts> Processor<P> {
         changes: &mut ProcessorChanges,
     ) -> Result<Handled, ProcessorError> {
         match message {
-            CoordinatorMessage::KeyGen(message) => match self.signer.key_gen(&message).await {
+            CoordinatorMessage::KeyGen(message) => match self.enclave.key_gen(&message).await {
                 Ok(out) => Ok(Handled::Done(
                     out.into_iter().map(ProcessorMessage::KeyGen).collect(),
                 )),
@@ -509,7 +509,7 @@ impl<P: Parts> Processor<P> {
                 if !self.holds_batch_key(&id.key)? {
                     return Ok(self.not_ours("batch preprocesses"));
                 }
-                match self.signer.share_batch(&id, &preprocesses).await {
+                match self.enclave.share_batch(&id, &preprocesses).await {
                     Ok(share) => Ok(Handled::Done(vec![ProcessorMessage::Coordinator(
                         CoordinatorOut::BatchShare { id, share },
                     )])),
@@ -520,7 +520,7 @@ impl<P: Parts> Processor<P> {
                 if !self.holds_batch_key(&id.key)? {
                     return Ok(self.not_ours("batch shares"));
                 }
-                match self.signer.complete_batch(&id, &shares).await {
+                match self.enclave.complete_batch(&id, &shares).await {
                     Ok(signed) => Ok(Handled::Done(vec![ProcessorMessage::Substrate(
                         SubstrateOut::Update { batch: signed },
                     )])),
@@ -553,7 +553,7 @@ impl<P: Parts> Processor<P> {
             CoordinatorMessage::Substrate(Substrate::BatchIncluded {
                 batch: included,
                 attestation,
-            }) => match self.signer.batch_included(&included, &attestation).await {
+            }) => match self.enclave.batch_included(&included, &attestation).await {
                 Ok(()) => Ok(Handled::Done(Vec::new())),
                 Err(error) => self.refused(error, "batch included"),
             },
@@ -567,7 +567,7 @@ impl<P: Parts> Processor<P> {
                 if !self.holds(&acknowledged.key)? {
                     return Ok(self.not_ours("plans acknowledged"));
                 }
-                if let Err(error) = self.signer.acknowledge_plans(&acknowledged).await {
+                if let Err(error) = self.enclave.acknowledge_plans(&acknowledged).await {
                     return self.refused(error, "plans acknowledged");
                 }
                 let mut out = Vec::new();
@@ -587,7 +587,7 @@ impl<P: Parts> Processor<P> {
                 if !self.holds(&id.key)? {
                     return Ok(self.not_ours("plan preprocesses"));
                 }
-                match self.signer.share_plan(&id, &preprocesses).await {
+                match self.enclave.share_plan(&id, &preprocesses).await {
                     Ok(share) => Ok(Handled::Done(vec![ProcessorMessage::Sign(
                         SignOut::Share { id, share },
                     )])),
@@ -598,21 +598,19 @@ impl<P: Parts> Processor<P> {
                 if !self.holds(&id.key)? {
                     return Ok(self.not_ours("plan shares"));
                 }
-                let transaction = match self.signer.complete_plan(&id, &shares).await {
+                let transaction = match self.enclave.complete_plan(&id, &shares).await {
                     Ok(transaction) => transaction,
                     Err(error) => return self.refused(error, "plan completion"),
                 };
                 let bytes = bitcoin::consensus::serialize(&transaction);
                 let height = self.scanner.network().latest_height()?;
-                // A plan that settled meanwhile (a peer's transaction was final first) has
-                // nothing left to publish.
-                if self.scanner.store().outcome(&id.id)?.is_none() {
-                    changes.signed.push(Unsettled {
-                        plan: id.id,
-                        signed_at: height,
-                        transaction: bytes.clone(),
-                    });
-                }
+                // The store leaves it out if the plan settled meanwhile (a peer's transaction
+                // was final first): nothing is left to publish then.
+                changes.signed.push(Unsettled {
+                    plan: id.id,
+                    signed_at: height,
+                    transaction: bytes.clone(),
+                });
                 if let Err(error) = self.scanner.network().publish(&bytes) {
                     tracing::warn!(%error, "publishing failed; will retry");
                 }
@@ -671,7 +669,7 @@ impl<P: Parts> Processor<P> {
         let Some(activation) = activation else {
             return Ok(Handled::Wait);
         };
-        if let Err(error) = self.signer.confirm_key_pair(set, &key_pair).await {
+        if let Err(error) = self.enclave.confirm_key_pair(set, &key_pair).await {
             return self.refused(error, "confirm key pair");
         }
         self.scanner.add_key_in(changes, &key_pair, activation)?;
@@ -754,7 +752,7 @@ impl<P: Parts> Processor<P> {
         );
         let mut payments = Vec::new();
         for burn in burns {
-            match payment_for_burn(burn, self.chain) {
+            match payment_for_burn(burn, self.address_network) {
                 Ok(payment) => payments.push(payment),
                 Err(error) => {
                     tracing::warn!(%error, amount = burn.amount.to_sat(), "burn to an address we cannot pay; dropped, its value kept");
@@ -853,7 +851,7 @@ impl<P: Parts> Processor<P> {
             tracing::warn!(plan = %hex::encode(id.id.as_bytes()), "no such plan; not signed");
             return Ok(None);
         };
-        match self.signer.preprocess_plan(&id, &plan).await {
+        match self.enclave.preprocess_plan(&id, &plan).await {
             Ok(preprocess) => Ok(Some(ProcessorMessage::Sign(SignOut::Preprocess {
                 id,
                 preprocess,
@@ -882,7 +880,7 @@ impl<P: Parts> Processor<P> {
         id: BatchSignId,
         batch: &Batch,
     ) -> Result<ProcessorMessage, EnclaveError> {
-        let preprocess = self.signer.preprocess_batch(&id, batch).await?;
+        let preprocess = self.enclave.preprocess_batch(&id, batch).await?;
         Ok(ProcessorMessage::Coordinator(
             CoordinatorOut::BatchPreprocess {
                 id,

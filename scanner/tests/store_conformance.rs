@@ -255,8 +255,11 @@ fn ops() -> impl Strategy<Value = (Vec<Op>, Vec<NetworkKey>)> {
 }
 
 /// Every read the scanner and the processor make, for the ids the operations can touch.
-fn reads<S: ProcessorStore>(store: &S, keys: &[NetworkKey]) -> String {
+fn reads<S: ProcessorStore>(store: &S, keys: &[NetworkKey], plans: &[PlanId]) -> String {
     let mut seen = Vec::new();
+    for plan in plans {
+        seen.push(format!("plan {plan:?}: {:?}", store.plan(plan).unwrap()));
+    }
     seen.push(format!(
         "handled {:?}, outbox {:?}, batch key {:?}, next to sign {:?}, Serai block {:?}",
         store.last_handled().unwrap(),
@@ -338,20 +341,33 @@ proptest! {
 
     #[test]
     fn both_stores_answer_alike_after_every_change((ops, keys) in ops()) {
+        let plans: Vec<PlanId> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Commit(changes) => Some(changes.plans.iter().map(|plan| plan.id())),
+                _ => None,
+            })
+            .flatten()
+            .collect();
         let dir = tempfile::tempdir().unwrap();
         let rocks = Db::open(dir.path()).unwrap();
         let memory = MemoryStore::new();
-        prop_assert_eq!(reads(&rocks, &keys), reads(&memory, &keys));
+        prop_assert_eq!(reads(&rocks, &keys, &plans), reads(&memory, &keys, &plans));
         for op in &ops {
             run(&rocks, op);
             run(&memory, op);
-            prop_assert_eq!(reads(&rocks, &keys), reads(&memory, &keys), "after {:?}", op);
+            prop_assert_eq!(
+                reads(&rocks, &keys, &plans),
+                reads(&memory, &keys, &plans),
+                "after {:?}",
+                op
+            );
         }
         // And what RocksDB answers survives closing and reopening it.
-        let before = reads(&rocks, &keys);
+        let before = reads(&rocks, &keys, &plans);
         drop(rocks);
         let reopened = Db::open(dir.path()).unwrap();
-        prop_assert_eq!(reads(&reopened, &keys), before);
+        prop_assert_eq!(reads(&reopened, &keys, &plans), before);
     }
 }
 
@@ -413,5 +429,73 @@ fn shared_inputs_outcomes_and_outbox_ids_behave_alike() {
         let ids: Vec<u64> = store.outbox().unwrap().iter().map(|e| e.id.0).collect();
         assert_eq!(ids, vec![2, 3], "ids go on after a delivery, never reused");
     }
-    assert_eq!(reads(&rocks, &[key]), reads(&memory, &[key]));
+    assert_eq!(reads(&rocks, &[key], &[]), reads(&memory, &[key], &[]));
+}
+
+/// A signed transaction is kept only for a plan that has not settled: not when the commit
+/// that records it also settles the plan, nor when the plan settled earlier.
+#[test]
+fn a_settled_plans_signed_transaction_is_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let rocks = Db::open(dir.path()).unwrap();
+    let memory = MemoryStore::new();
+    let key = NetworkKey::from_slice(&[2; 33]).unwrap();
+    let eventuality = |plan: u8| Eventuality {
+        plan: pool_plan(plan),
+        key,
+        inputs: vec![pool_output(plan)],
+        outputs: Vec::new(),
+    };
+    let signed = |plan: u8| Unsettled {
+        plan: pool_plan(plan),
+        signed_at: 7,
+        transaction: vec![plan; 10],
+    };
+    let settled = Outcome::Completed(TransactionId([9; 32]));
+    for store in [&rocks as &dyn ProcessorStoreObject, &memory] {
+        store.commit(&ProcessorChanges {
+            scan: ScanChanges {
+                eventualities: vec![eventuality(0), eventuality(1), eventuality(2)],
+                ..ScanChanges::default()
+            },
+            ..ProcessorChanges::default()
+        });
+        // Plan 0 settles in the same commit that records its signed transaction.
+        store.commit(&ProcessorChanges {
+            scan: ScanChanges {
+                outcomes: vec![(eventuality(0), settled)],
+                ..ScanChanges::default()
+            },
+            signed: vec![signed(0), signed(1)],
+            ..ProcessorChanges::default()
+        });
+        // Plan 2 settled before its signed transaction arrives.
+        store.commit(&ProcessorChanges {
+            scan: ScanChanges {
+                outcomes: vec![(eventuality(2), settled)],
+                ..ScanChanges::default()
+            },
+            ..ProcessorChanges::default()
+        });
+        store.commit(&ProcessorChanges {
+            signed: vec![signed(2)],
+            ..ProcessorChanges::default()
+        });
+        assert_eq!(store.unsettled(), vec![signed(1)]);
+    }
+}
+
+/// What the fixed cases need of either store, as one object.
+trait ProcessorStoreObject {
+    fn commit(&self, changes: &ProcessorChanges);
+    fn unsettled(&self) -> Vec<Unsettled>;
+}
+
+impl<S: ProcessorStore> ProcessorStoreObject for S {
+    fn commit(&self, changes: &ProcessorChanges) {
+        self.commit_changes(changes).unwrap();
+    }
+    fn unsettled(&self) -> Vec<Unsettled> {
+        ProcessorStore::unsettled(self).unwrap()
+    }
 }

@@ -7,7 +7,7 @@
 
 use std::{
     cell::{Cell, RefCell},
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     rc::Rc,
 };
 
@@ -44,6 +44,9 @@ pub struct Chain {
     pub mempool: Vec<Transaction>,
     /// The fee rate blocks pay now, sat/vB.
     pub market: u64,
+    /// Outputs outside the simulation that depositors spend (their own coins): they exist,
+    /// so a deposit reorganized out comes back from the mempool unless it was double-spent.
+    pub external: BTreeSet<OutPoint>,
     /// The index of `blocks` and `mempool`, built when first read after a change.
     index: RefCell<Option<Rc<Index>>>,
 }
@@ -99,7 +102,11 @@ impl Chain {
     /// Mines a block holding `deposits` and every mempool transaction whose inputs exist.
     pub fn mine(&mut self, rng: &mut Rng, deposits: Vec<Transaction>) {
         self.index.replace(None);
-        let mut created: BTreeMap<OutPoint, ()> = BTreeMap::new();
+        let mut created: BTreeMap<OutPoint, ()> = self
+            .external
+            .iter()
+            .map(|outpoint| (*outpoint, ()))
+            .collect();
         for block in &self.blocks {
             for transaction in &block.transactions {
                 add_outputs(&mut created, transaction);
@@ -172,7 +179,9 @@ impl Chain {
             return Ok(());
         }
         for input in &transaction.input {
-            if !index.created.contains_key(&input.previous_output) {
+            if !index.created.contains_key(&input.previous_output)
+                && !self.external.contains(&input.previous_output)
+            {
                 return Err(NetworkError::Refused("missing inputs".into()));
             }
             if index.spent.contains_key(&input.previous_output) {
@@ -184,14 +193,15 @@ impl Chain {
         Ok(())
     }
 
-    /// How many outputs of the best chain pay `script`.
-    pub fn payments_to(&self, script: &ScriptBuf) -> usize {
+    /// The amounts of the best chain's outputs paying `script`.
+    pub fn payments_to(&self, script: &ScriptBuf) -> Vec<u64> {
         self.blocks
             .iter()
             .flat_map(|block| block.transactions.iter())
             .flat_map(|transaction| transaction.output.iter())
             .filter(|output| output.script_pubkey == *script)
-            .count()
+            .map(|output| output.value.to_sat())
+            .collect()
     }
 
     /// The best chain's block at `height`, as a node gives it.

@@ -510,9 +510,17 @@ impl Coordinator {
                     }
                 }
             }
-            ProcessorMessage::Sign(SignOut::Completed { id, .. }) => {
-                self.serai.completed.insert(id);
+            ProcessorMessage::Sign(SignOut::Completed { key, id, tx }) => {
                 self.plan_rounds.remove(&id);
+                if self.serai.completed.insert(id) {
+                    // The other processors hear of it, and check it on their own nodes.
+                    let message = CoordinatorMessage::Sign(SignIn::Completed { key, id, tx });
+                    for other in self.validators.clone() {
+                        if other != validator {
+                            self.push(other, message.clone());
+                        }
+                    }
+                }
             }
             ProcessorMessage::KeyGen(_) => {}
         }
@@ -611,6 +619,22 @@ impl Coordinator {
                 attestation,
             }),
         ));
+    }
+
+    /// Validators that have not acked a message visible to them for more than `age` steps:
+    /// the system never stops (an empty Batch every few blocks), so the newest messages are
+    /// always in flight.
+    pub fn unacked(&self, age: u64) -> Vec<Participant> {
+        self.queues
+            .iter()
+            .filter(|(validator, queue)| {
+                let acked = self.acked.get(validator).copied().unwrap_or(0);
+                queue.iter().any(|queued| {
+                    queued.envelope.id.0 > acked && queued.visible_at.saturating_add(age) < self.now
+                })
+            })
+            .map(|(validator, _)| *validator)
+            .collect()
     }
 
     /// Plans attested and not reported completed.

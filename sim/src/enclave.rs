@@ -36,6 +36,8 @@ use signer_enclave::{
 };
 use zeroize::Zeroizing;
 
+use crate::rng::Rng;
+
 /// What an enclave produced, kept across its crashes.
 #[derive(Debug, Default)]
 pub struct EnclaveLog {
@@ -72,6 +74,10 @@ pub struct SimEnclave {
     enclave: RefCell<Option<Enclave>>,
     /// Unreachable while set.
     pub down: Cell<bool>,
+    /// Per mille of calls that do their work but whose answer is lost (the caller sees a
+    /// timeout and asks again).
+    pub lost_replies: Cell<u64>,
+    rng: RefCell<Rng>,
     /// What it produced.
     pub log: RefCell<EnclaveLog>,
 }
@@ -82,7 +88,8 @@ pub struct SetupError(pub String);
 
 impl SimEnclave {
     /// Provisions an enclave in `dir` trusting `coordinator`, holding `keys` (generated, not
-    /// yet confirmed: the coordinator's `ConfirmKeyPair` confirms them), and opens it.
+    /// yet confirmed: the coordinator's `ConfirmKeyPair` confirms them), and opens it; `rng`
+    /// decides which answers are lost.
     ///
     /// # Errors
     /// The database or sealing failed.
@@ -92,6 +99,7 @@ impl SimEnclave {
         set: ValidatorSet,
         pair: KeyPair,
         keys: &GeneratedKeys,
+        rng: Rng,
     ) -> Result<Self, SetupError> {
         let failed = |error: &dyn std::fmt::Display| SetupError(error.to_string());
         let custody = Rc::new(MemoryCustody::default());
@@ -106,6 +114,8 @@ impl SimEnclave {
             custody,
             enclave: RefCell::new(None),
             down: Cell::new(false),
+            lost_replies: Cell::new(0),
+            rng: RefCell::new(rng),
             log: RefCell::new(EnclaveLog::default()),
         };
         enclave.open(db)?;
@@ -152,6 +162,14 @@ impl SimEnclave {
             detail: refused.detail,
         })
     }
+
+    /// The answer of a call that did its work, unless it is lost on the way.
+    fn answer<T>(&self, answer: Result<T, EnclaveError>) -> Result<T, EnclaveError> {
+        if answer.is_ok() && self.rng.borrow_mut().chance(self.lost_replies.get()) {
+            return Err(EnclaveError::Timeout(Duration::from_secs(30)));
+        }
+        answer
+    }
 }
 
 /// The processor's handle on its enclave.
@@ -163,7 +181,8 @@ impl EnclaveCalls for EnclaveHandle {
         &self,
         message: &key_gen::CoordinatorMessage,
     ) -> Result<Vec<key_gen::ProcessorMessage>, EnclaveError> {
-        self.0.call(|enclave| enclave.key_gen(message.clone()))
+        self.0
+            .answer(self.0.call(|enclave| enclave.key_gen(message.clone())))
     }
 
     async fn confirm_key_pair(
@@ -171,15 +190,18 @@ impl EnclaveCalls for EnclaveHandle {
         set: ValidatorSet,
         pair: &KeyPair,
     ) -> Result<(), EnclaveError> {
-        self.0.call(|enclave| enclave.confirm_key_pair(set, *pair))
+        self.0
+            .answer(self.0.call(|enclave| enclave.confirm_key_pair(set, *pair)))
     }
 
     async fn acknowledge_plans(
         &self,
         acknowledged: &PlansAcknowledged,
     ) -> Result<(), EnclaveError> {
-        self.0
-            .call(|enclave| enclave.acknowledge_plans(acknowledged))
+        self.0.answer(
+            self.0
+                .call(|enclave| enclave.acknowledge_plans(acknowledged)),
+        )
     }
 
     async fn preprocess_plan(&self, id: &PlanSignId, plan: &Plan) -> Result<Vec<u8>, EnclaveError> {
@@ -189,7 +211,7 @@ impl EnclaveCalls for EnclaveHandle {
             .borrow_mut()
             .preprocesses
             .push((format!("plan {id:?}"), preprocess.clone()));
-        Ok(preprocess)
+        self.0.answer(Ok(preprocess))
     }
 
     async fn share_plan(
@@ -197,7 +219,8 @@ impl EnclaveCalls for EnclaveHandle {
         id: &PlanSignId,
         preprocesses: &ParticipantMap,
     ) -> Result<Vec<u8>, EnclaveError> {
-        self.0.call(|enclave| enclave.share_plan(id, preprocesses))
+        self.0
+            .answer(self.0.call(|enclave| enclave.share_plan(id, preprocesses)))
     }
 
     async fn complete_plan(
@@ -213,7 +236,7 @@ impl EnclaveCalls for EnclaveHandle {
             .borrow_mut()
             .completed
             .push((id.id, transaction.clone()));
-        Ok(transaction)
+        self.0.answer(Ok(transaction))
     }
 
     async fn preprocess_batch(
@@ -229,7 +252,7 @@ impl EnclaveCalls for EnclaveHandle {
             .borrow_mut()
             .preprocesses
             .push((format!("batch {id:?}"), preprocess.clone()));
-        Ok(preprocess)
+        self.0.answer(Ok(preprocess))
     }
 
     async fn share_batch(
@@ -237,7 +260,8 @@ impl EnclaveCalls for EnclaveHandle {
         id: &BatchSignId,
         preprocesses: &ParticipantMap,
     ) -> Result<Vec<u8>, EnclaveError> {
-        self.0.call(|enclave| enclave.share_batch(id, preprocesses))
+        self.0
+            .answer(self.0.call(|enclave| enclave.share_batch(id, preprocesses)))
     }
 
     async fn complete_batch(
@@ -247,7 +271,7 @@ impl EnclaveCalls for EnclaveHandle {
     ) -> Result<SignedBatch, EnclaveError> {
         let signed = self.0.call(|enclave| enclave.complete_batch(id, shares))?;
         self.0.log.borrow_mut().batches.push(signed.clone());
-        Ok(signed)
+        self.0.answer(Ok(signed))
     }
 
     async fn batch_included(
@@ -255,7 +279,9 @@ impl EnclaveCalls for EnclaveHandle {
         signed: &SignedBatch,
         attestation: &Attestation,
     ) -> Result<(), EnclaveError> {
-        self.0
-            .call(|enclave| enclave.batch_included(signed, attestation))
+        self.0.answer(
+            self.0
+                .call(|enclave| enclave.batch_included(signed, attestation)),
+        )
     }
 }

@@ -71,6 +71,8 @@ pub const T: u16 = 3;
 pub const N: u16 = 4;
 /// Valid burns of at least this much must be paid by the end of a run.
 pub const PAYABLE: u64 = 50_000;
+/// Steps a visible coordinator message may stay unacked once every part is up.
+pub const UNACKED_STEPS: u64 = 20;
 
 /// What a run does.
 #[derive(Clone, Debug)]
@@ -112,6 +114,8 @@ pub struct Report {
     pub faults: (u64, u64, u64, u64),
     /// Plans attested but not reported completed at the end.
     pub open_plans: u64,
+    /// The final chain's tip: two runs of a seed end on the same chain.
+    pub tip: String,
 }
 
 /// A run that broke an invariant or panicked.
@@ -241,6 +245,7 @@ struct World {
 #[derive(Clone, Copy, Debug)]
 struct Rates {
     crash: u64,
+    lost_replies: u64,
     enclave: u64,
     node: u64,
     link: u64,
@@ -292,6 +297,7 @@ impl World {
             coordinator.faults.lost_acks = rng.below(100);
             Rates {
                 crash: rng.below(40),
+                lost_replies: rng.below(40),
                 enclave: rng.below(25),
                 node: rng.below(25),
                 link: rng.below(25),
@@ -303,6 +309,7 @@ impl World {
         } else {
             Rates {
                 crash: 0,
+                lost_replies: 0,
                 enclave: 0,
                 node: 0,
                 link: 0,
@@ -329,8 +336,10 @@ impl World {
                 set,
                 pair,
                 generated,
+                Rng::new(rng.next_u64()),
             )
             .map_err(|error| error.0)?;
+            enclave.lost_replies.set(rates.lost_replies);
             validators.push(Validator {
                 participant: *participant,
                 processor: None,
@@ -438,6 +447,13 @@ impl World {
         self.report.batches = coordinator.serai.included.len() as u64;
         self.report.plans = coordinator.serai.attested.len() as u64;
         self.report.open_plans = coordinator.open_plans() as u64;
+        self.report.tip = self
+            .chain
+            .borrow()
+            .blocks
+            .last()
+            .map(|block| hex(&block.hash))
+            .unwrap_or_default();
         Ok(self.report.clone())
     }
 
@@ -488,6 +504,7 @@ impl World {
                 validator.enclave_down_for = 0;
                 validator.node_down_for = 0;
                 validator.link_down_for = 0;
+                validator.enclave.lost_replies.set(0);
             }
             self.start(index)?;
         }
@@ -547,21 +564,15 @@ impl World {
             self.chain.borrow_mut().mine(&mut self.rng, deposits);
         }
         if self.rng.chance(rates.burn) {
-            let available = {
-                let coordinator = self.coordinator.borrow();
-                coordinator
-                    .serai
-                    .credited
-                    .saturating_sub(coordinator.serai.burned)
-            };
             for _ in 0..self.rng.between(1, 3) {
-                let spendable = self
-                    .coordinator
-                    .borrow()
-                    .serai
-                    .credited
-                    .saturating_sub(self.coordinator.borrow().serai.burned);
-                if spendable < PAYABLE * 4 || available < PAYABLE * 4 {
+                let spendable = {
+                    let coordinator = self.coordinator.borrow();
+                    coordinator
+                        .serai
+                        .credited
+                        .saturating_sub(coordinator.serai.burned)
+                };
+                if spendable < PAYABLE * 4 {
                     break;
                 }
                 self.burn(spendable)?;
@@ -604,14 +615,16 @@ impl World {
                 script_pubkey: script.into_script(),
             });
         }
+        let funds = OutPoint {
+            txid: Txid::from_byte_array(self.rng.bytes32()),
+            vout: 0,
+        };
+        self.chain.borrow_mut().external.insert(funds);
         let transaction = Transaction {
             version: Version::TWO,
             lock_time: LockTime::ZERO,
             input: vec![TxIn {
-                previous_output: OutPoint {
-                    txid: Txid::from_byte_array(self.rng.bytes32()),
-                    vout: 0,
-                },
+                previous_output: funds,
                 script_sig: ScriptBuf::new(),
                 sequence: Sequence::MAX,
                 witness: Witness::new(),
@@ -721,6 +734,12 @@ impl World {
                 if error.halts_link() {
                     return Err(format!("validator {participant:?}'s link halted: {error}"));
                 }
+                // With every fault off, nothing may fail: an error then is a stuck processor.
+                if !traffic {
+                    return Err(format!(
+                        "validator {participant:?}'s step failed with every part up: {error}"
+                    ));
+                }
             }
             if crash_mid_step {
                 self.crash(index, 0);
@@ -772,8 +791,15 @@ impl World {
         let chain = self.chain.borrow();
         for burn in &self.burns {
             if let Some(script) = &burn.script {
-                if chain.payments_to(script) > 1 {
+                let paid = chain.payments_to(script);
+                if paid.len() > 1 {
                     return Err(format!("a burn of {} sats was paid twice", burn.amount));
+                }
+                if paid.iter().any(|amount| *amount > burn.amount) {
+                    return Err(format!(
+                        "a burn of {} sats was paid {paid:?}: more than burned",
+                        burn.amount
+                    ));
                 }
             }
         }
@@ -789,7 +815,8 @@ impl World {
                 ));
             }
         }
-        // Every validator built the same Batches.
+        // Every validator built the same Batches, each under ids consecutive from 0; every
+        // enclave signed only Batches the validators built, so never two under one id.
         let mut built: BTreeMap<u32, schema::batch::Batch> = BTreeMap::new();
         for validator in &self.validators {
             let store = match (&validator.processor, &validator.store) {
@@ -797,10 +824,20 @@ impl World {
                 (None, Some(store)) => store,
                 (None, None) => continue,
             };
-            for batch in store
+            let batches = store
                 .batches_from(schema::ids::BatchId(0))
-                .map_err(failed)?
+                .map_err(failed)?;
+            if batches
+                .iter()
+                .zip(0u32..)
+                .any(|(batch, expected)| batch.id.0 != expected)
             {
+                return Err(format!(
+                    "validator {:?}'s Batch ids are not consecutive from 0",
+                    validator.participant
+                ));
+            }
+            for batch in batches {
                 let earlier = built.entry(batch.id.0).or_insert_with(|| batch.clone());
                 if *earlier != batch {
                     return Err(format!(
@@ -810,21 +847,27 @@ impl World {
                 }
             }
         }
-        // Batch ids are consecutive from 0.
-        if built
-            .keys()
-            .zip(0u32..)
-            .any(|(id, expected)| *id != expected)
-        {
-            return Err(format!("Batch ids are not consecutive: {:?}", built.keys()));
+        for validator in &self.validators {
+            for signed in &validator.enclave.log.borrow().batches {
+                if built.get(&signed.batch.id.0) != Some(&signed.batch) {
+                    return Err(format!(
+                        "validator {:?}'s enclave signed a Batch {} no validator built",
+                        validator.participant, signed.batch.id.0
+                    ));
+                }
+            }
         }
         Ok(())
     }
 
-    /// Whether the run has settled: nothing left to sign, every payable burn paid.
+    /// Whether the run has settled: nothing left to sign, every payable burn paid, every
+    /// message handled.
     fn settled(&self) -> Result<bool, String> {
         let coordinator = self.coordinator.borrow();
-        if coordinator.open_plans() > 0 || !coordinator.serai.pending_burns.is_empty() {
+        if coordinator.open_plans() > 0
+            || !coordinator.serai.pending_burns.is_empty()
+            || !coordinator.unacked(UNACKED_STEPS).is_empty()
+        {
             return Ok(false);
         }
         let chain = self.chain.borrow();
@@ -838,7 +881,7 @@ impl World {
             .filter(|burn| {
                 burn.script
                     .as_ref()
-                    .is_some_and(|script| chain.payments_to(script) != 1)
+                    .is_some_and(|script| chain.payments_to(script).len() != 1)
             })
             .collect()
     }
@@ -858,6 +901,12 @@ impl World {
                 coordinator.serai.burned,
             ));
         }
+        let unacked = coordinator.unacked(UNACKED_STEPS);
+        if !unacked.is_empty() {
+            return Err(format!(
+                "validators {unacked:?} left a coordinator message unhandled for {UNACKED_STEPS} steps after the drain"
+            ));
+        }
         self.report.burns = (
             self.burns.len() as u64,
             self.burns
@@ -865,7 +914,7 @@ impl World {
                 .filter(|burn| {
                     burn.script
                         .as_ref()
-                        .is_some_and(|script| chain.payments_to(script) == 1)
+                        .is_some_and(|script| chain.payments_to(script).len() == 1)
                 })
                 .count() as u64,
         );

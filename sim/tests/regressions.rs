@@ -6,12 +6,16 @@
 use processor_sim::{run, Config};
 
 /// (seed, what it found).
-const REGRESSIONS: &[(u64, &str)] = &[(
-    18,
-    "a coordinator restart sends Serai block 5 again under new message ids; a processor that \
-     handled a Serai block at its last number again scheduled its burns twice (found with the \
-     stale-block refusal removed from `Processor::substrate_block`)",
-)];
+const REGRESSIONS: &[(u64, &str)] = &[
+    (
+        1,
+        "a coordinator restart sends Serai block 21 again under new message ids; a processor \
+         that handled a Serai block at its last number again scheduled its burns twice, and \
+         the validators' acknowledgements of it differed (found with the stale-block refusal \
+         removed from `Processor::substrate_block`)",
+    ),
+    (24, "the same, at Serai block 9, within 23 steps"),
+];
 
 #[test]
 fn every_regression_seed_runs_clean() {

@@ -15,6 +15,7 @@ use schema::{
     keys::{BatchKey, NetworkKey},
     messages::ProcessorEnvelope,
     plan::{OutputId, Plan},
+    wire,
 };
 
 use super::{ProcessorChanges, ProcessorStore, ScanChanges, ScanStore, ScanView};
@@ -109,6 +110,24 @@ impl MemoryStore {
     }
 }
 
+/// Refuses what the RocksDB store could not encode (a Batch, plan or message over its size
+/// limit), before anything is applied, as RocksDB's commit would fail.
+fn encodable(scan: &ScanChanges, plans: &[Plan]) -> Result<(), DbError> {
+    for batch in &scan.batches {
+        wire::encode(batch)?;
+    }
+    for plan in plans {
+        wire::encode(plan)?;
+    }
+    for message in &scan.outbox {
+        wire::encode(&ProcessorEnvelope {
+            id: MessageId(0),
+            message: message.clone(),
+        })?;
+    }
+    Ok(())
+}
+
 impl State {
     fn apply(&mut self, changes: &ScanChanges) {
         if let Some((height, hash)) = changes.block {
@@ -169,6 +188,11 @@ impl State {
     }
 
     fn commit(&mut self, changes: &ProcessorChanges) {
+        for signed in &changes.signed {
+            if !self.outcomes.contains_key(&signed.plan) {
+                self.signed.insert(signed.plan, signed.clone());
+            }
+        }
         self.apply(&changes.scan);
         if let Some(id) = changes.handled {
             self.last_handled = id.0;
@@ -199,9 +223,6 @@ impl State {
         }
         for plan in &changes.plans {
             self.plans.insert(plan.id(), plan.clone());
-        }
-        for signed in &changes.signed {
-            self.signed.insert(signed.plan, signed.clone());
         }
     }
 }
@@ -268,6 +289,7 @@ impl ScanView for MemoryStore {
 
 impl ScanStore for MemoryStore {
     fn apply(&self, changes: &ScanChanges) -> Result<(), DbError> {
+        encodable(changes, &[])?;
         self.write_allowed()?;
         self.state().apply(changes);
         Ok(())
@@ -334,6 +356,7 @@ impl ProcessorStore for MemoryStore {
     }
 
     fn commit_changes(&self, changes: &ProcessorChanges) -> Result<(), DbError> {
+        encodable(&changes.scan, &changes.plans)?;
         self.write_allowed()?;
         self.state().commit(changes);
         Ok(())

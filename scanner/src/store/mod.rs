@@ -118,13 +118,6 @@ pub struct ScanChanges {
     pub outbox: Vec<ProcessorMessage>,
 }
 
-impl ScanChanges {
-    /// Whether applying it would change nothing.
-    pub fn is_empty(&self) -> bool {
-        *self == ScanChanges::default()
-    }
-}
-
 /// Scanning's state: read, and changed one `ScanChanges` at a time.
 pub trait ScanStore: ScanView {
     /// Applies `changes` atomically and durably: after a crash, all of them or none.
@@ -162,7 +155,8 @@ pub struct ProcessorChanges {
     pub last_serai_block: Option<SeraiBlockNumber>,
     /// Plans made.
     pub plans: Vec<Plan>,
-    /// Signed transactions to publish until their plans settle.
+    /// Signed transactions to publish until their plans settle (left out for a plan settled
+    /// already).
     pub signed: Vec<Unsettled>,
 }
 
@@ -234,8 +228,10 @@ pub trait ProcessorStore: ScanStore {
     /// As `last_handled`.
     fn unsettled(&self) -> Result<Vec<Unsettled>, DbError>;
 
-    /// Commits `changes` atomically and durably: scanning's share first (so an outcome
-    /// settles before a signed transaction is recorded), then the rest.
+    /// Commits `changes` atomically and durably. A signed transaction is kept only for a plan
+    /// that has not settled, before or in this commit: it is recorded first, then scanning's
+    /// share (whose outcomes delete the signed transactions of the plans they settle), then
+    /// the rest.
     ///
     /// # Errors
     /// The store failed; nothing was committed.

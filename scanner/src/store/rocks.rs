@@ -23,11 +23,16 @@ use crate::{
 
 impl Db {
     /// Adds `changes` to `write`, in the order `ScanStore::apply` defines: eventualities are
-    /// registered before outcomes close them.
+    /// registered before outcomes close them. One call per write batch: the outbox's next id
+    /// is read from the database, not from the batch.
     ///
     /// # Errors
     /// A record does not encode, or RocksDB failed reading the outbox's next id.
-    pub fn stage(&self, write: &mut WriteBatch, changes: &ScanChanges) -> Result<(), DbError> {
+    pub(crate) fn stage(
+        &self,
+        write: &mut WriteBatch,
+        changes: &ScanChanges,
+    ) -> Result<(), DbError> {
         if let Some((height, hash)) = &changes.block {
             self.put_block_hash(write, *height, hash)?;
         }
@@ -57,15 +62,23 @@ impl Db {
         Ok(())
     }
 
-    /// Adds `changes` to `write`, scanning's share first.
+    /// Adds `changes` to `write`, in the order `ProcessorStore::commit_changes` defines: signed
+    /// transactions of plans not settled yet first, then scanning's share (whose outcomes
+    /// delete a settled plan's signed transaction), then the rest. One call per write batch:
+    /// the outbox's next id is read from the database, not from the batch.
     ///
     /// # Errors
     /// As `stage`.
-    pub fn stage_processor(
+    fn stage_processor(
         &self,
         write: &mut WriteBatch,
         changes: &ProcessorChanges,
     ) -> Result<(), DbError> {
+        for signed in &changes.signed {
+            if self.outcome(&signed.plan)?.is_none() {
+                self.put_signed(write, &signed.plan, signed.signed_at, &signed.transaction)?;
+            }
+        }
         self.stage(write, &changes.scan)?;
         if let Some(id) = changes.handled {
             self.put_handled(write, id)?;
@@ -93,9 +106,6 @@ impl Db {
         }
         for plan in &changes.plans {
             self.put_plan(write, plan)?;
-        }
-        for signed in &changes.signed {
-            self.put_signed(write, &signed.plan, signed.signed_at, &signed.transaction)?;
         }
         Ok(())
     }
