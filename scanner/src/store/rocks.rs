@@ -1,6 +1,6 @@
-//! The RocksDB store: `Db` read through `ScanView`, and `ScanChanges` staged into one
-//! `WriteBatch`, so a caller handling a coordinator message can commit them with its own
-//! effects and its "handled" marker.
+//! The RocksDB store: `Db` read through `ScanView` and `ProcessorStore`, and each
+//! `ScanChanges` or `ProcessorChanges` staged into one `WriteBatch` and committed with a synced
+//! WAL: all of it or none.
 
 use rocksdb::WriteBatch;
 use schema::{
