@@ -8,7 +8,7 @@ use bitcoin::{consensus::encode::serialize_hex, Block, Transaction};
 use libfuzzer_sys::fuzz_target;
 use processor_fuzz::{key_scripts, network_key};
 use scanner::{
-    chain::bitcoin_core::{chain_block, chain_transaction},
+    chain::bitcoin_core::{chain_transaction, BitcoinBlock},
     chain::core_answers,
     scan::outputs::receive,
 };
@@ -40,9 +40,10 @@ fuzz_target!(|data: &[u8]| {
             hex.to_ascii_lowercase(),
             "a block decodes non-canonically"
         );
-        if let Ok(chain) = chain_block(1, &block) {
-            let _ = receive(&chain, &[(network_key(), key_scripts())]);
-        }
+        let _ = receive(
+            &BitcoinBlock::new(1, block),
+            &[(network_key(), key_scripts())],
+        );
     }
     if let Ok(transaction) = core_answers::consensus_hex::<Transaction>("getrawtransaction", &hex) {
         assert_eq!(

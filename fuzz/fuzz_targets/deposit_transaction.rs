@@ -1,30 +1,65 @@
 //! The InInstruction codec inside a real transaction, through the scanner's own path: a
 //! transaction paying our deposit script and carrying the fuzzed payload in `OP_RETURN` pushes
 //! (split where the first byte says), or (odd first byte) arbitrary consensus bytes as a
-//! transaction, is turned into the chain-neutral form and received. A deposit's instruction is
-//! exactly what its payload decodes to, and an undecodable one is counted, never reported.
+//! transaction, is received through the scanner's borrowed view of a block and through the
+//! owned chain-neutral form, which must agree. A deposit's instruction is exactly what its
+//! payload decodes to, and an undecodable one is counted, never reported.
 #![no_main]
 
 use bitcoin::{
-    absolute::LockTime, consensus, hashes::Hash, opcodes::all::OP_RETURN, script::Builder,
-    script::PushBytesBuf, transaction::Version, Amount, OutPoint, ScriptBuf, Sequence, Transaction,
-    TxIn, TxOut, Txid, Witness,
+    absolute::LockTime, block, block::Header, consensus, hashes::Hash, opcodes::all::OP_RETURN,
+    script::Builder, script::PushBytesBuf, transaction::Version, Amount, Block, BlockHash,
+    CompactTarget, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxMerkleNode, TxOut, Txid,
+    Witness,
 };
 use libfuzzer_sys::fuzz_target;
 use processor_fuzz::{key_scripts, network_key};
-use scanner::{chain::bitcoin_core::chain_transaction, chain::ChainBlock, scan::outputs::receive};
+use scanner::{
+    chain::bitcoin_core::{chain_transaction, BitcoinBlock},
+    chain::ChainBlock,
+    scan::outputs::{receive, Received},
+};
 use schema::{instruction::RefundableInInstruction, plan::OutputKind};
 
-fn receive_one(transaction: &Transaction) -> Option<scanner::scan::outputs::Received> {
-    let chain = chain_transaction(transaction).ok()?;
-    let block = ChainBlock {
-        height: 1,
-        hash: [0; 32],
-        parent: [0; 32],
-        time: 0,
-        transactions: vec![chain],
-    };
-    Some(receive(&block, &[(network_key(), key_scripts())]))
+/// Receives `transaction` in a block of its own, read both ways the scanner can read it: the
+/// borrowed view of the decoded block and the owned chain-neutral form. Both must read the
+/// same; the view alone refuses an impossible amount only on an output of ours.
+fn receive_one(transaction: &Transaction) -> Option<Received> {
+    let keys = [(network_key(), key_scripts())];
+    let block = BitcoinBlock::new(
+        1,
+        Block {
+            header: Header {
+                version: block::Version::TWO,
+                prev_blockhash: BlockHash::all_zeros(),
+                merkle_root: TxMerkleNode::all_zeros(),
+                time: 0,
+                bits: CompactTarget::from_consensus(0x207f_ffff),
+                nonce: 0,
+            },
+            txdata: vec![transaction.clone()],
+        },
+    );
+    let viewed = receive(&block, &keys);
+    let owned = chain_transaction(transaction).ok().map(|chain| {
+        let block = ChainBlock {
+            height: 1,
+            hash: [0; 32],
+            parent: [0; 32],
+            time: 0,
+            transactions: vec![chain],
+        };
+        receive(&block, &keys)
+    });
+    match (&viewed, owned) {
+        (Ok(viewed), Some(Ok(owned))) => assert_eq!(viewed, &owned, "the view and the owned form differ"),
+        (Ok(_), None) => {}
+        (Err(_), Some(_)) | (Ok(_), Some(Err(_))) => {
+            panic!("only the view refused the transaction's amounts")
+        }
+        (Err(_), None) => {}
+    }
+    viewed.ok()
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -35,6 +35,7 @@ impl OutputTyping for NoOutputs {
 
 impl Network for HostileNode {
     type Typing = NoOutputs;
+    type Block = ChainBlock;
 
     fn latest_height(&self) -> Result<u64, NetworkError> {
         Ok(u64::MAX)

@@ -287,6 +287,7 @@ impl SimNode {
 
 impl Network for SimNode {
     type Typing = KeyScripts;
+    type Block = ChainBlock;
 
     fn latest_height(&self) -> Result<u64, NetworkError> {
         self.up()?;

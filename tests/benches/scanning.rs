@@ -1,10 +1,7 @@
-//! How fast the scanner finalizes and scans blocks.
-//!
-//! 1. A mainnet-sized block (3,000 transactions, two inputs and two outputs each, about 1.3 MB)
-//!    held in memory: decoding it alone (`bitcoin` crate), against decoding plus the scanner's
-//!    work on it (chain-neutral form, output typing for one key, deposits' data).
-//! 2. A regtest chain on the real node (release `regtest-node`): blocks scanned per second
-//!    through Bitcoin Core's RPC, from a fresh database, every block with deposits.
+//! How fast the scanner catches up through a node: a regtest chain on the real node (release
+//! `regtest-node`), blocks scanned per second through Bitcoin Core's RPC from a fresh database,
+//! every block with deposits, against fetching the same blocks alone. (`scan_blocks` times one
+//! block's scan against its decoding.)
 //!
 //! Run: `cargo build --release --workspace --bins && cargo bench -p processor-tests --bench
 //! scanning`.
@@ -20,21 +17,12 @@
 
 use std::time::{Duration, Instant};
 
-use bitcoin::{
-    absolute::LockTime,
-    block::{Header, Version},
-    consensus,
-    hashes::Hash,
-    script::PushBytesBuf,
-    transaction, Amount, Block, BlockHash, CompactTarget, OutPoint, ScriptBuf, Sequence,
-    Transaction, TxIn, TxMerkleNode, TxOut, Txid, Witness,
-};
+use bitcoin::{script::PushBytesBuf, Amount, ScriptBuf, TxOut};
 use processor_tests::regtest::{harness::RegtestNode, wallet::TestWallet};
 use scanner::{
-    chain::bitcoin_core::{chain_block, BitcoinCore},
+    chain::bitcoin_core::BitcoinCore,
     chain::rpc::{Auth, CoreRpc, Retry},
     scan::metrics::ScannerMetrics,
-    scan::outputs::receive,
     scan::Scanner,
     store::db::Db,
 };
@@ -51,97 +39,6 @@ fn key() -> NetworkKey {
     let secp = bitcoin::secp256k1::Secp256k1::new();
     let secret = bitcoin::secp256k1::SecretKey::from_slice(&[0x21; 32]).unwrap();
     NetworkKey::from_slice(&secret.public_key(&secp).serialize()).unwrap()
-}
-
-fn mainnet_sized_block(ours: &ScriptBuf) -> Block {
-    let txdata: Vec<Transaction> = (0u32..3000)
-        .map(|index| {
-            let input = |vout| TxIn {
-                previous_output: OutPoint {
-                    txid: Txid::from_byte_array([(index % 251) as u8; 32]),
-                    vout,
-                },
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::from_slice(&[vec![0x30; 72], vec![0x02; 33]]),
-            };
-            let mut output = vec![
-                TxOut {
-                    value: Amount::from_sat(50_000 + u64::from(index)),
-                    script_pubkey: ScriptBuf::from_bytes(
-                        [&[0x00, 0x14][..], &[index as u8; 20]].concat(),
-                    ),
-                },
-                TxOut {
-                    value: Amount::from_sat(70_000),
-                    script_pubkey: ScriptBuf::from_bytes(
-                        [&[0x51, 0x20][..], &[(index >> 8) as u8; 32]].concat(),
-                    ),
-                },
-            ];
-            // One transaction in a hundred is a deposit to us.
-            if index % 100 == 0 {
-                output[1].script_pubkey = ours.clone();
-            }
-            Transaction {
-                version: transaction::Version::TWO,
-                lock_time: LockTime::ZERO,
-                input: vec![input(0), input(1)],
-                output,
-            }
-        })
-        .collect();
-    Block {
-        header: Header {
-            version: Version::TWO,
-            prev_blockhash: BlockHash::all_zeros(),
-            merkle_root: TxMerkleNode::all_zeros(),
-            time: 0,
-            bits: CompactTarget::from_consensus(0x207f_ffff),
-            nonce: 0,
-        },
-        txdata,
-    }
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn in_memory() {
-    let key = key();
-    let scripts = KeyScripts::derive(&key).unwrap();
-    let block = mainnet_sized_block(scripts.script(OutputKind::External));
-    let raw = consensus::serialize(&block);
-    let keys = [(key, &scripts)];
-    let runs = 30;
-    let mut decode = Vec::new();
-    let mut scan = Vec::new();
-    for _ in 0..runs {
-        let started = Instant::now();
-        let decoded: Block = consensus::deserialize(&raw).unwrap();
-        decode.push(started.elapsed());
-        std::hint::black_box(&decoded);
-
-        let started = Instant::now();
-        let decoded: Block = consensus::deserialize(&raw).unwrap();
-        let neutral = chain_block(1, &decoded).unwrap();
-        let received = receive(&neutral, &keys);
-        scan.push(started.elapsed());
-        assert_eq!(received.outputs.len(), 30);
-    }
-    let decode = median(decode);
-    let scan = median(scan);
-    println!(
-        "mainnet-sized block ({} tx, {} bytes): decode alone {:.2} ms ({:.0} blocks/s); decode + scan {:.2} ms ({:.0} blocks/s)",
-        block.txdata.len(),
-        raw.len(),
-        decode.as_secs_f64() * 1000.0,
-        1.0 / decode.as_secs_f64(),
-        scan.as_secs_f64() * 1000.0,
-        1.0 / scan.as_secs_f64(),
-    );
 }
 
 fn on_regtest() {
@@ -226,6 +123,5 @@ fn main() {
     if std::env::args().any(|arg| arg == "--list") {
         return;
     }
-    in_memory();
     on_regtest();
 }

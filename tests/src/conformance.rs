@@ -2,7 +2,7 @@
 //! chain: heights and parent links, blocks past the tip, typing of payments to each kind of a
 //! key's address (and not to others), deposit data, publishing (twice), fee estimates.
 
-use scanner::chain::{Network, NetworkError, OutputTyping};
+use scanner::chain::{BlockView, Network, NetworkError, OutputTyping, TransactionView};
 use schema::{hashes::TransactionId, keys::NetworkKey, plan::OutputKind, transaction::FeeRate};
 
 use crate::HarnessError;
@@ -64,12 +64,12 @@ pub fn check_network<N: Network>(
     for height in start + 1..=latest {
         let block = network.block(height).map_err(failed)?;
         let parent = network.block(height - 1).map_err(failed)?;
-        check(block.height == height, "a block knows its height")?;
+        check(block.height() == height, "a block knows its height")?;
         check(
-            block.parent == parent.hash,
+            block.parent() == parent.hash(),
             "each block's parent is the block below",
         )?;
-        check(!block.transactions.is_empty(), "a block has its coinbase")?;
+        check(!block.transactions().is_empty(), "a block has its coinbase")?;
     }
     check(
         matches!(network.block(latest + 1), Err(NetworkError::NoBlock(_))),
@@ -112,25 +112,39 @@ pub fn check_network<N: Network>(
         .block(network.latest_height().map_err(failed)?)
         .map_err(failed)?;
     let found = block
-        .transactions
+        .transactions()
         .iter()
-        .find(|transaction| transaction.id == id)
+        .find(|transaction| transaction.id() == id)
         .ok_or_else(|| failed("the payment is in the next block"))?;
+    let owned = found.to_chain().map_err(failed)?;
     check(
-        found.data.as_deref() == Some(&data[..]),
+        owned.id == id
+            && owned.inputs == found.spends().collect::<Vec<_>>()
+            && owned.data == found.data()
+            && owned
+                .outputs
+                .iter()
+                .map(|output| (output.script.as_slice(), output.amount.to_sat()))
+                .eq(found.outputs().map(|output| (output.script, output.value))),
+        "the block's view of a transaction and its owned form agree",
+    )?;
+    check(
+        found.data().as_deref() == Some(&data[..]),
         "the payment's data is read",
     )?;
     check(
-        found.outputs.iter().any(|output| {
-            ours.kind_of(&output.script) == Some(OutputKind::External)
-                && output.amount.to_sat() == 50_000
+        found.outputs().any(|output| {
+            ours.kind_of(output.script) == Some(OutputKind::External) && output.value == 50_000
         }),
         "the payment's output is ours, with its amount",
     )?;
-    check(!found.inputs.is_empty(), "a payment names what it spends")?;
+    check(
+        found.spends().next().is_some(),
+        "a payment names what it spends",
+    )?;
     check(
         network
-            .fee_rate_of(block.hash)
+            .fee_rate_of(block.hash())
             .map_err(failed)?
             .is_some_and(|rate| rate.0 > 0),
         "a block with a paying transaction has a median fee rate",
@@ -140,7 +154,8 @@ pub fn check_network<N: Network>(
         .block(network.latest_height().map_err(failed)?)
         .map_err(failed)?;
     check(
-        empty.transactions.len() == 1 && network.fee_rate_of(empty.hash).map_err(failed)?.is_none(),
+        empty.transactions().len() == 1
+            && network.fee_rate_of(empty.hash()).map_err(failed)?.is_none(),
         "a block of only its coinbase has no fee rate",
     )?;
     // Publishing a mined transaction still succeeds.

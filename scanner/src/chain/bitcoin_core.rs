@@ -17,7 +17,10 @@ use schema::{
 
 use crate::{
     chain::rpc::{CoreRpc, RpcError, RPC_INVALID_PARAMETER},
-    chain::{ChainBlock, ChainOutput, ChainTransaction, Network, NetworkError, OutputTyping},
+    chain::{
+        BlockView, ChainOutput, ChainTransaction, Network, NetworkError, OutputRef, OutputTyping,
+        TransactionView,
+    },
     scan::eventuality::Eventuality,
 };
 
@@ -65,63 +68,113 @@ fn transaction_id(txid: Txid) -> TransactionId {
     TransactionId(txid.to_byte_array())
 }
 
-/// A transaction in chain-neutral form.
+/// A transaction in the owned, chain-neutral form.
 ///
 /// # Errors
 /// An output is worth more than 21M BTC.
 pub fn chain_transaction(transaction: &Transaction) -> Result<ChainTransaction, NetworkError> {
-    let inputs = if transaction.is_coinbase() {
-        Vec::new()
-    } else {
-        transaction
-            .input
-            .iter()
-            .map(|input| OutputId {
-                txid: transaction_id(input.previous_output.txid),
-                vout: input.previous_output.vout,
-            })
-            .collect()
-    };
     let outputs = transaction
-        .output
-        .iter()
+        .outputs()
         .map(|output| {
             Ok(ChainOutput {
-                script: output.script_pubkey.to_bytes(),
-                amount: Amount::from_sat(output.value.to_sat())
+                script: output.script.to_vec(),
+                amount: Amount::from_sat(output.value)
                     .map_err(|error| NetworkError::Invalid(error.to_string()))?,
             })
         })
         .collect::<Result<_, NetworkError>>()?;
-    let data = transaction
-        .output
-        .iter()
-        .find(|output| output.script_pubkey.is_op_return())
-        .and_then(|output| op_return_payload(&output.script_pubkey));
     Ok(ChainTransaction {
-        id: transaction_id(transaction.compute_txid()),
-        inputs,
+        id: transaction.id(),
+        inputs: transaction.spends().collect(),
         outputs,
-        data,
+        data: transaction.data(),
     })
 }
 
-/// A block in chain-neutral form.
-///
-/// # Errors
-/// A transaction holds an impossible amount.
-pub fn chain_block(height: u64, block: &Block) -> Result<ChainBlock, NetworkError> {
-    Ok(ChainBlock {
-        height,
-        hash: block.block_hash().to_byte_array(),
-        parent: block.header.prev_blockhash.to_byte_array(),
-        time: u64::from(block.header.time),
-        transactions: block
-            .txdata
+/// A block of Bitcoin as it was decoded, read through `BlockView` without copying: the
+/// scanner touches every output script in place and hashes only the transactions that matter.
+#[derive(Clone, Debug)]
+pub struct BitcoinBlock {
+    height: u64,
+    hash: [u8; 32],
+    block: Block,
+}
+
+impl BitcoinBlock {
+    /// `block`, at `height`.
+    pub fn new(height: u64, block: Block) -> Self {
+        BitcoinBlock {
+            height,
+            hash: block.block_hash().to_byte_array(),
+            block,
+        }
+    }
+
+    /// The decoded block.
+    pub fn block(&self) -> &Block {
+        &self.block
+    }
+}
+
+impl BlockView for BitcoinBlock {
+    type Transaction = Transaction;
+
+    fn height(&self) -> u64 {
+        self.height
+    }
+
+    fn hash(&self) -> [u8; 32] {
+        self.hash
+    }
+
+    fn parent(&self) -> [u8; 32] {
+        self.block.header.prev_blockhash.to_byte_array()
+    }
+
+    fn time(&self) -> u64 {
+        u64::from(self.block.header.time)
+    }
+
+    fn transactions(&self) -> &[Transaction] {
+        &self.block.txdata
+    }
+}
+
+impl TransactionView for Transaction {
+    fn id(&self) -> TransactionId {
+        transaction_id(self.compute_txid())
+    }
+
+    fn spends(&self) -> impl Iterator<Item = OutputId> + '_ {
+        // A coinbase's one input spends nothing.
+        let spent = if self.is_coinbase() {
+            &[][..]
+        } else {
+            &self.input[..]
+        };
+        spent.iter().map(|input| OutputId {
+            txid: TransactionId(input.previous_output.txid.to_byte_array()),
+            vout: input.previous_output.vout,
+        })
+    }
+
+    fn outputs(&self) -> impl Iterator<Item = OutputRef<'_>> + '_ {
+        self.output.iter().map(|output| OutputRef {
+            script: output.script_pubkey.as_bytes(),
+            value: output.value.to_sat(),
+        })
+    }
+
+    fn data(&self) -> Option<Vec<u8>> {
+        self.output
             .iter()
-            .map(chain_transaction)
-            .collect::<Result<_, _>>()?,
-    })
+            .find(|output| output.script_pubkey.is_op_return())
+            .and_then(|output| op_return_payload(&output.script_pubkey))
+    }
+
+    fn to_chain(&self) -> Result<ChainTransaction, NetworkError> {
+        chain_transaction(self)
+    }
 }
 
 /// The eventuality of a plan: the transaction `schema`'s builder makes of it (inputs and
@@ -160,12 +213,13 @@ impl OutputTyping for KeyScripts {
 
 impl Network for BitcoinCore {
     type Typing = KeyScripts;
+    type Block = BitcoinBlock;
 
     fn latest_height(&self) -> Result<u64, NetworkError> {
         self.rpc.block_count().map_err(node)
     }
 
-    fn block(&self, height: u64) -> Result<ChainBlock, NetworkError> {
+    fn block(&self, height: u64) -> Result<BitcoinBlock, NetworkError> {
         let hash = self.rpc.block_hash(height).map_err(|error| match error {
             RpcError::Core { code, .. } if code == RPC_INVALID_PARAMETER => {
                 NetworkError::NoBlock(height)
@@ -173,7 +227,7 @@ impl Network for BitcoinCore {
             other => node(other),
         })?;
         let block = self.rpc.block(&hash).map_err(node)?;
-        chain_block(height, &block)
+        Ok(BitcoinBlock::new(height, block))
     }
 
     fn height_of(&self, hash: [u8; 32]) -> Result<Option<u64>, NetworkError> {

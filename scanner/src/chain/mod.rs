@@ -1,7 +1,8 @@
-//! The chain the processor custodies funds on, as the scanner sees it: heights, blocks in a
-//! chain-neutral form (transactions with their spent output ids, outputs as scripts and
-//! amounts, and the data a deposit carries), how our keys' outputs are recognized, the fee
-//! rate, and publishing. Bitcoin implements it through Core (`bitcoin_core`); another chain
+//! The chain the processor custodies funds on, as the scanner sees it: heights, blocks read
+//! through a chain-neutral view (`BlockView`, `TransactionView`: transactions with their spent
+//! output ids, outputs as scripts and amounts, and the data a deposit carries) that borrows
+//! from the chain's own decoded form, how our keys' outputs are recognized, the fee rate, and
+//! publishing. Bitcoin implements it through Core (`bitcoin_core`); another chain
 //! would be one more implementation, checked by the same conformance tests.
 
 pub mod bitcoin_core;
@@ -44,7 +45,18 @@ pub struct ChainOutput {
     pub amount: Amount,
 }
 
-/// A transaction, with what it spends and what it creates.
+/// An output as a block holds it, borrowed: nothing is copied for outputs that are not ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputRef<'a> {
+    /// The locking script.
+    pub script: &'a [u8],
+    /// The value in the chain's smallest unit, as the block states it (not yet checked
+    /// against the supply: `Amount::from_sat` does that for the outputs that matter).
+    pub value: u64,
+}
+
+/// A transaction, with what it spends and what it creates: the owned form, kept for the
+/// transactions that matter to us (spends of our outputs, eventualities, the simulation).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainTransaction {
     /// Its id.
@@ -57,7 +69,78 @@ pub struct ChainTransaction {
     pub data: Option<Vec<u8>>,
 }
 
-/// A block of the active chain.
+/// A transaction as the scanner reads it, in the chain's own form: what it spends and its
+/// outputs are borrowed, and its id and data are computed only when asked, so that scanning
+/// a block costs little more than decoding it although only a handful of its transactions
+/// are ours.
+pub trait TransactionView {
+    /// Its id. This may hash the whole transaction: ask only for one that matters.
+    fn id(&self) -> TransactionId;
+
+    /// The outputs it spends, in order (none for a coinbase).
+    fn spends(&self) -> impl Iterator<Item = OutputId> + '_;
+
+    /// Its outputs, in order.
+    fn outputs(&self) -> impl Iterator<Item = OutputRef<'_>> + '_;
+
+    /// The data it carries for a deposit.
+    fn data(&self) -> Option<Vec<u8>>;
+
+    /// The owned, chain-neutral form.
+    ///
+    /// # Errors
+    /// An output is worth more than the chain's supply.
+    fn to_chain(&self) -> Result<ChainTransaction, NetworkError>;
+}
+
+impl TransactionView for ChainTransaction {
+    fn id(&self) -> TransactionId {
+        self.id
+    }
+
+    fn spends(&self) -> impl Iterator<Item = OutputId> + '_ {
+        self.inputs.iter().copied()
+    }
+
+    fn outputs(&self) -> impl Iterator<Item = OutputRef<'_>> + '_ {
+        self.outputs.iter().map(|output| OutputRef {
+            script: &output.script,
+            value: output.amount.to_sat(),
+        })
+    }
+
+    fn data(&self) -> Option<Vec<u8>> {
+        self.data.clone()
+    }
+
+    fn to_chain(&self) -> Result<ChainTransaction, NetworkError> {
+        Ok(self.clone())
+    }
+}
+
+/// A block of the active chain as the scanner reads it: its header facts and its
+/// transactions in the chain's own form.
+pub trait BlockView {
+    /// How its transactions are held.
+    type Transaction: TransactionView;
+
+    /// Its height.
+    fn height(&self) -> u64;
+
+    /// Its hash.
+    fn hash(&self) -> [u8; 32];
+
+    /// Its parent's hash.
+    fn parent(&self) -> [u8; 32];
+
+    /// Its timestamp (seconds).
+    fn time(&self) -> u64;
+
+    /// Its transactions, in order.
+    fn transactions(&self) -> &[Self::Transaction];
+}
+
+/// A block in the owned, chain-neutral form (the simulation's chain, tests).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainBlock {
     /// Its height.
@@ -70,6 +153,30 @@ pub struct ChainBlock {
     pub time: u64,
     /// Its transactions, in order.
     pub transactions: Vec<ChainTransaction>,
+}
+
+impl BlockView for ChainBlock {
+    type Transaction = ChainTransaction;
+
+    fn height(&self) -> u64 {
+        self.height
+    }
+
+    fn hash(&self) -> [u8; 32] {
+        self.hash
+    }
+
+    fn parent(&self) -> [u8; 32] {
+        self.parent
+    }
+
+    fn time(&self) -> u64 {
+        self.time
+    }
+
+    fn transactions(&self) -> &[ChainTransaction] {
+        &self.transactions
+    }
 }
 
 /// A key's addresses: the script each kind of its outputs pays, and the kind of a script.
@@ -96,6 +203,9 @@ pub trait Network {
     /// How a key's outputs are recognized.
     type Typing: OutputTyping;
 
+    /// How its blocks are read.
+    type Block: BlockView;
+
     /// The height of the node's tip.
     ///
     /// # Errors
@@ -106,7 +216,7 @@ pub trait Network {
     ///
     /// # Errors
     /// No such block, or the node could not answer.
-    fn block(&self, height: u64) -> Result<ChainBlock, NetworkError>;
+    fn block(&self, height: u64) -> Result<Self::Block, NetworkError>;
 
     /// The height of the active chain's block with this hash; `None` if it is not on the
     /// active chain.

@@ -15,7 +15,7 @@ use schema::{
 
 use super::ScanError;
 use crate::{
-    chain::{ChainBlock, OutputTyping},
+    chain::{BlockView, OutputTyping, TransactionView},
     scan::batches::batches_for,
     scan::eventuality::Outcome,
     scan::outputs::{hex_id, receive, Received},
@@ -42,21 +42,25 @@ pub struct BlockScan {
 ///
 /// # Errors
 /// The verdict, or the view failed.
-pub fn continues<V: ScanView + ?Sized>(view: &V, block: &ChainBlock) -> Result<bool, ScanError> {
+pub fn continues<V: ScanView + ?Sized, B: BlockView>(
+    view: &V,
+    block: &B,
+) -> Result<bool, ScanError> {
     let halt = |height: u64, expected: &[u8; 32], found: &[u8; 32]| ScanError::ReorgBelowFinality {
         height,
         expected: hex_id(expected),
         found: hex_id(found),
     };
-    if let Some(parent_height) = block.height.checked_sub(1) {
+    let (height, hash) = (block.height(), block.hash());
+    if let Some(parent_height) = height.checked_sub(1) {
         if let Some(parent) = view.block_hash(parent_height)? {
-            if parent != block.parent {
-                return Err(halt(parent_height, &parent, &block.parent));
+            if parent != block.parent() {
+                return Err(halt(parent_height, &parent, &block.parent()));
             }
         }
     }
-    match view.block_hash(block.height)? {
-        Some(stored) if stored != block.hash => Err(halt(block.height, &stored, &block.hash)),
+    match view.block_hash(height)? {
+        Some(stored) if stored != hash => Err(halt(height, &stored, &hash)),
         Some(_) => Ok(false),
         None => Ok(true),
     }
@@ -69,27 +73,28 @@ pub fn continues<V: ScanView + ?Sized>(view: &V, block: &ChainBlock) -> Result<b
 ///
 /// # Errors
 /// The chain reorganized below finality (nothing changes), or the view failed.
-pub fn scan_block<V: ScanView + ?Sized, T: OutputTyping>(
+pub fn scan_block<V: ScanView + ?Sized, B: BlockView, T: OutputTyping>(
     view: &V,
     network: NetworkId,
-    block: &ChainBlock,
+    block: &B,
     keys: &[(ScannedKey, T)],
 ) -> Result<BlockScan, ScanError> {
     let first_visit = continues(view, block)?;
     let typings: Vec<(NetworkKey, &T)> =
         keys.iter().map(|(key, typing)| (key.key, typing)).collect();
-    let received = receive(block, &typings);
+    let received = receive(block, &typings)?;
+    let (height, hash) = (block.height(), block.hash());
     let mut changes = ScanChanges {
-        block: Some((block.height, block.hash)),
+        block: Some((height, hash)),
         outputs: received
             .outputs
             .iter()
-            .map(|output| (block.height, output.clone()))
+            .map(|output| (height, output.clone()))
             .collect(),
         keys: keys
             .iter()
             .map(|(key, _)| ScannedKey {
-                next: block.height.saturating_add(1),
+                next: height.saturating_add(1),
                 ..*key
             })
             .collect(),
@@ -98,24 +103,22 @@ pub fn scan_block<V: ScanView + ?Sized, T: OutputTyping>(
     // Every `EMPTY_BATCH_INTERVAL`th height is reported, decided on the block's first visit: a
     // rule of the chain alone, so that every validator gives the same blocks Batches whenever
     // it started or restarted.
-    let due = first_visit && block.height % EMPTY_BATCH_INTERVAL == 0;
-    changes.batches = batches_for(
-        network,
-        view.next_batch_id()?,
-        block.hash,
-        &received.outputs,
-        due,
-    );
+    let due = first_visit && height % EMPTY_BATCH_INTERVAL == 0;
+    changes.batches = batches_for(network, view.next_batch_id()?, hash, &received.outputs, due);
     let mut outcomes = Vec::new();
     if first_visit {
         let mut settled = BTreeSet::new();
-        for transaction in &block.transactions {
+        for transaction in block.transactions() {
             let mut ours = Vec::new();
-            for input in &transaction.inputs {
-                if view.is_ours(input)? {
-                    ours.push(*input);
+            for input in transaction.spends() {
+                // Almost no input is watched: one check from memory, then the exact answers.
+                if !view.watches(&input)? {
+                    continue;
                 }
-                let Some(eventuality) = view.eventuality_spending(input)? else {
+                if view.is_ours(&input)? {
+                    ours.push(input);
+                }
+                let Some(eventuality) = view.eventuality_spending(&input)? else {
                     continue;
                 };
                 if !settled.insert(eventuality.plan) {
@@ -138,7 +141,7 @@ pub fn scan_block<V: ScanView + ?Sized, T: OutputTyping>(
                 }
             }
             if !ours.is_empty() {
-                changes.spends.push((ours, transaction.clone()));
+                changes.spends.push((ours, transaction.to_chain()?));
             }
         }
     }

@@ -11,7 +11,7 @@ use schema::{
     plan::OutputId,
 };
 
-use crate::chain::{ChainOutput, ChainTransaction};
+use crate::chain::{ChainOutput, TransactionView};
 
 /// A plan's expected transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,20 +36,28 @@ pub enum Outcome {
 }
 
 impl Eventuality {
-    /// What `transaction` means for this plan, if it spends any of its inputs.
-    pub fn check(&self, transaction: &ChainTransaction) -> Option<Outcome> {
+    /// What `transaction` means for this plan, if it spends any of its inputs. Its id is
+    /// computed only then.
+    pub fn check<T: TransactionView + ?Sized>(&self, transaction: &T) -> Option<Outcome> {
         let ours: BTreeSet<&OutputId> = self.inputs.iter().collect();
-        if !transaction.inputs.iter().any(|input| ours.contains(input)) {
+        if !transaction.spends().any(|input| ours.contains(&input)) {
             return None;
         }
-        let spent: BTreeSet<&OutputId> = transaction.inputs.iter().collect();
-        if spent == ours
-            && transaction.inputs.len() == self.inputs.len()
-            && transaction.outputs == self.outputs
+        let spent: BTreeSet<OutputId> = transaction.spends().collect();
+        let mut expected = self.outputs.iter();
+        let pays_the_plan = transaction.outputs().all(|output| {
+            expected.next().is_some_and(|planned| {
+                planned.script == output.script && planned.amount.to_sat() == output.value
+            })
+        }) && expected.next().is_none();
+        if spent.len() == ours.len()
+            && spent.iter().all(|input| ours.contains(input))
+            && transaction.spends().count() == self.inputs.len()
+            && pays_the_plan
         {
-            Some(Outcome::Completed(transaction.id))
+            Some(Outcome::Completed(transaction.id()))
         } else {
-            Some(Outcome::Conflict(transaction.id))
+            Some(Outcome::Conflict(transaction.id()))
         }
     }
 }

@@ -29,7 +29,7 @@ use schema::{
 use thiserror::Error;
 
 use crate::{
-    chain::{ChainBlock, Network, NetworkError},
+    chain::{BlockView, Network, NetworkError},
     scan::eventuality::{Eventuality, Outcome},
     scan::metrics::ScannerMetrics,
     scan::outputs::{hex_id, ReceivedOutput},
@@ -158,13 +158,13 @@ impl<N: Network, S: ScanStore> Scanner<N, S> {
         let Some(finalized) = self.finalized(latest)? else {
             return Ok(None);
         };
-        if self.network.block(finalized)?.time < time {
+        if self.network.block(finalized)?.time() < time {
             return Ok(None);
         }
         let (mut low, mut high) = (0, finalized);
         while low < high {
             let middle = low + (high - low) / 2;
-            if self.network.block(middle)?.time >= time {
+            if self.network.block(middle)?.time() >= time {
                 high = middle;
             } else {
                 low = middle + 1;
@@ -269,13 +269,13 @@ impl<N: Network, S: ScanStore> Scanner<N, S> {
     /// Scans one block through `block::scan_block`, applies its changes, then reports.
     fn scan_block(
         &mut self,
-        block: &ChainBlock,
+        block: &N::Block,
         keys: &[ScannedKey],
         progress: &mut Progress,
     ) -> Result<(), ScanError> {
         let here: Vec<ScannedKey> = keys
             .iter()
-            .filter(|key| key.next == block.height)
+            .filter(|key| key.next == block.height())
             .copied()
             .collect();
         for key in &here {
@@ -307,7 +307,7 @@ impl<N: Network, S: ScanStore> Scanner<N, S> {
             self.metrics
                 .scanned_height
                 .with_label_values(&[&key.key.to_string()])
-                .set(i64::try_from(block.height).unwrap_or(i64::MAX));
+                .set(i64::try_from(block.height()).unwrap_or(i64::MAX));
         }
         for output in &scan.received.outputs {
             let kind = match output.kind {
@@ -351,7 +351,7 @@ impl<N: Network, S: ScanStore> Scanner<N, S> {
             self.metrics.batches_built.inc();
             tracing::info!(
                 batch = batch.id.0,
-                height = block.height,
+                height = block.height(),
                 instructions = batch.instructions.len(),
                 "batch built"
             );

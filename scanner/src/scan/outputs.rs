@@ -10,7 +10,7 @@ use schema::{
     protocol::DUST,
 };
 
-use crate::chain::{ChainBlock, OutputTyping};
+use crate::chain::{BlockView, NetworkError, OutputTyping, TransactionView};
 
 /// An output paying one of our keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,23 +40,37 @@ pub struct Received {
     pub invalid_instructions: u64,
 }
 
-/// Finds `keys`' outputs in `block`.
-pub fn receive<T: OutputTyping>(block: &ChainBlock, keys: &[(NetworkKey, T)]) -> Received {
+/// Finds `keys`' outputs in `block`. Only our outputs are copied, and a transaction's id
+/// and data are computed only when it pays us.
+///
+/// # Errors
+/// One of our outputs is worth more than the chain's supply: the block is not valid chain
+/// data.
+pub fn receive<B: BlockView, T: OutputTyping>(
+    block: &B,
+    keys: &[(NetworkKey, T)],
+) -> Result<Received, NetworkError> {
     let mut received = Received::default();
-    for transaction in &block.transactions {
-        for (vout, output) in (0u32..).zip(&transaction.outputs) {
+    for transaction in block.transactions() {
+        // Computed at the transaction's first output of ours.
+        let mut id = None;
+        let mut data = None;
+        for (vout, output) in (0u32..).zip(transaction.outputs()) {
             let Some((key, kind)) = keys
                 .iter()
-                .find_map(|(key, typing)| Some((*key, typing.kind_of(&output.script)?)))
+                .find_map(|(key, typing)| Some((*key, typing.kind_of(output.script)?)))
             else {
                 continue;
             };
-            if output.amount < DUST {
+            let amount = Amount::from_sat(output.value)
+                .map_err(|error| NetworkError::Invalid(error.to_string()))?;
+            if amount < DUST {
                 received.dust += 1;
                 continue;
             }
+            let txid = *id.get_or_insert_with(|| transaction.id());
             let instruction = if kind == OutputKind::External {
-                match &transaction.data {
+                match data.get_or_insert_with(|| transaction.data()) {
                     None => {
                         received.missing_instructions += 1;
                         None
@@ -65,7 +79,7 @@ pub fn receive<T: OutputTyping>(block: &ChainBlock, keys: &[(NetworkKey, T)]) ->
                         Ok(instruction) => Some(instruction),
                         Err(error) => {
                             tracing::info!(
-                                txid = %hex_id(&transaction.id.0),
+                                txid = %hex_id(&txid.0),
                                 vout,
                                 %error,
                                 "deposit without a valid InInstruction: funds kept, not reported"
@@ -79,18 +93,15 @@ pub fn receive<T: OutputTyping>(block: &ChainBlock, keys: &[(NetworkKey, T)]) ->
                 None
             };
             received.outputs.push(ReceivedOutput {
-                id: OutputId {
-                    txid: transaction.id,
-                    vout,
-                },
+                id: OutputId { txid, vout },
                 key,
                 kind,
-                amount: output.amount,
+                amount,
                 instruction,
             });
         }
     }
-    received
+    Ok(received)
 }
 
 /// A 32-byte id as Bitcoin displays it (reversed hex).

@@ -31,10 +31,13 @@
 //! does not wade through the deleted entries' tombstones.
 
 use std::{
+    collections::HashSet,
     path::Path,
     sync::atomic::{AtomicU64, Ordering},
+    sync::{PoisonError, RwLock},
 };
 
+use foldhash::fast::RandomState;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use schema::{
     batch::Batch,
@@ -178,6 +181,24 @@ pub struct Db {
     db: DB,
     /// Deletions from `signed` and `outbox` since they were last compacted.
     deletions: AtomicU64,
+    /// A fingerprint of every output in `ours` and every input of an eventuality: scanning
+    /// asks of each input of every transaction whether it spends one of those, and almost none
+    /// does, so the answer "no" comes from memory (about 10 bytes per output ever received)
+    /// and only a match reads RocksDB. A fingerprint is added when its record is staged and
+    /// never removed, so a stale one (a write that failed, a settled eventuality) only costs
+    /// that read.
+    watched: RwLock<HashSet<u64, RandomState>>,
+}
+
+/// An output's fingerprint in the `watched` index, from its key in `ours` and
+/// `eventuality_inputs` (`OutputId::to_bytes`): 64 bits of its transaction id (a hash) mixed
+/// with its index.
+fn fingerprint(key: &[u8; 36]) -> u64 {
+    let mut head = [0; 8];
+    let mut vout = [0; 4];
+    head.copy_from_slice(&key[..8]);
+    vout.copy_from_slice(&key[32..]);
+    u64::from_le_bytes(head) ^ u64::from(u32::from_le_bytes(vout)).rotate_left(32)
 }
 
 /// Deletions from the column families a step iterates after which they are compacted: a
@@ -200,9 +221,11 @@ impl Db {
         let db = Db {
             db: DB::open_cf_descriptors(&options, path, families)?,
             deletions: AtomicU64::new(0),
+            watched: RwLock::new(HashSet::default()),
         };
         db.check_format()?;
         db.tidy()?;
+        db.index_watched()?;
         Ok(db)
     }
 
@@ -244,6 +267,36 @@ impl Db {
             }
         }
         Ok(true)
+    }
+
+    /// Fills the `watched` index from the column families it covers.
+    fn index_watched(&self) -> Result<(), DbError> {
+        let mut index = HashSet::default();
+        for name in [CF_OURS, CF_EVENTUALITY_INPUTS] {
+            for entry in self.db.iterator_cf(self.cf(name)?, IteratorMode::Start) {
+                let (key, _) = entry?;
+                let key = <&[u8; 36]>::try_from(&*key).map_err(|_| DbError::Damaged(name))?;
+                index.insert(fingerprint(key));
+            }
+        }
+        *self.watched.write().unwrap_or_else(PoisonError::into_inner) = index;
+        Ok(())
+    }
+
+    fn watch(&self, output: &OutputId) {
+        self.watched
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(fingerprint(&output.to_bytes()));
+    }
+
+    /// Whether `output` may be one of ours or an eventuality's input: never `false` for one
+    /// that is, rarely `true` for one that is not. Answered from memory.
+    pub fn watches(&self, output: &OutputId) -> bool {
+        self.watched
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&fingerprint(&output.to_bytes()))
     }
 
     /// Compacts the column families a step iterates, dropping deleted entries' tombstones.
@@ -382,6 +435,7 @@ impl Db {
         .concat();
         batch.put_cf(self.cf(CF_OUTPUTS)?, key, encode_output(output));
         batch.put_cf(self.cf(CF_OURS)?, output.id.to_bytes(), []);
+        self.watch(&output.id);
         Ok(())
     }
 
@@ -854,6 +908,7 @@ impl Db {
         let inputs = self.cf(CF_EVENTUALITY_INPUTS)?;
         for input in &eventuality.inputs {
             batch.put_cf(inputs, input.to_bytes(), eventuality.plan.as_bytes());
+            self.watch(input);
         }
         Ok(())
     }

@@ -240,6 +240,11 @@ impl ScanView for MemoryStore {
         Ok(BatchId(self.state().next_batch_id))
     }
 
+    fn watches(&self, output: &OutputId) -> Result<bool, DbError> {
+        let state = self.state();
+        Ok(state.ours.contains_key(output) || state.eventuality_inputs.contains_key(output))
+    }
+
     fn is_ours(&self, output: &OutputId) -> Result<bool, DbError> {
         Ok(self.state().ours.contains_key(output))
     }

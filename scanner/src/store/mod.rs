@@ -51,6 +51,14 @@ pub trait ScanView {
     /// As `keys`.
     fn next_batch_id(&self) -> Result<BatchId, DbError>;
 
+    /// Whether `output` may be one of ours or an open eventuality's input: never `false` for
+    /// one that is, and cheap, for scanning asks it of every input of every transaction and
+    /// reads the exact answers (`is_ours`, `eventuality_spending`) only on `true`.
+    ///
+    /// # Errors
+    /// As `keys`.
+    fn watches(&self, output: &OutputId) -> Result<bool, DbError>;
+
     /// Whether the output was received by one of our keys.
     ///
     /// # Errors

@@ -124,6 +124,10 @@ impl ScanView for Db {
         Db::next_batch_id(self)
     }
 
+    fn watches(&self, output: &OutputId) -> Result<bool, DbError> {
+        Ok(Db::watches(self, output))
+    }
+
     fn is_ours(&self, output: &OutputId) -> Result<bool, DbError> {
         Db::is_ours(self, output)
     }
