@@ -43,6 +43,13 @@ impl Network for HostileNode {
     fn block(&self, height: u64) -> Result<ChainBlock, NetworkError> {
         Err(NetworkError::NoBlock(height))
     }
+    fn blocks(
+        &self,
+        from: u64,
+        _: u64,
+    ) -> impl Iterator<Item = Result<ChainBlock, NetworkError>> + 'static {
+        std::iter::once(Err(NetworkError::NoBlock(from)))
+    }
     fn height_of(&self, _: [u8; 32]) -> Result<Option<u64>, NetworkError> {
         Ok(None)
     }

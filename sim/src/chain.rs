@@ -299,6 +299,15 @@ impl Network for SimNode {
         self.chain.borrow().chain_block(height)
     }
 
+    fn blocks(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = Result<ChainBlock, NetworkError>> + 'static {
+        let node = self.clone();
+        (from..=to).map(move |height| node.block(height))
+    }
+
     fn height_of(&self, hash: [u8; 32]) -> Result<Option<u64>, NetworkError> {
         self.up()?;
         Ok(self

@@ -1,8 +1,9 @@
 //! What a signature costs through the enclaves: four real `signer-enclave` processes (each with
 //! its own SoftHSM2 token, RPC over Unix sockets from the scanner's client), timing a 3-of-4
-//! key generation and a 3-of-4 signature of a 16-input Taproot transaction (three rounds, nine
-//! calls, relayed one after another as a coordinator would), next to the same FROST signing
-//! in one process with no RPC, database or policy.
+//! key generation, a 3-of-4 signature of a 16-input Taproot transaction and one of the largest
+//! plan the scheduler makes (`MAX_INPUTS` inputs): three rounds, each sent to every signer at
+//! once as a coordinator does, so that the enclaves work concurrently. Next to it, the same
+//! FROST signing in one process with no RPC, database or policy.
 //!
 //! Run: `cargo build --release --workspace --bins && cargo bench -p processor-tests --bench
 //! enclave_signing` (the release binaries must be next to the benchmark).
@@ -42,6 +43,7 @@ use schema::{
         ParticipantMap,
     },
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
+    protocol::MAX_INPUTS,
     sign_id::PlanSignId,
     transaction::{build, Built, FeeRate},
 };
@@ -55,6 +57,8 @@ use tokio::task::LocalSet;
 const ROUNDS: u32 = 30;
 const KEY_GENS: u32 = 5;
 const INPUTS: u32 = 16;
+/// Signatures of the largest plan timed.
+const LARGEST_ROUNDS: u32 = 5;
 const FEE_RATE: FeeRate = FeeRate(10);
 
 fn p(i: u16) -> Participant {
@@ -81,14 +85,16 @@ fn report(what: &str, mut samples: Vec<Duration>) {
     );
 }
 
-fn plan(key: NetworkKey) -> Plan {
+/// A plan spending `inputs` outputs of the transaction `from` (plans spending the same outputs
+/// are refused: one input, one signed transaction).
+fn plan(key: NetworkKey, from: u8, inputs: u32) -> Plan {
     let kinds = [OutputKind::External, OutputKind::Branch, OutputKind::Change];
     Plan {
         key,
-        inputs: (0..INPUTS)
+        inputs: (0..inputs)
             .map(|vout| PlanInput {
                 id: OutputId {
-                    txid: TransactionId([0x44; 32]),
+                    txid: TransactionId([from; 32]),
                     vout,
                 },
                 kind: kinds[vout as usize % 3],
@@ -162,8 +168,9 @@ async fn through_enclaves() {
         samples,
     );
     let pair = pair(&last[&p(1)]);
-    let plan = plan(pair.network_key);
-    let plans = vec![plan.id()];
+    let plan_16 = plan(pair.network_key, 0x44, INPUTS);
+    let largest = plan(pair.network_key, 0x45, u32::try_from(MAX_INPUTS).unwrap());
+    let plans = vec![plan_16.id(), largest.id()];
     let block = SeraiBlockNumber(1);
     let digest = PlansAcknowledged::attestation_message(
         NetworkId::Bitcoin,
@@ -185,23 +192,35 @@ async fn through_enclaves() {
         client.confirm_key_pair(set(), &pair).await.unwrap();
         client.acknowledge_plans(&acknowledged).await.unwrap();
     }
-    let mut samples = Vec::new();
-    for attempt in 0..ROUNDS {
-        let id = PlanSignId {
-            key: pair.network_key,
-            id: plan.id(),
-            attempt: Attempt(attempt),
-        };
-        let started = Instant::now();
-        sign_plan(&clients, &[p(1), p(2), p(3)], id, &plan)
-            .await
-            .unwrap();
-        samples.push(started.elapsed());
+    for (plan, rounds, what) in [
+        (
+            &plan_16,
+            ROUNDS,
+            format!("3-of-4 signature of a {INPUTS}-input transaction through the enclaves"),
+        ),
+        (
+            &largest,
+            LARGEST_ROUNDS,
+            format!(
+                "3-of-4 signature of the largest plan ({MAX_INPUTS} inputs) through the enclaves"
+            ),
+        ),
+    ] {
+        let mut samples = Vec::new();
+        for attempt in 0..rounds {
+            let id = PlanSignId {
+                key: pair.network_key,
+                id: plan.id(),
+                attempt: Attempt(attempt),
+            };
+            let started = Instant::now();
+            sign_plan(&clients, &[p(1), p(2), p(3)], id, plan)
+                .await
+                .unwrap();
+            samples.push(started.elapsed());
+        }
+        report(&what, samples);
     }
-    report(
-        "3-of-4 signature of a 16-input transaction through the enclaves",
-        samples,
-    );
 }
 
 fn generate_in_process() -> BTreeMap<Participant, GeneratedKeys> {
@@ -245,7 +264,7 @@ fn in_process() {
         ciphersuite::group::GroupEncoding::to_bytes(&keys[&p(1)].network.group_key()).as_ref(),
     )
     .unwrap();
-    let plan = plan(key);
+    let plan = plan(key, 0x44, INPUTS);
     let Ok(Built::Transaction(built)) = build(&plan) else {
         panic!("plan does not build");
     };
@@ -290,7 +309,7 @@ fn in_process() {
         samples.push(started.elapsed());
     }
     report(
-        "the same 3-of-4 FROST signing in one process (no RPC, HSM or database)",
+        "the same 16-input 3-of-4 FROST signing in one process, one signer after another (no RPC, HSM or database)",
         samples,
     );
 }

@@ -28,15 +28,8 @@
 
 use std::time::{Duration, Instant};
 
-use bitcoin::{
-    absolute::LockTime,
-    block::{Header, Version},
-    consensus,
-    hashes::Hash,
-    script::PushBytesBuf,
-    transaction, Amount, Block, BlockHash, CompactTarget, OutPoint, ScriptBuf, Sequence,
-    Transaction, TxIn, TxMerkleNode, TxOut, Txid, Witness,
-};
+use bitcoin::{consensus, Block, ScriptBuf};
+use processor_tests::blocks::{mainnet_sized_block, split_blocks};
 use scanner::{
     chain::bitcoin_core::BitcoinBlock,
     scan::block::scan_block,
@@ -47,9 +40,8 @@ use scanner::{
     },
 };
 use schema::{
-    hashes::{SeraiAddress, TransactionId},
+    hashes::TransactionId,
     ids::NetworkId,
-    instruction::{InInstruction, RefundableInInstruction},
     keys::NetworkKey,
     plan::{OutputId, OutputKind},
     taproot::{DerivedKey, KeyScripts},
@@ -68,77 +60,6 @@ fn key() -> NetworkKey {
     NetworkKey::from_slice(&secret.public_key(&secp).serialize()).unwrap()
 }
 
-/// A mainnet-sized block, different for each `seed`.
-fn mainnet_sized_block(seed: u32, ours: &ScriptBuf) -> Block {
-    let data = RefundableInInstruction {
-        origin: None,
-        instruction: InInstruction::Transfer {
-            to: SeraiAddress([7; 32]),
-        },
-    }
-    .encode();
-    let txdata: Vec<Transaction> = (0u32..3000)
-        .map(|index| {
-            let input = |vout| TxIn {
-                previous_output: OutPoint {
-                    txid: Txid::from_byte_array(
-                        [[(index % 251) as u8; 4], seed.to_le_bytes()]
-                            .concat()
-                            .repeat(4)
-                            .try_into()
-                            .unwrap(),
-                    ),
-                    vout,
-                },
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::from_slice(&[vec![0x30; 72], vec![0x02; 33]]),
-            };
-            let mut output = vec![
-                TxOut {
-                    value: Amount::from_sat(50_000 + u64::from(index)),
-                    script_pubkey: ScriptBuf::from_bytes(
-                        [&[0x00, 0x14][..], &[index as u8; 20]].concat(),
-                    ),
-                },
-                TxOut {
-                    value: Amount::from_sat(70_000),
-                    script_pubkey: ScriptBuf::from_bytes(
-                        [&[0x51, 0x20][..], &[(index >> 8) as u8; 32]].concat(),
-                    ),
-                },
-            ];
-            // One transaction in a hundred is a deposit to us, with its instruction.
-            if index % 100 == 0 {
-                output[1].script_pubkey = ours.clone();
-                output.push(TxOut {
-                    value: Amount::ZERO,
-                    script_pubkey: ScriptBuf::new_op_return(
-                        PushBytesBuf::try_from(data.clone()).unwrap(),
-                    ),
-                });
-            }
-            Transaction {
-                version: transaction::Version::TWO,
-                lock_time: LockTime::from_consensus(seed),
-                input: vec![input(0), input(1)],
-                output,
-            }
-        })
-        .collect();
-    Block {
-        header: Header {
-            version: Version::TWO,
-            prev_blockhash: BlockHash::from_byte_array([seed as u8; 32]),
-            merkle_root: TxMerkleNode::all_zeros(),
-            time: seed,
-            bits: CompactTarget::from_consensus(0x207f_ffff),
-            nonce: 0,
-        },
-        txdata,
-    }
-}
-
 /// The blocks to time: from the file `SCAN_BLOCKS` names, or generated.
 fn blocks(ours: &ScriptBuf) -> (String, Vec<Vec<u8>>) {
     let Ok(path) = std::env::var("SCAN_BLOCKS") else {
@@ -148,16 +69,7 @@ fn blocks(ours: &ScriptBuf) -> (String, Vec<Vec<u8>>) {
         return ("30 generated mainnet-sized blocks".into(), blocks);
     };
     let file = std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
-    let mut rest = &file[..];
-    let mut blocks = Vec::new();
-    while let Some((length, after)) = rest.split_first_chunk::<4>() {
-        let length = u32::from_le_bytes(*length) as usize;
-        assert!(after.len() >= length, "{path}: a block is cut short");
-        let (block, after) = after.split_at(length);
-        blocks.push(block.to_vec());
-        rest = after;
-    }
-    assert!(rest.is_empty(), "{path}: trailing bytes");
+    let blocks = split_blocks(&file).unwrap_or_else(|error| panic!("{path}: {error}"));
     (format!("{} blocks from {path}", blocks.len()), blocks)
 }
 

@@ -2,6 +2,7 @@
 //! the binaries, running signer enclaves with their own SoftHSM2 tokens, and relaying key
 //! generation and signing rounds between them as the coordinator does.
 
+pub mod blocks;
 pub mod conformance;
 pub mod coordinator;
 pub mod devnet;
@@ -23,8 +24,8 @@ use thiserror::Error;
 /// A binary the tests need was not found.
 #[derive(Debug, Error)]
 #[error(
-    "binary `{name}` not found in {dir}: build it first with `cargo build --workspace --bins` \
-     (ops/test does)"
+    "binary `{name}` not found in {dir}: build the binaries in the tests' profile first \
+     (`cargo build [--release] --workspace --bins`; ops/test builds them in release)"
 )]
 pub struct MissingBinary {
     /// The binary's name.

@@ -1,8 +1,11 @@
 //! The coordinator's relaying between enclaves, for tests and benchmarks: a key generation's
 //! three rounds, and the three rounds of signing a plan or a Batch with chosen signers. What
-//! each participant receives is everyone else's message, as PROTOCOL.md has it.
+//! each participant receives is everyone else's message, as PROTOCOL.md has it; each round goes
+//! to every participant at once, and the next starts when all answered.
 
 use std::{collections::BTreeMap, future::Future};
+
+use futures::future::try_join_all;
 
 use bitcoin::Transaction;
 use scanner::coordinate::enclave_client::EnclaveClient;
@@ -69,7 +72,8 @@ pub fn others(map: &ParticipantMap, me: Participant) -> ParticipantMap {
         .collect()
 }
 
-/// Relays a whole t-of-n key generation (n = the number of parties). `corrupt` flips the last
+/// Relays a whole t-of-n key generation (n = the number of parties), each round sent to every
+/// party at once. `corrupt` flips the last
 /// byte of the share one participant sends another, to provoke blame. Returns each
 /// participant's last message (`GeneratedKeyPair`, or `Blame`).
 ///
@@ -82,47 +86,55 @@ pub async fn key_gen<P: KeyGenParty>(
     corrupt: Option<(Participant, Participant)>,
 ) -> Result<BTreeMap<Participant, ProcessorMessage>, HarnessError> {
     let n = u16::try_from(parties.len()).map_err(failed)?;
-    let mut commitments = ParticipantMap::new();
-    for (i, party) in parties.iter_mut() {
+    let answers = try_join_all(parties.iter_mut().map(|(i, party)| async move {
         let params = ThresholdParams::new(t, n, *i).map_err(failed)?;
-        match party
+        let answer = party
             .handle(CoordinatorMessage::GenerateKey { id, params })
-            .await?
-        {
+            .await?;
+        Ok::<_, HarnessError>((*i, answer))
+    }))
+    .await?;
+    let mut commitments = ParticipantMap::new();
+    for (i, answer) in answers {
+        match answer {
             ProcessorMessage::Commitments { commitments: c, .. } => {
-                commitments.insert(*i, c);
+                commitments.insert(i, c);
             }
             other => return Err(failed(format!("expected commitments, got {other:?}"))),
         }
     }
-    let mut shares: BTreeMap<Participant, ParticipantMap> = BTreeMap::new();
-    for (i, party) in parties.iter_mut() {
+    let answers = try_join_all(parties.iter_mut().map(|(i, party)| {
         let message = CoordinatorMessage::Commitments {
             id,
             commitments: others(&commitments, *i),
         };
-        let sent = match party.handle(message).await? {
+        async move { Ok::<_, HarnessError>((*i, party.handle(message).await?)) }
+    }))
+    .await?;
+    let mut shares: BTreeMap<Participant, ParticipantMap> = BTreeMap::new();
+    for (i, answer) in answers {
+        let sent = match answer {
             ProcessorMessage::Shares { shares, .. } => shares,
             other => return Err(failed(format!("expected shares, got {other:?}"))),
         };
         for (to, mut blob) in sent {
-            if corrupt == Some((*i, to)) {
+            if corrupt == Some((i, to)) {
                 if let Some(last) = blob.last_mut() {
                     *last ^= 1;
                 }
             }
-            shares.entry(to).or_default().insert(*i, blob);
+            shares.entry(to).or_default().insert(i, blob);
         }
     }
-    let mut last = BTreeMap::new();
-    for (i, party) in parties.iter_mut() {
+    let answers = try_join_all(parties.iter_mut().map(|(i, party)| {
         let message = CoordinatorMessage::Shares {
             id,
             shares: shares.remove(i).unwrap_or_default(),
         };
-        last.insert(*i, party.handle(message).await?);
-    }
-    Ok(last)
+        async move { Ok::<_, HarnessError>((*i, party.handle(message).await?)) }
+    }))
+    .await?;
+    Ok(answers.into_iter().collect())
 }
 
 fn same<T: PartialEq>(mut results: Vec<T>) -> Result<T, HarnessError> {
@@ -132,29 +144,40 @@ fn same<T: PartialEq>(mut results: Vec<T>) -> Result<T, HarnessError> {
     results.pop().ok_or_else(|| failed("no signers"))
 }
 
-/// The three signing rounds with `signers`, each round's messages relayed to every signer but
-/// their author; every signer must release the same result.
+/// The three signing rounds with `signers`, each round sent to every signer at once (as a
+/// coordinator does) with everyone's messages but their own, so that the enclaves work
+/// concurrently; every signer must release the same result.
 async fn three_rounds<T: PartialEq>(
     signers: &[Participant],
     preprocess: impl AsyncFn(Participant) -> Result<Vec<u8>, HarnessError>,
     share: impl AsyncFn(Participant, ParticipantMap) -> Result<Vec<u8>, HarnessError>,
     complete: impl AsyncFn(Participant, ParticipantMap) -> Result<T, HarnessError>,
 ) -> Result<T, HarnessError> {
-    let mut preprocesses = ParticipantMap::new();
-    for signer in signers {
-        preprocesses.insert(*signer, preprocess(*signer).await?);
-    }
-    let mut shares = ParticipantMap::new();
-    for signer in signers {
-        let share = share(*signer, others(&preprocesses, *signer)).await;
-        shares.insert(*signer, share?);
-    }
-    let mut results = Vec::new();
-    for signer in signers {
-        let result = complete(*signer, others(&shares, *signer)).await;
-        results.push(result?);
-    }
-    same(results)
+    let preprocesses: ParticipantMap = signers
+        .iter()
+        .copied()
+        .zip(try_join_all(signers.iter().map(|signer| preprocess(*signer))).await?)
+        .collect();
+    let shares: ParticipantMap = signers
+        .iter()
+        .copied()
+        .zip(
+            try_join_all(
+                signers
+                    .iter()
+                    .map(|signer| share(*signer, others(&preprocesses, *signer))),
+            )
+            .await?,
+        )
+        .collect();
+    same(
+        try_join_all(
+            signers
+                .iter()
+                .map(|signer| complete(*signer, others(&shares, *signer))),
+        )
+        .await?,
+    )
 }
 
 fn client(

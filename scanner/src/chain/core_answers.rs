@@ -5,7 +5,7 @@
 
 use std::str::FromStr;
 
-use bitcoin::{consensus, hex::FromHex, BlockHash};
+use bitcoin::{consensus, BlockHash};
 use serde_json::Value;
 
 use crate::chain::rpc::RpcError;
@@ -56,7 +56,9 @@ pub fn result_string(method: &str, result: Value) -> Result<String, RpcError> {
 /// # Errors
 /// `Malformed` for bad hex or bytes that do not decode.
 pub fn consensus_hex<T: consensus::Decodable>(method: &str, hex: &str) -> Result<T, RpcError> {
-    Vec::<u8>::from_hex(hex)
+    // `hex::decode`: a table lookup per byte, several times faster than the `bitcoin` crate's
+    // checked iterator on a block's megabytes.
+    hex::decode(hex)
         .map_err(|error| error.to_string())
         .and_then(|bytes| consensus::deserialize(&bytes).map_err(|error| error.to_string()))
         .map_err(|reason| malformed(method, reason))

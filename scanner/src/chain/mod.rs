@@ -218,6 +218,17 @@ pub trait Network {
     /// No such block, or the node could not answer.
     fn block(&self, height: u64) -> Result<Self::Block, NetworkError>;
 
+    /// The active chain's blocks `from..=to`, in order, for a caller reading them one after
+    /// another (catching up on a backlog). A node may fetch and decode ahead while the caller
+    /// works on earlier blocks, so `to` must be final: a block past finality could be fetched
+    /// before a reorganization replaced it. The iterator owns what it needs, so the caller
+    /// can go on using the network while it reads.
+    fn blocks(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = Result<Self::Block, NetworkError>> + 'static;
+
     /// The height of the active chain's block with this hash; `None` if it is not on the
     /// active chain.
     ///

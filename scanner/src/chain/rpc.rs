@@ -270,8 +270,24 @@ impl CoreRpc {
     /// # Errors
     /// See `call`; the block does not decode or is not the one asked for.
     pub fn block(&self, hash: &BlockHash) -> Result<Block, RpcError> {
-        let hex = self.string("getblock", json!([hash.to_string(), 0]))?;
-        let block: Block = core_answers::consensus_hex("getblock", &hex)?;
+        Self::decode_block(hash, &self.block_hex(hash)?)
+    }
+
+    /// A block as Core sends it (`getblock` at verbosity 0), not yet decoded: a caller
+    /// fetching ahead decodes on another thread (`decode_block`).
+    ///
+    /// # Errors
+    /// See `call`.
+    pub fn block_hex(&self, hash: &BlockHash) -> Result<String, RpcError> {
+        self.string("getblock", json!([hash.to_string(), 0]))
+    }
+
+    /// Decodes `getblock`'s hex for the block `hash`.
+    ///
+    /// # Errors
+    /// `Malformed`: not a block, or another block.
+    pub fn decode_block(hash: &BlockHash, hex: &str) -> Result<Block, RpcError> {
+        let block: Block = core_answers::consensus_hex("getblock", hex)?;
         if block.block_hash() != *hash {
             return Err(RpcError::Malformed {
                 method: "getblock".into(),

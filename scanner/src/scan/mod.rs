@@ -251,6 +251,8 @@ impl<N: Network, S: ScanStore> Scanner<N, S> {
         self.metrics
             .finalized_height
             .set(i64::try_from(finalized).unwrap_or(i64::MAX));
+        // The blocks to scan, fetched ahead (final ones only), with the height the next is at.
+        let mut ahead = None;
         loop {
             let keys = self.store.keys()?;
             let Some(height) = keys.iter().map(|key| key.next).min() else {
@@ -259,9 +261,19 @@ impl<N: Network, S: ScanStore> Scanner<N, S> {
             if height > finalized || progress.scanned >= blocks {
                 return Ok(progress);
             }
-            let block = self.network.block(height).inspect_err(|error| {
-                self.count_error(error);
-            })?;
+            if ahead.as_ref().is_some_and(|(next, _)| *next != height) {
+                ahead = None;
+            }
+            let (next, fetched) = ahead.get_or_insert_with(|| {
+                let last = finalized
+                    .min(height.saturating_add(blocks.saturating_sub(progress.scanned + 1)));
+                (height, self.network.blocks(height, last))
+            });
+            let block = fetched
+                .next()
+                .unwrap_or(Err(NetworkError::NoBlock(height)))
+                .inspect_err(|error| self.count_error(error))?;
+            *next += 1;
             self.scan_block(&block, &keys, &mut progress)?;
         }
     }
