@@ -71,6 +71,9 @@ pub struct BitcoinRpc {
     pub password_file: Option<PathBuf>,
     /// Seconds before a call is abandoned and retried.
     pub timeout_seconds: u64,
+    /// Whether blocks come through Core's binary REST endpoint (Core runs with `-rest`).
+    #[serde(default)]
+    pub rest: bool,
 }
 
 /// The coordinator's Cap'n Proto endpoint.

@@ -375,7 +375,8 @@ proptest! {
                 reads(&memory, &keys, &plans),
                 "after {:?}",
                 op
-            );            prop_assert_eq!(unwatched(&rocks), vec![], "after {:?}", op);
+            );
+            prop_assert_eq!(unwatched(&rocks), vec![], "after {:?}", op);
             prop_assert_eq!(unwatched(&memory), vec![], "after {:?}", op);
         }
         // And what RocksDB answers survives closing and reopening it.

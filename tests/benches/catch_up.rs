@@ -7,10 +7,11 @@
 //! outputs with padded witnesses, so that no signature is made or checked), about 1.3 MB a
 //! block; in every block 30 of them also pay a deposit to our key with its InInstruction.
 //!
-//! Then, through Core's RPC (`getblockhash`, `getblock` in hex):
-//! - fetching alone: every block's hex fetched, one after another, nothing decoded;
+//! Then, through Core's RPC (`getblockhash`, then `getblock` in hex, or Core's binary REST
+//! endpoint), each way:
+//! - fetching alone: every block fetched, one after another, nothing decoded;
 //! - the scanner: a fresh RocksDB store, `Scanner::tick` over the whole backlog: blocks fetched
-//!   and decoded ahead on their own thread (`Network::blocks`), each scanned and committed
+//!   ahead on their own thread (`Network::blocks`), each decoded, scanned and committed
 //!   (synced) with its Batch.
 //!
 //! Blocks: `CATCH_UP_BLOCKS` (default 500; the regtest node holds every block in memory,
@@ -27,7 +28,10 @@
     clippy::print_stdout
 )]
 
-use std::time::{Duration, Instant};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use bitcoin::{
     absolute::LockTime, consensus::encode::serialize_hex, opcodes::all::OP_DROP, opcodes::OP_TRUE,
@@ -37,7 +41,7 @@ use bitcoin::{
 use processor_tests::regtest::{harness::RegtestNode, wallet::TestWallet};
 use scanner::{
     chain::bitcoin_core::BitcoinCore,
-    chain::rpc::{Auth, CoreRpc, Retry},
+    chain::rpc::{Auth, CoreRpc, RawBlock, Retry},
     scan::metrics::ScannerMetrics,
     scan::Scanner,
     store::db::Db,
@@ -209,24 +213,33 @@ fn main() {
         Duration::from_secs(60),
         Retry::default(),
     );
-    let end = start + u64::from(blocks) - 1;
+    for (way, rpc) in [
+        ("getblock hex", rpc.clone()),
+        ("REST binary", rpc.with_rest()),
+    ] {
+        measure(way, rpc, &dir.path().join(way), key, start, blocks);
+    }
+}
 
-    // Fetching alone: each block's hex, nothing decoded.
+/// Fetching alone, then the scanner from a fresh store, both through `rpc`.
+fn measure(way: &str, rpc: CoreRpc, db: &Path, key: NetworkKey, start: u64, blocks: u32) {
+    let end = start + u64::from(blocks) - 1;
     let started = Instant::now();
     let mut bytes = 0;
     for height in start..=end {
         let hash = rpc.block_hash(height).unwrap();
-        let hex = rpc.call("getblock", json!([hash.to_string(), 0])).unwrap();
-        bytes += hex.as_str().unwrap().len() / 2;
+        bytes += match rpc.raw_block(&hash).unwrap() {
+            RawBlock::Hex(hex) => hex.len() / 2,
+            RawBlock::Bytes(bytes) => bytes.len(),
+        };
     }
     let fetching = started.elapsed().as_secs_f64();
     let megabytes = bytes as f64 / 1e6;
 
-    // The scanner, from a fresh store.
     let mut scanner = Scanner::new(
         BitcoinCore::new(rpc),
         NetworkId::Bitcoin,
-        Db::open(&dir.path().join("db")).unwrap(),
+        Db::open(db).unwrap(),
         1,
         ScannerMetrics::new().unwrap(),
     );
@@ -241,11 +254,11 @@ fn main() {
     let fetch_rate = f64::from(blocks) / fetching;
     let scan_rate = scanned as f64 / scanning;
     println!(
-        "fetching alone (getblockhash + getblock hex): {blocks} blocks, {megabytes:.0} MB in {fetching:.1} s: {fetch_rate:.1} blocks/s, {:.1} MB/s",
+        "{way}: fetching alone (nothing decoded): {blocks} blocks, {megabytes:.0} MB in {fetching:.1} s: {fetch_rate:.1} blocks/s, {:.1} MB/s",
         megabytes / fetching,
     );
     println!(
-        "the scanner (fetched and decoded ahead, scanned, each block committed synced with its Batch): {scanned} blocks in {scanning:.1} s: {scan_rate:.1} blocks/s, {:.1} MB/s: {:.0}% of fetching alone",
+        "{way}: the scanner (fetched ahead; decoded, scanned, each block committed synced with its Batch): {scanned} blocks in {scanning:.1} s: {scan_rate:.1} blocks/s, {:.1} MB/s: {:.0}% of fetching alone",
         megabytes / scanning,
         100.0 * scan_rate / fetch_rate,
     );

@@ -75,6 +75,34 @@ pub fn check_network<N: Network>(
         matches!(network.block(latest + 1), Err(NetworkError::NoBlock(_))),
         "a block past the tip is NoBlock",
     )?;
+    // A range read one block after another (catching up): the same blocks in order, and one
+    // running past the tip ends there with NoBlock.
+    let expected: Vec<[u8; 32]> = (start + 1..=latest)
+        .map(|height| network.block(height).map(|block| block.hash()))
+        .collect::<Result<_, _>>()
+        .map_err(failed)?;
+    let ranged: Vec<(u64, [u8; 32])> = network
+        .blocks(start + 1, latest)
+        .map(|block| block.map(|block| (block.height(), block.hash())))
+        .collect::<Result<_, _>>()
+        .map_err(failed)?;
+    check(
+        ranged
+            == (start + 1..=latest)
+                .zip(expected)
+                .collect::<Vec<(u64, [u8; 32])>>(),
+        "a range of blocks is the blocks at its heights, in order",
+    )?;
+    let mut past = network.blocks(latest, latest + 2);
+    check(
+        past.next()
+            .is_some_and(|block| block.is_ok_and(|block| block.height() == latest)),
+        "a range past the tip starts with the blocks it has",
+    )?;
+    check(
+        matches!(past.next(), Some(Err(NetworkError::NoBlock(_)))),
+        "a range past the tip ends with NoBlock",
+    )?;
 
     // Typing: each kind of our addresses, and nothing of another key's.
     let ours = network.typing(key).map_err(failed)?;

@@ -108,6 +108,7 @@ db_path = "{db}"
 url = "{url}"
 cookie_file = "{cookie}"
 timeout_seconds = 30
+rest = true
 
 [coordinator]
 endpoint = "{coordinator}"

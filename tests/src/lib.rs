@@ -25,7 +25,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[error(
     "binary `{name}` not found in {dir}: build the binaries in the tests' profile first \
-     (`cargo build [--release] --workspace --bins`; ops/test builds them in release)"
+     (`cargo build --workspace --bins`, with `--release` for benchmarks; ops/test does)"
 )]
 pub struct MissingBinary {
     /// The binary's name.

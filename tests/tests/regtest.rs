@@ -356,3 +356,44 @@ fn broken_requests_get_cores_errors() {
     let info = node.rpc("getblockchaininfo", json!([])).unwrap();
     assert_eq!(info["chain"], json!("regtest"));
 }
+
+#[test]
+fn the_rest_endpoint_serves_blocks_without_credentials_as_core_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = RegtestNode::start(dir.path()).unwrap();
+    let miner = wallet(1);
+    node.mine(2, miner.address()).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let get = |path: &str| {
+        let mut response = agent.get(format!("{}{path}", node.url())).call().unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_vec().unwrap())
+    };
+    let tip = node.block_at(2).unwrap();
+    let (status, bytes) = get(&format!("/rest/block/{}.bin", tip.block_hash()));
+    assert_eq!(status, 200);
+    assert_eq!(
+        consensus::deserialize::<bitcoin::Block>(&bytes).unwrap(),
+        tip
+    );
+    let unknown = "11".repeat(32);
+    let (status, body) = get(&format!("/rest/block/{unknown}.bin"));
+    assert_eq!(
+        (status, String::from_utf8(body).unwrap()),
+        (404, format!("{unknown} not found"))
+    );
+    assert_eq!(get("/rest/block/zz.bin").0, 400);
+    let mut posted = agent
+        .post(format!(
+            "{}/rest/block/{}.bin",
+            node.url(),
+            tip.block_hash()
+        ))
+        .send("")
+        .unwrap();
+    assert_eq!(posted.status().as_u16(), 405);
+    assert!(posted.body_mut().read_to_vec().is_ok());
+}

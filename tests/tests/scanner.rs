@@ -203,6 +203,14 @@ fn bitcoin_passes_the_network_conformance_suite() {
 }
 
 #[test]
+fn bitcoin_through_cores_rest_endpoint_passes_the_network_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::start(dir.path());
+    let network = BitcoinCore::new(rpc(&chain.node, Retry::default()).with_rest());
+    check_network(&network, &chain, &network_key(1), &network_key(2)).unwrap();
+}
+
+#[test]
 fn deposits_are_reported_when_final_and_typed_by_address() {
     let dir = tempfile::tempdir().unwrap();
     let chain = Chain::start(dir.path());
@@ -652,6 +660,48 @@ fn the_scanner_waits_for_an_unreachable_node_and_catches_up() {
     restarter.join().unwrap();
     assert_eq!(progress.batches.len(), 1);
     assert_eq!(progress.batches[0].instructions[0].amount.to_sat(), 700_000);
+}
+
+#[test]
+fn a_backlog_is_scanned_in_order_a_limited_number_of_blocks_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::start(dir.path());
+    let key = network_key(8);
+    let external = KeyScripts::derive(&key)
+        .unwrap()
+        .script(OutputKind::External)
+        .clone();
+    let mut scanner = scanner(&chain.node, &dir.path().join("db"), 3);
+    scanner.add_key(key, chain.height() + 1).unwrap();
+    // Eight blocks, each with one deposit of its own amount; two more make them final.
+    for block in 0..8 {
+        chain
+            .node
+            .send(&chain.pay(vec![
+                to(&external, 100_000 + block),
+                op_return(&instruction(1)),
+            ]))
+            .unwrap();
+        chain.mine(1);
+    }
+    chain.mine(2);
+    let amounts = |progress: &scanner::scan::Progress| -> Vec<u64> {
+        progress
+            .batches
+            .iter()
+            .flat_map(|batch| batch.instructions.iter())
+            .map(|instruction| instruction.amount.to_sat())
+            .collect()
+    };
+    // A tick stops at its limit (its range fetched ahead ends there)...
+    let first = scanner.tick_at_most(3).unwrap();
+    assert_eq!(first.scanned, 3);
+    assert_eq!(amounts(&first), vec![100_000, 100_001, 100_002]);
+    // ...and the next goes on from there, in order, up to the last final block.
+    let rest = scanner.tick().unwrap();
+    assert_eq!(amounts(&rest), (100_003..100_008).collect::<Vec<_>>());
+    assert_eq!(rest.finalized, Some(chain.height() - 2));
+    assert_eq!(scanner.tick().unwrap().scanned, 0);
 }
 
 #[test]

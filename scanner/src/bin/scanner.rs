@@ -137,6 +137,7 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
         Duration::from_secs(rpc.timeout_seconds),
         Retry::default(),
     );
+    let client = if rpc.rest { client.with_rest() } else { client };
     let metrics = ScannerMetrics::new()?;
     let metrics_address = telemetry::serve(metrics.registry().clone(), config.metrics.listen)?;
     let db = Db::open(&config.db_path)

@@ -3,7 +3,7 @@
 //! for each key, and a deposit's data taken from its first `OP_RETURN` output.
 
 use std::{
-    sync::mpsc::{sync_channel, Receiver},
+    sync::mpsc::{sync_channel, Receiver, SyncSender},
     thread,
 };
 
@@ -21,7 +21,7 @@ use schema::{
 };
 
 use crate::{
-    chain::rpc::{CoreRpc, RpcError, RPC_INVALID_PARAMETER},
+    chain::rpc::{CoreRpc, RawBlock, RpcError, RPC_INVALID_PARAMETER},
     chain::{
         BlockView, ChainOutput, ChainTransaction, Network, NetworkError, OutputRef, OutputTyping,
         TransactionView,
@@ -113,11 +113,6 @@ impl BitcoinBlock {
             hash: block.block_hash().to_byte_array(),
             block,
         }
-    }
-
-    /// The decoded block.
-    pub fn block(&self) -> &Block {
-        &self.block
     }
 }
 
@@ -220,12 +215,12 @@ impl OutputTyping for KeyScripts {
 struct Fetched {
     height: u64,
     hash: bitcoin::BlockHash,
-    hex: String,
+    raw: RawBlock,
 }
 
 impl Fetched {
     fn decode(self) -> Result<BitcoinBlock, NetworkError> {
-        let block = CoreRpc::decode_block(&self.hash, &self.hex).map_err(node)?;
+        let block = CoreRpc::decode_block(&self.hash, &self.raw).map_err(node)?;
         Ok(BitcoinBlock::new(self.height, block))
     }
 }
@@ -239,46 +234,70 @@ impl BitcoinCore {
             }
             other => node(other),
         })?;
-        let hex = self.rpc.block_hex(&hash).map_err(node)?;
-        Ok(Fetched { height, hash, hex })
+        let raw = self.rpc.raw_block(&hash).map_err(node)?;
+        Ok(Fetched { height, hash, raw })
     }
 }
 
-/// Blocks fetched ahead of the caller: how many wait while the caller scans and commits (each
-/// twice its size in memory, as Core's hex).
+/// Blocks held between the stages of catching up: fetched and waiting to be decoded, and
+/// decoded and waiting to be scanned (each a few times its size in memory).
 pub const FETCH_AHEAD: usize = 4;
 
-/// A range of blocks fetched on a thread of its own, `FETCH_AHEAD` blocks ahead of the
-/// caller, and decoded by the caller as it takes each: fetching (the node's work and the
-/// transfer) overlaps decoding, scanning and the synced commit, so that catching up runs at
-/// the speed of the node rather than at the sum of them. The thread stops at the range's end,
-/// at the first error (passed on, in order), or when the caller drops the iterator.
+/// A range of blocks fetched on a thread of its own and decoded on another, each up to
+/// `FETCH_AHEAD` blocks ahead of the next stage: fetching (the node's work and the transfer),
+/// decoding, and the caller's scanning and synced commit overlap, so that catching up runs at
+/// the speed of the slowest of them (the node) rather than at their sum. Each thread stops at
+/// the range's end, at the first error (passed on, in order), or when the stage after it is
+/// gone (the caller dropped the iterator).
 struct FetchAhead {
-    blocks: Receiver<Result<Fetched, NetworkError>>,
+    blocks: Receiver<Result<BitcoinBlock, NetworkError>>,
+    /// The height of the next block.
+    next: u64,
+    /// The blocks of the range not taken yet.
+    left: u64,
+}
+
+/// Runs `stage` on a thread named `name`; if no thread can be started, `failed` says why.
+fn spawn_stage<T: Send + 'static>(
+    name: &str,
+    failed: &SyncSender<Result<T, NetworkError>>,
+    stage: impl FnOnce() + Send + 'static,
+) {
+    if let Err(error) = thread::Builder::new().name(name.into()).spawn(stage) {
+        // The caller sees why, and tries again on its next tick.
+        let _ = failed.send(Err(NetworkError::Node(format!(
+            "cannot start the {name} thread: {error}"
+        ))));
+    }
 }
 
 impl FetchAhead {
     fn start(core: BitcoinCore, from: u64, to: u64) -> Self {
-        let (sender, blocks) = sync_channel(FETCH_AHEAD);
-        let failure = sender.clone();
-        let spawned = thread::Builder::new()
-            .name("block-fetch".into())
-            .spawn(move || {
-                for height in from..=to {
-                    let block = core.fetch(height);
-                    let failed = block.is_err();
-                    if sender.send(block).is_err() || failed {
-                        return;
-                    }
+        let (fetched_sender, fetched) = sync_channel(FETCH_AHEAD);
+        let (decoded_sender, blocks) = sync_channel(FETCH_AHEAD);
+        spawn_stage("block-fetch", &fetched_sender.clone(), move || {
+            for height in from..=to {
+                let block = core.fetch(height);
+                let failed = block.is_err();
+                if fetched_sender.send(block).is_err() || failed {
+                    return;
                 }
-            });
-        if let Err(error) = spawned {
-            // Nothing fetched: the caller sees why, and tries again on its next tick.
-            let _ = failure.send(Err(NetworkError::Node(format!(
-                "cannot start the block fetching thread: {error}"
-            ))));
+            }
+        });
+        spawn_stage("block-decode", &decoded_sender.clone(), move || {
+            for block in fetched {
+                let block = block.and_then(Fetched::decode);
+                let failed = block.is_err();
+                if decoded_sender.send(block).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        FetchAhead {
+            blocks,
+            next: from,
+            left: to.saturating_sub(from).saturating_add(1),
         }
-        FetchAhead { blocks }
     }
 }
 
@@ -286,7 +305,15 @@ impl Iterator for FetchAhead {
     type Item = Result<BitcoinBlock, NetworkError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        Some(self.blocks.recv().ok()?.and_then(Fetched::decode))
+        self.left = self.left.checked_sub(1)?;
+        let height = self.next;
+        self.next = height.saturating_add(1);
+        Some(self.blocks.recv().unwrap_or_else(|_| {
+            // The threads stopped without saying why (each passes every error on first).
+            Err(NetworkError::Node(format!(
+                "block fetching stopped before height {height}"
+            )))
+        }))
     }
 }
 

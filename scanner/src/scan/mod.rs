@@ -308,7 +308,13 @@ impl<N: Network, S: ScanStore> Scanner<N, S> {
                 tracing::error!(%error, "scanning halted");
                 return Err(error);
             }
-            Err(error) => return Err(error),
+            Err(error) => {
+                if let ScanError::Network(error) = &error {
+                    // The block is not valid chain data (an impossible amount on our output).
+                    self.count_error(error);
+                }
+                return Err(error);
+            }
         };
         self.metrics.halted.set(0);
         self.store.apply(&scan.changes)?;

@@ -37,6 +37,9 @@ struct Cli {
     /// Where to write the cookie (`__cookie__:<hex>`, mode 0600); default DATADIR/.cookie.
     #[arg(long, conflicts_with = "rpc_user")]
     rpc_cookie_file: Option<PathBuf>,
+    /// Serve Core's unauthenticated REST block endpoint (`/rest/block/<hash>.bin`), as -rest.
+    #[arg(long)]
+    rest: bool,
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -64,10 +67,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let node = Node::open(&cli.datadir).context("opening the chain")?;
     let height = node.chain().height();
     let node = Mutex::new(node);
-    let server = Arc::new(
-        RpcServer::bind(cli.rpc_bind, &user, &password)
-            .with_context(|| format!("binding {}", cli.rpc_bind))?,
-    );
+    let server = RpcServer::bind(cli.rpc_bind, &user, &password)
+        .with_context(|| format!("binding {}", cli.rpc_bind))?;
+    let server = Arc::new(if cli.rest { server.with_rest() } else { server });
     let address = server
         .address()
         .context("the RPC listener has no IP address")?;

@@ -39,7 +39,8 @@ pub struct RegtestNode {
 }
 
 impl RegtestNode {
-    /// Starts a node on `datadir` (created if missing) and waits until it answers.
+    /// Starts a node on `datadir` (created if missing), with Core's REST endpoint on as
+    /// `bitcoind -rest` would have it, and waits until it answers.
     ///
     /// # Errors
     /// The binary is missing or the node did not start.
@@ -71,7 +72,8 @@ impl RegtestNode {
             .arg("--datadir")
             .arg(&self.datadir)
             .arg("--rpc-bind")
-            .arg(format!("127.0.0.1:{}", self.port));
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--rest");
         let (child, address) = start_until_ready(command, &self.datadir.join("node.log"))?;
         self.address = Some(address);
         self.port = address.port();

@@ -1,9 +1,12 @@
 //! The HTTP side of the node's JSON-RPC: basic authentication (user and password, or Core's
-//! cookie `__cookie__:<hex>`), a bounded body, one request at a time against the node.
+//! cookie `__cookie__:<hex>`), a bounded body, one request at a time against the node. With
+//! `--rest`, as Core's `-rest`, also Core's unauthenticated binary REST block endpoint
+//! (`GET /rest/block/<hash>.bin`).
 
-use std::{io::Read, net::SocketAddr, sync::Mutex};
+use std::{io::Read, net::SocketAddr, str::FromStr, sync::Mutex};
 
 use base64::Engine;
+use bitcoin::{consensus, BlockHash};
 
 use super::{node::Node, rpc};
 
@@ -14,6 +17,8 @@ const MAX_BODY: u64 = 32 * 1024 * 1024;
 pub struct RpcServer {
     server: tiny_http::Server,
     credentials: String,
+    /// Whether the REST endpoint is served.
+    rest: bool,
 }
 
 impl RpcServer {
@@ -26,7 +31,63 @@ impl RpcServer {
         Ok(RpcServer {
             server,
             credentials: format!("{user}:{password}"),
+            rest: false,
         })
+    }
+
+    /// Serves Core's REST block endpoint too.
+    #[must_use]
+    pub fn with_rest(self) -> Self {
+        RpcServer { rest: true, ..self }
+    }
+
+    /// A REST request's answer, if it is one (Core answers them before authentication, and
+    /// only with `-rest`; without it, Core has no handler there and answers 404).
+    fn rest(
+        &self,
+        node: &Mutex<Node>,
+        request: &tiny_http::Request,
+    ) -> Option<tiny_http::ResponseBox> {
+        let path = request.url().strip_prefix("/rest/")?;
+        let text = |status: u16, message: String| {
+            Some(
+                tiny_http::Response::from_string(message)
+                    .with_status_code(status)
+                    .boxed(),
+            )
+        };
+        if !self.rest {
+            return text(404, String::new());
+        }
+        if request.method() != &tiny_http::Method::Get {
+            return text(405, "Only GET is supported".into());
+        }
+        let Some(requested) = path.strip_prefix("block/") else {
+            return text(404, String::new());
+        };
+        let Some(hash) = requested.strip_suffix(".bin") else {
+            // Core also serves .hex and .json; the scanner reads only the binary form.
+            return text(404, "output format not found (available: bin)".into());
+        };
+        let Ok(hash) = BlockHash::from_str(hash) else {
+            return text(400, format!("Invalid hash: {hash}"));
+        };
+        let Ok(node) = node.lock() else {
+            return text(500, "node state poisoned".into());
+        };
+        match node.stored_block(&hash) {
+            Some(block) => {
+                let mut response = tiny_http::Response::from_data(consensus::serialize(block));
+                if let Ok(header) = tiny_http::Header::from_bytes(
+                    &b"Content-Type"[..],
+                    &b"application/octet-stream"[..],
+                ) {
+                    response.add_header(header);
+                }
+                Some(response.boxed())
+            }
+            None => text(404, format!("{hash} not found")),
+        }
     }
 
     /// The bound address.
@@ -56,6 +117,10 @@ impl RpcServer {
     /// Answers requests until `stop` is called over RPC or `unblock` is.
     pub fn serve(&self, node: &Mutex<Node>) {
         for mut request in self.server.incoming_requests() {
+            if let Some(response) = self.rest(node, &request) {
+                let _ = request.respond(response);
+                continue;
+            }
             if !self.authorized(&request) {
                 let mut response = tiny_http::Response::empty(401);
                 if let Ok(header) = tiny_http::Header::from_bytes(
