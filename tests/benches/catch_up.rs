@@ -35,10 +35,13 @@ use std::{
 
 use bitcoin::{
     absolute::LockTime, consensus::encode::serialize_hex, opcodes::all::OP_DROP, opcodes::OP_TRUE,
-    script::Builder, script::PushBytesBuf, transaction, Amount, OutPoint, ScriptBuf, Sequence,
-    Transaction, TxIn, TxOut, Witness,
+    script::Builder, transaction, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
+    Witness,
 };
-use processor_tests::regtest::{harness::RegtestNode, wallet::TestWallet};
+use processor_tests::{
+    blocks::{bench_key, deposit_data},
+    regtest::{harness::RegtestNode, wallet::TestWallet},
+};
 use scanner::{
     chain::bitcoin_core::BitcoinCore,
     chain::rpc::{Auth, CoreRpc, RawBlock, Retry},
@@ -46,14 +49,7 @@ use scanner::{
     scan::Scanner,
     store::db::Db,
 };
-use schema::{
-    hashes::SeraiAddress,
-    ids::NetworkId,
-    instruction::{InInstruction, RefundableInInstruction},
-    keys::NetworkKey,
-    plan::OutputKind,
-    taproot::KeyScripts,
-};
+use schema::{ids::NetworkId, keys::NetworkKey, plan::OutputKind, taproot::KeyScripts};
 use serde_json::json;
 
 /// Transactions in each block besides the coinbase.
@@ -62,12 +58,6 @@ const CHAINS: usize = 3_000;
 const PAD: usize = 120;
 /// A deposit's value.
 const DEPOSIT: u64 = 20_000;
-
-fn key() -> NetworkKey {
-    let secp = bitcoin::secp256k1::Secp256k1::new();
-    let secret = bitcoin::secp256k1::SecretKey::from_slice(&[0x21; 32]).unwrap();
-    NetworkKey::from_slice(&secret.public_key(&secp).serialize()).unwrap()
-}
 
 /// Spends of the anyone-can-spend script: its witness is the padding, then the script.
 fn anyone() -> ScriptBuf {
@@ -129,16 +119,7 @@ fn backlog(node: &RegtestNode, blocks: u32, deposit: &ScriptBuf) -> u64 {
         .as_u64()
         .unwrap()
         + 1;
-    let data = PushBytesBuf::try_from(
-        RefundableInInstruction {
-            origin: None,
-            instruction: InInstruction::Transfer {
-                to: SeraiAddress([7; 32]),
-            },
-        }
-        .encode(),
-    )
-    .unwrap();
+    let data = deposit_data();
     for block in 0..blocks as usize {
         let transactions: Vec<Transaction> = chains
             .iter_mut()
@@ -196,7 +177,7 @@ fn main() {
         .unwrap_or(500);
     let dir = tempfile::tempdir().unwrap();
     let node = RegtestNode::start(&dir.path().join("node")).unwrap();
-    let key = key();
+    let key = bench_key().unwrap();
     let deposit = KeyScripts::derive(&key)
         .unwrap()
         .script(OutputKind::External)

@@ -19,7 +19,7 @@
 
 use std::{collections::VecDeque, path::Path, process::Command};
 
-use processor_tests::blocks::mainnet_sized_block;
+use processor_tests::blocks::{bench_key, mainnet_sized_block};
 use scanner::{
     chain::bitcoin_core::BitcoinBlock,
     scan::block::scan_block,
@@ -45,12 +45,6 @@ const PAYMENTS: u32 = 10_000;
 /// The resident memory the scanner must stay under.
 const BUDGET_MB: f64 = 200.0;
 const HEIGHT: u64 = 800_000;
-
-fn key() -> NetworkKey {
-    let secp = bitcoin::secp256k1::Secp256k1::new();
-    let secret = bitcoin::secp256k1::SecretKey::from_slice(&[0x21; 32]).unwrap();
-    NetworkKey::from_slice(&secret.public_key(&secp).serialize()).unwrap()
-}
 
 fn output(index: u32) -> PlanInput {
     let mut txid = [0xee; 32];
@@ -134,7 +128,7 @@ fn status_mb(field: &str) -> f64 {
 
 /// The child: what the scanner does with the state, then its memory.
 fn hold(dir: &Path) {
-    let key = key();
+    let key = bench_key().unwrap();
     let scripts = KeyScripts::derive(&key).unwrap();
     let db = Db::open(dir).unwrap();
     let opened = status_mb("VmRSS:");
@@ -182,7 +176,7 @@ fn main() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    write_state(dir.path(), key());
+    write_state(dir.path(), bench_key().unwrap());
     let child = Command::new(std::env::current_exe().unwrap())
         .arg("--hold")
         .arg(dir.path())

@@ -29,7 +29,7 @@
 use std::time::{Duration, Instant};
 
 use bitcoin::{consensus, Block, ScriptBuf};
-use processor_tests::blocks::{mainnet_sized_block, split_blocks};
+use processor_tests::blocks::{bench_key, mainnet_sized_block, split_blocks};
 use scanner::{
     chain::bitcoin_core::BitcoinBlock,
     scan::block::scan_block,
@@ -53,12 +53,6 @@ const RUNS: usize = 15;
 const HELD: u32 = 100_000;
 /// The height the blocks are scanned at.
 const HEIGHT: u64 = 800_000;
-
-fn key() -> NetworkKey {
-    let secp = bitcoin::secp256k1::Secp256k1::new();
-    let secret = bitcoin::secp256k1::SecretKey::from_slice(&[0x21; 32]).unwrap();
-    NetworkKey::from_slice(&secret.public_key(&secp).serialize()).unwrap()
-}
 
 /// The blocks to time: from the file `SCAN_BLOCKS` names, or generated.
 fn blocks(ours: &ScriptBuf) -> (String, Vec<Vec<u8>>) {
@@ -151,7 +145,7 @@ fn main() {
     if std::env::args().any(|arg| arg == "--list") {
         return;
     }
-    let key = key();
+    let key = bench_key().unwrap();
     let scripts = KeyScripts::derive(&key).unwrap();
     let deposit = scripts.script(OutputKind::External).clone();
     let (source, blocks) = blocks(&deposit);

@@ -1,6 +1,7 @@
 //! Blocks for benchmarks: mainnet-sized blocks generated for a seed, and files of real blocks
 //! (each a little-endian u32 length, then the consensus-encoded block).
 
+use bitcoin::secp256k1::SecretKey;
 use bitcoin::{
     absolute::LockTime,
     block::{Header, Version},
@@ -12,9 +13,35 @@ use bitcoin::{
 use schema::{
     hashes::SeraiAddress,
     instruction::{InInstruction, RefundableInInstruction},
+    keys::NetworkKey,
 };
 
 use crate::HarnessError;
+
+/// The network key the benchmarks' blocks pay: our key, as the scanner is given it.
+///
+/// # Errors
+/// None in practice: the secret is a valid scalar.
+pub fn bench_key() -> Result<NetworkKey, bitcoin::secp256k1::Error> {
+    let secp = bitcoin::secp256k1::Secp256k1::new();
+    let secret = SecretKey::from_slice(&[0x21; 32])?;
+    Ok(NetworkKey::from(secret.public_key(&secp)))
+}
+
+/// A deposit's data: a valid InInstruction, pushed in one `OP_RETURN` push (far below the 520
+/// bytes one push may hold).
+pub fn deposit_data() -> PushBytesBuf {
+    PushBytesBuf::try_from(
+        RefundableInInstruction {
+            origin: None,
+            instruction: InInstruction::Transfer {
+                to: SeraiAddress([7; 32]),
+            },
+        }
+        .encode(),
+    )
+    .unwrap_or_default()
+}
 
 /// The transaction id a generated block's `index`th transaction spends from.
 fn spent_txid(seed: u32, index: u32) -> [u8; 32] {
@@ -34,17 +61,7 @@ fn spent_txid(seed: u32, index: u32) -> [u8; 32] {
 /// MB), different for each `seed`; one transaction in a hundred pays `ours` and carries a
 /// valid InInstruction. Not a valid block (its inputs spend nothing): for timing and memory.
 pub fn mainnet_sized_block(seed: u32, ours: &ScriptBuf) -> Block {
-    // An InInstruction is far below the 520 bytes one push may hold.
-    let data = PushBytesBuf::try_from(
-        RefundableInInstruction {
-            origin: None,
-            instruction: InInstruction::Transfer {
-                to: SeraiAddress([7; 32]),
-            },
-        }
-        .encode(),
-    )
-    .unwrap_or_default();
+    let data = deposit_data();
     let txdata: Vec<Transaction> = (0u32..3000)
         .map(|index| {
             let input = |vout| TxIn {
