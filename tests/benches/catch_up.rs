@@ -11,7 +11,7 @@
 //! endpoint), each way:
 //! - fetching alone: every block fetched, one after another, nothing decoded;
 //! - the scanner: a fresh RocksDB store, `Scanner::tick` over the whole backlog: blocks fetched
-//!   ahead on their own thread (`Network::blocks`), each decoded, scanned and committed
+//!   ahead on one thread and decoded on another (`Network::blocks`), each scanned and committed
 //!   (synced) with its Batch.
 //!
 //! Blocks: `CATCH_UP_BLOCKS` (default 500; the regtest node holds every block in memory,

@@ -93,6 +93,10 @@ pub fn check_network<N: Network>(
                 .collect::<Vec<(u64, [u8; 32])>>(),
         "a range of blocks is the blocks at its heights, in order",
     )?;
+    check(
+        network.blocks(latest + 1, latest).next().is_none(),
+        "an empty range has no blocks",
+    )?;
     let mut past = network.blocks(latest, latest + 2);
     check(
         past.next()

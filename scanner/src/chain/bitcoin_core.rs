@@ -296,7 +296,11 @@ impl FetchAhead {
         FetchAhead {
             blocks,
             next: from,
-            left: to.saturating_sub(from).saturating_add(1),
+            left: if from > to {
+                0
+            } else {
+                (to - from).saturating_add(1)
+            },
         }
     }
 }
@@ -308,12 +312,17 @@ impl Iterator for FetchAhead {
         self.left = self.left.checked_sub(1)?;
         let height = self.next;
         self.next = height.saturating_add(1);
-        Some(self.blocks.recv().unwrap_or_else(|_| {
-            // The threads stopped without saying why (each passes every error on first).
+        let block = self.blocks.recv().unwrap_or_else(|_| {
+            // The threads stopped without saying why (each passes its error on first).
             Err(NetworkError::Node(format!(
                 "block fetching stopped before height {height}"
             )))
-        }))
+        });
+        if block.is_err() {
+            // The threads stop at an error: nothing follows it.
+            self.left = 0;
+        }
+        Some(block)
     }
 }
 

@@ -2,7 +2,8 @@
 //! authentication from a cookie file (re-read when Core restarts and rotates it) or a user and
 //! a password file, a timeout per call, retries with exponential backoff while the node cannot
 //! be reached, and Core's errors as typed values. Blocks and transactions are decoded with the
-//! `bitcoin` crate from their raw form.
+//! `bitcoin` crate from their raw form; blocks come, optionally, through Core's binary REST
+//! endpoint instead of `getblock`'s hex (`with_rest`).
 
 use std::{path::PathBuf, thread, time::Duration};
 
@@ -255,7 +256,7 @@ impl CoreRpc {
             }),
             404 => Err(RpcError::Core {
                 code: RPC_INVALID_ADDRESS_OR_KEY,
-                message: String::from_utf8_lossy(&body).into_owned(),
+                message: String::from_utf8_lossy(&body).trim_end().to_owned(),
             }),
             status => Err(RpcError::Malformed {
                 method: "rest/block".into(),

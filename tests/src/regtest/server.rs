@@ -43,7 +43,7 @@ impl RpcServer {
 
     /// A REST request's answer, if it is one (Core answers them before authentication, and
     /// only with `-rest`; without it, Core has no handler there and answers 404).
-    fn rest(
+    fn rest_answer(
         &self,
         node: &Mutex<Node>,
         request: &tiny_http::Request,
@@ -58,9 +58,6 @@ impl RpcServer {
         };
         if !self.rest {
             return text(404, String::new());
-        }
-        if request.method() != &tiny_http::Method::Get {
-            return text(405, "Only GET is supported".into());
         }
         let Some(requested) = path.strip_prefix("block/") else {
             return text(404, String::new());
@@ -86,7 +83,7 @@ impl RpcServer {
                 }
                 Some(response.boxed())
             }
-            None => text(404, format!("{hash} not found")),
+            None => text(404, format!("{hash} not found\r\n")),
         }
     }
 
@@ -117,7 +114,7 @@ impl RpcServer {
     /// Answers requests until `stop` is called over RPC or `unblock` is.
     pub fn serve(&self, node: &Mutex<Node>) {
         for mut request in self.server.incoming_requests() {
-            if let Some(response) = self.rest(node, &request) {
+            if let Some(response) = self.rest_answer(node, &request) {
                 let _ = request.respond(response);
                 continue;
             }
