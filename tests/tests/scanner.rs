@@ -28,6 +28,7 @@ use processor_tests::{
 use scanner::{
     chain::bitcoin_core::{chain_transaction, BitcoinCore},
     chain::rpc::{Auth, CoreRpc, Retry},
+    chain::{BlockView, Network},
     scan::eventuality::{Eventuality, Outcome},
     scan::metrics::ScannerMetrics,
     scan::{ScanError, Scanner},
@@ -660,6 +661,20 @@ fn the_scanner_waits_for_an_unreachable_node_and_catches_up() {
     restarter.join().unwrap();
     assert_eq!(progress.batches.len(), 1);
     assert_eq!(progress.batches[0].instructions[0].amount.to_sat(), 700_000);
+}
+
+#[test]
+fn rest_against_a_node_without_it_fails_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = RegtestNode::start_without_rest(&dir.path().join("node")).unwrap();
+    node.mine(1, TestWallet::new([0x42; 32]).unwrap().address())
+        .unwrap();
+    let network = BitcoinCore::new(rpc(&node, Retry::default()).with_rest());
+    let error = network.block(1).unwrap_err().to_string();
+    assert!(error.contains("run it with -rest"), "{error}");
+    // Over hex the same node serves the block.
+    let hex = BitcoinCore::new(rpc(&node, Retry::default()));
+    assert_eq!(hex.block(1).unwrap().height(), 1);
 }
 
 #[test]

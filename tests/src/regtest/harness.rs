@@ -36,6 +36,8 @@ pub struct RegtestNode {
     /// The port of the first start, reused by restarts so that clients find the node again.
     port: u16,
     agent: ureq::Agent,
+    /// Whether the node serves Core's REST endpoint (`--rest`).
+    rest: bool,
 }
 
 impl RegtestNode {
@@ -45,6 +47,18 @@ impl RegtestNode {
     /// # Errors
     /// The binary is missing or the node did not start.
     pub fn start(datadir: &Path) -> Result<Self, HarnessError> {
+        Self::start_serving(datadir, true)
+    }
+
+    /// Starts a node as `start` does, without the REST endpoint (as `bitcoind` by default).
+    ///
+    /// # Errors
+    /// The binary is missing or the node did not start.
+    pub fn start_without_rest(datadir: &Path) -> Result<Self, HarnessError> {
+        Self::start_serving(datadir, false)
+    }
+
+    fn start_serving(datadir: &Path, rest: bool) -> Result<Self, HarnessError> {
         fs::create_dir_all(datadir)?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -57,6 +71,7 @@ impl RegtestNode {
             address: None,
             port: 0,
             agent,
+            rest,
         };
         node.restart()?;
         Ok(node)
@@ -72,8 +87,10 @@ impl RegtestNode {
             .arg("--datadir")
             .arg(&self.datadir)
             .arg("--rpc-bind")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--rest");
+            .arg(format!("127.0.0.1:{}", self.port));
+        if self.rest {
+            command.arg("--rest");
+        }
         let (child, address) = start_until_ready(command, &self.datadir.join("node.log"))?;
         self.address = Some(address);
         self.port = address.port();
