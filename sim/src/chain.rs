@@ -305,7 +305,15 @@ impl Network for SimNode {
         to: u64,
     ) -> impl Iterator<Item = Result<ChainBlock, NetworkError>> + 'static {
         let node = self.clone();
-        (from..=to).map(move |height| node.block(height))
+        let mut failed = false;
+        (from..=to).map_while(move |height| {
+            if failed {
+                return None;
+            }
+            let block = node.block(height);
+            failed = block.is_err();
+            Some(block)
+        })
     }
 
     fn height_of(&self, hash: [u8; 32]) -> Result<Option<u64>, NetworkError> {

@@ -107,6 +107,7 @@ pub fn check_network<N: Network>(
         matches!(past.next(), Some(Err(NetworkError::NoBlock(_)))),
         "a range past the tip ends with NoBlock",
     )?;
+    check(past.next().is_none(), "nothing follows a range's error")?;
 
     // Typing: each kind of our addresses, and nothing of another key's.
     let ours = network.typing(key).map_err(failed)?;

@@ -53,6 +53,14 @@ fn network_key(seed: u8) -> NetworkKey {
     NetworkKey::from_slice(&secret.public_key(&secp).serialize()).unwrap()
 }
 
+/// The script deposits to `key` pay.
+fn deposit_script(key: &NetworkKey) -> ScriptBuf {
+    KeyScripts::derive(key)
+        .unwrap()
+        .script(OutputKind::External)
+        .clone()
+}
+
 fn rpc(node: &RegtestNode, retry: Retry) -> CoreRpc {
     CoreRpc::new(
         &node.url(),
@@ -359,10 +367,7 @@ fn a_reorg_above_finality_is_harmless_and_one_below_halts() {
     let dir = tempfile::tempdir().unwrap();
     let chain = Chain::start(dir.path());
     let key = network_key(4);
-    let external = KeyScripts::derive(&key)
-        .unwrap()
-        .script(OutputKind::External)
-        .clone();
+    let external = deposit_script(&key);
     let mut scanner = scanner(&chain.node, &dir.path().join("db"), 3);
     scanner.add_key(key, chain.height() + 1).unwrap();
 
@@ -423,10 +428,7 @@ fn a_block_of_more_deposits_than_one_batch_holds_is_reported_in_consecutive_batc
     let dir = tempfile::tempdir().unwrap();
     let chain = Chain::start(dir.path());
     let key = network_key(11);
-    let external = KeyScripts::derive(&key)
-        .unwrap()
-        .script(OutputKind::External)
-        .clone();
+    let external = deposit_script(&key);
     let mut scanner = scanner(&chain.node, &dir.path().join("db"), 1);
     scanner.add_key(key, chain.height() + 1).unwrap();
     for account in [1u8, 2] {
@@ -569,10 +571,7 @@ fn a_restarted_scanner_gives_the_same_batches() {
     let dir = tempfile::tempdir().unwrap();
     let chain = Chain::start(dir.path());
     let key = network_key(5);
-    let external = KeyScripts::derive(&key)
-        .unwrap()
-        .script(OutputKind::External)
-        .clone();
+    let external = deposit_script(&key);
     let activation = chain.height() + 1;
     for account in 0..6u8 {
         chain
@@ -621,10 +620,7 @@ fn the_scanner_waits_for_an_unreachable_node_and_catches_up() {
     let dir = tempfile::tempdir().unwrap();
     let chain = Chain::start(dir.path());
     let key = network_key(6);
-    let external = KeyScripts::derive(&key)
-        .unwrap()
-        .script(OutputKind::External)
-        .clone();
+    let external = deposit_script(&key);
     let mut scanner = Scanner::new(
         BitcoinCore::new(rpc(
             &chain.node,
@@ -682,10 +678,7 @@ fn a_backlog_is_scanned_in_order_a_limited_number_of_blocks_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let chain = Chain::start(dir.path());
     let key = network_key(8);
-    let external = KeyScripts::derive(&key)
-        .unwrap()
-        .script(OutputKind::External)
-        .clone();
+    let external = deposit_script(&key);
     let mut scanner = scanner(&chain.node, &dir.path().join("db"), 3);
     scanner.add_key(key, chain.height() + 1).unwrap();
     // Eight blocks, each with one deposit of its own amount; two more make them final.

@@ -153,7 +153,7 @@ impl TransactionView for Transaction {
             &self.input[..]
         };
         spent.iter().map(|input| OutputId {
-            txid: TransactionId(input.previous_output.txid.to_byte_array()),
+            txid: transaction_id(input.previous_output.txid),
             vout: input.previous_output.vout,
         })
     }

@@ -219,7 +219,7 @@ pub trait Network {
     fn block(&self, height: u64) -> Result<Self::Block, NetworkError>;
 
     /// The active chain's blocks `from..=to`, in order, for a caller reading them one after
-    /// another (catching up on a backlog). A node may fetch and decode ahead while the caller
+    /// another (catching up on a backlog); the first error ends the range. A node may fetch and decode ahead while the caller
     /// works on earlier blocks, so `to` must be final: a block past finality could be fetched
     /// before a reorganization replaced it. The iterator owns what it needs, so the caller
     /// can go on using the network while it reads.

@@ -39,7 +39,7 @@ impl Eventuality {
     /// What `transaction` means for this plan, if it spends any of its inputs. Its id is
     /// computed only then.
     pub fn check<T: TransactionView + ?Sized>(&self, transaction: &T) -> Option<Outcome> {
-        let ours: BTreeSet<&OutputId> = self.inputs.iter().collect();
+        let ours: BTreeSet<OutputId> = self.inputs.iter().copied().collect();
         if !transaction.spends().any(|input| ours.contains(&input)) {
             return None;
         }
@@ -50,11 +50,7 @@ impl Eventuality {
                 planned.script == output.script && planned.amount.to_sat() == output.value
             })
         }) && expected.next().is_none();
-        if spent.len() == ours.len()
-            && spent.iter().all(|input| ours.contains(input))
-            && transaction.spends().count() == self.inputs.len()
-            && pays_the_plan
-        {
+        if spent == ours && transaction.spends().count() == self.inputs.len() && pays_the_plan {
             Some(Outcome::Completed(transaction.id()))
         } else {
             Some(Outcome::Conflict(transaction.id()))
