@@ -126,5 +126,6 @@ pub fn plan(key: NetworkKey, txid: u8, fee_rate: u64) -> Option<Plan> {
         }],
         change: Some(key),
         fee_rate: FeeRate(fee_rate),
+        replaces: None,
     })
 }

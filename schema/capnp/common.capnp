@@ -125,4 +125,13 @@ struct Plan {
     some @4 :Data; # 33 bytes, the key whose change address receives the change
   }
   feeRate @5 :UInt64; # satoshis per virtual byte; part of the plan id
+  replaces :union {
+    none @6 :Void;
+    some @7 :Replaces; # a fee-bumping replacement of the family's original plan
+  }
+}
+
+struct Replaces {
+  plan @0 :Data;     # 32 bytes, the original plan's id
+  feeRate @1 :UInt64; # the original plan's fee rate
 }

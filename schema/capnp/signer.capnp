@@ -30,6 +30,8 @@ enum RefusalReason {
   wrongNetwork @20;              # a request for a network this enclave does not sign for
   batchAhead @21;                # a new Batch id more than BATCH_WINDOW past the last one Serai
                                  # is attested to have included; may pass once a later one is
+  replacementMismatch @22;       # a replacement is not the plan it names at another fee rate
+  replacementUnderbids @23;      # a replacement does not outbid its original (BIP125)
 }
 
 struct Refusal {

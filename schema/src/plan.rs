@@ -112,6 +112,18 @@ pub struct Payment {
     pub amount: Amount,
 }
 
+/// The plan a replacement replaces: the original plan of its family, never itself a
+/// replacement. A replacement is its original with another fee rate, so the original is named
+/// by its id and its fee rate alone, and anyone holding the replacement can rebuild the original
+/// and check that it hashes to that id: same inputs, same payments, same change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Replaces {
+    /// The original plan's id.
+    pub plan: PlanId,
+    /// The original plan's fee rate.
+    pub fee_rate: FeeRate,
+}
+
 /// What to spend and whom to pay with it, for one key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Plan {
@@ -127,6 +139,9 @@ pub struct Plan {
     /// its transaction byte for byte: every attempt signs the same transaction, and another
     /// fee rate is another plan, which needs its own acknowledgement.
     pub fee_rate: FeeRate,
+    /// The plan this one replaces at a higher fee (fee bumping by RBF), if it is a replacement.
+    /// Part of the id, so an attestation of the replacement's id names what it replaces.
+    pub replaces: Option<Replaces>,
 }
 
 impl Plan {
@@ -160,7 +175,48 @@ impl Plan {
             None => transcript.append("no-change", &[]),
         }
         transcript.append("fee_rate", &self.fee_rate.0.to_le_bytes());
+        if let Some(replaces) = &self.replaces {
+            transcript.append("replaces", replaces.plan.as_bytes());
+            transcript.append("replaced_fee_rate", &replaces.fee_rate.0.to_le_bytes());
+        }
         PlanId(transcript.finish())
+    }
+
+    /// The original plan of this plan's family: itself if it replaces nothing, else itself at
+    /// the replaced fee rate, without the link. For an honest replacement its id is
+    /// `replaces.plan`; one whose is not pays something else than the plan it names.
+    pub fn original(&self) -> Plan {
+        match self.replaces {
+            None => self.clone(),
+            Some(replaces) => Plan {
+                fee_rate: replaces.fee_rate,
+                replaces: None,
+                ..self.clone()
+            },
+        }
+    }
+
+    /// The id of the family's original plan: what every member's transaction settles, and what
+    /// the enclave records the inputs it signs against.
+    pub fn family(&self) -> PlanId {
+        match &self.replaces {
+            Some(replaces) => replaces.plan,
+            None => self.id(),
+        }
+    }
+
+    /// This plan's replacement at `fee_rate`: the same inputs, payments and change, linked to
+    /// the family's original.
+    pub fn replaced_at(&self, fee_rate: FeeRate) -> Plan {
+        let replaces = self.replaces.unwrap_or(Replaces {
+            plan: self.id(),
+            fee_rate: self.fee_rate,
+        });
+        Plan {
+            fee_rate,
+            replaces: Some(replaces),
+            ..self.clone()
+        }
     }
 }
 

@@ -108,6 +108,46 @@ pub fn plan_fee_rate(median: Option<FeeRate>) -> FeeRate {
     )
 }
 
+/// Network blocks after the block its plan was made at (the context block of the Serai block
+/// that made it, or its latest replacement) within which a plan's transaction must be final;
+/// a plan none of whose inputs is spent by then is stuck, and the next Serai block replaces
+/// it. A rule over finalized, acknowledged blocks, so every validator decides alike.
+pub const STUCK_AFTER_BLOCKS: u64 = 6;
+
+/// Bitcoin Core's incremental relay fee rate (sat/vB): what a replacement must pay on top of
+/// the fees it evicts, for its own size (BIP125 rule 4).
+pub const INCREMENTAL_RELAY_FEE_RATE: FeeRate = FeeRate(1);
+
+/// The fee rate a stuck plan is replaced at: the rate plans are made at now (`market`, from
+/// the acknowledged block as `plan_fee_rate`), but at least a quarter (and one sat/vB) above
+/// the rate it was stuck at, so that a market that has not moved still gets a replacement
+/// that outbids the stuck transaction; never above `MAX_FEE_RATE`. `None` when the stuck rate
+/// is at the cap already: nothing higher may be signed.
+pub fn bump_fee_rate(stuck: FeeRate, market: FeeRate) -> Option<FeeRate> {
+    if stuck >= MAX_FEE_RATE {
+        return None;
+    }
+    let step = (stuck.0 / 4).max(INCREMENTAL_RELAY_FEE_RATE.0);
+    Some(FeeRate(
+        market
+            .0
+            .max(stuck.0.saturating_add(step))
+            .min(MAX_FEE_RATE.0),
+    ))
+}
+
+/// Whether `replacement` may replace `replaced` in a mempool (BIP125 rules 3 and 4, as Bitcoin
+/// Core applies them to one conflicting transaction without descendants): a higher fee rate,
+/// and an absolute fee at least the replaced one plus the incremental relay fee for the
+/// replacement's own size.
+pub fn outbids(replaced: &BuiltTransaction, replacement: &BuiltTransaction) -> bool {
+    let (old_fee, new_fee) = (replaced.fee.to_sat(), replacement.fee.to_sat());
+    let (old_size, new_size) = (replaced.signed_vsize(), replacement.signed_vsize());
+    let relay = new_size.saturating_mul(INCREMENTAL_RELAY_FEE_RATE.0);
+    u128::from(new_fee) * u128::from(old_size) > u128::from(old_fee) * u128::from(new_size)
+        && new_fee >= old_fee.saturating_add(relay)
+}
+
 /// The fee caps a signed transaction stays under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FeeCaps {

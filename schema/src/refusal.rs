@@ -29,5 +29,7 @@ pub fn label(reason: RefusalReason) -> &'static str {
         RefusalReason::BatchOutOfOrder => "batch_out_of_order",
         RefusalReason::WrongNetwork => "wrong_network",
         RefusalReason::BatchAhead => "batch_ahead",
+        RefusalReason::ReplacementMismatch => "replacement_mismatch",
+        RefusalReason::ReplacementUnderbids => "replacement_underbids",
     }
 }

@@ -24,7 +24,7 @@ use crate::{
         CoordinatorEnvelope, CoordinatorMessage, ParticipantMap, ProcessorEnvelope,
         ProcessorMessage,
     },
-    plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
+    plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput, Replaces},
     sign_id::{BatchSignTarget, SignId},
     transaction::FeeRate,
 };
@@ -264,13 +264,18 @@ pub fn plan() -> impl Strategy<Value = Plan> {
         vec(payment(), 0..LIST),
         option::of(network_key()),
         any::<u64>(),
+        option::of((any::<[u8; 32]>(), any::<u64>())),
     )
-        .prop_map(|(key, inputs, payments, change, fee_rate)| Plan {
+        .prop_map(|(key, inputs, payments, change, fee_rate, replaces)| Plan {
             key,
             inputs,
             payments,
             change,
             fee_rate: FeeRate(fee_rate),
+            replaces: replaces.map(|(plan, fee_rate)| Replaces {
+                plan: PlanId(plan),
+                fee_rate: FeeRate(fee_rate),
+            }),
         })
 }
 

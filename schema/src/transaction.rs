@@ -70,6 +70,30 @@ pub struct BuiltTransaction {
     pub change: Option<(u32, Amount)>,
 }
 
+impl BuiltTransaction {
+    /// The virtual size of the transaction once signed (one 64-byte key-path signature per
+    /// input), which its fee was computed for.
+    pub fn signed_vsize(&self) -> u64 {
+        let mut signed = self.transaction.clone();
+        for input in &mut signed.input {
+            input.witness = signed_input_template().witness;
+        }
+        signed.weight().to_vbytes_ceil()
+    }
+
+    /// Whether the same payments are paid (same outputs) as in `other`, amounts aside.
+    pub fn pays_as(&self, other: &BuiltTransaction) -> bool {
+        self.payments.len() == other.payments.len()
+            && self.payments.iter().zip(&other.payments).all(|pair| {
+                matches!(
+                    pair,
+                    (PaymentOutcome::Paid { vout: a, .. }, PaymentOutcome::Paid { vout: b, .. })
+                        if a == b
+                ) || matches!(pair, (PaymentOutcome::Dropped, PaymentOutcome::Dropped))
+            })
+    }
+}
+
 /// The result of building: a transaction, or why none can exist, with what became of the
 /// payments (so a scheduler releases the branch groups of a plan that yields nothing).
 #[derive(Clone, Debug, PartialEq, Eq)]

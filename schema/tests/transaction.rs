@@ -22,7 +22,7 @@ use schema::{
     hashes::TransactionId,
     keys::NetworkKey,
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
-    protocol::DUST,
+    protocol::{bump_fee_rate, outbids, DUST, MAX_FEE_RATE},
     strategies::payment_address,
     taproot::kind_offset,
     transaction::{
@@ -120,6 +120,7 @@ fn fee_is_split_over_the_payments_with_exact_numbers() {
         payments: (1..=3).map(|i| pay(p2wpkh(i), 20_000)).collect(),
         change: Some(group()),
         fee_rate: FeeRate(1),
+        replaces: None,
     };
     let built = built(&plan, 10);
     // 1 key-path input, 3 P2WPKH outputs, 1 P2TR change: base 187 bytes, witness 68 bytes,
@@ -148,6 +149,7 @@ fn the_fee_remainder_goes_to_the_first_payment() {
         payments: (1..=3).map(|i| pay(p2wpkh(i), 20_000)).collect(),
         change: Some(group()),
         fee_rate: FeeRate(1),
+        replaces: None,
     };
     // 204 vbytes is a multiple of 3, so add an input (+58 vbytes: 262, remainder 1 at odd
     // rates) to have remainders at all.
@@ -188,6 +190,7 @@ fn payments_falling_below_dust_are_dropped_and_the_value_kept() {
         payments: vec![pay(p2wpkh(1), 100_000), pay(p2wpkh(2), DUST.to_sat() + 100)],
         change: Some(group()),
         fee_rate: FeeRate(1),
+        replaces: None,
     };
     let built = built(&plan, 5);
     assert_eq!(built.payments[1], PaymentOutcome::Dropped);
@@ -209,6 +212,7 @@ fn a_plan_that_cannot_pay_its_fee_yields_no_transaction() {
         payments: vec![],
         change: Some(group()),
         fee_rate: FeeRate(1),
+        replaces: None,
     };
     assert_eq!(
         build(&at(&plan, 10)),
@@ -223,6 +227,7 @@ fn a_plan_that_cannot_pay_its_fee_yields_no_transaction() {
         payments: vec![pay(p2wpkh(1), 12_000), pay(p2wpkh(2), 13_000)],
         change: Some(group()),
         fee_rate: FeeRate(1),
+        replaces: None,
     };
     let kept = built(&tiny, 50);
     assert_eq!(kept.payments, vec![PaymentOutcome::Dropped; 2]);
@@ -247,6 +252,7 @@ fn malformed_plans_are_errors() {
         payments: vec![],
         change: None,
         fee_rate: FeeRate(1),
+        replaces: None,
     };
     assert_eq!(build(&no_inputs), Err(BuildError::NoInputs));
     let overspent = Plan {
@@ -255,6 +261,7 @@ fn malformed_plans_are_errors() {
         payments: vec![pay(p2wpkh(1), 50_001)],
         change: None,
         fee_rate: FeeRate(1),
+        replaces: None,
     };
     assert!(matches!(
         build(&overspent),
@@ -266,8 +273,61 @@ fn malformed_plans_are_errors() {
         payments: vec![pay(p2wpkh(1), 40_000)],
         change: None,
         fee_rate: FeeRate(1),
+        replaces: None,
     };
     assert_eq!(build(&at(&huge_rate, u64::MAX)), Err(BuildError::Overflow));
+}
+
+#[test]
+fn a_replacement_outbids_as_bip125_demands_and_its_signed_size_is_exact() {
+    let plan = Plan {
+        key: group(),
+        inputs: vec![input(1, OutputKind::External, 1_000_000)],
+        payments: vec![pay(p2wpkh(3), 400_000)],
+        change: Some(group()),
+        fee_rate: FeeRate(10),
+        replaces: None,
+    };
+    let original = built(&plan, 10);
+    assert_eq!(
+        original.signed_vsize(),
+        sign(&plan, &original).vsize() as u64
+    );
+    assert_eq!(original.fee.to_sat(), 10 * original.signed_vsize());
+    // One sat/vB more pays the incremental relay fee for the same size: the least that outbids.
+    assert!(outbids(&original, &built(&plan, 11)));
+    assert!(!outbids(&original, &built(&plan, 10)));
+    assert!(!outbids(&built(&plan, 11), &original));
+    // A fee rate higher but an absolute fee short of the relay increment does not outbid: the
+    // same fee in a smaller transaction (no change output).
+    let smaller = Plan {
+        change: None,
+        payments: vec![pay(p2wpkh(3), 990_000)],
+        ..plan.clone()
+    };
+    let mut squeezed = built(&smaller, 10);
+    squeezed.fee = original.fee;
+    assert!(squeezed.signed_vsize() < original.signed_vsize());
+    assert!(!outbids(&original, &squeezed));
+    // The replacement pays the same payments; one that drops a payment does not.
+    assert!(built(&plan, 50).pays_as(&original));
+    let tiny = Plan {
+        payments: vec![pay(p2wpkh(3), 400_000), pay(p2wpkh(4), 12_000)],
+        ..plan
+    };
+    assert!(!built(&tiny, 50).pays_as(&built(&tiny, 2)));
+}
+
+#[test]
+fn stuck_plans_are_bumped_by_a_quarter_at_least_up_to_the_cap() {
+    assert_eq!(bump_fee_rate(FeeRate(2), FeeRate(2)), Some(FeeRate(3)));
+    assert_eq!(bump_fee_rate(FeeRate(100), FeeRate(50)), Some(FeeRate(125)));
+    assert_eq!(
+        bump_fee_rate(FeeRate(100), FeeRate(300)),
+        Some(FeeRate(300))
+    );
+    assert_eq!(bump_fee_rate(FeeRate(999), FeeRate(2)), Some(MAX_FEE_RATE));
+    assert_eq!(bump_fee_rate(MAX_FEE_RATE, FeeRate(2_000)), None);
 }
 
 #[test]
@@ -278,6 +338,7 @@ fn a_key_path_input_weighs_what_the_scheduler_assumes() {
         payments: vec![],
         change: Some(group()),
         fee_rate: FeeRate(1),
+        replaces: None,
     };
     let two = Plan {
         inputs: vec![
@@ -302,6 +363,7 @@ fn a_fixed_plan_gives_a_fixed_transaction() {
         payments: vec![pay(p2wpkh(7), 120_000), pay(p2wpkh(8), 30_000)],
         change: Some(group()),
         fee_rate: FeeRate(1),
+        replaces: None,
     };
     let built = built(&plan, 3);
     assert_eq!(
@@ -337,7 +399,7 @@ proptest! {
             })
             .flatten()
             .collect();
-        let plan = Plan { key: group(), inputs, payments, change: with_change.then(group), fee_rate: FeeRate(rate) };
+        let plan = Plan { key: group(), inputs, payments, change: with_change.then(group), fee_rate: FeeRate(rate), replaces: None };
         match build(&plan).unwrap() {
             Built::Transaction(built) => {
                 let signed = sign(&plan, &built);

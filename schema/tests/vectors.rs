@@ -18,7 +18,7 @@ use schema::{
     instruction::{InInstruction, InInstructionWithBalance, RefundableInInstruction},
     keys::NetworkKey,
     messages::coordinator::PlansAcknowledged,
-    plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
+    plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput, Replaces},
     transaction::FeeRate,
 };
 use serde::Deserialize;
@@ -54,7 +54,15 @@ struct PlanVector {
     payments: Vec<PaymentVector>,
     change: Option<String>,
     fee_rate: u64,
+    #[serde(default)]
+    replaces: Option<ReplacesVector>,
     id: String,
+}
+
+#[derive(Deserialize)]
+struct ReplacesVector {
+    plan: String,
+    fee_rate: u64,
 }
 
 fn plan_of(vector: &PlanVector) -> Plan {
@@ -88,6 +96,10 @@ fn plan_of(vector: &PlanVector) -> Plan {
             .collect(),
         change: vector.change.as_deref().map(key),
         fee_rate: FeeRate(vector.fee_rate),
+        replaces: vector.replaces.as_ref().map(|replaces| Replaces {
+            plan: PlanId::from_slice(&unhex(&replaces.plan)).unwrap(),
+            fee_rate: FeeRate(replaces.fee_rate),
+        }),
     }
 }
 
@@ -138,6 +150,21 @@ fn plan_ids_ignore_input_kinds_and_amounts_but_nothing_else() {
     changes.push(p);
     let mut p = plan.clone();
     p.fee_rate = FeeRate(plan.fee_rate.0 - 1);
+    changes.push(p);
+    // The replacement link, and each of its fields.
+    let replacement = plan.replaced_at(FeeRate(plan.fee_rate.0 - 1));
+    let mut p = replacement.clone();
+    p.replaces = p.replaces.map(|replaces| Replaces {
+        fee_rate: FeeRate(replaces.fee_rate.0 - 1),
+        ..replaces
+    });
+    assert_eq!(replacement.original().id(), id);
+    changes.extend([plan.replaced_at(plan.fee_rate), replacement.clone(), p]);
+    let mut p = replacement;
+    p.replaces = p.replaces.map(|replaces| Replaces {
+        plan: PlanId([0; 32]),
+        ..replaces
+    });
     changes.push(p);
     for changed in changes {
         assert_ne!(changed.id(), id, "{changed:?}");

@@ -12,7 +12,8 @@
 //!   replaced (`provision --new-sealing-key`), kept but never read by the enclave
 //! - `settings`: setting name -> value (the coordinator key: 32-byte x-only key)
 //! - `acknowledged`: network key (33) || plan id (32)
-//! - `signed_inputs`: txid (32) || vout (u32 LE) -> plan id (32)
+//! - `signed_inputs`: txid (32) || vout (u32 LE) -> the plan family's id (32): the plan's own
+//!   id, or for a replacement the original's it replaces
 //! - `plan_markers`: network key (33) || plan id (32) || attempt (u32 LE)
 //! - `batch_markers`: batch key (32) || network (1) || batch id (u32 LE) || attempt (u32 LE)
 //! - `batches`: network (1) || batch id (u32 LE) -> hash of the signed batch message (32)
@@ -278,7 +279,7 @@ impl EnclaveDb {
         );
         let inputs = self.cf(SIGNED_INPUTS)?;
         for input in &approval.inputs {
-            batch.put_cf(inputs, input_key(input), approval.marker.id.as_bytes());
+            batch.put_cf(inputs, input_key(input), approval.family.as_bytes());
         }
         self.commit(batch)
     }

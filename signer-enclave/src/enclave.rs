@@ -612,6 +612,8 @@ impl Enclave {
             Refusal::FeeRateTooHigh { .. } => RefusalReason::FeeRateTooHigh,
             Refusal::FeeShareTooHigh { .. } => RefusalReason::FeeShareTooHigh,
             Refusal::InputAlreadySigned { .. } => RefusalReason::InputAlreadySigned,
+            Refusal::ReplacementMismatch { .. } => RefusalReason::ReplacementMismatch,
+            Refusal::ReplacementUnderbids { .. } => RefusalReason::ReplacementUnderbids,
             Refusal::Unbuildable(_) => RefusalReason::Unbuildable,
             Refusal::BatchMismatch => RefusalReason::BatchMismatch,
             Refusal::BatchIdReused(_) => RefusalReason::BatchIdReused,

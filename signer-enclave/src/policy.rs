@@ -8,7 +8,12 @@
 //! the key it is signed with; that id is in an attested acknowledgement for that key; this
 //! attempt was never preprocessed; the plan's fee rate is under its cap; the enclave's own
 //! builder yields a transaction from the plan; the fee is under its share cap; and no input
-//! was signed into a different plan. The caps are the protocol's (`schema::protocol`), the
+//! was signed into a different plan family. A plan's family is the plan itself, or for a
+//! fee-bumping replacement the original plan it names (`Plan::replaces`): a replacement may
+//! reuse the inputs of its family only, and only if it is that original at a higher fee rate
+//! (so the same inputs, payments and change, which its id proves), the original was
+//! acknowledged too, it pays the same payments, and it outbids the original as BIP125 demands.
+//! Every member of a family spends the same inputs, so at most one of them is ever final. The caps are the protocol's (`schema::protocol`), the
 //! ones every scanner's scheduler plans within, so an honest plan is never refused. A Batch is
 //! signed only if it is for the enclave's network; the session names the batch; this attempt
 //! was never preprocessed; and either the same content was preprocessed under its id before,
@@ -30,7 +35,7 @@ use schema::{
         substrate::inclusion_message,
     },
     plan::{OutputId, Plan},
-    protocol::{FeeCapExceeded, FeeCaps, BATCH_WINDOW},
+    protocol::{outbids, FeeCapExceeded, FeeCaps, BATCH_WINDOW},
     sign_id::{BatchSignId, PlanSignId},
     transaction::{build, Built, BuiltTransaction, FeeRate},
 };
@@ -44,7 +49,7 @@ pub struct HistoryError(pub String);
 pub trait PolicyHistory {
     /// Whether an attested acknowledgement named this plan for this key.
     fn acknowledged(&self, key: &NetworkKey, plan: &PlanId) -> Result<bool, HistoryError>;
-    /// The plan an output was signed into, if any.
+    /// The plan family (`Plan::family`) an output was signed into, if any.
     fn input_signed_into(&self, input: &OutputId) -> Result<Option<PlanId>, HistoryError>;
     /// Whether this plan signing attempt already produced a preprocess.
     fn plan_attempt_preprocessed(&self, id: &PlanSignId) -> Result<bool, HistoryError>;
@@ -107,12 +112,28 @@ pub enum Refusal {
         /// The inputs' value.
         inputs: Amount,
     },
-    /// An input was already signed into a different plan.
+    /// An input was already signed into a different plan family.
     InputAlreadySigned {
         /// The input.
         input: OutputId,
-        /// The plan it was signed into.
+        /// The family it was signed into.
         plan: PlanId,
+    },
+    /// A replacement is not the plan it names at another fee rate (other inputs, payments or
+    /// change), or its build pays other payments than the original's.
+    ReplacementMismatch {
+        /// The original the replacement names.
+        named: PlanId,
+        /// The id the replacement at the named fee rate hashes to.
+        actual: PlanId,
+    },
+    /// A replacement does not outbid its original (BIP125: a higher fee rate, and the fee
+    /// plus the incremental relay fee for its size).
+    ReplacementUnderbids {
+        /// The original's fee.
+        replaced: Amount,
+        /// The replacement's fee.
+        replacement: Amount,
     },
     /// No transaction can be built from the plan.
     Unbuildable(String),
@@ -156,8 +177,10 @@ pub struct PlanApproval {
     pub built: BuiltTransaction,
     /// The attempt marker to persist before the preprocess leaves.
     pub marker: PlanSignId,
-    /// The inputs to record as signed into this plan.
+    /// The inputs to record as signed into `family`.
     pub inputs: Vec<OutputId>,
+    /// The plan's family: the plan itself, or the original a replacement replaces.
+    pub family: PlanId,
 }
 
 /// What a batch approval lets the enclave sign, and what it must persist first.
@@ -259,9 +282,15 @@ pub fn plan_preprocess(
     if let Err(FeeCapExceeded::Share { fee, inputs }) = caps.check_share(&built) {
         return Decision::Refuse(Refusal::FeeShareTooHigh { fee, inputs });
     }
+    if plan.replaces.is_some() {
+        if let Err(refusal) = replacement(history, plan, &built) {
+            return Decision::Refuse(refusal);
+        }
+    }
+    let family = plan.family();
     for input in &plan.inputs {
         if let Some(other) = ask!(history.input_signed_into(&input.id)) {
-            if other != actual {
+            if other != family {
                 return Decision::Refuse(Refusal::InputAlreadySigned {
                     input: input.id,
                     plan: other,
@@ -273,7 +302,50 @@ pub fn plan_preprocess(
         built,
         marker: *id,
         inputs: plan.inputs.iter().map(|input| input.id).collect(),
+        family,
     })
+}
+
+/// Checks a replacement (`plan.replaces` is set) against the original it names: the plan at
+/// the named fee rate is that original (same inputs, payments and change), which was
+/// acknowledged too; its transaction pays the same payments; and it outbids the original's.
+/// Whatever the fee, the replacement is under the caps like any plan, and since one family's
+/// transactions all spend the same inputs, only one fee is ever paid: the caps bound it.
+fn replacement(
+    history: &impl PolicyHistory,
+    plan: &Plan,
+    built: &BuiltTransaction,
+) -> Result<(), Refusal> {
+    let original = plan.original();
+    let actual = original.id();
+    let named = plan.family();
+    if actual != named {
+        return Err(Refusal::ReplacementMismatch { named, actual });
+    }
+    match history.acknowledged(&plan.key, &actual) {
+        Ok(true) => {}
+        Ok(false) => return Err(Refusal::PlanNotAcknowledged(actual)),
+        Err(HistoryError(error)) => return Err(Refusal::HistoryUnavailable(error)),
+    }
+    let original_built = match build(&original) {
+        Ok(Built::Transaction(built)) => built,
+        Ok(Built::NoTransaction { .. }) => {
+            return Err(Refusal::Unbuildable(
+                "the original yields no transaction".into(),
+            ))
+        }
+        Err(error) => return Err(Refusal::Unbuildable(error.to_string())),
+    };
+    if !built.pays_as(&original_built) {
+        return Err(Refusal::ReplacementMismatch { named, actual });
+    }
+    if !outbids(&original_built, built) {
+        return Err(Refusal::ReplacementUnderbids {
+            replaced: original_built.fee,
+            replacement: built.fee,
+        });
+    }
+    Ok(())
 }
 
 /// Decides whether to preprocess a batch signing attempt for `network` (the enclave's).
@@ -342,7 +414,7 @@ mod tests {
         ids::{Attempt, SeraiBlockNumber},
         instruction::{InInstruction, InInstructionWithBalance},
         messages::coordinator::Attestation,
-        plan::{OutputKind, Payment, PaymentAddress, PlanInput},
+        plan::{OutputKind, Payment, PaymentAddress, PlanInput, Replaces},
         sign_id::BatchSignTarget,
     };
 
@@ -468,6 +540,7 @@ mod tests {
             }],
             change: Some(key(1)),
             fee_rate: FeeRate(10),
+            replaces: None,
         }
     }
 
@@ -640,6 +713,150 @@ mod tests {
                 &overspent
             )),
             Refusal::Unbuildable(_)
+        ));
+    }
+
+    /// A history in which `plans` are acknowledged and `signed`'s inputs were signed into it.
+    fn signed_and_acknowledging(signed: &Plan, plans: &[&Plan]) -> History {
+        let mut history = History::default();
+        for plan in plans {
+            history.acknowledged.insert((plan.key, plan.id()));
+        }
+        for input in &signed.inputs {
+            history.signed_inputs.insert(input.id, signed.family());
+        }
+        history
+    }
+
+    #[test]
+    fn a_replacement_reuses_its_familys_inputs_only_paying_the_same_at_a_higher_fee() {
+        let original = plan_paying(500_000);
+        let bumped = original.replaced_at(FeeRate(20));
+        assert_eq!(bumped.family(), original.id());
+        assert_eq!(bumped.original(), original);
+
+        // Acknowledged, the original signed: approved, and its inputs recorded to the family.
+        let history = signed_and_acknowledging(&original, &[&original, &bumped]);
+        let Decision::Approve(approval) =
+            plan_preprocess(&history, CAPS, &sign_id(&bumped, 0), &bumped)
+        else {
+            panic!("refused");
+        };
+        assert_eq!(approval.family, original.id());
+        // A replacement of the replacement names the same original, and may follow it.
+        let again = bumped.replaced_at(FeeRate(30));
+        assert_eq!(again.replaces, bumped.replaces);
+        let history = signed_and_acknowledging(&bumped, &[&original, &again]);
+        assert!(matches!(
+            plan_preprocess(&history, CAPS, &sign_id(&again, 0), &again),
+            Decision::Approve(_)
+        ));
+
+        // The same payments but no link: an ordinary plan whose inputs are taken.
+        let unlinked = at(&original, 20);
+        let history = signed_and_acknowledging(&original, &[&original, &unlinked]);
+        assert_eq!(
+            refusal(plan_preprocess(
+                &history,
+                CAPS,
+                &sign_id(&unlinked, 0),
+                &unlinked
+            )),
+            Refusal::InputAlreadySigned {
+                input: original.inputs[0].id,
+                plan: original.id()
+            }
+        );
+
+        // Other payments under the link: the plan at the named rate is not the original.
+        let mut diverted = bumped.clone();
+        diverted.payments[0].address =
+            PaymentAddress::from_bytes(&[&[0x00, 0x14][..], &[6; 20]].concat()).unwrap();
+        let history = signed_and_acknowledging(&original, &[&original, &diverted]);
+        assert!(matches!(
+            refusal(plan_preprocess(
+                &history,
+                CAPS,
+                &sign_id(&diverted, 0),
+                &diverted
+            )),
+            Refusal::ReplacementMismatch { named, .. } if named == original.id()
+        ));
+        // Another amount, or the original's fee rate misnamed, alike.
+        let mut larger = bumped.clone();
+        larger.payments[0].amount = Amount::from_sat(600_000).unwrap();
+        let mut misnamed = bumped.clone();
+        misnamed.replaces = Some(Replaces {
+            fee_rate: FeeRate(11),
+            ..bumped.replaces.unwrap()
+        });
+        for plan in [&larger, &misnamed] {
+            let history = signed_and_acknowledging(&original, &[&original, plan]);
+            assert!(matches!(
+                refusal(plan_preprocess(&history, CAPS, &sign_id(plan, 0), plan)),
+                Refusal::ReplacementMismatch { .. }
+            ));
+        }
+
+        // A lower or equal fee rate does not outbid the original.
+        for rate in [5, 10] {
+            let cheaper = original.replaced_at(FeeRate(rate));
+            let history = signed_and_acknowledging(&original, &[&original, &cheaper]);
+            assert!(matches!(
+                refusal(plan_preprocess(
+                    &history,
+                    CAPS,
+                    &sign_id(&cheaper, 0),
+                    &cheaper
+                )),
+                Refusal::ReplacementUnderbids { .. }
+            ));
+        }
+
+        // Not acknowledged itself, or its original never acknowledged.
+        let history = signed_and_acknowledging(&original, &[&original]);
+        assert_eq!(
+            refusal(plan_preprocess(
+                &history,
+                CAPS,
+                &sign_id(&bumped, 0),
+                &bumped
+            )),
+            Refusal::PlanNotAcknowledged(bumped.id())
+        );
+        let history = signed_and_acknowledging(&original, &[&bumped]);
+        assert_eq!(
+            refusal(plan_preprocess(
+                &history,
+                CAPS,
+                &sign_id(&bumped, 0),
+                &bumped
+            )),
+            Refusal::PlanNotAcknowledged(original.id())
+        );
+
+        // Over the caps like any plan, whatever it replaces.
+        let capped = original.replaced_at(FeeRate(101));
+        let history = signed_and_acknowledging(&original, &[&original, &capped]);
+        assert!(matches!(
+            refusal(plan_preprocess(
+                &history,
+                CAPS,
+                &sign_id(&capped, 0),
+                &capped
+            )),
+            Refusal::FeeRateTooHigh { .. }
+        ));
+
+        // Its inputs signed into another family: refused.
+        let other = Plan {
+            payments: vec![],
+            ..plan_paying(500_000)
+        };
+        let history = signed_and_acknowledging(&other, &[&original, &bumped]);
+        assert!(matches!(
+            refusal(plan_preprocess(&history, CAPS, &sign_id(&bumped, 0), &bumped)),
+            Refusal::InputAlreadySigned { plan, .. } if plan == other.id()
         ));
     }
 

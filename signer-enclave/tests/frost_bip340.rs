@@ -145,6 +145,7 @@ fn threshold_signatures_spend_every_kind_of_our_outputs() {
             }],
             change: Some(group_key),
             fee_rate: FeeRate(5),
+            replaces: None,
         };
         let Built::Transaction(built) = build(&plan).unwrap() else {
             panic!("no transaction");

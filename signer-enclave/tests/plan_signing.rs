@@ -66,6 +66,7 @@ fn three_of_four_sign_a_plan_and_refuse_bad_shares() {
         }],
         change: Some(group),
         fee_rate: FeeRate(8),
+        replaces: None,
     };
     let id = PlanSignId {
         key: group,

@@ -56,6 +56,7 @@ fn plan(vout: u32, payment: u64) -> Plan {
         }],
         change: Some(key()),
         fee_rate: FeeRate(10),
+        replaces: None,
     }
 }
 

@@ -108,6 +108,7 @@ fn plan(key: NetworkKey, from: u8, inputs: u32) -> Plan {
         }],
         change: Some(key),
         fee_rate: FEE_RATE,
+        replaces: None,
     }
 }
 
@@ -284,6 +285,7 @@ fn in_process() {
                 built: built.clone(),
                 marker: id,
                 inputs: plan.inputs.iter().map(|input| input.id).collect(),
+                family: plan.family(),
             };
             let mut session = PlanSigning::default();
             preprocesses.insert(

@@ -115,6 +115,16 @@ fn plan(key: NetworkKey, txid: u8, fee_rate: u64) -> Plan {
         }],
         change: Some(key),
         fee_rate: FeeRate(fee_rate),
+        replaces: None,
+    }
+}
+
+/// The first signing attempt of `plan`.
+fn sign_id_of(plan: &Plan) -> PlanSignId {
+    PlanSignId {
+        key: plan.key,
+        id: plan.id(),
+        attempt: Attempt(0),
     }
 }
 
@@ -338,6 +348,17 @@ async fn adversary() {
     // cannot spend the input a different plan was signed with: no second transaction.
     let repriced = plan(key, 0x41, 50);
     let repriced_acknowledged = attest(key, 2, &[&repriced]);
+    // Replacements of the signed plan (fee bumping): one paying elsewhere and one underbidding
+    // it, both attested; one never attested.
+    let mut diverted = signed.replaced_at(FeeRate(50));
+    diverted.payments[0].address =
+        PaymentAddress::from_bytes(&[&[0x00, 0x14][..], &[4; 20]].concat()).unwrap();
+    let underbid = signed.replaced_at(FeeRate(9));
+    let unattested = signed.replaced_at(FeeRate(40));
+    clients[&p(1)]
+        .acknowledge_plans(&attest(key, 6, &[&diverted, &underbid]))
+        .await
+        .unwrap();
     // Batch 0 signed, so that the next is 1.
     let signers = [p(1), p(2), p(3)];
     relay::sign_batch(
@@ -465,6 +486,21 @@ async fn adversary() {
             RefusalReason::PlanNotAcknowledged,
         ),
         (
+            "a replacement of a signed plan paying another address",
+            Attack::Preprocess(sign_id_of(&diverted), diverted.clone()),
+            RefusalReason::ReplacementMismatch,
+        ),
+        (
+            "a replacement of a signed plan at a lower fee",
+            Attack::Preprocess(sign_id_of(&underbid), underbid.clone()),
+            RefusalReason::ReplacementUnderbids,
+        ),
+        (
+            "a replacement of a signed plan no attestation acknowledged",
+            Attack::Preprocess(sign_id_of(&unattested), unattested.clone()),
+            RefusalReason::PlanNotAcknowledged,
+        ),
+        (
             "a Batch id ahead of the next one, to block the honest Batches",
             Attack::PreprocessBatch(
                 batch_sign_id(&voted, 7, NetworkId::Bitcoin, 0),
@@ -547,6 +583,33 @@ async fn adversary() {
         Some(RefusalReason::InputAlreadySigned)
     );
     assert_eq!(signing_steps(enclave), steps);
+
+    // An attested replacement at a higher fee for the same payments is signed: the same input
+    // and payee as the signed plan's transaction, a higher fee, so at most one is ever final.
+    let bumped = signed.replaced_at(FeeRate(50));
+    for client in clients.values() {
+        client
+            .acknowledge_plans(&attest(key, 7, &[&bumped]))
+            .await
+            .unwrap();
+    }
+    let replacement = relay::sign_plan(&clients, &signers, sign_id_of(&bumped), &bumped)
+        .await
+        .unwrap();
+    assert_ne!(replacement.compute_txid(), first.compute_txid());
+    let outpoints = |transaction: &bitcoin::Transaction| -> Vec<_> {
+        transaction
+            .input
+            .iter()
+            .map(|input| input.previous_output)
+            .collect()
+    };
+    assert_eq!(outpoints(&replacement), outpoints(&first));
+    assert_eq!(
+        replacement.output[0].script_pubkey,
+        first.output[0].script_pubkey
+    );
+    assert!(replacement.output[0].value < first.output[0].value);
 
     // A compromised scanner claims new Batch ids one after another with junk on enclave 4
     // (which signed no Batch yet): the window's worth is approved, the next refused.

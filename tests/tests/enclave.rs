@@ -171,6 +171,7 @@ fn plan(key: NetworkKey, txid: u8, inputs: &[(OutputKind, u64)], pay: u64) -> Pl
         }],
         change: Some(key),
         fee_rate: FEE_RATE,
+        replaces: None,
     }
 }
 

@@ -809,6 +809,7 @@ impl Scheduler {
             payments: draft.payments.clone(),
             change: Some(self.key),
             fee_rate,
+            replaces: None,
         }
     }
 

@@ -5,7 +5,7 @@ use crate::{
     batch::{Batch, BatchSignature, SignedBatch},
     error::{DecodeError, EncodeError},
     generated::common_capnp as capnp_common,
-    hashes::{BlockHash, SeraiAddress, TransactionId},
+    hashes::{BlockHash, PlanId, SeraiAddress, TransactionId},
     ids::{
         Attempt, BatchId, KeyGenId, NetworkId, Participant, SeraiTime, Session, ThresholdParams,
         ValidatorSet,
@@ -17,7 +17,7 @@ use crate::{
         MAX_SCRIPT_LEN,
     },
     messages::substrate::SubstrateContext,
-    plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
+    plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput, Replaces},
     sign_id::{SignId, SignIdPart},
     transaction::FeeRate,
 };
@@ -384,6 +384,14 @@ impl Wire for Plan {
             None => b.reborrow().init_change().set_none(()),
         }
         b.set_fee_rate(self.fee_rate.0);
+        match &self.replaces {
+            Some(replaces) => {
+                let mut some = b.reborrow().init_replaces().init_some();
+                some.set_plan(replaces.plan.as_bytes());
+                some.set_fee_rate(replaces.fee_rate.0);
+            }
+            None => b.reborrow().init_replaces().set_none(()),
+        }
         Ok(())
     }
 
@@ -408,6 +416,16 @@ impl Wire for Plan {
                 Which::Some(key) => Some(NetworkKey::from_slice(key?)?),
             },
             fee_rate: FeeRate(r.get_fee_rate()),
+            replaces: match r.get_replaces().which()? {
+                capnp_common::plan::replaces::Which::None(()) => None,
+                capnp_common::plan::replaces::Which::Some(replaces) => {
+                    let replaces = replaces?;
+                    Some(Replaces {
+                        plan: PlanId::from_slice(replaces.get_plan()?)?,
+                        fee_rate: FeeRate(replaces.get_fee_rate()),
+                    })
+                }
+            },
         })
     }
 }

@@ -50,6 +50,9 @@ def plan_id(plan):
     else:
         t.append("change", bytes.fromhex(plan["change"]))
     t.append("fee_rate", struct.pack("<Q", plan["fee_rate"]))
+    if plan.get("replaces") is not None:
+        t.append("replaces", bytes.fromhex(plan["replaces"]["plan"]))
+        t.append("replaced_fee_rate", struct.pack("<Q", plan["replaces"]["fee_rate"]))
     return t.finish()
 
 
@@ -185,6 +188,12 @@ plans = [
 ]
 for p in plans:
     p["id"] = plan_id(p)
+# A replacement: the second plan at a higher fee rate, naming it.
+replacement = {key: value for key, value in plans[1].items() if key != "id"}
+replacement.update({"name": "a replacement of the second plan at 15 sat/vB", "fee_rate": 15,
+                    "replaces": {"plan": plans[1]["id"], "fee_rate": 10}})
+replacement["id"] = plan_id(replacement)
+plans.append(replacement)
 
 batches = [
     {"name": "empty batch", "network": 1, "id": 0, "block": "00" * 32, "instructions": []},

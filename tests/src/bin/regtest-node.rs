@@ -15,7 +15,7 @@ use std::{
 use anyhow::{bail, Context};
 use bitcoin::hex::DisplayHex;
 use clap::Parser;
-use processor_tests::regtest::{node::Node, server::RpcServer};
+use processor_tests::regtest::{feerate::CoreFeeRate, node::Node, server::RpcServer, template};
 use rand_core::{OsRng, RngCore};
 
 /// A regtest node validated by Bitcoin Core's kernel.
@@ -40,6 +40,17 @@ struct Cli {
     /// Serve Core's unauthenticated REST block endpoint (`/rest/block/<hash>.bin`), as -rest.
     #[arg(long)]
     rest: bool,
+    /// The lowest package fee rate `generatetoaddress` mines, in BTC/kvB as Core's
+    /// -blockmintxfee (0.0001 is 10 sat/vB; default 0.00001). The `setblockmintxfee` RPC (ours,
+    /// in sat/vB) changes it until the next start.
+    #[arg(long, value_parser = parse_blockmintxfee)]
+    blockmintxfee: Option<CoreFeeRate>,
+}
+
+/// Core's check of -blockmintxfee (`ParseMoney`), with Core's message.
+fn parse_blockmintxfee(text: &str) -> Result<CoreFeeRate, String> {
+    text.parse()
+        .map_err(|_| format!("Invalid amount for -blockmintxfee=<amount>: '{text}'"))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -64,7 +75,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         _ => bail!("--rpc-user and --rpc-password go together"),
     };
-    let node = Node::open(&cli.datadir).context("opening the chain")?;
+    let mut node = Node::open(&cli.datadir).context("opening the chain")?;
+    node.set_block_min_fee_rate(
+        cli.blockmintxfee
+            .unwrap_or(template::DEFAULT_BLOCK_MIN_TX_FEE),
+    );
     let height = node.chain().height();
     let node = Mutex::new(node);
     let server = RpcServer::bind(cli.rpc_bind, &user, &password)

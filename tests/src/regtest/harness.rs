@@ -1,6 +1,7 @@
 //! The regtest node as a test uses it: `regtest-node` started on a free port with a cookie file
-//! in its own directory, a JSON-RPC client (ureq) that returns Core's errors as values, and
-//! helpers to fund test wallets by mining.
+//! in its own directory (with `NodeOptions`: REST, `-blockmintxfee`), a JSON-RPC client (ureq)
+//! that returns Core's errors as values, helpers to fund test wallets by mining, and helpers to
+//! steer what gets mined (`prioritise`, `set_block_min_fee_rate`, `mempool_txids`).
 
 use std::{
     fs,
@@ -11,7 +12,10 @@ use std::{
 };
 
 use base64::Engine;
-use bitcoin::{consensus, hex::FromHex, Block, BlockHash, OutPoint, Transaction, TxOut};
+use bitcoin::{
+    consensus, hex::FromHex, Amount, Block, BlockHash, Denomination, OutPoint, Transaction, TxOut,
+    Txid,
+};
 use serde_json::{json, Value};
 
 use crate::{binary, start_until_ready, HarnessError};
@@ -28,6 +32,27 @@ pub struct CallError {
     pub status: u16,
 }
 
+/// How a test starts a node. `NodeOptions::default()` is what `start` uses.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// Serve Core's REST block endpoint (`--rest`, as `bitcoind -rest`); on by default.
+    pub rest: bool,
+    /// `--blockmintxfee`: the lowest package fee rate a block from the mempool takes, in BTC
+    /// per kvB as Core's `-blockmintxfee` (`Amount::from_sat(10_000)` is 10 sat/vB). `None`
+    /// keeps Core's default, 1 sat/vB. Restarts pass it again; a rate set at run time with
+    /// `set_block_min_fee_rate` does not survive them (as in Core).
+    pub blockmintxfee: Option<Amount>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            rest: true,
+            blockmintxfee: None,
+        }
+    }
+}
+
 /// A running regtest node.
 pub struct RegtestNode {
     datadir: PathBuf,
@@ -36,8 +61,8 @@ pub struct RegtestNode {
     /// The port of the first start, reused by restarts so that clients find the node again.
     port: u16,
     agent: ureq::Agent,
-    /// Whether the node serves Core's REST endpoint (`--rest`).
-    rest: bool,
+    /// How it is started (again at each restart).
+    options: NodeOptions,
 }
 
 impl RegtestNode {
@@ -47,7 +72,7 @@ impl RegtestNode {
     /// # Errors
     /// The binary is missing or the node did not start.
     pub fn start(datadir: &Path) -> Result<Self, HarnessError> {
-        Self::start_serving(datadir, true)
+        Self::start_with(datadir, NodeOptions::default())
     }
 
     /// Starts a node as `start` does, without the REST endpoint (as `bitcoind` by default).
@@ -55,10 +80,21 @@ impl RegtestNode {
     /// # Errors
     /// The binary is missing or the node did not start.
     pub fn start_without_rest(datadir: &Path) -> Result<Self, HarnessError> {
-        Self::start_serving(datadir, false)
+        Self::start_with(
+            datadir,
+            NodeOptions {
+                rest: false,
+                ..NodeOptions::default()
+            },
+        )
     }
 
-    fn start_serving(datadir: &Path, rest: bool) -> Result<Self, HarnessError> {
+    /// Starts a node on `datadir` (created if missing) with `options`, and waits until it
+    /// answers.
+    ///
+    /// # Errors
+    /// The binary is missing or the node did not start.
+    pub fn start_with(datadir: &Path, options: NodeOptions) -> Result<Self, HarnessError> {
         fs::create_dir_all(datadir)?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -71,7 +107,7 @@ impl RegtestNode {
             address: None,
             port: 0,
             agent,
-            rest,
+            options,
         };
         node.restart()?;
         Ok(node)
@@ -88,8 +124,13 @@ impl RegtestNode {
             .arg(&self.datadir)
             .arg("--rpc-bind")
             .arg(format!("127.0.0.1:{}", self.port));
-        if self.rest {
+        if self.options.rest {
             command.arg("--rest");
+        }
+        if let Some(rate) = self.options.blockmintxfee {
+            command
+                .arg("--blockmintxfee")
+                .arg(rate.to_string_in(Denomination::Bitcoin));
         }
         let (child, address) = start_until_ready(command, &self.datadir.join("node.log"))?;
         self.address = Some(address);
@@ -253,6 +294,59 @@ impl RegtestNode {
         let hex = consensus::encode::serialize_hex(transaction);
         self.rpc("sendrawtransaction", json!([hex]))
             .map(|txid| txid.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// `prioritisetransaction`: adds `delta_sat` (negative to lower) to `txid`'s modified fee,
+    /// which block selection and replacement use; cumulative, and kept for a transaction that
+    /// has not arrived yet.
+    ///
+    /// # Errors
+    /// The node refused.
+    pub fn prioritise(&self, txid: &Txid, delta_sat: i64) -> Result<(), CallError> {
+        self.rpc(
+            "prioritisetransaction",
+            json!([txid.to_string(), null, delta_sat]),
+        )
+        .map(drop)
+    }
+
+    /// Sets the lowest package fee rate `generatetoaddress` mines (our `setblockmintxfee`, not
+    /// Core's: `-blockmintxfee` without a restart), in sat/vB.
+    ///
+    /// # Errors
+    /// The node refused.
+    pub fn set_block_min_fee_rate(&self, sat_per_vb: u64) -> Result<(), CallError> {
+        self.rpc("setblockmintxfee", json!([sat_per_vb])).map(drop)
+    }
+
+    /// The txids in the mempool (`getrawmempool`), in admission order.
+    ///
+    /// # Errors
+    /// The node refused, or answered something else than txids.
+    pub fn mempool_txids(&self) -> Result<Vec<Txid>, CallError> {
+        let txids = self.rpc("getrawmempool", json!([]))?;
+        txids
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|txid| {
+                txid.as_str()
+                    .and_then(|txid| txid.parse().ok())
+                    .ok_or_else(|| CallError {
+                        code: 0,
+                        message: format!("not a txid: {txid}"),
+                        status: 0,
+                    })
+            })
+            .collect()
+    }
+
+    /// Whether `txid` is in the mempool.
+    ///
+    /// # Errors
+    /// The node refused.
+    pub fn in_mempool(&self, txid: &Txid) -> Result<bool, CallError> {
+        Ok(self.mempool_txids()?.contains(txid))
     }
 
     /// `stop`, then waits for the process to exit.

@@ -1,6 +1,8 @@
 //! The regtest node's state: the kernel's chainstate, the block store, the node's chain index
 //! and its mempool, kept in step. A block made here counts only once the kernel connected it;
-//! then it is stored, indexed, and its transactions leave the mempool.
+//! then it is stored, indexed, and its transactions leave the mempool (and their
+//! prioritisation, as Core's `removeForBlock`). Blocks from the mempool take what Core's
+//! `BlockAssembler` would (`template`), above the node's `-blockmintxfee`.
 
 use std::{
     path::Path,
@@ -9,15 +11,17 @@ use std::{
 
 use bitcoin::{
     blockdata::constants::genesis_block, Amount, Block, BlockHash, Network, OutPoint, ScriptBuf,
-    Transaction, TxOut,
+    Transaction, TxOut, Txid,
 };
 
 use super::{
     chain::ChainIndex,
+    feerate::CoreFeeRate,
     kernel::{Kernel, KernelFailure},
-    mempool::{Entry, Mempool, Rejection},
+    mempool::{Admission, Mempool, Policy, Rejection},
     miner::{self, Template},
     store::BlockStore,
+    template::{self, Limits},
 };
 
 /// Why a node operation failed.
@@ -31,7 +35,7 @@ pub enum NodeError {
     #[error("block store: {0}")]
     Store(#[from] std::io::Error),
     /// A transaction was refused.
-    #[error("{}", .0.reason)]
+    #[error("{0}")]
     Transaction(Rejection),
     /// No such block.
     #[error("Block not found")]
@@ -52,6 +56,8 @@ pub struct Node {
     chain: ChainIndex,
     mempool: Mempool,
     fee_rate: Option<u64>,
+    /// The lowest package fee rate a block from the mempool takes (Core's `-blockmintxfee`).
+    block_min_fee_rate: CoreFeeRate,
 }
 
 impl Node {
@@ -78,6 +84,7 @@ impl Node {
             chain,
             mempool: Mempool::default(),
             fee_rate: None,
+            block_min_fee_rate: template::DEFAULT_BLOCK_MIN_TX_FEE,
         })
     }
 
@@ -101,8 +108,26 @@ impl Node {
         self.fee_rate = rate;
     }
 
-    /// Admits a transaction to the mempool (`sendrawtransaction`). A transaction already in
-    /// the mempool is accepted again, as Core does.
+    /// The lowest package fee rate a block from the mempool takes.
+    pub fn block_min_fee_rate(&self) -> CoreFeeRate {
+        self.block_min_fee_rate
+    }
+
+    /// Sets the lowest package fee rate a block from the mempool takes (`-blockmintxfee` at
+    /// start, our `setblockmintxfee` RPC at run time).
+    pub fn set_block_min_fee_rate(&mut self, rate: CoreFeeRate) {
+        self.block_min_fee_rate = rate;
+    }
+
+    /// `prioritisetransaction`: shifts `txid`'s modified fee by `delta` satoshis, in the
+    /// mempool or once it arrives.
+    pub fn prioritise(&mut self, txid: Txid, delta: i64) {
+        self.mempool.prioritise(txid, delta);
+    }
+
+    /// Admits a transaction to the mempool (`sendrawtransaction`), replacing what it conflicts
+    /// with if the replacement rules allow. A transaction already in the mempool is accepted
+    /// again, as Core does.
     ///
     /// # Errors
     /// Why Core would refuse it.
@@ -110,27 +135,57 @@ impl Node {
         if self.mempool.get(&transaction.compute_txid()).is_some() {
             return Ok(());
         }
-        let entry = self.mempool.check(&self.chain, transaction, now())?;
-        self.mempool.insert(entry);
+        let admission = self
+            .mempool
+            .check(&self.chain, transaction, now(), Policy::Relay)?;
+        self.mempool.insert(admission);
         Ok(())
     }
 
-    /// Checks a transaction without admitting it (`testmempoolaccept`).
+    /// Checks a transaction without admitting it (`testmempoolaccept`), by the same rules as
+    /// `send`.
     ///
     /// # Errors
     /// Why Core would refuse it.
-    pub fn test_accept(&self, transaction: &Transaction) -> Result<Entry, Rejection> {
+    pub fn test_accept(&self, transaction: &Transaction) -> Result<Admission, Rejection> {
         if self.mempool.get(&transaction.compute_txid()).is_some() {
-            return Err(Rejection {
-                code: -26,
-                reason: "txn-already-in-mempool".into(),
-            });
+            return Err(Rejection::rejected("txn-already-in-mempool"));
         }
-        self.mempool.check(&self.chain, transaction, now())
+        self.mempool
+            .check(&self.chain, transaction, now(), Policy::Relay)
     }
 
-    /// Mines one block paying `payout`, with the whole mempool (`generatetoaddress`) or with
-    /// exactly `transactions` (`generateblock`).
+    /// The mempool transactions a block would take now, in block order, and their fees (base
+    /// fees: what the coinbase may claim).
+    pub fn block_template(&self) -> (Vec<Transaction>, Amount) {
+        let candidates: Vec<template::Candidate> = self
+            .mempool
+            .entries()
+            .map(|entry| template::Candidate {
+                txid: entry.txid,
+                parents: self.mempool.parents(&entry.txid),
+                modified_fee: self.mempool.modified_fee(entry),
+                vsize: entry.vsize,
+                weight: entry.transaction.weight().to_wu(),
+            })
+            .collect();
+        let limits = Limits {
+            min_fee_rate: self.block_min_fee_rate,
+            ..Limits::default()
+        };
+        let mut fees = Amount::ZERO;
+        let mut transactions = Vec::new();
+        for txid in template::select(&candidates, &limits) {
+            if let Some(entry) = self.mempool.get(&txid) {
+                fees += entry.fee;
+                transactions.push(entry.transaction.clone());
+            }
+        }
+        (transactions, fees)
+    }
+
+    /// Mines one block paying `payout`, with what Core's block assembler would take from the
+    /// mempool (`generatetoaddress`) or with exactly `transactions` (`generateblock`).
     ///
     /// # Errors
     /// The kernel refused the block: nothing changed.
@@ -140,17 +195,7 @@ impl Node {
         transactions: Option<Vec<Transaction>>,
     ) -> Result<BlockHash, NodeError> {
         let (transactions, fees) = match transactions {
-            None => {
-                let entries: Vec<&Entry> = self.mempool.entries().collect();
-                let fees = entries.iter().map(|entry| entry.fee).sum();
-                (
-                    entries
-                        .iter()
-                        .map(|entry| entry.transaction.clone())
-                        .collect(),
-                    fees,
-                )
-            }
+            None => self.block_template(),
             Some(transactions) => {
                 let fees = self.fees_of(&transactions);
                 (transactions, fees)
@@ -211,22 +256,41 @@ impl Node {
         self.kernel.submit(&block)?;
         self.store.save(&block)?;
         let hash = block.block_hash();
+        self.confirmed(&block);
         self.chain.connect(block);
         self.readmit(Vec::new());
         Ok(hash)
     }
 
+    /// Forgets the prioritisation of a connected block's transactions, as Core does.
+    fn confirmed(&mut self, block: &Block) {
+        for transaction in &block.txdata {
+            self.mempool
+                .clear_prioritisation(&transaction.compute_txid());
+        }
+    }
+
     /// Re-checks the mempool against the chain, first re-admitting `returning` (transactions of
-    /// disconnected blocks), dropping whatever no longer fits.
+    /// disconnected blocks), dropping whatever no longer fits: spent or missing inputs, and
+    /// their descendants. Fee floors do not apply again (`Policy::Readmit`).
     fn readmit(&mut self, returning: Vec<Transaction>) {
         let waiting = self.mempool.drain();
         let now = now();
-        for transaction in returning
+        let returning = returning.into_iter().map(|transaction| (transaction, None));
+        let waiting = waiting
             .into_iter()
-            .chain(waiting.into_iter().map(|entry| entry.transaction))
-        {
-            if let Ok(entry) = self.mempool.check(&self.chain, &transaction, now) {
-                self.mempool.insert(entry);
+            .map(|entry| (entry.transaction, Some((entry.time, entry.height))));
+        for (transaction, since) in returning.chain(waiting) {
+            if let Ok(mut admission) =
+                self.mempool
+                    .check(&self.chain, &transaction, now, Policy::Readmit)
+            {
+                // An entry keeps when it arrived, as in Core's mempool.
+                if let Some((time, height)) = since {
+                    admission.entry.time = time;
+                    admission.entry.height = height;
+                }
+                self.mempool.insert(admission);
             }
         }
     }
@@ -286,6 +350,7 @@ impl Node {
             }
         }
         for block in best.iter().skip(fork) {
+            self.confirmed(block);
             self.chain.connect(block.clone());
         }
         self.kernel.rebuild(&best.iter().collect::<Vec<_>>())?;

@@ -1,6 +1,10 @@
 //! Bitcoin Core's JSON-RPC, over HTTP with basic authentication: the methods the processor and
 //! its tests use, with Core's names, result shapes and error codes. Requests are JSON-RPC 1.0
 //! or 2.0, single or batched, with positional parameters.
+//!
+//! Two methods are ours, not Core's, for tests: `setfeerate <sat/vB>` (what `estimatesmartfee`
+//! answers) and `setblockmintxfee <sat/vB>` (`-blockmintxfee` at run time, so a test can hold
+//! transactions out of blocks and later let them in without a restart).
 
 use std::{str::FromStr, sync::Mutex};
 
@@ -10,7 +14,8 @@ use bitcoin::{
 use serde_json::{json, Value};
 
 use super::{
-    mempool::Rejection,
+    feerate::CoreFeeRate,
+    mempool::{Entry, Mempool, Rejection},
     node::{Node, NodeError},
 };
 
@@ -54,7 +59,7 @@ fn error(code: i64, message: impl Into<String>) -> RpcError {
 
 impl From<Rejection> for RpcError {
     fn from(rejection: Rejection) -> Self {
-        error(rejection.code, rejection.reason)
+        error(rejection.code, rejection.message())
     }
 }
 
@@ -191,6 +196,12 @@ impl Params {
     fn integer(&self, index: usize, name: &str) -> Result<i64, RpcError> {
         self.required(index, name)?
             .as_i64()
+            .ok_or_else(|| error(code::TYPE, format!("{name}: expected type number")))
+    }
+
+    fn number(&self, index: usize, name: &str) -> Result<f64, RpcError> {
+        self.required(index, name)?
+            .as_f64()
             .ok_or_else(|| error(code::TYPE, format!("{name}: expected type number")))
     }
 
@@ -410,14 +421,35 @@ fn dispatch(node: &mut Node, method: &str, params: &Params) -> Result<Value, Rpc
                 });
                 if let Value::Object(map) = &mut result {
                     match node.test_accept(&transaction) {
-                        Ok(entry) => {
+                        Ok(admission) => {
+                            let entry = &admission.entry;
+                            let rate = CoreFeeRate::from_fee(
+                                node.mempool().modified_fee(entry),
+                                entry.vsize,
+                            );
                             map.insert("allowed".into(), json!(true));
                             map.insert("vsize".into(), json!(entry.vsize));
-                            map.insert("fees".into(), json!({"base": btc(entry.fee)}));
+                            map.insert(
+                                "fees".into(),
+                                json!({
+                                    "base": btc(entry.fee),
+                                    "effective-feerate": rate.btc_per_kvb(),
+                                    "effective-includes":
+                                        [entry.transaction.compute_wtxid().to_string()],
+                                }),
+                            );
                         }
                         Err(rejection) => {
+                            // Core reports missing inputs by this name here, and the full
+                            // message as `reject-details` (Core 29).
+                            let reason = if rejection.reason == "bad-txns-inputs-missingorspent" {
+                                "missing-inputs".to_owned()
+                            } else {
+                                rejection.reason.clone()
+                            };
                             map.insert("allowed".into(), json!(false));
-                            map.insert("reject-reason".into(), json!(rejection.reason));
+                            map.insert("reject-reason".into(), json!(reason));
+                            map.insert("reject-details".into(), json!(rejection.message()));
                         }
                     }
                 }
@@ -431,8 +463,8 @@ fn dispatch(node: &mut Node, method: &str, params: &Params) -> Result<Value, Rpc
                 let mut map = serde_json::Map::new();
                 for entry in node.mempool().entries() {
                     map.insert(
-                        entry.transaction.compute_txid().to_string(),
-                        mempool_entry_json(entry),
+                        entry.txid.to_string(),
+                        mempool_entry_json(node.mempool(), entry),
                     );
                 }
                 Ok(Value::Object(map))
@@ -440,7 +472,7 @@ fn dispatch(node: &mut Node, method: &str, params: &Params) -> Result<Value, Rpc
                 Ok(json!(node
                     .mempool()
                     .entries()
-                    .map(|entry| entry.transaction.compute_txid().to_string())
+                    .map(|entry| entry.txid.to_string())
                     .collect::<Vec<_>>()))
             }
         }
@@ -448,8 +480,39 @@ fn dispatch(node: &mut Node, method: &str, params: &Params) -> Result<Value, Rpc
             let txid = params.txid(0)?;
             node.mempool()
                 .get(&txid)
-                .map(mempool_entry_json)
+                .map(|entry| mempool_entry_json(node.mempool(), entry))
                 .ok_or_else(|| error(code::INVALID_ADDRESS_OR_KEY, "Transaction not in mempool"))
+        }
+        "prioritisetransaction" => {
+            let txid = params.txid(0)?;
+            // Core: `dummy` is the retired priority, accepted only as 0 or null.
+            if let Some(dummy) = params.get(1) {
+                let dummy = dummy
+                    .as_f64()
+                    .ok_or_else(|| error(code::TYPE, "dummy: expected type number"))?;
+                if dummy != 0.0 {
+                    return Err(error(
+                        code::INVALID_PARAMETER,
+                        "Priority is no longer supported, dummy argument to prioritisetransaction must be 0.",
+                    ));
+                }
+            }
+            let delta = params.integer(2, "fee_delta")?;
+            node.prioritise(txid, delta);
+            Ok(json!(true))
+        }
+        "getprioritisedtransactions" => {
+            let mempool = node.mempool();
+            let mut map = serde_json::Map::new();
+            for (txid, delta) in mempool.deltas() {
+                let mut value = json!({"fee_delta": delta, "in_mempool": false});
+                if let (Some(entry), Value::Object(fields)) = (mempool.get(txid), &mut value) {
+                    fields.insert("in_mempool".into(), json!(true));
+                    fields.insert("modified_fee".into(), json!(mempool.modified_fee(entry)));
+                }
+                map.insert(txid.to_string(), value);
+            }
+            Ok(Value::Object(map))
         }
         "estimatesmartfee" => {
             let target = params.integer(0, "conf_target")?;
@@ -473,6 +536,22 @@ fn dispatch(node: &mut Node, method: &str, params: &Params) -> Result<Value, Rpc
             let rate = u64::try_from(rate)
                 .map_err(|_| error(code::INVALID_PARAMETER, "fee rate must not be negative"))?;
             node.set_fee_rate((rate > 0).then_some(rate));
+            Ok(Value::Null)
+        }
+        "setblockmintxfee" => {
+            // Not Core's: `-blockmintxfee` at run time, in sat/vB (fractions allowed; 0 takes
+            // every package with a non-negative modified fee).
+            let rate = params.number(0, "sat_per_vbyte")?;
+            if !(0.0..=1e12).contains(&rate) {
+                return Err(error(
+                    code::INVALID_PARAMETER,
+                    "fee rate must be a non-negative number of sat/vB",
+                ));
+            }
+            // In range by the check above; sat/kvB are whole, as in Core's `CFeeRate`.
+            #[allow(clippy::cast_possible_truncation)]
+            let sat_per_kvb = (rate * 1000.0).round() as i64;
+            node.set_block_min_fee_rate(CoreFeeRate::from_sat_per_kvb(sat_per_kvb));
             Ok(Value::Null)
         }
         "generatetoaddress" => {
@@ -669,19 +748,64 @@ fn transaction_json(transaction: &Transaction) -> Value {
     })
 }
 
-fn mempool_entry_json(entry: &super::mempool::Entry) -> Value {
+/// Satoshis (possibly negative) as a BTC JSON number, as Core's `ValueFromAmount`.
+fn signed_btc(sat: i64) -> Value {
+    json!(bitcoin::SignedAmount::from_sat(sat).to_btc())
+}
+
+/// Core's mempool entry: sizes, counts and modified fees with ancestors and descendants (each
+/// counting the entry itself), its in-mempool parents (`depends`) and children (`spentby`).
+fn mempool_entry_json(mempool: &Mempool, entry: &Entry) -> Value {
+    let ancestors = mempool.ancestors(&entry.txid);
+    let descendants = mempool.descendants(&entry.txid);
+    let modified = mempool.modified_fee(entry);
+    let totals = |txids: &[Txid]| {
+        txids.iter().filter_map(|txid| mempool.get(txid)).fold(
+            (entry.vsize, modified),
+            |(vsize, fee), other| {
+                (
+                    vsize + other.vsize,
+                    fee.saturating_add(mempool.modified_fee(other)),
+                )
+            },
+        )
+    };
+    let (ancestor_size, ancestor_fees) = totals(&ancestors);
+    let (descendant_size, descendant_fees) = totals(&descendants);
+    // BIP125 signalling, reported as Core does though full RBF ignores it: the entry's inputs or
+    // an in-mempool ancestor's.
+    let signals = |transaction: &Transaction| {
+        transaction
+            .input
+            .iter()
+            .any(|input| input.sequence.is_rbf())
+    };
+    let replaceable = signals(&entry.transaction)
+        || ancestors
+            .iter()
+            .filter_map(|txid| mempool.get(txid))
+            .any(|ancestor| signals(&ancestor.transaction));
+    let strings =
+        |txids: Vec<Txid>| -> Vec<String> { txids.iter().map(ToString::to_string).collect() };
     json!({
         "vsize": entry.vsize,
         "weight": entry.transaction.weight().to_wu(),
         "time": entry.time,
         "height": entry.height,
+        "descendantcount": descendants.len() + 1,
+        "descendantsize": descendant_size,
+        "ancestorcount": ancestors.len() + 1,
+        "ancestorsize": ancestor_size,
+        "wtxid": entry.transaction.compute_wtxid().to_string(),
         "fees": {
             "base": btc(entry.fee),
-            "modified": btc(entry.fee),
-            "ancestor": btc(entry.fee),
-            "descendant": btc(entry.fee),
+            "modified": signed_btc(modified),
+            "ancestor": signed_btc(ancestor_fees),
+            "descendant": signed_btc(descendant_fees),
         },
-        "depends": [],
-        "wtxid": entry.transaction.compute_wtxid().to_string(),
+        "depends": strings(mempool.parents(&entry.txid)),
+        "spentby": strings(mempool.children(&entry.txid)),
+        "bip125-replaceable": replaceable,
+        "unbroadcast": false,
     })
 }
