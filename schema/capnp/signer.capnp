@@ -32,6 +32,7 @@ enum RefusalReason {
                                  # is attested to have included; may pass once a later one is
   replacementMismatch @22;       # a replacement is not the plan it names at another fee rate
   replacementUnderbids @23;      # a replacement does not outbid its original (BIP125)
+  replacementDropsPayment @24;   # at its higher fee a payment of the original falls below dust
 }
 
 struct Refusal {

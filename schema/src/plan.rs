@@ -148,8 +148,10 @@ impl Plan {
     /// The plan's id: the tagged hash (`PLAN_ID_TAG`) of a transcript of, in order, the key,
     /// the number of inputs and each input's id, the number of payments and each payment's
     /// script, data (labelled `data`, or `no-data` when absent) and amount (u64 little
-    /// endian), the change key (labelled `change`, or `no-change`), and the fee rate (u64
-    /// little endian).
+    /// endian), the change key (labelled `change`, or `no-change`), the fee rate (u64 little
+    /// endian), and for a replacement only, the original's id (labelled `replaces`) and fee
+    /// rate (`replaced_fee_rate`, u64 little endian): a plan that replaces nothing has the id
+    /// it had before replacements existed.
     ///
     /// Input kinds and amounts are not part of the id: the BIP341 sighash commits to every
     /// spent output's amount and script, so a plan with wrong ones cannot yield a valid
@@ -184,7 +186,8 @@ impl Plan {
 
     /// The original plan of this plan's family: itself if it replaces nothing, else itself at
     /// the replaced fee rate, without the link. For an honest replacement its id is
-    /// `replaces.plan`; one whose is not pays something else than the plan it names.
+    /// `replaces.plan`; one whose is not differs from the plan it names (in what it spends or
+    /// pays, or in the fee rate it names for it).
     pub fn original(&self) -> Plan {
         match self.replaces {
             None => self.clone(),

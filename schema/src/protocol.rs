@@ -108,12 +108,6 @@ pub fn plan_fee_rate(median: Option<FeeRate>) -> FeeRate {
     )
 }
 
-/// Network blocks after the block its plan was made at (the context block of the Serai block
-/// that made it, or its latest replacement) within which a plan's transaction must be final;
-/// a plan none of whose inputs is spent by then is stuck, and the next Serai block replaces
-/// it. A rule over finalized, acknowledged blocks, so every validator decides alike.
-pub const STUCK_AFTER_BLOCKS: u64 = 6;
-
 /// Bitcoin Core's incremental relay fee rate (sat/vB): what a replacement must pay on top of
 /// the fees it evicts, for its own size (BIP125 rule 4).
 pub const INCREMENTAL_RELAY_FEE_RATE: FeeRate = FeeRate(1);
@@ -136,10 +130,12 @@ pub fn bump_fee_rate(stuck: FeeRate, market: FeeRate) -> Option<FeeRate> {
     ))
 }
 
-/// Whether `replacement` may replace `replaced` in a mempool (BIP125 rules 3 and 4, as Bitcoin
-/// Core applies them to one conflicting transaction without descendants): a higher fee rate,
-/// and an absolute fee at least the replaced one plus the incremental relay fee for the
-/// replacement's own size.
+/// Whether `replacement` outbids `replaced` (BIP125 rules 3 and 4 for one conflicting
+/// transaction without descendants): a higher fee rate, and an absolute fee at least the
+/// replaced one plus the incremental relay fee for the replacement's own size. Fee rates are
+/// compared exactly, where Core truncates them to sat/kvB; for two builds of one plan (the
+/// same size, whole sat/vB rates) both agree. Descendants a payee hangs on the replaced
+/// transaction raise what Core demands beyond this.
 pub fn outbids(replaced: &BuiltTransaction, replacement: &BuiltTransaction) -> bool {
     let (old_fee, new_fee) = (replaced.fee.to_sat(), replacement.fee.to_sat());
     let (old_size, new_size) = (replaced.signed_vsize(), replacement.signed_vsize());

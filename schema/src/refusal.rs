@@ -31,5 +31,6 @@ pub fn label(reason: RefusalReason) -> &'static str {
         RefusalReason::BatchAhead => "batch_ahead",
         RefusalReason::ReplacementMismatch => "replacement_mismatch",
         RefusalReason::ReplacementUnderbids => "replacement_underbids",
+        RefusalReason::ReplacementDropsPayment => "replacement_drops_payment",
     }
 }

@@ -81,16 +81,32 @@ impl BuiltTransaction {
         signed.weight().to_vbytes_ceil()
     }
 
-    /// Whether the same payments are paid (same outputs) as in `other`, amounts aside.
+    /// Whether this transaction pays exactly the payments `other` pays, at the same outputs to
+    /// the same scripts (amounts aside): none paid in one is dropped in the other.
     pub fn pays_as(&self, other: &BuiltTransaction) -> bool {
+        let script = |built: &BuiltTransaction, vout: u32| {
+            usize::try_from(vout)
+                .ok()
+                .and_then(|index| built.transaction.output.get(index))
+                .map(|output| output.script_pubkey.clone())
+        };
         self.payments.len() == other.payments.len()
-            && self.payments.iter().zip(&other.payments).all(|pair| {
-                matches!(
-                    pair,
-                    (PaymentOutcome::Paid { vout: a, .. }, PaymentOutcome::Paid { vout: b, .. })
-                        if a == b
-                ) || matches!(pair, (PaymentOutcome::Dropped, PaymentOutcome::Dropped))
-            })
+            && self
+                .payments
+                .iter()
+                .zip(&other.payments)
+                .all(|pair| match pair {
+                    (
+                        PaymentOutcome::Paid { vout: a, .. },
+                        PaymentOutcome::Paid { vout: b, .. },
+                    ) => {
+                        a == b
+                            && script(self, *a).is_some()
+                            && script(self, *a) == script(other, *b)
+                    }
+                    (PaymentOutcome::Dropped, PaymentOutcome::Dropped) => true,
+                    _ => false,
+                })
     }
 }
 

@@ -614,6 +614,7 @@ impl Enclave {
             Refusal::InputAlreadySigned { .. } => RefusalReason::InputAlreadySigned,
             Refusal::ReplacementMismatch { .. } => RefusalReason::ReplacementMismatch,
             Refusal::ReplacementUnderbids { .. } => RefusalReason::ReplacementUnderbids,
+            Refusal::ReplacementDropsPayment => RefusalReason::ReplacementDropsPayment,
             Refusal::Unbuildable(_) => RefusalReason::Unbuildable,
             Refusal::BatchMismatch => RefusalReason::BatchMismatch,
             Refusal::BatchIdReused(_) => RefusalReason::BatchIdReused,

@@ -12,8 +12,8 @@
 //! fee-bumping replacement the original plan it names (`Plan::replaces`): a replacement may
 //! reuse the inputs of its family only, and only if it is that original at a higher fee rate
 //! (so the same inputs, payments and change, which its id proves), the original was
-//! acknowledged too, it pays the same payments, and it outbids the original as BIP125 demands.
-//! Every member of a family spends the same inputs, so at most one of them is ever final. The caps are the protocol's (`schema::protocol`), the
+//! acknowledged too, it pays the same payments, and it outbids the original as BIP125
+//! demands. Every member of a family spends the same inputs, so at most one is ever final. The caps are the protocol's (`schema::protocol`), the
 //! ones every scanner's scheduler plans within, so an honest plan is never refused. A Batch is
 //! signed only if it is for the enclave's network; the session names the batch; this attempt
 //! was never preprocessed; and either the same content was preprocessed under its id before,
@@ -120,7 +120,7 @@ pub enum Refusal {
         plan: PlanId,
     },
     /// A replacement is not the plan it names at another fee rate (other inputs, payments or
-    /// change), or its build pays other payments than the original's.
+    /// change, or another fee rate named for the original).
     ReplacementMismatch {
         /// The original the replacement names.
         named: PlanId,
@@ -135,6 +135,9 @@ pub enum Refusal {
         /// The replacement's fee.
         replacement: Amount,
     },
+    /// At the replacement's higher fee, a payment the original pays falls below dust and would
+    /// not be paid.
+    ReplacementDropsPayment,
     /// No transaction can be built from the plan.
     Unbuildable(String),
     /// The batch session does not name this batch.
@@ -337,7 +340,7 @@ fn replacement(
         Err(error) => return Err(Refusal::Unbuildable(error.to_string())),
     };
     if !built.pays_as(&original_built) {
-        return Err(Refusal::ReplacementMismatch { named, actual });
+        return Err(Refusal::ReplacementDropsPayment);
     }
     if !outbids(&original_built, built) {
         return Err(Refusal::ReplacementUnderbids {
@@ -716,6 +719,13 @@ mod tests {
         ));
     }
 
+    /// A plan spending another input than `plan`.
+    fn other_than(plan: &Plan) -> Plan {
+        let mut other = plan.clone();
+        other.inputs[0].id.vout += 1;
+        other
+    }
+
     /// A history in which `plans` are acknowledged and `signed`'s inputs were signed into it.
     fn signed_and_acknowledging(signed: &Plan, plans: &[&Plan]) -> History {
         let mut history = History::default();
@@ -812,6 +822,55 @@ mod tests {
                 Refusal::ReplacementUnderbids { .. }
             ));
         }
+
+        // A payment the original pays that the higher fee takes below dust.
+        let small = Plan {
+            payments: vec![
+                plan_paying(500_000).payments[0].clone(),
+                Payment {
+                    amount: Amount::from_sat(12_000).unwrap(),
+                    ..plan_paying(0).payments[0].clone()
+                },
+            ],
+            fee_rate: FeeRate(2),
+            ..original.clone()
+        };
+        let shrunk = small.replaced_at(FeeRate(40));
+        let history = signed_and_acknowledging(&small, &[&small, &shrunk]);
+        assert_eq!(
+            refusal(plan_preprocess(
+                &history,
+                CAPS,
+                &sign_id(&shrunk, 0),
+                &shrunk
+            )),
+            Refusal::ReplacementDropsPayment
+        );
+        // A plan this enclave never signed may be replaced (its inputs are free).
+        let history = signed_and_acknowledging(&other_than(&original), &[&original, &bumped]);
+        assert!(matches!(
+            plan_preprocess(&history, CAPS, &sign_id(&bumped, 0), &bumped),
+            Decision::Approve(_)
+        ));
+        // A link naming a replacement (not the family's original) is refused.
+        let chained = Plan {
+            replaces: Some(Replaces {
+                plan: bumped.id(),
+                fee_rate: bumped.fee_rate,
+            }),
+            fee_rate: FeeRate(30),
+            ..original.clone()
+        };
+        let history = signed_and_acknowledging(&original, &[&original, &bumped, &chained]);
+        assert!(matches!(
+            refusal(plan_preprocess(
+                &history,
+                CAPS,
+                &sign_id(&chained, 0),
+                &chained
+            )),
+            Refusal::ReplacementMismatch { .. }
+        ));
 
         // Not acknowledged itself, or its original never acknowledged.
         let history = signed_and_acknowledging(&original, &[&original]);

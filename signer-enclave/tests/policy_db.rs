@@ -127,6 +127,39 @@ fn plan_records_survive_a_restart_and_forbid_what_they_should() {
 }
 
 #[test]
+fn a_replacements_inputs_are_recorded_against_its_family_so_the_family_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = plan(0, 500_000);
+    let bumped = original.replaced_at(FeeRate(original.fee_rate.0 + 5));
+    let again = bumped.replaced_at(FeeRate(original.fee_rate.0 + 9));
+    let approve = |db: &EnclaveDb, plan: &Plan, attempt: u32| {
+        let Decision::Approve(approval) = plan_preprocess(db, CAPS, &sign_id(plan, attempt), plan)
+        else {
+            panic!("refused");
+        };
+        db.record_plan_approval(&approval).unwrap();
+    };
+    {
+        let db = EnclaveDb::open(dir.path()).unwrap();
+        acknowledge(&db, &[&original, &bumped, &again]);
+        approve(&db, &original, 0);
+        approve(&db, &bumped, 0);
+    }
+    let db = EnclaveDb::open(dir.path()).unwrap();
+    // Recorded against the original, not the replacement: a later member may follow it.
+    assert_eq!(
+        db.input_signed_into(&original.inputs[0].id).unwrap(),
+        Some(original.id())
+    );
+    approve(&db, &again, 0);
+    approve(&db, &original, 1);
+    assert_eq!(
+        db.input_signed_into(&original.inputs[0].id).unwrap(),
+        Some(original.id())
+    );
+}
+
+#[test]
 fn batch_records_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let batch = |amount| Batch {

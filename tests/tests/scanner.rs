@@ -431,15 +431,28 @@ fn a_block_of_more_deposits_than_one_batch_holds_is_reported_in_consecutive_batc
     let external = deposit_script(&key);
     let mut scanner = scanner(&chain.node, &dir.path().join("db"), 1);
     scanner.add_key(key, chain.height() + 1).unwrap();
+    let mut sent = Vec::new();
     for account in [1u8, 2] {
         let mut outputs: Vec<TxOut> = (0..2_100u64).map(|i| to(&external, 20_000 + i)).collect();
         outputs.push(op_return(&instruction(account)));
-        chain
-            .node
-            .send(&chain.pay_with_fee(outputs, 100_000))
-            .unwrap();
+        let transaction = chain.pay_with_fee(outputs, 100_000);
+        chain.node.send(&transaction).unwrap();
+        sent.push((account, transaction.compute_txid()));
     }
     chain.mine(1);
+    // The block orders them as Core's block assembly does (by fee rate, then txid).
+    let block = chain
+        .node
+        .block_at(u32::try_from(chain.height()).unwrap())
+        .unwrap();
+    let position = |txid| {
+        block
+            .txdata
+            .iter()
+            .position(|transaction| transaction.compute_txid() == txid)
+            .unwrap()
+    };
+    sent.sort_by_key(|(_, txid)| position(*txid));
     let progress = scanner.tick().unwrap();
     let max = schema::limits::MAX_BATCH_INSTRUCTIONS;
     let expected_batches = 4_200usize.div_ceil(max);
@@ -461,8 +474,9 @@ fn a_block_of_more_deposits_than_one_batch_holds_is_reported_in_consecutive_batc
         .flat_map(|batch| &batch.instructions)
         .map(|i| (i.amount.to_sat(), i.instruction))
         .collect();
-    let expected: Vec<(u64, InInstruction)> = [1u8, 2]
+    let expected: Vec<(u64, InInstruction)> = sent
         .iter()
+        .map(|(account, _)| account)
         .flat_map(|account| {
             (0..2_100u64).map(move |i| {
                 (
