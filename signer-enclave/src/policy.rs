@@ -719,23 +719,19 @@ mod tests {
         ));
     }
 
-    /// A plan spending another input than `plan`.
-    fn other_than(plan: &Plan) -> Plan {
-        let mut other = plan.clone();
-        other.inputs[0].id.vout += 1;
-        other
-    }
-
-    /// A history in which `plans` are acknowledged and `signed`'s inputs were signed into it.
-    fn signed_and_acknowledging(signed: &Plan, plans: &[&Plan]) -> History {
+    /// The verdict on the first attempt of `plan`, in a history in which `acknowledged` are
+    /// acknowledged and `signed`'s inputs were signed into its family.
+    fn verdict(signed: &Plan, acknowledged: &[&Plan], plan: &Plan) -> Decision<PlanApproval> {
         let mut history = History::default();
-        for plan in plans {
-            history.acknowledged.insert((plan.key, plan.id()));
+        for acknowledged in acknowledged {
+            history
+                .acknowledged
+                .insert((acknowledged.key, acknowledged.id()));
         }
         for input in &signed.inputs {
             history.signed_inputs.insert(input.id, signed.family());
         }
-        history
+        plan_preprocess(&history, CAPS, &sign_id(plan, 0), plan)
     }
 
     #[test]
@@ -746,53 +742,40 @@ mod tests {
         assert_eq!(bumped.original(), original);
 
         // Acknowledged, the original signed: approved, and its inputs recorded to the family.
-        let history = signed_and_acknowledging(&original, &[&original, &bumped]);
-        let Decision::Approve(approval) =
-            plan_preprocess(&history, CAPS, &sign_id(&bumped, 0), &bumped)
-        else {
+        let Decision::Approve(approval) = verdict(&original, &[&original, &bumped], &bumped) else {
             panic!("refused");
         };
         assert_eq!(approval.family, original.id());
         // A replacement of the replacement names the same original, and may follow it.
         let again = bumped.replaced_at(FeeRate(30));
         assert_eq!(again.replaces, bumped.replaces);
-        let history = signed_and_acknowledging(&bumped, &[&original, &again]);
         assert!(matches!(
-            plan_preprocess(&history, CAPS, &sign_id(&again, 0), &again),
+            verdict(&bumped, &[&original, &again], &again),
+            Decision::Approve(_)
+        ));
+        // A plan this enclave never signed may be replaced (its inputs are free).
+        let mut elsewhere = original.clone();
+        elsewhere.inputs[0].id.vout += 1;
+        assert!(matches!(
+            verdict(&elsewhere, &[&original, &bumped], &bumped),
             Decision::Approve(_)
         ));
 
         // The same payments but no link: an ordinary plan whose inputs are taken.
         let unlinked = at(&original, 20);
-        let history = signed_and_acknowledging(&original, &[&original, &unlinked]);
         assert_eq!(
-            refusal(plan_preprocess(
-                &history,
-                CAPS,
-                &sign_id(&unlinked, 0),
-                &unlinked
-            )),
+            refusal(verdict(&original, &[&original, &unlinked], &unlinked)),
             Refusal::InputAlreadySigned {
                 input: original.inputs[0].id,
                 plan: original.id()
             }
         );
 
-        // Other payments under the link: the plan at the named rate is not the original.
+        // Not the named original at the named rate: another address, another amount, a
+        // misnamed fee rate, or a link naming a replacement rather than the original.
         let mut diverted = bumped.clone();
         diverted.payments[0].address =
             PaymentAddress::from_bytes(&[&[0x00, 0x14][..], &[6; 20]].concat()).unwrap();
-        let history = signed_and_acknowledging(&original, &[&original, &diverted]);
-        assert!(matches!(
-            refusal(plan_preprocess(
-                &history,
-                CAPS,
-                &sign_id(&diverted, 0),
-                &diverted
-            )),
-            Refusal::ReplacementMismatch { named, .. } if named == original.id()
-        ));
-        // Another amount, or the original's fee rate misnamed, alike.
         let mut larger = bumped.clone();
         larger.payments[0].amount = Amount::from_sat(600_000).unwrap();
         let mut misnamed = bumped.clone();
@@ -800,25 +783,26 @@ mod tests {
             fee_rate: FeeRate(11),
             ..bumped.replaces.unwrap()
         });
-        for plan in [&larger, &misnamed] {
-            let history = signed_and_acknowledging(&original, &[&original, plan]);
+        let chained = Plan {
+            replaces: Some(Replaces {
+                plan: bumped.id(),
+                fee_rate: bumped.fee_rate,
+            }),
+            fee_rate: FeeRate(30),
+            ..original.clone()
+        };
+        for plan in [&diverted, &larger, &misnamed, &chained] {
             assert!(matches!(
-                refusal(plan_preprocess(&history, CAPS, &sign_id(plan, 0), plan)),
-                Refusal::ReplacementMismatch { .. }
+                refusal(verdict(&original, &[&original, &bumped, plan], plan)),
+                Refusal::ReplacementMismatch { named, .. } if named == plan.family()
             ));
         }
 
         // A lower or equal fee rate does not outbid the original.
         for rate in [5, 10] {
             let cheaper = original.replaced_at(FeeRate(rate));
-            let history = signed_and_acknowledging(&original, &[&original, &cheaper]);
             assert!(matches!(
-                refusal(plan_preprocess(
-                    &history,
-                    CAPS,
-                    &sign_id(&cheaper, 0),
-                    &cheaper
-                )),
+                refusal(verdict(&original, &[&original, &cheaper], &cheaper)),
                 Refusal::ReplacementUnderbids { .. }
             ));
         }
@@ -836,74 +820,25 @@ mod tests {
             ..original.clone()
         };
         let shrunk = small.replaced_at(FeeRate(40));
-        let history = signed_and_acknowledging(&small, &[&small, &shrunk]);
         assert_eq!(
-            refusal(plan_preprocess(
-                &history,
-                CAPS,
-                &sign_id(&shrunk, 0),
-                &shrunk
-            )),
+            refusal(verdict(&small, &[&small, &shrunk], &shrunk)),
             Refusal::ReplacementDropsPayment
         );
-        // A plan this enclave never signed may be replaced (its inputs are free).
-        let history = signed_and_acknowledging(&other_than(&original), &[&original, &bumped]);
-        assert!(matches!(
-            plan_preprocess(&history, CAPS, &sign_id(&bumped, 0), &bumped),
-            Decision::Approve(_)
-        ));
-        // A link naming a replacement (not the family's original) is refused.
-        let chained = Plan {
-            replaces: Some(Replaces {
-                plan: bumped.id(),
-                fee_rate: bumped.fee_rate,
-            }),
-            fee_rate: FeeRate(30),
-            ..original.clone()
-        };
-        let history = signed_and_acknowledging(&original, &[&original, &bumped, &chained]);
-        assert!(matches!(
-            refusal(plan_preprocess(
-                &history,
-                CAPS,
-                &sign_id(&chained, 0),
-                &chained
-            )),
-            Refusal::ReplacementMismatch { .. }
-        ));
 
         // Not acknowledged itself, or its original never acknowledged.
-        let history = signed_and_acknowledging(&original, &[&original]);
         assert_eq!(
-            refusal(plan_preprocess(
-                &history,
-                CAPS,
-                &sign_id(&bumped, 0),
-                &bumped
-            )),
+            refusal(verdict(&original, &[&original], &bumped)),
             Refusal::PlanNotAcknowledged(bumped.id())
         );
-        let history = signed_and_acknowledging(&original, &[&bumped]);
         assert_eq!(
-            refusal(plan_preprocess(
-                &history,
-                CAPS,
-                &sign_id(&bumped, 0),
-                &bumped
-            )),
+            refusal(verdict(&original, &[&bumped], &bumped)),
             Refusal::PlanNotAcknowledged(original.id())
         );
 
         // Over the caps like any plan, whatever it replaces.
         let capped = original.replaced_at(FeeRate(101));
-        let history = signed_and_acknowledging(&original, &[&original, &capped]);
         assert!(matches!(
-            refusal(plan_preprocess(
-                &history,
-                CAPS,
-                &sign_id(&capped, 0),
-                &capped
-            )),
+            refusal(verdict(&original, &[&original, &capped], &capped)),
             Refusal::FeeRateTooHigh { .. }
         ));
 
@@ -912,9 +847,8 @@ mod tests {
             payments: vec![],
             ..plan_paying(500_000)
         };
-        let history = signed_and_acknowledging(&other, &[&original, &bumped]);
         assert!(matches!(
-            refusal(plan_preprocess(&history, CAPS, &sign_id(&bumped, 0), &bumped)),
+            refusal(verdict(&other, &[&original, &bumped], &bumped)),
             Refusal::InputAlreadySigned { plan, .. } if plan == other.id()
         ));
     }

@@ -595,15 +595,19 @@ fn replacements_breaking_a_rule_are_refused_with_cores_reasons() {
     );
 
     // Rule 2: a new input from an unconfirmed transaction the original did not spend from.
-    let new_unconfirmed = alice
-        .spend(
-            &[coin.clone(), output(&other, 0)],
-            vec![TxOut {
-                value: Amount::from_sat(10_000_000),
-                script_pubkey: bob.script_pubkey(),
-            }],
-        )
-        .unwrap();
+    // The original's coin and one more input, paying bob well above every fee replaced.
+    let with_coin_and = |extra| {
+        alice
+            .spend(
+                &[coin.clone(), extra],
+                vec![TxOut {
+                    value: Amount::from_sat(10_000_000),
+                    script_pubkey: bob.script_pubkey(),
+                }],
+            )
+            .unwrap()
+    };
+    let new_unconfirmed = with_coin_and(output(&other, 0));
     assert_refused(
         &node,
         &new_unconfirmed,
@@ -615,15 +619,7 @@ fn replacements_breaking_a_rule_are_refused_with_cores_reasons() {
     );
 
     // Spending the transaction it would replace.
-    let spends_conflict = alice
-        .spend(
-            &[coin.clone(), output(&original, 0)],
-            vec![TxOut {
-                value: Amount::from_sat(10_000_000),
-                script_pubkey: bob.script_pubkey(),
-            }],
-        )
-        .unwrap();
+    let spends_conflict = with_coin_and(output(&original, 0));
     assert_refused(
         &node,
         &spends_conflict,
