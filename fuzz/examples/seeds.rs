@@ -15,11 +15,15 @@ use proptest::{
 use rand_chacha::rand_core::SeedableRng;
 use scanner::{
     chain::ChainOutput,
-    scan::eventuality::Eventuality,
+    chain::ChainTransaction,
+    scan::eventuality::{Eventuality, Member, Outcome},
     scan::outputs::ReceivedOutput,
     schedule::state as scheduler_state,
     schedule::{Limits, Scheduler},
-    store::records::{encode_eventuality, encode_io, encode_output},
+    store::records::{
+        encode_eventuality, encode_flight, encode_io, encode_outcome, encode_output, encode_spend,
+    },
+    store::{InFlight, Spend},
 };
 use schema::{
     batch::{Batch, SignedBatch},
@@ -213,11 +217,20 @@ fn main() -> Result<(), Failure> {
             script: vec![0x51, 0x20, 7, 7],
             amount,
         }];
+        let plan = PlanId([u8::try_from(index)?; 32]);
+        let replacement = PlanId([u8::try_from(index)? | 0x80; 32]);
         let eventuality = Eventuality {
-            plan: PlanId([u8::try_from(index)?; 32]),
+            plan,
             key,
             inputs: vec![id],
             outputs: outputs.clone(),
+            replacements: (index % 2 == 1)
+                .then(|| Member {
+                    plan: replacement,
+                    outputs: outputs.clone(),
+                })
+                .into_iter()
+                .collect(),
         };
         corpus.write(
             "scanner_records",
@@ -228,6 +241,45 @@ fn main() -> Result<(), Failure> {
             "scanner_records",
             &format!("io-{index}"),
             &[&[2u8][..], &encode_io(&[id, id], &outputs)].concat(),
+        )?;
+        let outcome = if index % 2 == 0 {
+            Outcome::Completed {
+                plan: replacement,
+                tx: id.txid,
+            }
+        } else {
+            Outcome::Conflict(id.txid)
+        };
+        corpus.write(
+            "scanner_records",
+            &format!("outcome-{index}"),
+            &[&[3u8][..], &encode_outcome(&outcome)].concat(),
+        )?;
+        let spend = Spend {
+            height: 100 + u64::try_from(index)?,
+            transaction: ChainTransaction {
+                id: id.txid,
+                inputs: vec![id],
+                outputs: outputs.clone(),
+                data: None,
+            },
+        };
+        corpus.write(
+            "scanner_records",
+            &format!("spend-{index}"),
+            &[&[4u8][..], &encode_spend(&spend)].concat(),
+        )?;
+        let flight = InFlight {
+            family: plan,
+            key,
+            latest: replacement,
+            made_at: 100,
+            since: 106,
+        };
+        corpus.write(
+            "scanner_records",
+            &format!("flight-{index}"),
+            &[&[5u8][..], &encode_flight(&flight)].concat(),
         )?;
     }
 

@@ -1,11 +1,13 @@
 //! The scanner database's own record formats (`scanner::records`), as read back from a disk that
-//! may be damaged: a received output, an eventuality, a spending transaction's inputs and
-//! outputs. Each is canonical: whatever decodes re-encodes to exactly the same bytes.
+//! may be damaged: a received output, an eventuality (a plan family), a spending transaction's
+//! inputs and outputs, an outcome, a spend with its height, a plan family in flight. Each is
+//! canonical: whatever decodes re-encodes to exactly the same bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use scanner::store::records::{
-    decode_eventuality, decode_io, decode_output, encode_eventuality, encode_io, encode_output,
+    decode_eventuality, decode_flight, decode_io, decode_outcome, decode_output, decode_spend,
+    encode_eventuality, encode_flight, encode_io, encode_outcome, encode_output, encode_spend,
 };
 use schema::{
     hashes::{PlanId, TransactionId},
@@ -16,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, bytes)) = data.split_first() else {
         return;
     };
-    match which % 3 {
+    match which % 6 {
         0 => {
             let id = OutputId {
                 txid: TransactionId([7; 32]),
@@ -32,9 +34,25 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(encode_eventuality(&eventuality), bytes);
             }
         }
-        _ => {
+        2 => {
             if let Some((inputs, outputs)) = decode_io(bytes) {
                 assert_eq!(encode_io(&inputs, &outputs), bytes);
+            }
+        }
+        3 => {
+            if let Some(outcome) = decode_outcome(bytes) {
+                assert_eq!(encode_outcome(&outcome), bytes);
+            }
+        }
+        4 => {
+            if let Some(spend) = decode_spend(bytes) {
+                assert_eq!(encode_spend(&spend), bytes);
+            }
+        }
+        _ => {
+            if let Some(flight) = decode_flight(PlanId([9; 32]), bytes) {
+                assert_eq!(flight.family, PlanId([9; 32]));
+                assert_eq!(encode_flight(&flight), bytes);
             }
         }
     }

@@ -100,6 +100,7 @@ fn eventuality(id: u32) -> Eventuality {
             vout: 0,
         }],
         outputs: Vec::new(),
+        replacements: Vec::new(),
     }
 }
 
@@ -135,7 +136,10 @@ fn history(db: &Db) {
         let mut write = WriteBatch::default();
         for id in chunk * 1_000..(chunk + 1) * 1_000 {
             let eventuality = eventuality(id);
-            let completed = Outcome::Completed(TransactionId(eventuality.plan.0));
+            let completed = Outcome::Completed {
+                plan: eventuality.plan,
+                tx: TransactionId(eventuality.plan.0),
+            };
             db.put_outcome(&mut write, &eventuality, completed).unwrap();
         }
         db.commit(write).unwrap();

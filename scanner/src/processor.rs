@@ -15,10 +15,10 @@
 //! message about a network block not finalized and scanned yet waits: it is neither handled
 //! nor acked, and comes again.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use bitcoin::hashes::Hash;
-use prometheus::{IntCounterVec, IntGauge};
+use prometheus::{IntCounter, IntCounterVec, IntGauge};
 use schema::{
     batch::Batch,
     burn::payment_for_burn,
@@ -27,6 +27,7 @@ use schema::{
     ids::{Attempt, BatchId, MessageId, SeraiBlockNumber, ValidatorSet},
     instruction::OutInstructionWithBalance,
     keys::{BatchKey, KeyPair, NetworkKey},
+    limits::MAX_REPLACEMENTS_PER_BLOCK,
     messages::{
         coordinator::{
             CoordinatorMessage as Coordinator, ProcessorMessage as CoordinatorOut,
@@ -39,9 +40,10 @@ use schema::{
         CoordinatorEnvelope, CoordinatorMessage, ProcessorMessage,
     },
     plan::{Plan, PlanInput},
-    protocol::plan_fee_rate,
+    protocol::{is_stuck, plan_fee_rate},
     refusal::label as signer_refusal_label,
     sign_id::{BatchSignId, BatchSignTarget, PlanSignId},
+    transaction::FeeRate,
 };
 use thiserror::Error;
 
@@ -51,12 +53,12 @@ use crate::{
     coordinate::enclave_client::EnclaveError,
     coordinate::link::LinkError,
     coordinate::parts::{Clock, CoordinatorLink, EnclaveCalls, NodeParts, Parts},
-    scan::eventuality::Outcome,
+    scan::eventuality::{Member, Outcome},
     scan::outputs::hex_id,
     scan::{ScanError, Scanner},
-    schedule::{DropReason, Limits, Scheduler, SchedulerError},
+    schedule::{bump, DropReason, Limits, Scheduler, SchedulerError},
     store::db::{DbError, Unsettled},
-    store::{ProcessorChanges, ProcessorStore, ScanStore, ScanView},
+    store::{InFlight, ProcessorChanges, ProcessorStore, ScanStore, ScanView},
 };
 
 /// A processor step stopped.
@@ -154,6 +156,14 @@ pub struct ProcessorMetrics {
     /// `processor_batches_waiting`: Batches built but not preprocessed because the enclave's
     /// window of new Batch ids is full, until Serai includes a later Batch (0 when none wait).
     pub batches_waiting: IntGauge,
+    /// `processor_plans_stuck`: plan families of the last Serai block's key that were stuck at
+    /// least once and have not landed (replaced or not).
+    pub plans_stuck: IntGauge,
+    /// `processor_plans_held`: stuck families the last Serai block could not replace (at the fee
+    /// cap, funding a branch, paying no one, or no rate that keeps every payment).
+    pub plans_held: IntGauge,
+    /// `processor_plan_replacements_total`: replacements made for stuck plans.
+    pub plan_replacements: IntCounter,
     /// `scheduler_payments_dropped_total{reason}`: payments that will not be made.
     pub payments_dropped: IntCounterVec,
     /// `scheduler_payments_waiting`: payments queued, for funds or for lower fees, or waiting
@@ -206,6 +216,18 @@ impl ProcessorMetrics {
                 "processor_batches_waiting",
                 "Batches waiting for the enclave's window of new Batch ids (a later Batch included).",
             )?,
+            plans_stuck: IntGauge::new(
+                "processor_plans_stuck",
+                "Plan families stuck at least once (not confirmed within STUCK_AFTER_BLOCKS) and not landed.",
+            )?,
+            plans_held: IntGauge::new(
+                "processor_plans_held",
+                "Stuck plan families the last Serai block could not replace.",
+            )?,
+            plan_replacements: IntCounter::new(
+                "processor_plan_replacements_total",
+                "Replacements made for stuck plans (fee bumps).",
+            )?,
             payments_dropped: counters(
                 "scheduler_payments_dropped_total",
                 "Payments that will not be made, their value kept, by reason.",
@@ -231,6 +253,9 @@ impl ProcessorMetrics {
         registry.register(Box::new(metrics.plans_refused.clone()))?;
         registry.register(Box::new(metrics.oldest_unsettled_blocks.clone()))?;
         registry.register(Box::new(metrics.batches_waiting.clone()))?;
+        registry.register(Box::new(metrics.plans_stuck.clone()))?;
+        registry.register(Box::new(metrics.plans_held.clone()))?;
+        registry.register(Box::new(metrics.plan_replacements.clone()))?;
         registry.register(Box::new(metrics.payments_dropped.clone()))?;
         registry.register(Box::new(metrics.payments_waiting.clone()))?;
         registry.register(Box::new(metrics.operating_costs.clone()))?;
@@ -385,11 +410,30 @@ impl<P: Parts> Processor<P> {
         self.metrics
             .oldest_unsettled_blocks
             .set(i64::try_from(oldest).unwrap_or(i64::MAX));
-        for entry in unsettled {
+        for entry in self.latest_of_families(unsettled) {
             if let Err(error) = self.scanner.network().publish(&entry.transaction) {
                 tracing::warn!(plan = %hex::encode(entry.plan.as_bytes()), %error, "publishing failed; will retry");
             }
         }
+    }
+
+    /// Of the signed transactions of each plan family, the one at the highest fee rate: a
+    /// mempool holding it refuses the others, so only it is republished.
+    fn latest_of_families(&self, unsettled: Vec<Unsettled>) -> Vec<Unsettled> {
+        let mut latest: BTreeMap<PlanId, (FeeRate, Unsettled)> = BTreeMap::new();
+        for entry in unsettled {
+            let (family, rate) = match self.scanner.store().plan(&entry.plan) {
+                Ok(Some(plan)) => (plan.family(), plan.fee_rate),
+                _ => (entry.plan, FeeRate(0)),
+            };
+            match latest.get(&family) {
+                Some((kept, _)) if *kept >= rate => {}
+                _ => {
+                    latest.insert(family, (rate, entry));
+                }
+            }
+        }
+        latest.into_values().map(|(_, entry)| entry).collect()
     }
 
     /// Marks a message handled without effects (it cannot be acted on) and acks it.
@@ -677,9 +721,21 @@ impl<P: Parts> Processor<P> {
         Ok(Handled::Done(Vec::new()))
     }
 
-    /// A peer says `tx` fulfils plan `plan`: checked against the plan's eventuality on our
-    /// node. The scan settles the plan when the transaction is final either way.
+    /// A peer says `tx` fulfils plan `plan`: checked on our node against the plan's family (a
+    /// plan and its replacements settle together, so a completion names every member with the
+    /// transaction of whichever confirmed). The scan settles the family when the transaction is
+    /// final either way.
     fn peer_completed(&self, plan: PlanId, tx: TransactionId) -> Result<Handled, ProcessorError> {
+        let store = self.scanner.store();
+        let Some(plan_content) = store.plan(&plan)? else {
+            return Ok(Handled::Skipped("unknown_plan"));
+        };
+        let family = plan_content.family();
+        if let Some(Outcome::Completed { tx: settled, .. }) = store.outcome(&family)? {
+            if settled == tx {
+                return Ok(Handled::Done(Vec::new()));
+            }
+        }
         let Some(bytes) = self.scanner.network().transaction(&tx)? else {
             tracing::warn!(txid = %hex_id(&tx.0), "a peer's completion names a transaction our node does not know");
             return Ok(Handled::Skipped("unknown_transaction"));
@@ -687,11 +743,18 @@ impl<P: Parts> Processor<P> {
         let transaction: bitcoin::Transaction = bitcoin::consensus::deserialize(&bytes)
             .map_err(|error| NetworkError::Invalid(error.to_string()))?;
         let seen = chain_transaction(&transaction)?;
-        let Some(plan_content) = self.scanner.store().plan(&plan)? else {
-            return Ok(Handled::Skipped("unknown_plan"));
+        let open = match plan_content.inputs.first() {
+            Some(input) => store
+                .eventuality_spending(&input.id)?
+                .filter(|open| open.plan == family),
+            None => None,
         };
-        match eventuality_of(&plan_content)?.check(&seen) {
-            Some(Outcome::Completed(_)) => Ok(Handled::Done(Vec::new())),
+        let eventuality = match open {
+            Some(open) => open,
+            None => eventuality_of(&plan_content)?,
+        };
+        match eventuality.check(&seen) {
+            Some(Outcome::Completed { .. }) => Ok(Handled::Done(Vec::new())),
             _ => {
                 tracing::error!(plan = %hex::encode(plan.as_bytes()), txid = %hex_id(&tx.0), "a peer's completion does not fulfil the plan");
                 Ok(Handled::Skipped("false_completion"))
@@ -725,8 +788,8 @@ impl<P: Parts> Processor<P> {
                 return Ok(Handled::Skipped("stale_serai_block"));
             }
         }
-        let (outputs, fee_rate) = match context.latest_finalized_block() {
-            None => (Vec::new(), plan_fee_rate(None)),
+        let (outputs, fee_rate, now) = match context.latest_finalized_block() {
+            None => (Vec::new(), plan_fee_rate(None), None),
             Some(hash) => {
                 let Some(height) = self.scanner.network().height_of(hash.0)? else {
                     return Ok(Handled::Wait);
@@ -735,8 +798,17 @@ impl<P: Parts> Processor<P> {
                     return Ok(Handled::Wait);
                 };
                 let median = self.scanner.network().fee_rate_of(hash.0)?;
-                (outputs, plan_fee_rate(median))
+                (outputs, plan_fee_rate(median), Some(height))
             }
+        };
+        // Plans made now are in flight from the network block acknowledged last.
+        let made_at = match now {
+            Some(now) => now,
+            None => self.scanner.store().acknowledged(&key)?.unwrap_or(0),
+        };
+        let replacements = match now {
+            Some(now) => self.replace_stuck(&key, now, fee_rate, changes)?,
+            None => Vec::new(),
         };
         let inputs: Vec<PlanInput> = outputs
             .into_iter()
@@ -813,25 +885,37 @@ impl<P: Parts> Processor<P> {
         let mut completed = Vec::new();
         for plan in &scheduled.plans {
             changes.plans.push(plan.clone());
+            changes.in_flight.push(InFlight {
+                family: plan.id(),
+                key,
+                latest: plan.id(),
+                made_at,
+                since: made_at,
+            });
             let eventuality = eventuality_of(plan)?;
             match self.scanner.settled(&eventuality)? {
                 None => changes.scan.eventualities.push(eventuality),
                 Some(outcome) => {
                     changes.scan.outcomes.push((eventuality, outcome));
-                    if let Outcome::Completed(tx) = outcome {
+                    if let Outcome::Completed { plan, tx } = outcome {
                         completed.push(ProcessorMessage::Sign(SignOut::Completed {
                             key,
-                            id: plan.id(),
+                            id: plan,
                             tx,
                         }));
                     }
                 }
             }
         }
-        let plans: Vec<PlanId> = scheduled.plans.iter().map(Plan::id).collect();
+        let plans: Vec<PlanId> = replacements
+            .iter()
+            .chain(&scheduled.plans)
+            .map(Plan::id)
+            .collect();
         tracing::info!(
             block = block.0,
             plans = plans.len(),
+            replacements = replacements.len(),
             fee_rate = fee_rate.0,
             "Serai block handled"
         );
@@ -840,6 +924,116 @@ impl<P: Parts> Processor<P> {
         )];
         out.extend(completed);
         Ok(Handled::Done(out))
+    }
+
+    /// Judges every plan family of `key` in flight when a Serai block acknowledges network
+    /// block `now`: one whose inputs a transaction spent by then has landed and leaves the
+    /// flight; one stuck (`protocol::is_stuck` since its latest member was made) gets a
+    /// replacement at the market rate (`bump::replacement`), in flight from `now` and watched
+    /// for with its family, or is held, logged with the reason. Only Serai-block state and
+    /// spends up to `now` are read, so every validator makes the same replacements.
+    fn replace_stuck(
+        &self,
+        key: &NetworkKey,
+        now: u64,
+        market: FeeRate,
+        changes: &mut ProcessorChanges,
+    ) -> Result<Vec<Plan>, ProcessorError> {
+        let store = self.scanner.store();
+        let mut replacements = Vec::new();
+        let (mut stuck, mut held) = (0_i64, 0_i64);
+        for flight in store.in_flight()? {
+            if flight.key != *key {
+                continue;
+            }
+            // A family is recorded with its latest member in one commit.
+            let latest = store
+                .plan(&flight.latest)?
+                .ok_or(DbError::Damaged("plans"))?;
+            if self.spent_by_then(&latest, now)? {
+                changes.landed.push(flight.family);
+                continue;
+            }
+            if is_stuck(flight.made_at, now) {
+                stuck += 1;
+            }
+            if !is_stuck(flight.since, now) || replacements.len() >= MAX_REPLACEMENTS_PER_BLOCK {
+                continue;
+            }
+            let family = hex::encode(flight.family.as_bytes());
+            match bump::replacement(&latest, market, &Limits::BITCOIN.caps) {
+                Ok(plan) => {
+                    let member = eventuality_of(&plan)?;
+                    let open = match latest.inputs.first() {
+                        Some(input) => store.eventuality_spending(&input.id)?,
+                        None => None,
+                    };
+                    match open.filter(|open| open.plan == flight.family) {
+                        Some(mut eventuality) => {
+                            eventuality.add_replacement(Member {
+                                plan: plan.id(),
+                                outputs: member.outputs,
+                            });
+                            changes.scan.eventualities.push(eventuality);
+                        }
+                        // Settled on this node already (its scan runs ahead of `now`): the
+                        // replacement is made all the same, and its signing is over at once.
+                        None => {
+                            if let Some(Outcome::Completed { tx, .. }) =
+                                store.outcome(&flight.family)?
+                            {
+                                changes.scan.outbox.push(ProcessorMessage::Sign(
+                                    SignOut::Completed {
+                                        key: *key,
+                                        id: plan.id(),
+                                        tx,
+                                    },
+                                ));
+                            }
+                        }
+                    }
+                    tracing::warn!(
+                        %family,
+                        from = latest.fee_rate.0,
+                        to = plan.fee_rate.0,
+                        replacement = %hex::encode(plan.id().as_bytes()),
+                        "stuck plan replaced at a higher fee rate"
+                    );
+                    self.metrics.plan_replacements.inc();
+                    changes.in_flight.push(InFlight {
+                        latest: plan.id(),
+                        since: now,
+                        ..flight
+                    });
+                    changes.plans.push(plan.clone());
+                    replacements.push(plan);
+                }
+                Err(reason) => {
+                    held += 1;
+                    tracing::error!(
+                        %family,
+                        reason = reason.label(),
+                        fee_rate = latest.fee_rate.0,
+                        "stuck plan cannot be replaced; it waits"
+                    );
+                }
+            }
+        }
+        self.metrics.plans_stuck.set(stuck);
+        self.metrics.plans_held.set(held);
+        Ok(replacements)
+    }
+
+    /// Whether a transaction in a block up to `now` spent one of `plan`'s inputs.
+    fn spent_by_then(&self, plan: &Plan, now: u64) -> Result<bool, ProcessorError> {
+        for input in &plan.inputs {
+            if let Some(spend) = self.scanner.store().spent_by(&input.id)? {
+                if spend.height <= now {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// This attempt's preprocess of a recorded plan; `None` (logged) when refused or unknown.

@@ -16,22 +16,24 @@
 use proptest::prelude::*;
 use scanner::{
     chain::{ChainOutput, ChainTransaction},
-    scan::eventuality::{Eventuality, Outcome},
+    scan::eventuality::{Eventuality, Member, Outcome},
     scan::outputs::ReceivedOutput,
     schedule::{Limits, Scheduler},
     store::db::{Db, ScannedKey, Unsettled},
     store::{
-        memory::MemoryStore, ProcessorChanges, ProcessorStore, ScanChanges, ScanStore, ScanView,
+        memory::MemoryStore, InFlight, ProcessorChanges, ProcessorStore, ScanChanges, ScanStore,
+        ScanView, Spend,
     },
 };
 use schema::{
     hashes::{PlanId, TransactionId},
     ids::{Attempt, BatchId, MessageId, SeraiBlockNumber},
     keys::{BatchKey, NetworkKey},
-    plan::OutputId,
+    plan::{OutputId, OutputKind, Plan, PlanInput},
     strategies::{
         amount, batch, network_key, output_kind, plan, processor_message, refundable_in_instruction,
     },
+    transaction::FeeRate,
 };
 
 const HEIGHTS: u64 = 6;
@@ -92,12 +94,37 @@ fn eventuality(keys: Vec<NetworkKey>) -> impl Strategy<Value = Eventuality> {
         prop::sample::select(keys),
         prop::collection::vec(output_in_pool(), 1..3),
         chain_outputs(),
+        prop::collection::vec((3u8..6, chain_outputs()), 0..2),
     )
-        .prop_map(|(plan, key, inputs, outputs)| Eventuality {
+        .prop_map(|(plan, key, inputs, outputs, replacements)| Eventuality {
             plan: pool_plan(plan),
             key,
             inputs,
             outputs,
+            replacements: replacements
+                .into_iter()
+                .map(|(plan, outputs)| Member {
+                    plan: pool_plan(plan),
+                    outputs,
+                })
+                .collect(),
+        })
+}
+
+fn flight(keys: Vec<NetworkKey>) -> impl Strategy<Value = InFlight> {
+    (
+        0u8..3,
+        prop::sample::select(keys),
+        0u8..6,
+        0..HEIGHTS,
+        0..HEIGHTS,
+    )
+        .prop_map(|(family, key, latest, made_at, since)| InFlight {
+            family: pool_plan(family),
+            key,
+            latest: pool_plan(latest),
+            made_at,
+            since,
         })
 }
 
@@ -117,9 +144,12 @@ fn transaction() -> impl Strategy<Value = ChainTransaction> {
 }
 
 fn outcome() -> impl Strategy<Value = Outcome> {
-    (any::<bool>(), any::<[u8; 32]>()).prop_map(|(completed, id)| {
+    (any::<bool>(), 0u8..6, any::<[u8; 32]>()).prop_map(|(completed, plan, id)| {
         if completed {
-            Outcome::Completed(TransactionId(id))
+            Outcome::Completed {
+                plan: pool_plan(plan),
+                tx: TransactionId(id),
+            }
         } else {
             Outcome::Conflict(TransactionId(id))
         }
@@ -143,16 +173,20 @@ fn processor_changes(keys: Vec<NetworkKey>) -> impl Strategy<Value = ProcessorCh
             prop::collection::vec((0u32..4, prop::option::of(0u32..3)), 0..3),
         ),
         prop::collection::vec((prop::sample::select(keys.clone()), 0..HEIGHTS), 0..2),
-        prop::collection::vec((prop::sample::select(keys), amount()), 0..2),
+        prop::collection::vec((prop::sample::select(keys.clone()), amount()), 0..2),
         prop::option::of(0u64..5),
         prop::collection::vec(plan(), 0..2),
         prop::collection::vec(
             (
-                0u8..3,
+                0u8..6,
                 0..HEIGHTS,
                 prop::collection::vec(any::<u8>(), 0..20),
             ),
             0..2,
+        ),
+        (
+            prop::collection::vec(flight(keys), 0..2),
+            prop::collection::vec((0u8..3).prop_map(pool_plan), 0..2),
         ),
     )
         .prop_map(
@@ -164,6 +198,7 @@ fn processor_changes(keys: Vec<NetworkKey>) -> impl Strategy<Value = ProcessorCh
                 last_serai_block,
                 plans,
                 signed,
+                (in_flight, landed),
             )| ProcessorChanges {
                 scan,
                 handled: handled.map(MessageId),
@@ -192,6 +227,8 @@ fn processor_changes(keys: Vec<NetworkKey>) -> impl Strategy<Value = ProcessorCh
                         transaction,
                     })
                     .collect(),
+                in_flight,
+                landed,
             },
         )
 }
@@ -206,7 +243,13 @@ fn changes(keys: Vec<NetworkKey>) -> impl Strategy<Value = ScanChanges> {
         prop::collection::vec(received(keys.clone()), 0..3),
         prop::collection::vec(batch(), 0..2),
         prop::collection::vec(
-            (prop::collection::vec(output_in_pool(), 1..3), transaction()),
+            (
+                prop::collection::vec(output_in_pool(), 1..3),
+                (0..HEIGHTS, transaction()).prop_map(|(height, transaction)| Spend {
+                    height,
+                    transaction,
+                }),
+            ),
             0..2,
         ),
         prop::collection::vec(eventuality(keys.clone()), 0..2),
@@ -283,6 +326,7 @@ fn reads<S: ProcessorStore>(store: &S, keys: &[NetworkKey], plans: &[PlanId]) ->
         ));
     }
     seen.push(format!("unsettled {:?}", store.unsettled().unwrap()));
+    seen.push(format!("in flight {:?}", store.in_flight().unwrap()));
     seen.push(scan_reads(store));
     seen.join("\n")
 }
@@ -401,6 +445,7 @@ fn shared_inputs_outcomes_and_outbox_ids_behave_alike() {
         key,
         inputs: vec![pool_output(0), pool_output(1)],
         outputs: Vec::new(),
+        replacements: Vec::new(),
     };
     let second = Eventuality {
         plan: pool_plan(1),
@@ -414,6 +459,10 @@ fn shared_inputs_outcomes_and_outbox_ids_behave_alike() {
             tx: TransactionId([9; 32]),
         },
     );
+    let completed = Outcome::Completed {
+        plan: pool_plan(0),
+        tx: TransactionId([9; 32]),
+    };
     let steps = [
         ScanChanges {
             eventualities: vec![first.clone(), second.clone()],
@@ -421,7 +470,7 @@ fn shared_inputs_outcomes_and_outbox_ids_behave_alike() {
             ..ScanChanges::default()
         },
         ScanChanges {
-            outcomes: vec![(first, Outcome::Completed(TransactionId([9; 32])))],
+            outcomes: vec![(first, completed)],
             outbox: vec![message],
             ..ScanChanges::default()
         },
@@ -439,10 +488,7 @@ fn shared_inputs_outcomes_and_outbox_ids_behave_alike() {
         store.delivered(MessageId(1)).unwrap();
         store.apply(&steps[1]).unwrap();
         assert_eq!(store.eventuality_spending(&pool_output(0)).unwrap(), None);
-        assert_eq!(
-            store.outcome(&pool_plan(0)).unwrap(),
-            Some(Outcome::Completed(TransactionId([9; 32])))
-        );
+        assert_eq!(store.outcome(&pool_plan(0)).unwrap(), Some(completed));
         let ids: Vec<u64> = store.outbox().unwrap().iter().map(|e| e.id.0).collect();
         assert_eq!(ids, vec![2, 3], "ids go on after a delivery, never reused");
     }
@@ -462,13 +508,17 @@ fn a_settled_plans_signed_transaction_is_not_kept() {
         key,
         inputs: vec![pool_output(plan)],
         outputs: Vec::new(),
+        replacements: Vec::new(),
     };
     let signed = |plan: u8| Unsettled {
         plan: pool_plan(plan),
         signed_at: 7,
         transaction: vec![plan; 10],
     };
-    let settled = Outcome::Completed(TransactionId([9; 32]));
+    let settled = Outcome::Completed {
+        plan: pool_plan(0),
+        tx: TransactionId([9; 32]),
+    };
     for store in [&rocks as &dyn ProcessorStoreObject, &memory] {
         store.commit(&ProcessorChanges {
             scan: ScanChanges {
@@ -499,6 +549,77 @@ fn a_settled_plans_signed_transaction_is_not_kept() {
             ..ProcessorChanges::default()
         });
         assert_eq!(store.unsettled(), vec![signed(1)]);
+    }
+}
+
+/// A family's signed transactions go when it settles, whichever member settled it: the
+/// original's and the replacement's, and a member's signature arriving afterwards is not kept
+/// (the store finds its family through the recorded plan).
+#[test]
+fn a_familys_signed_transactions_go_when_any_member_settles_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rocks = Db::open(dir.path()).unwrap();
+    let memory = MemoryStore::new();
+    let key = NetworkKey::from_slice(&[2; 33]).unwrap();
+    let original = Plan {
+        key,
+        inputs: vec![PlanInput {
+            id: pool_output(0),
+            kind: OutputKind::External,
+            amount: schema::amount::Amount::from_sat(100_000).unwrap(),
+        }],
+        payments: Vec::new(),
+        change: Some(key),
+        fee_rate: FeeRate(5),
+        replaces: None,
+    };
+    let replacement = original.replaced_at(FeeRate(9));
+    let second = original.replaced_at(FeeRate(12));
+    let eventuality = Eventuality {
+        plan: original.id(),
+        key,
+        inputs: vec![pool_output(0)],
+        outputs: Vec::new(),
+        replacements: vec![Member {
+            plan: replacement.id(),
+            outputs: Vec::new(),
+        }],
+    };
+    let signed = |plan: &Plan| Unsettled {
+        plan: plan.id(),
+        signed_at: 7,
+        transaction: vec![1; 10],
+    };
+    for store in [&rocks as &dyn ProcessorStoreObject, &memory] {
+        store.commit(&ProcessorChanges {
+            scan: ScanChanges {
+                eventualities: vec![eventuality.clone()],
+                ..ScanChanges::default()
+            },
+            plans: vec![original.clone(), replacement.clone(), second.clone()],
+            signed: vec![signed(&original), signed(&replacement)],
+            ..ProcessorChanges::default()
+        });
+        assert_eq!(store.unsettled().len(), 2);
+        store.commit(&ProcessorChanges {
+            scan: ScanChanges {
+                outcomes: vec![(
+                    eventuality.clone(),
+                    Outcome::Completed {
+                        plan: replacement.id(),
+                        tx: TransactionId([9; 32]),
+                    },
+                )],
+                ..ScanChanges::default()
+            },
+            ..ProcessorChanges::default()
+        });
+        assert_eq!(store.unsettled(), vec![]);
+        store.commit(&ProcessorChanges {
+            signed: vec![signed(&second)],
+            ..ProcessorChanges::default()
+        });
+        assert_eq!(store.unsettled(), vec![]);
     }
 }
 

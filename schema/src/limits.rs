@@ -71,9 +71,17 @@ pub const MAX_DATA_LEN: usize = 512;
 /// its two-byte header. Every standard address type fits.
 pub const MAX_SCRIPT_LEN: usize = 42;
 
-/// Most plan ids in one `SubstrateBlockAck` or `PlansAcknowledged`; the scheduler makes at
-/// most this many plans for one Serai block (more outputs wait for the next).
+/// Most plan ids in one `SubstrateBlockAck` or `PlansAcknowledged`: the replacements of stuck
+/// plans and the scheduler's new plans of one Serai block together.
 pub const MAX_PLANS_PER_BLOCK: usize = 4096;
+
+/// Most replacements of stuck plans proposed for one Serai block; more stuck plans wait for the
+/// next block, still counted as stuck.
+pub const MAX_REPLACEMENTS_PER_BLOCK: usize = 256;
+
+/// Most new plans the scheduler makes for one Serai block (more outputs wait for the next):
+/// what `MAX_PLANS_PER_BLOCK` leaves after the replacements.
+pub const MAX_SCHEDULED_PER_BLOCK: usize = MAX_PLANS_PER_BLOCK - MAX_REPLACEMENTS_PER_BLOCK;
 
 /// Most inputs in a plan: the scheduler's limit, so the enclave never decodes a plan it could
 /// not sign.

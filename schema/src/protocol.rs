@@ -108,6 +108,18 @@ pub fn plan_fee_rate(median: Option<FeeRate>) -> FeeRate {
     )
 }
 
+/// Blocks after which a plan none of whose inputs is spent is stuck: counted from the network
+/// block of the Serai block that made it (or made its latest replacement), judged at each
+/// later Serai block by its network block. Both ends are finalized, acknowledged blocks, so
+/// every validator judges alike.
+pub const STUCK_AFTER_BLOCKS: u64 = 6;
+
+/// Whether a plan made (or last replaced) at network block `since` is stuck when a Serai block
+/// acknowledges network block `now`, none of its inputs spent by then.
+pub fn is_stuck(since: u64, now: u64) -> bool {
+    now >= since.saturating_add(STUCK_AFTER_BLOCKS)
+}
+
 /// Bitcoin Core's incremental relay fee rate (sat/vB): what a replacement must pay on top of
 /// the fees it evicts, for its own size (BIP125 rule 4).
 pub const INCREMENTAL_RELAY_FEE_RATE: FeeRate = FeeRate(1);

@@ -1,7 +1,10 @@
 //! The simulated chain: Bitcoin transactions in blocks of a single best chain (each block
-//! opening with its coinbase), a mempool that refuses conflicting spends and spends of outputs
-//! that do not exist, a fee market (the median fee rate of a block with any transaction besides
-//! its coinbase; none for a block of only its coinbase), and reorganizations. Each validator
+//! opening with its coinbase), a mempool that refuses spends of outputs that do not exist and
+//! conflicting spends, unless one replaces its conflicts in the mempool by paying more (full
+//! RBF: a higher fee rate, and a fee above theirs by 1 sat/vB of its size), a fee market (the
+//! median fee rate of a block with any transaction besides its coinbase; none for a block of
+//! only its coinbase) that holds out of blocks every transaction paying less than a quarter of
+//! it, and reorganizations. Each validator
 //! reads it through its own `SimNode`, which can be made unreachable. `SimNode` passes the same
 //! `Network` conformance suite as Bitcoin through Core (`sim/tests/network_conformance.rs`).
 
@@ -99,13 +102,15 @@ impl Chain {
         index
     }
 
-    /// Mines a block holding `deposits` and every mempool transaction whose inputs exist.
+    /// Mines a block holding `deposits` and every mempool transaction whose inputs exist and
+    /// whose fee rate is at least a quarter of the market's (or unknown: a depositor's).
     pub fn mine(&mut self, rng: &mut Rng, deposits: Vec<Transaction>) {
         self.index.replace(None);
-        let mut created: BTreeMap<OutPoint, ()> = self
+        // Every output that exists, with its value (a depositor's own coin: unknown).
+        let mut created: BTreeMap<OutPoint, Option<u64>> = self
             .external
             .iter()
-            .map(|outpoint| (*outpoint, ()))
+            .map(|outpoint| (*outpoint, None))
             .collect();
         for block in &self.blocks {
             for transaction in &block.transactions {
@@ -117,11 +122,15 @@ impl Chain {
             add_outputs(&mut created, transaction);
         }
         let mut left = Vec::new();
+        let floor = self.market / 4;
         for transaction in std::mem::take(&mut self.mempool) {
-            if transaction
+            let exists = transaction
                 .input
                 .iter()
-                .all(|input| created.contains_key(&input.previous_output))
+                .all(|input| created.contains_key(&input.previous_output));
+            if exists
+                && fee_of(&created, &transaction)
+                    .is_none_or(|fee| fee >= floor * vsize(&transaction))
             {
                 add_outputs(&mut created, &transaction);
                 included.push(transaction);
@@ -178,15 +187,45 @@ impl Chain {
         if index.known.contains_key(&txid) {
             return Ok(());
         }
+        let mut conflicts = BTreeSet::new();
         for input in &transaction.input {
             if !index.created.contains_key(&input.previous_output)
                 && !self.external.contains(&input.previous_output)
             {
                 return Err(NetworkError::Refused("missing inputs".into()));
             }
-            if index.spent.contains_key(&input.previous_output) {
+            if let Some(spender) = index.spent.get(&input.previous_output) {
+                conflicts.insert(*spender);
+            }
+        }
+        if !conflicts.is_empty() {
+            let in_mempool: Vec<&Transaction> = self
+                .mempool
+                .iter()
+                .filter(|pooled| conflicts.contains(&pooled.compute_txid()))
+                .collect();
+            let values: BTreeMap<OutPoint, Option<u64>> = index
+                .created
+                .iter()
+                .map(|(outpoint, output)| (*outpoint, Some(output.value.to_sat())))
+                .collect();
+            let outbids =
+                |old: &Transaction| match (fee_of(&values, old), fee_of(&values, &transaction)) {
+                    (Some(old_fee), Some(new_fee)) => {
+                        u128::from(new_fee) * u128::from(vsize(old))
+                            > u128::from(old_fee) * u128::from(vsize(&transaction))
+                            && new_fee >= old_fee.saturating_add(vsize(&transaction))
+                    }
+                    _ => false,
+                };
+            if in_mempool.len() != conflicts.len() {
                 return Err(NetworkError::Refused("conflicts with a spend".into()));
             }
+            if !in_mempool.iter().all(|old| outbids(old)) {
+                return Err(NetworkError::Refused("insufficient fee".into()));
+            }
+            self.mempool
+                .retain(|pooled| !conflicts.contains(&pooled.compute_txid()));
         }
         self.mempool.push(transaction);
         self.index.replace(None);
@@ -256,12 +295,29 @@ fn coinbase(rng: &mut Rng) -> Transaction {
     }
 }
 
-fn add_outputs(created: &mut BTreeMap<OutPoint, ()>, transaction: &Transaction) {
+fn add_outputs(created: &mut BTreeMap<OutPoint, Option<u64>>, transaction: &Transaction) {
     let txid = transaction.compute_txid();
-    for vout in 0..transaction.output.len() {
-        let vout = u32::try_from(vout).unwrap_or(u32::MAX);
-        created.insert(OutPoint { txid, vout }, ());
+    for (vout, output) in (0u32..).zip(&transaction.output) {
+        created.insert(OutPoint { txid, vout }, Some(output.value.to_sat()));
     }
+}
+
+/// The fee `transaction` pays, from the values of the outputs it spends (`None` when one is
+/// unknown: a depositor's own coin, or missing).
+fn fee_of(created: &BTreeMap<OutPoint, Option<u64>>, transaction: &Transaction) -> Option<u64> {
+    let mut spent = 0_u64;
+    for input in &transaction.input {
+        spent = spent.checked_add((*created.get(&input.previous_output)?)?)?;
+    }
+    let paid = transaction
+        .output
+        .iter()
+        .try_fold(0_u64, |sum, output| sum.checked_add(output.value.to_sat()))?;
+    spent.checked_sub(paid)
+}
+
+fn vsize(transaction: &Transaction) -> u64 {
+    u64::try_from(transaction.vsize()).unwrap_or(u64::MAX)
 }
 
 /// One validator's node: the shared chain, and whether it answers.

@@ -6,6 +6,7 @@
 
 use std::{
     cell::{Cell, RefCell},
+    collections::BTreeMap,
     path::PathBuf,
     rc::Rc,
     time::Duration,
@@ -45,6 +46,9 @@ pub struct EnclaveLog {
     pub preprocesses: Vec<(String, Vec<u8>)>,
     /// Every plan it completed, with the transaction.
     pub completed: Vec<(PlanId, Transaction)>,
+    /// The family (original plan) of every plan it preprocessed: a replacement may reuse its
+    /// family's inputs, nothing else may.
+    pub families: BTreeMap<PlanId, PlanId>,
     /// Every Batch it completed.
     pub batches: Vec<SignedBatch>,
 }
@@ -206,11 +210,11 @@ impl EnclaveCalls for EnclaveHandle {
 
     async fn preprocess_plan(&self, id: &PlanSignId, plan: &Plan) -> Result<Vec<u8>, EnclaveError> {
         let preprocess = self.0.call(|enclave| enclave.preprocess_plan(*id, plan))?;
-        self.0
-            .log
-            .borrow_mut()
-            .preprocesses
+        let mut log = self.0.log.borrow_mut();
+        log.preprocesses
             .push((format!("plan {id:?}"), preprocess.clone()));
+        log.families.insert(id.id, plan.family());
+        drop(log);
         self.0.answer(Ok(preprocess))
     }
 

@@ -45,7 +45,7 @@ use scanner::{
 };
 use schema::{
     amount::Amount,
-    hashes::SeraiAddress,
+    hashes::{PlanId, SeraiAddress},
     ids::{NetworkId, Participant, Session, ValidatorSet},
     instruction::{InInstruction, OutInstructionWithBalance, RefundableInInstruction},
     keys::KeyPair,
@@ -114,6 +114,8 @@ pub struct Report {
     pub faults: (u64, u64, u64, u64),
     /// Plans attested but not reported completed at the end.
     pub open_plans: u64,
+    /// Replacements of stuck plans preprocessed by some enclave.
+    pub replaced: u64,
     /// The final chain's tip: two runs of a seed end on the same chain.
     pub tip: String,
 }
@@ -236,8 +238,10 @@ struct World {
     _dir: tempfile::TempDir,
     /// Every preprocess seen, by its bytes: what it was for.
     preprocesses: BTreeMap<Vec<u8>, String>,
-    /// Every input of a signed transaction: the transaction.
-    spends: BTreeMap<OutPoint, Txid>,
+    /// Every input of a signed transaction: the transaction, and its plan's family.
+    spends: BTreeMap<OutPoint, (Txid, PlanId)>,
+    /// Every plan signed: its transaction (one plan id, one transaction).
+    signed: BTreeMap<PlanId, Txid>,
     /// Per-seed fault rates, per mille per step.
     rates: Rates,
 }
@@ -367,6 +371,7 @@ impl World {
             _dir: dir,
             preprocesses: BTreeMap::new(),
             spends: BTreeMap::new(),
+            signed: BTreeMap::new(),
             rates,
         };
         for index in 0..world.validators.len() {
@@ -447,6 +452,19 @@ impl World {
         self.report.batches = coordinator.serai.included.len() as u64;
         self.report.plans = coordinator.serai.attested.len() as u64;
         self.report.open_plans = coordinator.open_plans() as u64;
+        let replacements: BTreeSet<PlanId> = self
+            .validators
+            .iter()
+            .flat_map(|validator| {
+                let log = validator.enclave.log.borrow();
+                log.families
+                    .iter()
+                    .filter(|(plan, family)| plan != family)
+                    .map(|(plan, _)| *plan)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        self.report.replaced = replacements.len() as u64;
         self.report.tip = self
             .chain
             .borrow()
@@ -765,9 +783,22 @@ impl World {
                     ));
                 }
                 let txid = transaction.compute_txid();
+                let family = log.families.get(plan).copied().unwrap_or(*plan);
+                let earlier = *self.signed.entry(*plan).or_insert(txid);
+                if earlier != txid {
+                    return Err(format!(
+                        "plan {} signed into two transactions: {earlier} and {txid}",
+                        hex(plan.as_bytes())
+                    ));
+                }
                 for input in &transaction.input {
-                    let earlier = self.spends.entry(input.previous_output).or_insert(txid);
-                    if *earlier != txid {
+                    let (earlier, earlier_family) = *self
+                        .spends
+                        .entry(input.previous_output)
+                        .or_insert((txid, family));
+                    // Only the members of one family (a plan and its replacements) may sign
+                    // one input into different transactions.
+                    if earlier != txid && earlier_family != family {
                         return Err(format!(
                             "input {} signed into two transactions: {earlier} and {txid}",
                             input.previous_output

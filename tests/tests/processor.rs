@@ -8,7 +8,9 @@
 //! completion. Then faults: a validator down during signing (the others sign; it catches up
 //! without doing anything twice), kill -9 of a scanner and an enclave in the middle of signing
 //! (re-attempted; paid exactly once), and a coordinator whose queue is rewound (the link halts
-//! instead of handling anything twice).
+//! instead of handling anything twice). Fee bumping: a payout held out of blocks is replaced at
+//! a higher fee after `STUCK_AFTER_BLOCKS`, the replacement confirms and the burn is paid once;
+//! and the original confirming after its replacement was signed settles the family just once.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(
@@ -18,7 +20,7 @@
     clippy::unwrap_in_result
 )]
 
-use bitcoin::Txid;
+use bitcoin::{hashes::Hash, Txid};
 use processor_tests::{
     devnet::{Devnet, CONFIRMATIONS},
     regtest::wallet::TestWallet,
@@ -462,4 +464,214 @@ fn more_burns_than_one_transaction_holds_are_paid_through_a_branch_without_a_lat
     }
     let payouts: u64 = paid.iter().map(|(_, sats)| sats).sum();
     assert_eq!(payouts + change + fees, DEPOSIT);
+}
+
+/// Signs Batches until every Batch built is included, so that the next Serai block names the
+/// latest finalized block that has one.
+fn include_built_batches(devnet: &Devnet) {
+    devnet.wait_scanned().unwrap();
+    while devnet.next_batch().unwrap() < devnet.batches_built().unwrap() {
+        devnet.sign_next_batch(&[p(1), p(2), p(3)]).unwrap();
+    }
+}
+
+/// A burn to `to` paid by a signed transaction that the node's miner holds out of blocks (its
+/// fee deprioritised, as a fee market that moved on would), and the Serai block whose network
+/// block is `STUCK_AFTER_BLOCKS` later: its acknowledgement proposes the replacement, which is
+/// acknowledged and signed. Returns the original's and the replacement's plan ids and
+/// transactions (the original's as it was signed), and when that Serai block was sent.
+fn stuck_and_replaced(
+    devnet: &Devnet,
+    pair: &KeyPair,
+    to: &TestWallet,
+) -> (
+    (schema::hashes::PlanId, bitcoin::Transaction),
+    (schema::hashes::PlanId, TransactionId),
+    std::time::Instant,
+) {
+    let ack = burn(devnet, pair, to, 1_000_000, &devnet.all());
+    let original = ack.plans[0];
+    let tx = devnet
+        .sign_plan(
+            PlanSignId {
+                key: pair.network_key,
+                id: original,
+                attempt: Attempt(0),
+            },
+            &[p(1), p(2), p(3)],
+        )
+        .unwrap();
+    let txid: Txid = txid_hex(&tx).parse().unwrap();
+    let raw = devnet
+        .node
+        .rpc("getrawtransaction", json!([txid.to_string()]))
+        .unwrap();
+    let signed: bitcoin::Transaction =
+        bitcoin::consensus::encode::deserialize_hex(raw.as_str().unwrap()).unwrap();
+    devnet.node.prioritise(&txid, -100_000_000).unwrap();
+    devnet.mine(16).unwrap();
+    include_built_batches(devnet);
+    assert!(devnet.node.in_mempool(&txid).unwrap(), "held out of blocks");
+    assert!(paid_to(devnet, to).is_empty());
+
+    let stuck_at = std::time::Instant::now();
+    let ack = devnet
+        .substrate_block(2, pair, Vec::new(), &devnet.all())
+        .unwrap();
+    assert_eq!(
+        ack.plans.len(),
+        1,
+        "the stuck plan's replacement, nothing else"
+    );
+    let replacement = ack.plans[0];
+    assert_ne!(replacement, original);
+    for validator in &devnet.validators {
+        assert_eq!(
+            validator
+                .scanner_metric("processor_plan_replacements_total")
+                .unwrap(),
+            1.0
+        );
+        assert_eq!(
+            validator.scanner_metric("processor_plans_stuck").unwrap(),
+            1.0
+        );
+    }
+    devnet.acknowledge(&ack).unwrap();
+    let replacing = devnet
+        .sign_plan(
+            PlanSignId {
+                key: pair.network_key,
+                id: replacement,
+                attempt: Attempt(0),
+            },
+            &[p(2), p(3), p(4)],
+        )
+        .unwrap();
+    // The replacement took the original's place in the node's mempool.
+    let replacing_id: Txid = txid_hex(&replacing).parse().unwrap();
+    assert!(devnet.node.in_mempool(&replacing_id).unwrap());
+    assert!(!devnet.node.in_mempool(&txid).unwrap());
+    ((original, signed), (replacement, replacing), stuck_at)
+}
+
+/// Every validator reported `tx` as the completion of both `plans` (a family settles whichever
+/// member's transaction confirms), and keeps none of the family's transactions to publish.
+fn family_settled_by(devnet: &Devnet, plans: [schema::hashes::PlanId; 2], tx: TransactionId) {
+    devnet
+        .coordinator
+        .wait_until(processor_tests::devnet::STEP_TIMEOUT, |_| {
+            for validator in &devnet.validators {
+                let reported = devnet.sent(validator, |message| match message {
+                    ProcessorMessage::Sign(sign::ProcessorMessage::Completed {
+                        id,
+                        tx: completed,
+                        ..
+                    }) if *completed == tx => Some(*id),
+                    _ => None,
+                })?;
+                if !plans.iter().all(|plan| reported.contains(plan))
+                    || validator.scanner_metric("processor_oldest_unsettled_blocks")? != 0.0
+                {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .unwrap();
+}
+
+#[test]
+fn a_payout_held_out_of_blocks_is_replaced_at_a_higher_fee_and_paid_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut devnet = Devnet::start(dir.path(), 3, 4).unwrap();
+    let (pair, _) = keyed_and_funded(&mut devnet);
+    let bob = TestWallet::new([0x0b; 32]).unwrap();
+    let ((original, signed), (replacement, tx), stuck_at) =
+        stuck_and_replaced(&devnet, &pair, &bob);
+    devnet.mine(1).unwrap();
+    // The replacement is proposed by the first Serai block at least STUCK_AFTER_BLOCKS after
+    // the plan, and confirms in the next network block mined.
+    eprintln!(
+        "stuck (the Serai block sent) to the replacement's first confirmation: {:?}",
+        stuck_at.elapsed()
+    );
+    devnet
+        .mine(u32::try_from(CONFIRMATIONS).unwrap() - 1)
+        .unwrap();
+
+    // Bob is paid once, by the replacement, a little less than the original would have paid
+    // him: his payment bears its share of the higher fee.
+    let paid = paid_to(&devnet, &bob);
+    assert_eq!(paid.len(), 1, "{paid:?}");
+    assert_eq!(paid[0].0.to_string(), txid_hex(&tx));
+    let originally = signed
+        .output
+        .iter()
+        .find(|output| output.script_pubkey == bob.script_pubkey())
+        .unwrap()
+        .value
+        .to_sat();
+    assert!(paid[0].1 < originally && paid[0].1 > 995_000, "{paid:?}");
+    family_settled_by(&devnet, [original, replacement], tx);
+
+    // The next Serai block finds the family landed: nothing is stuck any more.
+    devnet.mine(8).unwrap();
+    include_built_batches(&devnet);
+    let ack = devnet
+        .substrate_block(3, &pair, Vec::new(), &devnet.all())
+        .unwrap();
+    assert!(ack.plans.is_empty());
+    for validator in &devnet.validators {
+        assert_eq!(
+            validator.scanner_metric("processor_plans_stuck").unwrap(),
+            0.0
+        );
+    }
+    assert_eq!(paid_to(&devnet, &bob).len(), 1);
+}
+
+#[test]
+fn an_original_confirming_after_its_replacement_was_signed_settles_the_family_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut devnet = Devnet::start(dir.path(), 3, 4).unwrap();
+    let (pair, _) = keyed_and_funded(&mut devnet);
+    let carol = TestWallet::new([0x0c; 32]).unwrap();
+    let ((original, signed), (replacement, replacing), _) =
+        stuck_and_replaced(&devnet, &pair, &carol);
+
+    // A miner that kept the original mines it: the replacement is evicted as a conflict.
+    let miner = TestWallet::new([0x0d; 32]).unwrap();
+    devnet
+        .node
+        .rpc(
+            "generateblock",
+            json!([
+                miner.address().to_string(),
+                [bitcoin::consensus::encode::serialize_hex(&signed)]
+            ]),
+        )
+        .unwrap();
+    devnet
+        .mine(u32::try_from(CONFIRMATIONS).unwrap() - 1)
+        .unwrap();
+    let tx = TransactionId(signed.compute_txid().to_byte_array());
+    let paid = paid_to(&devnet, &carol);
+    assert_eq!(paid.len(), 1, "{paid:?}");
+    assert_eq!(paid[0].0, signed.compute_txid());
+    family_settled_by(&devnet, [original, replacement], tx);
+    // The processors stop publishing the replacement: it never comes back.
+    devnet.mine(2).unwrap();
+    devnet.wait_scanned().unwrap();
+    let replacing: Txid = txid_hex(&replacing).parse().unwrap();
+    assert!(!devnet.node.in_mempool(&replacing).unwrap());
+    assert_eq!(paid_to(&devnet, &carol).len(), 1);
+    for validator in &devnet.validators {
+        assert_eq!(
+            validator
+                .scanner_metric("scanner_eventualities_total{outcome=\"conflict\"}")
+                .unwrap(),
+            0.0
+        );
+    }
 }

@@ -743,6 +743,7 @@ fn eventualities_complete_or_conflict() {
         key,
         inputs: expected.inputs.clone(),
         outputs: expected.outputs.clone(),
+        replacements: Vec::new(),
     };
     // Another plan, whose input is spent by a different transaction.
     let diverted = chain.pay(vec![to(&recipient.script_pubkey(), 2_000_000)]);
@@ -754,6 +755,7 @@ fn eventualities_complete_or_conflict() {
         key,
         inputs: conflicting.inputs.clone(),
         outputs: other_outputs,
+        replacements: Vec::new(),
     };
     scanner.register_eventuality(&completed).unwrap();
     scanner.register_eventuality(&conflicted).unwrap();
@@ -767,13 +769,22 @@ fn eventualities_complete_or_conflict() {
     assert_eq!(
         outcomes,
         vec![
-            (PlanId([1; 32]), Outcome::Completed(expected.id)),
+            (
+                PlanId([1; 32]),
+                Outcome::Completed {
+                    plan: PlanId([1; 32]),
+                    tx: expected.id
+                }
+            ),
             (PlanId([2; 32]), Outcome::Conflict(conflicting.id)),
         ]
     );
     assert_eq!(
         scanner.store().outcome(&PlanId([1; 32])).unwrap(),
-        Some(Outcome::Completed(expected.id))
+        Some(Outcome::Completed {
+            plan: PlanId([1; 32]),
+            tx: expected.id
+        })
     );
     // Settled once: nothing more on later blocks.
     chain.mine(2);

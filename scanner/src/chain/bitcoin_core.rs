@@ -198,6 +198,7 @@ pub fn eventuality_of(plan: &Plan) -> Result<Eventuality, NetworkError> {
         key: plan.key,
         inputs: expected.inputs,
         outputs: expected.outputs,
+        replacements: Vec::new(),
     })
 }
 

@@ -20,7 +20,7 @@ use crate::{
     scan::eventuality::Outcome,
     scan::outputs::{hex_id, receive, Received},
     store::db::ScannedKey,
-    store::{ScanChanges, ScanView},
+    store::{ScanChanges, ScanView, Spend},
 };
 
 /// What scanning one block does.
@@ -125,23 +125,32 @@ pub fn scan_block<V: ScanView + ?Sized, B: BlockView, T: OutputTyping>(
                     continue;
                 }
                 if let Some(outcome) = eventuality.check(transaction) {
-                    if let Outcome::Completed(tx) = outcome {
+                    if let Outcome::Completed { tx, .. } = outcome {
                         // The coordinator hears of it from the outbox, committed with the scan,
-                        // whoever published the transaction.
-                        changes.outbox.push(ProcessorMessage::Sign(
-                            sign::ProcessorMessage::Completed {
-                                key: eventuality.key,
-                                id: eventuality.plan,
-                                tx,
-                            },
-                        ));
+                        // whoever published the transaction: for every member of the family,
+                        // whose signing is over whichever member's transaction it is.
+                        for plan in eventuality.plans() {
+                            changes.outbox.push(ProcessorMessage::Sign(
+                                sign::ProcessorMessage::Completed {
+                                    key: eventuality.key,
+                                    id: plan,
+                                    tx,
+                                },
+                            ));
+                        }
                     }
                     outcomes.push((eventuality.plan, outcome));
                     changes.outcomes.push((eventuality, outcome));
                 }
             }
             if !ours.is_empty() {
-                changes.spends.push((ours, transaction.to_chain()?));
+                changes.spends.push((
+                    ours,
+                    Spend {
+                        height,
+                        transaction: transaction.to_chain()?,
+                    },
+                ));
             }
         }
     }

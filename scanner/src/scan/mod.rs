@@ -181,8 +181,8 @@ impl<N: Network, S: ScanStore> Scanner<N, S> {
     /// The database failed.
     pub fn settled(&self, eventuality: &Eventuality) -> Result<Option<Outcome>, ScanError> {
         for input in &eventuality.inputs {
-            if let Some(transaction) = self.store.spent_by(input)? {
-                return Ok(eventuality.check(&transaction));
+            if let Some(spend) = self.store.spent_by(input)? {
+                return Ok(eventuality.check(&spend.transaction));
             }
         }
         Ok(None)
@@ -349,12 +349,12 @@ impl<N: Network, S: ScanStore> Scanner<N, S> {
             .inc_by(scan.received.invalid_instructions);
         for (plan, outcome) in &scan.outcomes {
             match outcome {
-                Outcome::Completed(transaction) => {
+                Outcome::Completed { plan: member, tx } => {
                     self.metrics
                         .eventualities
                         .with_label_values(&["completed"])
                         .inc();
-                    tracing::info!(plan = %hex::encode(plan.as_bytes()), txid = %hex_id(&transaction.0), "plan completed");
+                    tracing::info!(plan = %hex::encode(plan.as_bytes()), member = %hex::encode(member.as_bytes()), txid = %hex_id(&tx.0), "plan completed");
                 }
                 Outcome::Conflict(transaction) => {
                     self.metrics

@@ -27,7 +27,7 @@
 //!    outputs worth spending at this fee rate (their input's fee within the share cap), as long
 //!    as the chunk's transaction stays within the caps.
 //!
-//! At most `MAX_PLANS_PER_BLOCK` plans come out of one call; what is left waits for the next.
+//! At most `MAX_SCHEDULED_PER_BLOCK` plans come out of one call; what is left waits for the next.
 //!
 //! **Operating costs.** Fees no user payment bears (aggregations, a branch output's share of
 //! its parent's fee until its children are charged, change too small to keep) are carried as
@@ -37,6 +37,7 @@
 //! step: `deposits − (burns − outstanding) = holdings + carried`, where `outstanding` is what
 //! the queue, the branch groups and the funded branches still owe, at their current amounts.
 
+pub mod bump;
 pub mod state;
 
 use std::collections::VecDeque;
@@ -44,7 +45,7 @@ use std::collections::VecDeque;
 use schema::{
     amount::Amount,
     keys::NetworkKey,
-    limits::MAX_PLANS_PER_BLOCK,
+    limits::MAX_SCHEDULED_PER_BLOCK,
     plan::{OutputKind, Payment, PaymentAddress, Plan, PlanInput},
     protocol::{FeeCaps, DUST, MAX_INPUTS, MAX_OUTPUTS, MIN_FEE_RATE},
     taproot::{DerivedKey, KeyDerivationError},
@@ -198,7 +199,7 @@ struct Call<'a> {
 
 impl Call<'_> {
     fn full(&self) -> bool {
-        self.scheduled.plans.len() >= MAX_PLANS_PER_BLOCK
+        self.scheduled.plans.len() >= MAX_SCHEDULED_PER_BLOCK
     }
 }
 

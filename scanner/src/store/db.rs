@@ -8,14 +8,17 @@
 //! - `blocks`: height (u64 BE) -> hash (32) of every finalized block scanned;
 //! - `outputs`: height (u64 BE) || txid (32) || vout (u32 BE) -> `ReceivedOutput`;
 //! - `batches`: batch id (u32 BE) -> the Batch (Cap'n Proto, `schema::wire`);
-//! - `eventualities`: plan id -> `Eventuality`; `eventuality_inputs`: output id -> plan id;
-//! - `completions`: plan id -> outcome (1) || transaction id (32);
+//! - `eventualities`: family (original plan) id -> `Eventuality` (the original's transaction
+//!   and every replacement's outputs); `eventuality_inputs`: output id -> family id;
+//! - `completions`: family (original plan) id -> outcome (`records::encode_outcome`);
 //! - `ours`: output id -> nothing, for every output received;
-//! - `spends`: output id (ours) -> the transaction that spent it (id, inputs, outputs), so a
-//!   plan registered after its transaction was scanned still settles;
+//! - `spends`: output id (ours) -> the height and transaction that spent it (id, inputs,
+//!   outputs), so a plan registered after its transaction was scanned still settles, and a
+//!   Serai block judges a family by the spends up to its own network block;
+//! - `in_flight`: family id -> `InFlight` (`records::encode_flight`), kept by Serai blocks;
 //! - `plans`: plan id -> the Plan (Cap'n Proto);
 //! - `signed`: plan id -> the node's height when it was signed (u64 BE) || its signed
-//!   transaction (consensus bytes), republished until its eventuality settles, then deleted;
+//!   transaction (consensus bytes), republished until its family settles, then deleted;
 //! - `outbox`: message id (u64 BE) -> `ProcessorEnvelope` (Cap'n Proto), until delivered;
 //! - `meta`: `format` (u32 BE, `FORMAT`), `next_batch_id` (u32 BE), `acknowledged/` || key
 //!   (u64 BE, per key: the last block whose outputs went to its scheduler), `last_handled`
@@ -51,14 +54,15 @@ use schema::{
 use thiserror::Error;
 
 use crate::{
-    chain::ChainTransaction,
     scan::eventuality::{Eventuality, Outcome},
     scan::outputs::ReceivedOutput,
     schedule::state::{self as scheduler_state, StateError},
     schedule::Scheduler,
     store::records::{
-        decode_eventuality, decode_io, decode_output, encode_eventuality, encode_io, encode_output,
+        decode_eventuality, decode_flight, decode_outcome, decode_output, decode_spend,
+        encode_eventuality, encode_flight, encode_outcome, encode_output, encode_spend,
     },
+    store::{InFlight, Spend},
 };
 
 /// The scheduler states, by network key.
@@ -75,6 +79,7 @@ const CF_PLANS: &str = "plans";
 const CF_OURS: &str = "ours";
 const CF_SPENDS: &str = "spends";
 const CF_SIGNED: &str = "signed";
+const CF_IN_FLIGHT: &str = "in_flight";
 const CF_META: &str = "meta";
 const LAST_HANDLED: &[u8] = b"last_handled";
 const FORMAT_NAME: &[u8] = b"format";
@@ -82,7 +87,7 @@ const FORMAT_NAME: &[u8] = b"format";
 /// The format of what this build stores. A database of another format (or of data from before
 /// formats were recorded) is refused at open, never misread; a change to any stored encoding
 /// changes it (and comes with a migration when deployed databases must be kept).
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 const BATCH_KEY: &[u8] = b"batch_key";
 const NEXT_BATCH_TO_SIGN: &[u8] = b"next_batch_to_sign";
 const NEXT_OUTBOX_ID: &[u8] = b"next_outbox_id";
@@ -90,7 +95,8 @@ const NEXT_BATCH_ID: &[u8] = b"next_batch_id";
 const ACKNOWLEDGED: &[u8] = b"acknowledged/";
 const LAST_SERAI_BLOCK: &[u8] = b"last_serai_block";
 
-const COLUMN_FAMILIES: [&str; 14] = [
+const COLUMN_FAMILIES: [&str; 15] = [
+    CF_IN_FLIGHT,
     CF_OURS,
     CF_SPENDS,
     CF_OUTBOX,
@@ -458,14 +464,9 @@ impl Db {
         &self,
         batch: &mut WriteBatch,
         output: &OutputId,
-        transaction: &ChainTransaction,
+        spend: &Spend,
     ) -> Result<(), DbError> {
-        let value = [
-            &transaction.id.0[..],
-            &encode_io(&transaction.inputs, &transaction.outputs),
-        ]
-        .concat();
-        batch.put_cf(self.cf(CF_SPENDS)?, output.to_bytes(), value);
+        batch.put_cf(self.cf(CF_SPENDS)?, output.to_bytes(), encode_spend(spend));
         Ok(())
     }
 
@@ -473,20 +474,51 @@ impl Db {
     ///
     /// # Errors
     /// RocksDB failed or the record is damaged.
-    pub fn spent_by(&self, output: &OutputId) -> Result<Option<ChainTransaction>, DbError> {
+    pub fn spent_by(&self, output: &OutputId) -> Result<Option<Spend>, DbError> {
         let Some(value) = self.db.get_cf(self.cf(CF_SPENDS)?, output.to_bytes())? else {
             return Ok(None);
         };
-        let (id, rest) = value
-            .split_first_chunk::<32>()
-            .ok_or(DbError::Damaged(CF_SPENDS))?;
-        let (inputs, outputs) = decode_io(rest).ok_or(DbError::Damaged(CF_SPENDS))?;
-        Ok(Some(ChainTransaction {
-            id: TransactionId(*id),
-            inputs,
-            outputs,
-            data: None,
-        }))
+        decode_spend(&value)
+            .map(Some)
+            .ok_or(DbError::Damaged(CF_SPENDS))
+    }
+
+    /// Puts a plan family in flight, or moves it on, in `batch`.
+    ///
+    /// # Errors
+    /// The column family is missing.
+    pub fn put_in_flight(&self, batch: &mut WriteBatch, flight: &InFlight) -> Result<(), DbError> {
+        batch.put_cf(
+            self.cf(CF_IN_FLIGHT)?,
+            flight.family.as_bytes(),
+            encode_flight(flight),
+        );
+        Ok(())
+    }
+
+    /// Takes a plan family out of flight, in `batch`.
+    ///
+    /// # Errors
+    /// The column family is missing.
+    pub fn delete_in_flight(&self, batch: &mut WriteBatch, family: &PlanId) -> Result<(), DbError> {
+        batch.delete_cf(self.cf(CF_IN_FLIGHT)?, family.as_bytes());
+        Ok(())
+    }
+
+    /// Every plan family in flight, by its original's id.
+    ///
+    /// # Errors
+    /// RocksDB failed or a record is damaged.
+    pub fn in_flight(&self) -> Result<Vec<InFlight>, DbError> {
+        self.db
+            .iterator_cf(self.cf(CF_IN_FLIGHT)?, IteratorMode::Start)
+            .map(|entry| {
+                let (key, value) = entry?;
+                let family =
+                    <[u8; 32]>::try_from(&*key).map_err(|_| DbError::Damaged(CF_IN_FLIGHT))?;
+                decode_flight(PlanId(family), &value).ok_or(DbError::Damaged(CF_IN_FLIGHT))
+            })
+            .collect()
     }
 
     /// Every output received in blocks `from..=to`, in order.
@@ -944,19 +976,18 @@ impl Db {
         eventuality: &Eventuality,
         outcome: Outcome,
     ) -> Result<(), DbError> {
-        let (code, transaction) = match outcome {
-            Outcome::Completed(transaction) => (0u8, transaction),
-            Outcome::Conflict(transaction) => (1u8, transaction),
-        };
         batch.put_cf(
             self.cf(CF_COMPLETIONS)?,
             eventuality.plan.as_bytes(),
-            [&[code][..], &transaction.0].concat(),
+            encode_outcome(&outcome),
         );
         batch.delete_cf(self.cf(CF_EVENTUALITIES)?, eventuality.plan.as_bytes());
-        // Settled: nothing to publish any more.
-        batch.delete_cf(self.cf(CF_SIGNED)?, eventuality.plan.as_bytes());
-        self.deleted(1);
+        // Settled: nothing of the family to publish any more.
+        let signed = self.cf(CF_SIGNED)?;
+        for plan in eventuality.plans() {
+            batch.delete_cf(signed, plan.as_bytes());
+            self.deleted(1);
+        }
         let inputs = self.cf(CF_EVENTUALITY_INPUTS)?;
         for input in &eventuality.inputs {
             batch.delete_cf(inputs, input.to_bytes());
@@ -972,16 +1003,9 @@ impl Db {
         let Some(value) = self.db.get_cf(self.cf(CF_COMPLETIONS)?, plan.as_bytes())? else {
             return Ok(None);
         };
-        let (code, transaction) = value
-            .split_first()
-            .and_then(|(code, rest)| Some((*code, <[u8; 32]>::try_from(rest).ok()?)))
-            .ok_or(DbError::Damaged(CF_COMPLETIONS))?;
-        let transaction = TransactionId(transaction);
-        match code {
-            0 => Ok(Some(Outcome::Completed(transaction))),
-            1 => Ok(Some(Outcome::Conflict(transaction))),
-            _ => Err(DbError::Damaged(CF_COMPLETIONS)),
-        }
+        decode_outcome(&value)
+            .map(Some)
+            .ok_or(DbError::Damaged(CF_COMPLETIONS))
     }
 
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, DbError> {

@@ -18,7 +18,7 @@ use schema::{
     wire,
 };
 
-use super::{ProcessorChanges, ProcessorStore, ScanChanges, ScanStore, ScanView};
+use super::{InFlight, ProcessorChanges, ProcessorStore, ScanChanges, ScanStore, ScanView, Spend};
 use crate::{
     chain::ChainTransaction,
     scan::eventuality::{Eventuality, Outcome},
@@ -38,7 +38,7 @@ struct State {
     blocks: BTreeMap<u64, [u8; 32]>,
     outputs: BTreeMap<OutputPlace, ReceivedOutput>,
     ours: BTreeMap<OutputId, ()>,
-    spends: BTreeMap<OutputId, ChainTransaction>,
+    spends: BTreeMap<OutputId, Spend>,
     batches: BTreeMap<u32, Batch>,
     next_batch_id: u32,
     eventualities: BTreeMap<PlanId, Eventuality>,
@@ -56,6 +56,7 @@ struct State {
     last_serai_block: Option<SeraiBlockNumber>,
     plans: BTreeMap<PlanId, Plan>,
     signed: BTreeMap<PlanId, Unsettled>,
+    in_flight: BTreeMap<PlanId, InFlight>,
 }
 
 /// Scanning's state in memory.
@@ -145,11 +146,14 @@ impl State {
             self.batches.insert(batch.id.0, batch.clone());
             self.next_batch_id = batch.id.0.saturating_add(1);
         }
-        for (outputs, transaction) in &changes.spends {
+        for (outputs, spend) in &changes.spends {
             // Kept as the RocksDB store keeps it: id, inputs and outputs, not the data.
-            let kept = ChainTransaction {
-                data: None,
-                ..transaction.clone()
+            let kept = Spend {
+                height: spend.height,
+                transaction: ChainTransaction {
+                    data: None,
+                    ..spend.transaction.clone()
+                },
             };
             for output in outputs {
                 self.spends.insert(*output, kept.clone());
@@ -165,8 +169,10 @@ impl State {
         for (eventuality, outcome) in &changes.outcomes {
             self.outcomes.insert(eventuality.plan, *outcome);
             self.eventualities.remove(&eventuality.plan);
-            // Settled: nothing to publish any more.
-            self.signed.remove(&eventuality.plan);
+            // Settled: nothing of the family to publish any more.
+            for plan in eventuality.plans() {
+                self.signed.remove(&plan);
+            }
             for input in &eventuality.inputs {
                 self.eventuality_inputs.remove(input);
             }
@@ -189,7 +195,11 @@ impl State {
 
     fn commit(&mut self, changes: &ProcessorChanges) {
         for signed in &changes.signed {
-            if !self.outcomes.contains_key(&signed.plan) {
+            let family = self
+                .plans
+                .get(&signed.plan)
+                .map_or(signed.plan, Plan::family);
+            if !self.outcomes.contains_key(&family) {
                 self.signed.insert(signed.plan, signed.clone());
             }
         }
@@ -224,6 +234,12 @@ impl State {
         for plan in &changes.plans {
             self.plans.insert(plan.id(), plan.clone());
         }
+        for flight in &changes.in_flight {
+            self.in_flight.insert(flight.family, *flight);
+        }
+        for family in &changes.landed {
+            self.in_flight.remove(family);
+        }
     }
 }
 
@@ -249,7 +265,7 @@ impl ScanView for MemoryStore {
         Ok(self.state().ours.contains_key(output))
     }
 
-    fn spent_by(&self, output: &OutputId) -> Result<Option<ChainTransaction>, DbError> {
+    fn spent_by(&self, output: &OutputId) -> Result<Option<Spend>, DbError> {
         Ok(self.state().spends.get(output).cloned())
     }
 
@@ -358,6 +374,10 @@ impl ProcessorStore for MemoryStore {
 
     fn unsettled(&self) -> Result<Vec<Unsettled>, DbError> {
         Ok(self.state().signed.values().cloned().collect())
+    }
+
+    fn in_flight(&self) -> Result<Vec<InFlight>, DbError> {
+        Ok(self.state().in_flight.values().copied().collect())
     }
 
     fn commit_changes(&self, changes: &ProcessorChanges) -> Result<(), DbError> {

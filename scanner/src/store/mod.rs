@@ -66,11 +66,11 @@ pub trait ScanView {
     fn is_ours(&self, output: &OutputId) -> Result<bool, DbError>;
 
     /// The transaction that spent one of our outputs, if one was scanned (its id, inputs and
-    /// outputs; not its data).
+    /// outputs; not its data), with its block's height.
     ///
     /// # Errors
     /// As `keys`.
-    fn spent_by(&self, output: &OutputId) -> Result<Option<ChainTransaction>, DbError>;
+    fn spent_by(&self, output: &OutputId) -> Result<Option<Spend>, DbError>;
 
     /// Every output received in blocks `from..=to`, by height, then transaction id, then
     /// output index.
@@ -117,7 +117,7 @@ pub struct ScanChanges {
     /// Batches built; the next batch id moves past the last.
     pub batches: Vec<Batch>,
     /// The transactions spending our outputs, each with the outputs of ours it spends.
-    pub spends: Vec<(Vec<OutputId>, ChainTransaction)>,
+    pub spends: Vec<(Vec<OutputId>, Spend)>,
     /// Eventualities to watch.
     pub eventualities: Vec<Eventuality>,
     /// Eventualities settled (after those registered above), closed with their outcome.
@@ -163,9 +163,40 @@ pub struct ProcessorChanges {
     pub last_serai_block: Option<SeraiBlockNumber>,
     /// Plans made.
     pub plans: Vec<Plan>,
-    /// Signed transactions to publish until their plans settle (left out for a plan settled
-    /// already).
+    /// Signed transactions to publish until their plans settle (left out for a plan whose
+    /// family settled already).
     pub signed: Vec<Unsettled>,
+    /// Plan families put in flight, or whose latest member changed.
+    pub in_flight: Vec<InFlight>,
+    /// Plan families no longer in flight (an input spent by a Serai block's network block).
+    pub landed: Vec<PlanId>,
+}
+
+/// The transaction that spent one of our outputs, and the height of its block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spend {
+    /// The block's height.
+    pub height: u64,
+    /// The transaction (id, inputs and outputs; not its data).
+    pub transaction: ChainTransaction,
+}
+
+/// A plan family in flight: made for a Serai block, and none of its inputs spent as of the
+/// network block of a later Serai block. Kept by the Serai blocks alone (never by scanning,
+/// which runs ahead of them differently on every validator), so that every validator judges a
+/// family stuck at the same Serai block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    /// The family's original plan.
+    pub family: PlanId,
+    /// The key it spends from.
+    pub key: NetworkKey,
+    /// The latest member: the original, or its latest replacement.
+    pub latest: PlanId,
+    /// The network block of the Serai block that made the original.
+    pub made_at: u64,
+    /// The network block of the Serai block that made the latest member.
+    pub since: u64,
 }
 
 /// The processor's state: scanning's, and what the coordinator's messages change.
@@ -236,8 +267,14 @@ pub trait ProcessorStore: ScanStore {
     /// As `last_handled`.
     fn unsettled(&self) -> Result<Vec<Unsettled>, DbError>;
 
+    /// Every plan family in flight, by its original's id.
+    ///
+    /// # Errors
+    /// As `last_handled`.
+    fn in_flight(&self) -> Result<Vec<InFlight>, DbError>;
+
     /// Commits `changes` atomically and durably. A signed transaction is kept only for a plan
-    /// that has not settled, before or in this commit: it is recorded first, then scanning's
+    /// whose family has not settled, before or in this commit: it is recorded first, then scanning's
     /// share (whose outcomes delete the signed transactions of the plans they settle), then
     /// the rest.
     ///

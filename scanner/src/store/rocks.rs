@@ -12,9 +12,8 @@ use schema::{
     plan::{OutputId, Plan},
 };
 
-use super::{ProcessorChanges, ProcessorStore, ScanChanges, ScanStore, ScanView};
+use super::{InFlight, ProcessorChanges, ProcessorStore, ScanChanges, ScanStore, ScanView, Spend};
 use crate::{
-    chain::ChainTransaction,
     scan::eventuality::{Eventuality, Outcome},
     scan::outputs::ReceivedOutput,
     schedule::Scheduler,
@@ -45,9 +44,9 @@ impl Db {
         for batch in &changes.batches {
             self.put_batch(write, batch)?;
         }
-        for (outputs, transaction) in &changes.spends {
+        for (outputs, spend) in &changes.spends {
             for output in outputs {
-                self.put_spend(write, output, transaction)?;
+                self.put_spend(write, output, spend)?;
             }
         }
         for eventuality in &changes.eventualities {
@@ -75,7 +74,10 @@ impl Db {
         changes: &ProcessorChanges,
     ) -> Result<(), DbError> {
         for signed in &changes.signed {
-            if self.outcome(&signed.plan)?.is_none() {
+            let family = self
+                .plan(&signed.plan)?
+                .map_or(signed.plan, |plan| plan.family());
+            if self.outcome(&family)?.is_none() {
                 self.put_signed(write, &signed.plan, signed.signed_at, &signed.transaction)?;
             }
         }
@@ -107,6 +109,12 @@ impl Db {
         for plan in &changes.plans {
             self.put_plan(write, plan)?;
         }
+        for flight in &changes.in_flight {
+            self.put_in_flight(write, flight)?;
+        }
+        for family in &changes.landed {
+            self.delete_in_flight(write, family)?;
+        }
         Ok(())
     }
 }
@@ -132,7 +140,7 @@ impl ScanView for Db {
         Db::is_ours(self, output)
     }
 
-    fn spent_by(&self, output: &OutputId) -> Result<Option<ChainTransaction>, DbError> {
+    fn spent_by(&self, output: &OutputId) -> Result<Option<Spend>, DbError> {
         Db::spent_by(self, output)
     }
 
@@ -212,6 +220,10 @@ impl ProcessorStore for Db {
 
     fn unsettled(&self) -> Result<Vec<Unsettled>, DbError> {
         Db::unsettled(self)
+    }
+
+    fn in_flight(&self) -> Result<Vec<InFlight>, DbError> {
+        Db::in_flight(self)
     }
 
     fn commit_changes(&self, changes: &ProcessorChanges) -> Result<(), DbError> {

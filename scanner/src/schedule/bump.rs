@@ -1,0 +1,234 @@
+//! Fee bumping by replacement (RBF): the replacement a stuck plan gets, or why it gets none.
+//! Pure and deterministic: every validator asks it at the same Serai block with the same plan
+//! and market rate, and gets the same replacement with the same id.
+//!
+//! A replacement is the latest member of a family rebuilt at `bump_fee_rate` (the market rate,
+//! at least a quarter above the stuck rate): the same inputs, payments and change, each payment
+//! bearing its share of the higher fee. Where that rate would drop a payment below dust or
+//! cross a fee cap, the highest rate below it that does neither is taken, if it still outbids
+//! the stuck transaction. Its transaction is checked here as the enclave checks it: it pays as
+//! the stuck one, outbids it (BIP125), and stays within the protocol's fee caps.
+
+use schema::{
+    plan::{OutputKind, Plan},
+    protocol::{bump_fee_rate, outbids, FeeCaps},
+    taproot::DerivedKey,
+    transaction::{build, Built, BuiltTransaction, FeeRate},
+};
+
+/// Why a stuck plan gets no replacement; it stays stuck, counted and alerted on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// Its fee rate is at `MAX_FEE_RATE`: nothing higher may be signed.
+    AtFeeCap,
+    /// It funds a branch, whose output the scheduler recognises by its exact amount: a
+    /// replacement would change that amount and strand the branch's payments.
+    FundsBranch,
+    /// It pays no one (an aggregation): its change bears the fee, which the scheduler booked
+    /// at the original's rate. It waits for the market to come back.
+    PaysNoOne,
+    /// No rate above the stuck one keeps every payment above dust, stays within the fee caps
+    /// and outbids the stuck transaction.
+    NoRate,
+    /// The plan yields no transaction (a defect: every plan made does).
+    Unbuildable,
+}
+
+impl Held {
+    /// The metric label and log word.
+    pub fn label(self) -> &'static str {
+        match self {
+            Held::AtFeeCap => "at_fee_cap",
+            Held::FundsBranch => "funds_branch",
+            Held::PaysNoOne => "pays_no_one",
+            Held::NoRate => "no_rate",
+            Held::Unbuildable => "unbuildable",
+        }
+    }
+}
+
+/// The replacement of `stuck` (a family's latest member) when plans are made at `market`.
+///
+/// # Errors
+/// Why it gets none.
+pub fn replacement(stuck: &Plan, market: FeeRate, caps: &FeeCaps) -> Result<Plan, Held> {
+    if stuck.payments.is_empty() {
+        return Err(Held::PaysNoOne);
+    }
+    let branch = DerivedKey::derive(&stuck.key, OutputKind::Branch)
+        .map_err(|_| Held::Unbuildable)?
+        .script_pubkey();
+    if stuck
+        .payments
+        .iter()
+        .any(|payment| payment.address.script() == branch.as_script())
+    {
+        return Err(Held::FundsBranch);
+    }
+    let stuck_built = built(stuck).ok_or(Held::Unbuildable)?;
+    let target = bump_fee_rate(stuck.fee_rate, market).ok_or(Held::AtFeeCap)?;
+    // Keeping every payment and staying within the caps holds up to some rate and not above
+    // it (a higher rate only takes more fee): find the highest such rate up to the target.
+    let keeps = |rate: u64| -> Option<(Plan, BuiltTransaction)> {
+        let plan = stuck.replaced_at(FeeRate(rate));
+        let transaction = built(&plan)?;
+        (transaction.pays_as(&stuck_built) && caps.check(plan.fee_rate, &transaction).is_ok())
+            .then_some((plan, transaction))
+    };
+    let (mut low, mut high) = (stuck.fee_rate.0, target.0);
+    let mut best = None;
+    while low < high {
+        let middle = high - (high - low) / 2;
+        match keeps(middle) {
+            Some(found) => {
+                best = Some(found);
+                low = middle;
+            }
+            None => high = middle - 1,
+        }
+    }
+    match best {
+        Some((plan, transaction)) if outbids(&stuck_built, &transaction) => Ok(plan),
+        _ => Err(Held::NoRate),
+    }
+}
+
+fn built(plan: &Plan) -> Option<BuiltTransaction> {
+    match build(plan) {
+        Ok(Built::Transaction(built)) => Some(built),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use bitcoin::hashes::Hash;
+    use schema::{
+        amount::Amount,
+        hashes::TransactionId,
+        keys::NetworkKey,
+        plan::{OutputId, Payment, PaymentAddress, PlanInput, Replaces},
+        protocol::{FeeCaps, DUST, MAX_FEE_RATE},
+    };
+
+    use super::*;
+    use schema::transaction::PaymentOutcome;
+
+    fn key() -> NetworkKey {
+        NetworkKey::from_slice(
+            &bitcoin::secp256k1::PublicKey::from_secret_key(
+                &bitcoin::secp256k1::Secp256k1::new(),
+                &bitcoin::secp256k1::SecretKey::from_slice(&[7; 32]).unwrap(),
+            )
+            .serialize(),
+        )
+        .unwrap()
+    }
+
+    fn payee(byte: u8) -> PaymentAddress {
+        PaymentAddress::new(bitcoin::ScriptBuf::new_p2wpkh(
+            &bitcoin::WPubkeyHash::from_byte_array([byte; 20]),
+        ))
+        .unwrap()
+    }
+
+    fn plan(input: u64, payments: &[(PaymentAddress, u64)], fee_rate: u64) -> Plan {
+        Plan {
+            key: key(),
+            inputs: vec![PlanInput {
+                id: OutputId {
+                    txid: TransactionId([1; 32]),
+                    vout: 0,
+                },
+                kind: OutputKind::External,
+                amount: Amount::from_sat(input).unwrap(),
+            }],
+            payments: payments
+                .iter()
+                .map(|(address, amount)| Payment {
+                    address: address.clone(),
+                    data: None,
+                    amount: Amount::from_sat(*amount).unwrap(),
+                })
+                .collect(),
+            change: Some(key()),
+            fee_rate: FeeRate(fee_rate),
+            replaces: None,
+        }
+    }
+
+    #[test]
+    fn a_stuck_payment_is_replaced_at_the_market_rate_linked_to_its_original() {
+        let stuck = plan(1_000_000, &[(payee(1), 500_000)], 5);
+        let replaced = replacement(&stuck, FeeRate(40), &FeeCaps::PROTOCOL).unwrap();
+        assert_eq!(replaced.fee_rate, FeeRate(40));
+        assert_eq!(
+            replaced.replaces,
+            Some(Replaces {
+                plan: stuck.id(),
+                fee_rate: FeeRate(5)
+            })
+        );
+        assert_eq!(replaced.inputs, stuck.inputs);
+        assert_eq!(replaced.payments, stuck.payments);
+        // A market that has not moved still gets a quarter more, and a replacement of the
+        // replacement stays linked to the original.
+        let again = replacement(&replaced, FeeRate(2), &FeeCaps::PROTOCOL).unwrap();
+        assert_eq!(again.fee_rate, FeeRate(50));
+        assert_eq!(again.replaces, replaced.replaces);
+        assert!(outbids(&built(&replaced).unwrap(), &built(&again).unwrap()));
+    }
+
+    #[test]
+    fn a_rate_that_would_drop_a_payment_is_lowered_to_the_highest_that_keeps_it() {
+        // 20,000 sat to one payee: at 1,000 sat/vB its fee share would take it below dust.
+        let stuck = plan(1_000_000, &[(payee(1), 20_000)], 10);
+        let replaced = replacement(&stuck, FeeRate(1_000), &FeeCaps::PROTOCOL).unwrap();
+        assert!(replaced.fee_rate > FeeRate(10) && replaced.fee_rate < FeeRate(1_000));
+        let kept = built(&replaced).unwrap();
+        assert!(kept.pays_as(&built(&stuck).unwrap()));
+        // One sat/vB more would drop the payment.
+        let over = built(&stuck.replaced_at(FeeRate(replaced.fee_rate.0 + 1))).unwrap();
+        assert!(!over.pays_as(&built(&stuck).unwrap()));
+    }
+
+    #[test]
+    fn what_cannot_be_replaced_says_why() {
+        let at_cap = plan(100_000_000, &[(payee(1), 50_000_000)], MAX_FEE_RATE.0);
+        assert_eq!(
+            replacement(&at_cap, FeeRate(2), &FeeCaps::PROTOCOL),
+            Err(Held::AtFeeCap)
+        );
+        let aggregation = plan(1_000_000, &[], 5);
+        assert_eq!(
+            replacement(&aggregation, FeeRate(40), &FeeCaps::PROTOCOL),
+            Err(Held::PaysNoOne)
+        );
+        let branch = PaymentAddress::new(
+            DerivedKey::derive(&key(), OutputKind::Branch)
+                .unwrap()
+                .script_pubkey(),
+        )
+        .unwrap();
+        let funds_branch = plan(1_000_000, &[(payee(1), 100_000), (branch, 300_000)], 5);
+        assert_eq!(
+            replacement(&funds_branch, FeeRate(40), &FeeCaps::PROTOCOL),
+            Err(Held::FundsBranch)
+        );
+        // Paid exactly dust at its rate: no higher rate keeps the payment.
+        let fee = built(&plan(1_000_000, &[(payee(1), 50_000)], 5))
+            .unwrap()
+            .fee;
+        let at_dust = plan(1_000_000, &[(payee(1), DUST.to_sat() + fee.to_sat())], 5);
+        assert!(matches!(
+            built(&at_dust).unwrap().payments[..],
+            [PaymentOutcome::Paid { .. }]
+        ));
+        assert_eq!(
+            replacement(&at_dust, FeeRate(40), &FeeCaps::PROTOCOL),
+            Err(Held::NoRate)
+        );
+    }
+}
