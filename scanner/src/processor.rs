@@ -18,7 +18,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use bitcoin::hashes::Hash;
-use prometheus::{IntCounter, IntCounterVec, IntGauge};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use schema::{
     batch::Batch,
     burn::payment_for_burn,
@@ -56,7 +56,10 @@ use crate::{
     scan::eventuality::{Member, Outcome},
     scan::outputs::hex_id,
     scan::{ScanError, Scanner},
-    schedule::{bump, DropReason, Limits, Scheduler, SchedulerError},
+    schedule::{
+        bump::{self, Held},
+        DropReason, Limits, Scheduler, SchedulerError,
+    },
     store::db::{DbError, Unsettled},
     store::{InFlight, ProcessorChanges, ProcessorStore, ScanStore, ScanView},
 };
@@ -159,9 +162,9 @@ pub struct ProcessorMetrics {
     /// `processor_plans_stuck`: plan families of the last Serai block's key that were stuck at
     /// least once and have not landed (replaced or not).
     pub plans_stuck: IntGauge,
-    /// `processor_plans_held`: stuck families the last Serai block could not replace (at the fee
-    /// cap, funding a branch, paying no one, or no rate that keeps every payment).
-    pub plans_held: IntGauge,
+    /// `processor_plans_held{reason}`: stuck families the last Serai block could not replace,
+    /// by why (`bump::Held`).
+    pub plans_held: IntGaugeVec,
     /// `processor_plan_replacements_total`: replacements made for stuck plans.
     pub plan_replacements: IntCounter,
     /// `scheduler_payments_dropped_total{reason}`: payments that will not be made.
@@ -220,9 +223,12 @@ impl ProcessorMetrics {
                 "processor_plans_stuck",
                 "Plan families stuck at least once (not confirmed within STUCK_AFTER_BLOCKS) and not landed.",
             )?,
-            plans_held: IntGauge::new(
-                "processor_plans_held",
-                "Stuck plan families the last Serai block could not replace.",
+            plans_held: IntGaugeVec::new(
+                prometheus::Opts::new(
+                    "processor_plans_held",
+                    "Stuck plan families the last Serai block could not replace, by reason.",
+                ),
+                &["reason"],
             )?,
             plan_replacements: IntCounter::new(
                 "processor_plan_replacements_total",
@@ -281,6 +287,16 @@ pub fn refusal_may_pass(reason: RefusalReason) -> bool {
         reason,
         RefusalReason::CustodyUnavailable | RefusalReason::HistoryUnavailable
     )
+}
+
+/// What judging the plans in flight at a Serai block proposes.
+#[derive(Default)]
+struct Bumps {
+    /// Replacements of stuck plans, for the acknowledgement.
+    replacements: Vec<Plan>,
+    /// `Completed` of replacements whose family this node saw settled already, sent after
+    /// the acknowledgement that names them.
+    completed: Vec<ProcessorMessage>,
 }
 
 /// What handling one message produced.
@@ -806,9 +822,12 @@ impl<P: Parts> Processor<P> {
             Some(now) => now,
             None => self.scanner.store().acknowledged(&key)?.unwrap_or(0),
         };
-        let replacements = match now {
+        let Bumps {
+            replacements,
+            completed: replaced_completed,
+        } = match now {
             Some(now) => self.replace_stuck(&key, now, fee_rate, changes)?,
-            None => Vec::new(),
+            None => Bumps::default(),
         };
         let inputs: Vec<PlanInput> = outputs
             .into_iter()
@@ -922,6 +941,7 @@ impl<P: Parts> Processor<P> {
         let mut out = vec![ProcessorMessage::Coordinator(
             CoordinatorOut::SubstrateBlockAck(SubstrateBlockAck { block, key, plans }),
         )];
+        out.extend(replaced_completed);
         out.extend(completed);
         Ok(Handled::Done(out))
     }
@@ -930,25 +950,31 @@ impl<P: Parts> Processor<P> {
     /// block `now`: one whose inputs a transaction spent by then has landed and leaves the
     /// flight; one stuck (`protocol::is_stuck` since its latest member was made) gets a
     /// replacement at the market rate (`bump::replacement`), in flight from `now` and watched
-    /// for with its family, or is held, logged with the reason. Only Serai-block state and
-    /// spends up to `now` are read, so every validator makes the same replacements.
+    /// for with its family, or is held, logged with the reason when it first is. Only
+    /// Serai-block state and spends up to `now` are read, so every validator makes the same
+    /// replacements.
     fn replace_stuck(
         &self,
         key: &NetworkKey,
         now: u64,
         market: FeeRate,
         changes: &mut ProcessorChanges,
-    ) -> Result<Vec<Plan>, ProcessorError> {
+    ) -> Result<Bumps, ProcessorError> {
         let store = self.scanner.store();
-        let mut replacements = Vec::new();
-        let (mut stuck, mut held) = (0_i64, 0_i64);
+        // The network block the previous Serai block judged the flight at.
+        let before = store.acknowledged(key)?;
+        let mut bumps = Bumps::default();
+        let (mut stuck, mut deferred) = (0_i64, 0_u64);
+        let mut held: BTreeMap<&'static str, i64> = BTreeMap::new();
         for flight in store.in_flight()? {
             if flight.key != *key {
                 continue;
             }
-            // A family is recorded with its latest member in one commit.
+            // A family is recorded with its latest member in one commit, and every plan
+            // spends something.
             let latest = store
                 .plan(&flight.latest)?
+                .filter(|plan| !plan.inputs.is_empty())
                 .ok_or(DbError::Damaged("plans"))?;
             if self.spent_by_then(&latest, now)? {
                 changes.landed.push(flight.family);
@@ -957,41 +983,17 @@ impl<P: Parts> Processor<P> {
             if is_stuck(flight.made_at, now) {
                 stuck += 1;
             }
-            if !is_stuck(flight.since, now) || replacements.len() >= MAX_REPLACEMENTS_PER_BLOCK {
+            if !is_stuck(flight.since, now) {
+                continue;
+            }
+            if bumps.replacements.len() >= MAX_REPLACEMENTS_PER_BLOCK {
+                deferred += 1;
                 continue;
             }
             let family = hex::encode(flight.family.as_bytes());
             match bump::replacement(&latest, market, &Limits::BITCOIN.caps) {
                 Ok(plan) => {
-                    let member = eventuality_of(&plan)?;
-                    let open = match latest.inputs.first() {
-                        Some(input) => store.eventuality_spending(&input.id)?,
-                        None => None,
-                    };
-                    match open.filter(|open| open.plan == flight.family) {
-                        Some(mut eventuality) => {
-                            eventuality.add_replacement(Member {
-                                plan: plan.id(),
-                                outputs: member.outputs,
-                            });
-                            changes.scan.eventualities.push(eventuality);
-                        }
-                        // Settled on this node already (its scan runs ahead of `now`): the
-                        // replacement is made all the same, and its signing is over at once.
-                        None => {
-                            if let Some(Outcome::Completed { tx, .. }) =
-                                store.outcome(&flight.family)?
-                            {
-                                changes.scan.outbox.push(ProcessorMessage::Sign(
-                                    SignOut::Completed {
-                                        key: *key,
-                                        id: plan.id(),
-                                        tx,
-                                    },
-                                ));
-                            }
-                        }
-                    }
+                    self.watch_replacement(&flight, &latest, &plan, changes, &mut bumps)?;
                     tracing::warn!(
                         %family,
                         from = latest.fee_rate.0,
@@ -1006,22 +1008,79 @@ impl<P: Parts> Processor<P> {
                         ..flight
                     });
                     changes.plans.push(plan.clone());
-                    replacements.push(plan);
+                    bumps.replacements.push(plan);
                 }
                 Err(reason) => {
-                    held += 1;
-                    tracing::error!(
-                        %family,
-                        reason = reason.label(),
-                        fee_rate = latest.fee_rate.0,
-                        "stuck plan cannot be replaced; it waits"
-                    );
+                    *held.entry(reason.label()).or_default() += 1;
+                    if before.is_some_and(|before| is_stuck(flight.since, before)) {
+                        tracing::debug!(%family, reason = reason.label(), "stuck plan still held");
+                    } else {
+                        tracing::error!(
+                            %family,
+                            reason = reason.label(),
+                            fee_rate = latest.fee_rate.0,
+                            "stuck plan cannot be replaced; it waits"
+                        );
+                    }
                 }
             }
         }
+        if deferred > 0 {
+            tracing::warn!(
+                deferred,
+                "more stuck plans than one Serai block replaces; the rest wait for the next"
+            );
+        }
         self.metrics.plans_stuck.set(stuck);
-        self.metrics.plans_held.set(held);
-        Ok(replacements)
+        for reason in Held::ALL {
+            self.metrics
+                .plans_held
+                .with_label_values(&[reason.label()])
+                .set(held.get(reason.label()).copied().unwrap_or(0));
+        }
+        Ok(bumps)
+    }
+
+    /// Adds a replacement to its family's eventuality. On a node whose scan ran ahead of the
+    /// Serai block and already settled the family, there is nothing to watch: a family
+    /// completed has the replacement reported completed with it (after the acknowledgement
+    /// naming it), a family conflicted lands at a later Serai block.
+    fn watch_replacement(
+        &self,
+        flight: &InFlight,
+        latest: &Plan,
+        replacement: &Plan,
+        changes: &mut ProcessorChanges,
+        bumps: &mut Bumps,
+    ) -> Result<(), ProcessorError> {
+        let store = self.scanner.store();
+        let first = latest.inputs.first().ok_or(DbError::Damaged("plans"))?;
+        if let Some(mut eventuality) = store
+            .eventuality_spending(&first.id)?
+            .filter(|open| open.plan == flight.family)
+        {
+            eventuality.add_replacement(Member {
+                plan: replacement.id(),
+                outputs: eventuality_of(replacement)?.outputs,
+            });
+            changes.scan.eventualities.push(eventuality);
+            return Ok(());
+        }
+        match store.outcome(&flight.family)? {
+            Some(Outcome::Completed { tx, .. }) => {
+                bumps
+                    .completed
+                    .push(ProcessorMessage::Sign(SignOut::Completed {
+                        key: flight.key,
+                        id: replacement.id(),
+                        tx,
+                    }));
+                Ok(())
+            }
+            Some(Outcome::Conflict(_)) => Ok(()),
+            // A family in flight is watched or settled: neither is a damaged store.
+            None => Err(DbError::Damaged("eventualities").into()),
+        }
     }
 
     /// Whether a transaction in a block up to `now` spent one of `plan`'s inputs.

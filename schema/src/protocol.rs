@@ -124,21 +124,30 @@ pub fn is_stuck(since: u64, now: u64) -> bool {
 /// the fees it evicts, for its own size (BIP125 rule 4).
 pub const INCREMENTAL_RELAY_FEE_RATE: FeeRate = FeeRate(1);
 
+/// How far a family's replacements may raise its fee rate: to this many times the higher of
+/// the market and the family's original rate. A plan still unconfirmed at that rate is not
+/// held out for want of fee (its signing stalled, a payee pinned it, a miner declines it), and
+/// bumping on would only take the payees' money: each payment bears its share of the fee.
+pub const MAX_BUMP_FACTOR: u64 = 2;
+
 /// The fee rate a stuck plan is replaced at: the rate plans are made at now (`market`, from
 /// the acknowledged block as `plan_fee_rate`), but at least a quarter (and one sat/vB) above
 /// the rate it was stuck at, so that a market that has not moved still gets a replacement
-/// that outbids the stuck transaction; never above `MAX_FEE_RATE`. `None` when the stuck rate
-/// is at the cap already: nothing higher may be signed.
-pub fn bump_fee_rate(stuck: FeeRate, market: FeeRate) -> Option<FeeRate> {
-    if stuck >= MAX_FEE_RATE {
+/// that outbids the stuck transaction; never above the ceiling, `MAX_BUMP_FACTOR` times the
+/// higher of the market and the family's `original` rate, nor above `MAX_FEE_RATE`. `None`
+/// when the stuck rate is at the ceiling already.
+pub fn bump_fee_rate(stuck: FeeRate, market: FeeRate, original: FeeRate) -> Option<FeeRate> {
+    let ceiling = market
+        .0
+        .max(original.0)
+        .saturating_mul(MAX_BUMP_FACTOR)
+        .min(MAX_FEE_RATE.0);
+    if stuck.0 >= ceiling {
         return None;
     }
     let step = (stuck.0 / 4).max(INCREMENTAL_RELAY_FEE_RATE.0);
     Some(FeeRate(
-        market
-            .0
-            .max(stuck.0.saturating_add(step))
-            .min(MAX_FEE_RATE.0),
+        market.0.max(stuck.0.saturating_add(step)).min(ceiling),
     ))
 }
 

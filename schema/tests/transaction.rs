@@ -319,15 +319,34 @@ fn a_replacement_outbids_as_bip125_demands_and_its_signed_size_is_exact() {
 }
 
 #[test]
-fn stuck_plans_are_bumped_by_a_quarter_at_least_up_to_the_cap() {
-    assert_eq!(bump_fee_rate(FeeRate(2), FeeRate(2)), Some(FeeRate(3)));
-    assert_eq!(bump_fee_rate(FeeRate(100), FeeRate(50)), Some(FeeRate(125)));
+fn stuck_plans_are_bumped_by_a_quarter_at_least_up_to_the_ceiling() {
+    let rate = FeeRate;
+    // An unmoved market: a quarter more each time, up to twice the original rate, then none.
+    assert_eq!(bump_fee_rate(rate(2), rate(2), rate(2)), Some(rate(3)));
     assert_eq!(
-        bump_fee_rate(FeeRate(100), FeeRate(300)),
-        Some(FeeRate(300))
+        bump_fee_rate(rate(100), rate(50), rate(100)),
+        Some(rate(125))
     );
-    assert_eq!(bump_fee_rate(FeeRate(999), FeeRate(2)), Some(MAX_FEE_RATE));
-    assert_eq!(bump_fee_rate(MAX_FEE_RATE, FeeRate(2_000)), None);
+    assert_eq!(
+        bump_fee_rate(rate(160), rate(50), rate(100)),
+        Some(rate(200))
+    );
+    assert_eq!(bump_fee_rate(rate(200), rate(50), rate(100)), None);
+    // A market that moved: its rate, and a ceiling twice it.
+    assert_eq!(
+        bump_fee_rate(rate(100), rate(300), rate(100)),
+        Some(rate(300))
+    );
+    assert_eq!(
+        bump_fee_rate(rate(500), rate(300), rate(100)),
+        Some(rate(600))
+    );
+    // Never above the protocol's cap.
+    assert_eq!(
+        bump_fee_rate(rate(999), rate(800), rate(2)),
+        Some(MAX_FEE_RATE)
+    );
+    assert_eq!(bump_fee_rate(MAX_FEE_RATE, rate(2_000), rate(2)), None);
 }
 
 #[test]

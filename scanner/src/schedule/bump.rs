@@ -3,7 +3,8 @@
 //! and market rate, and gets the same replacement with the same id.
 //!
 //! A replacement is the latest member of a family rebuilt at `bump_fee_rate` (the market rate,
-//! at least a quarter above the stuck rate): the same inputs, payments and change, each payment
+//! at least a quarter above the stuck rate, at most twice the higher of the market and the
+//! family's original rate): the same inputs, payments and change, each payment
 //! bearing its share of the higher fee. Where that rate would drop a payment below dust or
 //! cross a fee cap, the highest rate below it that does neither is taken, if it still outbids
 //! the stuck transaction. Its transaction is checked here as the enclave checks it: it pays as
@@ -19,8 +20,9 @@ use schema::{
 /// Why a stuck plan gets no replacement; it stays stuck, counted and alerted on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Held {
-    /// Its fee rate is at `MAX_FEE_RATE`: nothing higher may be signed.
-    AtFeeCap,
+    /// Its fee rate is at the ceiling (`MAX_BUMP_FACTOR` times the higher of the market and
+    /// the original rate, or `MAX_FEE_RATE`): more fee is not what it lacks.
+    AtCeiling,
     /// It funds a branch, whose output the scheduler recognises by its exact amount: a
     /// replacement would change that amount and strand the branch's payments.
     FundsBranch,
@@ -35,10 +37,19 @@ pub enum Held {
 }
 
 impl Held {
+    /// Every reason, for a gauge per reason.
+    pub const ALL: [Held; 5] = [
+        Held::AtCeiling,
+        Held::FundsBranch,
+        Held::PaysNoOne,
+        Held::NoRate,
+        Held::Unbuildable,
+    ];
+
     /// The metric label and log word.
     pub fn label(self) -> &'static str {
         match self {
-            Held::AtFeeCap => "at_fee_cap",
+            Held::AtCeiling => "at_ceiling",
             Held::FundsBranch => "funds_branch",
             Held::PaysNoOne => "pays_no_one",
             Held::NoRate => "no_rate",
@@ -66,7 +77,10 @@ pub fn replacement(stuck: &Plan, market: FeeRate, caps: &FeeCaps) -> Result<Plan
         return Err(Held::FundsBranch);
     }
     let stuck_built = built(stuck).ok_or(Held::Unbuildable)?;
-    let target = bump_fee_rate(stuck.fee_rate, market).ok_or(Held::AtFeeCap)?;
+    let original = stuck
+        .replaces
+        .map_or(stuck.fee_rate, |replaces| replaces.fee_rate);
+    let target = bump_fee_rate(stuck.fee_rate, market, original).ok_or(Held::AtCeiling)?;
     // Keeping every payment and staying within the caps holds up to some rate and not above
     // it (a higher rate only takes more fee): find the highest such rate up to the target.
     let keeps = |rate: u64| -> Option<(Plan, BuiltTransaction)> {
@@ -175,10 +189,21 @@ mod tests {
         assert_eq!(replaced.payments, stuck.payments);
         // A market that has not moved still gets a quarter more, and a replacement of the
         // replacement stays linked to the original.
-        let again = replacement(&replaced, FeeRate(2), &FeeCaps::PROTOCOL).unwrap();
+        let again = replacement(&replaced, FeeRate(40), &FeeCaps::PROTOCOL).unwrap();
         assert_eq!(again.fee_rate, FeeRate(50));
         assert_eq!(again.replaces, replaced.replaces);
         assert!(outbids(&built(&replaced).unwrap(), &built(&again).unwrap()));
+        // Up to twice the market (or the original's rate, were it higher), then no more.
+        let third = replacement(&again, FeeRate(40), &FeeCaps::PROTOCOL).unwrap();
+        assert_eq!(third.fee_rate, FeeRate(62));
+        let fourth = replacement(&third, FeeRate(40), &FeeCaps::PROTOCOL).unwrap();
+        assert_eq!(fourth.fee_rate, FeeRate(77));
+        let last = replacement(&fourth, FeeRate(40), &FeeCaps::PROTOCOL).unwrap();
+        assert_eq!(last.fee_rate, FeeRate(80));
+        assert_eq!(
+            replacement(&last, FeeRate(40), &FeeCaps::PROTOCOL),
+            Err(Held::AtCeiling)
+        );
     }
 
     #[test]
@@ -198,8 +223,8 @@ mod tests {
     fn what_cannot_be_replaced_says_why() {
         let at_cap = plan(100_000_000, &[(payee(1), 50_000_000)], MAX_FEE_RATE.0);
         assert_eq!(
-            replacement(&at_cap, FeeRate(2), &FeeCaps::PROTOCOL),
-            Err(Held::AtFeeCap)
+            replacement(&at_cap, FeeRate(2_000), &FeeCaps::PROTOCOL),
+            Err(Held::AtCeiling)
         );
         let aggregation = plan(1_000_000, &[], 5);
         assert_eq!(

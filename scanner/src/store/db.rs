@@ -29,9 +29,10 @@
 //!
 //! What a processor step reads does not grow with history: Batches are read from the signing
 //! watermark on, and a plan's signed transaction is deleted once its eventuality settles, a
-//! delivered message once delivered. The two column families a step iterates (`signed`,
-//! `outbox`) are compacted every `TIDY_AFTER` deletions (and at open), so that iterating them
-//! does not wade through the deleted entries' tombstones.
+//! delivered message once delivered, a family in flight once it landed. The column families a
+//! step or a Serai block iterates (`signed`, `outbox`, `in_flight`) are compacted every
+//! `TIDY_AFTER` deletions (and at open), so that iterating them does not wade through the
+//! deleted entries' tombstones.
 
 use std::{
     collections::HashSet,
@@ -307,7 +308,7 @@ impl Db {
 
     /// Compacts the column families a step iterates, dropping deleted entries' tombstones.
     fn tidy(&self) -> Result<(), DbError> {
-        for name in [CF_SIGNED, CF_OUTBOX] {
+        for name in [CF_SIGNED, CF_OUTBOX, CF_IN_FLIGHT] {
             self.db
                 .compact_range_cf(self.cf(name)?, None::<&[u8]>, None::<&[u8]>);
         }
@@ -502,6 +503,7 @@ impl Db {
     /// The column family is missing.
     pub fn delete_in_flight(&self, batch: &mut WriteBatch, family: &PlanId) -> Result<(), DbError> {
         batch.delete_cf(self.cf(CF_IN_FLIGHT)?, family.as_bytes());
+        self.deleted(1);
         Ok(())
     }
 
