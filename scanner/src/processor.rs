@@ -7,9 +7,10 @@
 //!
 //! Handled: key generation (forwarded to the enclave); `ConfirmKeyPair` (enclave confirmation,
 //! scanning from the activation block); the Batch signing rounds (`BatchPreprocess` when a
-//! Batch is built, `BatchShare`, `Update`); `SubstrateBlock` (acknowledged blocks' outputs and
-//! the burns to the scheduler, plans and their eventualities persisted, `SubstrateBlockAck`
-//! queued, all in one commit, before any signing); `PlansAcknowledged` (to the enclave, then a
+//! Batch is built, `BatchShare`, `Update`); `SubstrateBlock` (plans stuck for
+//! `STUCK_AFTER_BLOCKS` replaced at a higher fee, acknowledged blocks' outputs and the burns
+//! to the scheduler, plans and their eventualities persisted, `SubstrateBlockAck` queued, all
+//! in one commit, before any signing); `PlansAcknowledged` (to the enclave, then a
 //! preprocess per plan); the transaction signing rounds, publication (repeated every step until
 //! the plan's eventuality settles) and `Completed`; a peer's `Completed`, checked on our node. A
 //! message about a network block not finalized and scanned yet waits: it is neither handled
@@ -20,6 +21,7 @@ use std::{collections::BTreeMap, time::Duration};
 use bitcoin::hashes::Hash;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use schema::{
+    amount::Amount,
     batch::Batch,
     burn::payment_for_burn,
     generated::signer_capnp::RefusalReason,
@@ -39,10 +41,11 @@ use schema::{
         },
         CoordinatorEnvelope, CoordinatorMessage, ProcessorMessage,
     },
-    plan::{Plan, PlanInput},
+    plan::{OutputKind, Plan, PlanInput},
     protocol::{is_stuck, plan_fee_rate},
     refusal::label as signer_refusal_label,
     sign_id::{BatchSignId, BatchSignTarget, PlanSignId},
+    taproot::KeyScripts,
     transaction::FeeRate,
 };
 use thiserror::Error;
@@ -61,7 +64,7 @@ use crate::{
         DropReason, Limits, Scheduler, SchedulerError,
     },
     store::db::{DbError, Unsettled},
-    store::{InFlight, ProcessorChanges, ProcessorStore, ScanStore, ScanView},
+    store::{InFlight, ProcessorChanges, ProcessorStore, ScanStore, ScanView, Spend},
 };
 
 /// A processor step stopped.
@@ -167,6 +170,9 @@ pub struct ProcessorMetrics {
     pub plans_held: IntGaugeVec,
     /// `processor_plan_replacements_total`: replacements made for stuck plans.
     pub plan_replacements: IntCounter,
+    /// `processor_plans_conflicted_total`: plan families whose inputs a transaction we did not
+    /// sign spent, their payments owed again.
+    pub plans_conflicted: IntCounter,
     /// `scheduler_payments_dropped_total{reason}`: payments that will not be made.
     pub payments_dropped: IntCounterVec,
     /// `scheduler_payments_waiting`: payments queued, for funds or for lower fees, or waiting
@@ -234,6 +240,10 @@ impl ProcessorMetrics {
                 "processor_plan_replacements_total",
                 "Replacements made for stuck plans (fee bumps).",
             )?,
+            plans_conflicted: IntCounter::new(
+                "processor_plans_conflicted_total",
+                "Plan families spent by a transaction we did not sign, their payments owed again.",
+            )?,
             payments_dropped: counters(
                 "scheduler_payments_dropped_total",
                 "Payments that will not be made, their value kept, by reason.",
@@ -262,6 +272,7 @@ impl ProcessorMetrics {
         registry.register(Box::new(metrics.plans_stuck.clone()))?;
         registry.register(Box::new(metrics.plans_held.clone()))?;
         registry.register(Box::new(metrics.plan_replacements.clone()))?;
+        registry.register(Box::new(metrics.plans_conflicted.clone()))?;
         registry.register(Box::new(metrics.payments_dropped.clone()))?;
         registry.register(Box::new(metrics.payments_waiting.clone()))?;
         registry.register(Box::new(metrics.operating_costs.clone()))?;
@@ -297,6 +308,16 @@ struct Bumps {
     /// `Completed` of replacements whose family this node saw settled already, sent after
     /// the acknowledgement that names them.
     completed: Vec<ProcessorMessage>,
+    /// Families that landed by a conflict.
+    conflicted: Vec<Conflicted>,
+}
+
+/// A plan family spent by a transaction we did not sign, for the scheduler to take back.
+struct Conflicted {
+    /// The family's original plan.
+    plan: Plan,
+    /// What the conflicting transaction paid to our change and branch addresses.
+    recovered: Amount,
 }
 
 /// What handling one message produced.
@@ -747,7 +768,11 @@ impl<P: Parts> Processor<P> {
             return Ok(Handled::Skipped("unknown_plan"));
         };
         let family = plan_content.family();
-        if let Some(Outcome::Completed { tx: settled, .. }) = store.outcome(&family)? {
+        // Settled here too by that transaction: a member's, or a conflict that ended the
+        // family's signing.
+        if let Some(Outcome::Completed { tx: settled, .. } | Outcome::Conflict(settled)) =
+            store.outcome(&family)?
+        {
             if settled == tx {
                 return Ok(Handled::Done(Vec::new()));
             }
@@ -825,6 +850,7 @@ impl<P: Parts> Processor<P> {
         let Bumps {
             replacements,
             completed: replaced_completed,
+            conflicted,
         } = match now {
             Some(now) => self.replace_stuck(&key, now, fee_rate, changes)?,
             None => Bumps::default(),
@@ -855,7 +881,11 @@ impl<P: Parts> Processor<P> {
                 }
             }
         }
-        let scheduled = match scheduler.schedule(inputs, payments, fee_rate) {
+        let scheduled = match conflicted
+            .into_iter()
+            .try_for_each(|taken| scheduler.conflicted(&taken.plan, taken.recovered))
+            .and_then(|()| scheduler.schedule(inputs, payments, fee_rate))
+        {
             Ok(scheduled) => scheduled,
             Err(error) => {
                 self.metrics.link_halted.set(1);
@@ -976,8 +1006,25 @@ impl<P: Parts> Processor<P> {
                 .plan(&flight.latest)?
                 .filter(|plan| !plan.inputs.is_empty())
                 .ok_or(DbError::Damaged("plans"))?;
-            if self.spent_by_then(&latest, now)? {
+            if let Some(spend) = self.spent_by_then(&latest, now)? {
                 changes.landed.push(flight.family);
+                if let Some(Outcome::Conflict(tx)) = store.outcome(&flight.family)? {
+                    let original = store
+                        .plan(&flight.family)?
+                        .ok_or(DbError::Damaged("plans"))?;
+                    let recovered = self.recovered(key, &spend)?;
+                    tracing::error!(
+                        family = %hex::encode(flight.family.as_bytes()),
+                        txid = %hex_id(&tx.0),
+                        recovered = recovered.to_sat(),
+                        "a transaction we did not sign spent a plan's inputs; its payments are owed again"
+                    );
+                    self.metrics.plans_conflicted.inc();
+                    bumps.conflicted.push(Conflicted {
+                        plan: original,
+                        recovered,
+                    });
+                }
                 continue;
             }
             if is_stuck(flight.made_at, now) {
@@ -1083,16 +1130,33 @@ impl<P: Parts> Processor<P> {
         }
     }
 
-    /// Whether a transaction in a block up to `now` spent one of `plan`'s inputs.
-    fn spent_by_then(&self, plan: &Plan, now: u64) -> Result<bool, ProcessorError> {
+    /// The transaction in a block up to `now` that spent one of `plan`'s inputs, if any.
+    fn spent_by_then(&self, plan: &Plan, now: u64) -> Result<Option<Spend>, ProcessorError> {
         for input in &plan.inputs {
             if let Some(spend) = self.scanner.store().spent_by(&input.id)? {
                 if spend.height <= now {
-                    return Ok(true);
+                    return Ok(Some(spend));
                 }
             }
         }
-        Ok(false)
+        Ok(None)
+    }
+
+    /// What a conflicting transaction paid to `key`'s change and branch addresses: value that
+    /// comes back to the scheduler as outputs (one to the deposit address is a deposit).
+    fn recovered(&self, key: &NetworkKey, spend: &Spend) -> Result<Amount, ProcessorError> {
+        let scripts =
+            KeyScripts::derive(key).map_err(|error| NetworkError::Invalid(error.to_string()))?;
+        let mut recovered = Amount::ZERO;
+        for output in &spend.transaction.outputs {
+            if matches!(
+                scripts.kind_of(bitcoin::Script::from_bytes(&output.script)),
+                Some(OutputKind::Change | OutputKind::Branch)
+            ) {
+                recovered = recovered.checked_add(output.amount).unwrap_or(recovered);
+            }
+        }
+        Ok(recovered)
     }
 
     /// This attempt's preprocess of a recorded plan; `None` (logged) when refused or unknown.

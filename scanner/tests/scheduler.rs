@@ -173,6 +173,75 @@ fn branch_fees_are_amortized_over_the_branch_children() {
     );
 }
 
+/// The books (what Serai still credits its users with is what we hold, less the operating
+/// costs carried), given what we hold.
+fn books_balance(scheduler: &Scheduler, deposited: u64, burned: u64, holdings: u64) -> bool {
+    i128::from(deposited) - i128::from(burned) + i128::from(scheduler.outstanding().to_sat())
+        == i128::from(holdings) + i128::from(scheduler.carried().0)
+}
+
+#[test]
+fn a_conflicted_plans_payments_are_owed_again_and_the_books_balance() {
+    let scripts = KeyScripts::derive(&key()).unwrap();
+    let mut scheduler = Scheduler::new(key(), SMALL);
+    let payments: Vec<Payment> = (0..3).map(|i| payment(i, 100_000)).collect();
+    let first = scheduler
+        .schedule(
+            vec![deposit(1, 1_000_000, OutputKind::External)],
+            payments.clone(),
+            FeeRate(10),
+        )
+        .unwrap();
+    // Payment 0 direct, payments 1 and 2 through a branch.
+    let plan = first.plans[0].clone();
+    let built = transaction(&plan, 10);
+    let returned: u64 = returned_outputs(&built, &scripts)
+        .iter()
+        .map(|o| o.amount.to_sat())
+        .sum();
+    assert!(books_balance(&scheduler, 1_000_000, 300_000, returned));
+
+    // Another transaction spends the plan's input, paying 600,000 back to our change address
+    // and the rest elsewhere: the plan's change and branch outputs never come.
+    scheduler.conflicted(&plan, sat(600_000)).unwrap();
+    assert_eq!(
+        scheduler.queue().iter().cloned().collect::<Vec<_>>(),
+        payments
+    );
+    assert!(scheduler.branches().is_empty());
+    assert!(books_balance(&scheduler, 1_000_000, 300_000, 600_000));
+
+    // What came back pays them all again, once; the books balance at every step.
+    let mut arriving = vec![deposit(2, 600_000, OutputKind::Change)];
+    let mut paid: BTreeMap<PaymentAddress, u32> = BTreeMap::new();
+    while !arriving.is_empty() {
+        let scheduled = scheduler
+            .schedule(std::mem::take(&mut arriving), vec![], FeeRate(10))
+            .unwrap();
+        for plan in &scheduled.plans {
+            let built = transaction(plan, 10);
+            for output in &built.transaction.output {
+                if scripts.kind_of(&output.script_pubkey).is_none() {
+                    let address = PaymentAddress::new(output.script_pubkey.clone()).unwrap();
+                    *paid.entry(address).or_default() += 1;
+                }
+            }
+            arriving.extend(returned_outputs(&built, &scripts));
+        }
+        let holdings: u64 = scheduler
+            .pool()
+            .iter()
+            .chain(scheduler.funded().iter().map(|f| &f.output))
+            .chain(&arriving)
+            .map(|o| o.amount.to_sat())
+            .sum();
+        assert!(books_balance(&scheduler, 1_000_000, 300_000, holdings));
+    }
+    assert_eq!(paid.len(), 3);
+    assert!(paid.values().all(|count| *count == 1));
+    assert!(scheduler.queue().is_empty() && scheduler.branches().is_empty());
+}
+
 #[test]
 fn only_branch_outputs_fund_branch_groups() {
     let mut scheduler = Scheduler::new(key(), SMALL);

@@ -123,7 +123,24 @@ impl Chain {
         }
         let mut left = Vec::new();
         let floor = self.market / 4;
+        // Outputs spent by the chain or this block: a mempool transaction spending one again
+        // is a conflict, dropped.
+        let mut spent: BTreeSet<OutPoint> = self
+            .blocks
+            .iter()
+            .flat_map(|block| block.transactions.iter())
+            .chain(&included)
+            .flat_map(|transaction| transaction.input.iter())
+            .map(|input| input.previous_output)
+            .collect();
         for transaction in std::mem::take(&mut self.mempool) {
+            if transaction
+                .input
+                .iter()
+                .any(|input| spent.contains(&input.previous_output))
+            {
+                continue;
+            }
             let exists = transaction
                 .input
                 .iter()
@@ -133,6 +150,7 @@ impl Chain {
                     .is_none_or(|fee| fee >= floor * vsize(&transaction))
             {
                 add_outputs(&mut created, &transaction);
+                spent.extend(transaction.input.iter().map(|input| input.previous_output));
                 included.push(transaction);
             } else {
                 left.push(transaction);
@@ -175,6 +193,15 @@ impl Chain {
         for _ in 0..=depth {
             self.mine(rng, Vec::new());
         }
+    }
+
+    /// Whether a transaction in the best chain spends `outpoint`.
+    pub fn spent_in_blocks(&self, outpoint: &OutPoint) -> bool {
+        self.blocks
+            .iter()
+            .flat_map(|block| block.transactions.iter())
+            .flat_map(|transaction| transaction.input.iter())
+            .any(|input| input.previous_output == *outpoint)
     }
 
     /// Adds a transaction to the mempool, as a node's `sendrawtransaction` would.

@@ -4,8 +4,10 @@
 //! reorganizations (`chain`). Traffic is random deposits (dust, near dust, large; bursts and
 //! quiet stretches) and burns (random sizes, some to invalid addresses); faults are crashes of
 //! processors (between steps and between any two commits of a step) and enclaves, enclaves,
-//! nodes and links that stop answering, delayed and duplicated messages, and coordinator
-//! restarts. After every step the invariants are checked (`World::check`); at the end, after
+//! nodes and links that stop answering, delayed and duplicated messages, coordinator
+//! restarts, and transactions no enclave signed spending an open plan's input (a conflict). The
+//! chain's mempool replaces transactions (full RBF) and holds those paying less than a quarter
+//! of its wandering fee market out of blocks, so stuck plans are replaced. After every step the invariants are checked (`World::check`); at the end, after
 //! a quiet drain, that every payable burn was paid once and every deposit credited once.
 //!
 //! A seed decides everything: `run(seed, &config)` twice is the same run. A failure prints
@@ -41,7 +43,7 @@ use scanner::{
     processor::{Processor, ProcessorMetrics},
     scan::metrics::ScannerMetrics,
     scan::Scanner,
-    store::{memory::MemoryStore, ScanView},
+    store::{memory::MemoryStore, ProcessorStore, ScanView},
 };
 use schema::{
     amount::Amount,
@@ -49,7 +51,7 @@ use schema::{
     ids::{NetworkId, Participant, Session, ValidatorSet},
     instruction::{InInstruction, OutInstructionWithBalance, RefundableInInstruction},
     keys::KeyPair,
-    plan::OutputKind,
+    plan::{OutputKind, Plan},
     protocol::DUST,
     taproot::KeyScripts,
 };
@@ -116,6 +118,8 @@ pub struct Report {
     pub open_plans: u64,
     /// Replacements of stuck plans preprocessed by some enclave.
     pub replaced: u64,
+    /// Conflicting spends of plan inputs injected.
+    pub conflicts: u64,
     /// The final chain's tip: two runs of a seed end on the same chain.
     pub tip: String,
 }
@@ -223,6 +227,18 @@ struct Validator {
     link_down_for: u64,
 }
 
+impl Validator {
+    /// A plan its store recorded, whether its processor is up or down.
+    fn plan(&self, id: &PlanId) -> Option<Plan> {
+        let recorded = match (&self.processor, &self.store) {
+            (Some(processor), _) => processor.scanner().store().plan(id),
+            (None, Some(store)) => store.plan(id),
+            (None, None) => return None,
+        };
+        recorded.ok().flatten()
+    }
+}
+
 struct World {
     config: Config,
     rng: Rng,
@@ -257,6 +273,7 @@ struct Rates {
     reorg: u64,
     block: u64,
     burn: u64,
+    conflict: u64,
 }
 
 fn failed(error: impl fmt::Display) -> String {
@@ -309,6 +326,7 @@ impl World {
                 reorg: rng.below(80),
                 block: rng.between(300, 900),
                 burn: rng.between(50, 300),
+                conflict: rng.below(15),
             }
         } else {
             Rates {
@@ -321,6 +339,7 @@ impl World {
                 reorg: 0,
                 block: 600,
                 burn: 150,
+                conflict: 0,
             }
         };
         let activation = chain
@@ -566,6 +585,9 @@ impl World {
                     !(deposit && chooser.chance(300))
                 });
             self.report.faults.3 += 1;
+        }
+        if self.rng.chance(rates.conflict) {
+            self.conflicting_spend();
         }
         if self.rng.chance(rates.block) {
             let count = match self.rng.below(1000) {
@@ -997,6 +1019,66 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// A transaction no enclave signed spends the first input of an open plan (a key
+    /// compromised, or a defect), and is mined at once: it pays the input back to our change
+    /// address less a fee. The processors count the conflict, take the plan back at the next
+    /// Serai block and pay its payments again; every invariant still holds, and every payable
+    /// burn is paid once by the end.
+    fn conflicting_spend(&mut self) {
+        let open: Vec<PlanId> = {
+            let coordinator = self.coordinator.borrow();
+            coordinator
+                .serai
+                .attested
+                .difference(&coordinator.serai.completed)
+                .copied()
+                .collect()
+        };
+        let pick = self.rng.below(u64::try_from(open.len()).unwrap_or(0));
+        let Some(id) = usize::try_from(pick)
+            .ok()
+            .and_then(|index| open.get(index))
+            .copied()
+        else {
+            return;
+        };
+        let Some(input) = self
+            .validators
+            .iter()
+            .find_map(|validator| validator.plan(&id))
+            .and_then(|plan| plan.inputs.first().copied())
+        else {
+            return;
+        };
+        let outpoint = OutPoint {
+            txid: Txid::from_byte_array(input.id.txid.0),
+            vout: input.id.vout,
+        };
+        let Some(back) = input.amount.to_sat().checked_sub(10_000) else {
+            return;
+        };
+        let mut chain = self.chain.borrow_mut();
+        if chain.spent_in_blocks(&outpoint) {
+            return;
+        }
+        let conflict = Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: outpoint,
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::MAX,
+                witness: Witness::new(),
+            }],
+            output: vec![TxOut {
+                value: BtcAmount::from_sat(back),
+                script_pubkey: self.scripts.script(OutputKind::Change).clone(),
+            }],
+        };
+        chain.mine(&mut self.rng, vec![conflict]);
+        self.report.conflicts += 1;
     }
 
     /// A reorganization below finality: every scanner halts and its state stays as it was.

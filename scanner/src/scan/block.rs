@@ -125,19 +125,19 @@ pub fn scan_block<V: ScanView + ?Sized, B: BlockView, T: OutputTyping>(
                     continue;
                 }
                 if let Some(outcome) = eventuality.check(transaction) {
-                    if let Outcome::Completed { tx, .. } = outcome {
-                        // The coordinator hears of it from the outbox, committed with the scan,
-                        // whoever published the transaction: for every member of the family,
-                        // whose signing is over whichever member's transaction it is.
-                        for plan in eventuality.plans() {
-                            changes.outbox.push(ProcessorMessage::Sign(
-                                sign::ProcessorMessage::Completed {
-                                    key: eventuality.key,
-                                    id: plan,
-                                    tx,
-                                },
-                            ));
-                        }
+                    // The coordinator hears of it from the outbox, committed with the scan,
+                    // whoever published the transaction: for every member of the family, whose
+                    // signing is over whichever member's transaction it is, or once a conflict
+                    // spent the inputs (which the next Serai block takes back).
+                    let (Outcome::Completed { tx, .. } | Outcome::Conflict(tx)) = outcome;
+                    for plan in eventuality.plans() {
+                        changes.outbox.push(ProcessorMessage::Sign(
+                            sign::ProcessorMessage::Completed {
+                                key: eventuality.key,
+                                id: plan,
+                                tx,
+                            },
+                        ));
                     }
                     outcomes.push((eventuality.plan, outcome));
                     changes.outcomes.push((eventuality, outcome));

@@ -169,6 +169,9 @@ pub enum SchedulerError {
     /// does: amounts do not change a transaction's size).
     #[error("charging operating costs changed the transaction")]
     Charge,
+    /// A plan taken back yields no transaction (every plan made does).
+    #[error("a plan taken back yields no transaction")]
+    NoTransaction,
 }
 
 /// The scheduler's whole state, for one key.
@@ -315,6 +318,53 @@ impl Scheduler {
                 .chain(self.funded.iter().flat_map(|funded| &funded.payments))
                 .map(|payment| payment.amount),
         )
+    }
+
+    /// Takes back a plan whose inputs a transaction we did not sign spent (a conflict: a key
+    /// compromised, or a defect): its user payments go back to the front of the queue at the
+    /// plan's amounts, and the payments of the branch groups it was to fund with them; the
+    /// change and branch outputs it was to return never come. Inputs the conflict left
+    /// unspent stay out of the pool: the enclaves signed them into this plan's family and sign
+    /// them into no other. What is lost is carried as an operating cost: the payments owed
+    /// again and the outputs not returned, less `recovered`, what the conflicting transaction
+    /// paid to our change and branch addresses (those outputs arrive later like any). The
+    /// books still balance.
+    ///
+    /// # Errors
+    /// The plan does not build (it was built when it was made).
+    pub fn conflicted(&mut self, plan: &Plan, recovered: Amount) -> Result<(), SchedulerError> {
+        let built = match build(plan)? {
+            Built::Transaction(built) => built,
+            Built::NoTransaction { .. } => return Err(SchedulerError::NoTransaction),
+        };
+        let branch = self.branch_address()?;
+        let mut owed_again = Vec::new();
+        let mut returned = built.change.map_or(Amount::ZERO, |(_, amount)| amount);
+        for (payment, outcome) in plan.payments.iter().zip(&built.payments) {
+            match outcome {
+                PaymentOutcome::Paid { amount, .. } if payment.address == branch => {
+                    returned = returned.checked_add(*amount).unwrap_or(returned);
+                    if let Some(index) = self
+                        .branches
+                        .iter()
+                        .position(|group| group.expected == *amount)
+                    {
+                        owed_again.extend(self.branches.remove(index).payments);
+                    }
+                }
+                PaymentOutcome::Paid { .. } => {
+                    self.carried.add(payment.amount);
+                    owed_again.push(payment.clone());
+                }
+                PaymentOutcome::Dropped => {}
+            }
+        }
+        self.carried.add(returned);
+        self.carried.sub(recovered);
+        for payment in owed_again.into_iter().rev() {
+            self.queue.push_front(payment);
+        }
+        Ok(())
     }
 
     /// Takes new outputs and payments and makes every plan that can be signed now.

@@ -85,16 +85,17 @@ fn main() -> ExitCode {
         .iter()
         .filter(|(_, outcome)| outcome.is_err())
         .count();
-    let replaced: u64 = outcomes
+    let (replaced, conflicts) = outcomes
         .iter()
         .filter_map(|(_, outcome)| outcome.as_ref().ok())
-        .map(|report| report.replaced)
-        .sum();
+        .fold((0, 0), |(replaced, conflicts), report| {
+            (replaced + report.replaced, conflicts + report.conflicts)
+        });
     if let (Some(_), [(seed, Ok(report))]) = (args.seed, outcomes.as_slice()) {
         println!("seed {seed}: {report:?}");
     }
     println!(
-        "{} seeds, {failures} failed, {steps} steps in {seconds:.1} s on {jobs} threads: {:.2} seeds/s, {:.0} steps/s; {replaced} stuck plans replaced",
+        "{} seeds, {failures} failed, {steps} steps in {seconds:.1} s on {jobs} threads: {:.2} seeds/s, {:.0} steps/s; {replaced} stuck plans replaced, {conflicts} conflicting spends injected",
         outcomes.len(),
         outcomes.len() as f64 / seconds,
         steps as f64 / seconds,
