@@ -51,7 +51,7 @@ use schema::{
 use thiserror::Error;
 
 use crate::{
-    chain::bitcoin_core::{chain_transaction, eventuality_of},
+    chain::bitcoin_core::{chain_transaction, eventuality_of, family_member},
     chain::{Network, NetworkError},
     coordinate::enclave_client::EnclaveError,
     coordinate::link::LinkError,
@@ -796,7 +796,13 @@ impl<P: Parts> Processor<P> {
         };
         match eventuality.check(&seen) {
             Some(Outcome::Completed { .. }) => Ok(Handled::Done(Vec::new())),
-            _ => {
+            // It spends the family's inputs without paying it: the family's signing is over
+            // all the same; our scan counts the conflict when it is final.
+            Some(Outcome::Conflict(_)) => {
+                tracing::warn!(plan = %hex::encode(plan.as_bytes()), txid = %hex_id(&tx.0), "a peer reports a conflicting spend of the plan's inputs");
+                Ok(Handled::Done(Vec::new()))
+            }
+            None => {
                 tracing::error!(plan = %hex::encode(plan.as_bytes()), txid = %hex_id(&tx.0), "a peer's completion does not fulfil the plan");
                 Ok(Handled::Skipped("false_completion"))
             }
@@ -1008,10 +1014,14 @@ impl<P: Parts> Processor<P> {
                 .ok_or(DbError::Damaged("plans"))?;
             if let Some(spend) = self.spent_by_then(&latest, now)? {
                 changes.landed.push(flight.family);
-                if let Some(Outcome::Conflict(tx)) = store.outcome(&flight.family)? {
-                    let original = store
-                        .plan(&flight.family)?
-                        .ok_or(DbError::Damaged("plans"))?;
+                let original = store
+                    .plan(&flight.family)?
+                    .ok_or(DbError::Damaged("plans"))?;
+                // Judged here from the plan and the spend alone, not from the scan's outcome:
+                // a node whose scan ran ahead may have seen a replacement's transaction before
+                // it knew the replacement.
+                if family_member(&original, &spend.transaction)?.is_none() {
+                    let tx = spend.transaction.id;
                     let recovered = self.recovered(key, &spend)?;
                     tracing::error!(
                         family = %hex::encode(flight.family.as_bytes()),
@@ -1090,8 +1100,9 @@ impl<P: Parts> Processor<P> {
 
     /// Adds a replacement to its family's eventuality. On a node whose scan ran ahead of the
     /// Serai block and already settled the family, there is nothing to watch: a family
-    /// completed has the replacement reported completed with it (after the acknowledgement
-    /// naming it), a family conflicted lands at a later Serai block.
+    /// completed or conflicted has the replacement reported completed with the transaction
+    /// that settled it (after the acknowledgement naming it); a conflict is taken back when a
+    /// Serai block reaches its height.
     fn watch_replacement(
         &self,
         flight: &InFlight,
@@ -1124,7 +1135,16 @@ impl<P: Parts> Processor<P> {
                     }));
                 Ok(())
             }
-            Some(Outcome::Conflict(_)) => Ok(()),
+            Some(Outcome::Conflict(tx)) => {
+                bumps
+                    .completed
+                    .push(ProcessorMessage::Sign(SignOut::Completed {
+                        key: flight.key,
+                        id: replacement.id(),
+                        tx,
+                    }));
+                Ok(())
+            }
             // A family in flight is watched or settled: neither is a damaged store.
             None => Err(DbError::Damaged("eventualities").into()),
         }

@@ -12,10 +12,11 @@ use bitcoin::{
 };
 use schema::{
     amount::Amount,
-    hashes::TransactionId,
+    hashes::{PlanId, TransactionId},
     keys::NetworkKey,
     plan::Plan,
     plan::{OutputId, OutputKind},
+    protocol::MAX_FEE_RATE,
     taproot::KeyScripts,
     transaction::{build, Built, FeeRate},
 };
@@ -26,7 +27,7 @@ use crate::{
         BlockView, ChainOutput, ChainTransaction, Network, NetworkError, OutputRef, OutputTyping,
         TransactionView,
     },
-    scan::eventuality::Eventuality,
+    scan::eventuality::{Eventuality, Outcome},
 };
 
 /// Bitcoin, through a Core node.
@@ -199,6 +200,70 @@ pub fn eventuality_of(plan: &Plan) -> Result<Eventuality, NetworkError> {
         inputs: expected.inputs,
         outputs: expected.outputs,
         replacements: Vec::new(),
+    })
+}
+
+/// The member of `original`'s family whose transaction `transaction` is, if any: the original,
+/// or its replacement at some fee rate. A replacement is `original.replaced_at(rate)` whoever
+/// made it, so membership needs no list of the members a node happened to register: the rate
+/// is found from what the outputs sum to (a higher rate leaves strictly less), then the whole
+/// transaction is compared. Every validator answers alike from the plan and the transaction.
+///
+/// # Errors
+/// The original does not build (every plan made does).
+pub fn family_member(
+    original: &Plan,
+    transaction: &ChainTransaction,
+) -> Result<Option<PlanId>, NetworkError> {
+    let paid: u64 = transaction
+        .outputs
+        .iter()
+        .map(|output| output.amount.to_sat())
+        .sum();
+    let member_at = |rate: u64| {
+        if rate == original.fee_rate.0 {
+            original.clone()
+        } else {
+            original.replaced_at(FeeRate(rate))
+        }
+    };
+    let built_at = |rate: u64| match build(&member_at(rate)) {
+        Ok(Built::Transaction(built)) => Ok(Some(built)),
+        Ok(Built::NoTransaction { .. }) => Ok(None),
+        Err(error) => Err(NetworkError::Invalid(error.to_string())),
+    };
+    let Some(stuck) = built_at(original.fee_rate.0)? else {
+        return Ok(None);
+    };
+    // What a member at `rate` pays out; `None` above the rates a member can have (one that
+    // drops a payment), where the search goes lower.
+    let sum_at = |rate: u64| -> Result<Option<u64>, NetworkError> {
+        Ok(built_at(rate)?
+            .filter(|built| built.pays_as(&stuck))
+            .map(|built| {
+                built
+                    .transaction
+                    .output
+                    .iter()
+                    .map(|output| output.value.to_sat())
+                    .sum()
+            }))
+    };
+    let (mut low, mut high) = (original.fee_rate.0, MAX_FEE_RATE.0);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        match sum_at(middle)? {
+            Some(sum) if sum > paid => low = middle + 1,
+            _ => high = middle,
+        }
+    }
+    let member = member_at(low);
+    if sum_at(low)? != Some(paid) {
+        return Ok(None);
+    }
+    Ok(match eventuality_of(&member)?.check(transaction) {
+        Some(Outcome::Completed { .. }) => Some(member.id()),
+        _ => None,
     })
 }
 

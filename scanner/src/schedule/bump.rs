@@ -219,6 +219,39 @@ mod tests {
         assert!(!over.pays_as(&built(&stuck).unwrap()));
     }
 
+    /// A family's member is recognised from the original plan and the transaction alone, at
+    /// any rate, whether or not the node knew that replacement; anything else is not one.
+    #[test]
+    fn a_members_transaction_is_recognised_from_the_original_alone() {
+        use crate::chain::bitcoin_core::{chain_transaction, family_member};
+        let original = plan(1_000_000, &[(payee(1), 500_000), (payee(2), 200_000)], 5);
+        let seen = |plan: &Plan| chain_transaction(&built(plan).unwrap().transaction).unwrap();
+        for member in [
+            original.clone(),
+            original.replaced_at(FeeRate(6)),
+            original.replaced_at(FeeRate(23)),
+            replacement(&original, FeeRate(40), &FeeCaps::PROTOCOL).unwrap(),
+        ] {
+            assert_eq!(
+                family_member(&original, &seen(&member)).unwrap(),
+                Some(member.id())
+            );
+        }
+        // The same inputs paying someone else, or a member's outputs a satoshi off: conflicts.
+        let diverted = Plan {
+            payments: vec![Payment {
+                address: payee(3),
+                data: None,
+                amount: Amount::from_sat(700_000).unwrap(),
+            }],
+            ..original.clone()
+        };
+        assert_eq!(family_member(&original, &seen(&diverted)).unwrap(), None);
+        let mut off = seen(&original.replaced_at(FeeRate(9)));
+        off.outputs[0].amount = Amount::from_sat(off.outputs[0].amount.to_sat() - 1).unwrap();
+        assert_eq!(family_member(&original, &off).unwrap(), None);
+    }
+
     #[test]
     fn what_cannot_be_replaced_says_why() {
         let at_cap = plan(100_000_000, &[(payee(1), 50_000_000)], MAX_FEE_RATE.0);
