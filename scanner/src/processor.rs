@@ -1125,17 +1125,7 @@ impl<P: Parts> Processor<P> {
             return Ok(());
         }
         match store.outcome(&flight.family)? {
-            Some(Outcome::Completed { tx, .. }) => {
-                bumps
-                    .completed
-                    .push(ProcessorMessage::Sign(SignOut::Completed {
-                        key: flight.key,
-                        id: replacement.id(),
-                        tx,
-                    }));
-                Ok(())
-            }
-            Some(Outcome::Conflict(tx)) => {
+            Some(Outcome::Completed { tx, .. } | Outcome::Conflict(tx)) => {
                 bumps
                     .completed
                     .push(ProcessorMessage::Sign(SignOut::Completed {
