@@ -255,6 +255,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_plan_is_stuck_from_the_sixth_block_on() {
+        assert!(!is_stuck(100, 105));
+        assert!(is_stuck(100, 106));
+        assert!(is_stuck(100, 107));
+        // A judgement before the plan's own block, or at the end of heights, is not a panic.
+        assert!(!is_stuck(100, 99));
+        assert!(!is_stuck(u64::MAX, u64::MAX - 1));
+        assert!(is_stuck(u64::MAX - 2, u64::MAX));
+    }
+
+    #[test]
     fn plans_pay_the_acknowledged_blocks_median_within_bounds() {
         assert_eq!(plan_fee_rate(Some(FeeRate(17))), FeeRate(17));
         assert_eq!(plan_fee_rate(None), MIN_FEE_RATE);
