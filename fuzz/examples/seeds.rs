@@ -275,6 +275,7 @@ fn main() -> Result<(), Failure> {
             latest: replacement,
             made_at: 100,
             since: 106,
+            child: (index % 2 == 1).then_some(plan),
         };
         corpus.write(
             "scanner_records",
@@ -291,6 +292,11 @@ fn main() -> Result<(), Failure> {
         "empty",
         &scheduler_state::encode(&scheduler),
     )?;
+    // The same state as version 2 wrote it (no claimed outputs): read, then migrated.
+    let current = scheduler_state::encode(&scheduler);
+    let mut version_2 = current[..current.len().saturating_sub(4)].to_vec();
+    version_2[0] = 2;
+    corpus.write("scheduler_state", "empty-v2", &version_2)?;
     let inputs = draw(strategies::plan_input(), 6);
     let payments = draw(strategies::payment(), 6);
     for rate in [1, 50, 1000] {
@@ -303,6 +309,13 @@ fn main() -> Result<(), Failure> {
                 "scheduler_state",
                 &format!("after-{rate}"),
                 &scheduler_state::encode(&scheduler),
+            )?;
+            // Claiming outputs a child spent before they arrived.
+            let claimed = scheduler.clone().claiming(inputs.iter().map(|input| input.id).collect());
+            corpus.write(
+                "scheduler_state",
+                &format!("claimed-{rate}"),
+                &scheduler_state::encode(&claimed),
             )?;
         }
     }

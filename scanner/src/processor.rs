@@ -170,6 +170,9 @@ pub struct ProcessorMetrics {
     pub plans_held: IntGaugeVec,
     /// `processor_plan_replacements_total`: replacements made for stuck plans.
     pub plan_replacements: IntCounter,
+    /// `processor_plan_children_total`: children (CPFP) made for stuck plans no replacement
+    /// could bump.
+    pub plan_children: IntCounter,
     /// `processor_plans_conflicted_total`: plan families whose inputs a transaction we did not
     /// sign spent, their payments owed again.
     pub plans_conflicted: IntCounter,
@@ -240,6 +243,10 @@ impl ProcessorMetrics {
                 "processor_plan_replacements_total",
                 "Replacements made for stuck plans (fee bumps).",
             )?,
+            plan_children: IntCounter::new(
+                "processor_plan_children_total",
+                "Children made to pay for stuck plans that cannot be replaced (CPFP).",
+            )?,
             plans_conflicted: IntCounter::new(
                 "processor_plans_conflicted_total",
                 "Plan families spent by a transaction we did not sign, their payments owed again.",
@@ -273,6 +280,7 @@ impl ProcessorMetrics {
         registry.register(Box::new(metrics.plans_held.clone()))?;
         registry.register(Box::new(metrics.plan_replacements.clone()))?;
         registry.register(Box::new(metrics.plans_conflicted.clone()))?;
+        registry.register(Box::new(metrics.plan_children.clone()))?;
         registry.register(Box::new(metrics.payments_dropped.clone()))?;
         registry.register(Box::new(metrics.payments_waiting.clone()))?;
         registry.register(Box::new(metrics.operating_costs.clone()))?;
@@ -305,11 +313,23 @@ pub fn refusal_may_pass(reason: RefusalReason) -> bool {
 struct Bumps {
     /// Replacements of stuck plans, for the acknowledgement.
     replacements: Vec<Plan>,
+    /// Children paying for stuck plans (CPFP), for the acknowledgement and the scheduler.
+    children: Vec<Plan>,
+    /// Children whose parent a conflict took back: they never confirm.
+    void: Vec<Plan>,
     /// `Completed` of replacements whose family this node saw settled already, sent after
     /// the acknowledgement that names them.
     completed: Vec<ProcessorMessage>,
     /// Families that landed by a conflict.
     conflicted: Vec<Conflicted>,
+}
+
+/// How a stuck family is bumped.
+enum Bump {
+    /// By a replacement (RBF).
+    Replacement(Plan),
+    /// By a child paying for it (CPFP).
+    Child(Plan),
 }
 
 /// A plan family spent by a transaction we did not sign, for the scheduler to take back.
@@ -855,6 +875,8 @@ impl<P: Parts> Processor<P> {
         };
         let Bumps {
             replacements,
+            children,
+            void,
             completed: replaced_completed,
             conflicted,
         } = match now {
@@ -887,9 +909,19 @@ impl<P: Parts> Processor<P> {
                 }
             }
         }
-        let scheduled = match conflicted
-            .into_iter()
-            .try_for_each(|taken| scheduler.conflicted(&taken.plan, taken.recovered))
+        let scheduled = match void
+            .iter()
+            .try_for_each(|child| scheduler.child_void(child))
+            .and_then(|()| {
+                conflicted
+                    .into_iter()
+                    .try_for_each(|taken| scheduler.conflicted(&taken.plan, taken.recovered))
+            })
+            .and_then(|()| {
+                children
+                    .iter()
+                    .try_for_each(|child| scheduler.pays_for(child))
+            })
             .and_then(|()| scheduler.schedule(inputs, payments, fee_rate))
         {
             Ok(scheduled) => scheduled,
@@ -946,6 +978,7 @@ impl<P: Parts> Processor<P> {
                 latest: plan.id(),
                 made_at,
                 since: made_at,
+                child: None,
             });
             let eventuality = eventuality_of(plan)?;
             match self.scanner.settled(&eventuality)? {
@@ -964,6 +997,7 @@ impl<P: Parts> Processor<P> {
         }
         let plans: Vec<PlanId> = replacements
             .iter()
+            .chain(&children)
             .chain(&scheduled.plans)
             .map(Plan::id)
             .collect();
@@ -971,6 +1005,7 @@ impl<P: Parts> Processor<P> {
             block = block.0,
             plans = plans.len(),
             replacements = replacements.len(),
+            children = children.len(),
             fee_rate = fee_rate.0,
             "Serai block handled"
         );
@@ -984,11 +1019,13 @@ impl<P: Parts> Processor<P> {
 
     /// Judges every plan family of `key` in flight when a Serai block acknowledges network
     /// block `now`: one whose inputs a transaction spent by then has landed and leaves the
-    /// flight; one stuck (`protocol::is_stuck` since its latest member was made) gets a
-    /// replacement at the market rate (`bump::replacement`), in flight from `now` and watched
-    /// for with its family, or is held, logged with the reason when it first is. Only
+    /// flight (a conflict voids its child, if it had one); one stuck (`protocol::is_stuck`
+    /// since its latest member or its child was made) gets a replacement at the market rate
+    /// (`bump::replacement`), in flight from `now` and watched for with its family, or, when
+    /// no replacement can bump it, one child paying for it (`bump::child`, CPFP), in flight as
+    /// a family of its own; or it is held, logged with the reason when it first is. Only
     /// Serai-block state and spends up to `now` are read, so every validator makes the same
-    /// replacements.
+    /// replacements and children.
     fn replace_stuck(
         &self,
         key: &NetworkKey,
@@ -1000,8 +1037,7 @@ impl<P: Parts> Processor<P> {
         // The network block the previous Serai block judged the flight at.
         let before = store.acknowledged(key)?;
         let mut bumps = Bumps::default();
-        let (mut stuck, mut deferred) = (0_i64, 0_u64);
-        let mut held: BTreeMap<&'static str, i64> = BTreeMap::new();
+        let mut open = Vec::new();
         for flight in store.in_flight()? {
             if flight.key != *key {
                 continue;
@@ -1012,29 +1048,15 @@ impl<P: Parts> Processor<P> {
                 .plan(&flight.latest)?
                 .filter(|plan| !plan.inputs.is_empty())
                 .ok_or(DbError::Damaged("plans"))?;
-            if let Some(spend) = self.spent_by_then(&latest, now)? {
-                changes.landed.push(flight.family);
-                let original = store
-                    .plan(&flight.family)?
-                    .ok_or(DbError::Damaged("plans"))?;
-                // Judged here from the plan and the spend alone, not from the scan's outcome:
-                // a node whose scan ran ahead may have seen a replacement's transaction before
-                // it knew the replacement.
-                if family_member(&original, &spend.transaction)?.is_none() {
-                    let tx = spend.transaction.id;
-                    let recovered = self.recovered(key, &spend)?;
-                    tracing::error!(
-                        family = %hex::encode(flight.family.as_bytes()),
-                        txid = %hex_id(&tx.0),
-                        recovered = recovered.to_sat(),
-                        "a transaction we did not sign spent a plan's inputs; its payments are owed again"
-                    );
-                    self.metrics.plans_conflicted.inc();
-                    bumps.conflicted.push(Conflicted {
-                        plan: original,
-                        recovered,
-                    });
-                }
+            match self.spent_by_then(&latest, now)? {
+                Some(spend) => self.landed(&flight, &spend, changes, &mut bumps)?,
+                None => open.push((flight, latest)),
+            }
+        }
+        let (mut stuck, mut deferred) = (0_i64, 0_u64);
+        let mut held: BTreeMap<&'static str, i64> = BTreeMap::new();
+        for (flight, latest) in open {
+            if bumps.void.iter().any(|child| child.id() == flight.family) {
                 continue;
             }
             if is_stuck(flight.made_at, now) {
@@ -1043,13 +1065,25 @@ impl<P: Parts> Processor<P> {
             if !is_stuck(flight.since, now) {
                 continue;
             }
-            if bumps.replacements.len() >= MAX_REPLACEMENTS_PER_BLOCK {
+            if bumps.replacements.len() + bumps.children.len() >= MAX_REPLACEMENTS_PER_BLOCK {
                 deferred += 1;
                 continue;
             }
             let family = hex::encode(flight.family.as_bytes());
-            match bump::replacement(&latest, market, &Limits::BITCOIN.caps) {
-                Ok(plan) => {
+            let caps = &Limits::BITCOIN.caps;
+            let bumped = match flight.child {
+                Some(_) => Err(Held::ChildPays),
+                None => match bump::replacement(&latest, market, caps) {
+                    Ok(plan) => Ok(Bump::Replacement(plan)),
+                    // Nothing but the one member can confirm, so its change is certain.
+                    Err(Held::FundsBranch | Held::NoRate) if latest.replaces.is_none() => {
+                        bump::child(&latest, market, caps).map(Bump::Child)
+                    }
+                    Err(reason) => Err(reason),
+                },
+            };
+            match bumped {
+                Ok(Bump::Replacement(plan)) => {
                     self.watch_replacement(&flight, &latest, &plan, changes, &mut bumps)?;
                     tracing::warn!(
                         %family,
@@ -1067,6 +1101,32 @@ impl<P: Parts> Processor<P> {
                     changes.plans.push(plan.clone());
                     bumps.replacements.push(plan);
                 }
+                Ok(Bump::Child(child)) => {
+                    tracing::warn!(
+                        %family,
+                        fee_rate = latest.fee_rate.0,
+                        child_fee_rate = child.fee_rate.0,
+                        child = %hex::encode(child.id().as_bytes()),
+                        "stuck plan cannot be replaced; a child pays for it"
+                    );
+                    self.metrics.plan_children.inc();
+                    changes.scan.eventualities.push(eventuality_of(&child)?);
+                    changes.in_flight.push(InFlight {
+                        family: child.id(),
+                        key: *key,
+                        latest: child.id(),
+                        made_at: now,
+                        since: now,
+                        child: None,
+                    });
+                    changes.in_flight.push(InFlight {
+                        since: now,
+                        child: Some(child.id()),
+                        ..flight
+                    });
+                    changes.plans.push(child.clone());
+                    bumps.children.push(child);
+                }
                 Err(reason) => {
                     *held.entry(reason.label()).or_default() += 1;
                     if before.is_some_and(|before| is_stuck(flight.since, before)) {
@@ -1076,7 +1136,7 @@ impl<P: Parts> Processor<P> {
                             %family,
                             reason = reason.label(),
                             fee_rate = latest.fee_rate.0,
-                            "stuck plan cannot be replaced; it waits"
+                            "stuck plan cannot be replaced nor paid for; it waits"
                         );
                     }
                 }
@@ -1085,7 +1145,7 @@ impl<P: Parts> Processor<P> {
         if deferred > 0 {
             tracing::warn!(
                 deferred,
-                "more stuck plans than one Serai block replaces; the rest wait for the next"
+                "more stuck plans than one Serai block bumps; the rest wait for the next"
             );
         }
         self.metrics.plans_stuck.set(stuck);
@@ -1096,6 +1156,64 @@ impl<P: Parts> Processor<P> {
                 .set(held.get(reason.label()).copied().unwrap_or(0));
         }
         Ok(bumps)
+    }
+
+    /// A family whose inputs `spend` spent by the Serai block's network block leaves the
+    /// flight. Whether it was conflicted is judged from the plan and the spend alone, not from
+    /// the scan's outcome: a node whose scan ran ahead may have seen a replacement's
+    /// transaction before it knew the replacement. A conflicted family is taken back, and its
+    /// child, which can never confirm, is settled by the conflict and undone.
+    fn landed(
+        &self,
+        flight: &InFlight,
+        spend: &Spend,
+        changes: &mut ProcessorChanges,
+        bumps: &mut Bumps,
+    ) -> Result<(), ProcessorError> {
+        let store = self.scanner.store();
+        changes.landed.push(flight.family);
+        let original = store
+            .plan(&flight.family)?
+            .ok_or(DbError::Damaged("plans"))?;
+        if family_member(&original, &spend.transaction)?.is_some() {
+            return Ok(());
+        }
+        let tx = spend.transaction.id;
+        let recovered = self.recovered(&flight.key, spend)?;
+        tracing::error!(
+            family = %hex::encode(flight.family.as_bytes()),
+            txid = %hex_id(&tx.0),
+            recovered = recovered.to_sat(),
+            "a transaction we did not sign spent a plan's inputs; its payments are owed again"
+        );
+        self.metrics.plans_conflicted.inc();
+        bumps.conflicted.push(Conflicted {
+            plan: original,
+            recovered,
+        });
+        if let Some(child) = flight.child {
+            let child = store.plan(&child)?.ok_or(DbError::Damaged("plans"))?;
+            changes.landed.push(child.id());
+            let first = child.inputs.first().ok_or(DbError::Damaged("plans"))?;
+            if let Some(eventuality) = store
+                .eventuality_spending(&first.id)?
+                .filter(|open| open.plan == child.id())
+            {
+                changes
+                    .scan
+                    .outcomes
+                    .push((eventuality, Outcome::Conflict(tx)));
+            }
+            bumps
+                .completed
+                .push(ProcessorMessage::Sign(SignOut::Completed {
+                    key: flight.key,
+                    id: child.id(),
+                    tx,
+                }));
+            bumps.void.push(child);
+        }
+        Ok(())
     }
 
     /// Adds a replacement to its family's eventuality. On a node whose scan ran ahead of the

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bitcoin::{hashes::Hash, key::Secp256k1, secp256k1::SecretKey};
 use proptest::prelude::*;
-use scanner::schedule::{Carried, DropReason, Limits, Output, Scheduler};
+use scanner::schedule::{bump, Carried, DropReason, Limits, Output, Scheduler};
 use schema::{
     amount::Amount,
     hashes::{PlanId, TransactionId},
@@ -186,6 +186,77 @@ fn branch_fees_are_amortized_over_the_branch_children() {
 fn books_balance(scheduler: &Scheduler, deposited: u64, burned: u64, holdings: u64) -> bool {
     i128::from(deposited) - i128::from(burned) + i128::from(scheduler.outstanding().to_sat())
         == i128::from(holdings) + i128::from(scheduler.carried().0)
+}
+
+/// A plan funding a branch cannot be replaced; a child paying for it spends its change. The
+/// parent's change, when it arrives, does not join the pool (the child spent it); the child's
+/// change does; the child's fee is carried; the books balance throughout.
+#[test]
+fn a_child_paying_for_a_stuck_plan_keeps_the_books_and_its_parents_change_out_of_the_pool() {
+    let scripts = KeyScripts::derive(&key()).unwrap();
+    let (mut scheduler, _, plan) = three_payments_one_plan();
+    assert_eq!(
+        bump::replacement(&plan, FeeRate(40), &FeeCaps::PROTOCOL),
+        Err(bump::Held::FundsBranch)
+    );
+    let child = bump::child(&plan, FeeRate(40), &FeeCaps::PROTOCOL).unwrap();
+    let carried = scheduler.carried();
+    scheduler.pays_for(&child).unwrap();
+    let child_built = build_any(&child);
+    assert_eq!(
+        scheduler.carried().0,
+        carried.0 + i64::try_from(child_built.fee.to_sat()).unwrap()
+    );
+    let parent = returned_outputs(&transaction(&plan, 10), &scripts);
+    let change = child.inputs[0].id;
+    assert!(parent.iter().any(|output| output.id == change));
+    let returned = returned_outputs(&child_built, &scripts);
+    let holdings = |arriving: &[Output]| -> u64 {
+        arriving
+            .iter()
+            .filter(|output| output.id != change)
+            .chain(&returned)
+            .map(|output| output.amount.to_sat())
+            .sum()
+    };
+    assert!(books_balance(
+        &scheduler,
+        1_000_000,
+        300_000,
+        holdings(&parent)
+    ));
+
+    // The parent confirms: its change is not pooled; its branch output pays its group.
+    let rate = FeeRate(10);
+    scheduler.schedule(parent, vec![], rate).unwrap();
+    assert!(scheduler.pool().iter().all(|output| output.id != change));
+    assert!(scheduler.claimed().is_empty());
+    // The child confirms: its change is pooled.
+    scheduler.schedule(returned.clone(), vec![], rate).unwrap();
+    assert!(scheduler.pool().contains(&returned[0]));
+}
+
+/// A conflict spends the parent's inputs: the child never confirms; undoing it and taking the
+/// parent back leave the books balanced with nothing claimed.
+#[test]
+fn a_child_of_a_conflicted_plan_is_undone_and_the_books_balance() {
+    let (mut scheduler, payments, plan) = three_payments_one_plan();
+    let child = bump::child(&plan, FeeRate(40), &FeeCaps::PROTOCOL).unwrap();
+    let before = scheduler.carried();
+    scheduler.pays_for(&child).unwrap();
+    scheduler.child_void(&child).unwrap();
+    assert_eq!(scheduler.carried(), before);
+    assert!(scheduler.claimed().is_empty());
+    scheduler.conflicted(&plan, sat(0)).unwrap();
+    assert_eq!(
+        scheduler.queue().iter().cloned().collect::<Vec<_>>(),
+        payments
+    );
+    assert!(books_balance(&scheduler, 1_000_000, 300_000, 0));
+}
+
+fn build_any(plan: &Plan) -> BuiltTransaction {
+    transaction(plan, plan.fee_rate.0)
 }
 
 #[test]

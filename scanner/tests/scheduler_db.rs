@@ -41,6 +41,7 @@ fn scheduler_state() -> impl Strategy<Value = Scheduler> {
         prop::collection::vec((amount(), prop::collection::vec(payment(), 0..5)), 0..5),
         prop::collection::vec((plan_input(), prop::collection::vec(payment(), 0..5)), 0..5),
         any::<i64>(),
+        prop::collection::vec(plan_input(), 0..5),
     )
         .prop_map(
             |(
@@ -50,6 +51,7 @@ fn scheduler_state() -> impl Strategy<Value = Scheduler> {
                 branches,
                 funded,
                 carried,
+                claimed,
             )| {
                 Scheduler::from_parts(
                     key,
@@ -73,6 +75,7 @@ fn scheduler_state() -> impl Strategy<Value = Scheduler> {
                         .collect(),
                     Carried(carried),
                 )
+                .claiming(claimed.into_iter().map(|input| input.id).collect())
             },
         )
 }
@@ -113,8 +116,8 @@ fn unknown_versions_and_trailing_bytes_are_refused() {
     bytes.push(0);
     assert_eq!(decode(&bytes), Err(StateError::TrailingBytes(1)));
     bytes.pop();
-    bytes[0] = 3;
-    assert_eq!(decode(&bytes), Err(StateError::UnknownVersion(3)));
+    bytes[0] = 4;
+    assert_eq!(decode(&bytes), Err(StateError::UnknownVersion(4)));
     // A count claiming four billion outputs is refused before anything is allocated.
     let mut huge = encode(&Scheduler::new(key, Limits::BITCOIN));
     let at = 1 + 33 + 8 + 8 + 2 + 8;
@@ -147,6 +150,30 @@ fn a_version_1_state_is_read_with_the_protocol_caps_and_nothing_carried() {
     assert_eq!(read.pool(), &[output]);
     assert_eq!(read.carried(), Carried(0));
     assert!(read.funded().is_empty());
+    assert!(read.claimed().is_empty());
+}
+
+#[test]
+fn a_version_2_state_is_read_with_nothing_claimed() {
+    let key = NetworkKey::from(
+        SecretKey::from_slice(&[5; 32])
+            .unwrap()
+            .public_key(&Secp256k1::new()),
+    );
+    let mut scheduler = Scheduler::new(key, Limits::BITCOIN);
+    scheduler
+        .schedule(
+            vec![output(1, OutputKind::Change, 50_000)],
+            vec![],
+            FeeRate(2),
+        )
+        .unwrap();
+    // Version 3 with no claimed outputs is version 2 with an empty list appended.
+    let v3 = encode(&scheduler);
+    let mut v2 = v3[..v3.len() - 4].to_vec();
+    v2[0] = 2;
+    assert_eq!(decode(&v2).unwrap(), scheduler);
+    assert_eq!(decode(&v3).unwrap(), scheduler);
 }
 
 fn output(index: u8, kind: OutputKind, sats: u64) -> PlanInput {

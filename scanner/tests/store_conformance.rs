@@ -118,13 +118,15 @@ fn flight(keys: Vec<NetworkKey>) -> impl Strategy<Value = InFlight> {
         0u8..6,
         0..HEIGHTS,
         0..HEIGHTS,
+        prop::option::of(0u8..6),
     )
-        .prop_map(|(family, key, latest, made_at, since)| InFlight {
+        .prop_map(|(family, key, latest, made_at, since, child)| InFlight {
             family: pool_plan(family),
             key,
             latest: pool_plan(latest),
             made_at,
             since,
+            child: child.map(pool_plan),
         })
 }
 

@@ -156,6 +156,27 @@ impl Chain {
                 left.push(transaction);
             }
         }
+        // A child paying for its parents (CPFP): a transaction left out whose package (it and
+        // its ancestors left out) pays the floor takes them all in, parents first.
+        while let Some(package) =
+            (0..left.len())
+                .map(|index| package_of(&left, index))
+                .find(|package| {
+                    let members: Vec<&Transaction> = package.iter().map(|at| &left[*at]).collect();
+                    package_pays(&created, &spent, &members, floor)
+                })
+        {
+            for at in package.iter().rev() {
+                let transaction = left.remove(*at);
+                included.push(transaction);
+            }
+            let start = included.len() - package.len();
+            included[start..].reverse();
+            for transaction in &included[start..] {
+                add_outputs(&mut created, transaction);
+                spent.extend(transaction.input.iter().map(|input| input.previous_output));
+            }
+        }
         self.mempool = left;
         let parent = self.blocks.last().map_or([0; 32], |block| block.hash);
         let height = self.blocks.len() as u64;
@@ -341,6 +362,59 @@ fn fee_of(created: &BTreeMap<OutPoint, Option<u64>>, transaction: &Transaction) 
         .iter()
         .try_fold(0_u64, |sum, output| sum.checked_add(output.value.to_sat()))?;
     spent.checked_sub(paid)
+}
+
+/// The indices in `pool` of the transaction at `index` and its ancestors there, ascending
+/// (parents first: a transaction enters the mempool after what it spends from).
+fn package_of(pool: &[Transaction], index: usize) -> Vec<usize> {
+    let txids: Vec<Txid> = pool.iter().map(Transaction::compute_txid).collect();
+    let mut package = BTreeSet::from([index]);
+    let mut next = vec![index];
+    while let Some(at) = next.pop() {
+        for input in &pool[at].input {
+            if let Some(parent) = txids
+                .iter()
+                .position(|txid| *txid == input.previous_output.txid)
+            {
+                if package.insert(parent) {
+                    next.push(parent);
+                }
+            }
+        }
+    }
+    package.into_iter().collect()
+}
+
+/// Whether `package` (parents first) can be mined on top of `created` with nothing in `spent`
+/// spent again, paying at least `floor` sat/vB over the whole package.
+fn package_pays(
+    created: &BTreeMap<OutPoint, Option<u64>>,
+    spent: &BTreeSet<OutPoint>,
+    package: &[&Transaction],
+    floor: u64,
+) -> bool {
+    let mut own = BTreeMap::new();
+    for transaction in package {
+        add_outputs(&mut own, transaction);
+    }
+    let (mut fee, mut size) = (0_u64, 0_u64);
+    for transaction in package {
+        let mut values = BTreeMap::new();
+        for input in &transaction.input {
+            let outpoint = input.previous_output;
+            let value = created.get(&outpoint).or_else(|| own.get(&outpoint));
+            match value {
+                Some(value) if !spent.contains(&outpoint) => values.insert(outpoint, *value),
+                _ => return false,
+            };
+        }
+        let Some(paid) = fee_of(&values, transaction) else {
+            return false;
+        };
+        fee = fee.saturating_add(paid);
+        size = size.saturating_add(vsize(transaction));
+    }
+    fee >= floor.saturating_mul(size)
 }
 
 fn vsize(transaction: &Transaction) -> u64 {

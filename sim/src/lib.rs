@@ -120,6 +120,9 @@ pub struct Report {
     pub replaced: u64,
     /// Conflicting spends of plan inputs injected.
     pub conflicts: u64,
+    /// Children paying for stuck plans (CPFP) made, by the validator that made the most (a
+    /// Serai block a crash interrupted is handled again, and counted again).
+    pub children: u64,
     /// The final chain's tip: two runs of a seed end on the same chain.
     pub tip: String,
 }
@@ -220,6 +223,8 @@ struct Validator {
     store: Option<MemoryStore>,
     enclave: Rc<SimEnclave>,
     node_down: Rc<Cell<bool>>,
+    /// Its processor's metrics, kept across its restarts for the report.
+    metrics: ProcessorMetrics,
     /// Steps until the processor comes back (0: up).
     down_for: u64,
     enclave_down_for: u64,
@@ -369,6 +374,7 @@ impl World {
                 store: Some(MemoryStore::new()),
                 enclave: Rc::new(enclave),
                 node_down: Rc::new(Cell::new(false)),
+                metrics: ProcessorMetrics::new(&prometheus::Registry::new()).map_err(failed)?,
                 down_for: 0,
                 enclave_down_for: 0,
                 node_down_for: 0,
@@ -416,7 +422,7 @@ impl World {
             CONFIRMATIONS,
             ScannerMetrics::new().map_err(failed)?,
         );
-        let metrics = ProcessorMetrics::new(&prometheus::Registry::new()).map_err(failed)?;
+        let metrics = validator.metrics.clone();
         validator.processor = Some(Processor::new(
             scanner,
             bitcoin::Network::Regtest,
@@ -484,6 +490,12 @@ impl World {
             })
             .collect();
         self.report.replaced = replacements.len() as u64;
+        self.report.children = self
+            .validators
+            .iter()
+            .map(|validator| validator.metrics.plan_children.get())
+            .max()
+            .unwrap_or(0);
         self.report.tip = self
             .chain
             .borrow()
@@ -701,6 +713,10 @@ impl World {
         };
         let amount = if self.rng.chance(100) {
             self.rng.between(1_000, DUST.to_sat() - 1)
+        } else if self.rng.chance(100) {
+            // Just above dust: once paid, no replacement keeps the payment, so a child pays
+            // for its transaction when it is stuck.
+            self.rng.between(DUST.to_sat(), DUST.to_sat() + 4_000)
         } else {
             self.rng.between(PAYABLE, (spendable / 4).max(PAYABLE))
         };
@@ -1021,9 +1037,11 @@ impl World {
         Ok(())
     }
 
-    /// A transaction no enclave signed spends the first input of an open plan (a key
-    /// compromised, or a defect), and is mined at once: it pays the input back to our change
-    /// address less a fee. The processors count the conflict, take the plan back at the next
+    /// A transaction no enclave signed spends every input of an open plan (a key compromised,
+    /// or a defect), and is mined at once: it pays them back to our change address less a fee.
+    /// (A conflict spending only some inputs would leave the others out of the pool for good,
+    /// a known gap: the enclaves sign them into no other family, and the burns they were to pay
+    /// could wait forever.) The processors count the conflict, take the plan back at the next
     /// Serai block and pay its payments again; every invariant still holds, and every payable
     /// burn is paid once by the end.
     fn conflicting_spend(&mut self) {
@@ -1044,34 +1062,44 @@ impl World {
         else {
             return;
         };
-        let Some(input) = self
+        let Some(plan) = self
             .validators
             .iter()
             .find_map(|validator| validator.plan(&id))
-            .and_then(|plan| plan.inputs.first().copied())
         else {
             return;
         };
-        let outpoint = OutPoint {
-            txid: Txid::from_byte_array(input.id.txid.0),
-            vout: input.id.vout,
-        };
-        let Some(back) = input.amount.to_sat().checked_sub(10_000) else {
+        let outpoints: Vec<OutPoint> = plan
+            .inputs
+            .iter()
+            .map(|input| OutPoint {
+                txid: Txid::from_byte_array(input.id.txid.0),
+                vout: input.id.vout,
+            })
+            .collect();
+        let total: u64 = plan.inputs.iter().map(|input| input.amount.to_sat()).sum();
+        let Some(back) = total.checked_sub(10_000) else {
             return;
         };
         let mut chain = self.chain.borrow_mut();
-        if chain.spent_in_blocks(&outpoint) {
+        if outpoints
+            .iter()
+            .any(|outpoint| chain.spent_in_blocks(outpoint))
+        {
             return;
         }
         let conflict = Transaction {
             version: Version::TWO,
             lock_time: LockTime::ZERO,
-            input: vec![TxIn {
-                previous_output: outpoint,
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::new(),
-            }],
+            input: outpoints
+                .into_iter()
+                .map(|previous_output| TxIn {
+                    previous_output,
+                    script_sig: ScriptBuf::new(),
+                    sequence: Sequence::MAX,
+                    witness: Witness::new(),
+                })
+                .collect(),
             output: vec![TxOut {
                 value: BtcAmount::from_sat(back),
                 script_pubkey: self.scripts.script(OutputKind::Change).clone(),

@@ -10,7 +10,9 @@
 //! (re-attempted; paid exactly once), and a coordinator whose queue is rewound (the link halts
 //! instead of handling anything twice). Fee bumping: a payout held out of blocks is replaced at
 //! a higher fee after `STUCK_AFTER_BLOCKS`, the replacement confirms and the burn is paid once;
-//! and the original confirming after its replacement was signed settles the family just once.
+//! the original confirming after its replacement was signed settles the family just once; and a
+//! payout no replacement can bump is paid for by a child spending its change (CPFP), both
+//! confirm together, and the next payout spends the child's change.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(
@@ -674,4 +676,218 @@ fn an_original_confirming_after_its_replacement_was_signed_settles_the_family_on
             0.0
         );
     }
+}
+
+/// The fee rate the scheduler plans at when Serai acknowledges `block`: its median (Core's
+/// `getblockstats`), as the scanner reads it.
+fn plan_rate_at(devnet: &Devnet, block: schema::hashes::BlockHash) -> u64 {
+    let hash = bitcoin::BlockHash::from_byte_array(block.0).to_string();
+    let stats = devnet
+        .node
+        .rpc(
+            "getblockstats",
+            json!([hash, ["txs", "feerate_percentiles"]]),
+        )
+        .unwrap();
+    let median = scanner::chain::core_answers::median_fee_rate(&stats).unwrap();
+    schema::protocol::plan_fee_rate(median.map(schema::transaction::FeeRate)).0
+}
+
+#[test]
+fn a_payout_no_replacement_can_bump_is_paid_for_by_a_child_and_paid_once() {
+    use schema::{
+        plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
+        protocol::DUST,
+        taproot::KeyScripts,
+        transaction::{build, Built, FeeRate},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut devnet = Devnet::start(dir.path(), 3, 4).unwrap();
+    let (pair, funded) = keyed_and_funded(&mut devnet);
+    let dave = TestWallet::new([0x0a; 32]).unwrap();
+
+    // A burn its payment bears the fee of down to 20 sat above dust: a replacement outbidding
+    // the transaction by the relay fee would take the payment below dust, so none is made.
+    let rate = plan_rate_at(&devnet, funded.batch.block);
+    let shaped = |amount: u64| Plan {
+        key: pair.network_key,
+        inputs: vec![PlanInput {
+            id: OutputId {
+                txid: TransactionId([0; 32]),
+                vout: 0,
+            },
+            kind: OutputKind::External,
+            amount: SeraiAmount::from_sat(2_500_000).unwrap(),
+        }],
+        payments: vec![Payment {
+            address: PaymentAddress::new(dave.script_pubkey()).unwrap(),
+            data: None,
+            amount: SeraiAmount::from_sat(amount).unwrap(),
+        }],
+        change: Some(pair.network_key),
+        fee_rate: FeeRate(rate),
+        replaces: None,
+    };
+    let Ok(Built::Transaction(probe)) = build(&shaped(100_000)) else {
+        panic!("the payout's shape builds");
+    };
+    let amount = DUST.to_sat() + probe.fee.to_sat() + 20;
+    let ack = burn(&devnet, &pair, &dave, amount, &devnet.all());
+    let parent_plan = ack.plans[0];
+    let parent = devnet
+        .sign_plan(
+            PlanSignId {
+                key: pair.network_key,
+                id: parent_plan,
+                attempt: Attempt(0),
+            },
+            &[p(1), p(2), p(3)],
+        )
+        .unwrap();
+    let parent_id: Txid = txid_hex(&parent).parse().unwrap();
+    let raw = devnet
+        .node
+        .rpc("getrawtransaction", json!([parent_id.to_string()]))
+        .unwrap();
+    let signed: bitcoin::Transaction =
+        bitcoin::consensus::encode::deserialize_hex(raw.as_str().unwrap()).unwrap();
+    let change_script = KeyScripts::derive(&pair.network_key)
+        .unwrap()
+        .script(OutputKind::Change)
+        .clone();
+    let change_vout = signed
+        .output
+        .iter()
+        .position(|output| output.script_pubkey == change_script)
+        .unwrap();
+    // Its fee taken away in the miner's eyes: it pays nothing a block template takes alone.
+    devnet
+        .node
+        .prioritise(&parent_id, -i64::try_from(probe.fee.to_sat()).unwrap())
+        .unwrap();
+    devnet.mine(16).unwrap();
+    include_built_batches(&devnet);
+    assert!(
+        devnet.node.in_mempool(&parent_id).unwrap(),
+        "held out of blocks"
+    );
+
+    // The Serai block STUCK_AFTER_BLOCKS on proposes a child, not a replacement.
+    let stuck_at = std::time::Instant::now();
+    let ack = devnet
+        .substrate_block(2, &pair, Vec::new(), &devnet.all())
+        .unwrap();
+    assert_eq!(ack.plans.len(), 1, "the child, nothing else");
+    let child_plan = ack.plans[0];
+    for validator in &devnet.validators {
+        assert_eq!(
+            validator
+                .scanner_metric("processor_plan_children_total")
+                .unwrap(),
+            1.0
+        );
+        assert_eq!(
+            validator
+                .scanner_metric("processor_plan_replacements_total")
+                .unwrap(),
+            0.0
+        );
+    }
+    devnet.acknowledge(&ack).unwrap();
+    let child = devnet
+        .sign_plan(
+            PlanSignId {
+                key: pair.network_key,
+                id: child_plan,
+                attempt: Attempt(0),
+            },
+            &[p(2), p(3), p(4)],
+        )
+        .unwrap();
+    let child_id: Txid = txid_hex(&child).parse().unwrap();
+    let raw = devnet
+        .node
+        .rpc("getrawtransaction", json!([child_id.to_string()]))
+        .unwrap();
+    let spending: bitcoin::Transaction =
+        bitcoin::consensus::encode::deserialize_hex(raw.as_str().unwrap()).unwrap();
+    // The child spends the stuck transaction's change, back to our change address.
+    assert_eq!(spending.input.len(), 1);
+    assert_eq!(
+        spending.input[0].previous_output,
+        bitcoin::OutPoint {
+            txid: parent_id,
+            vout: u32::try_from(change_vout).unwrap()
+        }
+    );
+    assert_eq!(spending.output.len(), 1);
+    assert_eq!(spending.output[0].script_pubkey, change_script);
+
+    // The next block takes both: the child's fee lifts the package above the miner's floor.
+    devnet.mine(1).unwrap();
+    assert!(!devnet.node.in_mempool(&parent_id).unwrap());
+    assert!(!devnet.node.in_mempool(&child_id).unwrap());
+    eprintln!(
+        "stuck (the Serai block sent) to the child's and its parent's first confirmation: {:?}",
+        stuck_at.elapsed()
+    );
+    devnet
+        .mine(u32::try_from(CONFIRMATIONS).unwrap() - 1)
+        .unwrap();
+    let paid = paid_to(&devnet, &dave);
+    assert_eq!(paid, vec![(parent_id, DUST.to_sat() + 20)]);
+    family_settled_by(&devnet, [parent_plan, parent_plan], parent);
+    family_settled_by(&devnet, [child_plan, child_plan], child);
+
+    // The next Serai block finds both landed; the one after pays a new burn from the child's
+    // change (the parent's, which the child spent, never joined the pool).
+    devnet.mine(8).unwrap();
+    include_built_batches(&devnet);
+    let ack = devnet
+        .substrate_block(3, &pair, Vec::new(), &devnet.all())
+        .unwrap();
+    assert!(ack.plans.is_empty());
+    for validator in &devnet.validators {
+        assert_eq!(
+            validator.scanner_metric("processor_plans_stuck").unwrap(),
+            0.0
+        );
+    }
+    let erin = TestWallet::new([0x0e; 32]).unwrap();
+    let ack = devnet
+        .substrate_block(
+            4,
+            &pair,
+            vec![OutInstructionWithBalance {
+                address: erin.address().to_string().into_bytes(),
+                data: None,
+                amount: SeraiAmount::from_sat(500_000).unwrap(),
+            }],
+            &devnet.all(),
+        )
+        .unwrap();
+    assert_eq!(ack.plans.len(), 1);
+    devnet.acknowledge(&ack).unwrap();
+    let next = devnet
+        .sign_plan(
+            PlanSignId {
+                key: pair.network_key,
+                id: ack.plans[0],
+                attempt: Attempt(0),
+            },
+            &[p(1), p(3), p(4)],
+        )
+        .unwrap();
+    let next_id: Txid = txid_hex(&next).parse().unwrap();
+    let raw = devnet
+        .node
+        .rpc("getrawtransaction", json!([next_id.to_string()]))
+        .unwrap();
+    let next_tx: bitcoin::Transaction =
+        bitcoin::consensus::encode::deserialize_hex(raw.as_str().unwrap()).unwrap();
+    assert_eq!(next_tx.input.len(), 1);
+    assert_eq!(next_tx.input[0].previous_output.txid, child_id);
+    devnet.mine(u32::try_from(CONFIRMATIONS).unwrap()).unwrap();
+    assert_eq!(paid_to(&devnet, &erin).len(), 1);
+    assert_eq!(paid_to(&devnet, &dave).len(), 1);
 }

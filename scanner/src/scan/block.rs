@@ -10,6 +10,7 @@ use schema::{
     ids::NetworkId,
     keys::NetworkKey,
     messages::{sign, ProcessorMessage},
+    plan::OutputId,
     protocol::EMPTY_BATCH_INTERVAL,
 };
 
@@ -108,14 +109,19 @@ pub fn scan_block<V: ScanView + ?Sized, B: BlockView, T: OutputTyping>(
     let mut outcomes = Vec::new();
     if first_visit {
         let mut settled = BTreeSet::new();
+        // Ours although the store does not know them yet: a child (CPFP) confirmed beside its
+        // parent spends the parent's change in the block that creates it.
+        let created_here: BTreeSet<OutputId> =
+            received.outputs.iter().map(|output| output.id).collect();
         for transaction in block.transactions() {
             let mut ours = Vec::new();
             for input in transaction.spends() {
+                let made_here = created_here.contains(&input);
                 // Almost no input is watched: one check from memory, then the exact answers.
-                if !view.watches(&input)? {
+                if !made_here && !view.watches(&input)? {
                     continue;
                 }
-                if view.is_ours(&input)? {
+                if made_here || view.is_ours(&input)? {
                     ours.push(input);
                 }
                 let Some(eventuality) = view.eventuality_spending(&input)? else {
@@ -160,4 +166,78 @@ pub fn scan_block<V: ScanView + ?Sized, B: BlockView, T: OutputTyping>(
         received,
         outcomes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use schema::{amount::Amount, hashes::TransactionId, taproot::KeyScripts};
+
+    use super::*;
+    use crate::{
+        chain::{ChainBlock, ChainOutput, ChainTransaction},
+        store::{memory::MemoryStore, ScanStore},
+    };
+
+    fn key() -> NetworkKey {
+        NetworkKey::from_slice(
+            &bitcoin::secp256k1::PublicKey::from_secret_key(
+                &bitcoin::secp256k1::Secp256k1::new(),
+                &bitcoin::secp256k1::SecretKey::from_slice(&[9; 32]).unwrap(),
+            )
+            .serialize(),
+        )
+        .unwrap()
+    }
+
+    /// A child confirmed beside its parent spends the parent's change in the block creating it:
+    /// the spend is recorded (with the block's height), as one of an older output of ours is.
+    #[test]
+    fn a_spend_of_an_output_made_in_the_same_block_is_recorded() {
+        let store = MemoryStore::new();
+        let scripts = KeyScripts::derive(&key()).unwrap();
+        let change = scripts.script(schema::plan::OutputKind::Change).to_bytes();
+        let parent = ChainTransaction {
+            id: TransactionId([1; 32]),
+            inputs: vec![OutputId {
+                txid: TransactionId([7; 32]),
+                vout: 0,
+            }],
+            outputs: vec![ChainOutput {
+                script: change.clone(),
+                amount: Amount::from_sat(500_000).unwrap(),
+            }],
+            data: None,
+        };
+        let made = OutputId {
+            txid: parent.id,
+            vout: 0,
+        };
+        let child = ChainTransaction {
+            id: TransactionId([2; 32]),
+            inputs: vec![made],
+            outputs: vec![ChainOutput {
+                script: change,
+                amount: Amount::from_sat(490_000).unwrap(),
+            }],
+            data: None,
+        };
+        let block = ChainBlock {
+            height: 0,
+            hash: [3; 32],
+            parent: [0; 32],
+            time: 0,
+            transactions: vec![parent, child.clone()],
+        };
+        let scanned = ScannedKey {
+            key: key(),
+            activation: 0,
+            next: 0,
+        };
+        let scan = scan_block(&store, NetworkId::Bitcoin, &block, &[(scanned, scripts)]).unwrap();
+        store.apply(&scan.changes).unwrap();
+        let spend = store.spent_by(&made).unwrap().unwrap();
+        assert_eq!((spend.height, spend.transaction.id), (0, child.id));
+    }
 }

@@ -1,6 +1,6 @@
-//! Fee bumping by replacement (RBF): the replacement a stuck plan gets, or why it gets none.
-//! Pure and deterministic: every validator asks it at the same Serai block with the same plan
-//! and market rate, and gets the same replacement with the same id.
+//! Fee bumping: the replacement (RBF) or the child (CPFP) a stuck plan gets, or why it gets
+//! none. Pure and deterministic: every validator asks it at the same Serai block with the same
+//! plan and market rate, and gets the same plan with the same id.
 //!
 //! A replacement is the latest member of a family rebuilt at `bump_fee_rate` (the market rate,
 //! at least a quarter above the stuck rate, at most twice the higher of the market and the
@@ -9,9 +9,17 @@
 //! cross a fee cap, the highest rate below it that does neither is taken, if it still outbids
 //! the stuck transaction. Its transaction is checked here as the enclave checks it: it pays as
 //! the stuck one, outbids it (BIP125), and stays within the protocol's fee caps.
+//!
+//! A child (`child`) is for what cannot be replaced but has change: a plan paying no one, which
+//! spends the stuck transaction's change back to our change address at the rate that lifts the
+//! two together (the package a miner scores) to the same `bump_fee_rate`. RBF is the rule
+//! whenever it is possible: it costs less (the package pays for one transaction, not two) and
+//! its fee is borne by the payments as every plan's is, while a child's is an operating cost.
 
+use bitcoin::hashes::Hash;
 use schema::{
-    plan::{OutputKind, Plan},
+    hashes::TransactionId,
+    plan::{OutputId, OutputKind, Plan, PlanInput},
     protocol::{bump_fee_rate, outbids, FeeCaps},
     taproot::DerivedKey,
     transaction::{build, Built, BuiltTransaction, FeeRate},
@@ -34,16 +42,23 @@ pub enum Held {
     NoRate,
     /// The plan yields no transaction (a defect: every plan made does).
     Unbuildable,
+    /// It cannot be replaced and has no change a child could spend.
+    NoChange,
+    /// A child already pays for it (CPFP): a replacement would evict the child, and one child
+    /// is all a family gets.
+    ChildPays,
 }
 
 impl Held {
     /// Every reason, for a gauge per reason.
-    pub const ALL: [Held; 5] = [
+    pub const ALL: [Held; 7] = [
         Held::AtCeiling,
         Held::FundsBranch,
         Held::PaysNoOne,
         Held::NoRate,
         Held::Unbuildable,
+        Held::NoChange,
+        Held::ChildPays,
     ];
 
     /// The metric label and log word.
@@ -54,6 +69,8 @@ impl Held {
             Held::PaysNoOne => "pays_no_one",
             Held::NoRate => "no_rate",
             Held::Unbuildable => "unbuildable",
+            Held::NoChange => "no_change",
+            Held::ChildPays => "child_pays",
         }
     }
 }
@@ -105,6 +122,68 @@ pub fn replacement(stuck: &Plan, market: FeeRate, caps: &FeeCaps) -> Result<Plan
         Some((plan, transaction)) if outbids(&stuck_built, &transaction) => Ok(plan),
         _ => Err(Held::NoRate),
     }
+}
+
+/// The child paying for `stuck` (its family's only member, which no replacement can bump) when
+/// plans are made at `market`: one input, the stuck transaction's change, and no payments; its
+/// change returns to the same key. Its fee rate lifts the package (the stuck transaction and
+/// the child) to `bump_fee_rate`, or to the highest package rate below that the child's fee
+/// caps and its change above dust allow, provided the child still pays more per vbyte than
+/// the stuck transaction (otherwise it lifts nothing).
+///
+/// # Errors
+/// Why it gets none.
+pub fn child(stuck: &Plan, market: FeeRate, caps: &FeeCaps) -> Result<Plan, Held> {
+    let parent = built(stuck).ok_or(Held::Unbuildable)?;
+    let (vout, amount) = parent.change.ok_or(Held::NoChange)?;
+    let change = stuck.change.ok_or(Held::NoChange)?;
+    let original = stuck
+        .replaces
+        .map_or(stuck.fee_rate, |replaces| replaces.fee_rate);
+    let target = bump_fee_rate(stuck.fee_rate, market, original).ok_or(Held::AtCeiling)?;
+    let at = |rate: u64| Plan {
+        key: stuck.key,
+        inputs: vec![PlanInput {
+            id: OutputId {
+                txid: TransactionId(parent.transaction.compute_txid().to_byte_array()),
+                vout,
+            },
+            kind: OutputKind::Change,
+            amount,
+        }],
+        payments: Vec::new(),
+        change: Some(change),
+        fee_rate: FeeRate(rate),
+        replaces: None,
+    };
+    let keeps = |rate: u64| -> bool {
+        built(&at(rate)).is_some_and(|transaction| {
+            transaction.change.is_some() && caps.check(FeeRate(rate), &transaction).is_ok()
+        })
+    };
+    // The child's size does not depend on its rate while it keeps its change.
+    let child_vsize = built(&at(stuck.fee_rate.0))
+        .filter(|transaction| transaction.change.is_some())
+        .ok_or(Held::NoRate)?
+        .signed_vsize();
+    let package = parent.signed_vsize().saturating_add(child_vsize);
+    let wanted = target
+        .0
+        .saturating_mul(package)
+        .saturating_sub(parent.fee.to_sat())
+        .div_ceil(child_vsize.max(1));
+    let (mut low, mut high) = (stuck.fee_rate.0, wanted);
+    let mut best = None;
+    while low < high {
+        let middle = high - (high - low) / 2;
+        if keeps(middle) {
+            best = Some(middle);
+            low = middle;
+        } else {
+            high = middle - 1;
+        }
+    }
+    best.map(at).ok_or(Held::NoRate)
 }
 
 fn built(plan: &Plan) -> Option<BuiltTransaction> {
@@ -287,6 +366,95 @@ mod tests {
         assert_eq!(
             replacement(&at_dust, FeeRate(40), &FeeCaps::PROTOCOL),
             Err(Held::NoRate)
+        );
+    }
+
+    /// The package a child and its parent make: their fees over their sizes, in sat/vB.
+    fn package_rate(parent: &Plan, child: &Plan) -> f64 {
+        let (parent, child) = (built(parent).unwrap(), built(child).unwrap());
+        (parent.fee.to_sat() + child.fee.to_sat()) as f64
+            / (parent.signed_vsize() + child.signed_vsize()) as f64
+    }
+
+    #[test]
+    fn a_child_spends_the_stuck_change_and_lifts_the_package_to_the_bump_rate() {
+        // Paid at dust: no replacement keeps the payment, so a child pays for it.
+        let fee = built(&plan(1_000_000, &[(payee(1), 50_000)], 5))
+            .unwrap()
+            .fee;
+        let stuck = plan(1_000_000, &[(payee(1), DUST.to_sat() + fee.to_sat())], 5);
+        assert_eq!(
+            replacement(&stuck, FeeRate(40), &FeeCaps::PROTOCOL),
+            Err(Held::NoRate)
+        );
+        let paid_for = child(&stuck, FeeRate(40), &FeeCaps::PROTOCOL).unwrap();
+        let parent = built(&stuck).unwrap();
+        let (vout, change) = parent.change.unwrap();
+        assert_eq!(
+            paid_for.inputs,
+            vec![PlanInput {
+                id: OutputId {
+                    txid: TransactionId(parent.transaction.compute_txid().to_byte_array()),
+                    vout,
+                },
+                kind: OutputKind::Change,
+                amount: change,
+            }]
+        );
+        assert!(paid_for.payments.is_empty());
+        assert_eq!(paid_for.change, Some(key()));
+        assert_eq!(paid_for.replaces, None);
+        // The package pays the bump rate (40: the market, above a quarter more than 5), to
+        // within the child's rounding up to a whole sat/vB.
+        let lifted = package_rate(&stuck, &paid_for);
+        assert!((40.0..41.0).contains(&lifted), "{lifted}");
+        assert!(paid_for.fee_rate > FeeRate(40));
+        // Deterministic: every validator makes the same child.
+        assert_eq!(
+            child(&stuck, FeeRate(40), &FeeCaps::PROTOCOL).unwrap().id(),
+            paid_for.id()
+        );
+    }
+
+    #[test]
+    fn a_child_is_cut_to_its_fee_share_and_refused_when_it_would_lift_nothing() {
+        // 30,000 sat of change: its 5% share (1,500 sat) over ~110 vB cannot lift the package
+        // to 40, but lifts it as far as the share allows.
+        let small = plan(1_000_000, &[(payee(1), 965_000)], 5);
+        let (_, change) = built(&small).unwrap().change.unwrap();
+        assert!(change.to_sat() < 40_000, "{change:?}");
+        let cut = child(&small, FeeRate(40), &FeeCaps::PROTOCOL).unwrap();
+        let cut_built = built(&cut).unwrap();
+        assert!(FeeCaps::PROTOCOL.check(cut.fee_rate, &cut_built).is_ok());
+        assert!(FeeCaps::PROTOCOL
+            .check(
+                FeeRate(cut.fee_rate.0 + 1),
+                &built(&Plan {
+                    fee_rate: FeeRate(cut.fee_rate.0 + 1),
+                    ..cut.clone()
+                })
+                .unwrap()
+            )
+            .is_err());
+        let lifted = package_rate(&small, &cut);
+        assert!(lifted > 5.0 && lifted < 40.0, "{lifted}");
+        // Change 50 sat above dust (payments bear the fee): a child at any rate above the
+        // stuck one leaves less.
+        let no_room = plan(1_000_000, &[(payee(1), 1_000_000 - DUST.to_sat() - 50)], 2);
+        assert_eq!(
+            built(&no_room).unwrap().change.unwrap().1.to_sat(),
+            DUST.to_sat() + 50
+        );
+        assert_eq!(
+            child(&no_room, FeeRate(40), &FeeCaps::PROTOCOL),
+            Err(Held::NoRate)
+        );
+        // No change at all: nothing for a child to spend.
+        let whole = plan(1_000_000, &[(payee(1), 999_000)], 5);
+        assert_eq!(built(&whole).unwrap().change, None);
+        assert_eq!(
+            child(&whole, FeeRate(40), &FeeCaps::PROTOCOL),
+            Err(Held::NoChange)
         );
     }
 }

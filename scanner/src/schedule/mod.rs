@@ -9,10 +9,11 @@
 //!
 //! One scheduler per key. Each call to `schedule`:
 //!
-//! 1. matches new Branch outputs to the branch groups waiting for them (by exact amount, oldest
-//!    group first); a matched output is *funded*: the difference between the group's sum and
-//!    the output's amount (the fee share the parent transaction took) is spread over the
-//!    group's payments. Every other output joins the pool;
+//! 1. drops new outputs a child (CPFP, `pays_for`) already spent; matches new Branch outputs to
+//!    the branch groups waiting for them (by exact amount, oldest group first); a matched output
+//!    is *funded*: the difference between the group's sum and the output's amount (the fee
+//!    share the parent transaction took) is spread over the group's payments. Every other
+//!    output joins the pool;
 //! 2. queues new payments (dropping those below `DUST`);
 //! 3. makes the child plan of every funded branch whose transaction is within the caps at this
 //!    fee rate, and pays every payment in it (oldest first; the others wait);
@@ -30,7 +31,8 @@
 //! At most `MAX_SCHEDULED_PER_BLOCK` plans come out of one call; what is left waits for the next.
 //!
 //! **Operating costs.** Fees no user payment bears (aggregations, a branch output's share of
-//! its parent's fee until its children are charged, change too small to keep) are carried as
+//! its parent's fee until its children are charged, change too small to keep, a CPFP child's
+//! fee) are carried as
 //! operating costs and recovered from later payments: each paid payment is charged at most its
 //! own fee share again, never below `DUST`. The value of dropped payments stays with us and
 //! offsets them, so the carried balance can be negative (a surplus). The books balance at every
@@ -46,7 +48,7 @@ use schema::{
     amount::Amount,
     keys::NetworkKey,
     limits::MAX_SCHEDULED_PER_BLOCK,
-    plan::{OutputKind, Payment, PaymentAddress, Plan, PlanInput},
+    plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
     protocol::{FeeCaps, DUST, MAX_INPUTS, MAX_OUTPUTS, MIN_FEE_RATE},
     taproot::{DerivedKey, KeyDerivationError},
     transaction::{build, BuildError, Built, BuiltTransaction, FeeRate, PaymentOutcome},
@@ -174,6 +176,14 @@ pub enum SchedulerError {
     NoTransaction,
 }
 
+/// The fee of a child (CPFP), which no payment bears.
+fn child_fee(child: &Plan) -> Result<Amount, SchedulerError> {
+    match build(child)? {
+        Built::Transaction(built) => Ok(built.fee),
+        Built::NoTransaction { .. } => Err(SchedulerError::NoTransaction),
+    }
+}
+
 /// The scheduler's whole state, for one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scheduler {
@@ -184,6 +194,9 @@ pub struct Scheduler {
     branches: Vec<BranchGroup>,
     funded: Vec<FundedBranch>,
     carried: Carried,
+    /// Outputs a child (CPFP) spent before they were acknowledged: when one arrives, it does
+    /// not join the pool.
+    claimed: Vec<OutputId>,
 }
 
 /// A plan's payments: each a user payment or the branch payment of a group.
@@ -235,6 +248,7 @@ impl Scheduler {
             branches: Vec::new(),
             funded: Vec::new(),
             carried: Carried::default(),
+            claimed: Vec::new(),
         }
     }
 
@@ -256,7 +270,14 @@ impl Scheduler {
             branches,
             funded,
             carried,
+            claimed: Vec::new(),
         }
+    }
+
+    /// The same state, with `claimed` outputs spent by children before they arrived.
+    #[must_use]
+    pub fn claiming(self, claimed: Vec<OutputId>) -> Self {
+        Scheduler { claimed, ..self }
     }
 
     /// The same state, planning under `limits` from now on: the protocol's limits of the
@@ -300,6 +321,38 @@ impl Scheduler {
     /// Operating costs not yet recovered (negative: a surplus).
     pub fn carried(&self) -> Carried {
         self.carried
+    }
+
+    /// Outputs spent by children (CPFP) before they were acknowledged, oldest first.
+    pub fn claimed(&self) -> &[OutputId] {
+        &self.claimed
+    }
+
+    /// Takes a child (CPFP) made for a stuck plan: the parent's change it spends will not join
+    /// the pool when it arrives (the child's change comes instead), and its fee, which no
+    /// payment bears, is carried as an operating cost.
+    ///
+    /// # Errors
+    /// The child does not build.
+    pub fn pays_for(&mut self, child: &Plan) -> Result<(), SchedulerError> {
+        let fee = child_fee(child)?;
+        self.carried.add(fee);
+        self.claimed
+            .extend(child.inputs.iter().map(|input| input.id));
+        Ok(())
+    }
+
+    /// Undoes `pays_for` for a child whose parent never confirms (a conflict spent the parent's
+    /// inputs): the change it was to spend never comes, nor does its own.
+    ///
+    /// # Errors
+    /// The child does not build.
+    pub fn child_void(&mut self, child: &Plan) -> Result<(), SchedulerError> {
+        let fee = child_fee(child)?;
+        self.carried.sub(fee);
+        self.claimed
+            .retain(|claimed| child.inputs.iter().all(|input| input.id != *claimed));
+        Ok(())
     }
 
     /// Records a burn that cannot become a payment (its address is not one we can pay): its
@@ -398,6 +451,14 @@ impl Scheduler {
         call: &mut Call<'_>,
     ) -> Result<(), SchedulerError> {
         for output in outputs {
+            if let Some(index) = self
+                .claimed
+                .iter()
+                .position(|claimed| *claimed == output.id)
+            {
+                self.claimed.remove(index);
+                continue;
+            }
             let matched = (output.kind == OutputKind::Branch)
                 .then(|| {
                     self.branches

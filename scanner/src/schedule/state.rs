@@ -1,7 +1,7 @@
 //! The scheduler's state as bytes, for RocksDB: a small versioned format, written in full
 //! after every change (one value per key) and read back exactly.
 //!
-//! Format, version 2 (integers little endian):
+//! Format, version 3 (integers little endian):
 //!
 //! ```text
 //! u8 version | key (33) | u32 max_inputs | u32 max_outputs
@@ -10,12 +10,14 @@
 //! u32 n, n payments: see below
 //! u32 n, n groups:   u64 expected | u32 m, m payments
 //! u32 n, n funded:   output | u32 m, m payments
+//! u32 n, n claimed:  txid (32) | u32 vout
 //! output: txid (32) | u32 vout | u8 kind (0 external, 1 branch, 2 change) | u64 amount
 //! payment: u8 script length | script | u8 has data | (u16 length | data) | u64 amount
 //! ```
 //!
-//! Version 1 (the same without the caps, the carried costs and the funded branches) is still
-//! read: the caps become the protocol's, and nothing is carried or funded.
+//! Versions 1 (without the caps, the carried costs, the funded branches and the claimed outputs)
+//! and 2 (without the claimed outputs) are still read: the caps become the protocol's, and
+//! nothing is carried, funded or claimed that the version does not hold.
 //!
 //! Reading checks every count against the bytes left before allocating, and every value's
 //! domain, so a damaged database gives an error, never a panic or a huge allocation.
@@ -34,8 +36,11 @@ use thiserror::Error;
 
 use crate::schedule::{BranchGroup, Carried, FundedBranch, Limits, Output, Scheduler};
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+const VERSION_2: u8 = 2;
 const VERSION_1: u8 = 1;
+/// Bytes of one encoded claimed output.
+const CLAIMED_LEN: usize = 32 + 4;
 /// Bytes of one encoded output.
 const OUTPUT_LEN: usize = 32 + 4 + 1 + 8;
 /// The fewest bytes one encoded payment takes (empty script, no data).
@@ -85,6 +90,11 @@ pub fn encode(scheduler: &Scheduler) -> Vec<u8> {
         put_output(&mut out, &funded.output);
         put_payments(&mut out, funded.payments.iter());
     }
+    put_len(&mut out, scheduler.claimed().len());
+    for claimed in scheduler.claimed() {
+        out.extend_from_slice(claimed.txid.as_bytes());
+        out.extend_from_slice(&claimed.vout.to_le_bytes());
+    }
     out
 }
 
@@ -106,7 +116,7 @@ fn put_output(out: &mut Vec<u8>, output: &Output) {
 pub fn decode(bytes: &[u8]) -> Result<Scheduler, StateError> {
     let mut reader = Reader(bytes);
     let version = reader.u8()?;
-    if version != VERSION && version != VERSION_1 {
+    if ![VERSION, VERSION_2, VERSION_1].contains(&version) {
         return Err(StateError::UnknownVersion(version));
     }
     let key = NetworkKey::from_slice(reader.take(33)?).map_err(|_| StateError::Invalid("key"))?;
@@ -154,12 +164,24 @@ pub fn decode(bytes: &[u8]) -> Result<Scheduler, StateError> {
             });
         }
     }
+    let mut claimed = Vec::new();
+    if version == VERSION {
+        let count = reader.len(CLAIMED_LEN)?;
+        claimed.reserve(count);
+        for _ in 0..count {
+            claimed.push(OutputId {
+                txid: TransactionId(reader.array()?),
+                vout: u32::from_le_bytes(reader.array()?),
+            });
+        }
+    }
     if !reader.0.is_empty() {
         return Err(StateError::TrailingBytes(reader.0.len()));
     }
-    Ok(Scheduler::from_parts(
-        key, limits, pool, queue, branches, funded, carried,
-    ))
+    Ok(
+        Scheduler::from_parts(key, limits, pool, queue, branches, funded, carried)
+            .claiming(claimed),
+    )
 }
 
 /// Lengths in the state are counts of things held in memory, far below `u32::MAX`.

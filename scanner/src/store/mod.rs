@@ -195,8 +195,11 @@ pub struct InFlight {
     pub latest: PlanId,
     /// The network block of the Serai block that made the original.
     pub made_at: u64,
-    /// The network block of the Serai block that made the latest member.
+    /// The network block of the Serai block that made the latest member (or the child).
     pub since: u64,
+    /// The child paying for the family (CPFP), if one was made: a family gets one, and is not
+    /// replaced after it (a replacement would evict the child).
+    pub child: Option<PlanId>,
 }
 
 /// The processor's state: scanning's, and what the coordinator's messages change.

@@ -163,13 +163,18 @@ pub fn decode_spend(value: &[u8]) -> Option<Spend> {
 }
 
 /// A plan family in flight as stored, by its original's id: `key (33) || latest member (32)
-/// || made at (u64 BE) || latest made at (u64 BE)`.
+/// || made at (u64 BE) || latest made at (u64 BE) [|| child (32)]`, the child only when one
+/// was made (so a family stored before children existed reads as one without).
 pub fn encode_flight(flight: &InFlight) -> Vec<u8> {
     [
         &flight.key.to_bytes()[..],
         flight.latest.as_bytes(),
         &flight.made_at.to_be_bytes(),
         &flight.since.to_be_bytes(),
+        flight
+            .child
+            .as_ref()
+            .map_or(&[][..], |child| child.as_bytes()),
     ]
     .concat()
 }
@@ -179,13 +184,18 @@ pub fn decode_flight(family: PlanId, value: &[u8]) -> Option<InFlight> {
     let (key, rest) = value.split_first_chunk::<33>()?;
     let (latest, rest) = rest.split_first_chunk::<32>()?;
     let (made_at, rest) = rest.split_first_chunk::<8>()?;
-    let since = <[u8; 8]>::try_from(rest).ok()?;
+    let (since, rest) = rest.split_first_chunk::<8>()?;
+    let child = match rest.len() {
+        0 => None,
+        _ => Some(PlanId(<[u8; 32]>::try_from(rest).ok()?)),
+    };
     Some(InFlight {
         family,
         key: NetworkKey::from_slice(key).ok()?,
         latest: PlanId(*latest),
         made_at: u64::from_be_bytes(*made_at),
-        since: u64::from_be_bytes(since),
+        since: u64::from_be_bytes(*since),
+        child,
     })
 }
 

@@ -85,17 +85,21 @@ fn main() -> ExitCode {
         .iter()
         .filter(|(_, outcome)| outcome.is_err())
         .count();
-    let (replaced, conflicts) = outcomes
+    let (replaced, children, conflicts) = outcomes
         .iter()
         .filter_map(|(_, outcome)| outcome.as_ref().ok())
-        .fold((0, 0), |(replaced, conflicts), report| {
-            (replaced + report.replaced, conflicts + report.conflicts)
+        .fold((0, 0, 0), |(replaced, children, conflicts), report| {
+            (
+                replaced + report.replaced,
+                children + report.children,
+                conflicts + report.conflicts,
+            )
         });
     if let (Some(_), [(seed, Ok(report))]) = (args.seed, outcomes.as_slice()) {
         println!("seed {seed}: {report:?}");
     }
     println!(
-        "{} seeds, {failures} failed, {steps} steps in {seconds:.1} s on {jobs} threads: {:.2} seeds/s, {:.0} steps/s; {replaced} stuck plans replaced, {conflicts} conflicting spends injected",
+        "{} seeds, {failures} failed, {steps} steps in {seconds:.1} s on {jobs} threads: {:.2} seeds/s, {:.0} steps/s; {replaced} stuck plans replaced, {children} paid for by a child, {conflicts} conflicting spends injected",
         outcomes.len(),
         outcomes.len() as f64 / seconds,
         steps as f64 / seconds,
