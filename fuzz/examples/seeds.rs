@@ -311,7 +311,9 @@ fn main() -> Result<(), Failure> {
                 &scheduler_state::encode(&scheduler),
             )?;
             // Claiming outputs a child spent before they arrived.
-            let claimed = scheduler.clone().claiming(inputs.iter().map(|input| input.id).collect());
+            let claimed = scheduler
+                .clone()
+                .claiming(inputs.iter().map(|input| input.id).collect());
             corpus.write(
                 "scheduler_state",
                 &format!("claimed-{rate}"),

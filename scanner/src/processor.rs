@@ -467,7 +467,11 @@ impl<P: Parts> Processor<P> {
         self.metrics
             .oldest_unsettled_blocks
             .set(i64::try_from(oldest).unwrap_or(i64::MAX));
-        for entry in self.latest_of_families(unsettled) {
+        let mut publishing = self.latest_of_families(unsettled);
+        // Oldest first: a child paying for a stuck transaction was signed after it, and a
+        // node refuses the child until it holds the parent.
+        publishing.sort_by_key(|entry| entry.signed_at);
+        for entry in publishing {
             if let Err(error) = self.scanner.network().publish(&entry.transaction) {
                 tracing::warn!(plan = %hex::encode(entry.plan.as_bytes()), %error, "publishing failed; will retry");
             }
@@ -880,7 +884,7 @@ impl<P: Parts> Processor<P> {
             completed: replaced_completed,
             conflicted,
         } = match now {
-            Some(now) => self.replace_stuck(&key, now, fee_rate, changes)?,
+            Some(now) => self.bump_stuck(&key, now, fee_rate, changes)?,
             None => Bumps::default(),
         };
         let inputs: Vec<PlanInput> = outputs
@@ -1026,7 +1030,7 @@ impl<P: Parts> Processor<P> {
     /// a family of its own; or it is held, logged with the reason when it first is. Only
     /// Serai-block state and spends up to `now` are read, so every validator makes the same
     /// replacements and children.
-    fn replace_stuck(
+    fn bump_stuck(
         &self,
         key: &NetworkKey,
         now: u64,

@@ -216,6 +216,20 @@ impl Chain {
         }
     }
 
+    /// Whether a transaction in the best chain created `outpoint` (or it is a depositor's coin).
+    pub fn exists_in_blocks(&self, outpoint: &OutPoint) -> bool {
+        self.external.contains(outpoint)
+            || self
+                .blocks
+                .iter()
+                .flat_map(|block| block.transactions.iter())
+                .any(|transaction| {
+                    transaction.compute_txid() == outpoint.txid
+                        && usize::try_from(outpoint.vout)
+                            .is_ok_and(|vout| vout < transaction.output.len())
+                })
+    }
+
     /// Whether a transaction in the best chain spends `outpoint`.
     pub fn spent_in_blocks(&self, outpoint: &OutPoint) -> bool {
         self.blocks

@@ -1082,9 +1082,11 @@ impl World {
             return;
         };
         let mut chain = self.chain.borrow_mut();
+        // Only outputs mined and unspent: a child's input (its parent's change) may not exist
+        // yet.
         if outpoints
             .iter()
-            .any(|outpoint| chain.spent_in_blocks(outpoint))
+            .any(|outpoint| !chain.exists_in_blocks(outpoint) || chain.spent_in_blocks(outpoint))
         {
             return;
         }

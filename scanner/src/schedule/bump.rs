@@ -25,7 +25,8 @@ use schema::{
     transaction::{build, Built, BuiltTransaction, FeeRate},
 };
 
-/// Why a stuck plan gets no replacement; it stays stuck, counted and alerted on.
+/// Why a stuck plan gets no replacement (or, where one was tried, no child either); it stays
+/// stuck, counted and alerted on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Held {
     /// Its fee rate is at the ceiling (`MAX_BUMP_FACTOR` times the higher of the market and
@@ -42,7 +43,7 @@ pub enum Held {
     NoRate,
     /// The plan yields no transaction (a defect: every plan made does).
     Unbuildable,
-    /// It cannot be replaced and has no change a child could spend.
+    /// It cannot be replaced and has no change of its own key a child could spend.
     NoChange,
     /// A child already pays for it (CPFP): a replacement would evict the child, and one child
     /// is all a family gets.
@@ -124,8 +125,9 @@ pub fn replacement(stuck: &Plan, market: FeeRate, caps: &FeeCaps) -> Result<Plan
     }
 }
 
-/// The child paying for `stuck` (its family's only member, which no replacement can bump) when
-/// plans are made at `market`: one input, the stuck transaction's change, and no payments; its
+/// The child paying for `stuck` (which no replacement can bump; the caller makes sure it is its
+/// family's only member, so that no other member can confirm in its place) when plans are made
+/// at `market`: one input, the stuck transaction's change, and no payments; its
 /// change returns to the same key. Its fee rate lifts the package (the stuck transaction and
 /// the child) to `bump_fee_rate`, or to the highest package rate below that the child's fee
 /// caps and its change above dust allow, provided the child still pays more per vbyte than
@@ -136,7 +138,12 @@ pub fn replacement(stuck: &Plan, market: FeeRate, caps: &FeeCaps) -> Result<Plan
 pub fn child(stuck: &Plan, market: FeeRate, caps: &FeeCaps) -> Result<Plan, Held> {
     let parent = built(stuck).ok_or(Held::Unbuildable)?;
     let (vout, amount) = parent.change.ok_or(Held::NoChange)?;
-    let change = stuck.change.ok_or(Held::NoChange)?;
+    // The child is signed by the key its input pays, and its output is claimed in that key's
+    // scheduler: change to another key (a rotation's) is not ours to spend here.
+    let change = stuck
+        .change
+        .filter(|change| *change == stuck.key)
+        .ok_or(Held::NoChange)?;
     let original = stuck
         .replaces
         .map_or(stuck.fee_rate, |replaces| replaces.fee_rate);
@@ -448,6 +455,24 @@ mod tests {
         assert_eq!(
             child(&no_room, FeeRate(40), &FeeCaps::PROTOCOL),
             Err(Held::NoRate)
+        );
+        // Change to another key (a rotation's): not this key's to spend.
+        let other = NetworkKey::from_slice(
+            &bitcoin::secp256k1::PublicKey::from_secret_key(
+                &bitcoin::secp256k1::Secp256k1::new(),
+                &bitcoin::secp256k1::SecretKey::from_slice(&[8; 32]).unwrap(),
+            )
+            .serialize(),
+        )
+        .unwrap();
+        let elsewhere = Plan {
+            change: Some(other),
+            ..small.clone()
+        };
+        assert!(built(&elsewhere).unwrap().change.is_some());
+        assert_eq!(
+            child(&elsewhere, FeeRate(40), &FeeCaps::PROTOCOL),
+            Err(Held::NoChange)
         );
         // No change at all: nothing for a child to spend.
         let whole = plan(1_000_000, &[(payee(1), 999_000)], 5);
