@@ -6,12 +6,16 @@ use std::{net::SocketAddr, path::PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::custody::TokenSelector;
+
 /// A complete, commented configuration. `signer-enclave example-config` prints it; a test
 /// checks that it loads, so the documentation cannot drift from the parser.
 pub const EXAMPLE: &str = include_str!("../signer-enclave.example.toml");
 
 /// Longest token label PKCS#11 stores (`CK_TOKEN_INFO.label` is 32 bytes).
 const MAX_TOKEN_LABEL: usize = 32;
+/// Longest serial number PKCS#11 stores (`CK_TOKEN_INFO.serialNumber` is 16 bytes).
+const MAX_TOKEN_SERIAL: usize = 16;
 
 /// The enclave's settings.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -27,16 +31,37 @@ pub struct Config {
     pub metrics: Metrics,
 }
 
-/// Where the sealing key lives.
+/// Where the sealing key lives. The token is named by exactly one of its label, its serial
+/// number or its slot id.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pkcs11 {
     /// The PKCS#11 module.
     pub module: PathBuf,
     /// The token's label.
-    pub token_label: String,
+    #[serde(default)]
+    pub token_label: Option<String>,
+    /// The token's serial number.
+    #[serde(default)]
+    pub token_serial: Option<String>,
+    /// The token's slot id.
+    #[serde(default)]
+    pub slot_id: Option<u64>,
     /// A file holding the user PIN.
     pub pin_file: PathBuf,
+}
+
+impl Pkcs11 {
+    /// The token the settings name (checked at load: exactly one is set).
+    pub fn token(&self) -> TokenSelector {
+        match (&self.token_label, &self.token_serial, self.slot_id) {
+            (Some(label), _, _) => TokenSelector::Label(label.clone()),
+            (None, Some(serial), _) => TokenSelector::Serial(serial.clone()),
+            (None, None, Some(id)) => TokenSelector::SlotId(id),
+            // Refused at load; a label no token has finds nothing.
+            (None, None, None) => TokenSelector::Label(String::new()),
+        }
+    }
 }
 
 /// The scanner-facing RPC socket.
@@ -120,12 +145,33 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let label = &self.pkcs11.token_label;
-        if label.is_empty() || label.len() > MAX_TOKEN_LABEL {
+        let pkcs11 = &self.pkcs11;
+        let named = [
+            pkcs11.token_label.is_some(),
+            pkcs11.token_serial.is_some(),
+            pkcs11.slot_id.is_some(),
+        ];
+        if named.iter().filter(|set| **set).count() != 1 {
             return Err(ConfigError::Invalid {
-                setting: "pkcs11.token_label",
-                reason: "must be 1 to 32 bytes",
+                setting: "pkcs11",
+                reason: "name the token by exactly one of token_label, token_serial and slot_id",
             });
+        }
+        if let Some(label) = &pkcs11.token_label {
+            if label.is_empty() || label.len() > MAX_TOKEN_LABEL {
+                return Err(ConfigError::Invalid {
+                    setting: "pkcs11.token_label",
+                    reason: "must be 1 to 32 bytes",
+                });
+            }
+        }
+        if let Some(serial) = &pkcs11.token_serial {
+            if serial.is_empty() || serial.len() > MAX_TOKEN_SERIAL {
+                return Err(ConfigError::Invalid {
+                    setting: "pkcs11.token_serial",
+                    reason: "must be 1 to 16 bytes",
+                });
+            }
         }
         if self.rpc.max_connections == 0 {
             return Err(ConfigError::Invalid {
@@ -156,7 +202,10 @@ mod tests {
     #[test]
     fn the_example_is_a_valid_configuration() {
         let config = Config::from_toml(EXAMPLE).unwrap();
-        assert_eq!(config.pkcs11.token_label, "processor");
+        assert_eq!(
+            config.pkcs11.token(),
+            TokenSelector::Label("processor".into())
+        );
         assert!(config.metrics.listen.ip().is_loopback());
     }
 
@@ -185,6 +234,47 @@ mod tests {
             ),
             "pkcs11.token_label"
         );
+    }
+
+    #[test]
+    fn a_token_is_named_by_exactly_one_of_label_serial_and_slot() {
+        let by = |setting: &str| {
+            Config::from_toml(&EXAMPLE.replacen("token_label = \"processor\"", setting, 1))
+        };
+        assert_eq!(
+            by("token_serial = \"0123456789abcdef\"")
+                .unwrap()
+                .pkcs11
+                .token(),
+            TokenSelector::Serial("0123456789abcdef".into())
+        );
+        assert_eq!(
+            by("slot_id = 42").unwrap().pkcs11.token(),
+            TokenSelector::SlotId(42)
+        );
+        for wrong in [
+            "",
+            "token_label = \"processor\"\nslot_id = 42",
+            "token_serial = \"1\"\nslot_id = 42",
+        ] {
+            assert!(
+                matches!(
+                    by(wrong),
+                    Err(ConfigError::Invalid {
+                        setting: "pkcs11",
+                        ..
+                    })
+                ),
+                "{wrong}"
+            );
+        }
+        assert!(matches!(
+            by("token_serial = \"0123456789abcdef0\""),
+            Err(ConfigError::Invalid {
+                setting: "pkcs11.token_serial",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! `"processor-seal-v1" || purpose (u8) || len(key id) (u8) || key id`.
 
 use std::{
+    fmt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
@@ -15,9 +16,10 @@ use std::{
 use cryptoki::{
     context::{CInitializeArgs, CInitializeFlags, Pkcs11},
     error::{Error as Pkcs11Error, RvError},
-    mechanism::{aead::GcmParams, Mechanism},
+    mechanism::{aead::GcmParams, Mechanism, MechanismInfo, MechanismType},
     object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle},
     session::{Session, UserType},
+    slot::Slot,
     types::AuthPin,
 };
 use thiserror::Error;
@@ -48,6 +50,110 @@ impl Purpose {
         }
     }
 }
+
+/// Which token holds the sealing key: named by its label, its serial number or its slot id
+/// (`pkcs11.token_label`, `pkcs11.token_serial`, `pkcs11.slot_id`; exactly one is set).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenSelector {
+    /// `CK_TOKEN_INFO.label`, without its padding.
+    Label(String),
+    /// `CK_TOKEN_INFO.serialNumber`, without its padding.
+    Serial(String),
+    /// The slot's id.
+    SlotId(u64),
+}
+
+impl fmt::Display for TokenSelector {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenSelector::Label(label) => {
+                write!(formatter, "labelled {label:?} (pkcs11.token_label)")
+            }
+            TokenSelector::Serial(serial) => {
+                write!(formatter, "with serial {serial:?} (pkcs11.token_serial)")
+            }
+            TokenSelector::SlotId(id) => write!(formatter, "in slot {id} (pkcs11.slot_id)"),
+        }
+    }
+}
+
+/// What a slot's token says about itself, as far as choosing it goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenFacts {
+    /// The label, without its padding.
+    pub label: String,
+    /// The serial number, without its padding.
+    pub serial: String,
+    /// Whether it was initialized.
+    pub initialized: bool,
+}
+
+/// A slot skipped while looking for the token: its information could not be read (a token
+/// reporting a malformed field, as opencryptoki's soft token does with its time).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedSlot {
+    /// The slot's id.
+    pub slot: u64,
+    /// Why its information could not be read.
+    pub error: String,
+}
+
+/// The slot `selector` names among `slots` (each with what its token says, or why that could
+/// not be read), and the slots skipped on the way. Only initialized tokens are chosen; an
+/// unreadable slot is skipped, never fatal, so that one odd slot does not hide the configured
+/// token. Pure: the lookup's decision, apart from the module's answers.
+pub fn choose_slot(
+    selector: &TokenSelector,
+    slots: Vec<(u64, Result<TokenFacts, String>)>,
+) -> (Option<u64>, Vec<SkippedSlot>) {
+    let mut skipped = Vec::new();
+    let mut chosen = None;
+    for (slot, facts) in slots {
+        let facts = match facts {
+            Ok(facts) => facts,
+            Err(error) => {
+                skipped.push(SkippedSlot { slot, error });
+                continue;
+            }
+        };
+        let named = match selector {
+            TokenSelector::Label(label) => facts.label == *label,
+            TokenSelector::Serial(serial) => facts.serial == *serial,
+            TokenSelector::SlotId(id) => slot == *id,
+        };
+        if named && facts.initialized && chosen.is_none() {
+            chosen = Some(slot);
+        }
+    }
+    (chosen, skipped)
+}
+
+/// A use of a mechanism that sealing needs: the mechanism, its name for the operator, and
+/// whether the token's information says it does that.
+struct Required {
+    mechanism: MechanismType,
+    name: &'static str,
+    does: fn(&MechanismInfo) -> bool,
+}
+
+/// What sealing needs of a token: AES key generation, AES-GCM encryption and decryption.
+const REQUIRED: [Required; 3] = [
+    Required {
+        mechanism: MechanismType::AES_KEY_GEN,
+        name: "CKM_AES_KEY_GEN (generate)",
+        does: MechanismInfo::generate,
+    },
+    Required {
+        mechanism: MechanismType::AES_GCM,
+        name: "CKM_AES_GCM (encrypt)",
+        does: MechanismInfo::encrypt,
+    },
+    Required {
+        mechanism: MechanismType::AES_GCM,
+        name: "CKM_AES_GCM (decrypt)",
+        does: MechanismInfo::decrypt,
+    },
+];
 
 /// Whether opening custody may create the sealing key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,9 +198,17 @@ pub enum CustodyError {
         /// Why.
         source: Pkcs11Error,
     },
-    /// No initialized token carries the label.
-    #[error("no PKCS#11 token labelled {0:?} (pkcs11.token_label)")]
-    TokenNotFound(String),
+    /// No initialized token is the one configured.
+    #[error("no initialized PKCS#11 token {selector}{}", skipped_note(*.skipped))]
+    TokenNotFound {
+        /// The token looked for.
+        selector: TokenSelector,
+        /// How many slots could not be read on the way.
+        skipped: usize,
+    },
+    /// The token lacks a mechanism, or a use of one, that sealing needs.
+    #[error("the token cannot seal: it lacks {0}")]
+    MissingMechanism(&'static str),
     /// The token refused the PIN.
     #[error("the token refused the PIN (pkcs11.pin_file)")]
     WrongPin,
@@ -123,6 +237,13 @@ pub enum CustodyError {
     UnsafeSealingKey(SealingKeyAttributes),
 }
 
+fn skipped_note(skipped: usize) -> String {
+    match skipped {
+        0 => String::new(),
+        count => format!(" ({count} slot(s) whose information could not be read were skipped)"),
+    }
+}
+
 /// Loads and initializes a PKCS#11 module. Call once per process: every token and session
 /// shares it.
 ///
@@ -149,6 +270,7 @@ pub fn load_module(path: &Path) -> Result<Arc<Pkcs11>, CustodyError> {
 pub struct Custody {
     session: Mutex<Session>,
     key: ObjectHandle,
+    skipped: Vec<SkippedSlot>,
 }
 
 impl SealingKeyAttributes {
@@ -167,30 +289,48 @@ impl SealingKeyAttributes {
 }
 
 impl Custody {
-    /// Opens the token labelled `token_label`, logs in as its user (the PIN checked even when
-    /// another session of this process is logged in already), and finds (or, when
-    /// provisioning, creates) the sealing key: exactly one key carries its label, and its
-    /// attributes are checked every time.
+    /// Opens the token `selector` names (slots whose information cannot be read are skipped,
+    /// logged, and listed by `skipped_slots`), checks that it has the mechanisms sealing needs,
+    /// logs in as its user (the PIN checked even when another session of this process is
+    /// logged in already), and finds (or, when provisioning, creates) the sealing key: exactly
+    /// one key carries its label, and its attributes are checked every time.
     ///
     /// # Errors
-    /// No such token, a wrong PIN, no sealing key outside provisioning, an ambiguous or unsafe
-    /// sealing key, or a PKCS#11 failure.
+    /// No such token, a token without a mechanism sealing needs (named), a wrong PIN, no
+    /// sealing key outside provisioning, an ambiguous or unsafe sealing key, or a PKCS#11
+    /// failure.
     pub fn open(
         pkcs11: &Pkcs11,
-        token_label: &str,
+        selector: &TokenSelector,
         pin: &AuthPin,
         sealing_key: SealingKey,
     ) -> Result<Self, CustodyError> {
-        let slot = pkcs11
-            .get_slots_with_initialized_token()?
+        let slots = pkcs11
+            .get_slots_with_token()?
             .into_iter()
-            .find(|slot| {
-                pkcs11
-                    .get_token_info(*slot)
-                    .map(|info| info.label().trim_end() == token_label)
-                    .unwrap_or(false)
+            .map(|slot| {
+                let facts = pkcs11
+                    .get_token_info(slot)
+                    .map(|info| TokenFacts {
+                        label: info.label().trim_end().to_owned(),
+                        serial: info.serial_number().trim_end().to_owned(),
+                        initialized: info.token_initialized(),
+                    })
+                    .map_err(|error| error.to_string());
+                (slot.id(), facts)
             })
-            .ok_or_else(|| CustodyError::TokenNotFound(token_label.to_owned()))?;
+            .collect();
+        let (chosen, skipped) = choose_slot(selector, slots);
+        for slot in &skipped {
+            tracing::warn!(slot = slot.slot, error = %slot.error, "a PKCS#11 slot's token information cannot be read; skipped");
+        }
+        let slot = chosen
+            .and_then(|id| Slot::try_from(id).ok())
+            .ok_or_else(|| CustodyError::TokenNotFound {
+                selector: selector.clone(),
+                skipped: skipped.len(),
+            })?;
+        check_mechanisms(pkcs11, slot)?;
         let session = pkcs11.open_rw_session(slot)?;
         login(&session, slot.id(), pin)?;
         let template = [
@@ -223,6 +363,7 @@ impl Custody {
         let custody = Custody {
             session: Mutex::new(session),
             key,
+            skipped,
         };
         let attributes = custody.sealing_key_attributes()?;
         if !attributes.safe() {
@@ -264,6 +405,11 @@ impl Custody {
         Ok(read)
     }
 
+    /// The slots skipped while looking for the token, their information unreadable.
+    pub fn skipped_slots(&self) -> &[SkippedSlot] {
+        &self.skipped
+    }
+
     /// Runs `f` with the session, for inspection.
     ///
     /// # Errors
@@ -272,6 +418,21 @@ impl Custody {
         let session = self.session.lock().map_err(|_| CustodyError::Poisoned)?;
         Ok(f(&session))
     }
+}
+
+/// Refuses a token without what sealing needs, naming the first thing missing: AES key
+/// generation, and AES-GCM encryption and decryption. (A token without them would otherwise be
+/// provisioned and fail at the first key generation.)
+fn check_mechanisms(pkcs11: &Pkcs11, slot: Slot) -> Result<(), CustodyError> {
+    let offered = pkcs11.get_mechanism_list(slot)?;
+    for required in REQUIRED {
+        if !offered.contains(&required.mechanism)
+            || !(required.does)(&pkcs11.get_mechanism_info(slot, required.mechanism)?)
+        {
+            return Err(CustodyError::MissingMechanism(required.name));
+        }
+    }
+    Ok(())
 }
 
 /// The PINs this process logged in to each slot with, as digests. PKCS#11 logs a user in for
@@ -388,4 +549,50 @@ pub(crate) fn associated_data(key_id: &[u8], purpose: Purpose) -> Result<Vec<u8>
     aad.push(len);
     aad.extend_from_slice(key_id);
     Ok(aad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(label: &str, serial: &str, initialized: bool) -> Result<TokenFacts, String> {
+        Ok(TokenFacts {
+            label: label.into(),
+            serial: serial.into(),
+            initialized,
+        })
+    }
+
+    /// A slot whose information cannot be read (opencryptoki's soft token reports a malformed
+    /// time) is skipped and listed, and the configured token is still found behind it, by
+    /// label, serial or slot id; an uninitialized token is never chosen.
+    #[test]
+    fn an_unreadable_slot_is_skipped_and_the_token_still_found() {
+        let slots = || {
+            vec![
+                (0, Err("invalid time".to_owned())),
+                (1, token("processor", "AAAA", false)),
+                (2, token("other", "BBBB", true)),
+                (3, token("processor", "CCCC", true)),
+            ]
+        };
+        let skipped = vec![SkippedSlot {
+            slot: 0,
+            error: "invalid time".into(),
+        }];
+        for (selector, chosen) in [
+            (TokenSelector::Label("processor".into()), Some(3)),
+            (TokenSelector::Serial("BBBB".into()), Some(2)),
+            (TokenSelector::SlotId(3), Some(3)),
+            (TokenSelector::SlotId(1), None),
+            (TokenSelector::Label("missing".into()), None),
+            (TokenSelector::SlotId(0), None),
+        ] {
+            assert_eq!(
+                choose_slot(&selector, slots()),
+                (chosen, skipped.clone()),
+                "{selector}"
+            );
+        }
+    }
 }

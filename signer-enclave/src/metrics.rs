@@ -60,6 +60,9 @@ pub struct Metrics {
     pub connections_dropped: IntCounterVec,
     /// `signer_enclave_accept_errors_total`: failed accepts, after which serving goes on.
     pub accept_errors: IntCounter,
+    /// `signer_enclave_pkcs11_slots_unreadable`: slots whose token information could not be
+    /// read when the token was looked for at start (skipped, each logged).
+    pub slots_unreadable: IntGauge,
 }
 
 impl Metrics {
@@ -149,7 +152,12 @@ impl Metrics {
         registry.register(Box::new(sessions_evicted.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
         registry.register(Box::new(connections_dropped.clone()))?;
+        let slots_unreadable = IntGauge::new(
+            "signer_enclave_pkcs11_slots_unreadable",
+            "PKCS#11 slots skipped at start because their token information could not be read.",
+        )?;
         registry.register(Box::new(accept_errors.clone()))?;
+        registry.register(Box::new(slots_unreadable.clone()))?;
         registry.register(Box::new(refusals.clone()))?;
         registry.register(Box::new(signing_rounds.clone()))?;
         registry.register(Box::new(dkg_runs.clone()))?;
@@ -171,6 +179,7 @@ impl Metrics {
             open_connections,
             connections_dropped,
             accept_errors,
+            slots_unreadable,
         })
     }
 

@@ -23,7 +23,7 @@ use cryptoki::{
     types::AuthPin,
 };
 use signer_enclave::{
-    custody::{load_module, Custody, CustodyError, Purpose, Seal, SealingKey},
+    custody::{load_module, Custody, CustodyError, Purpose, Seal, SealingKey, TokenSelector},
     memory_custody::MemoryCustody,
 };
 
@@ -95,21 +95,33 @@ fn the_memory_twin_seals_like_the_token() {
     ));
 }
 
+/// Through SoftHSM2, or kryoptic with `PROCESSOR_TEST_KRYOPTIC` (`ops/test` runs both).
 #[test]
-fn custody_through_softhsm() {
+fn custody_through_a_token() {
     let dir = tempfile::tempdir().unwrap();
     assert!(matches!(
         load_module(Path::new("/nonexistent/libpkcs11.so")),
         Err(CustodyError::ModuleMissing(_))
     ));
-    let (pkcs11, pin) = common::softhsm_token(dir.path());
+    let (pkcs11, pin) = common::test_token(dir.path());
 
     // Not provisioned yet: running refuses; provisioning creates the key.
     assert!(matches!(
-        Custody::open(&pkcs11, LABEL, &pin, SealingKey::MustExist),
+        Custody::open(
+            &pkcs11,
+            &TokenSelector::Label(LABEL.into()),
+            &pin,
+            SealingKey::MustExist
+        ),
         Err(CustodyError::SealingKeyMissing)
     ));
-    let custody = Custody::open(&pkcs11, LABEL, &pin, SealingKey::CreateIfMissing).unwrap();
+    let custody = Custody::open(
+        &pkcs11,
+        &TokenSelector::Label(LABEL.into()),
+        &pin,
+        SealingKey::CreateIfMissing,
+    )
+    .unwrap();
 
     // The sealing key is sensitive and never extractable, and there is exactly one.
     let attributes = custody.sealing_key_attributes().unwrap();
@@ -117,7 +129,13 @@ fn custody_through_softhsm() {
     assert!(!attributes.extractable && attributes.never_extractable);
     assert!(attributes.token && attributes.local);
     assert_eq!(attributes.value_len, 32);
-    let again = Custody::open(&pkcs11, LABEL, &pin, SealingKey::CreateIfMissing).unwrap();
+    let again = Custody::open(
+        &pkcs11,
+        &TokenSelector::Label(LABEL.into()),
+        &pin,
+        SealingKey::CreateIfMissing,
+    )
+    .unwrap();
     let keys = again
         .with_session(|session| {
             session
@@ -142,17 +160,46 @@ fn custody_through_softhsm() {
         share.as_slice()
     );
 
+    // The same token named by its serial number and by its slot id.
+    let (slot, serial) = custody
+        .with_session(|session| {
+            let info = session.get_session_info().unwrap();
+            let token = pkcs11.get_token_info(info.slot_id()).unwrap();
+            (
+                info.slot_id().id(),
+                token.serial_number().trim_end().to_owned(),
+            )
+        })
+        .unwrap();
+    for selector in [TokenSelector::Serial(serial), TokenSelector::SlotId(slot)] {
+        Custody::open(&pkcs11, &selector, &pin, SealingKey::MustExist).unwrap();
+    }
+
+    // A token that cannot seal (no AES-GCM) is refused at open, naming what it lacks.
+    if common::has_token_without_gcm() {
+        let no_gcm = TokenSelector::Label(common::NO_GCM_TOKEN.into());
+        assert!(matches!(
+            Custody::open(&pkcs11, &no_gcm, &pin, SealingKey::CreateIfMissing),
+            Err(CustodyError::MissingMechanism("CKM_AES_GCM (encrypt)"))
+        ));
+    }
+
     // Configuration mistakes are named.
     assert!(matches!(
-        Custody::open(&pkcs11, "no-such-token", &pin, SealingKey::MustExist),
-        Err(CustodyError::TokenNotFound(_))
+        Custody::open(
+            &pkcs11,
+            &TokenSelector::Label("no-such-token".into()),
+            &pin,
+            SealingKey::MustExist
+        ),
+        Err(CustodyError::TokenNotFound { skipped: 0, .. })
     ));
     // While this process is logged in, the token answers a second login without checking its
     // PIN: a wrong one is still refused.
     assert!(matches!(
         Custody::open(
             &pkcs11,
-            LABEL,
+            &TokenSelector::Label(LABEL.into()),
             &AuthPin::new("wrong".into()),
             SealingKey::MustExist
         ),
@@ -163,7 +210,12 @@ fn custody_through_softhsm() {
     // token is refused too.
     let planted = plant(&custody, false, 32);
     assert!(matches!(
-        Custody::open(&pkcs11, LABEL, &pin, SealingKey::MustExist),
+        Custody::open(
+            &pkcs11,
+            &TokenSelector::Label(LABEL.into()),
+            &pin,
+            SealingKey::MustExist
+        ),
         Err(CustodyError::AmbiguousSealingKey(2))
     ));
     custody
@@ -178,7 +230,7 @@ fn custody_through_softhsm() {
         })
         .unwrap();
     assert!(matches!(
-        Custody::open(&pkcs11, LABEL, &pin, SealingKey::MustExist),
+        Custody::open(&pkcs11, &TokenSelector::Label(LABEL.into()), &pin, SealingKey::MustExist),
         Err(CustodyError::UnsafeSealingKey(attributes)) if attributes.extractable
     ));
     // A planted key that never leaves the token but is only 128 bits: refused too.
@@ -187,7 +239,7 @@ fn custody_through_softhsm() {
         .unwrap();
     plant(&custody, true, 16);
     assert!(matches!(
-        Custody::open(&pkcs11, LABEL, &pin, SealingKey::MustExist),
+        Custody::open(&pkcs11, &TokenSelector::Label(LABEL.into()), &pin, SealingKey::MustExist),
         Err(CustodyError::UnsafeSealingKey(attributes))
             if attributes.value_len == 16 && !attributes.extractable
     ));
@@ -196,7 +248,7 @@ fn custody_through_softhsm() {
     assert!(matches!(
         Custody::open(
             &pkcs11,
-            LABEL,
+            &TokenSelector::Label(LABEL.into()),
             &AuthPin::new("wrong".into()),
             SealingKey::MustExist
         ),

@@ -14,15 +14,21 @@ mod common;
 use ciphersuite::group::GroupEncoding;
 use schema::ids::Participant;
 use signer_enclave::{
-    custody::{Custody, Seal, SealingKey},
+    custody::{Custody, Seal, SealingKey, TokenSelector},
     key_store::{seal, unseal, KeyStoreError},
 };
 
 #[test]
 fn keys_survive_sealing_and_tampering_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (pkcs11, pin) = common::softhsm_token(dir.path());
-    let custody = Custody::open(&pkcs11, common::TOKEN, &pin, SealingKey::CreateIfMissing).unwrap();
+    let (pkcs11, pin) = common::test_token(dir.path());
+    let custody = Custody::open(
+        &pkcs11,
+        &TokenSelector::Label(common::TOKEN.into()),
+        &pin,
+        SealingKey::CreateIfMissing,
+    )
+    .unwrap();
     let keys = common::generate_keys(3, 4);
     let ours = &keys[&Participant::new(2).unwrap()];
 

@@ -1,6 +1,6 @@
 //! What the scanner node and the signer enclave share for their operators: Prometheus text
-//! served on `GET /metrics` from a thread of its own, and log lines on stderr at the level
-//! `RUST_LOG` names.
+//! served on `GET /metrics` from a thread of its own, log lines on stderr at the level
+//! `RUST_LOG` names, and the one line an error ends a command with.
 
 use std::{net::SocketAddr, str::FromStr, thread};
 
@@ -132,4 +132,50 @@ pub fn init_logging() {
         .with_ansi(false)
         .with_max_level(level)
         .init();
+}
+
+/// An error and its causes on one line, `outer: inner: ...`, each cause once: a level whose
+/// message already says its cause (`"...: {0}"`) is not followed by that cause again.
+pub fn error_report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut report = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let text = next.to_string();
+        if !report.contains(&text) {
+            report.push_str(": ");
+            report.push_str(&text);
+        }
+        cause = next.source();
+    }
+    report
+}
+
+#[cfg(test)]
+mod error_report_tests {
+    use super::*;
+
+    #[derive(Debug, Error)]
+    enum Inner {
+        #[error("file too short")]
+        Short,
+    }
+
+    #[derive(Debug, Error)]
+    enum Middle {
+        #[error("module could not be loaded: {0}")]
+        Load(#[from] Inner),
+    }
+
+    #[derive(Debug, Error)]
+    #[error("opening the token")]
+    struct Outer(#[source] Middle);
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let error = Outer(Middle::Load(Inner::Short));
+        assert_eq!(
+            error_report(&error),
+            "opening the token: module could not be loaded: file too short"
+        );
+    }
 }

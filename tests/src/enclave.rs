@@ -1,6 +1,7 @@
-//! A signer enclave as its own process, the way an operator runs one: a fresh SoftHSM2 token
-//! in a private directory (made by `test-token`, PINs in owner-only files), a configuration
-//! file, `signer-enclave provision`, then `signer-enclave run` until killed or stopped.
+//! A signer enclave as its own process, the way an operator runs one: a fresh token in a
+//! private directory (SoftHSM2's, or kryoptic's with `PROCESSOR_TEST_KRYOPTIC`; made by
+//! `test-token`, PINs in owner-only files), a configuration file, `signer-enclave provision`,
+//! then `signer-enclave run` until killed or stopped.
 
 use std::{
     fs,
@@ -12,7 +13,7 @@ use std::{
 
 use bitcoin::key::XOnlyPublicKey;
 
-use crate::{binary, metric_value, scrape, start_until_ready, HarnessError};
+use crate::{binary, metric_value, pkcs11::TestModule, scrape, start_until_ready, HarnessError};
 
 /// The label every test token carries (each enclave has its own token directory).
 pub const TOKEN_LABEL: &str = "processor";
@@ -22,17 +23,26 @@ const SO_PIN: &str = "so-pin-for-tests";
 /// One enclave's directory and, while it runs, its process.
 pub struct EnclaveProcess {
     dir: PathBuf,
+    module: TestModule,
+    /// The module's configuration: the environment variable and its value.
+    module_env: (&'static str, PathBuf),
     config: PathBuf,
     socket: PathBuf,
     child: Option<Child>,
     metrics: Option<SocketAddr>,
 }
 
-/// Makes the token of the enclave in `dir` (its SoftHSM configuration and PIN files there).
-fn make_token(dir: &Path) -> Result<(), HarnessError> {
+/// Makes the token of the enclave in `dir` (its module's configuration and PIN files there).
+fn make_token(
+    dir: &Path,
+    module: &TestModule,
+    (variable, conf): &(&'static str, PathBuf),
+) -> Result<(), HarnessError> {
     checked(
         Command::new(binary("test-token")?)
-            .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
+            .env(variable, conf)
+            .arg("--module")
+            .arg(module.path())
             .arg("--label")
             .arg(TOKEN_LABEL)
             .arg("--so-pin-file")
@@ -73,19 +83,12 @@ impl EnclaveProcess {
         coordinator: &XOnlyPublicKey,
         allowed_uid: u32,
     ) -> Result<Self, HarnessError> {
-        let tokens = dir.join("tokens");
-        fs::create_dir_all(&tokens)?;
-        let conf = dir.join("softhsm2.conf");
-        fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )?;
+        fs::create_dir_all(dir)?;
+        let module = TestModule::from_env();
+        let module_env = module.configure(dir)?;
         write_private(&dir.join("so.pin"), SO_PIN)?;
         write_private(&dir.join("user.pin"), USER_PIN)?;
-        make_token(dir)?;
+        make_token(dir, &module, &module_env)?;
         let socket = dir.join("signer.sock");
         let config = dir.join("enclave.toml");
         fs::write(
@@ -94,7 +97,7 @@ impl EnclaveProcess {
                 r#"db_path = "{db}"
 
 [pkcs11]
-module = "/usr/lib/softhsm/libsofthsm2.so"
+module = "{module}"
 token_label = "{TOKEN_LABEL}"
 pin_file = "{pin}"
 
@@ -106,12 +109,15 @@ allowed_uid = {allowed_uid}
 listen = "127.0.0.1:0"
 "#,
                 db = dir.join("db").display(),
+                module = module.path().display(),
                 pin = dir.join("user.pin").display(),
                 socket = socket.display(),
             ),
         )?;
         let enclave = EnclaveProcess {
             dir: dir.to_owned(),
+            module,
+            module_env,
             config,
             socket,
             child: None,
@@ -150,15 +156,14 @@ listen = "127.0.0.1:0"
     /// # Errors
     /// The token directory cannot be replaced.
     pub fn replace_token(&self) -> Result<(), HarnessError> {
-        let tokens = self.dir.join("tokens");
-        fs::remove_dir_all(&tokens)?;
-        fs::create_dir_all(&tokens)?;
-        make_token(&self.dir)
+        self.module.destroy(&self.dir)?;
+        self.module.configure(&self.dir)?;
+        make_token(&self.dir, &self.module, &self.module_env)
     }
 
     fn command(&self) -> Result<Command, HarnessError> {
         let mut command = Command::new(binary("signer-enclave")?);
-        command.env("SOFTHSM2_CONF", self.dir.join("softhsm2.conf"));
+        command.env(self.module_env.0, &self.module_env.1);
         Ok(command)
     }
 

@@ -7,6 +7,7 @@ pub mod conformance;
 pub mod coordinator;
 pub mod devnet;
 pub mod enclave;
+pub mod pkcs11;
 pub mod regtest;
 pub mod relay;
 pub mod traffic;

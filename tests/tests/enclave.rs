@@ -625,7 +625,7 @@ async fn foreign_uid_and_wrong_pin_are_refused() {
                 (
                     "token_label = \"processor\"",
                     "token_label = \"elsewhere\"",
-                    "no PKCS#11 token labelled \"elsewhere\" (pkcs11.token_label)",
+                    "no initialized PKCS#11 token labelled \"elsewhere\" (pkcs11.token_label)",
                 ),
                 ("libsofthsm2.so", "libmissing.so", "(pkcs11.module)"),
             ] {
@@ -633,6 +633,23 @@ async fn foreign_uid_and_wrong_pin_are_refused() {
                 let error = enclave.start().unwrap_err().to_string();
                 assert!(error.contains(named), "{error}");
             }
+            // A file that is no module: the loader's reason is printed once, not once per
+            // level of the error chain.
+            let module = config
+                .lines()
+                .find_map(|line| line.strip_prefix("module = "))
+                .unwrap();
+            std::fs::write(
+                enclave.config(),
+                config.replace(
+                    module,
+                    &format!("{:?}", enclave.config().display().to_string()),
+                ),
+            )
+            .unwrap();
+            let error = enclave.start().unwrap_err().to_string();
+            assert!(error.contains("could not be loaded"), "{error}");
+            assert_eq!(error.matches("libloading error").count(), 1, "{error}");
         })
         .await;
 }

@@ -76,7 +76,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("scanner: {error:#}");
+            eprintln!("scanner: {}", telemetry::error_report(error.as_ref()));
             ExitCode::FAILURE
         }
     }

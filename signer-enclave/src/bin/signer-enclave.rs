@@ -110,7 +110,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("signer-enclave: {error:#}");
+            eprintln!(
+                "signer-enclave: {}",
+                telemetry::error_report(error.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
@@ -121,7 +124,7 @@ fn open_custody(config: &Config, sealing_key: SealingKey) -> anyhow::Result<Cust
     let pkcs11 = load_module(&config.pkcs11.module)?;
     Ok(Custody::open(
         &pkcs11,
-        &config.pkcs11.token_label,
+        &config.pkcs11.token(),
         &pin,
         sealing_key,
     )?)
@@ -158,7 +161,7 @@ fn provision(
     let sealed = db.key_records()?.len();
     let pin = read_pin(&config.pkcs11.pin_file)?;
     let pkcs11 = load_module(&config.pkcs11.module)?;
-    let token = &config.pkcs11.token_label;
+    let token = &config.pkcs11.token();
     let custody = match Custody::open(&pkcs11, token, &pin, SealingKey::MustExist) {
         Ok(custody) => custody,
         Err(CustodyError::SealingKeyMissing) => {
@@ -254,6 +257,9 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let db = EnclaveDb::open(&config.db_path)
         .with_context(|| format!("database {} (db_path)", config.db_path.display()))?;
     let metrics = Metrics::new()?;
+    metrics
+        .slots_unreadable
+        .set(i64::try_from(custody.skipped_slots().len()).unwrap_or(i64::MAX));
     let enclave = Enclave::open(db, Box::new(custody), metrics.clone())?;
     let metrics_address = metrics.serve(config.metrics.listen)?;
 

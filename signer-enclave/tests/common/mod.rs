@@ -18,38 +18,83 @@ pub fn generate_keys(t: u16, n: u16) -> BTreeMap<Participant, GeneratedKeys> {
 /// The token label of the test tokens.
 pub const TOKEN: &str = "processor-test";
 
-/// A fresh SoftHSM2 token in its own directory under `dir`, initialized with a user PIN, as
-/// an operator would make one. SoftHSM reads `SOFTHSM2_CONF` once per process: call this once
-/// per test binary.
-pub fn softhsm_token(dir: &Path) -> (Arc<Pkcs11>, AuthPin) {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let pkcs11 = load_module(Path::new("/usr/lib/softhsm/libsofthsm2.so")).unwrap();
-    let so_pin = AuthPin::new("so-secret".into());
+/// The label of a kryoptic token that offers no AES-GCM (`token_without_gcm`).
+pub const NO_GCM_TOKEN: &str = "processor-no-gcm";
+
+/// Whether the tests run against kryoptic (`PROCESSOR_TEST_KRYOPTIC` names its module;
+/// `ops/test` runs the custody tests with it as well as with SoftHSM2).
+fn kryoptic() -> Option<std::path::PathBuf> {
+    std::env::var_os("PROCESSOR_TEST_KRYOPTIC")
+        .filter(|path| !path.is_empty())
+        .map(Into::into)
+}
+
+/// A fresh token under `dir`, initialized with a user PIN, as an operator would make one: in
+/// SoftHSM2 (its own token directory), or in kryoptic when `PROCESSOR_TEST_KRYOPTIC` is set
+/// (its own database, beside a second token, `NO_GCM_TOKEN`, whose slot denies AES-GCM). A
+/// module reads its configuration variable once per process: call this once per test binary.
+pub fn test_token(dir: &Path) -> (Arc<Pkcs11>, AuthPin) {
+    let module = match kryoptic() {
+        Some(module) => {
+            let conf = dir.join("kryoptic.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "[[slots]]\nslot = 1\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n\n\
+                     [[slots]]\nslot = 2\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n\
+                     mechanisms = [\"DENY\", \"CKM_AES_GCM\"]\n",
+                    dir.join("token.sql").display(),
+                    dir.join("no-gcm.sql").display()
+                ),
+            )
+            .unwrap();
+            std::env::set_var("KRYOPTIC_CONF", &conf);
+            module
+        }
+        None => {
+            let tokens = dir.join("tokens");
+            std::fs::create_dir(&tokens).unwrap();
+            let conf = dir.join("softhsm2.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "directories.tokendir = {}\nobjectstore.backend = file\n",
+                    tokens.display()
+                ),
+            )
+            .unwrap();
+            std::env::set_var("SOFTHSM2_CONF", &conf);
+            "/usr/lib/softhsm/libsofthsm2.so".into()
+        }
+    };
+    let pkcs11 = load_module(&module).unwrap();
     let pin = AuthPin::new("user-secret".into());
+    init_token(&pkcs11, TOKEN, &pin);
+    if kryoptic().is_some() {
+        init_token(&pkcs11, NO_GCM_TOKEN, &pin);
+    }
+    (pkcs11, pin)
+}
+
+/// Whether `test_token` made `NO_GCM_TOKEN` (only kryoptic can deny a mechanism).
+pub fn has_token_without_gcm() -> bool {
+    kryoptic().is_some()
+}
+
+/// Initializes the first free token as `label` with a user PIN.
+fn init_token(pkcs11: &Pkcs11, label: &str, pin: &AuthPin) {
+    let so_pin = AuthPin::new("so-secret".into());
     let slot = pkcs11
         .get_all_slots()
         .unwrap()
         .into_iter()
         .find(|slot| !pkcs11.get_token_info(*slot).unwrap().token_initialized())
         .unwrap();
-    pkcs11.init_token(slot, &so_pin, TOKEN).unwrap();
-    let slot = pkcs11.get_slots_with_initialized_token().unwrap()[0];
+    pkcs11.init_token(slot, &so_pin, label).unwrap();
     let session = pkcs11.open_rw_session(slot).unwrap();
     session.login(UserType::So, Some(&so_pin)).unwrap();
-    session.init_pin(&pin).unwrap();
+    session.init_pin(pin).unwrap();
     session.logout().unwrap();
-    (pkcs11, pin)
 }
 
 /// A participant map without `me`: what the coordinator relays to `me`.

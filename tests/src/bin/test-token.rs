@@ -1,6 +1,8 @@
-//! Creates a SoftHSM2 token for a test or a devnet validator, as an operator would with
-//! `softhsm2-util`, but with both PINs read from files instead of argv or a terminal.
-//! `SOFTHSM2_CONF` must name the configuration whose token directory receives the token.
+//! Creates a token for a test or a devnet validator, as an operator would with
+//! `softhsm2-util`, but with both PINs read from files instead of argv or a terminal. The
+//! module is SoftHSM2's unless `--module` names another (kryoptic's in `ops/test`); the
+//! module's configuration variable (`SOFTHSM2_CONF`, `KRYOPTIC_CONF`) must name where the
+//! token goes.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -11,7 +13,7 @@ use cryptoki::{
     types::AuthPin,
 };
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 fn arg(args: &[String], name: &str) -> anyhow::Result<String> {
     args.iter()
@@ -19,7 +21,10 @@ fn arg(args: &[String], name: &str) -> anyhow::Result<String> {
         .and_then(|index| args.get(index + 1))
         .cloned()
         .with_context(|| {
-            format!("usage: test-token --label L --so-pin-file F --pin-file F (missing {name})")
+            format!(
+                "usage: test-token [--module PATH] --label L --so-pin-file F --pin-file F \
+                 (missing {name})"
+            )
         })
 }
 
@@ -34,7 +39,8 @@ fn create() -> anyhow::Result<()> {
     let label = arg(&args, "--label")?;
     let so_pin = pin(&arg(&args, "--so-pin-file")?)?;
     let user_pin = pin(&arg(&args, "--pin-file")?)?;
-    let pkcs11 = Pkcs11::new(MODULE).with_context(|| format!("loading {MODULE}"))?;
+    let module = arg(&args, "--module").unwrap_or_else(|_| SOFTHSM.to_owned());
+    let pkcs11 = Pkcs11::new(&module).with_context(|| format!("loading {module}"))?;
     pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))?;
     let free = pkcs11
         .get_all_slots()?
@@ -45,7 +51,7 @@ fn create() -> anyhow::Result<()> {
                 .map(|info| !info.token_initialized())
                 .unwrap_or(false)
         })
-        .context("no free SoftHSM slot")?;
+        .context("no free slot (a token not initialized yet)")?;
     pkcs11.init_token(free, &so_pin, &label)?;
     let slot = pkcs11
         .get_slots_with_initialized_token()?
