@@ -52,14 +52,14 @@ pub struct Pkcs11 {
 }
 
 impl Pkcs11 {
-    /// The token the settings name (checked at load: exactly one is set).
-    pub fn token(&self) -> TokenSelector {
+    /// The token the settings name; `None` unless exactly one of label, serial and slot id is
+    /// set (a configuration loaded through `Config::load` always has one).
+    pub fn token(&self) -> Option<TokenSelector> {
         match (&self.token_label, &self.token_serial, self.slot_id) {
-            (Some(label), _, _) => TokenSelector::Label(label.clone()),
-            (None, Some(serial), _) => TokenSelector::Serial(serial.clone()),
-            (None, None, Some(id)) => TokenSelector::SlotId(id),
-            // Refused at load; a label no token has finds nothing.
-            (None, None, None) => TokenSelector::Label(String::new()),
+            (Some(label), None, None) => Some(TokenSelector::Label(label.clone())),
+            (None, Some(serial), None) => Some(TokenSelector::Serial(serial.clone())),
+            (None, None, Some(id)) => Some(TokenSelector::SlotId(id)),
+            _ => None,
         }
     }
 }
@@ -146,30 +146,29 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let pkcs11 = &self.pkcs11;
-        let named = [
-            pkcs11.token_label.is_some(),
-            pkcs11.token_serial.is_some(),
-            pkcs11.slot_id.is_some(),
-        ];
-        if named.iter().filter(|set| **set).count() != 1 {
+        if pkcs11.token().is_none() {
             return Err(ConfigError::Invalid {
                 setting: "pkcs11",
                 reason: "name the token by exactly one of token_label, token_serial and slot_id",
             });
         }
+        // A token pads these with spaces: a name ending in one can never match.
+        let fits = |name: &str, max: usize| {
+            !name.is_empty() && name.len() <= max && !name.ends_with(char::is_whitespace)
+        };
         if let Some(label) = &pkcs11.token_label {
-            if label.is_empty() || label.len() > MAX_TOKEN_LABEL {
+            if !fits(label, MAX_TOKEN_LABEL) {
                 return Err(ConfigError::Invalid {
                     setting: "pkcs11.token_label",
-                    reason: "must be 1 to 32 bytes",
+                    reason: "must be 1 to 32 bytes, not ending in a space",
                 });
             }
         }
         if let Some(serial) = &pkcs11.token_serial {
-            if serial.is_empty() || serial.len() > MAX_TOKEN_SERIAL {
+            if !fits(serial, MAX_TOKEN_SERIAL) {
                 return Err(ConfigError::Invalid {
                     setting: "pkcs11.token_serial",
-                    reason: "must be 1 to 16 bytes",
+                    reason: "must be 1 to 16 bytes, not ending in a space",
                 });
             }
         }
@@ -204,7 +203,7 @@ mod tests {
         let config = Config::from_toml(EXAMPLE).unwrap();
         assert_eq!(
             config.pkcs11.token(),
-            TokenSelector::Label("processor".into())
+            Some(TokenSelector::Label("processor".into()))
         );
         assert!(config.metrics.listen.ip().is_loopback());
     }
@@ -246,11 +245,11 @@ mod tests {
                 .unwrap()
                 .pkcs11
                 .token(),
-            TokenSelector::Serial("0123456789abcdef".into())
+            Some(TokenSelector::Serial("0123456789abcdef".into()))
         );
         assert_eq!(
             by("slot_id = 42").unwrap().pkcs11.token(),
-            TokenSelector::SlotId(42)
+            Some(TokenSelector::SlotId(42))
         );
         for wrong in [
             "",

@@ -99,15 +99,17 @@ pub struct SkippedSlot {
 }
 
 /// The slot `selector` names among `slots` (each with what its token says, or why that could
-/// not be read), and the slots skipped on the way. Only initialized tokens are chosen; an
+/// not be read), and the slots skipped on the way. Only initialized tokens are chosen, and
+/// only one: two tokens answering to the selector are refused (`Ambiguous`), since opening
+/// the wrong one would send it the PIN and, at provisioning, make a sealing key in it. An
 /// unreadable slot is skipped, never fatal, so that one odd slot does not hide the configured
 /// token. Pure: the lookup's decision, apart from the module's answers.
 pub fn choose_slot(
     selector: &TokenSelector,
     slots: Vec<(u64, Result<TokenFacts, String>)>,
-) -> (Option<u64>, Vec<SkippedSlot>) {
+) -> (Result<u64, Unchosen>, Vec<SkippedSlot>) {
     let mut skipped = Vec::new();
-    let mut chosen = None;
+    let mut named = Vec::new();
     for (slot, facts) in slots {
         let facts = match facts {
             Ok(facts) => facts,
@@ -116,23 +118,45 @@ pub fn choose_slot(
                 continue;
             }
         };
-        let named = match selector {
+        let answers = match selector {
             TokenSelector::Label(label) => facts.label == *label,
             TokenSelector::Serial(serial) => facts.serial == *serial,
             TokenSelector::SlotId(id) => slot == *id,
         };
-        if named && facts.initialized && chosen.is_none() {
-            chosen = Some(slot);
+        if answers && facts.initialized {
+            named.push(slot);
         }
     }
+    let chosen = match named.as_slice() {
+        [] => Err(Unchosen::None),
+        [slot] => Ok(*slot),
+        _ => Err(Unchosen::Ambiguous(named)),
+    };
     (chosen, skipped)
 }
 
-/// A use of a mechanism that sealing needs: the mechanism, its name for the operator, and
-/// whether the token's information says it does that.
+/// Why no slot was chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unchosen {
+    /// No initialized token answers to the selector.
+    None,
+    /// Several do, in these slots.
+    Ambiguous(Vec<u64>),
+}
+
+/// A label or serial number as the token gives it, without its padding (spaces, and the NULs
+/// some tokens pad with).
+fn unpadded(field: &str) -> String {
+    field.trim_end_matches([' ', '\0']).to_owned()
+}
+
+/// A use of a mechanism that sealing needs: the mechanism, its name for the operator (and
+/// with the use, for a token offering the mechanism without it), and whether the token's
+/// information says it does that.
 struct Required {
     mechanism: MechanismType,
     name: &'static str,
+    use_name: &'static str,
     does: fn(&MechanismInfo) -> bool,
 }
 
@@ -140,17 +164,20 @@ struct Required {
 const REQUIRED: [Required; 3] = [
     Required {
         mechanism: MechanismType::AES_KEY_GEN,
-        name: "CKM_AES_KEY_GEN (generate)",
+        name: "CKM_AES_KEY_GEN",
+        use_name: "CKM_AES_KEY_GEN (generate)",
         does: MechanismInfo::generate,
     },
     Required {
         mechanism: MechanismType::AES_GCM,
-        name: "CKM_AES_GCM (encrypt)",
+        name: "CKM_AES_GCM",
+        use_name: "CKM_AES_GCM (encrypt)",
         does: MechanismInfo::encrypt,
     },
     Required {
         mechanism: MechanismType::AES_GCM,
-        name: "CKM_AES_GCM (decrypt)",
+        name: "CKM_AES_GCM",
+        use_name: "CKM_AES_GCM (decrypt)",
         does: MechanismInfo::decrypt,
     },
 ];
@@ -199,12 +226,21 @@ pub enum CustodyError {
         source: Pkcs11Error,
     },
     /// No initialized token is the one configured.
-    #[error("no initialized PKCS#11 token {selector}{}", skipped_note(*.skipped))]
+    #[error("no initialized PKCS#11 token {selector}{}", skipped_note(.skipped))]
     TokenNotFound {
         /// The token looked for.
         selector: TokenSelector,
-        /// How many slots could not be read on the way.
-        skipped: usize,
+        /// The slots that could not be read on the way.
+        skipped: Vec<SkippedSlot>,
+    },
+    /// More than one initialized token answers to the configuration: which one holds the
+    /// sealing key is ambiguous.
+    #[error("PKCS#11 tokens in slots {slots:?} are all {selector}; name the token by its serial (pkcs11.token_serial)")]
+    AmbiguousToken {
+        /// The token looked for.
+        selector: TokenSelector,
+        /// The slots of the tokens answering to it.
+        slots: Vec<u64>,
     },
     /// The token lacks a mechanism, or a use of one, that sealing needs.
     #[error("the token cannot seal: it lacks {0}")]
@@ -237,11 +273,16 @@ pub enum CustodyError {
     UnsafeSealingKey(SealingKeyAttributes),
 }
 
-fn skipped_note(skipped: usize) -> String {
-    match skipped {
-        0 => String::new(),
-        count => format!(" ({count} slot(s) whose information could not be read were skipped)"),
-    }
+fn skipped_note(skipped: &[SkippedSlot]) -> String {
+    skipped
+        .iter()
+        .map(|slot| {
+            format!(
+                "; slot {}'s token information cannot be read ({})",
+                slot.slot, slot.error
+            )
+        })
+        .collect()
 }
 
 /// Loads and initializes a PKCS#11 module. Call once per process: every token and session
@@ -305,31 +346,40 @@ impl Custody {
         pin: &AuthPin,
         sealing_key: SealingKey,
     ) -> Result<Self, CustodyError> {
-        let slots = pkcs11
-            .get_slots_with_token()?
-            .into_iter()
+        let slots = pkcs11.get_slots_with_token()?;
+        let facts = slots
+            .iter()
             .map(|slot| {
                 let facts = pkcs11
-                    .get_token_info(slot)
+                    .get_token_info(*slot)
                     .map(|info| TokenFacts {
-                        label: info.label().trim_end().to_owned(),
-                        serial: info.serial_number().trim_end().to_owned(),
+                        label: unpadded(info.label()),
+                        serial: unpadded(info.serial_number()),
                         initialized: info.token_initialized(),
                     })
                     .map_err(|error| error.to_string());
                 (slot.id(), facts)
             })
             .collect();
-        let (chosen, skipped) = choose_slot(selector, slots);
+        let (chosen, skipped) = choose_slot(selector, facts);
         for slot in &skipped {
             tracing::warn!(slot = slot.slot, error = %slot.error, "a PKCS#11 slot's token information cannot be read; skipped");
         }
-        let slot = chosen
-            .and_then(|id| Slot::try_from(id).ok())
-            .ok_or_else(|| CustodyError::TokenNotFound {
-                selector: selector.clone(),
-                skipped: skipped.len(),
-            })?;
+        let slot = match chosen {
+            Ok(id) => slots.into_iter().find(|slot| slot.id() == id),
+            Err(Unchosen::Ambiguous(slots)) => {
+                return Err(CustodyError::AmbiguousToken {
+                    selector: selector.clone(),
+                    slots,
+                })
+            }
+            Err(Unchosen::None) => None,
+        }
+        .ok_or_else(|| CustodyError::TokenNotFound {
+            selector: selector.clone(),
+            skipped: skipped.clone(),
+        })?;
+        tracing::info!(slot = slot.id(), token = %selector, "PKCS#11 token found");
         check_mechanisms(pkcs11, slot)?;
         let session = pkcs11.open_rw_session(slot)?;
         login(&session, slot.id(), pin)?;
@@ -426,10 +476,11 @@ impl Custody {
 fn check_mechanisms(pkcs11: &Pkcs11, slot: Slot) -> Result<(), CustodyError> {
     let offered = pkcs11.get_mechanism_list(slot)?;
     for required in REQUIRED {
-        if !offered.contains(&required.mechanism)
-            || !(required.does)(&pkcs11.get_mechanism_info(slot, required.mechanism)?)
-        {
+        if !offered.contains(&required.mechanism) {
             return Err(CustodyError::MissingMechanism(required.name));
+        }
+        if !(required.does)(&pkcs11.get_mechanism_info(slot, required.mechanism)?) {
+            return Err(CustodyError::MissingMechanism(required.use_name));
         }
     }
     Ok(())
@@ -565,7 +616,8 @@ mod tests {
 
     /// A slot whose information cannot be read (opencryptoki's soft token reports a malformed
     /// time) is skipped and listed, and the configured token is still found behind it, by
-    /// label, serial or slot id; an uninitialized token is never chosen.
+    /// label, serial or slot id; an uninitialized token is never chosen, nor one of two
+    /// answering to the same name. The error names the skipped slot.
     #[test]
     fn an_unreadable_slot_is_skipped_and_the_token_still_found() {
         let slots = || {
@@ -574,6 +626,8 @@ mod tests {
                 (1, token("processor", "AAAA", false)),
                 (2, token("other", "BBBB", true)),
                 (3, token("processor", "CCCC", true)),
+                (4, token("twin", "DDDD", true)),
+                (5, token("twin", "EEEE", true)),
             ]
         };
         let skipped = vec![SkippedSlot {
@@ -581,12 +635,18 @@ mod tests {
             error: "invalid time".into(),
         }];
         for (selector, chosen) in [
-            (TokenSelector::Label("processor".into()), Some(3)),
-            (TokenSelector::Serial("BBBB".into()), Some(2)),
-            (TokenSelector::SlotId(3), Some(3)),
-            (TokenSelector::SlotId(1), None),
-            (TokenSelector::Label("missing".into()), None),
-            (TokenSelector::SlotId(0), None),
+            (TokenSelector::Label("processor".into()), Ok(3)),
+            (TokenSelector::Serial("BBBB".into()), Ok(2)),
+            (TokenSelector::SlotId(3), Ok(3)),
+            (TokenSelector::SlotId(1), Err(Unchosen::None)),
+            (TokenSelector::Label("missing".into()), Err(Unchosen::None)),
+            (TokenSelector::SlotId(0), Err(Unchosen::None)),
+            // Two tokens under one label: neither is opened.
+            (
+                TokenSelector::Label("twin".into()),
+                Err(Unchosen::Ambiguous(vec![4, 5])),
+            ),
+            (TokenSelector::Serial("EEEE".into()), Ok(5)),
         ] {
             assert_eq!(
                 choose_slot(&selector, slots()),
@@ -594,5 +654,22 @@ mod tests {
                 "{selector}"
             );
         }
+    }
+
+    #[test]
+    fn a_token_not_found_names_the_slots_that_could_not_be_read() {
+        let error = CustodyError::TokenNotFound {
+            selector: TokenSelector::SlotId(0),
+            skipped: vec![SkippedSlot {
+                slot: 0,
+                error: "invalid time".into(),
+            }],
+        };
+        assert_eq!(
+            error.to_string(),
+            "no initialized PKCS#11 token in slot 0 (pkcs11.slot_id); slot 0's token \
+             information cannot be read (invalid time)"
+        );
+        assert_eq!(unpadded("processor\0\0  "), "processor");
     }
 }

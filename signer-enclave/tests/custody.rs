@@ -180,7 +180,7 @@ fn custody_through_a_token() {
         let no_gcm = TokenSelector::Label(common::NO_GCM_TOKEN.into());
         assert!(matches!(
             Custody::open(&pkcs11, &no_gcm, &pin, SealingKey::CreateIfMissing),
-            Err(CustodyError::MissingMechanism("CKM_AES_GCM (encrypt)"))
+            Err(CustodyError::MissingMechanism("CKM_AES_GCM"))
         ));
     }
 
@@ -192,7 +192,7 @@ fn custody_through_a_token() {
             &pin,
             SealingKey::MustExist
         ),
-        Err(CustodyError::TokenNotFound { skipped: 0, .. })
+        Err(CustodyError::TokenNotFound { skipped, .. }) if skipped.is_empty()
     ));
     // While this process is logged in, the token answers a second login without checking its
     // PIN: a wrong one is still refused.

@@ -16,7 +16,7 @@ use schema::{
     hashes::{BlockHash, PlanId},
     ids::{Attempt, MessageId, NetworkId, Participant, SeraiBlockNumber, SeraiTime, ValidatorSet},
     instruction::OutInstructionWithBalance,
-    keys::KeyPair,
+    keys::{KeyPair, NetworkKey},
     messages::{
         coordinator::{
             Attestation, CoordinatorMessage as CoordinatorIn, PlansAcknowledged,
@@ -135,6 +135,11 @@ fn others(map: &ParticipantMap, signers: &[Participant], me: Participant) -> Par
 }
 
 impl Coordinator {
+    /// The network key of the set's key pair.
+    pub fn network_key(&self) -> NetworkKey {
+        self.pair.network_key
+    }
+
     /// A coordinator of `validators` (threshold `t`) for key pair `pair` of `set`.
     pub fn new(
         t: usize,

@@ -43,6 +43,7 @@ use scanner::{
     processor::{Processor, ProcessorMetrics},
     scan::metrics::ScannerMetrics,
     scan::Scanner,
+    schedule::Scheduler,
     store::{memory::MemoryStore, ProcessorStore, ScanView},
 };
 use schema::{
@@ -50,7 +51,7 @@ use schema::{
     hashes::{PlanId, SeraiAddress},
     ids::{NetworkId, Participant, Session, ValidatorSet},
     instruction::{InInstruction, OutInstructionWithBalance, RefundableInInstruction},
-    keys::KeyPair,
+    keys::{KeyPair, NetworkKey},
     plan::{OutputKind, Plan},
     protocol::DUST,
     taproot::KeyScripts,
@@ -233,6 +234,19 @@ struct Validator {
 }
 
 impl Validator {
+    /// Its scheduler for `key` and the last network block acknowledged for it, whether its
+    /// processor is up or down.
+    fn books(&self, key: &NetworkKey) -> Result<Option<(Scheduler, u64)>, String> {
+        let store: &dyn ProcessorStore = match (&self.processor, &self.store) {
+            (Some(processor), _) => processor.scanner().store(),
+            (None, Some(store)) => store,
+            (None, None) => return Ok(None),
+        };
+        let scheduler = store.scheduler(key).map_err(failed)?;
+        let acknowledged = store.acknowledged(key).map_err(failed)?;
+        Ok(scheduler.zip(acknowledged))
+    }
+
     /// A plan its store recorded, whether its processor is up or down.
     fn plan(&self, id: &PlanId) -> Option<Plan> {
         let recorded = match (&self.processor, &self.store) {
@@ -1031,6 +1045,63 @@ impl World {
                     "the Batches of a block credit {} deposits, the block holds {} valid ones",
                     credited.len(),
                     expected.len()
+                ));
+            }
+        }
+        let burned = coordinator.serai.burned;
+        let key = coordinator.network_key();
+        drop(coordinator);
+        self.check_books(&chain, &key, burned)
+    }
+
+    /// Every validator's books balance, as the devnet's traffic audit checks them:
+    /// `deposits − (burns − outstanding) = holdings + carried`. Deposits are our outputs of at
+    /// least DUST that no spend of ours made, in the blocks acknowledged to the validator's
+    /// scheduler; holdings are our outputs unspent at the tip, less deposits after those
+    /// blocks (the scheduler has not been given them). Conflicting spends count as spends of
+    /// ours: their fee is lost, what they pay to our addresses is held.
+    fn check_books(&self, chain: &Chain, key: &NetworkKey, burned: u64) -> Result<(), String> {
+        for validator in &self.validators {
+            let Some((scheduler, acknowledged)) = validator.books(key)? else {
+                continue;
+            };
+            let mut unspent: BTreeMap<OutPoint, u64> = BTreeMap::new();
+            let mut deposited = 0_u64;
+            for (height, block) in (0_u64..).zip(&chain.blocks) {
+                for transaction in &block.transactions {
+                    let spends_ours = transaction
+                        .input
+                        .iter()
+                        .any(|input| unspent.contains_key(&input.previous_output));
+                    for input in &transaction.input {
+                        unspent.remove(&input.previous_output);
+                    }
+                    let txid = transaction.compute_txid();
+                    for (vout, output) in (0_u32..).zip(&transaction.output) {
+                        if self.scripts.kind_of(&output.script_pubkey).is_none() {
+                            continue;
+                        }
+                        let value = output.value.to_sat();
+                        if !spends_ours {
+                            if value < DUST.to_sat() || height > acknowledged {
+                                continue;
+                            }
+                            deposited += value;
+                        }
+                        unspent.insert(OutPoint { txid, vout }, value);
+                    }
+                }
+            }
+            let holdings: u64 = unspent.values().sum();
+            let credited = i128::from(deposited) - i128::from(burned)
+                + i128::from(scheduler.outstanding().to_sat());
+            let held = i128::from(holdings) + i128::from(scheduler.carried().0);
+            if credited != held {
+                return Err(format!(
+                    "validator {}: deposits {deposited} - (burns {burned} - outstanding {}) != holdings {holdings} + carried {}",
+                    validator.participant,
+                    scheduler.outstanding().to_sat(),
+                    scheduler.carried().0
                 ));
             }
         }

@@ -135,13 +135,13 @@ pub fn init_logging() {
 }
 
 /// An error and its causes on one line, `outer: inner: ...`, each cause once: a level whose
-/// message already says its cause (`"...: {0}"`) is not followed by that cause again.
+/// message already ends with its cause (`"...: {0}"`) is not followed by that cause again.
 pub fn error_report(error: &(dyn std::error::Error + 'static)) -> String {
     let mut report = error.to_string();
     let mut cause = error.source();
     while let Some(next) = cause {
         let text = next.to_string();
-        if !report.contains(&text) {
+        if !report.ends_with(&text) {
             report.push_str(": ");
             report.push_str(&text);
         }

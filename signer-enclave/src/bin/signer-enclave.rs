@@ -16,7 +16,9 @@ use bitcoin::key::XOnlyPublicKey;
 use clap::{Parser, Subcommand};
 use signer_enclave::{
     config::{Config, EXAMPLE},
-    custody::{load_module, Custody, CustodyError, SealingKey, SealingKeyAttributes},
+    custody::{
+        load_module, Custody, CustodyError, SealingKey, SealingKeyAttributes, TokenSelector,
+    },
     db::{EnclaveDb, KeyStatus},
     enclave::Enclave,
     metrics::Metrics,
@@ -119,15 +121,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// The token the configuration names (`Config::load` refuses one naming none, or several).
+fn token(config: &Config) -> anyhow::Result<TokenSelector> {
+    config
+        .pkcs11
+        .token()
+        .context("pkcs11: name the token by exactly one of token_label, token_serial and slot_id")
+}
+
 fn open_custody(config: &Config, sealing_key: SealingKey) -> anyhow::Result<Custody> {
     let pin = read_pin(&config.pkcs11.pin_file)?;
     let pkcs11 = load_module(&config.pkcs11.module)?;
-    Ok(Custody::open(
-        &pkcs11,
-        &config.pkcs11.token(),
-        &pin,
-        sealing_key,
-    )?)
+    Ok(Custody::open(&pkcs11, &token(config)?, &pin, sealing_key)?)
 }
 
 fn write_attributes(out: &mut impl Write, attributes: SealingKeyAttributes) -> anyhow::Result<()> {
@@ -161,8 +166,8 @@ fn provision(
     let sealed = db.key_records()?.len();
     let pin = read_pin(&config.pkcs11.pin_file)?;
     let pkcs11 = load_module(&config.pkcs11.module)?;
-    let token = &config.pkcs11.token();
-    let custody = match Custody::open(&pkcs11, token, &pin, SealingKey::MustExist) {
+    let selector = &token(&config)?;
+    let custody = match Custody::open(&pkcs11, selector, &pin, SealingKey::MustExist) {
         Ok(custody) => custody,
         Err(CustodyError::SealingKeyMissing) => {
             if sealed > 0 && !new_sealing_key {
@@ -182,7 +187,7 @@ fn provision(
                      in retired_key_pairs, never used); the enclave starts without them"
                 );
             }
-            Custody::open(&pkcs11, token, &pin, SealingKey::CreateIfMissing)?
+            Custody::open(&pkcs11, selector, &pin, SealingKey::CreateIfMissing)?
         }
         Err(error) => return Err(error.into()),
     };
