@@ -46,6 +46,8 @@ pub enum Event {
     BatchIncluded,
     /// Every key pair was retired for a new sealing key (detail: how many).
     KeysRetired,
+    /// Every key pair was sealed anew under another token's sealing key (detail: how many).
+    KeysResealed,
 }
 
 impl Event {
@@ -63,6 +65,7 @@ impl Event {
             Event::Refused => 10,
             Event::BatchIncluded => 11,
             Event::KeysRetired => 12,
+            Event::KeysResealed => 13,
         }
     }
 
@@ -80,6 +83,7 @@ impl Event {
             10 => Event::Refused,
             11 => Event::BatchIncluded,
             12 => Event::KeysRetired,
+            13 => Event::KeysResealed,
             _ => return None,
         })
     }
@@ -99,6 +103,7 @@ impl Event {
             Event::Refused => "refused",
             Event::BatchIncluded => "batch_included",
             Event::KeysRetired => "keys_retired",
+            Event::KeysResealed => "keys_resealed",
         }
     }
 }

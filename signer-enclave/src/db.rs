@@ -532,6 +532,35 @@ impl EnclaveDb {
         Ok(count)
     }
 
+    /// Writes `resealed` (key records read by `key_records`, their shares sealed anew under
+    /// another token's key) over the records they were read from, with a record in the audit
+    /// trail, in one synced write; returns how many. A crash leaves every pair sealed under
+    /// the old key or every pair under the new one, never a mix.
+    ///
+    /// # Errors
+    /// The database failed; nothing was written.
+    pub fn reseal_key_records(&self, resealed: &[KeyRecord]) -> Result<usize, DbError> {
+        if resealed.is_empty() {
+            return Ok(0);
+        }
+        let mut batch = WriteBatch::default();
+        for record in resealed {
+            batch.put_cf(
+                self.cf(KEY_PAIRS)?,
+                candidate_key(record.set, &record.pair),
+                encode_record(record),
+            );
+        }
+        let mut entry = Entry::new(Event::KeysResealed, Vec::new());
+        entry.detail = format!(
+            "{} key pair(s) sealed under another token's sealing key",
+            resealed.len()
+        );
+        self.audited(&mut batch, entry)?;
+        self.commit(batch)?;
+        Ok(resealed.len())
+    }
+
     /// How many plan ids were ever acknowledged.
     ///
     /// # Errors

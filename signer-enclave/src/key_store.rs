@@ -24,6 +24,9 @@ pub enum KeyStoreError {
     /// The unsealed secret share does not match its verification share.
     #[error("unsealed {0} secret share does not match its verification share")]
     Inconsistent(&'static str),
+    /// Keys sealed anew do not unseal to the keys they were sealed from.
+    #[error("resealed keys do not unseal to the same keys")]
+    ResealMismatch,
 }
 
 /// Both keys of a key pair, sealed.
@@ -61,6 +64,29 @@ pub fn unseal(custody: &dyn Seal, sealed: &SealedKeys) -> Result<GeneratedKeys, 
         batch: read_checked::<Ristretto>(&batch, "batch")?,
         network: read_checked::<Secp256k1>(&network, "network")?,
     })
+}
+
+/// Seals `sealed`'s keys anew under `to` (another token), after unsealing them from `from`
+/// and checking them: what moving to a new token does to each key pair. The new blobs are
+/// unsealed again from `to` and compared before they are returned.
+///
+/// # Errors
+/// The old blobs do not unseal or hold inconsistent shares, the new token failed, or the new
+/// blobs do not give the same keys back.
+pub fn reseal(
+    from: &dyn Seal,
+    to: &dyn Seal,
+    sealed: &SealedKeys,
+) -> Result<SealedKeys, KeyStoreError> {
+    let keys = unseal(from, sealed)?;
+    let resealed = seal(to, &keys)?;
+    let again = unseal(to, &resealed)?;
+    if again.batch.serialize() != keys.batch.serialize()
+        || again.network.serialize() != keys.network.serialize()
+    {
+        return Err(KeyStoreError::ResealMismatch);
+    }
+    Ok(resealed)
 }
 
 /// Reads unsealed keys (`ThresholdKeys::serialize`'s bytes) and checks the secret share

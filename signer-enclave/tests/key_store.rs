@@ -1,5 +1,6 @@
-//! A completed key generation's keys sealed in a real SoftHSM2 token and unsealed again: the
-//! same keys come back and still sign; blobs swapped between purposes or altered are refused.
+//! A completed key generation's keys sealed in a real token (SoftHSM2, or kryoptic) and
+//! unsealed again: the same keys come back and still sign; blobs swapped between purposes or
+//! altered are refused; moved to a second token, they unseal there and no longer in the first.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(
@@ -15,7 +16,7 @@ use ciphersuite::group::GroupEncoding;
 use schema::ids::Participant;
 use signer_enclave::{
     custody::{Custody, Seal, SealingKey, TokenSelector},
-    key_store::{seal, unseal, KeyStoreError},
+    key_store::{reseal, seal, unseal, KeyStoreError},
 };
 
 #[test]
@@ -99,6 +100,31 @@ fn keys_survive_sealing_and_tampering_is_refused() {
     };
     assert!(matches!(
         unseal(&custody, &resealed),
+        Err(KeyStoreError::Inconsistent("network"))
+    ));
+
+    // Moved to another token: the same keys unseal there, and the first token's key no longer
+    // opens them. Forged keys are not moved.
+    let next = Custody::open(
+        &pkcs11,
+        &TokenSelector::Label(common::NEXT_TOKEN.into()),
+        &pin,
+        SealingKey::CreateIfMissing,
+    )
+    .unwrap();
+    let moved = reseal(&custody, &next, &sealed).unwrap();
+    let there = unseal(&next, &moved).unwrap();
+    assert_eq!(there.network.serialize().as_slice(), plain.as_slice());
+    assert_eq!(
+        there.batch.serialize().as_slice(),
+        ours.batch.serialize().as_slice()
+    );
+    assert!(matches!(
+        unseal(&custody, &moved),
+        Err(KeyStoreError::Custody(_))
+    ));
+    assert!(matches!(
+        reseal(&custody, &next, &resealed),
         Err(KeyStoreError::Inconsistent("network"))
     ));
 }

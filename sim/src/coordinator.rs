@@ -90,6 +90,8 @@ pub struct Serai {
     pub credited: u64,
     /// Satoshis burned.
     pub burned: u64,
+    /// Satoshis burned in the Serai blocks up to each one sent, by its number.
+    pub burned_through: BTreeMap<u64, u64>,
     /// Plans attested as acknowledged.
     pub attested: BTreeSet<PlanId>,
     /// Plans some processor reported completed.
@@ -391,6 +393,15 @@ impl Coordinator {
         self.serai.inclusions = false;
         self.serai.block += 1;
         let burns = std::mem::take(&mut self.serai.pending_burns);
+        let before = self
+            .serai
+            .burned_through
+            .last_key_value()
+            .map_or(0, |(_, burned)| *burned);
+        let these: u64 = burns.iter().map(|burn| burn.amount.to_sat()).sum();
+        self.serai
+            .burned_through
+            .insert(self.serai.block, before + these);
         let message = CoordinatorMessage::Substrate(SubstrateIn::SubstrateBlock {
             context: SubstrateContext {
                 serai_time: SeraiTime(self.serai.block + 1),

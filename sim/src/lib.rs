@@ -55,6 +55,7 @@ use schema::{
     plan::{OutputKind, Plan},
     protocol::DUST,
     taproot::KeyScripts,
+    transaction::{build, Built},
 };
 use signer_enclave::{enclave::pair_of, key_gen::GeneratedKeys, local_key_gen::generate_keys};
 
@@ -234,17 +235,37 @@ struct Validator {
 }
 
 impl Validator {
-    /// Its scheduler for `key` and the last network block acknowledged for it, whether its
-    /// processor is up or down.
-    fn books(&self, key: &NetworkKey) -> Result<Option<(Scheduler, u64)>, String> {
+    /// What its books for `key` are kept from, whether its processor is up or down.
+    fn books(&self, key: &NetworkKey) -> Result<Option<Books>, String> {
         let store: &dyn ProcessorStore = match (&self.processor, &self.store) {
             (Some(processor), _) => processor.scanner().store(),
             (None, Some(store)) => store,
             (None, None) => return Ok(None),
         };
-        let scheduler = store.scheduler(key).map_err(failed)?;
-        let acknowledged = store.acknowledged(key).map_err(failed)?;
-        Ok(scheduler.zip(acknowledged))
+        let (Some(scheduler), Some(acknowledged), Some(serai)) = (
+            store.scheduler(key).map_err(failed)?,
+            store.acknowledged(key).map_err(failed)?,
+            store.last_serai_block().map_err(failed)?,
+        ) else {
+            return Ok(None);
+        };
+        let mut in_flight = Vec::new();
+        for flight in store.in_flight().map_err(failed)? {
+            if flight.key == *key {
+                in_flight.push(
+                    store
+                        .plan(&flight.latest)
+                        .map_err(failed)?
+                        .ok_or("a family in flight without its plan")?,
+                );
+            }
+        }
+        Ok(Some(Books {
+            scheduler,
+            acknowledged,
+            serai: serai.0,
+            in_flight,
+        }))
     }
 
     /// A plan its store recorded, whether its processor is up or down.
@@ -256,6 +277,17 @@ impl Validator {
         };
         recorded.ok().flatten()
     }
+}
+
+/// What a validator's books for one key are kept from.
+struct Books {
+    scheduler: Scheduler,
+    /// The last network block acknowledged to the scheduler.
+    acknowledged: u64,
+    /// The last Serai block handled.
+    serai: u64,
+    /// The latest member of every plan family in flight.
+    in_flight: Vec<Plan>,
 }
 
 struct World {
@@ -1048,23 +1080,38 @@ impl World {
                 ));
             }
         }
-        let burned = coordinator.serai.burned;
+        let burned = coordinator.serai.burned_through.clone();
         let key = coordinator.network_key();
         drop(coordinator);
-        self.check_books(&chain, &key, burned)
+        self.check_books(&chain, &key, &burned)
     }
 
     /// Every validator's books balance, as the devnet's traffic audit checks them:
     /// `deposits − (burns − outstanding) = holdings + carried`. Deposits are our outputs of at
     /// least DUST that no spend of ours made, in the blocks acknowledged to the validator's
-    /// scheduler; holdings are our outputs unspent at the tip, less deposits after those
-    /// blocks (the scheduler has not been given them). Conflicting spends count as spends of
+    /// scheduler; burns are those of the Serai blocks it handled (`burned` holds the running
+    /// total by Serai block: a validator may still be handling the last one); holdings are our
+    /// outputs unspent at the tip, less deposits after those blocks (the scheduler has not
+    /// been given them), as the validator's plans in flight not yet on chain leave them (their
+    /// inputs spent, their outputs to us made: the scheduler booked them when it made them). Conflicting spends count as spends of
     /// ours: their fee is lost, what they pay to our addresses is held.
-    fn check_books(&self, chain: &Chain, key: &NetworkKey, burned: u64) -> Result<(), String> {
+    fn check_books(
+        &self,
+        chain: &Chain,
+        key: &NetworkKey,
+        burned: &BTreeMap<u64, u64>,
+    ) -> Result<(), String> {
         for validator in &self.validators {
-            let Some((scheduler, acknowledged)) = validator.books(key)? else {
+            let Some(Books {
+                scheduler,
+                acknowledged,
+                serai,
+                in_flight,
+            }) = validator.books(key)?
+            else {
                 continue;
             };
+            let burned = burned.get(&serai).copied().unwrap_or(0);
             let mut unspent: BTreeMap<OutPoint, u64> = BTreeMap::new();
             let mut deposited = 0_u64;
             for (height, block) in (0_u64..).zip(&chain.blocks) {
@@ -1092,10 +1139,32 @@ impl World {
                     }
                 }
             }
-            let holdings: u64 = unspent.values().sum();
+            let mut holdings: i128 = unspent.values().map(|value| i128::from(*value)).sum();
+            for plan in &in_flight {
+                let on_chain = plan.inputs.iter().any(|input| {
+                    chain.spent_in_blocks(&OutPoint {
+                        txid: Txid::from_byte_array(input.id.txid.0),
+                        vout: input.id.vout,
+                    })
+                });
+                if on_chain {
+                    continue;
+                }
+                let Ok(Built::Transaction(built)) = build(plan) else {
+                    return Err("a plan in flight does not build".into());
+                };
+                for input in &plan.inputs {
+                    holdings -= i128::from(input.amount.to_sat());
+                }
+                for output in &built.transaction.output {
+                    if self.scripts.kind_of(&output.script_pubkey).is_some() {
+                        holdings += i128::from(output.value.to_sat());
+                    }
+                }
+            }
             let credited = i128::from(deposited) - i128::from(burned)
                 + i128::from(scheduler.outstanding().to_sat());
-            let held = i128::from(holdings) + i128::from(scheduler.carried().0);
+            let held = holdings + i128::from(scheduler.carried().0);
             if credited != held {
                 return Err(format!(
                     "validator {}: deposits {deposited} - (burns {burned} - outstanding {}) != holdings {holdings} + carried {}",

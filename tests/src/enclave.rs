@@ -32,9 +32,11 @@ pub struct EnclaveProcess {
     metrics: Option<SocketAddr>,
 }
 
-/// Makes the token of the enclave in `dir` (its module's configuration and PIN files there).
+/// Makes a token labelled `label` for the enclave in `dir` (its module's configuration and PIN
+/// files there).
 fn make_token(
     dir: &Path,
+    label: &str,
     module: &TestModule,
     (variable, conf): &(&'static str, PathBuf),
 ) -> Result<(), HarnessError> {
@@ -44,7 +46,7 @@ fn make_token(
             .arg("--module")
             .arg(module.path())
             .arg("--label")
-            .arg(TOKEN_LABEL)
+            .arg(label)
             .arg("--so-pin-file")
             .arg(dir.join("so.pin"))
             .arg("--pin-file")
@@ -88,7 +90,7 @@ impl EnclaveProcess {
         let module_env = module.configure(dir)?;
         write_private(&dir.join("so.pin"), SO_PIN)?;
         write_private(&dir.join("user.pin"), USER_PIN)?;
-        make_token(dir, &module, &module_env)?;
+        make_token(dir, TOKEN_LABEL, &module, &module_env)?;
         let socket = dir.join("signer.sock");
         let config = dir.join("enclave.toml");
         fs::write(
@@ -158,7 +160,43 @@ listen = "127.0.0.1:0"
     pub fn replace_token(&self) -> Result<(), HarnessError> {
         self.module.destroy(&self.dir)?;
         self.module.configure(&self.dir)?;
-        make_token(&self.dir, &self.module, &self.module_env)
+        make_token(&self.dir, TOKEN_LABEL, &self.module, &self.module_env)
+    }
+
+    /// Makes a second token, labelled `label`, in the same module (a new HSM beside the old
+    /// one), and writes a configuration naming it; returns that configuration's path.
+    ///
+    /// # Errors
+    /// The token or the configuration could not be made.
+    pub fn add_token(&self, label: &str) -> Result<PathBuf, HarnessError> {
+        make_token(&self.dir, label, &self.module, &self.module_env)?;
+        let config = fs::read_to_string(&self.config)?.replace(
+            &format!("token_label = \"{TOKEN_LABEL}\""),
+            &format!("token_label = \"{label}\""),
+        );
+        let path = self.dir.join(format!("{label}.toml"));
+        fs::write(&path, config)?;
+        Ok(path)
+    }
+
+    /// Runs `signer-enclave migrate-token` from the current configuration to the one at `to`.
+    ///
+    /// # Errors
+    /// The binary could not be run.
+    pub fn migrate_token(&self, to: &Path) -> Result<Output, HarnessError> {
+        Ok(self
+            .command()?
+            .arg("migrate-token")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--to")
+            .arg(to)
+            .output()?)
+    }
+
+    /// Runs the enclave with the configuration at `path` from its next start.
+    pub fn use_config(&mut self, path: PathBuf) {
+        self.config = path;
     }
 
     fn command(&self) -> Result<Command, HarnessError> {

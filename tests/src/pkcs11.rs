@@ -37,8 +37,8 @@ impl TestModule {
         }
     }
 
-    /// Writes the module's configuration for one token kept under `dir`, and returns the
-    /// environment variable (and its value) every process using that token needs.
+    /// Writes the module's configuration for tokens kept under `dir` (room for two), and
+    /// returns the environment variable (and its value) every process using them needs.
     ///
     /// # Errors
     /// The directory or the file could not be written.
@@ -58,12 +58,15 @@ impl TestModule {
                 Ok(("SOFTHSM2_CONF", conf))
             }
             TestModule::Kryoptic(_) => {
+                // Two slots: the token, and room for a second one (moving to a new token).
                 let conf = dir.join("kryoptic.conf");
                 fs::write(
                     &conf,
                     format!(
-                        "[[slots]]\nslot = 1\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n",
-                        dir.join("token.sql").display()
+                        "[[slots]]\nslot = 1\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n\n\
+                         [[slots]]\nslot = 2\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n",
+                        dir.join("token.sql").display(),
+                        dir.join("next.sql").display()
                     ),
                 )?;
                 Ok(("KRYOPTIC_CONF", conf))

@@ -654,6 +654,71 @@ async fn foreign_uid_and_wrong_pin_are_refused() {
         .await;
 }
 
+/// An operator moves an enclave's key pairs to a new token (`migrate-token`): the enclave,
+/// stopped, is started on the new token and unseals its confirmed pair there; the old token's
+/// key no longer opens it, so the old configuration does not start; the move is audited.
+#[tokio::test(flavor = "current_thread")]
+async fn key_pairs_move_to_a_new_token() {
+    LocalSet::new()
+        .run_until(async {
+            let dir = tempfile::tempdir().unwrap();
+            let coordinator = coordinator_key(0x77).x_only_public_key().0;
+            let uid = my_uid(dir.path());
+            let mut enclave =
+                EnclaveProcess::provision(&dir.path().join("e1"), &coordinator, uid).unwrap();
+            enclave.start().unwrap();
+            let mut parties = BTreeMap::new();
+            parties.insert(p(1), Party::Enclave(connect(&enclave).await));
+            for i in 2..=4 {
+                parties.insert(p(i), Party::Local(Box::new(Local(KeyGen::default(), None))));
+            }
+            let last = key_gen(&mut parties, attempt(0), 3, None).await.unwrap();
+            let pair = generated_pair(&last[&p(1)]);
+            if let Party::Enclave(client) = &parties[&p(1)] {
+                client.confirm_key_pair(set(), &pair).await.unwrap();
+            }
+            drop(parties);
+            enclave.terminate().unwrap();
+
+            // While the enclave runs its database is locked; stopped, the move goes through.
+            let old_config = enclave.config().to_owned();
+            let next = enclave.add_token("processor-next").unwrap();
+            let moved = enclave.migrate_token(&next).unwrap();
+            let said = String::from_utf8_lossy(&moved.stdout);
+            assert!(
+                moved.status.success(),
+                "{}",
+                String::from_utf8_lossy(&moved.stderr)
+            );
+            assert!(
+                said.contains("1 key pair(s) sealed into the new token"),
+                "{said}"
+            );
+            // Again, to the same token: refused, nothing changes.
+            enclave.use_config(next.clone());
+            let again = enclave.migrate_token(&next).unwrap();
+            assert!(!again.status.success());
+            assert!(String::from_utf8_lossy(&again.stderr)
+                .contains("names the token the enclave uses already"));
+
+            // The new token unseals the confirmed pair at start and serves it.
+            enclave.start().unwrap();
+            let client = connect(&enclave).await;
+            let status = client.status().await.unwrap();
+            assert_eq!(status.keys, vec![pair]);
+            drop(client);
+            enclave.terminate().unwrap();
+            let audit = enclave.cli("audit").unwrap();
+            assert!(String::from_utf8_lossy(&audit.stdout).contains("keys_resealed"));
+
+            // The old token's key no longer opens the pair: the old configuration does not start.
+            enclave.use_config(old_config);
+            let error = enclave.start().unwrap_err().to_string();
+            assert!(error.contains("cannot be unsealed"), "{error}");
+        })
+        .await;
+}
+
 /// Every file under `dir`, with its contents.
 fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut found = Vec::new();

@@ -132,6 +132,33 @@ fn paid_to(devnet: &Devnet, to: &TestWallet) -> Vec<(Txid, u64)> {
     paid
 }
 
+/// Signs `plan` of `pair`'s key with `signers` (attempt 0) and returns its transaction as the
+/// node has it (published by the processors), with its id both ways.
+fn sign_and_fetch(
+    devnet: &Devnet,
+    pair: &KeyPair,
+    plan: schema::hashes::PlanId,
+    signers: &[Participant],
+) -> (TransactionId, Txid, bitcoin::Transaction) {
+    let tx = devnet
+        .sign_plan(
+            PlanSignId {
+                key: pair.network_key,
+                id: plan,
+                attempt: Attempt(0),
+            },
+            signers,
+        )
+        .unwrap();
+    let txid: Txid = txid_hex(&tx).parse().unwrap();
+    let raw = devnet
+        .node
+        .rpc("getrawtransaction", json!([txid.to_string()]))
+        .unwrap();
+    let transaction = bitcoin::consensus::encode::deserialize_hex(raw.as_str().unwrap()).unwrap();
+    (tx, txid, transaction)
+}
+
 fn completions(devnet: &Devnet, validator: usize) -> Vec<TransactionId> {
     devnet
         .sent(&devnet.validators[validator], |message| match message {
@@ -493,23 +520,7 @@ fn stuck_and_replaced(
 ) {
     let ack = burn(devnet, pair, to, 1_000_000, &devnet.all());
     let original = ack.plans[0];
-    let tx = devnet
-        .sign_plan(
-            PlanSignId {
-                key: pair.network_key,
-                id: original,
-                attempt: Attempt(0),
-            },
-            &[p(1), p(2), p(3)],
-        )
-        .unwrap();
-    let txid: Txid = txid_hex(&tx).parse().unwrap();
-    let raw = devnet
-        .node
-        .rpc("getrawtransaction", json!([txid.to_string()]))
-        .unwrap();
-    let signed: bitcoin::Transaction =
-        bitcoin::consensus::encode::deserialize_hex(raw.as_str().unwrap()).unwrap();
+    let (_, txid, signed) = sign_and_fetch(devnet, pair, original, &[p(1), p(2), p(3)]);
     devnet.node.prioritise(&txid, -100_000_000).unwrap();
     devnet.mine(16).unwrap();
     include_built_batches(devnet);
@@ -734,23 +745,8 @@ fn a_payout_no_replacement_can_bump_is_paid_for_by_a_child_and_paid_once() {
     let amount = DUST.to_sat() + probe.fee.to_sat() + 20;
     let ack = burn(&devnet, &pair, &dave, amount, &devnet.all());
     let parent_plan = ack.plans[0];
-    let parent = devnet
-        .sign_plan(
-            PlanSignId {
-                key: pair.network_key,
-                id: parent_plan,
-                attempt: Attempt(0),
-            },
-            &[p(1), p(2), p(3)],
-        )
-        .unwrap();
-    let parent_id: Txid = txid_hex(&parent).parse().unwrap();
-    let raw = devnet
-        .node
-        .rpc("getrawtransaction", json!([parent_id.to_string()]))
-        .unwrap();
-    let signed: bitcoin::Transaction =
-        bitcoin::consensus::encode::deserialize_hex(raw.as_str().unwrap()).unwrap();
+    let (parent, parent_id, signed) =
+        sign_and_fetch(&devnet, &pair, parent_plan, &[p(1), p(2), p(3)]);
     let change_script = KeyScripts::derive(&pair.network_key)
         .unwrap()
         .script(OutputKind::Change)
@@ -794,23 +790,8 @@ fn a_payout_no_replacement_can_bump_is_paid_for_by_a_child_and_paid_once() {
         );
     }
     devnet.acknowledge(&ack).unwrap();
-    let child = devnet
-        .sign_plan(
-            PlanSignId {
-                key: pair.network_key,
-                id: child_plan,
-                attempt: Attempt(0),
-            },
-            &[p(2), p(3), p(4)],
-        )
-        .unwrap();
-    let child_id: Txid = txid_hex(&child).parse().unwrap();
-    let raw = devnet
-        .node
-        .rpc("getrawtransaction", json!([child_id.to_string()]))
-        .unwrap();
-    let spending: bitcoin::Transaction =
-        bitcoin::consensus::encode::deserialize_hex(raw.as_str().unwrap()).unwrap();
+    let (child, child_id, spending) =
+        sign_and_fetch(&devnet, &pair, child_plan, &[p(2), p(3), p(4)]);
     // The child spends the stuck transaction's change, back to our change address.
     assert_eq!(spending.input.len(), 1);
     assert_eq!(
@@ -868,23 +849,7 @@ fn a_payout_no_replacement_can_bump_is_paid_for_by_a_child_and_paid_once() {
         .unwrap();
     assert_eq!(ack.plans.len(), 1);
     devnet.acknowledge(&ack).unwrap();
-    let next = devnet
-        .sign_plan(
-            PlanSignId {
-                key: pair.network_key,
-                id: ack.plans[0],
-                attempt: Attempt(0),
-            },
-            &[p(1), p(3), p(4)],
-        )
-        .unwrap();
-    let next_id: Txid = txid_hex(&next).parse().unwrap();
-    let raw = devnet
-        .node
-        .rpc("getrawtransaction", json!([next_id.to_string()]))
-        .unwrap();
-    let next_tx: bitcoin::Transaction =
-        bitcoin::consensus::encode::deserialize_hex(raw.as_str().unwrap()).unwrap();
+    let (_, _, next_tx) = sign_and_fetch(&devnet, &pair, ack.plans[0], &[p(1), p(3), p(4)]);
     assert_eq!(next_tx.input.len(), 1);
     assert_eq!(next_tx.input[0].previous_output.txid, child_id);
     devnet.mine(u32::try_from(CONFIRMATIONS).unwrap()).unwrap();

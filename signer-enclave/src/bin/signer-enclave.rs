@@ -17,10 +17,12 @@ use clap::{Parser, Subcommand};
 use signer_enclave::{
     config::{Config, EXAMPLE},
     custody::{
-        load_module, Custody, CustodyError, SealingKey, SealingKeyAttributes, TokenSelector,
+        load_module, Custody, CustodyError, Purpose, Seal, SealingKey, SealingKeyAttributes,
+        TokenSelector,
     },
     db::{EnclaveDb, KeyStatus},
     enclave::Enclave,
+    key_store,
     metrics::Metrics,
     rpc::{serve, ConnectionLimits, SignerService},
     secrets::{disable_core_dumps, read_pin},
@@ -58,6 +60,18 @@ enum Command {
         /// another (a replaced or reset token): those pairs can no longer be unsealed.
         #[arg(long)]
         new_sealing_key: bool,
+    },
+    /// Move the key pairs to another token (a new HSM, or another module): every pair is
+    /// unsealed from the configured token, checked, sealed under the other token's sealing key
+    /// (created there if missing) and written back in one commit. The enclave must be stopped;
+    /// afterwards, run it with the other configuration. The old token can then be retired.
+    MigrateToken {
+        /// The current configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The configuration naming the other token (the same `db_path`).
+        #[arg(long)]
+        to: PathBuf,
     },
     /// Serve the scanner node on the configured Unix socket until SIGTERM or Ctrl-C.
     Run {
@@ -105,6 +119,7 @@ fn main() -> ExitCode {
             coordinator_key,
             new_sealing_key,
         } => provision(&config, &coordinator_key, new_sealing_key, &mut stdout),
+        Command::MigrateToken { config, to } => migrate_token(&config, &to, &mut stdout),
         Command::Run { config } => run(&config, &mut stdout),
         Command::Status { config } => status(&config, &mut stdout),
         Command::Audit { config } => audit(&config, &mut stdout),
@@ -196,6 +211,60 @@ fn provision(
     write_attributes(out, attributes)?;
     writeln!(out, "coordinator key: {key}")?;
     writeln!(out, "provisioned")?;
+    Ok(())
+}
+
+fn migrate_token(path: &Path, to: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+    let current = Config::load(path)?;
+    let next = Config::load(to)?;
+    if current.db_path != next.db_path {
+        bail!(
+            "--to names database {} but the enclave's is {} (db_path): the key pairs move between tokens, not databases",
+            next.db_path.display(),
+            current.db_path.display()
+        );
+    }
+    // One module is loaded and initialized once, whichever tokens it holds.
+    let module = load_module(&current.pkcs11.module)?;
+    let next_module = if next.pkcs11.module == current.pkcs11.module {
+        module.clone()
+    } else {
+        load_module(&next.pkcs11.module)?
+    };
+    let from = Custody::open(
+        &module,
+        &token(&current)?,
+        &read_pin(&current.pkcs11.pin_file)?,
+        SealingKey::MustExist,
+    )?;
+    let into = Custody::open(
+        &next_module,
+        &token(&next)?,
+        &read_pin(&next.pkcs11.pin_file)?,
+        SealingKey::CreateIfMissing,
+    )?;
+    // The same token under two names would be resealed into itself: a blob one seals that
+    // the other unseals means one sealing key.
+    let probe = into.seal(b"migrate-token probe", Purpose::NetworkKeyShare, &[0; 32])?;
+    if from
+        .unseal(b"migrate-token probe", Purpose::NetworkKeyShare, &probe)
+        .is_ok()
+    {
+        bail!("--to names the token the enclave uses already");
+    }
+    let db = EnclaveDb::open(&current.db_path)
+        .with_context(|| format!("database {} (db_path)", current.db_path.display()))?;
+    let mut records = db.key_records()?;
+    for record in &mut records {
+        record.sealed = key_store::reseal(&from, &into, &record.sealed)?;
+    }
+    let moved = db.reseal_key_records(&records)?;
+    write_attributes(out, into.sealing_key_attributes()?)?;
+    writeln!(
+        out,
+        "{moved} key pair(s) sealed into the new token; run the enclave with {}",
+        to.display()
+    )?;
     Ok(())
 }
 

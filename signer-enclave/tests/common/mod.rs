@@ -18,8 +18,11 @@ pub fn generate_keys(t: u16, n: u16) -> BTreeMap<Participant, GeneratedKeys> {
 /// The token label of the test tokens.
 pub const TOKEN: &str = "processor-test";
 
-/// The label of a kryoptic token that offers no AES-GCM (`token_without_gcm`).
+/// The label of a kryoptic token that offers no AES-GCM (`has_token_without_gcm`).
 pub const NO_GCM_TOKEN: &str = "processor-no-gcm";
+
+/// The label of a second token in the same module: where key pairs move to a new token.
+pub const NEXT_TOKEN: &str = "processor-next";
 
 /// Whether the tests run against kryoptic (`PROCESSOR_TEST_KRYOPTIC` names its module;
 /// `ops/test` runs the custody tests with it as well as with SoftHSM2).
@@ -29,10 +32,11 @@ fn kryoptic() -> Option<std::path::PathBuf> {
         .map(Into::into)
 }
 
-/// A fresh token under `dir`, initialized with a user PIN, as an operator would make one: in
-/// SoftHSM2 (its own token directory), or in kryoptic when `PROCESSOR_TEST_KRYOPTIC` is set
-/// (its own database, beside a second token, `NO_GCM_TOKEN`, whose slot denies AES-GCM). A
-/// module reads its configuration variable once per process: call this once per test binary.
+/// A fresh token under `dir`, initialized with a user PIN, as an operator would make one, and
+/// a second one (`NEXT_TOKEN`, the same PIN): in SoftHSM2 (their own token directory), or in
+/// kryoptic when `PROCESSOR_TEST_KRYOPTIC` is set (a database each, beside a third token,
+/// `NO_GCM_TOKEN`, whose slot denies AES-GCM). A module reads its configuration variable once
+/// per process: call this once per test binary.
 pub fn test_token(dir: &Path) -> (Arc<Pkcs11>, AuthPin) {
     let module = match kryoptic() {
         Some(module) => {
@@ -41,9 +45,11 @@ pub fn test_token(dir: &Path) -> (Arc<Pkcs11>, AuthPin) {
                 &conf,
                 format!(
                     "[[slots]]\nslot = 1\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n\n\
-                     [[slots]]\nslot = 2\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n\
+                     [[slots]]\nslot = 2\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n\n\
+                     [[slots]]\nslot = 3\ndbtype = \"sqlite\"\ndbargs = \"{}\"\n\
                      mechanisms = [\"DENY\", \"CKM_AES_GCM\"]\n",
                     dir.join("token.sql").display(),
+                    dir.join("next.sql").display(),
                     dir.join("no-gcm.sql").display()
                 ),
             )
@@ -70,6 +76,7 @@ pub fn test_token(dir: &Path) -> (Arc<Pkcs11>, AuthPin) {
     let pkcs11 = load_module(&module).unwrap();
     let pin = AuthPin::new("user-secret".into());
     init_token(&pkcs11, TOKEN, &pin);
+    init_token(&pkcs11, NEXT_TOKEN, &pin);
     if kryoptic().is_some() {
         init_token(&pkcs11, NO_GCM_TOKEN, &pin);
     }
