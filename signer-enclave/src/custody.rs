@@ -312,6 +312,28 @@ pub struct Custody {
     session: Mutex<Session>,
     key: ObjectHandle,
     skipped: Vec<SkippedSlot>,
+    token: OpenToken,
+}
+
+/// The token custody opened: where it is and what it says it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenToken {
+    /// Its slot.
+    pub slot: u64,
+    /// Its label.
+    pub label: String,
+    /// Its serial number.
+    pub serial: String,
+}
+
+impl fmt::Display for OpenToken {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "slot {} label {:?} serial {:?}",
+            self.slot, self.label, self.serial
+        )
+    }
 }
 
 impl SealingKeyAttributes {
@@ -347,7 +369,7 @@ impl Custody {
         sealing_key: SealingKey,
     ) -> Result<Self, CustodyError> {
         let slots = pkcs11.get_slots_with_token()?;
-        let facts = slots
+        let facts: Vec<(u64, Result<TokenFacts, String>)> = slots
             .iter()
             .map(|slot| {
                 let facts = pkcs11
@@ -361,7 +383,7 @@ impl Custody {
                 (slot.id(), facts)
             })
             .collect();
-        let (chosen, skipped) = choose_slot(selector, facts);
+        let (chosen, skipped) = choose_slot(selector, facts.clone());
         for slot in &skipped {
             tracing::warn!(slot = slot.slot, error = %slot.error, "a PKCS#11 slot's token information cannot be read; skipped");
         }
@@ -379,7 +401,21 @@ impl Custody {
             selector: selector.clone(),
             skipped: skipped.clone(),
         })?;
-        tracing::info!(slot = slot.id(), token = %selector, "PKCS#11 token found");
+        let token = facts
+            .into_iter()
+            .find_map(|(id, facts)| match facts {
+                Ok(facts) if id == slot.id() => Some(OpenToken {
+                    slot: id,
+                    label: facts.label,
+                    serial: facts.serial,
+                }),
+                _ => None,
+            })
+            .ok_or_else(|| CustodyError::TokenNotFound {
+                selector: selector.clone(),
+                skipped: skipped.clone(),
+            })?;
+        tracing::info!(%token, "PKCS#11 token found");
         check_mechanisms(pkcs11, slot)?;
         let session = pkcs11.open_rw_session(slot)?;
         login(&session, slot.id(), pin)?;
@@ -414,6 +450,7 @@ impl Custody {
             session: Mutex::new(session),
             key,
             skipped,
+            token,
         };
         let attributes = custody.sealing_key_attributes()?;
         if !attributes.safe() {
@@ -453,6 +490,11 @@ impl Custody {
             }
         }
         Ok(read)
+    }
+
+    /// The token opened.
+    pub fn token(&self) -> &OpenToken {
+        &self.token
     }
 
     /// The slots skipped while looking for the token, their information unreadable.

@@ -678,11 +678,16 @@ async fn key_pairs_move_to_a_new_token() {
                 client.confirm_key_pair(set(), &pair).await.unwrap();
             }
             drop(parties);
-            enclave.terminate().unwrap();
 
-            // While the enclave runs its database is locked; stopped, the move goes through.
+            // While the enclave runs its database is locked: nothing moves.
             let old_config = enclave.config().to_owned();
             let next = enclave.add_token("processor-next").unwrap();
+            let refused = enclave.migrate_token(&next).unwrap();
+            assert!(!refused.status.success());
+            assert!(String::from_utf8_lossy(&refused.stderr).contains("(db_path)"));
+
+            // Stopped, the move goes through.
+            enclave.terminate().unwrap();
             let moved = enclave.migrate_token(&next).unwrap();
             let said = String::from_utf8_lossy(&moved.stdout);
             assert!(
@@ -710,6 +715,10 @@ async fn key_pairs_move_to_a_new_token() {
             enclave.terminate().unwrap();
             let audit = enclave.cli("audit").unwrap();
             assert!(String::from_utf8_lossy(&audit.stdout).contains("keys_resealed"));
+            let status = enclave.cli("status").unwrap();
+            let shown = String::from_utf8_lossy(&status.stdout);
+            assert!(shown.contains("label \"processor-next\""), "{shown}");
+            assert!(shown.contains("key pairs: 1"), "{shown}");
 
             // The old token's key no longer opens the pair: the old configuration does not start.
             enclave.use_config(old_config);

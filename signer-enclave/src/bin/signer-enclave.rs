@@ -259,6 +259,8 @@ fn migrate_token(path: &Path, to: &Path, out: &mut impl Write) -> anyhow::Result
         record.sealed = key_store::reseal(&from, &into, &record.sealed)?;
     }
     let moved = db.reseal_key_records(&records)?;
+    writeln!(out, "from token: {}", from.token())?;
+    writeln!(out, "to token: {}", into.token())?;
     write_attributes(out, into.sealing_key_attributes()?)?;
     writeln!(
         out,
@@ -299,6 +301,12 @@ fn audit(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
 fn status(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let custody = open_custody(&config, SealingKey::MustExist)?;
+    writeln!(
+        out,
+        "token: {} (module {})",
+        custody.token(),
+        config.pkcs11.module.display()
+    )?;
     write_attributes(out, custody.sealing_key_attributes()?)?;
     let db = EnclaveDb::open_read_only(&config.db_path)
         .with_context(|| format!("database {} (db_path)", config.db_path.display()))?;
