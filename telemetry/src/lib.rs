@@ -177,5 +177,16 @@ mod error_report_tests {
             error_report(&error),
             "opening the token: module could not be loaded: file too short"
         );
+        // A cause whose words happen to appear earlier, not as the end of its parent's
+        // message, is still printed.
+        let error = MentionsItsCause(Inner::Short);
+        assert_eq!(
+            error_report(&error),
+            "file too short to open: file too short"
+        );
     }
+
+    #[derive(Debug, Error)]
+    #[error("file too short to open")]
+    struct MentionsItsCause(#[source] Inner);
 }

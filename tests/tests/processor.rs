@@ -504,6 +504,33 @@ fn include_built_batches(devnet: &Devnet) {
     }
 }
 
+/// Lowers `txid`'s fee in the node's miner's eyes by `delta` sat (a fee market that moved on),
+/// mines past `STUCK_AFTER_BLOCKS` and reports the Batches built meanwhile: the transaction is
+/// still in the mempool, out of every block.
+fn hold_out_of_blocks(devnet: &Devnet, txid: &Txid, delta: i64) {
+    devnet.node.prioritise(txid, -delta).unwrap();
+    devnet.mine(16).unwrap();
+    include_built_batches(devnet);
+    assert!(devnet.node.in_mempool(txid).unwrap(), "held out of blocks");
+}
+
+/// Serai block `block`, after the stuck plans' blocks are final, finds every family landed:
+/// nothing is proposed and nothing is stuck on any validator.
+fn nothing_stuck_at(devnet: &Devnet, pair: &KeyPair, block: u64) {
+    devnet.mine(8).unwrap();
+    include_built_batches(devnet);
+    let ack = devnet
+        .substrate_block(block, pair, Vec::new(), &devnet.all())
+        .unwrap();
+    assert!(ack.plans.is_empty());
+    for validator in &devnet.validators {
+        assert_eq!(
+            validator.scanner_metric("processor_plans_stuck").unwrap(),
+            0.0
+        );
+    }
+}
+
 /// A burn to `to` paid by a signed transaction that the node's miner holds out of blocks (its
 /// fee deprioritised, as a fee market that moved on would), and the Serai block whose network
 /// block is `STUCK_AFTER_BLOCKS` later: its acknowledgement proposes the replacement, which is
@@ -521,10 +548,7 @@ fn stuck_and_replaced(
     let ack = burn(devnet, pair, to, 1_000_000, &devnet.all());
     let original = ack.plans[0];
     let (_, txid, signed) = sign_and_fetch(devnet, pair, original, &[p(1), p(2), p(3)]);
-    devnet.node.prioritise(&txid, -100_000_000).unwrap();
-    devnet.mine(16).unwrap();
-    include_built_batches(devnet);
-    assert!(devnet.node.in_mempool(&txid).unwrap(), "held out of blocks");
+    hold_out_of_blocks(devnet, &txid, 100_000_000);
     assert!(paid_to(devnet, to).is_empty());
 
     let stuck_at = std::time::Instant::now();
@@ -568,9 +592,9 @@ fn stuck_and_replaced(
     ((original, signed), (replacement, replacing), stuck_at)
 }
 
-/// Every validator reported `tx` as the completion of both `plans` (a family settles whichever
-/// member's transaction confirms), and keeps none of the family's transactions to publish.
-fn family_settled_by(devnet: &Devnet, plans: [schema::hashes::PlanId; 2], tx: TransactionId) {
+/// Every validator reported `tx` as the completion of every one of `plans` (a family settles
+/// whichever member's transaction confirms), and keeps none of their transactions to publish.
+fn family_settled_by(devnet: &Devnet, plans: &[schema::hashes::PlanId], tx: TransactionId) {
     devnet
         .coordinator
         .wait_until(processor_tests::devnet::STEP_TIMEOUT, |_| {
@@ -626,21 +650,10 @@ fn a_payout_held_out_of_blocks_is_replaced_at_a_higher_fee_and_paid_once() {
         .value
         .to_sat();
     assert!(paid[0].1 < originally && paid[0].1 > 995_000, "{paid:?}");
-    family_settled_by(&devnet, [original, replacement], tx);
+    family_settled_by(&devnet, &[original, replacement], tx);
 
     // The next Serai block finds the family landed: nothing is stuck any more.
-    devnet.mine(8).unwrap();
-    include_built_batches(&devnet);
-    let ack = devnet
-        .substrate_block(3, &pair, Vec::new(), &devnet.all())
-        .unwrap();
-    assert!(ack.plans.is_empty());
-    for validator in &devnet.validators {
-        assert_eq!(
-            validator.scanner_metric("processor_plans_stuck").unwrap(),
-            0.0
-        );
-    }
+    nothing_stuck_at(&devnet, &pair, 3);
     assert_eq!(paid_to(&devnet, &bob).len(), 1);
 }
 
@@ -672,7 +685,7 @@ fn an_original_confirming_after_its_replacement_was_signed_settles_the_family_on
     let paid = paid_to(&devnet, &carol);
     assert_eq!(paid.len(), 1, "{paid:?}");
     assert_eq!(paid[0].0, signed.compute_txid());
-    family_settled_by(&devnet, [original, replacement], tx);
+    family_settled_by(&devnet, &[original, replacement], tx);
     // The processors stop publishing the replacement: it never comes back.
     devnet.mine(2).unwrap();
     devnet.wait_scanned().unwrap();
@@ -757,15 +770,10 @@ fn a_payout_no_replacement_can_bump_is_paid_for_by_a_child_and_paid_once() {
         .position(|output| output.script_pubkey == change_script)
         .unwrap();
     // Its fee taken away in the miner's eyes: it pays nothing a block template takes alone.
-    devnet
-        .node
-        .prioritise(&parent_id, -i64::try_from(probe.fee.to_sat()).unwrap())
-        .unwrap();
-    devnet.mine(16).unwrap();
-    include_built_batches(&devnet);
-    assert!(
-        devnet.node.in_mempool(&parent_id).unwrap(),
-        "held out of blocks"
+    hold_out_of_blocks(
+        &devnet,
+        &parent_id,
+        i64::try_from(probe.fee.to_sat()).unwrap(),
     );
 
     // The Serai block STUCK_AFTER_BLOCKS on proposes a child, not a replacement.
@@ -817,23 +825,12 @@ fn a_payout_no_replacement_can_bump_is_paid_for_by_a_child_and_paid_once() {
         .unwrap();
     let paid = paid_to(&devnet, &dave);
     assert_eq!(paid, vec![(parent_id, DUST.to_sat() + 20)]);
-    family_settled_by(&devnet, [parent_plan, parent_plan], parent);
-    family_settled_by(&devnet, [child_plan, child_plan], child);
+    family_settled_by(&devnet, &[parent_plan], parent);
+    family_settled_by(&devnet, &[child_plan], child);
 
     // The next Serai block finds both landed; the one after pays a new burn from the child's
     // change (the parent's, which the child spent, never joined the pool).
-    devnet.mine(8).unwrap();
-    include_built_batches(&devnet);
-    let ack = devnet
-        .substrate_block(3, &pair, Vec::new(), &devnet.all())
-        .unwrap();
-    assert!(ack.plans.is_empty());
-    for validator in &devnet.validators {
-        assert_eq!(
-            validator.scanner_metric("processor_plans_stuck").unwrap(),
-            0.0
-        );
-    }
+    nothing_stuck_at(&devnet, &pair, 3);
     let erin = TestWallet::new([0x0e; 32]).unwrap();
     let ack = devnet
         .substrate_block(
