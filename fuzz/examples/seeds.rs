@@ -362,6 +362,7 @@ fn main() -> Result<(), Failure> {
                 KeyStatus::Confirmed
             },
             pair,
+            epoch: u32::try_from(index).unwrap_or(0),
             sealed: SealedKeys {
                 key_id: pair.network_key.to_bytes().to_vec(),
                 batch: vec![1; 60],

@@ -56,6 +56,13 @@ struct KeyPair {
   networkKey @1 :Data; # 33 bytes, compressed secp256k1
 }
 
+struct ShareRepair {
+  # Who is repaired and who helps (PROTOCOL: repairing a lost share).
+  keyPair @0 :KeyPair;
+  repaired @1 :UInt16;
+  helpers @2 :List(UInt16); # exactly the key's threshold, ascending, never the repaired
+}
+
 struct OutInstructionWithBalance {
   # A burn: pay `amount` (satoshis) to `address`, an address string in the network's own
   # encoding, parsed by the processor for the configured network.

@@ -20,6 +20,48 @@ struct KeyGenToProcessor {
       id @4 :Common.KeyGenId;
       shares @5 :List(Common.ParticipantData);
     }
+    # Repairing a lost share: to the repaired participant, answered with its fresh key.
+    repairBegin :group {
+      id @6 :Common.KeyGenId;
+      repair @7 :Common.ShareRepair;
+    }
+    # To each helper: the attested repair (BIP340 over `repair_attestation_message`).
+    repairHelp :group {
+      id @8 :Common.KeyGenId;
+      repair @9 :Common.ShareRepair;
+      freshKey @10 :Data;   # the repaired participant's fresh keys, 32 + 33 bytes
+      attestation @11 :Data; # 64 bytes
+    }
+    # To each helper: the other helpers' masked parts for it.
+    repairParts :group {
+      id @12 :Common.KeyGenId;
+      parts @13 :List(Common.ParticipantData);
+    }
+    # To the repaired participant: every helper's answer, and the attestation of the repair.
+    repairAnswers :group {
+      id @14 :Common.KeyGenId;
+      answers @15 :List(Common.ParticipantData);
+      attestation @16 :Data; # 64 bytes
+    }
+    # To every participant: refresh the set's shares (BIP340 over `refresh_attestation_message`).
+    refreshBegin :group {
+      id @17 :Common.KeyGenId;
+      keyPair @18 :Common.KeyPair;
+      attestation @19 :Data; # 64 bytes
+    }
+    # To every participant: the others' deals for it.
+    refreshDeals :group {
+      id @20 :Common.KeyGenId;
+      deals @21 :List(Common.ParticipantData);
+    }
+    # To every participant: all refreshed to the same verification shares; switch to them
+    # (BIP340 over `refresh_confirm_message`).
+    refreshConfirm :group {
+      id @22 :Common.KeyGenId;
+      keyPair @23 :Common.KeyPair;
+      digest @24 :Data;      # 32 bytes
+      attestation @25 :Data; # 64 bytes
+    }
   }
 }
 
@@ -126,6 +168,36 @@ struct KeyGenFromProcessor {
       id @7 :Common.KeyGenId;
       participant @8 :UInt16;
       evidence @9 :Data;
+    }
+    repairKey :group {
+      id @10 :Common.KeyGenId;
+      freshKey @11 :Data; # 32 + 33 bytes
+    }
+    repairParts :group {
+      id @12 :Common.KeyGenId;
+      parts @13 :List(Common.ParticipantData); # one masked part per other helper
+    }
+    repairAnswer :group {
+      id @14 :Common.KeyGenId;
+      answer @15 :Data; # for the repaired participant
+    }
+    repaired :group {
+      id @16 :Common.KeyGenId;
+      keyPair @17 :Common.KeyPair;
+    }
+    refreshDeal :group {
+      id @18 :Common.KeyGenId;
+      deals @19 :List(Common.ParticipantData); # one per other participant
+    }
+    refreshed :group {
+      id @20 :Common.KeyGenId;
+      keyPair @21 :Common.KeyPair;
+      digest @22 :Data; # 32 bytes, of the refreshed verification shares
+    }
+    refreshConfirmed :group {
+      id @23 :Common.KeyGenId;
+      keyPair @24 :Common.KeyPair;
+      epoch @25 :UInt32;
     }
   }
 }

@@ -33,6 +33,8 @@ enum RefusalReason {
   replacementMismatch @22;       # a replacement is not the plan it names at another fee rate
   replacementUnderbids @23;      # a replacement does not outbid its original (BIP125)
   replacementDropsPayment @24;   # at its higher fee a payment of the original falls below dust
+  reshareFailed @25;             # a share repair or refresh does not fit the key, or its result
+                                 # does not check out against the verification shares
 }
 
 struct Refusal {

@@ -39,6 +39,21 @@ pub const SHARE_BYTES_PER_INPUT: usize = 32;
 /// participant's encrypted shares.
 pub const MAX_KEY_GEN_BLOB_LEN: usize = 16 * 1024;
 
+/// Bytes of one point of each key: a Ristretto point (32) and a compressed secp256k1 point
+/// (33). Repairs and refreshes carry both keys' points side by side.
+pub const KEY_POINTS_BYTES: usize = 32 + 33;
+
+/// Bytes of one scalar of each key (32 and 32): a masked value of a repair or refresh.
+pub const KEY_SCALARS_BYTES: usize = 32 + 32;
+
+/// A helper's answer to a repaired participant: both masked sums and both keys' verification
+/// shares of every participant.
+pub const REPAIR_ANSWER_LEN: usize = KEY_SCALARS_BYTES + MAX_PARTICIPANTS * KEY_POINTS_BYTES;
+
+/// One participant's refresh deal for another: both keys' commitments to the `t - 1`
+/// coefficients of its polynomial and both masked values.
+pub const REFRESH_DEAL_LEN: usize = KEY_SCALARS_BYTES + (MAX_PARTICIPANTS - 1) * KEY_POINTS_BYTES;
+
 /// Largest opaque protocol blob (a DKG commitment or share, a signing preprocess or share, a
 /// blame proof): a key generation blob, or the preprocess of a plan of `MAX_INPUTS` inputs,
 /// whichever is larger.
@@ -129,6 +144,9 @@ const fn max(a: usize, b: usize) -> usize {
 // A plan of the most inputs has a preprocess and a share blob within `MAX_BLOB_LEN`.
 const _: () = assert!(PREPROCESS_BYTES_PER_INPUT * MAX_PLAN_INPUTS <= MAX_BLOB_LEN);
 const _: () = assert!(SHARE_BYTES_PER_INPUT * MAX_PLAN_INPUTS <= MAX_BLOB_LEN);
+// The largest set's repair answer and refresh deal fit one blob.
+const _: () = assert!(REPAIR_ANSWER_LEN <= MAX_BLOB_LEN);
+const _: () = assert!(REFRESH_DEAL_LEN <= MAX_BLOB_LEN);
 // A signing round of every participant's largest blob fits one message.
 const _: () = assert!(
     MAX_PARTICIPANTS * (MAX_BLOB_LEN + PARTICIPANT_ENTRY_OVERHEAD) + MESSAGE_OVERHEAD

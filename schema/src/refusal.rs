@@ -32,5 +32,6 @@ pub fn label(reason: RefusalReason) -> &'static str {
         RefusalReason::ReplacementMismatch => "replacement_mismatch",
         RefusalReason::ReplacementUnderbids => "replacement_underbids",
         RefusalReason::ReplacementDropsPayment => "replacement_drops_payment",
+        RefusalReason::ReshareFailed => "reshare_failed",
     }
 }

@@ -19,7 +19,8 @@ use crate::{
     limits::{MAX_ADDRESS_LEN, MAX_DATA_LEN, MAX_MONEY_SATS},
     messages::{
         coordinator::{Attestation, PlansAcknowledged, SubstrateBlockAck},
-        key_gen, sign, substrate,
+        key_gen::{self, ShareRepair},
+        sign, substrate,
         substrate::SubstrateContext,
         CoordinatorEnvelope, CoordinatorMessage, ParticipantMap, ProcessorEnvelope,
         ProcessorMessage,
@@ -320,7 +321,60 @@ pub fn key_gen_coordinator_message() -> impl Strategy<Value = key_gen::Coordinat
         }),
         (key_gen_id(), participant_map())
             .prop_map(|(id, shares)| key_gen::CoordinatorMessage::Shares { id, shares }),
+        (key_gen_id(), share_repair())
+            .prop_map(|(id, repair)| key_gen::CoordinatorMessage::RepairBegin { id, repair }),
+        (key_gen_id(), share_repair(), blob(), any::<[u8; 64]>()).prop_map(
+            |(id, repair, fresh_key, attestation)| key_gen::CoordinatorMessage::RepairHelp {
+                id,
+                repair,
+                fresh_key,
+                attestation: Attestation(attestation),
+            }
+        ),
+        (key_gen_id(), participant_map())
+            .prop_map(|(id, parts)| key_gen::CoordinatorMessage::RepairParts { id, parts }),
+        (key_gen_id(), participant_map(), any::<[u8; 64]>()).prop_map(
+            |(id, answers, attestation)| key_gen::CoordinatorMessage::RepairAnswers {
+                id,
+                answers,
+                attestation: Attestation(attestation),
+            }
+        ),
+        (key_gen_id(), key_pair(), any::<[u8; 64]>()).prop_map(|(id, pair, attestation)| {
+            key_gen::CoordinatorMessage::RefreshBegin {
+                id,
+                pair,
+                attestation: Attestation(attestation),
+            }
+        }),
+        (key_gen_id(), participant_map())
+            .prop_map(|(id, deals)| key_gen::CoordinatorMessage::RefreshDeals { id, deals }),
+        (
+            key_gen_id(),
+            key_pair(),
+            any::<[u8; 32]>(),
+            any::<[u8; 64]>()
+        )
+            .prop_map(|(id, pair, digest, attestation)| {
+                key_gen::CoordinatorMessage::RefreshConfirm {
+                    id,
+                    pair,
+                    digest,
+                    attestation: Attestation(attestation),
+                }
+            }),
     ]
+}
+
+/// A repair of one participant by others.
+pub fn share_repair() -> impl Strategy<Value = ShareRepair> {
+    (key_pair(), participant(), vec(participant(), 0..8)).prop_map(|(pair, repaired, helpers)| {
+        ShareRepair {
+            pair,
+            repaired,
+            helpers,
+        }
+    })
 }
 
 /// Every key generation message from a processor.
@@ -344,6 +398,22 @@ pub fn key_gen_processor_message() -> impl Strategy<Value = key_gen::ProcessorMe
                 participant,
                 evidence,
             }
+        }),
+        (key_gen_id(), blob())
+            .prop_map(|(id, fresh_key)| key_gen::ProcessorMessage::RepairKey { id, fresh_key }),
+        (key_gen_id(), participant_map())
+            .prop_map(|(id, parts)| key_gen::ProcessorMessage::RepairParts { id, parts }),
+        (key_gen_id(), blob())
+            .prop_map(|(id, answer)| key_gen::ProcessorMessage::RepairAnswer { id, answer }),
+        (key_gen_id(), key_pair())
+            .prop_map(|(id, pair)| key_gen::ProcessorMessage::Repaired { id, pair }),
+        (key_gen_id(), participant_map())
+            .prop_map(|(id, deals)| key_gen::ProcessorMessage::RefreshDeal { id, deals }),
+        (key_gen_id(), key_pair(), any::<[u8; 32]>()).prop_map(|(id, pair, digest)| {
+            key_gen::ProcessorMessage::Refreshed { id, pair, digest }
+        }),
+        (key_gen_id(), key_pair(), any::<u32>()).prop_map(|(id, pair, epoch)| {
+            key_gen::ProcessorMessage::RefreshConfirmed { id, pair, epoch }
         }),
     ]
 }

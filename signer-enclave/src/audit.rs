@@ -48,6 +48,13 @@ pub enum Event {
     KeysRetired,
     /// Every key pair was sealed anew under another token's sealing key (detail: how many).
     KeysResealed,
+    /// A lost share was repaired by its peers and sealed (subject: the set).
+    KeyRepaired,
+    /// A refresh's new shares were sealed, waiting for confirmation (subject: the set; detail:
+    /// the attempt and the digest of the refreshed verification shares).
+    KeyRefreshed,
+    /// The refreshed shares replaced the old ones (subject: the set; detail: the epoch).
+    RefreshConfirmed,
 }
 
 impl Event {
@@ -66,6 +73,9 @@ impl Event {
             Event::BatchIncluded => 11,
             Event::KeysRetired => 12,
             Event::KeysResealed => 13,
+            Event::KeyRepaired => 14,
+            Event::KeyRefreshed => 15,
+            Event::RefreshConfirmed => 16,
         }
     }
 
@@ -84,6 +94,9 @@ impl Event {
             11 => Event::BatchIncluded,
             12 => Event::KeysRetired,
             13 => Event::KeysResealed,
+            14 => Event::KeyRepaired,
+            15 => Event::KeyRefreshed,
+            16 => Event::RefreshConfirmed,
             _ => return None,
         })
     }
@@ -104,6 +117,9 @@ impl Event {
             Event::BatchIncluded => "batch_included",
             Event::KeysRetired => "keys_retired",
             Event::KeysResealed => "keys_resealed",
+            Event::KeyRepaired => "key_repaired",
+            Event::KeyRefreshed => "key_refreshed",
+            Event::RefreshConfirmed => "refresh_confirmed",
         }
     }
 }

@@ -8,6 +8,9 @@
 //! - `key_pairs`: session (u32 LE) || network (1) || network key (33) -> `KeyRecord`: every
 //!   completed pair of a set, candidate or confirmed, at most `MAX_SET_PAIRS` (records
 //!   written before candidates were kept have the set alone as their key)
+//! - `refreshing`: as `key_pairs` -> `PendingRefresh`: a refresh's sealed new shares, until
+//!   the coordinator confirms every participant holds the same (then they replace the record in
+//!   `key_pairs`, in the same write that deletes this one)
 //! - `retired_key_pairs`: as `key_pairs`, the records sealed under a sealing key that was
 //!   replaced (`provision --new-sealing-key`), kept but never read by the enclave
 //! - `settings`: setting name -> value (the coordinator key: 32-byte x-only key)
@@ -54,6 +57,7 @@ const BATCH_MARKERS: &str = "batch_markers";
 const BATCHES: &str = "batches";
 const KEY_PAIRS: &str = "key_pairs";
 const RETIRED_KEY_PAIRS: &str = "retired_key_pairs";
+const REFRESHING: &str = "refreshing";
 const SETTINGS: &str = "settings";
 const COORDINATOR_KEY: &[u8] = b"coordinator_key";
 const AUDIT: &str = "audit";
@@ -63,10 +67,11 @@ const AUDIT_HEAD: &[u8] = b"audit_head";
 /// pair the chain votes on must survive stray runs and confirmations), so a scanner running
 /// generations alone could otherwise fill the disk; each is a few kilobytes sealed.
 pub const MAX_SET_PAIRS: usize = 16;
-const COLUMN_FAMILIES: [&str; 9] = [
+const COLUMN_FAMILIES: [&str; 10] = [
     AUDIT,
     KEY_PAIRS,
     RETIRED_KEY_PAIRS,
+    REFRESHING,
     SETTINGS,
     ACKNOWLEDGED,
     SIGNED_INPUTS,
@@ -121,6 +126,19 @@ pub struct KeyRecord {
     /// The group keys.
     pub pair: KeyPair,
     /// The shares, sealed.
+    pub sealed: SealedKeys,
+    /// How many refreshes the shares went through here since they were generated or repaired.
+    pub epoch: u32,
+}
+
+/// A refresh's new shares, sealed, waiting for the coordinator's confirmation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRefresh {
+    /// The refresh's attempt.
+    pub attempt: u32,
+    /// The digest of the refreshed verification shares (`resharing::verification_digest`).
+    pub digest: [u8; 32],
+    /// The new shares, sealed.
     pub sealed: SealedKeys,
 }
 
@@ -420,6 +438,7 @@ impl EnclaveDb {
             status: KeyStatus::Generated,
             pair,
             sealed,
+            epoch: 0,
         };
         let mut batch = WriteBatch::default();
         batch.put_cf(
@@ -458,6 +477,143 @@ impl EnclaveDb {
         self.audited(&mut batch, entry)?;
         self.commit(batch)?;
         Ok(record)
+    }
+
+    /// Records a repaired share of `pair` as confirmed (the pair was confirmed before the
+    /// share was lost, and the repair was attested), over any record of the pair there was,
+    /// with a record in the audit trail, in one synced write.
+    ///
+    /// # Errors
+    /// The database failed; nothing was written.
+    pub fn record_repaired(
+        &self,
+        set: ValidatorSet,
+        pair: KeyPair,
+        sealed: SealedKeys,
+    ) -> Result<(), DbError> {
+        let record = KeyRecord {
+            set,
+            status: KeyStatus::Confirmed,
+            pair,
+            sealed,
+            epoch: 0,
+        };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(KEY_PAIRS)?,
+            candidate_key(set, &pair),
+            encode_record(&record),
+        );
+        batch.delete_cf(self.cf(REFRESHING)?, candidate_key(set, &pair));
+        let mut entry = Entry::new(Event::KeyRepaired, set_key(set));
+        entry.key = pair.network_key.to_bytes().to_vec();
+        self.audited(&mut batch, entry)?;
+        self.commit(batch)
+    }
+
+    /// Records a refresh's new shares of `pair`, sealed, as pending (over an older pending
+    /// one), with a record in the audit trail, in one synced write.
+    ///
+    /// # Errors
+    /// The pair is not confirmed here, or the database failed.
+    pub fn record_refresh(
+        &self,
+        set: ValidatorSet,
+        pair: &KeyPair,
+        pending: &PendingRefresh,
+    ) -> Result<(), DbError> {
+        let record = self.generated(set, pair)?;
+        if record.status != KeyStatus::Confirmed {
+            return Err(DbError::NoSuchKeyPair);
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(REFRESHING)?,
+            candidate_key(set, pair),
+            encode_pending(pending),
+        );
+        let mut entry = Entry::new(Event::KeyRefreshed, set_key(set));
+        entry.key = pair.network_key.to_bytes().to_vec();
+        entry.attempt = pending.attempt;
+        entry.detail = format!("verification shares {}", hex::encode(pending.digest));
+        self.audited(&mut batch, entry)?;
+        self.commit(batch)
+    }
+
+    /// The pending refresh of `pair`, if there is one.
+    ///
+    /// # Errors
+    /// The database failed or the record is damaged.
+    pub fn pending_refresh(
+        &self,
+        set: ValidatorSet,
+        pair: &KeyPair,
+    ) -> Result<Option<PendingRefresh>, DbError> {
+        self.get(REFRESHING, &candidate_key(set, pair))?
+            .map(|value| decode_pending(pair, &value).ok_or(DbError::Damaged(REFRESHING)))
+            .transpose()
+    }
+
+    /// Every pending refresh, with its set and pair.
+    ///
+    /// # Errors
+    /// The database failed or a record is damaged.
+    pub fn pending_refreshes(&self) -> Result<Vec<(KeyRecord, PendingRefresh)>, DbError> {
+        let mut found = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf(self.cf(REFRESHING)?, IteratorMode::Start)
+        {
+            let (key, value) = entry?;
+            let damaged = || DbError::Damaged(REFRESHING);
+            let (set_bytes, network_key) = key.split_at_checked(5).ok_or_else(damaged)?;
+            let set = decode_set(set_bytes).ok_or_else(damaged)?;
+            let record = self
+                .set_records(set)?
+                .into_iter()
+                .map(|(_, record)| record)
+                .find(|record| record.pair.network_key.to_bytes().as_slice() == network_key)
+                .ok_or_else(damaged)?;
+            let pending = decode_pending(&record.pair, &value).ok_or_else(damaged)?;
+            found.push((record, pending));
+        }
+        Ok(found)
+    }
+
+    /// Makes the pending refresh of `pair` the shares it signs with: the record takes the new
+    /// sealed shares and the next epoch, and the pending one is deleted, with a record in the
+    /// audit trail, in one synced write. Returns the new epoch.
+    ///
+    /// # Errors
+    /// No such confirmed pair or pending refresh, or the database failed; nothing was written.
+    pub fn confirm_refresh(
+        &self,
+        set: ValidatorSet,
+        pair: &KeyPair,
+        pending: &PendingRefresh,
+    ) -> Result<u32, DbError> {
+        let mut record = self.generated(set, pair)?;
+        if record.status != KeyStatus::Confirmed
+            || self.pending_refresh(set, pair)?.as_ref() != Some(pending)
+        {
+            return Err(DbError::NoSuchKeyPair);
+        }
+        record.sealed = pending.sealed.clone();
+        record.epoch = record.epoch.saturating_add(1);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(KEY_PAIRS)?,
+            candidate_key(set, pair),
+            encode_record(&record),
+        );
+        batch.delete_cf(self.cf(REFRESHING)?, candidate_key(set, pair));
+        let mut entry = Entry::new(Event::RefreshConfirmed, set_key(set));
+        entry.key = pair.network_key.to_bytes().to_vec();
+        entry.attempt = pending.attempt;
+        entry.detail = format!("epoch {}", record.epoch);
+        self.audited(&mut batch, entry)?;
+        self.commit(batch)?;
+        Ok(record.epoch)
     }
 
     /// The recorded pair `pair` of `set`, a candidate or confirmed.
@@ -522,6 +678,11 @@ impl EnclaveDb {
             batch.delete_cf(from, key);
             count += 1;
         }
+        // A refresh sealed under the old key can never be confirmed: it goes with them.
+        let refreshing = self.cf(REFRESHING)?;
+        for entry in self.db.iterator_cf(refreshing, IteratorMode::Start) {
+            batch.delete_cf(refreshing, entry?.0);
+        }
         if count == 0 {
             return Ok(0);
         }
@@ -533,13 +694,18 @@ impl EnclaveDb {
     }
 
     /// Writes `resealed` (key records read by `key_records`, their shares sealed anew under
-    /// another token's key) over the records they were read from, with a record in the audit
-    /// trail, in one synced write; returns how many. A crash leaves every pair sealed under
+    /// another token's key) over the records they were read from, and `pending` (refreshes
+    /// read by `pending_refreshes`, resealed the same way) over theirs, with a record in the
+    /// audit trail, in one synced write; returns how many key records. A crash leaves every pair sealed under
     /// the old key or every pair under the new one, never a mix.
     ///
     /// # Errors
     /// The database failed; nothing was written.
-    pub fn reseal_key_records(&self, resealed: &[KeyRecord]) -> Result<usize, DbError> {
+    pub fn reseal_key_records(
+        &self,
+        resealed: &[KeyRecord],
+        pending: &[(KeyRecord, PendingRefresh)],
+    ) -> Result<usize, DbError> {
         if resealed.is_empty() {
             return Ok(0);
         }
@@ -549,6 +715,13 @@ impl EnclaveDb {
                 self.cf(KEY_PAIRS)?,
                 candidate_key(record.set, &record.pair),
                 encode_record(record),
+            );
+        }
+        for (record, refresh) in pending {
+            batch.put_cf(
+                self.cf(REFRESHING)?,
+                candidate_key(record.set, &record.pair),
+                encode_pending(refresh),
             );
         }
         let mut entry = Entry::new(Event::KeysResealed, Vec::new());
@@ -672,16 +845,23 @@ pub fn candidate_key(set: ValidatorSet, pair: &KeyPair) -> Vec<u8> {
     [&set_key(set)[..], &pair.network_key.to_bytes()].concat()
 }
 
-/// `status (1) || batch key (32) || network key (33) || len (u32 LE) || sealed batch keys ||
-/// sealed network keys`; the key id is the network key.
+/// `status (1) || [epoch (u32 LE)] || batch key (32) || network key (33) || len (u32 LE) ||
+/// sealed batch keys || sealed network keys`; the key id is the network key. Status 0 and 1
+/// (generated, confirmed) carry no epoch (it is 0: every record before refreshes existed);
+/// 2 and 3 are the same with the epoch.
 pub fn encode_record(record: &KeyRecord) -> Vec<u8> {
     let status = match record.status {
         KeyStatus::Generated => 0u8,
         KeyStatus::Confirmed => 1u8,
     };
+    let (status, epoch) = match record.epoch {
+        0 => (status, Vec::new()),
+        epoch => (status + 2, epoch.to_le_bytes().to_vec()),
+    };
     let len = u32::try_from(record.sealed.batch.len()).unwrap_or(u32::MAX);
     [
         &[status][..],
+        &epoch,
         &record.pair.batch_key.0,
         &record.pair.network_key.to_bytes(),
         &len.to_le_bytes(),
@@ -700,9 +880,18 @@ pub fn decode_record(key: &[u8], value: &[u8]) -> Option<KeyRecord> {
         network: NetworkId::from_code(network).ok()?,
     };
     let (status, rest) = value.split_first()?;
-    let status = match status {
-        0 => KeyStatus::Generated,
-        1 => KeyStatus::Confirmed,
+    let (status, epoch, rest) = match status {
+        0 => (KeyStatus::Generated, 0, rest),
+        1 => (KeyStatus::Confirmed, 0, rest),
+        2 | 3 => {
+            let (epoch, rest) = rest.split_first_chunk::<4>()?;
+            let status = if *status == 2 {
+                KeyStatus::Generated
+            } else {
+                KeyStatus::Confirmed
+            };
+            (status, u32::from_le_bytes(*epoch), rest)
+        }
         _ => return None,
     };
     let (batch_key, rest) = rest.split_first_chunk::<32>()?;
@@ -720,6 +909,7 @@ pub fn decode_record(key: &[u8], value: &[u8]) -> Option<KeyRecord> {
     Some(KeyRecord {
         set,
         status,
+        epoch,
         pair: KeyPair {
             batch_key: BatchKey(*batch_key),
             network_key: NetworkKey::from_slice(network_key).ok()?,
@@ -729,6 +919,50 @@ pub fn decode_record(key: &[u8], value: &[u8]) -> Option<KeyRecord> {
             batch: batch.to_vec(),
             network: network.to_vec(),
         },
+    })
+}
+
+/// `attempt (u32 LE) || digest (32) || len (u32 LE) || sealed batch keys || sealed network
+/// keys`.
+fn encode_pending(pending: &PendingRefresh) -> Vec<u8> {
+    let len = u32::try_from(pending.sealed.batch.len()).unwrap_or(u32::MAX);
+    [
+        &pending.attempt.to_le_bytes()[..],
+        &pending.digest,
+        &len.to_le_bytes(),
+        &pending.sealed.batch,
+        &pending.sealed.network,
+    ]
+    .concat()
+}
+
+fn decode_pending(pair: &KeyPair, value: &[u8]) -> Option<PendingRefresh> {
+    let (attempt, rest) = value.split_first_chunk::<4>()?;
+    let (digest, rest) = rest.split_first_chunk::<32>()?;
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+    if rest.len() < len {
+        return None;
+    }
+    let (batch, network) = rest.split_at(len);
+    Some(PendingRefresh {
+        attempt: u32::from_le_bytes(*attempt),
+        digest: *digest,
+        sealed: SealedKeys {
+            key_id: pair.network_key.to_bytes().to_vec(),
+            batch: batch.to_vec(),
+            network: network.to_vec(),
+        },
+    })
+}
+
+fn decode_set(bytes: &[u8]) -> Option<ValidatorSet> {
+    let &[a, b, c, d, network] = bytes else {
+        return None;
+    };
+    Some(ValidatorSet {
+        session: Session(u32::from_le_bytes([a, b, c, d])),
+        network: NetworkId::from_code(network).ok()?,
     })
 }
 
@@ -777,12 +1011,14 @@ mod tests {
             pair in key_pair(),
             other in key_pair(),
             sealed in proptest::collection::vec(any::<u8>(), 0..64),
+            epoch in prop_oneof![Just(0u32), any::<u32>()],
         ) {
             prop_assume!(pair.network_key != other.network_key);
             let record = KeyRecord {
                 set,
                 status: KeyStatus::Generated,
                 pair,
+                epoch,
                 sealed: SealedKeys {
                     key_id: pair.network_key.to_bytes().to_vec(),
                     batch: sealed.clone(),
@@ -794,5 +1030,67 @@ mod tests {
             prop_assert_eq!(decode_record(&set_key(set), &value), Some(record));
             prop_assert_eq!(decode_record(&candidate_key(set, &other), &value), None);
         }
+    }
+
+    fn sealed(pair: &KeyPair, byte: u8) -> SealedKeys {
+        SealedKeys {
+            key_id: pair.network_key.to_bytes().to_vec(),
+            batch: vec![byte; 40],
+            network: vec![byte; 41],
+        }
+    }
+
+    /// A refresh waits beside its key record until confirmed; confirming it replaces the
+    /// record's shares and moves the epoch in one write, only once; a new sealing key drops
+    /// a pending refresh with the records it belonged to.
+    #[test]
+    fn a_pending_refresh_replaces_the_record_once_and_goes_with_a_sealing_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = EnclaveDb::open(dir.path()).unwrap();
+        let set = ValidatorSet {
+            session: Session(3),
+            network: NetworkId::Bitcoin,
+        };
+        let pair = KeyPair {
+            batch_key: BatchKey([4; 32]),
+            // secp256k1's generator.
+            network_key: NetworkKey::from_slice(
+                &hex::decode("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")
+                    .unwrap(),
+            )
+            .unwrap(),
+        };
+        let pending = PendingRefresh {
+            attempt: 2,
+            digest: [9; 32],
+            sealed: sealed(&pair, 2),
+        };
+        db.record_generated(set, pair, sealed(&pair, 1)).unwrap();
+        // Only a confirmed pair is refreshed.
+        assert!(matches!(
+            db.record_refresh(set, &pair, &pending),
+            Err(DbError::NoSuchKeyPair)
+        ));
+        db.confirm(set, &pair).unwrap();
+        db.record_refresh(set, &pair, &pending).unwrap();
+        assert_eq!(
+            db.pending_refresh(set, &pair).unwrap(),
+            Some(pending.clone())
+        );
+        assert_eq!(db.pending_refreshes().unwrap().len(), 1);
+        assert_eq!(db.generated(set, &pair).unwrap().sealed, sealed(&pair, 1));
+
+        assert_eq!(db.confirm_refresh(set, &pair, &pending).unwrap(), 1);
+        let record = db.generated(set, &pair).unwrap();
+        assert_eq!((record.epoch, record.sealed), (1, sealed(&pair, 2)));
+        assert_eq!(db.pending_refresh(set, &pair).unwrap(), None);
+        assert!(matches!(
+            db.confirm_refresh(set, &pair, &pending),
+            Err(DbError::NoSuchKeyPair)
+        ));
+
+        db.record_refresh(set, &pair, &pending).unwrap();
+        assert_eq!(db.retire_key_records().unwrap(), 1);
+        assert!(db.pending_refreshes().unwrap().is_empty());
     }
 }

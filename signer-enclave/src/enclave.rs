@@ -20,11 +20,14 @@ use schema::{
     batch::{Batch, SignedBatch},
     error::DecodeError,
     generated::signer_capnp::RefusalReason,
-    ids::{Attempt, NetworkId, ValidatorSet},
+    ids::{Attempt, KeyGenId, NetworkId, ValidatorSet},
     keys::{BatchKey, KeyPair, NetworkKey},
     messages::{
         coordinator::{Attestation, PlansAcknowledged},
-        key_gen, ParticipantMap,
+        key_gen::{
+            self, refresh_attestation_message, refresh_confirm_message, repair_attestation_message,
+        },
+        ParticipantMap,
     },
     plan::Plan,
     protocol::{accepts_set_shape, FeeCaps},
@@ -37,12 +40,13 @@ use crate::{
     audit::{Entry, Event},
     batch_signing::BatchSigning,
     custody::Seal,
-    db::{DbError, EnclaveDb, KeyStatus},
+    db::{DbError, EnclaveDb, KeyStatus, PendingRefresh},
     key_gen::{GeneratedKeys, KeyGen, KeyGenError},
     key_store::{self, KeyStoreError, SealedKeys},
     metrics::Metrics,
     plan_signing::{PlanSigning, SigningError},
     policy::{self, Decision, Refusal},
+    resharing::{verification_digest, Refreshed, ReshareError, Resharing},
 };
 
 /// The one network this enclave signs for.
@@ -109,6 +113,7 @@ pub struct Enclave {
     coordinator: XOnlyPublicKey,
     metrics: Metrics,
     key_gen: KeyGen,
+    resharing: Resharing,
     active: Vec<Active>,
     plans: PlanSigning,
     batches: BatchSigning,
@@ -134,6 +139,7 @@ impl Enclave {
             coordinator,
             metrics,
             key_gen: KeyGen::default(),
+            resharing: Resharing::default(),
             active: Vec::new(),
             plans: PlanSigning::default(),
             batches: BatchSigning::default(),
@@ -145,6 +151,7 @@ impl Enclave {
                 enclave.activate(record.pair, keys)?;
             }
         }
+        enclave.observe_pending_refreshes();
         Ok(enclave)
     }
 
@@ -180,6 +187,20 @@ impl Enclave {
                 format!("this enclave signs for {NETWORK:?}, not {:?}", set.network),
             ));
         }
+        match message {
+            key_gen::CoordinatorMessage::GenerateKey { .. }
+            | key_gen::CoordinatorMessage::Commitments { .. }
+            | key_gen::CoordinatorMessage::Shares { .. } => self.generate(message),
+            reshare => self.reshare(reshare).map(|message| vec![message]),
+        }
+    }
+
+    /// One message of a key generation.
+    fn generate(
+        &mut self,
+        message: key_gen::CoordinatorMessage,
+    ) -> Result<Vec<key_gen::ProcessorMessage>, Refused> {
+        let set = message.id().set;
         if let key_gen::CoordinatorMessage::GenerateKey { params, .. } = &message {
             if let Err(error) = accepts_set_shape(*params) {
                 return Err(self.refused(RefusalReason::SetShapeRefused, error.to_string()));
@@ -211,6 +232,195 @@ impl Enclave {
         }
         self.observe_sessions();
         Ok(messages)
+    }
+
+    /// One message of a share repair or refresh (see `resharing`). Every step that uses a key
+    /// pair's shares, and every step that changes them, needs the coordinator's attestation;
+    /// new shares are sealed and recorded before they are reported, and a refresh's replace the
+    /// old only on an attested confirmation that every participant holds the same.
+    fn reshare(
+        &mut self,
+        message: key_gen::CoordinatorMessage,
+    ) -> Result<key_gen::ProcessorMessage, Refused> {
+        use key_gen::{CoordinatorMessage as In, ProcessorMessage as Out};
+        let (step, out) = match message {
+            In::RepairBegin { id, repair } => {
+                if active_keys(&self.active, &repair.pair).is_some() {
+                    return Err(self.refused(
+                        RefusalReason::ReshareFailed,
+                        "this enclave holds its share of the pair: nothing to repair",
+                    ));
+                }
+                let fresh_key = self
+                    .resharing
+                    .begin_repair(id, repair, &mut OsRng)
+                    .map_err(|error| self.reshare_refused(&error))?;
+                ("repair_begin", Out::RepairKey { id, fresh_key })
+            }
+            In::RepairHelp {
+                id,
+                repair,
+                fresh_key,
+                attestation,
+            } => {
+                let message = repair_attestation_message(id, &repair, &fresh_key);
+                self.attested(message, &attestation)?;
+                let keys =
+                    active_keys(&self.active, &repair.pair).ok_or_else(|| self.unknown_pair())?;
+                let parts = self
+                    .resharing
+                    .help(id, &repair, &fresh_key, keys, &mut OsRng)
+                    .map_err(|error| self.reshare_refused(&error))?;
+                ("repair_help", Out::RepairParts { id, parts })
+            }
+            In::RepairParts { id, parts } => {
+                let pair = self
+                    .resharing
+                    .helping_pair(id)
+                    .ok_or_else(|| self.reshare_refused(&ReshareError::UnknownAttempt(id)))?;
+                let keys = active_keys(&self.active, &pair).ok_or_else(|| self.unknown_pair())?;
+                let answer = self
+                    .resharing
+                    .gather(id, &parts, keys)
+                    .map_err(|error| self.reshare_refused(&error))?;
+                ("repair_answer", Out::RepairAnswer { id, answer })
+            }
+            In::RepairAnswers {
+                id,
+                answers,
+                attestation,
+            } => {
+                let (repair, fresh_key) = self
+                    .resharing
+                    .own_repair(id)
+                    .map(|(repair, key)| (repair.clone(), key.to_vec()))
+                    .ok_or_else(|| self.reshare_refused(&ReshareError::UnknownAttempt(id)))?;
+                self.attested(
+                    repair_attestation_message(id, &repair, &fresh_key),
+                    &attestation,
+                )?;
+                let keys = self
+                    .resharing
+                    .recover(id, &answers)
+                    .map_err(|error| self.reshare_refused(&error))?;
+                let pair = repair.pair;
+                if pair_of(&keys) != Some(pair) {
+                    return Err(self.refused(
+                        RefusalReason::ReshareFailed,
+                        StartError::KeysDiffer.to_string(),
+                    ));
+                }
+                let sealed = self.seal(&keys)?;
+                self.db
+                    .record_repaired(id.set, pair, sealed)
+                    .map_err(|error| self.history_refused(&error))?;
+                self.replace(pair, keys);
+                ("repaired", Out::Repaired { id, pair })
+            }
+            In::RefreshBegin {
+                id,
+                pair,
+                attestation,
+            } => {
+                self.attested(refresh_attestation_message(id, &pair), &attestation)?;
+                let keys = active_keys(&self.active, &pair).ok_or_else(|| self.unknown_pair())?;
+                let deals = self
+                    .resharing
+                    .deal(id, pair, keys, &mut OsRng)
+                    .map_err(|error| self.reshare_refused(&error))?;
+                ("refresh_deal", Out::RefreshDeal { id, deals })
+            }
+            In::RefreshDeals { id, deals } => {
+                let pair = self
+                    .resharing
+                    .refreshing_pair(id)
+                    .ok_or_else(|| self.reshare_refused(&ReshareError::UnknownAttempt(id)))?;
+                let keys = active_keys(&self.active, &pair).ok_or_else(|| self.unknown_pair())?;
+                let refreshed = self
+                    .resharing
+                    .refresh(id, &deals, keys)
+                    .map_err(|error| self.reshare_refused(&error))?;
+                let digest = match refreshed {
+                    Refreshed::New(keys, digest) => {
+                        let pending = PendingRefresh {
+                            attempt: id.attempt.0,
+                            digest,
+                            sealed: self.seal(&keys)?,
+                        };
+                        self.db
+                            .record_refresh(id.set, &pair, &pending)
+                            .map_err(|error| self.history_refused(&error))?;
+                        digest
+                    }
+                    Refreshed::Again(digest) => digest,
+                };
+                ("refreshed", Out::Refreshed { id, pair, digest })
+            }
+            In::RefreshConfirm {
+                id,
+                pair,
+                digest,
+                attestation,
+            } => {
+                self.attested(refresh_confirm_message(id, &pair, &digest), &attestation)?;
+                let epoch = self.confirm_refresh(id, pair, digest)?;
+                (
+                    "refresh_confirmed",
+                    Out::RefreshConfirmed { id, pair, epoch },
+                )
+            }
+            In::GenerateKey { id, .. } | In::Commitments { id, .. } | In::Shares { id, .. } => {
+                return Err(self.reshare_refused(&ReshareError::UnknownAttempt(id)));
+            }
+        };
+        self.metrics.reshare_steps.with_label_values(&[step]).inc();
+        self.observe_sessions();
+        self.observe_pending_refreshes();
+        Ok(out)
+    }
+
+    /// Switches `pair` to the refreshed shares of `digest`, pending from attempt `id`; returns
+    /// the epoch. Confirming the shares already in use again changes nothing.
+    fn confirm_refresh(
+        &mut self,
+        id: KeyGenId,
+        pair: KeyPair,
+        digest: [u8; 32],
+    ) -> Result<u32, Refused> {
+        let current = active_keys(&self.active, &pair).ok_or_else(|| self.unknown_pair())?;
+        if verification_digest(current) == digest {
+            return self
+                .db
+                .generated(id.set, &pair)
+                .map(|record| record.epoch)
+                .map_err(|error| self.history_refused(&error));
+        }
+        let pending = self
+            .db
+            .pending_refresh(id.set, &pair)
+            .map_err(|error| self.history_refused(&error))?
+            .filter(|pending| pending.attempt == id.attempt.0 && pending.digest == digest)
+            .ok_or_else(|| {
+                self.refused(
+                    RefusalReason::UnknownAttempt,
+                    format!("no refresh of {id:?} is pending with these verification shares"),
+                )
+            })?;
+        let keys = self
+            .unseal(&pending.sealed)
+            .map_err(|error| self.refused(RefusalReason::CustodyUnavailable, error.to_string()))?;
+        if pair_of(&keys) != Some(pair) || verification_digest(&keys) != digest {
+            return Err(self.refused(
+                RefusalReason::CustodyUnavailable,
+                StartError::KeysDiffer.to_string(),
+            ));
+        }
+        let epoch = self
+            .db
+            .confirm_refresh(id.set, &pair, &pending)
+            .map_err(|error| self.history_refused(&error))?;
+        self.replace(pair, keys);
+        Ok(epoch)
     }
 
     /// Makes a generated key pair the one signing for its set.
@@ -471,11 +681,7 @@ impl Enclave {
         let pair = pair_of(keys).ok_or_else(|| {
             self.refused(RefusalReason::Malformed, "generated keys do not encode")
         })?;
-        let started = Instant::now();
-        let sealed = key_store::seal(self.custody.as_ref(), keys);
-        self.hsm("seal", started, sealed.is_ok());
-        let sealed = sealed
-            .map_err(|error| self.refused(RefusalReason::CustodyUnavailable, error.to_string()))?;
+        let sealed = self.seal(keys)?;
         self.db
             .record_generated(set, pair, sealed)
             .map_err(|error| match error {
@@ -484,6 +690,56 @@ impl Enclave {
                 }
                 _ => self.refused(RefusalReason::HistoryUnavailable, error.to_string()),
             })
+    }
+
+    fn seal(&self, keys: &GeneratedKeys) -> Result<SealedKeys, Refused> {
+        let started = Instant::now();
+        let sealed = key_store::seal(self.custody.as_ref(), keys);
+        self.hsm("seal", started, sealed.is_ok());
+        sealed.map_err(|error| self.refused(RefusalReason::CustodyUnavailable, error.to_string()))
+    }
+
+    /// Makes `keys` the shares `pair` signs with, in place of any held.
+    fn replace(&mut self, pair: KeyPair, keys: GeneratedKeys) {
+        match self.active.iter_mut().find(|active| active.pair == pair) {
+            Some(active) => active.keys = keys,
+            None => {
+                self.active.push(Active { pair, keys });
+                self.metrics
+                    .confirmed_keys
+                    .set(i64::try_from(self.active.len()).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    fn attested(&self, digest: [u8; 32], attestation: &Attestation) -> Result<(), Refused> {
+        match policy::attested(digest, attestation, &self.coordinator) {
+            Decision::Approve(()) => Ok(()),
+            Decision::Refuse(refusal) => Err(self.policy_refused(refusal)),
+        }
+    }
+
+    fn unknown_pair(&self) -> Refused {
+        self.refused(RefusalReason::UnknownKey, "no confirmed key pair matches")
+    }
+
+    fn history_refused(&self, error: &DbError) -> Refused {
+        match error {
+            DbError::NoSuchKeyPair => self.refused(RefusalReason::UnknownKey, error.to_string()),
+            _ => self.refused(RefusalReason::HistoryUnavailable, error.to_string()),
+        }
+    }
+
+    fn reshare_refused(&self, error: &ReshareError) -> Refused {
+        let reason = match error {
+            ReshareError::UnknownAttempt(_) => RefusalReason::UnknownAttempt,
+            ReshareError::StaleAttempt { .. } => RefusalReason::StaleAttempt,
+            ReshareError::TooManySessions(_) => RefusalReason::TooManySessions,
+            ReshareError::ConflictingRepeat(_) => RefusalReason::ConflictingRepeat,
+            ReshareError::Malformed(_) => RefusalReason::Malformed,
+            _ => RefusalReason::ReshareFailed,
+        };
+        self.refused(reason, error.to_string())
     }
 
     fn unseal(&self, sealed: &SealedKeys) -> Result<GeneratedKeys, KeyStoreError> {
@@ -520,6 +776,19 @@ impl Enclave {
             .ok_or_else(|| self.refused(RefusalReason::UnknownKey, "no confirmed batch key"))
     }
 
+    /// Sets the pending-refreshes gauge from the database (left as it was if it cannot be
+    /// read: the read's error is the database's alert).
+    fn observe_pending_refreshes(&self) {
+        match self.db.pending_refreshes() {
+            Ok(pending) => {
+                self.metrics
+                    .refreshes_pending
+                    .set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
+            }
+            Err(error) => tracing::error!(%error, "pending refreshes cannot be read"),
+        }
+    }
+
     /// Sets the open-sessions gauges and counts evictions since the last look.
     fn observe_sessions(&mut self) {
         let open = &self.metrics.open_sessions;
@@ -529,6 +798,8 @@ impl Enclave {
             .set(i64::try_from(self.batches.open()).unwrap_or(i64::MAX));
         open.with_label_values(&["key_gen"])
             .set(i64::try_from(self.key_gen.in_progress()).unwrap_or(i64::MAX));
+        open.with_label_values(&["reshare"])
+            .set(i64::try_from(self.resharing.in_progress()).unwrap_or(i64::MAX));
         let evicted = (self.plans.evicted(), self.batches.evicted());
         let evictions = &self.metrics.sessions_evicted;
         evictions
@@ -635,6 +906,14 @@ impl Enclave {
         };
         self.refused(reason, error.to_string())
     }
+}
+
+/// The shares held for exactly `pair` (both group keys), if confirmed here.
+fn active_keys<'a>(active: &'a [Active], pair: &KeyPair) -> Option<&'a GeneratedKeys> {
+    active
+        .iter()
+        .find(|active| active.pair == *pair)
+        .map(|active| &active.keys)
 }
 
 /// The group keys of generated keys, as the coordinator sees them.

@@ -303,6 +303,8 @@ impl KeyGen {
                     Some(GeneratedKeys { batch, network }),
                 ))
             }
+            // Repairs and refreshes are the enclave's `resharing`, never a key generation.
+            other => Err(KeyGenError::WrongRound(other.id())),
         }
     }
 

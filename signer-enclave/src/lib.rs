@@ -22,8 +22,13 @@ pub mod local_key_gen;
 #[cfg(feature = "testing")]
 pub mod memory_custody;
 pub mod metrics;
+pub mod pairwise;
 pub mod plan_signing;
 pub mod policy;
+pub mod polynomial;
+pub mod resharing;
 pub mod rpc;
 pub mod secrets;
 mod sessions;
+pub mod share_refresh;
+pub mod share_repair;

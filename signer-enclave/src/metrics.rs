@@ -41,6 +41,11 @@ pub struct Metrics {
     pub signing_rounds: IntCounterVec,
     /// `signer_enclave_dkg_runs_total{outcome}`: key generations completed or ended by blame.
     pub dkg_runs: IntCounterVec,
+    /// `signer_enclave_reshare_steps_total{step}`: repair and refresh steps taken.
+    pub reshare_steps: IntCounterVec,
+    /// `signer_enclave_refreshes_pending`: refreshed shares sealed and waiting for the
+    /// coordinator's confirmation (the old shares sign until it comes).
+    pub refreshes_pending: IntGauge,
     /// `signer_enclave_hsm_operation_seconds{operation}`: PKCS#11 seal and unseal latency.
     pub hsm_seconds: HistogramVec,
     /// `signer_enclave_hsm_errors_total{operation}`: PKCS#11 operations that failed.
@@ -49,7 +54,7 @@ pub struct Metrics {
     pub rejected_connections: IntCounter,
     /// `signer_enclave_confirmed_keys`: confirmed key pairs held, unsealed, for signing.
     pub confirmed_keys: IntGauge,
-    /// `signer_enclave_open_sessions{kind}`: signing and key generation sessions in memory.
+    /// `signer_enclave_open_sessions{kind}`: signing, key generation and repair or refresh sessions in memory.
     pub open_sessions: IntGaugeVec,
     /// `signer_enclave_sessions_evicted_total{kind}`: sessions dropped to make room.
     pub sessions_evicted: IntCounterVec,
@@ -93,6 +98,18 @@ impl Metrics {
             ),
             &["outcome"],
         )?;
+        let reshare_steps = IntCounterVec::new(
+            Opts::new(
+                "signer_enclave_reshare_steps_total",
+                "Share repair and refresh steps taken, by step (repair_begin, repair_help, \
+                 repair_answer, repaired, refresh_deal, refreshed, refresh_confirmed).",
+            ),
+            &["step"],
+        )?;
+        let refreshes_pending = IntGauge::new(
+            "signer_enclave_refreshes_pending",
+            "Refreshed shares sealed and waiting for the coordinator's confirmation.",
+        )?;
         let hsm_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "signer_enclave_hsm_operation_seconds",
@@ -122,7 +139,7 @@ impl Metrics {
         let open_sessions = IntGaugeVec::new(
             Opts::new(
                 "signer_enclave_open_sessions",
-                "Sessions in memory, by kind (plan, batch, key_gen).",
+                "Sessions in memory, by kind (plan, batch, key_gen, reshare).",
             ),
             &["kind"],
         )?;
@@ -161,6 +178,8 @@ impl Metrics {
         registry.register(Box::new(refusals.clone()))?;
         registry.register(Box::new(signing_rounds.clone()))?;
         registry.register(Box::new(dkg_runs.clone()))?;
+        registry.register(Box::new(reshare_steps.clone()))?;
+        registry.register(Box::new(refreshes_pending.clone()))?;
         registry.register(Box::new(hsm_seconds.clone()))?;
         registry.register(Box::new(hsm_errors.clone()))?;
         registry.register(Box::new(rejected_connections.clone()))?;
@@ -170,6 +189,8 @@ impl Metrics {
             refusals,
             signing_rounds,
             dkg_runs,
+            reshare_steps,
+            refreshes_pending,
             hsm_seconds,
             hsm_errors,
             rejected_connections,

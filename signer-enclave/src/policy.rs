@@ -231,7 +231,7 @@ pub fn inclusion(
 }
 
 /// Whether `attestation` is the coordinator's BIP340 signature over `digest`.
-fn attested(
+pub fn attested(
     digest: [u8; 32],
     attestation: &Attestation,
     coordinator: &XOnlyPublicKey,

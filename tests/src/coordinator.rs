@@ -29,7 +29,7 @@ use crate::HarnessError;
 /// A queued message, or one that does not decode (for tests of skipping).
 #[derive(Clone)]
 enum Entry {
-    Message(CoordinatorEnvelope),
+    Message(Box<CoordinatorEnvelope>),
     Malformed(MessageId),
 }
 
@@ -287,7 +287,10 @@ impl CoordinatorHarness {
             let id = MessageId(queue.inbox.last().map_or(1, |last| last.id().0 + 1));
             queue
                 .inbox
-                .push(Entry::Message(CoordinatorEnvelope { id, message }));
+                .push(Entry::Message(Box::new(CoordinatorEnvelope {
+                    id,
+                    message,
+                })));
             id
         })
     }

@@ -35,7 +35,8 @@ use schema::{
             Attestation, CoordinatorMessage as Coordinator, PlansAcknowledged,
             ProcessorMessage as CoordinatorOut, SubstrateBlockAck,
         },
-        key_gen, sign,
+        key_gen::{self, ShareRepair},
+        sign,
         substrate::{self, SubstrateContext},
         CoordinatorMessage, ParticipantMap, ProcessorMessage,
     },
@@ -51,7 +52,7 @@ use crate::{
     enclave::EnclaveProcess,
     metric_value,
     regtest::{harness::RegtestNode, wallet::TestWallet},
-    relay::others,
+    relay::{self, others, KeyGenParty},
     scrape, start_until_ready, HarnessError,
 };
 
@@ -161,6 +162,24 @@ listen = "127.0.0.1:0"
         }
     }
 
+    /// Loses this validator's enclave, as when its host or HSM dies: the scanner and the
+    /// enclave are killed, the enclave's directory (database, token, PINs) is deleted, and a
+    /// new token and database are provisioned in its place, trusting `attestor`, holding no
+    /// key; then both start again (the scanner keeps its own state).
+    ///
+    /// # Errors
+    /// The directory could not be replaced or a process did not start.
+    pub fn lose_enclave(&mut self, attestor: &Keypair) -> Result<(), HarnessError> {
+        self.kill_scanner();
+        self.enclave.kill();
+        let path = self.dir.join("enclave");
+        std::fs::remove_dir_all(&path)?;
+        let uid = std::fs::metadata(&self.dir)?.uid();
+        self.enclave = EnclaveProcess::provision(&path, &attestor.x_only_public_key().0, uid)?;
+        self.enclave.start()?;
+        self.start_scanner()
+    }
+
     /// The scanner's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("scanner.log")).unwrap_or_default()
@@ -201,6 +220,42 @@ impl Drop for Validator {
     fn drop(&mut self) {
         self.kill_scanner();
         self.enclave.kill();
+    }
+}
+
+/// One validator, as the coordinator's key relays see it.
+pub struct DevnetParty<'a> {
+    devnet: &'a Devnet,
+    participant: Participant,
+}
+
+fn key_gen_answer(message: &ProcessorMessage) -> Option<key_gen::ProcessorMessage> {
+    match message {
+        ProcessorMessage::KeyGen(message) => Some(message.clone()),
+        _ => None,
+    }
+}
+
+impl KeyGenParty for DevnetParty<'_> {
+    /// Queues `message` for the validator and waits for its next key message.
+    async fn handle(
+        &mut self,
+        message: key_gen::CoordinatorMessage,
+    ) -> Result<key_gen::ProcessorMessage, HarnessError> {
+        let validator = self
+            .devnet
+            .validators
+            .iter()
+            .find(|validator| validator.participant == self.participant)
+            .ok_or_else(|| failed(format!("no validator {}", self.participant)))?;
+        let before = self.devnet.sent(validator, key_gen_answer)?.len();
+        self.devnet.push_to(&[self.participant], |_| {
+            CoordinatorMessage::KeyGen(message.clone())
+        })?;
+        self.devnet
+            .collect(&[self.participant], before + 1, key_gen_answer)?
+            .remove(&self.participant)
+            .ok_or_else(|| failed("no answer"))
     }
 }
 
@@ -415,6 +470,60 @@ impl Devnet {
             [pair] => Ok(*pair),
             _ => Err(failed("the processors generated different key pairs")),
         }
+    }
+
+    /// Every validator as a party to the coordinator's key relays (`relay::repair`,
+    /// `relay::refresh`): each message goes through its scanner to its enclave, and the answer
+    /// comes back through the coordinator.
+    pub fn parties(&self) -> BTreeMap<Participant, DevnetParty<'_>> {
+        self.all()
+            .into_iter()
+            .map(|participant| {
+                (
+                    participant,
+                    DevnetParty {
+                        devnet: self,
+                        participant,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Repairs `repair.repaired`'s share with its helpers, attested by the devnet's
+    /// coordinator; returns the repaired validator's answer (`Repaired`).
+    ///
+    /// # Errors
+    /// A step did not complete in time.
+    pub fn repair(
+        &self,
+        id: KeyGenId,
+        repair: &ShareRepair,
+    ) -> Result<key_gen::ProcessorMessage, HarnessError> {
+        futures::executor::block_on(relay::repair(
+            &mut self.parties(),
+            id,
+            repair,
+            &self.attestor,
+        ))
+    }
+
+    /// Refreshes every share of `pair`, attested by the devnet's coordinator; returns each
+    /// validator's last answer (`RefreshConfirmed`).
+    ///
+    /// # Errors
+    /// A step did not complete in time, or the validators refreshed to different shares.
+    pub fn refresh(
+        &self,
+        id: KeyGenId,
+        pair: KeyPair,
+    ) -> Result<BTreeMap<Participant, key_gen::ProcessorMessage>, HarnessError> {
+        futures::executor::block_on(relay::refresh(
+            &mut self.parties(),
+            id,
+            pair,
+            &self.attestor,
+        ))
     }
 
     /// The node's highest finalized block (`CONFIRMATIONS` deep).

@@ -1,5 +1,6 @@
 //! The coordinator's relaying between enclaves, for tests and benchmarks: a key generation's
-//! three rounds, and the three rounds of signing a plan or a Batch with chosen signers. What
+//! three rounds, a share repair's four and a refresh's three (attested by the coordinator key
+//! given), and the three rounds of signing a plan or a Batch with chosen signers. What
 //! each participant receives is everyone else's message, as PROTOCOL.md has it; each round goes
 //! to every participant at once, and the next starts when all answered.
 
@@ -7,14 +8,22 @@ use std::{collections::BTreeMap, future::Future};
 
 use futures::future::try_join_all;
 
-use bitcoin::Transaction;
+use bitcoin::{
+    key::Keypair,
+    secp256k1::{Message, Secp256k1},
+    Transaction,
+};
 use scanner::coordinate::enclave_client::EnclaveClient;
 use schema::{
     batch::{Batch, SignedBatch},
     ids::{KeyGenId, Participant, ThresholdParams},
     keys::KeyPair,
     messages::{
-        key_gen::{CoordinatorMessage, ProcessorMessage},
+        coordinator::Attestation,
+        key_gen::{
+            refresh_attestation_message, refresh_confirm_message, repair_attestation_message,
+            CoordinatorMessage, ProcessorMessage, ShareRepair,
+        },
         ParticipantMap,
     },
     plan::Plan,
@@ -130,6 +139,211 @@ pub async fn key_gen<P: KeyGenParty>(
         let message = CoordinatorMessage::Shares {
             id,
             shares: shares.remove(i).unwrap_or_default(),
+        };
+        async move { Ok::<_, HarnessError>((*i, party.handle(message).await?)) }
+    }))
+    .await?;
+    Ok(answers.into_iter().collect())
+}
+
+/// The coordinator's BIP340 attestation of `digest`.
+pub fn attest(coordinator: &Keypair, digest: [u8; 32]) -> Attestation {
+    let signature =
+        Secp256k1::new().sign_schnorr_no_aux_rand(&Message::from_digest(digest), coordinator);
+    Attestation(signature.serialize())
+}
+
+/// Relays a repair of `repair.repaired`'s share by `repair.helpers` (all in `parties`),
+/// attested by `coordinator`: the repaired party's fresh key, the helpers' parts, their
+/// answers, and the repaired party's `Repaired`, which is returned.
+///
+/// # Errors
+/// A party failed or answered out of protocol.
+pub async fn repair<P: KeyGenParty>(
+    parties: &mut BTreeMap<Participant, P>,
+    id: KeyGenId,
+    repair: &ShareRepair,
+    coordinator: &Keypair,
+) -> Result<ProcessorMessage, HarnessError> {
+    let party = |parties: &mut BTreeMap<Participant, P>, i: Participant| {
+        parties
+            .remove(&i)
+            .ok_or_else(|| failed(format!("no party {i}")))
+    };
+    let mut repaired = party(parties, repair.repaired)?;
+    let answer = repaired
+        .handle(CoordinatorMessage::RepairBegin {
+            id,
+            repair: repair.clone(),
+        })
+        .await;
+    let fresh_key = match answer {
+        Ok(ProcessorMessage::RepairKey { fresh_key, .. }) => fresh_key,
+        other => {
+            parties.insert(repair.repaired, repaired);
+            return Err(failed(format!("expected a fresh key, got {other:?}")));
+        }
+    };
+    let attestation = attest(
+        coordinator,
+        repair_attestation_message(id, repair, &fresh_key),
+    );
+    let result = help(parties, id, repair, &fresh_key, attestation).await;
+    let answer = match result {
+        Ok(answers) => {
+            repaired
+                .handle(CoordinatorMessage::RepairAnswers {
+                    id,
+                    answers,
+                    attestation,
+                })
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    parties.insert(repair.repaired, repaired);
+    answer
+}
+
+/// The helpers' two rounds of a repair: their answers for the repaired party.
+async fn help<P: KeyGenParty>(
+    parties: &mut BTreeMap<Participant, P>,
+    id: KeyGenId,
+    repair: &ShareRepair,
+    fresh_key: &[u8],
+    attestation: Attestation,
+) -> Result<ParticipantMap, HarnessError> {
+    let answers = try_join_all(helpers(parties, repair).map(|(i, party)| {
+        let message = CoordinatorMessage::RepairHelp {
+            id,
+            repair: repair.clone(),
+            fresh_key: fresh_key.to_vec(),
+            attestation,
+        };
+        async move { Ok::<_, HarnessError>((*i, party.handle(message).await?)) }
+    }))
+    .await?;
+    let mut parts: BTreeMap<Participant, ParticipantMap> = BTreeMap::new();
+    for (i, answer) in answers {
+        let ProcessorMessage::RepairParts { parts: sent, .. } = answer else {
+            return Err(failed(format!("expected repair parts, got {answer:?}")));
+        };
+        for (to, blob) in sent {
+            parts.entry(to).or_default().insert(i, blob);
+        }
+    }
+    let answers = try_join_all(helpers(parties, repair).map(|(i, party)| {
+        let message = CoordinatorMessage::RepairParts {
+            id,
+            parts: parts.remove(i).unwrap_or_default(),
+        };
+        async move { Ok::<_, HarnessError>((*i, party.handle(message).await?)) }
+    }))
+    .await?;
+    let mut collected = ParticipantMap::new();
+    for (i, answer) in answers {
+        let ProcessorMessage::RepairAnswer { answer, .. } = answer else {
+            return Err(failed(format!("expected a repair answer, got {answer:?}")));
+        };
+        collected.insert(i, answer);
+    }
+    Ok(collected)
+}
+
+/// The parties helping `repair`.
+fn helpers<'a, P>(
+    parties: &'a mut BTreeMap<Participant, P>,
+    repair: &'a ShareRepair,
+) -> impl Iterator<Item = (&'a Participant, &'a mut P)> {
+    parties
+        .iter_mut()
+        .filter(|(i, _)| repair.helpers.contains(i))
+}
+
+/// Relays a refresh of `pair` among every party, attested by `coordinator`: the deals, then,
+/// once every party reported the same refreshed verification shares, the confirmation.
+/// Returns each party's last message (`RefreshConfirmed`).
+///
+/// # Errors
+/// A party failed or answered out of protocol, or the parties refreshed to different shares
+/// (then nothing is confirmed).
+pub async fn refresh<P: KeyGenParty>(
+    parties: &mut BTreeMap<Participant, P>,
+    id: KeyGenId,
+    pair: KeyPair,
+    coordinator: &Keypair,
+) -> Result<BTreeMap<Participant, ProcessorMessage>, HarnessError> {
+    let digest = refresh_deals(parties, id, pair, coordinator).await?;
+    confirm_refresh(parties, id, pair, digest, coordinator).await
+}
+
+/// A refresh's first two rounds: every party deals and applies the others' deals; returns the
+/// digest of the refreshed verification shares all of them reported.
+///
+/// # Errors
+/// A party failed or answered out of protocol, or the parties refreshed to different shares.
+pub async fn refresh_deals<P: KeyGenParty>(
+    parties: &mut BTreeMap<Participant, P>,
+    id: KeyGenId,
+    pair: KeyPair,
+    coordinator: &Keypair,
+) -> Result<[u8; 32], HarnessError> {
+    let attestation = attest(coordinator, refresh_attestation_message(id, &pair));
+    let answers = try_join_all(parties.iter_mut().map(|(i, party)| {
+        let message = CoordinatorMessage::RefreshBegin {
+            id,
+            pair,
+            attestation,
+        };
+        async move { Ok::<_, HarnessError>((*i, party.handle(message).await?)) }
+    }))
+    .await?;
+    let mut deals: BTreeMap<Participant, ParticipantMap> = BTreeMap::new();
+    for (i, answer) in answers {
+        let ProcessorMessage::RefreshDeal { deals: sent, .. } = answer else {
+            return Err(failed(format!("expected a refresh deal, got {answer:?}")));
+        };
+        for (to, blob) in sent {
+            deals.entry(to).or_default().insert(i, blob);
+        }
+    }
+    let answers = try_join_all(parties.iter_mut().map(|(i, party)| {
+        let message = CoordinatorMessage::RefreshDeals {
+            id,
+            deals: deals.remove(i).unwrap_or_default(),
+        };
+        async move { Ok::<_, HarnessError>((*i, party.handle(message).await?)) }
+    }))
+    .await?;
+    let digests = answers
+        .into_iter()
+        .map(|(_, answer)| match answer {
+            ProcessorMessage::Refreshed { digest, .. } => Ok(digest),
+            other => Err(failed(format!("expected Refreshed, got {other:?}"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    same(digests)
+}
+
+/// A refresh's last round: the coordinator's attested confirmation that every party holds the
+/// shares of `digest`. Returns each party's `RefreshConfirmed`.
+///
+/// # Errors
+/// A party failed or answered out of protocol.
+pub async fn confirm_refresh<P: KeyGenParty>(
+    parties: &mut BTreeMap<Participant, P>,
+    id: KeyGenId,
+    pair: KeyPair,
+    digest: [u8; 32],
+    coordinator: &Keypair,
+) -> Result<BTreeMap<Participant, ProcessorMessage>, HarnessError> {
+    let attestation = attest(coordinator, refresh_confirm_message(id, &pair, &digest));
+    let answers = try_join_all(parties.iter_mut().map(|(i, party)| {
+        let message = CoordinatorMessage::RefreshConfirm {
+            id,
+            pair,
+            digest,
+            attestation,
         };
         async move { Ok::<_, HarnessError>((*i, party.handle(message).await?)) }
     }))

@@ -42,7 +42,10 @@ use schema::{
     keys::{KeyPair, NetworkKey},
     messages::{
         coordinator::{Attestation, PlansAcknowledged},
-        key_gen::{CoordinatorMessage, ProcessorMessage},
+        key_gen::{
+            refresh_attestation_message, refresh_confirm_message, repair_attestation_message,
+            CoordinatorMessage, ProcessorMessage, ShareRepair,
+        },
         substrate::inclusion_message,
         ParticipantMap,
     },
@@ -187,6 +190,8 @@ enum Attack {
     PreprocessBatch(BatchSignId, Batch),
     /// A share asked again with other preprocesses.
     Share(PlanSignId, ParticipantMap),
+    /// A key message: a repair or refresh step.
+    KeyGen(Box<CoordinatorMessage>),
 }
 
 async fn perform(client: &EnclaveClient, attack: &Attack) -> Result<(), EnclaveError> {
@@ -223,6 +228,7 @@ async fn perform(client: &EnclaveClient, attack: &Attack) -> Result<(), EnclaveE
         Attack::Acknowledge(acknowledged) => client.acknowledge_plans(acknowledged).await,
         Attack::PreprocessBatch(id, batch) => client.preprocess_batch(id, batch).await.map(|_| ()),
         Attack::Share(id, preprocesses) => client.share_plan(id, preprocesses).await.map(|_| ()),
+        Attack::KeyGen(message) => client.key_gen(message).await.map(|_| ()),
     }
 }
 
@@ -410,6 +416,60 @@ async fn adversary() {
         acknowledged.attestation.0[7] ^= 1;
         acknowledged
     };
+    // Repairs and refreshes: the fresh keys are the two curves' generators (valid points).
+    let fresh_key = hex::decode(
+        "e2f2ae0a6abc4e71a884a961c500515f58e30b6aa582dd8db6a65945e08d2d76\
+         0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798",
+    )
+    .unwrap();
+    let repair_of_2 = |helpers: &[u16]| ShareRepair {
+        pair: voted,
+        repaired: p(2),
+        helpers: helpers.iter().map(|&i| p(i)).collect(),
+    };
+    let attested_help = |repair: ShareRepair| {
+        let id = key_gen_id(0, 10);
+        let attestation = relay::attest(
+            &coordinator(),
+            repair_attestation_message(id, &repair, &fresh_key),
+        );
+        Attack::KeyGen(Box::new(CoordinatorMessage::RepairHelp {
+            id,
+            repair,
+            fresh_key: fresh_key.clone(),
+            attestation,
+        }))
+    };
+    let mut unattested_help = attested_help(repair_of_2(&[1, 3, 4]));
+    if let Attack::KeyGen(message) = &mut unattested_help {
+        if let CoordinatorMessage::RepairHelp { attestation, .. } = message.as_mut() {
+            attestation.0[3] ^= 1;
+        }
+    }
+    let refresh = |attestor: &Keypair| {
+        let id = key_gen_id(0, 11);
+        Attack::KeyGen(Box::new(CoordinatorMessage::RefreshBegin {
+            id,
+            pair: voted,
+            attestation: relay::attest(attestor, refresh_attestation_message(id, &voted)),
+        }))
+    };
+    let impostor = Keypair::from_secret_key(
+        &Secp256k1::new(),
+        &SecretKey::from_slice(&[0x78; 32]).unwrap(),
+    );
+    let confirm_nothing = {
+        let id = key_gen_id(0, 12);
+        Attack::KeyGen(Box::new(CoordinatorMessage::RefreshConfirm {
+            id,
+            pair: voted,
+            digest: [0; 32],
+            attestation: relay::attest(
+                &coordinator(),
+                refresh_confirm_message(id, &voted, &[0; 32]),
+            ),
+        }))
+    };
     let cases: Vec<(&str, Attack, RefusalReason)> = vec![
         (
             "a 1-of-4 key any one holder could sign with",
@@ -528,6 +588,50 @@ async fn adversary() {
             "a share asked again with other preprocesses (nonce reuse)",
             Attack::Share(pending_id, other_preprocesses),
             RefusalReason::ConflictingRepeat,
+        ),
+        (
+            "help repairing a share, not attested",
+            unattested_help,
+            RefusalReason::AttestationInvalid,
+        ),
+        (
+            "a refresh attested by another key",
+            refresh(&impostor),
+            RefusalReason::AttestationInvalid,
+        ),
+        (
+            "an attested repair by fewer helpers than the threshold",
+            attested_help(repair_of_2(&[1, 3])),
+            RefusalReason::ReshareFailed,
+        ),
+        (
+            "an attested repair the repaired participant helps",
+            attested_help(repair_of_2(&[1, 2, 3])),
+            RefusalReason::ReshareFailed,
+        ),
+        (
+            "the repair of a share the enclave holds (to replace it)",
+            Attack::KeyGen(Box::new(CoordinatorMessage::RepairBegin {
+                id: key_gen_id(0, 13),
+                repair: ShareRepair {
+                    repaired: p(1),
+                    ..repair_of_2(&[2, 3, 4])
+                },
+            })),
+            RefusalReason::ReshareFailed,
+        ),
+        (
+            "repair parts for no repair in progress",
+            Attack::KeyGen(Box::new(CoordinatorMessage::RepairParts {
+                id: key_gen_id(0, 14),
+                parts: ParticipantMap::new(),
+            })),
+            RefusalReason::UnknownAttempt,
+        ),
+        (
+            "an attested refresh confirmation with no refresh pending",
+            confirm_nothing,
+            RefusalReason::UnknownAttempt,
         ),
     ];
 

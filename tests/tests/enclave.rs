@@ -49,7 +49,7 @@ use schema::{
     keys::{BatchKey, KeyPair, NetworkKey},
     messages::{
         coordinator::{Attestation, PlansAcknowledged},
-        key_gen::{CoordinatorMessage, ProcessorMessage},
+        key_gen::{CoordinatorMessage, ProcessorMessage, ShareRepair},
     },
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
     protocol::{MAX_FEE_RATE, MAX_INPUTS, MAX_OUTPUTS},
@@ -726,6 +726,187 @@ async fn key_pairs_move_to_a_new_token() {
             assert!(error.contains("cannot be unsealed"), "{error}");
         })
         .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed() {
+    LocalSet::new()
+        .run_until(a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner())
+        .await;
+}
+
+async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner() {
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = coordinator_key(0x77);
+    let impostor = coordinator_key(0x78);
+    let uid = my_uid(dir.path());
+    let path = |i: u16| dir.path().join(format!("enclave-{i}"));
+    let mut enclaves: BTreeMap<Participant, EnclaveProcess> = BTreeMap::new();
+    for i in 1..=4 {
+        let mut enclave =
+            EnclaveProcess::provision(&path(i), &coordinator.x_only_public_key().0, uid).unwrap();
+        enclave.start().unwrap();
+        enclaves.insert(p(i), enclave);
+    }
+    let mut clients = BTreeMap::new();
+    for (i, enclave) in &enclaves {
+        clients.insert(*i, connect(enclave).await);
+    }
+    let last = key_gen(&mut clients, attempt(0), 3, None).await.unwrap();
+    let pair = generated_pair(&last[&p(1)]);
+    for client in clients.values() {
+        client.confirm_key_pair(set(), &pair).await.unwrap();
+    }
+    let key = pair.network_key;
+    let spend = plan(key, 0x44, &[(OutputKind::External, 300_000)], 200_000);
+    let id = |attempt| PlanSignId {
+        key,
+        id: spend.id(),
+        attempt: Attempt(attempt),
+    };
+    let Ok(Built::Transaction(built)) = build(&spend) else {
+        panic!("plan does not build");
+    };
+    let acknowledge = |client: EnclaveClient| {
+        let acknowledged = attest(&coordinator, key, &[&spend]);
+        async move { client.acknowledge_plans(&acknowledged).await.unwrap() }
+    };
+    for client in clients.values() {
+        acknowledge(client.clone()).await;
+    }
+
+    // Validator 2 loses its enclave: the process, its database and its token are gone. A new
+    // token is provisioned in their place, holding nothing.
+    drop(clients);
+    let mut lost = enclaves.remove(&p(2)).unwrap();
+    lost.kill();
+    drop(lost);
+    std::fs::remove_dir_all(path(2)).unwrap();
+    let mut replacement =
+        EnclaveProcess::provision(&path(2), &coordinator.x_only_public_key().0, uid).unwrap();
+    replacement.start().unwrap();
+    enclaves.insert(p(2), replacement);
+    let mut clients = BTreeMap::new();
+    for (i, enclave) in &enclaves {
+        clients.insert(*i, connect(enclave).await);
+    }
+    assert!(clients[&p(2)].status().await.unwrap().keys.is_empty());
+    let repair = ShareRepair {
+        pair,
+        repaired: p(2),
+        helpers: vec![p(1), p(3), p(4)],
+    };
+    let repair_id = |attempt| KeyGenId {
+        set: set(),
+        attempt: Attempt(attempt),
+    };
+
+    // A repair the coordinator did not attest: every helper refuses, nothing is repaired.
+    let error = relay::repair(&mut clients, repair_id(1), &repair, &impostor)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("AttestationInvalid"), "{error}");
+    for helper in [1, 3, 4] {
+        assert_eq!(refusals(&enclaves[&p(helper)], "attestation_invalid"), 1.0);
+        let helped = "signer_enclave_reshare_steps_total{step=\"repair_help\"}";
+        assert_eq!(enclaves[&p(helper)].metric(helped).unwrap_or(0.0), 0.0);
+    }
+    assert!(clients[&p(2)].status().await.unwrap().keys.is_empty());
+
+    // Attested, by 1, 3 and 4: validator 2 holds its share again and signs with 3 and 4.
+    let started = std::time::Instant::now();
+    let repaired = relay::repair(&mut clients, repair_id(2), &repair, &coordinator)
+        .await
+        .unwrap();
+    eprintln!(
+        "repair of one share by three peers: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(repaired, ProcessorMessage::Repaired { pair: got, .. } if got == pair),
+        "{repaired:?}"
+    );
+    assert_eq!(clients[&p(2)].status().await.unwrap().keys, vec![pair]);
+    acknowledge(clients[&p(2)].clone()).await;
+    let signed = sign_plan(&clients, &[p(2), p(3), p(4)], id(0), &spend).await;
+    verify_transaction(&signed, &built.prevouts).unwrap();
+
+    // A refresh the coordinator did not attest is refused by everyone.
+    let refresh_id = |attempt| KeyGenId {
+        set: set(),
+        attempt: Attempt(attempt),
+    };
+    let error = relay::refresh(&mut clients, refresh_id(1), pair, &impostor)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("AttestationInvalid"), "{error}");
+
+    // Attested: every share changes and the group keys stay. Enclave 3 is killed between
+    // sealing its new shares and the confirmation: they wait in its database, the old shares
+    // sign meanwhile, and the confirmation finds them after the restart.
+    let before = enclaves[&p(1)].cli("status").unwrap();
+    let started = std::time::Instant::now();
+    let digest = relay::refresh_deals(&mut clients, refresh_id(2), pair, &coordinator)
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    let pending = "signer_enclave_refreshes_pending";
+    drop(clients);
+    let crashed = enclaves.get_mut(&p(3)).unwrap();
+    crashed.kill();
+    crashed.start().unwrap();
+    assert_eq!(crashed.metric(pending).unwrap(), 1.0);
+    let mut clients = BTreeMap::new();
+    for (i, enclave) in &enclaves {
+        clients.insert(*i, connect(enclave).await);
+    }
+    let signed = sign_plan(&clients, &[p(1), p(3), p(4)], id(1), &spend).await;
+    verify_transaction(&signed, &built.prevouts).unwrap();
+    let started = std::time::Instant::now();
+    let confirmed = relay::confirm_refresh(&mut clients, refresh_id(2), pair, digest, &coordinator)
+        .await
+        .unwrap();
+    eprintln!("refresh of four shares: {:?}", elapsed + started.elapsed());
+    // Confirmed again (the coordinator retrying): the same answer, nothing changes.
+    let again = relay::confirm_refresh(&mut clients, refresh_id(2), pair, digest, &coordinator)
+        .await
+        .unwrap();
+    assert_eq!(again, confirmed);
+    for message in confirmed.values() {
+        assert!(
+            matches!(message, ProcessorMessage::RefreshConfirmed { epoch: 1, pair: got, .. } if *got == pair),
+            "{message:?}"
+        );
+    }
+    let after = enclaves[&p(1)].cli("status").unwrap();
+    let (before, after) = (
+        String::from_utf8_lossy(&before.stdout),
+        String::from_utf8_lossy(&after.stdout),
+    );
+    assert!(before.contains("refresh epoch 0"), "{before}");
+    assert!(after.contains("refresh epoch 1"), "{after}");
+    assert_ne!(before, after);
+    for enclave in enclaves.values() {
+        assert_eq!(enclave.metric(pending).unwrap(), 0.0);
+    }
+    let signed = sign_plan(&clients, &[p(1), p(2), p(4)], id(2), &spend).await;
+    verify_transaction(&signed, &built.prevouts).unwrap();
+    // After a restart the refreshed shares are what is unsealed.
+    drop(clients);
+    let restarted = enclaves.get_mut(&p(3)).unwrap();
+    restarted.kill();
+    restarted.start().unwrap();
+    let mut clients = BTreeMap::new();
+    for (i, enclave) in &enclaves {
+        clients.insert(*i, connect(enclave).await);
+    }
+    let signed = sign_plan(&clients, &[p(1), p(3), p(4)], id(3), &spend).await;
+    verify_transaction(&signed, &built.prevouts).unwrap();
+    let audit = enclaves[&p(2)].cli("audit").unwrap();
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    for event in ["key_repaired", "key_refreshed", "refresh_confirmed"] {
+        assert!(audit.contains(event), "{event}: {audit}");
+    }
 }
 
 /// Every file under `dir`, with its contents.

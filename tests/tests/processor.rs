@@ -30,10 +30,14 @@ use processor_tests::{
 use schema::{
     amount::Amount as SeraiAmount,
     hashes::{SeraiAddress, TransactionId},
-    ids::{Attempt, Participant},
+    ids::{Attempt, KeyGenId, NetworkId, Participant, Session, ValidatorSet},
     instruction::{InInstruction, OutInstructionWithBalance},
     keys::KeyPair,
-    messages::{coordinator::SubstrateBlockAck, sign, ProcessorMessage},
+    messages::{
+        coordinator::SubstrateBlockAck,
+        key_gen::{self, ShareRepair},
+        sign, ProcessorMessage,
+    },
     sign_id::PlanSignId,
 };
 use serde_json::json;
@@ -339,18 +343,14 @@ fn a_coordinator_restart_or_a_malformed_message_loses_nothing_and_repeats_nothin
         assert_eq!(
             count(|m| matches!(
                 m,
-                ProcessorMessage::KeyGen(
-                    schema::messages::key_gen::ProcessorMessage::Commitments { .. }
-                )
+                ProcessorMessage::KeyGen(key_gen::ProcessorMessage::Commitments { .. })
             )),
             1
         );
         assert_eq!(
             count(|m| matches!(
                 m,
-                ProcessorMessage::KeyGen(
-                    schema::messages::key_gen::ProcessorMessage::GeneratedKeyPair { .. }
-                )
+                ProcessorMessage::KeyGen(key_gen::ProcessorMessage::GeneratedKeyPair { .. })
             )),
             1
         );
@@ -852,4 +852,88 @@ fn a_payout_no_replacement_can_bump_is_paid_for_by_a_child_and_paid_once() {
     devnet.mine(u32::try_from(CONFIRMATIONS).unwrap()).unwrap();
     assert_eq!(paid_to(&devnet, &erin).len(), 1);
     assert_eq!(paid_to(&devnet, &dave).len(), 1);
+}
+
+/// Pays 500,000 sat to `to` for Serai block `number`, signed by `signers`; returns once the
+/// payout is final, was paid once (less its fee), and the Batch of the block holding its
+/// change is included (so that the change can pay the next burn).
+fn pay_out(devnet: &Devnet, pair: &KeyPair, number: u64, to: &TestWallet, signers: &[Participant]) {
+    let amount = 500_000;
+    let burns = vec![OutInstructionWithBalance {
+        address: to.address().to_string().into_bytes(),
+        data: None,
+        amount: SeraiAmount::from_sat(amount).unwrap(),
+    }];
+    let ack = devnet
+        .substrate_block(number, pair, burns, &devnet.all())
+        .unwrap();
+    assert_eq!(ack.plans.len(), 1);
+    devnet.acknowledge(&ack).unwrap();
+    let id = PlanSignId {
+        key: pair.network_key,
+        id: ack.plans[0],
+        attempt: Attempt(0),
+    };
+    let tx = devnet.sign_plan(id, signers).unwrap();
+    devnet.mine(u32::try_from(CONFIRMATIONS).unwrap()).unwrap();
+    let paid = paid_to(devnet, to);
+    assert_eq!(paid.len(), 1, "{paid:?}");
+    assert_eq!(paid[0].0.to_string(), txid_hex(&tx));
+    assert!(paid[0].1 < amount && paid[0].1 > amount - 5_000, "{paid:?}");
+    devnet.wait_scanned().unwrap();
+    devnet.sign_next_batch(signers).unwrap();
+}
+
+#[test]
+fn a_lost_enclave_is_repaired_by_three_peers_and_every_share_refreshed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut devnet = Devnet::start(dir.path(), 3, 4).unwrap();
+    let (pair, _) = keyed_and_funded(&mut devnet);
+    let id = |attempt| KeyGenId {
+        set: ValidatorSet {
+            session: Session(0),
+            network: NetworkId::Bitcoin,
+        },
+        attempt: Attempt(attempt),
+    };
+
+    // Validator 2's enclave directory and token are destroyed; a new token is provisioned.
+    let attestor = *devnet.attestor();
+    devnet.validators[1].lose_enclave(&attestor).unwrap();
+    let status = devnet.validators[1].enclave.cli("status").unwrap();
+    assert!(String::from_utf8_lossy(&status.stdout).contains("key pairs: 0"));
+
+    // Validators 1, 3 and 4 give its share back through the coordinator.
+    let repair = ShareRepair {
+        pair,
+        repaired: p(2),
+        helpers: vec![p(1), p(3), p(4)],
+    };
+    let started = std::time::Instant::now();
+    let repaired = devnet.repair(id(1), &repair).unwrap();
+    eprintln!("devnet repair: {:?}", started.elapsed());
+    assert!(
+        matches!(repaired, key_gen::ProcessorMessage::Repaired { pair: got, .. } if got == pair),
+        "{repaired:?}"
+    );
+    // Validator 2 signs a payout with two others.
+    let bob = TestWallet::new([0x0b; 32]).unwrap();
+    pay_out(&devnet, &pair, 1, &bob, &[p(2), p(3), p(4)]);
+
+    // A refresh on all four; then a payout signed with the refreshed shares.
+    let started = std::time::Instant::now();
+    let refreshed = devnet.refresh(id(2), pair).unwrap();
+    eprintln!("devnet refresh: {:?}", started.elapsed());
+    assert_eq!(refreshed.len(), 4);
+    for message in refreshed.values() {
+        assert!(
+            matches!(
+                message,
+                key_gen::ProcessorMessage::RefreshConfirmed { epoch: 1, .. }
+            ),
+            "{message:?}"
+        );
+    }
+    let carol = TestWallet::new([0x0c; 32]).unwrap();
+    pay_out(&devnet, &pair, 2, &carol, &[p(1), p(2), p(4)]);
 }

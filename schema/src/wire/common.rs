@@ -13,10 +13,10 @@ use crate::{
     instruction::{InInstruction, InInstructionWithBalance, OutInstructionWithBalance},
     keys::{BatchKey, KeyPair, NetworkKey},
     limits::{
-        MAX_ADDRESS_LEN, MAX_BATCH_INSTRUCTIONS, MAX_DATA_LEN, MAX_PLAN_INPUTS, MAX_PLAN_PAYMENTS,
-        MAX_SCRIPT_LEN,
+        MAX_ADDRESS_LEN, MAX_BATCH_INSTRUCTIONS, MAX_DATA_LEN, MAX_PARTICIPANTS, MAX_PLAN_INPUTS,
+        MAX_PLAN_PAYMENTS, MAX_SCRIPT_LEN,
     },
-    messages::substrate::SubstrateContext,
+    messages::{key_gen::ShareRepair, substrate::SubstrateContext},
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput, Replaces},
     sign_id::{SignId, SignIdPart},
     transaction::FeeRate,
@@ -169,6 +169,35 @@ impl Wire for KeyPair {
         Ok(KeyPair {
             batch_key: BatchKey::from_slice(r.get_batch_key()?)?,
             network_key: NetworkKey::from_slice(r.get_network_key()?)?,
+        })
+    }
+}
+
+impl Wire for ShareRepair {
+    type Capnp = capnp_common::share_repair::Owned;
+
+    fn write(&self, mut b: capnp_common::share_repair::Builder<'_>) -> Result<(), EncodeError> {
+        self.pair.write(b.reborrow().init_key_pair())?;
+        b.set_repaired(self.repaired.get());
+        let len = write_len("repair helpers", self.helpers.len(), MAX_PARTICIPANTS)?;
+        let mut helpers = b.init_helpers(len);
+        for (index, helper) in (0u32..).zip(&self.helpers) {
+            helpers.set(index, helper.get());
+        }
+        Ok(())
+    }
+
+    fn read(r: capnp_common::share_repair::Reader<'_>) -> Result<Self, DecodeError> {
+        require(r.has_key_pair(), "repair key pair")?;
+        let helpers = r.get_helpers()?;
+        check_read_len("repair helpers", helpers.len() as usize, MAX_PARTICIPANTS)?;
+        Ok(ShareRepair {
+            pair: KeyPair::read(r.get_key_pair()?)?,
+            repaired: Participant::new(r.get_repaired())?,
+            helpers: helpers
+                .iter()
+                .map(Participant::new)
+                .collect::<Result<_, _>>()?,
         })
     }
 }

@@ -17,7 +17,8 @@ use crate::{
     limits::{MAX_BLOB_LEN, MAX_BURNS, MAX_PLANS_PER_BLOCK},
     messages::{
         coordinator::{self, PlansAcknowledged, SubstrateBlockAck},
-        key_gen, sign, substrate,
+        key_gen::{self, ShareRepair},
+        sign, substrate,
         substrate::SubstrateContext,
         CoordinatorEnvelope, CoordinatorMessage, ProcessorEnvelope, ProcessorMessage,
     },
@@ -43,6 +44,15 @@ fn read_blob(
     what: &'static str,
 ) -> Result<Vec<u8>, DecodeError> {
     read_bytes(data, what, MAX_BLOB_LEN)
+}
+
+/// A 32-byte digest.
+fn read_digest(bytes: &[u8]) -> Result<[u8; 32], DecodeError> {
+    <[u8; 32]>::try_from(bytes).map_err(|_| DecodeError::WrongLength {
+        what: "digest",
+        expected: 32,
+        actual: bytes.len(),
+    })
 }
 
 fn write_blob<'a>(what: &'static str, blob: &'a [u8]) -> Result<&'a [u8], EncodeError> {
@@ -73,6 +83,68 @@ impl Wire for key_gen::CoordinatorMessage {
                 id.write(g.reborrow().init_id())?;
                 write_participant_map(shares, g.init_shares(participant_map_len(shares)?))
             }
+            key_gen::CoordinatorMessage::RepairBegin { id, repair } => {
+                let mut g = b.init_repair_begin();
+                id.write(g.reborrow().init_id())?;
+                repair.write(g.init_repair())
+            }
+            key_gen::CoordinatorMessage::RepairHelp {
+                id,
+                repair,
+                fresh_key,
+                attestation,
+            } => {
+                let mut g = b.init_repair_help();
+                id.write(g.reborrow().init_id())?;
+                repair.write(g.reborrow().init_repair())?;
+                g.set_fresh_key(write_blob("fresh key", fresh_key)?);
+                g.set_attestation(&attestation.0);
+                Ok(())
+            }
+            key_gen::CoordinatorMessage::RepairParts { id, parts } => {
+                let mut g = b.init_repair_parts();
+                id.write(g.reborrow().init_id())?;
+                write_participant_map(parts, g.init_parts(participant_map_len(parts)?))
+            }
+            key_gen::CoordinatorMessage::RepairAnswers {
+                id,
+                answers,
+                attestation,
+            } => {
+                let mut g = b.init_repair_answers();
+                id.write(g.reborrow().init_id())?;
+                g.set_attestation(&attestation.0);
+                write_participant_map(answers, g.init_answers(participant_map_len(answers)?))
+            }
+            key_gen::CoordinatorMessage::RefreshBegin {
+                id,
+                pair,
+                attestation,
+            } => {
+                let mut g = b.init_refresh_begin();
+                id.write(g.reborrow().init_id())?;
+                pair.write(g.reborrow().init_key_pair())?;
+                g.set_attestation(&attestation.0);
+                Ok(())
+            }
+            key_gen::CoordinatorMessage::RefreshDeals { id, deals } => {
+                let mut g = b.init_refresh_deals();
+                id.write(g.reborrow().init_id())?;
+                write_participant_map(deals, g.init_deals(participant_map_len(deals)?))
+            }
+            key_gen::CoordinatorMessage::RefreshConfirm {
+                id,
+                pair,
+                digest,
+                attestation,
+            } => {
+                let mut g = b.init_refresh_confirm();
+                id.write(g.reborrow().init_id())?;
+                pair.write(g.reborrow().init_key_pair())?;
+                g.set_digest(digest);
+                g.set_attestation(&attestation.0);
+                Ok(())
+            }
         }
     }
 
@@ -99,6 +171,65 @@ impl Wire for key_gen::CoordinatorMessage {
                 key_gen::CoordinatorMessage::Shares {
                     id: KeyGenId::read(g.get_id()?)?,
                     shares: read_participant_map(g.get_shares())?,
+                }
+            }
+            Which::RepairBegin(g) => {
+                require(g.has_id(), "repair begin id")?;
+                require(g.has_repair(), "repair begin repair")?;
+                key_gen::CoordinatorMessage::RepairBegin {
+                    id: KeyGenId::read(g.get_id()?)?,
+                    repair: ShareRepair::read(g.get_repair()?)?,
+                }
+            }
+            Which::RepairHelp(g) => {
+                require(g.has_id(), "repair help id")?;
+                require(g.has_repair(), "repair help repair")?;
+                key_gen::CoordinatorMessage::RepairHelp {
+                    id: KeyGenId::read(g.get_id()?)?,
+                    repair: ShareRepair::read(g.get_repair()?)?,
+                    fresh_key: read_blob(g.get_fresh_key(), "fresh key")?,
+                    attestation: read_attestation(g.get_attestation()?)?,
+                }
+            }
+            Which::RepairParts(g) => {
+                require(g.has_id(), "repair parts id")?;
+                key_gen::CoordinatorMessage::RepairParts {
+                    id: KeyGenId::read(g.get_id()?)?,
+                    parts: read_participant_map(g.get_parts())?,
+                }
+            }
+            Which::RepairAnswers(g) => {
+                require(g.has_id(), "repair answers id")?;
+                key_gen::CoordinatorMessage::RepairAnswers {
+                    id: KeyGenId::read(g.get_id()?)?,
+                    answers: read_participant_map(g.get_answers())?,
+                    attestation: read_attestation(g.get_attestation()?)?,
+                }
+            }
+            Which::RefreshBegin(g) => {
+                require(g.has_id(), "refresh begin id")?;
+                require(g.has_key_pair(), "refresh begin key pair")?;
+                key_gen::CoordinatorMessage::RefreshBegin {
+                    id: KeyGenId::read(g.get_id()?)?,
+                    pair: KeyPair::read(g.get_key_pair()?)?,
+                    attestation: read_attestation(g.get_attestation()?)?,
+                }
+            }
+            Which::RefreshDeals(g) => {
+                require(g.has_id(), "refresh deals id")?;
+                key_gen::CoordinatorMessage::RefreshDeals {
+                    id: KeyGenId::read(g.get_id()?)?,
+                    deals: read_participant_map(g.get_deals())?,
+                }
+            }
+            Which::RefreshConfirm(g) => {
+                require(g.has_id(), "refresh confirm id")?;
+                require(g.has_key_pair(), "refresh confirm key pair")?;
+                key_gen::CoordinatorMessage::RefreshConfirm {
+                    id: KeyGenId::read(g.get_id()?)?,
+                    pair: KeyPair::read(g.get_key_pair()?)?,
+                    digest: read_digest(g.get_digest()?)?,
+                    attestation: read_attestation(g.get_attestation()?)?,
                 }
             }
         })
@@ -140,6 +271,43 @@ impl Wire for key_gen::ProcessorMessage {
                 g.set_participant(participant.get());
                 g.set_evidence(write_blob("blame evidence", evidence)?);
             }
+            key_gen::ProcessorMessage::RepairKey { id, fresh_key } => {
+                let mut g = b.init_repair_key();
+                id.write(g.reborrow().init_id())?;
+                g.set_fresh_key(write_blob("fresh key", fresh_key)?);
+            }
+            key_gen::ProcessorMessage::RepairParts { id, parts } => {
+                let mut g = b.init_repair_parts();
+                id.write(g.reborrow().init_id())?;
+                write_participant_map(parts, g.init_parts(participant_map_len(parts)?))?;
+            }
+            key_gen::ProcessorMessage::RepairAnswer { id, answer } => {
+                let mut g = b.init_repair_answer();
+                id.write(g.reborrow().init_id())?;
+                g.set_answer(write_blob("repair answer", answer)?);
+            }
+            key_gen::ProcessorMessage::Repaired { id, pair } => {
+                let mut g = b.init_repaired();
+                id.write(g.reborrow().init_id())?;
+                pair.write(g.init_key_pair())?;
+            }
+            key_gen::ProcessorMessage::RefreshDeal { id, deals } => {
+                let mut g = b.init_refresh_deal();
+                id.write(g.reborrow().init_id())?;
+                write_participant_map(deals, g.init_deals(participant_map_len(deals)?))?;
+            }
+            key_gen::ProcessorMessage::Refreshed { id, pair, digest } => {
+                let mut g = b.init_refreshed();
+                id.write(g.reborrow().init_id())?;
+                pair.write(g.reborrow().init_key_pair())?;
+                g.set_digest(digest);
+            }
+            key_gen::ProcessorMessage::RefreshConfirmed { id, pair, epoch } => {
+                let mut g = b.init_refresh_confirmed();
+                id.write(g.reborrow().init_id())?;
+                pair.write(g.reborrow().init_key_pair())?;
+                g.set_epoch(*epoch);
+            }
         }
         Ok(())
     }
@@ -175,6 +343,60 @@ impl Wire for key_gen::ProcessorMessage {
                     id: KeyGenId::read(g.get_id()?)?,
                     participant: Participant::new(g.get_participant())?,
                     evidence: read_blob(g.get_evidence(), "blame evidence")?,
+                }
+            }
+            Which::RepairKey(g) => {
+                require(g.has_id(), "repair key id")?;
+                key_gen::ProcessorMessage::RepairKey {
+                    id: KeyGenId::read(g.get_id()?)?,
+                    fresh_key: read_blob(g.get_fresh_key(), "fresh key")?,
+                }
+            }
+            Which::RepairParts(g) => {
+                require(g.has_id(), "repair parts id")?;
+                key_gen::ProcessorMessage::RepairParts {
+                    id: KeyGenId::read(g.get_id()?)?,
+                    parts: read_participant_map(g.get_parts())?,
+                }
+            }
+            Which::RepairAnswer(g) => {
+                require(g.has_id(), "repair answer id")?;
+                key_gen::ProcessorMessage::RepairAnswer {
+                    id: KeyGenId::read(g.get_id()?)?,
+                    answer: read_blob(g.get_answer(), "repair answer")?,
+                }
+            }
+            Which::Repaired(g) => {
+                require(g.has_id(), "repaired id")?;
+                require(g.has_key_pair(), "repaired key pair")?;
+                key_gen::ProcessorMessage::Repaired {
+                    id: KeyGenId::read(g.get_id()?)?,
+                    pair: KeyPair::read(g.get_key_pair()?)?,
+                }
+            }
+            Which::RefreshDeal(g) => {
+                require(g.has_id(), "refresh deal id")?;
+                key_gen::ProcessorMessage::RefreshDeal {
+                    id: KeyGenId::read(g.get_id()?)?,
+                    deals: read_participant_map(g.get_deals())?,
+                }
+            }
+            Which::Refreshed(g) => {
+                require(g.has_id(), "refreshed id")?;
+                require(g.has_key_pair(), "refreshed key pair")?;
+                key_gen::ProcessorMessage::Refreshed {
+                    id: KeyGenId::read(g.get_id()?)?,
+                    pair: KeyPair::read(g.get_key_pair()?)?,
+                    digest: read_digest(g.get_digest()?)?,
+                }
+            }
+            Which::RefreshConfirmed(g) => {
+                require(g.has_id(), "refresh confirmed id")?;
+                require(g.has_key_pair(), "refresh confirmed key pair")?;
+                key_gen::ProcessorMessage::RefreshConfirmed {
+                    id: KeyGenId::read(g.get_id()?)?,
+                    pair: KeyPair::read(g.get_key_pair()?)?,
+                    epoch: g.get_epoch(),
                 }
             }
         })

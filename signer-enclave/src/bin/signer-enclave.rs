@@ -24,6 +24,7 @@ use signer_enclave::{
     enclave::Enclave,
     key_store,
     metrics::Metrics,
+    resharing::verification_digest,
     rpc::{serve, ConnectionLimits, SignerService},
     secrets::{disable_core_dumps, read_pin},
 };
@@ -258,7 +259,11 @@ fn migrate_token(path: &Path, to: &Path, out: &mut impl Write) -> anyhow::Result
     for record in &mut records {
         record.sealed = key_store::reseal(&from, &into, &record.sealed)?;
     }
-    let moved = db.reseal_key_records(&records)?;
+    let mut pending = db.pending_refreshes()?;
+    for (_, refresh) in &mut pending {
+        refresh.sealed = key_store::reseal(&from, &into, &refresh.sealed)?;
+    }
+    let moved = db.reseal_key_records(&records, &pending)?;
     writeln!(out, "from token: {}", from.token())?;
     writeln!(out, "to token: {}", into.token())?;
     write_attributes(out, into.sealing_key_attributes()?)?;
@@ -315,6 +320,7 @@ fn status(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
         None => writeln!(out, "coordinator key: none (not provisioned)")?,
     }
     let records = db.key_records()?;
+    let pending = db.pending_refreshes()?;
     writeln!(out, "key pairs: {}", records.len())?;
     for record in records {
         let status = match record.status {
@@ -329,6 +335,35 @@ fn status(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
             hex::encode(record.pair.batch_key.0),
             hex::encode(record.pair.network_key.to_bytes()),
         )?;
+        match key_store::unseal(&custody, &record.sealed) {
+            Ok(keys) => {
+                let params = keys.network.params();
+                writeln!(
+                    out,
+                    "    share of participant {} ({}-of-{}), refresh epoch {}, verification \
+                     shares {}, sealed in the token above",
+                    u16::from(params.i()),
+                    params.t(),
+                    params.n(),
+                    record.epoch,
+                    hex::encode(verification_digest(&keys)),
+                )?;
+            }
+            Err(error) => writeln!(
+                out,
+                "    refresh epoch {}; shares cannot be unsealed by this token: {error}",
+                record.epoch
+            )?,
+        }
+        for (_, refresh) in pending.iter().filter(|(of, _)| of.pair == record.pair) {
+            writeln!(
+                out,
+                "    refresh pending (attempt {}): verification shares {}, waiting for \
+                 the coordinator's confirmation",
+                refresh.attempt,
+                hex::encode(refresh.digest),
+            )?;
+        }
     }
     Ok(())
 }

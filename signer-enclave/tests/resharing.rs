@@ -1,0 +1,349 @@
+//! Repair and refresh of key shares, as pure steps relayed by the test as the coordinator
+//! would relay them, on both curves: a lost share comes back exactly, a changed value is
+//! refused, a refresh keeps the group key and moves every share, and shares from before a
+//! refresh do not combine with shares after it.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_in_result
+)]
+
+use std::collections::{BTreeMap, HashMap};
+
+use ciphersuite::{
+    group::{ff::Field, GroupEncoding},
+    Ciphersuite, Ristretto,
+};
+use modular_frost::{
+    curve::Secp256k1,
+    sign::{AlgorithmMachine, PreprocessMachine, SignMachine, SignatureMachine, Writable},
+    Participant, ThresholdKeys,
+};
+use rand_core::OsRng;
+use signer_enclave::{
+    bip340::algorithm,
+    local_key_gen::generate_keys,
+    polynomial::lagrange,
+    share_refresh::{self, Received, RefreshError},
+    share_repair::{self, Answer, Repair, RepairError},
+};
+
+const SESSION: [u8; 32] = [3; 32];
+
+fn p(i: u16) -> Participant {
+    Participant::new(i).unwrap()
+}
+
+/// Both keys of a 3-of-4 key generation, per participant.
+fn keys() -> (
+    BTreeMap<Participant, ThresholdKeys<Ristretto>>,
+    BTreeMap<Participant, ThresholdKeys<Secp256k1>>,
+) {
+    let generated = generate_keys(3, 4, &mut OsRng).unwrap();
+    let batch = generated
+        .iter()
+        .map(|(i, keys)| (p(i.get()), keys.batch.clone()))
+        .collect();
+    let network = generated
+        .into_iter()
+        .map(|(i, keys)| (p(i.get()), keys.network))
+        .collect();
+    (batch, network)
+}
+
+/// What the relay may do to the one value it carries from helper 3 to helper 4.
+#[derive(Clone, Copy)]
+enum Relay {
+    Faithful,
+    AddsOne,
+}
+
+/// Runs a repair of `repaired` by `helpers`: each step through the keys each holds.
+fn repair<C: Ciphersuite>(
+    all: &BTreeMap<Participant, ThresholdKeys<C>>,
+    repaired: u16,
+    helpers: &[u16],
+    relay: Relay,
+) -> Result<ThresholdKeys<C>, RepairError> {
+    let repair = Repair::new(p(repaired), helpers.iter().map(|&i| p(i)).collect())?;
+    let ephemeral = C::F::random(&mut OsRng);
+    let fresh_key = C::generator() * ephemeral;
+    let mut kept = BTreeMap::new();
+    let mut parts: BTreeMap<Participant, BTreeMap<Participant, C::F>> = BTreeMap::new();
+    for &helper in repair.helpers() {
+        let (keep, sent) = share_repair::split(&all[&helper], &repair, &SESSION, &mut OsRng)?;
+        kept.insert(helper, keep);
+        for (to, mut part) in sent {
+            if matches!(relay, Relay::AddsOne) && helper == p(3) && to == p(4) {
+                part += C::F::ONE;
+            }
+            parts.entry(to).or_default().insert(helper, part);
+        }
+    }
+    let mut answers = BTreeMap::new();
+    for &helper in repair.helpers() {
+        let masked = share_repair::gather(
+            &all[&helper],
+            &repair,
+            &SESSION,
+            kept.remove(&helper).unwrap(),
+            &parts[&helper],
+            fresh_key,
+        )?;
+        let keys = &all[&helper];
+        let verification_shares = (1..=keys.params().n())
+            .map(|m| keys.original_verification_share(p(m)))
+            .collect();
+        answers.insert(
+            helper,
+            Answer {
+                masked,
+                verification_shares,
+            },
+        );
+    }
+    let group_key = all[&p(1)].group_key();
+    share_repair::recover(&ephemeral, &repair, &SESSION, group_key, &answers)
+}
+
+fn a_lost_share_comes_back_exactly<C: Ciphersuite>(all: &BTreeMap<Participant, ThresholdKeys<C>>) {
+    let repaired = repair(all, 2, &[1, 3, 4], Relay::Faithful).unwrap();
+    let lost = &all[&p(2)];
+    assert_eq!(repaired.serialize(), lost.serialize());
+    // Any t helpers will do; the repaired participant can help repair another.
+    let mut with_repaired = all.clone();
+    with_repaired.insert(p(2), repaired);
+    let again = repair(&with_repaired, 4, &[3, 2, 1], Relay::Faithful).unwrap();
+    assert_eq!(again.serialize(), all[&p(4)].serialize());
+}
+
+fn a_changed_value_is_refused<C: Ciphersuite>(all: &BTreeMap<Participant, ThresholdKeys<C>>) {
+    assert_eq!(
+        repair(all, 2, &[1, 3, 4], Relay::AddsOne).unwrap_err(),
+        RepairError::Mismatch
+    );
+}
+
+#[test]
+fn a_lost_share_is_repaired_by_three_peers_on_both_curves() {
+    let (batch, network) = keys();
+    a_lost_share_comes_back_exactly(&batch);
+    a_lost_share_comes_back_exactly(&network);
+    a_changed_value_is_refused(&batch);
+    a_changed_value_is_refused(&network);
+}
+
+#[test]
+fn a_repair_takes_exactly_t_distinct_helpers_never_the_repaired() {
+    let (_, network) = keys();
+    for (helpers, why) in [
+        (&[1, 3][..], "2 helpers for a key of threshold 3"),
+        (&[1, 3, 4, 4][..], "a helper is named twice"),
+        (&[1, 2, 3][..], "cannot help repair itself"),
+        (&[1, 3, 5][..], "participant 5 of a key of 4"),
+    ] {
+        let error = repair(&network, 2, helpers, Relay::Faithful).unwrap_err();
+        assert!(error.to_string().contains(why), "{helpers:?}: {error}");
+    }
+    // A helper asked to split for a repair it is not in refuses.
+    let outsider = Repair::new(p(2), vec![p(1), p(3), p(4)]).unwrap();
+    let error = share_repair::split(&network[&p(2)], &outsider, &SESSION, &mut OsRng)
+        .err()
+        .unwrap();
+    assert!(error.to_string().contains("not a helper"), "{error}");
+}
+
+#[test]
+fn invented_or_differing_verification_shares_are_refused() {
+    let (_, network) = keys();
+    let repair = Repair::new(p(2), vec![p(1), p(3), p(4)]).unwrap();
+    let group_key = network[&p(1)].group_key();
+    let answer = |keys: &ThresholdKeys<Secp256k1>| Answer::<Secp256k1> {
+        masked: <Secp256k1 as Ciphersuite>::F::ONE,
+        verification_shares: (1..=4)
+            .map(|m| keys.original_verification_share(p(m)))
+            .collect(),
+    };
+    let honest: BTreeMap<_, _> = [1, 3, 4]
+        .into_iter()
+        .map(|i| (p(i), answer(&network[&p(i)])))
+        .collect();
+    let ephemeral = <Secp256k1 as Ciphersuite>::F::ONE;
+    let mut differing = honest.clone();
+    differing.get_mut(&p(4)).unwrap().verification_shares[0] += Secp256k1::generator();
+    assert_eq!(
+        share_repair::recover(&ephemeral, &repair, &SESSION, group_key, &differing).unwrap_err(),
+        RepairError::SharesDiffer
+    );
+    let mut invented = honest.clone();
+    for answer in invented.values_mut() {
+        answer.verification_shares[3] += Secp256k1::generator();
+    }
+    assert_eq!(
+        share_repair::recover(&ephemeral, &repair, &SESSION, group_key, &invented).unwrap_err(),
+        RepairError::NotTheKey
+    );
+    let other_key = group_key + Secp256k1::generator();
+    assert_eq!(
+        share_repair::recover(&ephemeral, &repair, &SESSION, other_key, &honest).unwrap_err(),
+        RepairError::NotTheKey
+    );
+    let mut missing = honest;
+    missing.remove(&p(3));
+    assert!(matches!(
+        share_repair::recover(&ephemeral, &repair, &SESSION, group_key, &missing),
+        Err(RepairError::Messages(_))
+    ));
+}
+
+/// Runs a refresh among everyone; `tamper` may change what the relay carries.
+fn refresh<C: Ciphersuite>(
+    all: &BTreeMap<Participant, ThresholdKeys<C>>,
+    tamper: impl Fn(Participant, Participant, &mut Received<C>),
+) -> Result<BTreeMap<Participant, ThresholdKeys<C>>, RefreshError> {
+    let mut kept = BTreeMap::new();
+    let mut received: BTreeMap<Participant, BTreeMap<Participant, Received<C>>> = BTreeMap::new();
+    for (&i, keys) in all {
+        let (keep, dealt) = share_refresh::deal(keys, &SESSION, &mut OsRng)?;
+        kept.insert(i, keep);
+        for (to, masked) in dealt.masked {
+            let mut message = Received {
+                commitments: dealt.commitments.clone(),
+                masked,
+            };
+            tamper(i, to, &mut message);
+            received.entry(to).or_default().insert(i, message);
+        }
+    }
+    all.iter()
+        .map(|(&i, keys)| {
+            let refreshed =
+                share_refresh::apply(keys, &SESSION, kept.remove(&i).unwrap(), &received[&i])?;
+            Ok((i, refreshed))
+        })
+        .collect()
+}
+
+/// `Σ λ_i·V_i` over `signers`, each share taken from the keys named for it.
+fn interpolated<C: Ciphersuite>(signers: &[(u16, &ThresholdKeys<C>)]) -> C::G {
+    let set: Vec<Participant> = signers.iter().map(|(i, _)| p(*i)).collect();
+    signers
+        .iter()
+        .map(|(i, keys)| {
+            C::generator() * (lagrange::<C::F>(p(*i), &set, 0) * **keys.original_secret_share())
+        })
+        .sum()
+}
+
+fn a_refresh_moves_every_share_and_keeps_the_key<C: Ciphersuite>(
+    before: &BTreeMap<Participant, ThresholdKeys<C>>,
+) -> BTreeMap<Participant, ThresholdKeys<C>> {
+    let after = refresh(before, |_, _, _| {}).unwrap();
+    for (i, keys) in &after {
+        let old = &before[i];
+        assert_eq!(keys.group_key(), old.group_key());
+        assert_eq!(keys.params(), old.params());
+        assert_ne!(
+            **keys.original_secret_share(),
+            **old.original_secret_share()
+        );
+        assert_ne!(
+            keys.original_verification_share(*i).to_bytes().as_ref(),
+            old.original_verification_share(*i).to_bytes().as_ref()
+        );
+    }
+    let group_key = before[&p(1)].group_key();
+    assert_eq!(
+        interpolated(&[(1, &after[&p(1)]), (2, &after[&p(2)]), (4, &after[&p(4)])]),
+        group_key
+    );
+    // A share stolen before the refresh does not combine with two after it.
+    assert_ne!(
+        interpolated(&[(1, &before[&p(1)]), (2, &after[&p(2)]), (4, &after[&p(4)])]),
+        group_key
+    );
+    after
+}
+
+/// Signs a BIP340 message with `signers`, each using the keys given for it.
+fn sign(signers: &HashMap<Participant, ThresholdKeys<Secp256k1>>) -> bool {
+    let message = [9; 32];
+    let mut machines = HashMap::new();
+    let mut preprocesses = HashMap::new();
+    for (i, keys) in signers {
+        let (machine, preprocess) =
+            AlgorithmMachine::new(algorithm(), keys.clone()).preprocess(&mut OsRng);
+        let mut bytes = vec![];
+        preprocess.write(&mut bytes).unwrap();
+        preprocesses.insert(*i, machine.read_preprocess(&mut bytes.as_slice()).unwrap());
+        machines.insert(*i, machine);
+    }
+    let mut completing = HashMap::new();
+    let mut shares = HashMap::new();
+    for (i, machine) in machines {
+        let mut others = preprocesses.clone();
+        others.remove(&i);
+        let Ok((machine, share)) = machine.sign(others, &message) else {
+            return false;
+        };
+        let mut bytes = vec![];
+        share.write(&mut bytes).unwrap();
+        shares.insert(i, machine.read_share(&mut bytes.as_slice()).unwrap());
+        completing.insert(i, machine);
+    }
+    completing.into_iter().all(|(i, machine)| {
+        let mut others = shares.clone();
+        others.remove(&i);
+        machine.complete(others).is_ok()
+    })
+}
+
+#[test]
+fn a_refresh_keeps_the_group_keys_and_old_shares_stop_combining() {
+    let (batch, network) = keys();
+    a_refresh_moves_every_share_and_keeps_the_key(&batch);
+    let after = a_refresh_moves_every_share_and_keeps_the_key(&network);
+    let signers = |from: &[(u16, &BTreeMap<Participant, ThresholdKeys<Secp256k1>>)]| {
+        from.iter()
+            .map(|(i, keys)| (p(*i), keys[&p(*i)].clone()))
+            .collect::<HashMap<_, _>>()
+    };
+    assert!(sign(&signers(&[
+        (1, &network),
+        (2, &network),
+        (3, &network)
+    ])));
+    assert!(sign(&signers(&[(1, &after), (2, &after), (4, &after)])));
+    assert!(!sign(&signers(&[(1, &network), (2, &after), (4, &after)])));
+    // A refreshed share is repaired like any other.
+    let repaired = repair(&after, 3, &[1, 2, 4], Relay::Faithful).unwrap();
+    assert_eq!(repaired.serialize(), after[&p(3)].serialize());
+}
+
+#[test]
+fn a_dealer_whose_value_does_not_fit_its_commitments_is_blamed() {
+    let (_, network) = keys();
+    let error = refresh(&network, |from, to, message| {
+        if from == p(3) && to == p(1) {
+            message.masked += <Secp256k1 as Ciphersuite>::F::ONE;
+        }
+    })
+    .unwrap_err();
+    assert_eq!(error, RefreshError::Blame(p(3)));
+    let error = refresh(&network, |from, _, message| {
+        if from == p(2) {
+            message.commitments.pop();
+        }
+    })
+    .unwrap_err();
+    assert_eq!(error, RefreshError::Blame(p(2)));
+    // One participant's deal missing: no one applies a partial refresh.
+    let (kept, _) = share_refresh::deal(&network[&p(1)], &SESSION, &mut OsRng).unwrap();
+    assert!(matches!(
+        share_refresh::apply(&network[&p(1)], &SESSION, kept, &BTreeMap::new()),
+        Err(RefreshError::Contributions(_))
+    ));
+}
