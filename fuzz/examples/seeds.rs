@@ -6,7 +6,12 @@
 
 use std::{fs, path::Path};
 
-use bitcoin::{consensus, constants::genesis_block, Network};
+use bitcoin::{
+    consensus,
+    constants::genesis_block,
+    secp256k1::{Message, Secp256k1},
+    Network,
+};
 use capnp::{message, serialize};
 use proptest::{
     strategy::{Strategy, ValueTree},
@@ -29,9 +34,12 @@ use schema::{
     batch::{Batch, SignedBatch},
     generated::signer_capnp::signer,
     hashes::{BlockHash, PlanId},
-    ids::{Attempt, BatchId, NetworkId, ValidatorSet},
+    ids::{Attempt, BatchId, KeyGenId, NetworkId, Participant, ValidatorSet},
     keys::KeyPair,
-    messages::coordinator::PlansAcknowledged,
+    messages::{
+        coordinator::{Attestation, PlansAcknowledged},
+        key_gen,
+    },
     plan::{OutputKind, Plan},
     sign_id::{BatchSignId, BatchSignTarget, PlanSignId, SignId},
     strategies,
@@ -42,6 +50,7 @@ use signer_enclave::{
     audit::{Entry, Event, Record},
     db::{candidate_key, encode_record, KeyRecord, KeyStatus},
     key_store::SealedKeys,
+    resharing::verification_digest,
 };
 
 type Failure = Box<dyn std::error::Error>;
@@ -134,6 +143,22 @@ fn preprocess_batch(id: &BatchSignId, batch: &Batch) -> Result<Vec<u8>, Failure>
             Ok(())
         })?,
     )
+}
+
+fn key_gen(message: &key_gen::CoordinatorMessage) -> Result<Vec<u8>, Failure> {
+    call(
+        1,
+        &params::<signer::key_gen_params::Owned>(|p| Ok(message.write(p.init_message())?))?,
+    )
+}
+
+/// The coordinator's attestation of `digest`, as the RPC target's enclave accepts it.
+fn attested(digest: [u8; 32]) -> Attestation {
+    let signature = Secp256k1::new().sign_schnorr_no_aux_rand(
+        &Message::from_digest(digest),
+        &processor_fuzz::coordinator(),
+    );
+    Attestation(signature.serialize())
 }
 
 fn batch_included(batch: &SignedBatch) -> Result<Vec<u8>, Failure> {
@@ -370,11 +395,22 @@ fn main() -> Result<(), Failure> {
             },
         };
         let key = candidate_key(set, &pair);
+        let value = encode_record(&record);
         corpus.write(
             "enclave_records",
             &format!("key-{index}"),
-            &[&[2u8][..], &key, &encode_record(&record)].concat(),
+            &[&[2u8][..], &key, &value].concat(),
         )?;
+        // What the fuzzer found once: epoch 0 spelled with an epoch field (status 2 or 3),
+        // which must not read, or it would re-encode as status 0 or 1.
+        if record.epoch == 0 {
+            let spelled = [&[value[0] + 2][..], &[0; 4], &value[1..]].concat();
+            corpus.write(
+                "enclave_records",
+                &format!("key-{index}-epoch-0-spelled"),
+                &[&[2u8][..], &key, &spelled].concat(),
+            )?;
+        }
     }
     for (index, event) in [Event::KeyGenerated, Event::KeyConfirmed]
         .into_iter()
@@ -486,7 +522,7 @@ fn main() -> Result<(), Failure> {
     }
     // Calls the enclave accepts: for the key it holds, an attested acknowledgement followed by
     // the plan's preprocess, and a Batch's preprocess.
-    let (pair, _) = processor_fuzz::enclave_keys();
+    let (pair, keys) = processor_fuzz::enclave_keys();
     let plan = processor_fuzz::plan(pair.network_key, 0x41, 10).ok_or("plan")?;
     let acknowledged = processor_fuzz::attest(pair.network_key, 1, &[plan.id()]);
     let plan_id = SignId {
@@ -508,7 +544,58 @@ fn main() -> Result<(), Failure> {
         },
         attempt: Attempt(0),
     };
+    // An attested refresh of the pair the enclave holds, and an attested repair of
+    // participant 2 it helps (the fresh keys are the two curves' generators: Ristretto's
+    // compressed basepoint, and secp256k1's as `processor_fuzz::network_key`).
+    let refresh_id = KeyGenId {
+        set: processor_fuzz::SET,
+        attempt: Attempt(1),
+    };
+    let shares = verification_digest(&keys);
+    let refresh = key_gen::CoordinatorMessage::RefreshBegin {
+        id: refresh_id,
+        pair,
+        shares,
+        attestation: attested(key_gen::refresh_attestation_message(
+            refresh_id, &pair, &shares,
+        )),
+    };
+    // The repaired enclave's identity is the coordinator's key here: any key whose
+    // signature the seed can make.
+    let repair = key_gen::ShareRepair {
+        pair,
+        repaired: Participant::new(2)?,
+        helpers: [1, 3, 4]
+            .into_iter()
+            .map(Participant::new)
+            .collect::<Result<_, _>>()?,
+        participants: 4,
+        identity: processor_fuzz::coordinator_key().serialize(),
+    };
+    let fresh_key = [
+        &[
+            0xe2, 0xf2, 0xae, 0x0a, 0x6a, 0xbc, 0x4e, 0x71, 0xa8, 0x84, 0xa9, 0x61, 0xc5, 0x00,
+            0x51, 0x5f, 0x58, 0xe3, 0x0b, 0x6a, 0xa5, 0x82, 0xdd, 0x8d, 0xb6, 0xa6, 0x59, 0x45,
+            0xe0, 0x8d, 0x2d, 0x76,
+        ][..],
+        &processor_fuzz::network_key().to_bytes()[..],
+    ]
+    .concat();
+    let help = key_gen::CoordinatorMessage::RepairHelp {
+        id: refresh_id,
+        attestation: attested(key_gen::repair_attestation_message(
+            refresh_id, &repair, &fresh_key,
+        )),
+        fresh_key_signature: attested(key_gen::repair_fresh_key_message(
+            refresh_id, &repair, &fresh_key,
+        ))
+        .0,
+        repair,
+        fresh_key,
+    };
     let accepted = [
+        ("refresh-begin", key_gen(&refresh)?),
+        ("repair-help", key_gen(&help)?),
         (
             "acknowledged-plan",
             [

@@ -57,10 +57,13 @@ struct KeyPair {
 }
 
 struct ShareRepair {
-  # Who is repaired and who helps (PROTOCOL: repairing a lost share).
+  # Who is repaired and who helps (docs/protocol.md: repairing a lost share).
   keyPair @0 :KeyPair;
   repaired @1 :UInt16;
   helpers @2 :List(UInt16); # exactly the key's threshold, ascending, never the repaired
+  participants @3 :UInt16;  # n, the set's number of key shares
+  identity @4 :Data;        # 32 bytes, x-only: the repaired enclave's identity key, which the
+                            # coordinator takes from its operator, never from the link
 }
 
 struct OutInstructionWithBalance {

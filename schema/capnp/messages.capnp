@@ -29,38 +29,47 @@ struct KeyGenToProcessor {
     repairHelp :group {
       id @8 :Common.KeyGenId;
       repair @9 :Common.ShareRepair;
-      freshKey @10 :Data;   # the repaired participant's fresh keys, 32 + 33 bytes
-      attestation @11 :Data; # 64 bytes
+      freshKey @10 :Data;          # the repaired enclave's fresh keys, 32 + 33 bytes
+      freshKeySignature @11 :Data; # 64 bytes, BIP340 by the repaired enclave's identity
+      attestation @12 :Data;       # 64 bytes
     }
     # To each helper: the other helpers' masked parts for it.
     repairParts :group {
-      id @12 :Common.KeyGenId;
-      parts @13 :List(Common.ParticipantData);
+      id @13 :Common.KeyGenId;
+      parts @14 :List(Common.ParticipantData);
     }
     # To the repaired participant: every helper's answer, and the attestation of the repair.
     repairAnswers :group {
-      id @14 :Common.KeyGenId;
-      answers @15 :List(Common.ParticipantData);
-      attestation @16 :Data; # 64 bytes
+      id @15 :Common.KeyGenId;
+      answers @16 :List(Common.ParticipantData);
+      attestation @17 :Data; # 64 bytes
     }
-    # To every participant: refresh the set's shares (BIP340 over `refresh_attestation_message`).
+    # To every participant: refresh the shares of the pair whose verification shares have
+    # digest `shares` (BIP340 over `refresh_attestation_message`).
     refreshBegin :group {
-      id @17 :Common.KeyGenId;
-      keyPair @18 :Common.KeyPair;
-      attestation @19 :Data; # 64 bytes
+      id @18 :Common.KeyGenId;
+      keyPair @19 :Common.KeyPair;
+      shares @20 :Data;      # 32 bytes
+      attestation @21 :Data; # 64 bytes
+    }
+    # To every participant: the others' fresh keys, each signed with its share.
+    refreshKeys :group {
+      id @22 :Common.KeyGenId;
+      keys @23 :List(Common.ParticipantData);
     }
     # To every participant: the others' deals for it.
     refreshDeals :group {
-      id @20 :Common.KeyGenId;
-      deals @21 :List(Common.ParticipantData);
+      id @24 :Common.KeyGenId;
+      deals @25 :List(Common.ParticipantData);
     }
-    # To every participant: all refreshed to the same verification shares; switch to them
-    # (BIP340 over `refresh_confirm_message`).
+    # To every participant: everyone refreshed to the verification shares of `digest`, as each
+    # signed with its old share; switch to them (BIP340 over `refresh_confirm_message`).
     refreshConfirm :group {
-      id @22 :Common.KeyGenId;
-      keyPair @23 :Common.KeyPair;
-      digest @24 :Data;      # 32 bytes
-      attestation @25 :Data; # 64 bytes
+      id @26 :Common.KeyGenId;
+      keyPair @27 :Common.KeyPair;
+      digest @28 :Data;                          # 32 bytes
+      signatures @29 :List(Common.ParticipantData); # every participant's `Refreshed` signature
+      attestation @30 :Data;                     # 64 bytes
     }
   }
 }
@@ -171,33 +180,39 @@ struct KeyGenFromProcessor {
     }
     repairKey :group {
       id @10 :Common.KeyGenId;
-      freshKey @11 :Data; # 32 + 33 bytes
+      freshKey @11 :Data;  # 32 + 33 bytes
+      signature @12 :Data; # 64 bytes, BIP340 by the enclave's identity
     }
     repairParts :group {
-      id @12 :Common.KeyGenId;
-      parts @13 :List(Common.ParticipantData); # one masked part per other helper
+      id @13 :Common.KeyGenId;
+      parts @14 :List(Common.ParticipantData); # one masked part per other helper
     }
     repairAnswer :group {
-      id @14 :Common.KeyGenId;
-      answer @15 :Data; # for the repaired participant
+      id @15 :Common.KeyGenId;
+      answer @16 :Data; # for the repaired participant
     }
     repaired :group {
-      id @16 :Common.KeyGenId;
-      keyPair @17 :Common.KeyPair;
+      id @17 :Common.KeyGenId;
+      keyPair @18 :Common.KeyPair;
+    }
+    refreshKey :group {
+      id @19 :Common.KeyGenId;
+      key @20 :Data; # fresh keys (32 + 33) and their signature with our share (65)
     }
     refreshDeal :group {
-      id @18 :Common.KeyGenId;
-      deals @19 :List(Common.ParticipantData); # one per other participant
+      id @21 :Common.KeyGenId;
+      deals @22 :List(Common.ParticipantData); # one per other participant
     }
     refreshed :group {
-      id @20 :Common.KeyGenId;
-      keyPair @21 :Common.KeyPair;
-      digest @22 :Data; # 32 bytes, of the refreshed verification shares
-    }
-    refreshConfirmed :group {
       id @23 :Common.KeyGenId;
       keyPair @24 :Common.KeyPair;
-      epoch @25 :UInt32;
+      digest @25 :Data;    # 32 bytes, of the refreshed verification shares
+      signature @26 :Data; # 65 bytes, over the digest with our old share
+    }
+    refreshConfirmed :group {
+      id @27 :Common.KeyGenId;
+      keyPair @28 :Common.KeyPair;
+      epoch @29 :UInt32;
     }
   }
 }

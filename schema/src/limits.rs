@@ -46,13 +46,14 @@ pub const KEY_POINTS_BYTES: usize = 32 + 33;
 /// Bytes of one scalar of each key (32 and 32): a masked value of a repair or refresh.
 pub const KEY_SCALARS_BYTES: usize = 32 + 32;
 
-/// A helper's answer to a repaired participant: both masked sums and both keys' verification
-/// shares of every participant.
-pub const REPAIR_ANSWER_LEN: usize = KEY_SCALARS_BYTES + MAX_PARTICIPANTS * KEY_POINTS_BYTES;
+/// A helper's answer to a repaired participant: both masked sums, the participant count
+/// (u16) and both keys' verification shares of every participant.
+pub const REPAIR_ANSWER_LEN: usize = KEY_SCALARS_BYTES + 2 + MAX_PARTICIPANTS * KEY_POINTS_BYTES;
 
-/// One participant's refresh deal for another: both keys' commitments to the `t - 1`
-/// coefficients of its polynomial and both masked values.
-pub const REFRESH_DEAL_LEN: usize = KEY_SCALARS_BYTES + (MAX_PARTICIPANTS - 1) * KEY_POINTS_BYTES;
+/// One participant's refresh deal for another: both masked values, the commitment count (u16)
+/// and both keys' commitments to the `t - 1` coefficients of its polynomial.
+pub const REFRESH_DEAL_LEN: usize =
+    KEY_SCALARS_BYTES + 2 + (MAX_PARTICIPANTS - 1) * KEY_POINTS_BYTES;
 
 /// Largest opaque protocol blob (a DKG commitment or share, a signing preprocess or share, a
 /// blame proof): a key generation blob, or the preprocess of a plan of `MAX_INPUTS` inputs,

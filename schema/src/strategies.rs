@@ -323,14 +323,24 @@ pub fn key_gen_coordinator_message() -> impl Strategy<Value = key_gen::Coordinat
             .prop_map(|(id, shares)| key_gen::CoordinatorMessage::Shares { id, shares }),
         (key_gen_id(), share_repair())
             .prop_map(|(id, repair)| key_gen::CoordinatorMessage::RepairBegin { id, repair }),
-        (key_gen_id(), share_repair(), blob(), any::<[u8; 64]>()).prop_map(
-            |(id, repair, fresh_key, attestation)| key_gen::CoordinatorMessage::RepairHelp {
-                id,
-                repair,
-                fresh_key,
-                attestation: Attestation(attestation),
-            }
-        ),
+        (
+            key_gen_id(),
+            share_repair(),
+            blob(),
+            any::<[u8; 64]>(),
+            any::<[u8; 64]>()
+        )
+            .prop_map(
+                |(id, repair, fresh_key, fresh_key_signature, attestation)| {
+                    key_gen::CoordinatorMessage::RepairHelp {
+                        id,
+                        repair,
+                        fresh_key,
+                        fresh_key_signature,
+                        attestation: Attestation(attestation),
+                    }
+                }
+            ),
         (key_gen_id(), participant_map())
             .prop_map(|(id, parts)| key_gen::CoordinatorMessage::RepairParts { id, parts }),
         (key_gen_id(), participant_map(), any::<[u8; 64]>()).prop_map(
@@ -340,26 +350,37 @@ pub fn key_gen_coordinator_message() -> impl Strategy<Value = key_gen::Coordinat
                 attestation: Attestation(attestation),
             }
         ),
-        (key_gen_id(), key_pair(), any::<[u8; 64]>()).prop_map(|(id, pair, attestation)| {
-            key_gen::CoordinatorMessage::RefreshBegin {
-                id,
-                pair,
-                attestation: Attestation(attestation),
-            }
-        }),
-        (key_gen_id(), participant_map())
-            .prop_map(|(id, deals)| key_gen::CoordinatorMessage::RefreshDeals { id, deals }),
         (
             key_gen_id(),
             key_pair(),
             any::<[u8; 32]>(),
             any::<[u8; 64]>()
         )
-            .prop_map(|(id, pair, digest, attestation)| {
+            .prop_map(|(id, pair, shares, attestation)| {
+                key_gen::CoordinatorMessage::RefreshBegin {
+                    id,
+                    pair,
+                    shares,
+                    attestation: Attestation(attestation),
+                }
+            }),
+        (key_gen_id(), participant_map())
+            .prop_map(|(id, keys)| key_gen::CoordinatorMessage::RefreshKeys { id, keys }),
+        (key_gen_id(), participant_map())
+            .prop_map(|(id, deals)| key_gen::CoordinatorMessage::RefreshDeals { id, deals }),
+        (
+            key_gen_id(),
+            key_pair(),
+            any::<[u8; 32]>(),
+            participant_map(),
+            any::<[u8; 64]>()
+        )
+            .prop_map(|(id, pair, digest, signatures, attestation)| {
                 key_gen::CoordinatorMessage::RefreshConfirm {
                     id,
                     pair,
                     digest,
+                    signatures,
                     attestation: Attestation(attestation),
                 }
             }),
@@ -368,13 +389,22 @@ pub fn key_gen_coordinator_message() -> impl Strategy<Value = key_gen::Coordinat
 
 /// A repair of one participant by others.
 pub fn share_repair() -> impl Strategy<Value = ShareRepair> {
-    (key_pair(), participant(), vec(participant(), 0..8)).prop_map(|(pair, repaired, helpers)| {
-        ShareRepair {
-            pair,
-            repaired,
-            helpers,
-        }
-    })
+    (
+        key_pair(),
+        participant(),
+        vec(participant(), 0..8),
+        any::<u16>(),
+        any::<[u8; 32]>(),
+    )
+        .prop_map(
+            |(pair, repaired, helpers, participants, identity)| ShareRepair {
+                pair,
+                repaired,
+                helpers,
+                participants,
+                identity,
+            },
+        )
 }
 
 /// Every key generation message from a processor.
@@ -399,19 +429,31 @@ pub fn key_gen_processor_message() -> impl Strategy<Value = key_gen::ProcessorMe
                 evidence,
             }
         }),
-        (key_gen_id(), blob())
-            .prop_map(|(id, fresh_key)| key_gen::ProcessorMessage::RepairKey { id, fresh_key }),
+        (key_gen_id(), blob(), any::<[u8; 64]>()).prop_map(|(id, fresh_key, signature)| {
+            key_gen::ProcessorMessage::RepairKey {
+                id,
+                fresh_key,
+                signature,
+            }
+        }),
         (key_gen_id(), participant_map())
             .prop_map(|(id, parts)| key_gen::ProcessorMessage::RepairParts { id, parts }),
         (key_gen_id(), blob())
             .prop_map(|(id, answer)| key_gen::ProcessorMessage::RepairAnswer { id, answer }),
         (key_gen_id(), key_pair())
             .prop_map(|(id, pair)| key_gen::ProcessorMessage::Repaired { id, pair }),
+        (key_gen_id(), blob())
+            .prop_map(|(id, key)| key_gen::ProcessorMessage::RefreshKey { id, key }),
         (key_gen_id(), participant_map())
             .prop_map(|(id, deals)| key_gen::ProcessorMessage::RefreshDeal { id, deals }),
-        (key_gen_id(), key_pair(), any::<[u8; 32]>()).prop_map(|(id, pair, digest)| {
-            key_gen::ProcessorMessage::Refreshed { id, pair, digest }
-        }),
+        (key_gen_id(), key_pair(), any::<[u8; 32]>(), blob()).prop_map(
+            |(id, pair, digest, signature)| key_gen::ProcessorMessage::Refreshed {
+                id,
+                pair,
+                digest,
+                signature,
+            }
+        ),
         (key_gen_id(), key_pair(), any::<u32>()).prop_map(|(id, pair, epoch)| {
             key_gen::ProcessorMessage::RefreshConfirmed { id, pair, epoch }
         }),

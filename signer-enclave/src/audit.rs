@@ -55,6 +55,8 @@ pub enum Event {
     KeyRefreshed,
     /// The refreshed shares replaced the old ones (subject: the set; detail: the epoch).
     RefreshConfirmed,
+    /// The enclave's identity key was made and sealed.
+    IdentityCreated,
 }
 
 impl Event {
@@ -76,6 +78,7 @@ impl Event {
             Event::KeyRepaired => 14,
             Event::KeyRefreshed => 15,
             Event::RefreshConfirmed => 16,
+            Event::IdentityCreated => 17,
         }
     }
 
@@ -97,6 +100,7 @@ impl Event {
             14 => Event::KeyRepaired,
             15 => Event::KeyRefreshed,
             16 => Event::RefreshConfirmed,
+            17 => Event::IdentityCreated,
             _ => return None,
         })
     }
@@ -120,6 +124,7 @@ impl Event {
             Event::KeyRepaired => "key_repaired",
             Event::KeyRefreshed => "key_refreshed",
             Event::RefreshConfirmed => "refresh_confirmed",
+            Event::IdentityCreated => "identity_created",
         }
     }
 }

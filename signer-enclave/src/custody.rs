@@ -40,6 +40,8 @@ pub enum Purpose {
     NetworkKeyShare,
     /// A batch (Ristretto) key share.
     BatchKeyShare,
+    /// The enclave's identity key (`identity`).
+    EnclaveIdentity,
 }
 
 impl Purpose {
@@ -47,6 +49,7 @@ impl Purpose {
         match self {
             Purpose::NetworkKeyShare => 1,
             Purpose::BatchKeyShare => 2,
+            Purpose::EnclaveIdentity => 3,
         }
     }
 }

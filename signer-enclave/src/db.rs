@@ -13,7 +13,8 @@
 //!   `key_pairs`, in the same write that deletes this one)
 //! - `retired_key_pairs`: as `key_pairs`, the records sealed under a sealing key that was
 //!   replaced (`provision --new-sealing-key`), kept but never read by the enclave
-//! - `settings`: setting name -> value (the coordinator key: 32-byte x-only key)
+//! - `settings`: setting name -> value (the coordinator key: 32-byte x-only key; `identity`:
+//!   the enclave's identity key, sealed)
 //! - `acknowledged`: network key (33) || plan id (32)
 //! - `signed_inputs`: txid (32) || vout (u32 LE) -> the plan family's id (32): the plan's own
 //!   id, or for a replacement the original's it replaces
@@ -60,6 +61,7 @@ const RETIRED_KEY_PAIRS: &str = "retired_key_pairs";
 const REFRESHING: &str = "refreshing";
 const SETTINGS: &str = "settings";
 const COORDINATOR_KEY: &[u8] = b"coordinator_key";
+const IDENTITY: &[u8] = b"identity";
 const AUDIT: &str = "audit";
 const AUDIT_HEAD: &[u8] = b"audit_head";
 
@@ -498,12 +500,9 @@ impl EnclaveDb {
             sealed,
             epoch: 0,
         };
+        let key = self.record_key(set, &pair)?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(
-            self.cf(KEY_PAIRS)?,
-            candidate_key(set, &pair),
-            encode_record(&record),
-        );
+        batch.put_cf(self.cf(KEY_PAIRS)?, key, encode_record(&record));
         batch.delete_cf(self.cf(REFRESHING)?, candidate_key(set, &pair));
         let mut entry = Entry::new(Event::KeyRepaired, set_key(set));
         entry.key = pair.network_key.to_bytes().to_vec();
@@ -600,12 +599,9 @@ impl EnclaveDb {
         }
         record.sealed = pending.sealed.clone();
         record.epoch = record.epoch.saturating_add(1);
+        let key = self.record_key(set, pair)?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(
-            self.cf(KEY_PAIRS)?,
-            candidate_key(set, pair),
-            encode_record(&record),
-        );
+        batch.put_cf(self.cf(KEY_PAIRS)?, key, encode_record(&record));
         batch.delete_cf(self.cf(REFRESHING)?, candidate_key(set, pair));
         let mut entry = Entry::new(Event::RefreshConfirmed, set_key(set));
         entry.key = pair.network_key.to_bytes().to_vec();
@@ -614,6 +610,25 @@ impl EnclaveDb {
         self.audited(&mut batch, entry)?;
         self.commit(batch)?;
         Ok(record.epoch)
+    }
+
+    /// The enclave's identity key, sealed, if one was made.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub fn identity(&self) -> Result<Option<Vec<u8>>, DbError> {
+        self.get(SETTINGS, IDENTITY)
+    }
+
+    /// Records the enclave's identity key, sealed, with a record in the audit trail.
+    ///
+    /// # Errors
+    /// The database failed; nothing was written.
+    pub fn record_identity(&self, sealed: &[u8]) -> Result<(), DbError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(SETTINGS)?, IDENTITY, sealed);
+        self.audited(&mut batch, Entry::new(Event::IdentityCreated, Vec::new()))?;
+        self.commit(batch)
     }
 
     /// The recorded pair `pair` of `set`, a candidate or confirmed.
@@ -626,6 +641,16 @@ impl EnclaveDb {
             .map(|(_, record)| record)
             .find(|record| record.pair == *pair)
             .ok_or(DbError::NoSuchKeyPair)
+    }
+
+    /// The database key `pair`'s record of `set` is under: where it is (a record older builds
+    /// wrote is keyed by the set alone), or where a new one goes.
+    fn record_key(&self, set: ValidatorSet, pair: &KeyPair) -> Result<Vec<u8>, DbError> {
+        Ok(self
+            .set_records(set)?
+            .into_iter()
+            .find(|(_, record)| record.pair == *pair)
+            .map_or_else(|| candidate_key(set, pair), |(key, _)| key))
     }
 
     /// Every record of `set`, with its database key.
@@ -660,11 +685,12 @@ impl EnclaveDb {
             .collect()
     }
 
-    /// Moves every key record to `retired_key_pairs`, with a record in the audit trail, in
-    /// one synced write; returns how many. After a new sealing key, the pairs sealed under the
-    /// old one cannot be unsealed, and the enclave (which unseals every confirmed pair at
-    /// start) must start without them; they are kept, never read again, in case the old token
-    /// is found.
+    /// Moves every key record to `retired_key_pairs`, and deletes the pending refreshes and
+    /// the identity, with a record in the audit trail, in one synced write; returns how many
+    /// key records. After a new sealing key, what was sealed under the old one cannot be
+    /// unsealed, and the enclave (which unseals every confirmed pair and its identity at
+    /// start) must start without them; the pairs are kept, never read again, in case the old
+    /// token is found.
     ///
     /// # Errors
     /// The database failed; nothing was moved.
@@ -678,25 +704,38 @@ impl EnclaveDb {
             batch.delete_cf(from, key);
             count += 1;
         }
-        // A refresh sealed under the old key can never be confirmed: it goes with them.
+        // A refresh sealed under the old key can never be confirmed: it goes with them; so does
+        // the identity, which a new one replaces at the next start.
         let refreshing = self.cf(REFRESHING)?;
+        let mut pending = 0usize;
         for entry in self.db.iterator_cf(refreshing, IteratorMode::Start) {
             batch.delete_cf(refreshing, entry?.0);
+            pending += 1;
         }
-        if count == 0 {
+        let identity = self.identity()?.is_some();
+        batch.delete_cf(self.cf(SETTINGS)?, IDENTITY);
+        if count == 0 && pending == 0 && !identity {
             return Ok(0);
         }
         let mut entry = Entry::new(Event::KeysRetired, Vec::new());
-        entry.detail = format!("{count} key pair(s) sealed under the previous sealing key");
+        entry.detail = format!(
+            "{count} key pair(s) and {pending} pending refresh(es) sealed under the previous \
+             sealing key{}",
+            if identity {
+                ", and the enclave identity"
+            } else {
+                ""
+            }
+        );
         self.audited(&mut batch, entry)?;
         self.commit(batch)?;
         Ok(count)
     }
 
     /// Writes `resealed` (key records read by `key_records`, their shares sealed anew under
-    /// another token's key) over the records they were read from, and `pending` (refreshes
-    /// read by `pending_refreshes`, resealed the same way) over theirs, with a record in the
-    /// audit trail, in one synced write; returns how many key records. A crash leaves every pair sealed under
+    /// another token's key) over the records they were read from, `pending` (refreshes read
+    /// by `pending_refreshes`, resealed the same way) over theirs and the identity resealed,
+    /// with a record in the audit trail, in one synced write; returns how many key records. A crash leaves every pair sealed under
     /// the old key or every pair under the new one, never a mix.
     ///
     /// # Errors
@@ -705,15 +744,19 @@ impl EnclaveDb {
         &self,
         resealed: &[KeyRecord],
         pending: &[(KeyRecord, PendingRefresh)],
+        identity: Option<&[u8]>,
     ) -> Result<usize, DbError> {
-        if resealed.is_empty() {
+        if resealed.is_empty() && identity.is_none() {
             return Ok(0);
         }
         let mut batch = WriteBatch::default();
+        if let Some(identity) = identity {
+            batch.put_cf(self.cf(SETTINGS)?, IDENTITY, identity);
+        }
         for record in resealed {
             batch.put_cf(
                 self.cf(KEY_PAIRS)?,
-                candidate_key(record.set, &record.pair),
+                self.record_key(record.set, &record.pair)?,
                 encode_record(record),
             );
         }
@@ -874,17 +917,18 @@ pub fn encode_record(record: &KeyRecord) -> Vec<u8> {
 /// Reads a key record back from its key (`set (5) || network key (33)`, or the set alone as
 /// older builds wrote) and value; `None` for bytes `encode_record` did not write.
 pub fn decode_record(key: &[u8], value: &[u8]) -> Option<KeyRecord> {
-    let (&[a, b, c, d, network], keyed_by) = key.split_first_chunk::<5>()?;
-    let set = ValidatorSet {
-        session: Session(u32::from_le_bytes([a, b, c, d])),
-        network: NetworkId::from_code(network).ok()?,
-    };
+    let (set, keyed_by) = key.split_at_checked(5)?;
+    let set = decode_set(set)?;
     let (status, rest) = value.split_first()?;
     let (status, epoch, rest) = match status {
         0 => (KeyStatus::Generated, 0, rest),
         1 => (KeyStatus::Confirmed, 0, rest),
         2 | 3 => {
             let (epoch, rest) = rest.split_first_chunk::<4>()?;
+            // Epoch 0 is written with status 0 or 1: any other spelling is not ours.
+            if *epoch == [0; 4] {
+                return None;
+            }
             let status = if *status == 2 {
                 KeyStatus::Generated
             } else {
@@ -1029,6 +1073,11 @@ mod tests {
             prop_assert_eq!(decode_record(&candidate_key(set, &pair), &value), Some(record.clone()));
             prop_assert_eq!(decode_record(&set_key(set), &value), Some(record));
             prop_assert_eq!(decode_record(&candidate_key(set, &other), &value), None);
+            // Epoch 0 spelled with an epoch field does not read (it would re-encode otherwise).
+            if epoch == 0 {
+                let spelled = [&[value[0] + 2][..], &[0; 4], &value[1..]].concat();
+                prop_assert_eq!(decode_record(&candidate_key(set, &pair), &spelled), None);
+            }
         }
     }
 
@@ -1092,5 +1141,61 @@ mod tests {
         db.record_refresh(set, &pair, &pending).unwrap();
         assert_eq!(db.retire_key_records().unwrap(), 1);
         assert!(db.pending_refreshes().unwrap().is_empty());
+    }
+
+    /// A record older builds keyed by the set alone is refreshed, resealed and repaired in
+    /// place: never a second record of the pair beside it (the enclave would load both, and
+    /// the older first).
+    #[test]
+    fn a_record_keyed_by_its_set_alone_is_changed_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = EnclaveDb::open(dir.path()).unwrap();
+        let set = ValidatorSet {
+            session: Session(1),
+            network: NetworkId::Bitcoin,
+        };
+        let pair = KeyPair {
+            batch_key: BatchKey([4; 32]),
+            network_key: NetworkKey::from_slice(
+                &hex::decode("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")
+                    .unwrap(),
+            )
+            .unwrap(),
+        };
+        let record = KeyRecord {
+            set,
+            status: KeyStatus::Confirmed,
+            pair,
+            sealed: sealed(&pair, 1),
+            epoch: 0,
+        };
+        db.db
+            .put_cf(
+                db.cf(KEY_PAIRS).unwrap(),
+                set_key(set),
+                encode_record(&record),
+            )
+            .unwrap();
+        let pending = PendingRefresh {
+            attempt: 1,
+            digest: [3; 32],
+            sealed: sealed(&pair, 2),
+        };
+        db.record_refresh(set, &pair, &pending).unwrap();
+        db.confirm_refresh(set, &pair, &pending).unwrap();
+        let records = db.key_records().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            (records[0].epoch, &records[0].sealed),
+            (1, &sealed(&pair, 2))
+        );
+
+        let mut resealed = records[0].clone();
+        resealed.sealed = sealed(&pair, 3);
+        db.reseal_key_records(&[resealed], &[], None).unwrap();
+        db.record_repaired(set, pair, sealed(&pair, 4)).unwrap();
+        let records = db.key_records().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].sealed, sealed(&pair, 4));
     }
 }

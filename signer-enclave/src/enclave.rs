@@ -15,6 +15,7 @@ use bitcoin::{
     key::XOnlyPublicKey,
 };
 use ciphersuite::group::GroupEncoding;
+use modular_frost::curve::Secp256k1;
 use rand_core::OsRng;
 use schema::{
     batch::{Batch, SignedBatch},
@@ -25,7 +26,8 @@ use schema::{
     messages::{
         coordinator::{Attestation, PlansAcknowledged},
         key_gen::{
-            self, refresh_attestation_message, refresh_confirm_message, repair_attestation_message,
+            self, refresh_attestation_message, refresh_confirm_message, refreshed_message,
+            repair_attestation_message,
         },
         ParticipantMap,
     },
@@ -41,12 +43,14 @@ use crate::{
     batch_signing::BatchSigning,
     custody::Seal,
     db::{DbError, EnclaveDb, KeyStatus, PendingRefresh},
+    identity::{Identity, IdentityError},
     key_gen::{GeneratedKeys, KeyGen, KeyGenError},
     key_store::{self, KeyStoreError, SealedKeys},
     metrics::Metrics,
     plan_signing::{PlanSigning, SigningError},
     policy::{self, Decision, Refusal},
-    resharing::{verification_digest, Refreshed, ReshareError, Resharing},
+    resharing::{everyone_refreshed, verification_digest, Refreshed, ReshareError, Resharing},
+    share_signature,
 };
 
 /// The one network this enclave signs for.
@@ -87,6 +91,9 @@ pub enum StartError {
     /// Unsealed keys are not the pair recorded.
     #[error("unsealed keys do not match their recorded key pair")]
     KeysDiffer,
+    /// The enclave's identity cannot be made or unsealed.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
 }
 
 /// What `status` reports.
@@ -114,6 +121,7 @@ pub struct Enclave {
     metrics: Metrics,
     key_gen: KeyGen,
     resharing: Resharing,
+    identity: Identity,
     active: Vec<Active>,
     plans: PlanSigning,
     batches: BatchSigning,
@@ -133,6 +141,7 @@ impl Enclave {
         metrics: Metrics,
     ) -> Result<Self, StartError> {
         let coordinator = db.coordinator_key()?.ok_or(StartError::NotProvisioned)?;
+        let identity = Identity::load_or_create(&db, custody.as_ref(), &mut OsRng)?;
         let mut enclave = Enclave {
             db,
             custody,
@@ -140,6 +149,7 @@ impl Enclave {
             metrics,
             key_gen: KeyGen::default(),
             resharing: Resharing::default(),
+            identity,
             active: Vec::new(),
             plans: PlanSigning::default(),
             batches: BatchSigning::default(),
@@ -237,7 +247,8 @@ impl Enclave {
     /// One message of a share repair or refresh (see `resharing`). Every step that uses a key
     /// pair's shares, and every step that changes them, needs the coordinator's attestation;
     /// new shares are sealed and recorded before they are reported, and a refresh's replace the
-    /// old only on an attested confirmation that every participant holds the same.
+    /// old only on an attested confirmation carrying every participant's signature that it
+    /// holds the same.
     fn reshare(
         &mut self,
         message: key_gen::CoordinatorMessage,
@@ -251,16 +262,24 @@ impl Enclave {
                         "this enclave holds its share of the pair: nothing to repair",
                     ));
                 }
-                let fresh_key = self
+                let (fresh_key, signature) = self
                     .resharing
-                    .begin_repair(id, repair, &mut OsRng)
+                    .begin_repair(id, repair, &self.identity, &mut OsRng)
                     .map_err(|error| self.reshare_refused(&error))?;
-                ("repair_begin", Out::RepairKey { id, fresh_key })
+                (
+                    "repair_begin",
+                    Out::RepairKey {
+                        id,
+                        fresh_key,
+                        signature,
+                    },
+                )
             }
             In::RepairHelp {
                 id,
                 repair,
                 fresh_key,
+                fresh_key_signature,
                 attestation,
             } => {
                 let message = repair_attestation_message(id, &repair, &fresh_key);
@@ -269,7 +288,14 @@ impl Enclave {
                     active_keys(&self.active, &repair.pair).ok_or_else(|| self.unknown_pair())?;
                 let parts = self
                     .resharing
-                    .help(id, &repair, &fresh_key, keys, &mut OsRng)
+                    .help(
+                        id,
+                        &repair,
+                        &fresh_key,
+                        &fresh_key_signature,
+                        keys,
+                        &mut OsRng,
+                    )
                     .map_err(|error| self.reshare_refused(&error))?;
                 ("repair_help", Out::RepairParts { id, parts })
             }
@@ -290,6 +316,10 @@ impl Enclave {
                 answers,
                 attestation,
             } => {
+                if let Some(pair) = self.resharing.repaired(id) {
+                    // Asked again once done (the answer was lost): the same answer.
+                    return Ok(Out::Repaired { id, pair });
+                }
                 let (repair, fresh_key) = self
                     .resharing
                     .own_repair(id)
@@ -315,55 +345,71 @@ impl Enclave {
                     .record_repaired(id.set, pair, sealed)
                     .map_err(|error| self.history_refused(&error))?;
                 self.replace(pair, keys);
+                self.resharing.mark_repaired(id, pair);
                 ("repaired", Out::Repaired { id, pair })
             }
             In::RefreshBegin {
                 id,
                 pair,
+                shares,
                 attestation,
             } => {
-                self.attested(refresh_attestation_message(id, &pair), &attestation)?;
+                self.attested(
+                    refresh_attestation_message(id, &pair, &shares),
+                    &attestation,
+                )?;
+                // A refresh pending from this attempt or a later one stays: its deal reached
+                // the others, and a replayed older attempt must not overwrite it.
+                let pending = self
+                    .db
+                    .pending_refresh(id.set, &pair)
+                    .map_err(|error| self.history_refused(&error))?;
+                if let Some(pending) = pending.filter(|p| p.attempt >= id.attempt.0) {
+                    return Err(self.reshare_refused(&ReshareError::StaleAttempt {
+                        id,
+                        started: pending.attempt,
+                    }));
+                }
                 let keys = active_keys(&self.active, &pair).ok_or_else(|| self.unknown_pair())?;
-                let deals = self
+                let key = self
                     .resharing
-                    .deal(id, pair, keys, &mut OsRng)
+                    .begin_refresh(id, pair, shares, keys, &mut OsRng)
                     .map_err(|error| self.reshare_refused(&error))?;
-                ("refresh_deal", Out::RefreshDeal { id, deals })
+                ("refresh_key", Out::RefreshKey { id, key })
             }
-            In::RefreshDeals { id, deals } => {
+            In::RefreshKeys { id, keys: received } => {
                 let pair = self
                     .resharing
                     .refreshing_pair(id)
                     .ok_or_else(|| self.reshare_refused(&ReshareError::UnknownAttempt(id)))?;
                 let keys = active_keys(&self.active, &pair).ok_or_else(|| self.unknown_pair())?;
-                let refreshed = self
+                let deals = self
                     .resharing
-                    .refresh(id, &deals, keys)
+                    .deal(id, &received, keys, &mut OsRng)
                     .map_err(|error| self.reshare_refused(&error))?;
-                let digest = match refreshed {
-                    Refreshed::New(keys, digest) => {
-                        let pending = PendingRefresh {
-                            attempt: id.attempt.0,
-                            digest,
-                            sealed: self.seal(&keys)?,
-                        };
-                        self.db
-                            .record_refresh(id.set, &pair, &pending)
-                            .map_err(|error| self.history_refused(&error))?;
-                        digest
-                    }
-                    Refreshed::Again(digest) => digest,
-                };
-                ("refreshed", Out::Refreshed { id, pair, digest })
+                ("refresh_deal", Out::RefreshDeal { id, deals })
+            }
+            In::RefreshDeals { id, deals } => {
+                let (pair, digest, signature) = self.refreshed(id, &deals)?;
+                (
+                    "refreshed",
+                    Out::Refreshed {
+                        id,
+                        pair,
+                        digest,
+                        signature,
+                    },
+                )
             }
             In::RefreshConfirm {
                 id,
                 pair,
                 digest,
+                signatures,
                 attestation,
             } => {
                 self.attested(refresh_confirm_message(id, &pair, &digest), &attestation)?;
-                let epoch = self.confirm_refresh(id, pair, digest)?;
+                let epoch = self.confirm_refresh(id, pair, digest, &signatures)?;
                 (
                     "refresh_confirmed",
                     Out::RefreshConfirmed { id, pair, epoch },
@@ -379,13 +425,68 @@ impl Enclave {
         Ok(out)
     }
 
-    /// Switches `pair` to the refreshed shares of `digest`, pending from attempt `id`; returns
-    /// the epoch. Confirming the shares already in use again changes nothing.
+    /// The refreshed shares of the refresh under `id`, from the others' deals: sealed and
+    /// recorded as pending before the answer leaves. Without a session (the enclave restarted
+    /// after recording them) the pending refresh of that attempt answers.
+    fn refreshed(
+        &mut self,
+        id: KeyGenId,
+        deals: &ParticipantMap,
+    ) -> Result<(KeyPair, [u8; 32], Vec<u8>), Refused> {
+        let Some(pair) = self.resharing.refreshing_pair(id) else {
+            let pending = self
+                .db
+                .pending_refreshes()
+                .map_err(|error| self.history_refused(&error))?
+                .into_iter()
+                .find(|(record, pending)| record.set == id.set && pending.attempt == id.attempt.0);
+            let (record, pending) =
+                pending.ok_or_else(|| self.reshare_refused(&ReshareError::UnknownAttempt(id)))?;
+            let keys =
+                active_keys(&self.active, &record.pair).ok_or_else(|| self.unknown_pair())?;
+            let signature = share_signature::sign::<Secp256k1, _>(
+                keys.network.original_secret_share(),
+                &refreshed_message(id, &record.pair, &pending.digest),
+                &mut OsRng,
+            );
+            return Ok((record.pair, pending.digest, signature));
+        };
+        let keys = active_keys(&self.active, &pair).ok_or_else(|| self.unknown_pair())?;
+        let refreshed = self
+            .resharing
+            .refresh(id, deals, keys, &mut OsRng)
+            .map_err(|error| self.reshare_refused(&error))?;
+        match refreshed {
+            Refreshed::New {
+                keys,
+                digest,
+                signature,
+            } => {
+                let pending = PendingRefresh {
+                    attempt: id.attempt.0,
+                    digest,
+                    sealed: self.seal(&keys)?,
+                };
+                self.db
+                    .record_refresh(id.set, &pair, &pending)
+                    .map_err(|error| self.history_refused(&error))?;
+                self.resharing
+                    .mark_refreshed(id, deals, digest, signature.clone());
+                Ok((pair, digest, signature))
+            }
+            Refreshed::Again { digest, signature } => Ok((pair, digest, signature)),
+        }
+    }
+
+    /// Switches `pair` to the refreshed shares of `digest`, pending from attempt `id`, once
+    /// every participant's old share signed that it holds them; returns the epoch. Confirming
+    /// the shares already in use again changes nothing.
     fn confirm_refresh(
         &mut self,
         id: KeyGenId,
         pair: KeyPair,
         digest: [u8; 32],
+        signatures: &ParticipantMap,
     ) -> Result<u32, Refused> {
         let current = active_keys(&self.active, &pair).ok_or_else(|| self.unknown_pair())?;
         if verification_digest(current) == digest {
@@ -395,6 +496,8 @@ impl Enclave {
                 .map(|record| record.epoch)
                 .map_err(|error| self.history_refused(&error));
         }
+        everyone_refreshed(current, id, &pair, &digest, signatures)
+            .map_err(|error| self.reshare_refused(&error))?;
         let pending = self
             .db
             .pending_refresh(id.set, &pair)
@@ -410,8 +513,9 @@ impl Enclave {
             .unseal(&pending.sealed)
             .map_err(|error| self.refused(RefusalReason::CustodyUnavailable, error.to_string()))?;
         if pair_of(&keys) != Some(pair) || verification_digest(&keys) != digest {
+            // Never a passing fault: the pending record is not what was refreshed.
             return Err(self.refused(
-                RefusalReason::CustodyUnavailable,
+                RefusalReason::ReshareFailed,
                 StartError::KeysDiffer.to_string(),
             ));
         }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod custody;
 pub mod db;
 pub mod enclave;
+pub mod identity;
 pub mod key_gen;
 pub mod key_store;
 #[cfg(feature = "testing")]
@@ -32,3 +33,4 @@ pub mod secrets;
 mod sessions;
 pub mod share_refresh;
 pub mod share_repair;
+pub mod share_signature;

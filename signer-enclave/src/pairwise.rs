@@ -2,13 +2,16 @@
 //! only: a one-time pad in the scalar field, hashed from the Diffie-Hellman secret of a key of
 //! each end and a context naming the session, the sender and the receiver.
 //!
-//! The keys are ones each end can trust without a message to say so: a share of a key the
-//! receiver already holds, named by its verification share from the key generation, or a
-//! fresh key the coordinator attested. Neither end ever takes the other's public key from the
-//! relay, so no relayed point is ever multiplied by a secret. A mask hides a value that is
-//! uniformly random or masked by one (a part of an additive split, a polynomial evaluation),
-//! and each context is used for one value, so a relay learns nothing; it can only change a
-//! value, which the receiver's check against a verification share then refuses.
+//! The keys are ones each end can trust: a share of a key both hold, named by its
+//! verification share from the key generation; a repaired enclave's fresh key, signed by its
+//! registered identity and attested; or a refresh participant's fresh key, signed by its share.
+//! No relayed point is multiplied by a secret before that signature or attestation is checked,
+//! so nothing a relay sends is an oracle. A mask hides a value that is uniformly random or
+//! masked by one (a part of an additive split, a polynomial evaluation), and a context is used
+//! for one value within a session (a step replayed after a restart reuses its contexts, which
+//! shows only the difference of two random values), so a relay learns nothing; it can only
+//! change a value, which the receiver's check against a verification share or commitment then
+//! refuses.
 
 use ciphersuite::{group::GroupEncoding, Ciphersuite};
 use modular_frost::Participant;

@@ -5,6 +5,11 @@
 use ciphersuite::{group::ff::Field, Ciphersuite};
 use modular_frost::Participant;
 
+/// Participants 1 to `n`.
+pub fn participants(n: u16) -> impl Iterator<Item = Participant> {
+    (1..=n).filter_map(Participant::new)
+}
+
 /// `λ_i(x)` over `set`: `Π_{j ∈ set, j ≠ i} (x − j) / (i − j)`, the weight of participant
 /// `i`'s point when the polynomial through the points of `set` is evaluated at `x`.
 ///
@@ -29,9 +34,10 @@ pub fn one_key<C: Ciphersuite>(shares: &[C::G], t: u16, group_key: C::G) -> bool
     if t == 0 || shares.len() < t || shares.len() > usize::from(u16::MAX) {
         return false;
     }
-    let basis: Vec<Participant> = (1..=t)
-        .filter_map(|i| u16::try_from(i).ok().and_then(Participant::new))
-        .collect();
+    let Ok(t16) = u16::try_from(t) else {
+        return false;
+    };
+    let basis: Vec<Participant> = participants(t16).collect();
     let at = |x: u16| -> C::G {
         basis
             .iter()

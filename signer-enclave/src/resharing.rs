@@ -1,49 +1,69 @@
 //! The repair and refresh sessions of this enclave's key pairs (`share_repair`,
 //! `share_refresh`), both keys of a pair side by side, with the blobs the coordinator relays
-//! and what each step keeps for the next.
+//! and what each step keeps for the next. "Reshare" here never changes the threshold or the
+//! set: a repair gives one participant its share back, a refresh moves every share.
 //!
 //! Sessions live in memory, keyed by validator set: a newer attempt for a set replaces the one
-//! in progress, an older one is refused, at most `MAX_RESHARE_SESSIONS` sets of each kind run
-//! at once, and a restart forgets them (the coordinator starts a new attempt; the fresh keys of
-//! a repair and the polynomials of a refresh are never reused). A step asked again with the
-//! same input gives the same answer; with another input it is refused.
+//! in progress, an older one is refused, and at most `MAX_RESHARE_SESSIONS` sets of each kind
+//! are kept (a finished session makes room for a new set; one in progress never does). A
+//! restart forgets them: the coordinator starts a new attempt, and fresh keys and polynomials
+//! are never reused within one. A step asked again with the same input gives the same answer;
+//! with another input it is refused.
 //!
 //! Blobs (Ristretto values first, then secp256k1; scalars 32 bytes, points 32 and 33):
-//! - fresh key: Ristretto point || secp256k1 point
-//! - repair part: both masked parts
+//! - fresh key: Ristretto point || secp256k1 point (`KEY_POINTS_BYTES`)
+//! - repair part: both masked parts (`KEY_SCALARS_BYTES`)
 //! - repair answer: both masked sums || n (u16 LE) || n Ristretto verification shares ||
 //!   n secp256k1 verification shares
+//! - refresh key: fresh key || the holder's share signature over it (`share_signature`, 65)
 //! - refresh deal: both masked values || k (u16 LE) || k Ristretto commitments || k secp256k1
 //!   commitments
 
 use std::collections::{BTreeMap, HashMap};
 
-use bitcoin::hashes::{sha256, Hash, HashEngine};
+use bitcoin::{
+    hashes::{sha256, Hash, HashEngine},
+    key::XOnlyPublicKey,
+    secp256k1::{schnorr, Message, Secp256k1},
+};
 use ciphersuite::{
     group::{ff::PrimeField, Group, GroupEncoding},
     Ciphersuite, Ristretto,
 };
-use modular_frost::{curve::Secp256k1, Participant as FrostParticipant, ThresholdKeys};
+use modular_frost::{
+    curve::Secp256k1 as Secp256k1Curve, Participant as FrostParticipant, ThresholdKeys,
+};
 use rand_core::{CryptoRng, RngCore};
 use schema::{
-    ids::{KeyGenId, Participant, ValidatorSet},
+    ids::{KeyGenId, Participant, ThresholdParams, ValidatorSet},
     keys::KeyPair,
+    limits::{KEY_POINTS_BYTES, KEY_SCALARS_BYTES},
     messages::{
-        key_gen::{refresh_attestation_message, repair_attestation_message, ShareRepair},
+        key_gen::{
+            refresh_attestation_message, refresh_key_message, refreshed_message,
+            repair_attestation_message, repair_fresh_key_message, ShareRepair,
+        },
         ParticipantMap,
     },
+    protocol::accepts_set_shape,
 };
 use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::{
+    identity::Identity,
     key_gen::GeneratedKeys,
-    share_refresh::{self, RefreshError},
+    polynomial::participants,
+    share_refresh::{self, Peers, RefreshError},
     share_repair::{self, Answer, Repair, RepairError},
+    share_signature,
 };
 
 /// Most validator sets with a session of one kind (repairing, helping, refreshing) at once.
 pub const MAX_RESHARE_SESSIONS: usize = 4;
+
+/// Bytes of a share signature (`share_signature` over secp256k1).
+const SHARE_SIGNATURE_BYTES: usize = 65;
 
 /// A repair or refresh step that cannot be taken.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -60,7 +80,7 @@ pub enum ReshareError {
         /// The attempt in progress.
         started: u32,
     },
-    /// As many sets have a session of this kind as are allowed at once.
+    /// As many sets have a session of this kind in progress as are allowed at once.
     #[error("{0} sessions of this kind are in progress already")]
     TooManySessions(usize),
     /// A step asked again with other contents than the first time.
@@ -69,6 +89,21 @@ pub enum ReshareError {
     /// A blob does not parse.
     #[error("{0} does not parse")]
     Malformed(String),
+    /// The repair names another enclave's identity.
+    #[error("the repair names another enclave's identity")]
+    NotThisEnclave,
+    /// The repaired enclave's fresh keys are not signed by the identity the repair names.
+    #[error("the repaired enclave's fresh keys are not signed by its identity")]
+    FreshKeyUnsigned,
+    /// A participant's refresh key or `Refreshed` is not signed by its share.
+    #[error("participant {0}'s signature does not verify under its verification share")]
+    ShareSignature(Participant),
+    /// The refresh is of other verification shares than this enclave holds.
+    #[error("this enclave holds other shares than the refresh is of: repair it first")]
+    OtherShares,
+    /// The set's shape is not one the protocol accepts.
+    #[error("the repair's set shape is refused: {0}")]
+    Shape(String),
     /// The repair does not fit or does not check out.
     #[error(transparent)]
     Repair(#[from] RepairError),
@@ -78,15 +113,37 @@ pub enum ReshareError {
 }
 
 type BatchScalar = <Ristretto as Ciphersuite>::F;
-type NetworkScalar = <Secp256k1 as Ciphersuite>::F;
+type NetworkScalar = <Secp256k1Curve as Ciphersuite>::F;
+
+/// Fresh secrets on both curves, and their public keys as one blob.
+struct Fresh {
+    batch: Zeroizing<BatchScalar>,
+    network: Zeroizing<NetworkScalar>,
+    public: Vec<u8>,
+}
+
+impl Fresh {
+    fn draw<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
+        let batch = Zeroizing::new(<Ristretto as Ciphersuite>::random_nonzero_F(&mut *rng));
+        let network = Zeroizing::new(<Secp256k1Curve as Ciphersuite>::random_nonzero_F(&mut *rng));
+        let public = [
+            point_bytes(Ristretto::generator() * *batch),
+            point_bytes(Secp256k1Curve::generator() * *network),
+        ]
+        .concat();
+        Fresh {
+            batch,
+            network,
+            public,
+        }
+    }
+}
 
 /// The repaired side: our fresh keys' secrets, until the answers come.
 struct Repairing {
     id: KeyGenId,
     repair: ShareRepair,
-    batch: Zeroizing<BatchScalar>,
-    network: Zeroizing<NetworkScalar>,
-    fresh_key: Vec<u8>,
+    fresh: Fresh,
 }
 
 /// A helper's side.
@@ -94,35 +151,71 @@ struct Helping {
     id: KeyGenId,
     repair: ShareRepair,
     fresh_key: Vec<u8>,
-    kept: Option<(share_repair::Kept<Ristretto>, share_repair::Kept<Secp256k1>)>,
+    kept: Option<(
+        share_repair::Kept<Ristretto>,
+        share_repair::Kept<Secp256k1Curve>,
+    )>,
     parts: ParticipantMap,
     answered: Option<(ParticipantMap, Vec<u8>)>,
+}
+
+/// What a participant of a refresh dealt, once the others' fresh keys came.
+struct Dealing {
+    keys: ParticipantMap,
+    peers: (Peers<Ristretto>, Peers<Secp256k1Curve>),
+    kept: (
+        share_refresh::Kept<Ristretto>,
+        share_refresh::Kept<Secp256k1Curve>,
+    ),
+    deals: ParticipantMap,
 }
 
 /// A participant's side of a refresh.
 struct Refreshing {
     id: KeyGenId,
     pair: KeyPair,
-    kept: Option<(
-        share_refresh::Kept<Ristretto>,
-        share_refresh::Kept<Secp256k1>,
-    )>,
+    shares: [u8; 32],
+    fresh: Fresh,
+    key: Vec<u8>,
+    dealing: Option<Dealing>,
+    answered: Option<Answered>,
+}
+
+/// What a refresh's `Refreshed` said, once its new shares were recorded.
+#[derive(Clone)]
+struct Answered {
     deals: ParticipantMap,
-    answered: Option<(ParticipantMap, [u8; 32])>,
+    digest: [u8; 32],
+    signature: Vec<u8>,
 }
 
 /// What a refresh's deals gave.
 pub enum Refreshed {
-    /// New keys, to seal and record as pending, with the digest of their verification shares.
-    New(GeneratedKeys, [u8; 32]),
-    /// The same deals again: the digest already reported.
-    Again([u8; 32]),
+    /// New keys, to seal and record as pending (then `mark_refreshed`), with the digest of
+    /// their verification shares and our old share's signature over it.
+    New {
+        /// The refreshed keys.
+        keys: GeneratedKeys,
+        /// `verification_digest` of them.
+        digest: [u8; 32],
+        /// Our old network share's signature over `refreshed_message`.
+        signature: Vec<u8>,
+    },
+    /// The same deals again, after the new shares were recorded: the same answer.
+    Again {
+        /// The digest reported.
+        digest: [u8; 32],
+        /// The signature reported.
+        signature: Vec<u8>,
+    },
 }
 
 /// Every repair and refresh session of this enclave.
 #[derive(Default)]
 pub struct Resharing {
     repairing: HashMap<ValidatorSet, Repairing>,
+    /// Repairs of our share that completed since the start, for a repeated last step.
+    repaired: HashMap<ValidatorSet, (KeyGenId, KeyPair)>,
     helping: HashMap<ValidatorSet, Helping>,
     refreshing: HashMap<ValidatorSet, Refreshing>,
 }
@@ -133,46 +226,41 @@ impl Resharing {
         self.repairing.len() + self.helping.len() + self.refreshing.len()
     }
 
-    /// Begins the repair of our own share: our fresh keys, for the coordinator to attest.
+    /// Begins the repair of our own share: our fresh keys and our identity's signature over
+    /// them, for the coordinator to attest.
     ///
     /// # Errors
-    /// The repair names a helper twice or us as a helper, the attempt is stale, the same
-    /// attempt began with another repair, or too many sets are being repaired.
+    /// The repair names another identity, a shape the protocol refuses, a helper twice or us
+    /// as a helper; the attempt is stale or began with another repair; or too many sets are
+    /// being repaired.
     pub fn begin_repair<R: RngCore + CryptoRng>(
         &mut self,
         id: KeyGenId,
         repair: ShareRepair,
+        identity: &Identity,
         rng: &mut R,
-    ) -> Result<Vec<u8>, ReshareError> {
-        if let Some(session) = self.repairing.get(&id.set) {
-            if session.id == id {
-                return if session.repair == repair {
-                    Ok(session.fresh_key.clone())
-                } else {
-                    Err(ReshareError::ConflictingRepeat(id))
-                };
-            }
+    ) -> Result<(Vec<u8>, [u8; 64]), ReshareError> {
+        if repair.identity != identity.public().serialize() {
+            return Err(ReshareError::NotThisEnclave);
         }
-        admit(&self.repairing, id, |s| s.id)?;
+        if let Some(session) = self.repairing.get(&id.set).filter(|s| s.id == id) {
+            return if session.repair == repair {
+                let fresh_key = session.fresh.public.clone();
+                let signature = identity.sign(repair_fresh_key_message(id, &repair, &fresh_key));
+                Ok((fresh_key, signature))
+            } else {
+                Err(ReshareError::ConflictingRepeat(id))
+            };
+        }
+        admit(&mut self.repairing, id, |s| s.id, |_| false)?;
+        shape(&repair)?;
         frost_repair(&repair)?;
-        let batch = Zeroizing::new(<Ristretto as Ciphersuite>::random_nonzero_F(&mut *rng));
-        let network = Zeroizing::new(<Secp256k1 as Ciphersuite>::random_nonzero_F(&mut *rng));
-        let fresh_key = [
-            point_bytes(Ristretto::generator() * *batch),
-            point_bytes(Secp256k1::generator() * *network),
-        ]
-        .concat();
-        self.repairing.insert(
-            id.set,
-            Repairing {
-                id,
-                repair,
-                batch,
-                network,
-                fresh_key: fresh_key.clone(),
-            },
-        );
-        Ok(fresh_key)
+        let fresh = Fresh::draw(rng);
+        let fresh_key = fresh.public.clone();
+        let signature = identity.sign(repair_fresh_key_message(id, &repair, &fresh_key));
+        self.repairing
+            .insert(id.set, Repairing { id, repair, fresh });
+        Ok((fresh_key, signature))
     }
 
     /// The repair of our own share in progress under `id`, and our fresh keys: what its
@@ -181,34 +269,61 @@ impl Resharing {
         self.repairing
             .get(&id.set)
             .filter(|session| session.id == id)
-            .map(|session| (&session.repair, session.fresh_key.as_slice()))
+            .map(|session| (&session.repair, session.fresh.public.as_slice()))
     }
 
-    /// Step 1 as a helper (the caller checked the attestation): our masked parts for the
-    /// other helpers.
+    /// The pair a repair of our share under `id` gave us, if it completed since the start.
+    pub fn repaired(&self, id: KeyGenId) -> Option<KeyPair> {
+        self.repaired
+            .get(&id.set)
+            .filter(|(done, _)| *done == id)
+            .map(|(_, pair)| *pair)
+    }
+
+    /// Step 1 as a helper (the caller checked the attestation): checks the fresh keys are
+    /// signed by the identity the repair names, then our masked parts for the other helpers.
     ///
     /// # Errors
-    /// The fresh key does not parse, the repair does not fit `keys`, the attempt is stale or
-    /// repeated with other contents, or too many sets are being helped.
+    /// The fresh key does not parse or is not signed, the repair does not fit `keys`, the
+    /// attempt is stale or repeated with other contents, or too many sets are being helped.
     pub fn help<R: RngCore + CryptoRng>(
         &mut self,
         id: KeyGenId,
         repair: &ShareRepair,
         fresh_key: &[u8],
+        fresh_key_signature: &[u8; 64],
         keys: &GeneratedKeys,
         rng: &mut R,
     ) -> Result<ParticipantMap, ReshareError> {
-        if let Some(session) = self.helping.get(&id.set) {
-            if session.id == id {
-                return if session.repair == *repair && session.fresh_key == fresh_key {
-                    Ok(session.parts.clone())
-                } else {
-                    Err(ReshareError::ConflictingRepeat(id))
-                };
-            }
+        if let Some(session) = self.helping.get(&id.set).filter(|s| s.id == id) {
+            return if session.repair == *repair && session.fresh_key == fresh_key {
+                Ok(session.parts.clone())
+            } else {
+                Err(ReshareError::ConflictingRepeat(id))
+            };
         }
-        admit(&self.helping, id, |s| s.id)?;
+        admit(&mut self.helping, id, |s| s.id, |s| s.answered.is_some())?;
+        let signed = XOnlyPublicKey::from_slice(&repair.identity)
+            .ok()
+            .zip(schnorr::Signature::from_slice(fresh_key_signature).ok())
+            .is_some_and(|(identity, signature)| {
+                let message = repair_fresh_key_message(id, repair, fresh_key);
+                Secp256k1::verification_only()
+                    .verify_schnorr(&signature, &Message::from_digest(message), &identity)
+                    .is_ok()
+            });
+        if !signed {
+            return Err(ReshareError::FreshKeyUnsigned);
+        }
         points(fresh_key, 1)?;
+        if repair.participants != keys.network.params().n() {
+            return Err(RepairError::Participants(format!(
+                "a repair of a set of {} for a key of {}",
+                repair.participants,
+                keys.network.params().n()
+            ))
+            .into());
+        }
         let frost = frost_repair(repair)?;
         let session = repair_session(id, repair, fresh_key);
         let (kept_batch, batch) = share_repair::split(&keys.batch, &frost, &session, rng)?;
@@ -273,12 +388,14 @@ impl Resharing {
         for (from, blob) in parts {
             let mut reader = Reader::new(blob, || format!("participant {from}'s repair part"));
             batch.insert(frost_participant(*from)?, reader.scalar::<Ristretto>()?);
-            network.insert(frost_participant(*from)?, reader.scalar::<Secp256k1>()?);
+            network.insert(
+                frost_participant(*from)?,
+                reader.scalar::<Secp256k1Curve>()?,
+            );
             reader.done()?;
         }
         let frost = frost_repair(&session.repair)?;
         let fresh = points(&session.fresh_key, 1)?;
-        let (fresh_batch, fresh_network) = (fresh.batch[0], fresh.network[0]);
         let repair_id = repair_session(id, &session.repair, &session.fresh_key);
         let (kept_batch, kept_network) = session
             .kept
@@ -290,7 +407,7 @@ impl Resharing {
             &repair_id,
             kept_batch,
             &batch,
-            fresh_batch,
+            fresh.batch[0],
         )
         .and_then(|masked_batch| {
             share_repair::gather(
@@ -299,7 +416,7 @@ impl Resharing {
                 &repair_id,
                 kept_network,
                 &network,
-                fresh_network,
+                fresh.network[0],
             )
             .map(|masked_network| (masked_batch, masked_network))
         });
@@ -312,14 +429,15 @@ impl Resharing {
             }
         };
         let n = keys.batch.params().n();
-        let mut answer = Vec::with_capacity(66 + usize::from(n) * 65);
+        let mut answer =
+            Vec::with_capacity(KEY_SCALARS_BYTES + 2 + usize::from(n) * KEY_POINTS_BYTES);
         answer.extend_from_slice(&scalar_bytes(masked_batch));
         answer.extend_from_slice(&scalar_bytes(masked_network));
         answer.extend_from_slice(&n.to_le_bytes());
-        for m in (1..=n).filter_map(FrostParticipant::new) {
+        for m in participants(n) {
             answer.extend_from_slice(&point_bytes(keys.batch.original_verification_share(m)));
         }
-        for m in (1..=n).filter_map(FrostParticipant::new) {
+        for m in participants(n) {
             answer.extend_from_slice(&point_bytes(keys.network.original_verification_share(m)));
         }
         session.answered = Some((parts.clone(), answer.clone()));
@@ -343,14 +461,17 @@ impl Resharing {
             .repairing
             .remove(&id.set)
             .ok_or(ReshareError::UnknownAttempt(id))?;
+        let n = session.repair.participants;
         let mut batch = BTreeMap::new();
         let mut network = BTreeMap::new();
         for (from, blob) in answers {
             let what = || format!("participant {from}'s repair answer");
             let mut reader = Reader::new(blob, what);
             let masked_batch = reader.scalar::<Ristretto>()?;
-            let masked_network = reader.scalar::<Secp256k1>()?;
-            let n = reader.u16()?;
+            let masked_network = reader.scalar::<Secp256k1Curve>()?;
+            if reader.u16()? != n {
+                return Err(reader.malformed());
+            }
             let shares = reader.points(n)?;
             reader.done()?;
             let participant = frost_participant(*from)?;
@@ -371,51 +492,146 @@ impl Resharing {
         }
         let group = points(&pair_bytes(&session.repair.pair), 1)?;
         let frost = frost_repair(&session.repair)?;
-        let repair_id = repair_session(id, &session.repair, &session.fresh_key);
-        Ok(GeneratedKeys {
+        let repair_id = repair_session(id, &session.repair, &session.fresh.public);
+        let keys = GeneratedKeys {
             batch: share_repair::recover(
-                &*session.batch,
+                &*session.fresh.batch,
                 &frost,
                 &repair_id,
                 group.batch[0],
                 &batch,
             )?,
             network: share_repair::recover(
-                &*session.network,
+                &*session.fresh.network,
                 &frost,
                 &repair_id,
                 group.network[0],
                 &network,
             )?,
-        })
+        };
+        Ok(keys)
     }
 
-    /// Step 1 of a refresh (the caller checked the attestation): our deal for every other
-    /// participant.
+    /// Remembers that the repair under `id` gave us `pair` (once its share is recorded).
+    pub fn mark_repaired(&mut self, id: KeyGenId, pair: KeyPair) {
+        self.repaired.insert(id.set, (id, pair));
+    }
+
+    /// Step 1 of a refresh (the caller checked the attestation): our fresh keys, signed with
+    /// our network share.
     ///
     /// # Errors
-    /// The key's threshold is 1, the attempt is stale or repeated for another pair, or too
-    /// many sets are refreshing.
-    pub fn deal<R: RngCore + CryptoRng>(
+    /// We hold other shares than `shares`, the key's threshold is 1, the attempt is stale or
+    /// repeated for another pair, or too many sets are refreshing.
+    pub fn begin_refresh<R: RngCore + CryptoRng>(
         &mut self,
         id: KeyGenId,
         pair: KeyPair,
+        shares: [u8; 32],
+        keys: &GeneratedKeys,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, ReshareError> {
+        if let Some(session) = self.refreshing.get(&id.set).filter(|s| s.id == id) {
+            return if session.pair == pair && session.shares == shares {
+                Ok(session.key.clone())
+            } else {
+                Err(ReshareError::ConflictingRepeat(id))
+            };
+        }
+        if verification_digest(keys) != shares {
+            return Err(ReshareError::OtherShares);
+        }
+        if keys.network.params().t() < 2 {
+            return Err(RefreshError::ThresholdOne.into());
+        }
+        admit(&mut self.refreshing, id, |s| s.id, |s| s.answered.is_some())?;
+        let fresh = Fresh::draw(rng);
+        let message = refresh_key_message(id, &pair, &shares, &fresh.public);
+        let signature = share_signature::sign::<Secp256k1Curve, _>(
+            keys.network.original_secret_share(),
+            &message,
+            rng,
+        );
+        let key = [fresh.public.as_slice(), &signature].concat();
+        self.refreshing.insert(
+            id.set,
+            Refreshing {
+                id,
+                pair,
+                shares,
+                fresh,
+                key: key.clone(),
+                dealing: None,
+                answered: None,
+            },
+        );
+        Ok(key)
+    }
+
+    /// The key pair a refresh under `id` refreshes.
+    pub fn refreshing_pair(&self, id: KeyGenId) -> Option<KeyPair> {
+        self.refreshing
+            .get(&id.set)
+            .filter(|session| session.id == id)
+            .map(|session| session.pair)
+    }
+
+    /// Step 2 of a refresh: checks every other participant's fresh keys are signed by its
+    /// share, then our deal for each.
+    ///
+    /// # Errors
+    /// No session under `id`, a key does not parse or is not signed by its holder's share, the
+    /// keys are not every other participant's, or they were sent before with other contents.
+    pub fn deal<R: RngCore + CryptoRng>(
+        &mut self,
+        id: KeyGenId,
+        received: &ParticipantMap,
         keys: &GeneratedKeys,
         rng: &mut R,
     ) -> Result<ParticipantMap, ReshareError> {
-        if let Some(session) = self.refreshing.get(&id.set) {
-            if session.id == id {
-                return if session.pair == pair {
-                    Ok(session.deals.clone())
-                } else {
-                    Err(ReshareError::ConflictingRepeat(id))
-                };
-            }
+        let session = self
+            .refreshing
+            .get_mut(&id.set)
+            .filter(|session| session.id == id)
+            .ok_or(ReshareError::UnknownAttempt(id))?;
+        if let Some(dealing) = &session.dealing {
+            return if dealing.keys == *received {
+                Ok(dealing.deals.clone())
+            } else {
+                Err(ReshareError::ConflictingRepeat(id))
+            };
         }
-        admit(&self.refreshing, id, |s| s.id)?;
-        let session = refresh_session(id, &pair, keys);
-        let (kept_batch, batch) = share_refresh::deal(&keys.batch, &session, rng)?;
-        let (kept_network, network) = share_refresh::deal(&keys.network, &session, rng)?;
+        let mut peers = (Peers::<Ristretto>::new(), Peers::<Secp256k1Curve>::new());
+        for (from, blob) in received {
+            let participant = frost_participant(*from)?;
+            let (fresh_key, signature) =
+                blob.split_at_checked(KEY_POINTS_BYTES).ok_or_else(|| {
+                    ReshareError::Malformed(format!("participant {from}'s refresh key"))
+                })?;
+            let message = refresh_key_message(id, &session.pair, &session.shares, fresh_key);
+            let holder = known_share(keys, participant)?;
+            if !share_signature::verify::<Secp256k1Curve>(holder, &message, signature) {
+                return Err(ReshareError::ShareSignature(*from));
+            }
+            let fresh = points(fresh_key, 1)?;
+            peers.0.insert(participant, fresh.batch[0]);
+            peers.1.insert(participant, fresh.network[0]);
+        }
+        let refresh_id = refresh_session(id, &session.pair, &session.shares);
+        let (kept_batch, batch) = share_refresh::deal(
+            &keys.batch,
+            &refresh_id,
+            &session.fresh.batch,
+            &peers.0,
+            rng,
+        )?;
+        let (kept_network, network) = share_refresh::deal(
+            &keys.network,
+            &refresh_id,
+            &session.fresh.network,
+            &peers.1,
+            rng,
+        )?;
         let degree = u16::try_from(batch.commitments.len())
             .map_err(|_| ReshareError::Malformed("the deal".into()))?;
         let mut deals = ParticipantMap::new();
@@ -424,7 +640,8 @@ impl Resharing {
                 .masked
                 .get(to)
                 .ok_or_else(|| ReshareError::Malformed("the deal".into()))?;
-            let mut blob = Vec::with_capacity(66 + usize::from(degree) * 65);
+            let mut blob =
+                Vec::with_capacity(KEY_SCALARS_BYTES + 2 + usize::from(degree) * KEY_POINTS_BYTES);
             blob.extend_from_slice(&scalar_bytes(*batch_value));
             blob.extend_from_slice(&scalar_bytes(*network_value));
             blob.extend_from_slice(&degree.to_le_bytes());
@@ -436,57 +653,55 @@ impl Resharing {
             }
             deals.insert(schema_participant(*to)?, blob);
         }
-        self.refreshing.insert(
-            id.set,
-            Refreshing {
-                id,
-                pair,
-                kept: Some((kept_batch, kept_network)),
-                deals: deals.clone(),
-                answered: None,
-            },
-        );
+        session.dealing = Some(Dealing {
+            keys: received.clone(),
+            peers,
+            kept: (kept_batch, kept_network),
+            deals: deals.clone(),
+        });
         Ok(deals)
     }
 
-    /// The key pair a refresh under `id` refreshes.
-    pub fn refreshing_pair(&self, id: KeyGenId) -> Option<KeyPair> {
-        self.refreshing
-            .get(&id.set)
-            .filter(|session| session.id == id)
-            .map(|session| session.pair)
-    }
-
-    /// Step 2 of a refresh: our refreshed keys and the digest of their verification shares.
+    /// Step 3 of a refresh: our refreshed keys, the digest of their verification shares, and
+    /// our old share's signature over it. Nothing is marked answered here: the caller records
+    /// the new shares, then calls `mark_refreshed`, so a failed write is simply asked again.
     ///
     /// # Errors
-    /// No session under `id`, a deal does not parse or does not fit its commitments (the
-    /// session ends: a deal that does not fit is blamed, and the attempt cannot go on), or the
-    /// deals were sent before with other contents.
-    pub fn refresh(
+    /// No session under `id` or no deal of ours yet, a deal does not parse or does not fit its
+    /// commitments (the session ends: the attempt cannot go on), or the deals were sent
+    /// before with other contents.
+    pub fn refresh<R: RngCore + CryptoRng>(
         &mut self,
         id: KeyGenId,
         deals: &ParticipantMap,
         keys: &GeneratedKeys,
+        rng: &mut R,
     ) -> Result<Refreshed, ReshareError> {
         let session = self
             .refreshing
-            .get_mut(&id.set)
+            .get(&id.set)
             .filter(|session| session.id == id)
             .ok_or(ReshareError::UnknownAttempt(id))?;
-        if let Some((received, digest)) = &session.answered {
-            return if received == deals {
-                Ok(Refreshed::Again(*digest))
+        if let Some(answered) = &session.answered {
+            return if answered.deals == *deals {
+                Ok(Refreshed::Again {
+                    digest: answered.digest,
+                    signature: answered.signature.clone(),
+                })
             } else {
                 Err(ReshareError::ConflictingRepeat(id))
             };
         }
+        let dealing = session
+            .dealing
+            .as_ref()
+            .ok_or(ReshareError::UnknownAttempt(id))?;
         let mut batch = BTreeMap::new();
         let mut network = BTreeMap::new();
         for (from, blob) in deals {
             let mut reader = Reader::new(blob, || format!("participant {from}'s refresh deal"));
             let masked_batch = reader.scalar::<Ristretto>()?;
-            let masked_network = reader.scalar::<Secp256k1>()?;
+            let masked_network = reader.scalar::<Secp256k1Curve>()?;
             let degree = reader.u16()?;
             let commitments = reader.points(degree)?;
             reader.done()?;
@@ -506,16 +721,26 @@ impl Resharing {
                 },
             );
         }
-        let refresh_id = refresh_session(id, &session.pair, keys);
-        let (kept_batch, kept_network) = session
-            .kept
-            .take()
-            .ok_or(ReshareError::UnknownAttempt(id))?;
-        let refreshed = share_refresh::apply(&keys.batch, &refresh_id, kept_batch, &batch)
-            .and_then(|batch| {
-                share_refresh::apply(&keys.network, &refresh_id, kept_network, &network)
-                    .map(|network| GeneratedKeys { batch, network })
-            });
+        let refresh_id = refresh_session(id, &session.pair, &session.shares);
+        let refreshed = share_refresh::apply(
+            &keys.batch,
+            &refresh_id,
+            dealing.kept.0.clone(),
+            &session.fresh.batch,
+            &dealing.peers.0,
+            &batch,
+        )
+        .and_then(|batch| {
+            share_refresh::apply(
+                &keys.network,
+                &refresh_id,
+                dealing.kept.1.clone(),
+                &session.fresh.network,
+                &dealing.peers.1,
+                &network,
+            )
+            .map(|network| GeneratedKeys { batch, network })
+        });
         let refreshed = match refreshed {
             Ok(refreshed) => refreshed,
             Err(error) => {
@@ -524,9 +749,69 @@ impl Resharing {
             }
         };
         let digest = verification_digest(&refreshed);
-        session.answered = Some((deals.clone(), digest));
-        Ok(Refreshed::New(refreshed, digest))
+        let signature = share_signature::sign::<Secp256k1Curve, _>(
+            keys.network.original_secret_share(),
+            &refreshed_message(id, &session.pair, &digest),
+            rng,
+        );
+        Ok(Refreshed::New {
+            keys: refreshed,
+            digest,
+            signature,
+        })
     }
+
+    /// Records that the refresh under `id` answered `digest` and `signature` to `deals`, its
+    /// new shares recorded: the same deals again get the same answer.
+    pub fn mark_refreshed(
+        &mut self,
+        id: KeyGenId,
+        deals: &ParticipantMap,
+        digest: [u8; 32],
+        signature: Vec<u8>,
+    ) {
+        if let Some(session) = self.refreshing.get_mut(&id.set).filter(|s| s.id == id) {
+            session.dealing = None;
+            session.answered = Some(Answered {
+                deals: deals.clone(),
+                digest,
+                signature,
+            });
+        }
+    }
+}
+
+/// Whether every participant of `keys` signed `refreshed_message(id, pair, digest)` with its
+/// (old) network share, as `signatures` has it: what a participant checks before it switches
+/// to refreshed shares, so that none switches unless all hold them.
+///
+/// # Errors
+/// The signatures are not one from each participant, or one does not verify (naming it).
+pub fn everyone_refreshed(
+    keys: &GeneratedKeys,
+    id: KeyGenId,
+    pair: &KeyPair,
+    digest: &[u8; 32],
+    signatures: &ParticipantMap,
+) -> Result<(), ReshareError> {
+    let n = keys.network.params().n();
+    let expected: Vec<u16> = (1..=n).collect();
+    if !signatures.keys().map(|p| p.get()).eq(expected) {
+        return Err(ReshareError::Malformed(format!(
+            "the confirmation's signatures are from {:?}, not all {n}",
+            signatures.keys().map(|p| p.get()).collect::<Vec<_>>()
+        )));
+    }
+    let message = refreshed_message(id, pair, digest);
+    for (participant, signature) in signatures {
+        let holder = known_share(keys, frost_participant(*participant)?)?;
+        if signature.len() != SHARE_SIGNATURE_BYTES
+            || !share_signature::verify::<Secp256k1Curve>(holder, &message, signature)
+        {
+            return Err(ReshareError::ShareSignature(*participant));
+        }
+    }
+    Ok(())
 }
 
 /// The digest of both keys' verification shares, every participant's in order: equal at every
@@ -543,29 +828,68 @@ fn digest_shares<C: Ciphersuite>(engine: &mut sha256::HashEngine, keys: &Thresho
     let params = keys.params();
     engine.input(&params.t().to_le_bytes());
     engine.input(&params.n().to_le_bytes());
-    for m in (1..=params.n()).filter_map(FrostParticipant::new) {
+    for m in participants(params.n()) {
         engine.input(keys.original_verification_share(m).to_bytes().as_ref());
     }
 }
 
-/// Refuses a new attempt for a set at or below the one in progress, or a new set beyond the
-/// bound (a newer attempt for a set in progress replaces it).
+/// The verification share (network key) of `participant`, if it is one of the key's.
+fn known_share(
+    keys: &GeneratedKeys,
+    participant: FrostParticipant,
+) -> Result<<Secp256k1Curve as Ciphersuite>::G, ReshareError> {
+    if u16::from(participant) > keys.network.params().n() {
+        return Err(ReshareError::Malformed(format!(
+            "participant {} of a key of {}",
+            u16::from(participant),
+            keys.network.params().n()
+        )));
+    }
+    Ok(keys.network.original_verification_share(participant))
+}
+
+/// Makes room for a session of `id`'s set: refuses an attempt at or below the one the set
+/// has; a new set beyond the bound takes the place of a finished session, or is refused.
 fn admit<S>(
-    sessions: &HashMap<ValidatorSet, S>,
+    sessions: &mut HashMap<ValidatorSet, S>,
     id: KeyGenId,
     id_of: impl Fn(&S) -> KeyGenId,
+    finished: impl Fn(&S) -> bool,
 ) -> Result<(), ReshareError> {
-    match sessions.get(&id.set) {
-        Some(session) if id.attempt <= id_of(session).attempt => Err(ReshareError::StaleAttempt {
-            id,
-            started: id_of(session).attempt.0,
-        }),
-        Some(_) => Ok(()),
-        None if sessions.len() >= MAX_RESHARE_SESSIONS => {
-            Err(ReshareError::TooManySessions(sessions.len()))
-        }
-        None => Ok(()),
+    if let Some(session) = sessions.get(&id.set) {
+        let started = id_of(session).attempt;
+        return if id.attempt <= started {
+            Err(ReshareError::StaleAttempt {
+                id,
+                started: started.0,
+            })
+        } else {
+            Ok(())
+        };
     }
+    if sessions.len() >= MAX_RESHARE_SESSIONS {
+        let done = sessions
+            .iter()
+            .find(|(_, session)| finished(session))
+            .map(|(set, _)| *set);
+        match done {
+            Some(set) => {
+                sessions.remove(&set);
+            }
+            None => return Err(ReshareError::TooManySessions(sessions.len())),
+        }
+    }
+    Ok(())
+}
+
+/// That the repair's set is of a shape the protocol accepts (`t` = the helpers, `n` = the
+/// participants), so that a repaired enclave never holds a key it would not have generated.
+fn shape(repair: &ShareRepair) -> Result<(), ReshareError> {
+    let t = u16::try_from(repair.helpers.len())
+        .map_err(|_| ReshareError::Shape("too many helpers".into()))?;
+    let params = ThresholdParams::new(t, repair.participants, repair.repaired)
+        .map_err(|error| ReshareError::Shape(error.to_string()))?;
+    accepts_set_shape(params).map_err(|error| ReshareError::Shape(error.to_string()))
 }
 
 /// The 32 bytes every mask of a repair is bound to: its attestation message, which names the
@@ -577,13 +901,12 @@ fn repair_session(id: KeyGenId, repair: &ShareRepair, fresh_key: &[u8]) -> [u8; 
     sha256::Hash::from_engine(engine).to_byte_array()
 }
 
-/// The 32 bytes every mask of a refresh is bound to: its attestation message and the
-/// verification shares it refreshes (so each refresh of a key masks under new bytes).
-fn refresh_session(id: KeyGenId, pair: &KeyPair, keys: &GeneratedKeys) -> [u8; 32] {
+/// The 32 bytes every mask of a refresh is bound to: its attestation message, which names the
+/// verification shares it refreshes.
+fn refresh_session(id: KeyGenId, pair: &KeyPair, shares: &[u8; 32]) -> [u8; 32] {
     let mut engine = sha256::HashEngine::default();
     engine.input(b"serai-processor/share-refresh-session/v1");
-    engine.input(&refresh_attestation_message(id, pair));
-    engine.input(&verification_digest(keys));
+    engine.input(&refresh_attestation_message(id, pair, shares));
     sha256::Hash::from_engine(engine).to_byte_array()
 }
 
@@ -621,7 +944,7 @@ fn pair_bytes(pair: &KeyPair) -> Vec<u8> {
 /// Points of both curves, side by side.
 struct Points {
     batch: Vec<<Ristretto as Ciphersuite>::G>,
-    network: Vec<<Secp256k1 as Ciphersuite>::G>,
+    network: Vec<<Secp256k1Curve as Ciphersuite>::G>,
 }
 
 /// `count` Ristretto points then `count` secp256k1 points, using every byte.
@@ -671,14 +994,14 @@ impl<'a, W: Fn() -> String> Reader<'a, W> {
     /// `count` points of each curve; `count` is bounded by what the bytes can hold before
     /// anything is allocated.
     fn points(&mut self, count: u16) -> Result<Points, ReshareError> {
-        if self.bytes.len() < usize::from(count) * 65 {
+        if self.bytes.len() < usize::from(count) * KEY_POINTS_BYTES {
             return Err(self.malformed());
         }
         let batch = (0..count)
             .map(|_| self.point::<Ristretto>())
             .collect::<Result<_, _>>()?;
         let network = (0..count)
-            .map(|_| self.point::<Secp256k1>())
+            .map(|_| self.point::<Secp256k1Curve>())
             .collect::<Result<_, _>>()?;
         Ok(Points { batch, network })
     }

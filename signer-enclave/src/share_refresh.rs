@@ -10,7 +10,10 @@
 //!
 //! 1. `deal`: participant `i` draws `f_i` (coefficients `a_1 … a_{t-1}`, constant zero),
 //!    commits to each coefficient (`a_k·G`) and sends every other participant `j` the value
-//!    `f_i(j)`, masked under their two shares (`pairwise`); it keeps `f_i(i)`.
+//!    `f_i(j)`, masked (`pairwise`) under `i`'s fresh key and `j`'s; it keeps `f_i(i)`. The
+//!    fresh keys are the session's own (each signed with its holder's share, checked by the
+//!    caller), never the shares: a thief of an old share who reads the traffic learns nothing
+//!    of the new one.
 //! 2. `apply`: participant `j` unmasks each `f_i(j)` and checks it against `f_i`'s
 //!    commitments (a participant whose value does not fit is blamed), adds them all to its
 //!    share, and moves every verification share by the commitments: `V_m += Σ_i f_i(m)·G`.
@@ -21,12 +24,15 @@ use ciphersuite::{
     group::{ff::Field, Group},
     Ciphersuite,
 };
-use modular_frost::{dkg::Interpolation, Participant, ThresholdKeys};
+use modular_frost::{dkg::Interpolation, Participant, ThresholdKeys, ThresholdParams};
 use rand_core::{CryptoRng, RngCore};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::pairwise::{mask, Context};
+use crate::{
+    pairwise::{mask, Context},
+    polynomial::participants,
+};
 
 /// A refresh step that cannot be taken.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -61,6 +67,18 @@ pub struct Kept<C: Ciphersuite> {
     commitments: Vec<C::G>,
 }
 
+impl<C: Ciphersuite> Clone for Kept<C> {
+    fn clone(&self) -> Self {
+        Kept {
+            own: self.own.clone(),
+            commitments: self.commitments.clone(),
+        }
+    }
+}
+
+/// Every other participant's fresh key for this session.
+pub type Peers<C> = BTreeMap<Participant, <C as Ciphersuite>::G>;
+
 /// What `apply` takes from another participant: its commitments and its masked value for us.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Received<C: Ciphersuite> {
@@ -70,19 +88,23 @@ pub struct Received<C: Ciphersuite> {
     pub masked: C::F,
 }
 
-/// Step 1: deals a polynomial with a zero constant term.
+/// Step 1: deals a polynomial with a zero constant term, each value masked under `fresh`
+/// (our fresh key's secret) and the receiver's fresh key in `peers`.
 ///
 /// # Errors
-/// The key's threshold is 1.
+/// The key's threshold is 1, or `peers` is not every other participant's.
 pub fn deal<C: Ciphersuite, R: RngCore + CryptoRng>(
     keys: &ThresholdKeys<C>,
     session: &[u8; 32],
+    fresh: &C::F,
+    peers: &Peers<C>,
     rng: &mut R,
 ) -> Result<(Kept<C>, Dealt<C>), RefreshError> {
     let params = keys.params();
     if params.t() < 2 {
         return Err(RefreshError::ThresholdOne);
     }
+    everyone_else(params, peers)?;
     let coefficients: Vec<Zeroizing<C::F>> = (1..params.t())
         .map(|_| Zeroizing::new(C::F::random(&mut *rng)))
         .collect();
@@ -96,16 +118,14 @@ pub fn deal<C: Ciphersuite, R: RngCore + CryptoRng>(
         value
     };
     let me = params.i();
-    let share = keys.original_secret_share();
     let mut masked = BTreeMap::new();
-    for to in participants(params.n()).filter(|&p| p != me) {
+    for (&to, &key) in peers {
         let context = Context {
             session,
             from: me,
             to,
         };
-        let pad = mask::<C>(share, keys.original_verification_share(to), context);
-        masked.insert(to, *evaluate(to) + *pad);
+        masked.insert(to, *evaluate(to) + *mask::<C>(fresh, key, context));
     }
     let dealt = Dealt {
         commitments: commitments.clone(),
@@ -120,40 +140,34 @@ pub fn deal<C: Ciphersuite, R: RngCore + CryptoRng>(
     ))
 }
 
-/// Step 2: the refreshed keys, from every other participant's deal.
+/// Step 2: the refreshed keys, from every other participant's deal, unmasked with `fresh`
+/// and the dealers' fresh keys in `peers`.
 ///
 /// # Errors
-/// `received` is not one deal from each other participant, or one does not fit its
+/// `peers` or `received` is not every other participant's, or a deal does not fit its
 /// commitments (`Blame`, the lowest such participant).
 pub fn apply<C: Ciphersuite>(
     keys: &ThresholdKeys<C>,
     session: &[u8; 32],
     kept: Kept<C>,
+    fresh: &C::F,
+    peers: &Peers<C>,
     received: &BTreeMap<Participant, Received<C>>,
 ) -> Result<ThresholdKeys<C>, RefreshError> {
     let params = keys.params();
     let me = params.i();
-    if !received
-        .keys()
-        .copied()
-        .eq(participants(params.n()).filter(|&p| p != me))
-    {
-        return Err(RefreshError::Contributions(
-            received.keys().map(|p| u16::from(*p)).collect(),
-        ));
-    }
+    everyone_else(params, peers)?;
+    everyone_else(params, received)?;
     let degree = usize::from(params.t()) - 1;
     let share = keys.original_secret_share();
     let mut refreshed = Zeroizing::new(**share + *kept.own);
-    for (&from, dealt) in received {
+    for ((&from, dealt), key) in received.iter().zip(peers.values()) {
         let context = Context {
             session,
             from,
             to: me,
         };
-        let value = Zeroizing::new(
-            dealt.masked - *mask::<C>(share, keys.original_verification_share(from), context),
-        );
+        let value = Zeroizing::new(dealt.masked - *mask::<C>(fresh, *key, context));
         if dealt.commitments.len() != degree
             || C::generator() * *value != evaluate_commitments::<C>(&dealt.commitments, me)
         {
@@ -198,6 +212,21 @@ fn evaluate_commitments<C: Ciphersuite>(commitments: &[C::G], m: Participant) ->
         .fold(C::G::identity(), |acc, c| (acc + c) * x)
 }
 
-fn participants(n: u16) -> impl Iterator<Item = Participant> {
-    (1..=n).filter_map(Participant::new)
+/// That `map` holds exactly every participant but us.
+fn everyone_else<V>(
+    params: ThresholdParams,
+    map: &BTreeMap<Participant, V>,
+) -> Result<(), RefreshError> {
+    let me = params.i();
+    if map
+        .keys()
+        .copied()
+        .eq(participants(params.n()).filter(|&p| p != me))
+    {
+        Ok(())
+    } else {
+        Err(RefreshError::Contributions(
+            map.keys().map(|p| u16::from(*p)).collect(),
+        ))
+    }
 }

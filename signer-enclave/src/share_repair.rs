@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     pairwise::{mask, Context},
-    polynomial::{lagrange, one_key},
+    polynomial::{lagrange, one_key, participants},
 };
 
 /// A repair step that cannot be taken.
@@ -253,10 +253,8 @@ pub fn recover<C: Ciphersuite>(
     if !one_key::<C>(shares, t, group_key) {
         return Err(RepairError::NotTheKey);
     }
-    let by_participant: HashMap<Participant, C::G> = (1..=n)
-        .filter_map(Participant::new)
-        .zip(shares.iter().copied())
-        .collect();
+    let by_participant: HashMap<Participant, C::G> =
+        participants(n).zip(shares.iter().copied()).collect();
     let share_of = |p: Participant| {
         by_participant
             .get(&p)

@@ -27,7 +27,7 @@ use signer_enclave::{
     bip340::algorithm,
     local_key_gen::generate_keys,
     polynomial::lagrange,
-    share_refresh::{self, Received, RefreshError},
+    share_refresh::{self, Peers, Received, RefreshError},
     share_repair::{self, Answer, Repair, RepairError},
 };
 
@@ -199,15 +199,37 @@ fn invented_or_differing_verification_shares_are_refused() {
     ));
 }
 
+/// Every participant's fresh key for a refresh, and each one's view of the others'.
+fn fresh_keys<C: Ciphersuite>(
+    all: &BTreeMap<Participant, ThresholdKeys<C>>,
+) -> (BTreeMap<Participant, C::F>, BTreeMap<Participant, Peers<C>>) {
+    let secrets: BTreeMap<Participant, C::F> =
+        all.keys().map(|&i| (i, C::F::random(&mut OsRng))).collect();
+    let peers = all
+        .keys()
+        .map(|&i| {
+            let others = secrets
+                .iter()
+                .filter(|(j, _)| **j != i)
+                .map(|(j, secret)| (*j, C::generator() * secret))
+                .collect();
+            (i, others)
+        })
+        .collect();
+    (secrets, peers)
+}
+
 /// Runs a refresh among everyone; `tamper` may change what the relay carries.
 fn refresh<C: Ciphersuite>(
     all: &BTreeMap<Participant, ThresholdKeys<C>>,
     tamper: impl Fn(Participant, Participant, &mut Received<C>),
 ) -> Result<BTreeMap<Participant, ThresholdKeys<C>>, RefreshError> {
+    let (fresh, peers) = fresh_keys(all);
     let mut kept = BTreeMap::new();
     let mut received: BTreeMap<Participant, BTreeMap<Participant, Received<C>>> = BTreeMap::new();
     for (&i, keys) in all {
-        let (keep, dealt) = share_refresh::deal(keys, &SESSION, &mut OsRng)?;
+        let (keep, dealt) =
+            share_refresh::deal(keys, &SESSION, &fresh[&i], &peers[&i], &mut OsRng)?;
         kept.insert(i, keep);
         for (to, masked) in dealt.masked {
             let mut message = Received {
@@ -220,8 +242,14 @@ fn refresh<C: Ciphersuite>(
     }
     all.iter()
         .map(|(&i, keys)| {
-            let refreshed =
-                share_refresh::apply(keys, &SESSION, kept.remove(&i).unwrap(), &received[&i])?;
+            let refreshed = share_refresh::apply(
+                keys,
+                &SESSION,
+                kept.remove(&i).unwrap(),
+                &fresh[&i],
+                &peers[&i],
+                &received[&i],
+            )?;
             Ok((i, refreshed))
         })
         .collect()
@@ -341,9 +369,31 @@ fn a_dealer_whose_value_does_not_fit_its_commitments_is_blamed() {
     .unwrap_err();
     assert_eq!(error, RefreshError::Blame(p(2)));
     // One participant's deal missing: no one applies a partial refresh.
-    let (kept, _) = share_refresh::deal(&network[&p(1)], &SESSION, &mut OsRng).unwrap();
+    let (fresh, peers) = fresh_keys(&network);
+    let (kept, _) = share_refresh::deal(
+        &network[&p(1)],
+        &SESSION,
+        &fresh[&p(1)],
+        &peers[&p(1)],
+        &mut OsRng,
+    )
+    .unwrap();
     assert!(matches!(
-        share_refresh::apply(&network[&p(1)], &SESSION, kept, &BTreeMap::new()),
+        share_refresh::apply(
+            &network[&p(1)],
+            &SESSION,
+            kept,
+            &fresh[&p(1)],
+            &peers[&p(1)],
+            &BTreeMap::new()
+        ),
+        Err(RefreshError::Contributions(_))
+    ));
+    // A fresh key missing: nothing is dealt.
+    let mut short = peers[&p(1)].clone();
+    short.remove(&p(2));
+    assert!(matches!(
+        share_refresh::deal(&network[&p(1)], &SESSION, &fresh[&p(1)], &short, &mut OsRng),
         Err(RefreshError::Contributions(_))
     ));
 }

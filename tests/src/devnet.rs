@@ -508,20 +508,32 @@ impl Devnet {
         ))
     }
 
-    /// Refreshes every share of `pair`, attested by the devnet's coordinator; returns each
-    /// validator's last answer (`RefreshConfirmed`).
+    /// Refreshes every share of `pair`, attested by the devnet's coordinator, from the
+    /// verification shares every validator's `status` shows (the same at all, or nothing
+    /// starts); returns each validator's last answer (`RefreshConfirmed`).
     ///
     /// # Errors
-    /// A step did not complete in time, or the validators refreshed to different shares.
+    /// The validators hold different shares, a step did not complete in time, or they
+    /// refreshed to different shares.
     pub fn refresh(
         &self,
         id: KeyGenId,
         pair: KeyPair,
     ) -> Result<BTreeMap<Participant, key_gen::ProcessorMessage>, HarnessError> {
+        let mut digests = self
+            .validators
+            .iter()
+            .map(|validator| validator.enclave.shares_digest())
+            .collect::<Result<Vec<_>, _>>()?;
+        digests.dedup();
+        let [shares] = digests.as_slice() else {
+            return Err(failed("the validators hold different verification shares"));
+        };
         futures::executor::block_on(relay::refresh(
             &mut self.parties(),
             id,
             pair,
+            *shares,
             &self.attestor,
         ))
     }

@@ -194,6 +194,34 @@ listen = "127.0.0.1:0"
             .output()?)
     }
 
+    /// The enclave's identity key, as `status` prints it for its operator to register with
+    /// the coordinator (x-only, 32 bytes).
+    ///
+    /// # Errors
+    /// `status` failed or printed no identity.
+    pub fn identity(&self) -> Result<[u8; 32], HarnessError> {
+        self.status_field("enclave identity: ")
+    }
+
+    /// The digest of the verification shares of the (first) key pair, as `status` prints it.
+    ///
+    /// # Errors
+    /// `status` failed or printed no shares.
+    pub fn shares_digest(&self) -> Result<[u8; 32], HarnessError> {
+        self.status_field("verification shares ")
+    }
+
+    fn status_field(&self, label: &str) -> Result<[u8; 32], HarnessError> {
+        let status = checked(self.cli("status")?, "signer-enclave status")?;
+        let status = String::from_utf8_lossy(&status.stdout);
+        status
+            .split(label)
+            .nth(1)
+            .and_then(|rest| rest.get(..64))
+            .and_then(|value| <[u8; 32] as bitcoin::hex::FromHex>::from_hex(value).ok())
+            .ok_or_else(|| HarnessError::Failed(format!("status shows no {label}: {status}")))
+    }
+
     /// Runs the enclave with the configuration at `path` from its next start.
     pub fn use_config(&mut self, path: PathBuf) {
         self.config = path;

@@ -177,8 +177,12 @@ pub async fn repair<P: KeyGenParty>(
             repair: repair.clone(),
         })
         .await;
-    let fresh_key = match answer {
-        Ok(ProcessorMessage::RepairKey { fresh_key, .. }) => fresh_key,
+    let (fresh_key, signature) = match answer {
+        Ok(ProcessorMessage::RepairKey {
+            fresh_key,
+            signature,
+            ..
+        }) => (fresh_key, signature),
         other => {
             parties.insert(repair.repaired, repaired);
             return Err(failed(format!("expected a fresh key, got {other:?}")));
@@ -188,7 +192,7 @@ pub async fn repair<P: KeyGenParty>(
         coordinator,
         repair_attestation_message(id, repair, &fresh_key),
     );
-    let result = help(parties, id, repair, &fresh_key, attestation).await;
+    let result = help(parties, id, repair, (&fresh_key, signature), attestation).await;
     let answer = match result {
         Ok(answers) => {
             repaired
@@ -210,7 +214,7 @@ async fn help<P: KeyGenParty>(
     parties: &mut BTreeMap<Participant, P>,
     id: KeyGenId,
     repair: &ShareRepair,
-    fresh_key: &[u8],
+    (fresh_key, fresh_key_signature): (&[u8], [u8; 64]),
     attestation: Attestation,
 ) -> Result<ParticipantMap, HarnessError> {
     let answers = try_join_all(helpers(parties, repair).map(|(i, party)| {
@@ -218,6 +222,7 @@ async fn help<P: KeyGenParty>(
             id,
             repair: repair.clone(),
             fresh_key: fresh_key.to_vec(),
+            fresh_key_signature,
             attestation,
         };
         async move { Ok::<_, HarnessError>((*i, party.handle(message).await?)) }
@@ -260,8 +265,9 @@ fn helpers<'a, P>(
         .filter(|(i, _)| repair.helpers.contains(i))
 }
 
-/// Relays a refresh of `pair` among every party, attested by `coordinator`: the deals, then,
-/// once every party reported the same refreshed verification shares, the confirmation.
+/// Relays a refresh of `pair`, whose verification shares have digest `shares`, among every
+/// party, attested by `coordinator`: the fresh keys, the deals, then, once every party reported
+/// the same refreshed verification shares, the confirmation with every party's signature.
 /// Returns each party's last message (`RefreshConfirmed`).
 ///
 /// # Errors
@@ -271,14 +277,27 @@ pub async fn refresh<P: KeyGenParty>(
     parties: &mut BTreeMap<Participant, P>,
     id: KeyGenId,
     pair: KeyPair,
+    shares: [u8; 32],
     coordinator: &Keypair,
 ) -> Result<BTreeMap<Participant, ProcessorMessage>, HarnessError> {
-    let digest = refresh_deals(parties, id, pair, coordinator).await?;
-    confirm_refresh(parties, id, pair, digest, coordinator).await
+    let (digest, signatures) = refresh_deals(parties, id, pair, shares, coordinator).await?;
+    confirm_refresh(parties, id, pair, digest, &signatures, coordinator).await
 }
 
-/// A refresh's first two rounds: every party deals and applies the others' deals; returns the
-/// digest of the refreshed verification shares all of them reported.
+/// Sends each party `message(party)`, all at once; returns each one's answer.
+async fn round<P: KeyGenParty>(
+    parties: &mut BTreeMap<Participant, P>,
+    message: impl Fn(Participant) -> CoordinatorMessage,
+) -> Result<Vec<(Participant, ProcessorMessage)>, HarnessError> {
+    try_join_all(parties.iter_mut().map(|(i, party)| {
+        let message = message(*i);
+        async move { Ok::<_, HarnessError>((*i, party.handle(message).await?)) }
+    }))
+    .await
+}
+
+/// A refresh's first three rounds: every party's fresh keys, its deals, and its refreshed
+/// shares; returns the digest all of them reported and each one's signature of it.
 ///
 /// # Errors
 /// A party failed or answered out of protocol, or the parties refreshed to different shares.
@@ -286,20 +305,29 @@ pub async fn refresh_deals<P: KeyGenParty>(
     parties: &mut BTreeMap<Participant, P>,
     id: KeyGenId,
     pair: KeyPair,
+    shares: [u8; 32],
     coordinator: &Keypair,
-) -> Result<[u8; 32], HarnessError> {
-    let attestation = attest(coordinator, refresh_attestation_message(id, &pair));
-    let answers = try_join_all(parties.iter_mut().map(|(i, party)| {
-        let message = CoordinatorMessage::RefreshBegin {
-            id,
-            pair,
-            attestation,
+) -> Result<([u8; 32], ParticipantMap), HarnessError> {
+    let attestation = attest(coordinator, refresh_attestation_message(id, &pair, &shares));
+    let mut keys = ParticipantMap::new();
+    let begin = |_| CoordinatorMessage::RefreshBegin {
+        id,
+        pair,
+        shares,
+        attestation,
+    };
+    for (i, answer) in round(parties, begin).await? {
+        let ProcessorMessage::RefreshKey { key, .. } = answer else {
+            return Err(failed(format!("expected a refresh key, got {answer:?}")));
         };
-        async move { Ok::<_, HarnessError>((*i, party.handle(message).await?)) }
-    }))
-    .await?;
+        keys.insert(i, key);
+    }
     let mut deals: BTreeMap<Participant, ParticipantMap> = BTreeMap::new();
-    for (i, answer) in answers {
+    let exchange = |i| CoordinatorMessage::RefreshKeys {
+        id,
+        keys: others(&keys, i),
+    };
+    for (i, answer) in round(parties, exchange).await? {
         let ProcessorMessage::RefreshDeal { deals: sent, .. } = answer else {
             return Err(failed(format!("expected a refresh deal, got {answer:?}")));
         };
@@ -307,26 +335,27 @@ pub async fn refresh_deals<P: KeyGenParty>(
             deals.entry(to).or_default().insert(i, blob);
         }
     }
-    let answers = try_join_all(parties.iter_mut().map(|(i, party)| {
-        let message = CoordinatorMessage::RefreshDeals {
-            id,
-            deals: deals.remove(i).unwrap_or_default(),
+    let deliver = |i| CoordinatorMessage::RefreshDeals {
+        id,
+        deals: deals.get(&i).cloned().unwrap_or_default(),
+    };
+    let mut digests = Vec::new();
+    let mut signatures = ParticipantMap::new();
+    for (i, answer) in round(parties, deliver).await? {
+        let ProcessorMessage::Refreshed {
+            digest, signature, ..
+        } = answer
+        else {
+            return Err(failed(format!("expected Refreshed, got {answer:?}")));
         };
-        async move { Ok::<_, HarnessError>((*i, party.handle(message).await?)) }
-    }))
-    .await?;
-    let digests = answers
-        .into_iter()
-        .map(|(_, answer)| match answer {
-            ProcessorMessage::Refreshed { digest, .. } => Ok(digest),
-            other => Err(failed(format!("expected Refreshed, got {other:?}"))),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    same(digests)
+        digests.push(digest);
+        signatures.insert(i, signature);
+    }
+    Ok((same(digests)?, signatures))
 }
 
 /// A refresh's last round: the coordinator's attested confirmation that every party holds the
-/// shares of `digest`. Returns each party's `RefreshConfirmed`.
+/// shares of `digest`, with every party's signature of it. Returns each `RefreshConfirmed`.
 ///
 /// # Errors
 /// A party failed or answered out of protocol.
@@ -335,20 +364,18 @@ pub async fn confirm_refresh<P: KeyGenParty>(
     id: KeyGenId,
     pair: KeyPair,
     digest: [u8; 32],
+    signatures: &ParticipantMap,
     coordinator: &Keypair,
 ) -> Result<BTreeMap<Participant, ProcessorMessage>, HarnessError> {
     let attestation = attest(coordinator, refresh_confirm_message(id, &pair, &digest));
-    let answers = try_join_all(parties.iter_mut().map(|(i, party)| {
-        let message = CoordinatorMessage::RefreshConfirm {
-            id,
-            pair,
-            digest,
-            attestation,
-        };
-        async move { Ok::<_, HarnessError>((*i, party.handle(message).await?)) }
-    }))
-    .await?;
-    Ok(answers.into_iter().collect())
+    let confirm = |_| CoordinatorMessage::RefreshConfirm {
+        id,
+        pair,
+        digest,
+        signatures: signatures.clone(),
+        attestation,
+    };
+    Ok(round(parties, confirm).await?.into_iter().collect())
 }
 
 fn same<T: PartialEq>(mut results: Vec<T>) -> Result<T, HarnessError> {

@@ -44,7 +44,7 @@ use schema::{
         coordinator::{Attestation, PlansAcknowledged},
         key_gen::{
             refresh_attestation_message, refresh_confirm_message, repair_attestation_message,
-            CoordinatorMessage, ProcessorMessage, ShareRepair,
+            repair_fresh_key_message, CoordinatorMessage, ProcessorMessage, ShareRepair,
         },
         substrate::inclusion_message,
         ParticipantMap,
@@ -422,10 +422,18 @@ async fn adversary() {
          0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798",
     )
     .unwrap();
+    // The repaired enclave's identity, held here so that its signature over the fresh key
+    // is valid and the helpers' other checks are reached.
+    let identity = Keypair::from_secret_key(
+        &Secp256k1::new(),
+        &SecretKey::from_slice(&[0x55; 32]).unwrap(),
+    );
     let repair_of_2 = |helpers: &[u16]| ShareRepair {
         pair: voted,
         repaired: p(2),
         helpers: helpers.iter().map(|&i| p(i)).collect(),
+        participants: 4,
+        identity: identity.x_only_public_key().0.serialize(),
     };
     let attested_help = |repair: ShareRepair| {
         let id = key_gen_id(0, 10);
@@ -433,10 +441,13 @@ async fn adversary() {
             &coordinator(),
             repair_attestation_message(id, &repair, &fresh_key),
         );
+        let fresh_key_signature =
+            relay::attest(&identity, repair_fresh_key_message(id, &repair, &fresh_key)).0;
         Attack::KeyGen(Box::new(CoordinatorMessage::RepairHelp {
             id,
             repair,
             fresh_key: fresh_key.clone(),
+            fresh_key_signature,
             attestation,
         }))
     };
@@ -446,12 +457,13 @@ async fn adversary() {
             attestation.0[3] ^= 1;
         }
     }
-    let refresh = |attestor: &Keypair| {
+    let refresh = |attestor: &Keypair, shares: [u8; 32]| {
         let id = key_gen_id(0, 11);
         Attack::KeyGen(Box::new(CoordinatorMessage::RefreshBegin {
             id,
             pair: voted,
-            attestation: relay::attest(attestor, refresh_attestation_message(id, &voted)),
+            shares,
+            attestation: relay::attest(attestor, refresh_attestation_message(id, &voted, &shares)),
         }))
     };
     let impostor = Keypair::from_secret_key(
@@ -464,6 +476,7 @@ async fn adversary() {
             id,
             pair: voted,
             digest: [0; 32],
+            signatures: ParticipantMap::new(),
             attestation: relay::attest(
                 &coordinator(),
                 refresh_confirm_message(id, &voted, &[0; 32]),
@@ -596,8 +609,30 @@ async fn adversary() {
         ),
         (
             "a refresh attested by another key",
-            refresh(&impostor),
+            refresh(&impostor, [0; 32]),
             RefusalReason::AttestationInvalid,
+        ),
+        (
+            "an attested refresh of other shares than the enclave holds",
+            refresh(&coordinator(), [7; 32]),
+            RefusalReason::ReshareFailed,
+        ),
+        (
+            "help repairing a share whose fresh key its identity did not sign",
+            {
+                let mut help = attested_help(repair_of_2(&[1, 3, 4]));
+                if let Attack::KeyGen(message) = &mut help {
+                    if let CoordinatorMessage::RepairHelp {
+                        fresh_key_signature,
+                        ..
+                    } = message.as_mut()
+                    {
+                        fresh_key_signature[5] ^= 1;
+                    }
+                }
+                help
+            },
+            RefusalReason::ReshareFailed,
         ),
         (
             "an attested repair by fewer helpers than the threshold",
@@ -629,9 +664,9 @@ async fn adversary() {
             RefusalReason::UnknownAttempt,
         ),
         (
-            "an attested refresh confirmation with no refresh pending",
+            "an attested refresh confirmation without every participant's signature",
             confirm_nothing,
-            RefusalReason::UnknownAttempt,
+            RefusalReason::Malformed,
         ),
     ];
 

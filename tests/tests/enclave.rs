@@ -49,7 +49,10 @@ use schema::{
     keys::{BatchKey, KeyPair, NetworkKey},
     messages::{
         coordinator::{Attestation, PlansAcknowledged},
-        key_gen::{CoordinatorMessage, ProcessorMessage, ShareRepair},
+        key_gen::{
+            refresh_attestation_message, repair_attestation_message, CoordinatorMessage,
+            ProcessorMessage, ShareRepair,
+        },
     },
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
     protocol::{MAX_FEE_RATE, MAX_INPUTS, MAX_OUTPUTS},
@@ -267,6 +270,13 @@ fn refusals(enclave: &EnclaveProcess, reason: &str) -> f64 {
             "signer_enclave_refusals_total{{reason=\"{reason}\"}}"
         ))
         .unwrap()
+}
+
+/// The one answer an enclave gives `message`.
+async fn answer_to(message: &CoordinatorMessage, client: &EnclaveClient) -> ProcessorMessage {
+    let mut answers = client.key_gen(message).await.unwrap();
+    assert_eq!(answers.len(), 1);
+    answers.remove(0)
 }
 
 async fn connect(enclave: &EnclaveProcess) -> EnclaveClient {
@@ -795,11 +805,15 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
         pair,
         repaired: p(2),
         helpers: vec![p(1), p(3), p(4)],
+        participants: 4,
+        // As its operator registers it with the coordinator: read on its host.
+        identity: enclaves[&p(2)].identity().unwrap(),
     };
     let repair_id = |attempt| KeyGenId {
         set: set(),
         attempt: Attempt(attempt),
     };
+    let helped = "signer_enclave_reshare_steps_total{step=\"repair_help\"}";
 
     // A repair the coordinator did not attest: every helper refuses, nothing is repaired.
     let error = relay::repair(&mut clients, repair_id(1), &repair, &impostor)
@@ -808,14 +822,57 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
     assert!(error.to_string().contains("AttestationInvalid"), "{error}");
     for helper in [1, 3, 4] {
         assert_eq!(refusals(&enclaves[&p(helper)], "attestation_invalid"), 1.0);
-        let helped = "signer_enclave_reshare_steps_total{step=\"repair_help\"}";
         assert_eq!(enclaves[&p(helper)].metric(helped).unwrap_or(0.0), 0.0);
     }
     assert!(clients[&p(2)].status().await.unwrap().keys.is_empty());
 
+    // A repair naming another enclave's identity: the new enclave refuses to begin it.
+    let elsewhere = ShareRepair {
+        identity: enclaves[&p(1)].identity().unwrap(),
+        ..repair.clone()
+    };
+    let error = relay::repair(&mut clients, repair_id(2), &elsewhere, &coordinator)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("ReshareFailed"), "{error}");
+    // A relay (the compromised scanner of validator 2) puts its own fresh key in the enclave's
+    // place and has it attested: without the identity's signature over it, no helper answers.
+    let relayed = answer_to(
+        &CoordinatorMessage::RepairBegin {
+            id: repair_id(3),
+            repair: repair.clone(),
+        },
+        &clients[&p(2)],
+    )
+    .await;
+    let ProcessorMessage::RepairKey { signature, .. } = relayed else {
+        panic!("expected a fresh key, got {relayed:?}");
+    };
+    // The relay's: both curves' generators, whose secrets (1) it knows.
+    let substituted = hex::decode(
+        "e2f2ae0a6abc4e71a884a961c500515f58e30b6aa582dd8db6a65945e08d2d76\
+         0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798",
+    )
+    .unwrap();
+    let help = CoordinatorMessage::RepairHelp {
+        id: repair_id(3),
+        repair: repair.clone(),
+        fresh_key: substituted.clone(),
+        fresh_key_signature: signature,
+        attestation: relay::attest(
+            &coordinator,
+            repair_attestation_message(repair_id(3), &repair, &substituted),
+        ),
+    };
+    assert_eq!(
+        refusal(clients[&p(1)].key_gen(&help).await),
+        RefusalReason::ReshareFailed
+    );
+    assert_eq!(enclaves[&p(1)].metric(helped).unwrap_or(0.0), 0.0);
+
     // Attested, by 1, 3 and 4: validator 2 holds its share again and signs with 3 and 4.
     let started = std::time::Instant::now();
-    let repaired = relay::repair(&mut clients, repair_id(2), &repair, &coordinator)
+    let repaired = relay::repair(&mut clients, repair_id(4), &repair, &coordinator)
         .await
         .unwrap();
     eprintln!(
@@ -827,6 +884,10 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
         "{repaired:?}"
     );
     assert_eq!(clients[&p(2)].status().await.unwrap().keys, vec![pair]);
+    let shares = enclaves[&p(1)].shares_digest().unwrap();
+    for enclave in enclaves.values() {
+        assert_eq!(enclave.shares_digest().unwrap(), shares);
+    }
     acknowledge(clients[&p(2)].clone()).await;
     let signed = sign_plan(&clients, &[p(2), p(3), p(4)], id(0), &spend).await;
     verify_transaction(&signed, &built.prevouts).unwrap();
@@ -836,19 +897,25 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
         set: set(),
         attempt: Attempt(attempt),
     };
-    let error = relay::refresh(&mut clients, refresh_id(1), pair, &impostor)
+    let error = relay::refresh(&mut clients, refresh_id(1), pair, shares, &impostor)
         .await
         .unwrap_err();
     assert!(error.to_string().contains("AttestationInvalid"), "{error}");
+    // One of other shares than they hold is refused by name.
+    let error = relay::refresh(&mut clients, refresh_id(1), pair, [7; 32], &coordinator)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("other shares"), "{error}");
 
     // Attested: every share changes and the group keys stay. Enclave 3 is killed between
     // sealing its new shares and the confirmation: they wait in its database, the old shares
     // sign meanwhile, and the confirmation finds them after the restart.
     let before = enclaves[&p(1)].cli("status").unwrap();
     let started = std::time::Instant::now();
-    let digest = relay::refresh_deals(&mut clients, refresh_id(2), pair, &coordinator)
-        .await
-        .unwrap();
+    let (digest, signatures) =
+        relay::refresh_deals(&mut clients, refresh_id(2), pair, shares, &coordinator)
+            .await
+            .unwrap();
     let elapsed = started.elapsed();
     let pending = "signer_enclave_refreshes_pending";
     drop(clients);
@@ -862,15 +929,68 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
     }
     let signed = sign_plan(&clients, &[p(1), p(3), p(4)], id(1), &spend).await;
     verify_transaction(&signed, &built.prevouts).unwrap();
-    let started = std::time::Instant::now();
-    let confirmed = relay::confirm_refresh(&mut clients, refresh_id(2), pair, digest, &coordinator)
+    // A replayed beginning of this refresh, or of an older one, leaves the pending shares be.
+    for attempt in [1, 2] {
+        let begin = CoordinatorMessage::RefreshBegin {
+            id: refresh_id(attempt),
+            pair,
+            shares,
+            attestation: relay::attest(
+                &coordinator,
+                refresh_attestation_message(refresh_id(attempt), &pair, &shares),
+            ),
+        };
+        assert_eq!(
+            refusal(clients[&p(3)].key_gen(&begin).await),
+            RefusalReason::StaleAttempt
+        );
+    }
+    // A confirmation missing a participant's signature, or attested by another key, switches
+    // no one: the old shares still sign.
+    let mut partial = signatures.clone();
+    partial.remove(&p(4));
+    for (signed_by, attestor, reason) in [
+        (&partial, &coordinator, "Malformed"),
+        (&signatures, &impostor, "AttestationInvalid"),
+    ] {
+        let error = relay::confirm_refresh(
+            &mut clients,
+            refresh_id(2),
+            pair,
+            digest,
+            signed_by,
+            attestor,
+        )
         .await
-        .unwrap();
+        .unwrap_err();
+        assert!(error.to_string().contains(reason), "{error}");
+    }
+    for enclave in enclaves.values() {
+        assert_eq!(enclave.metric(pending).unwrap(), 1.0);
+    }
+    let started = std::time::Instant::now();
+    let confirmed = relay::confirm_refresh(
+        &mut clients,
+        refresh_id(2),
+        pair,
+        digest,
+        &signatures,
+        &coordinator,
+    )
+    .await
+    .unwrap();
     eprintln!("refresh of four shares: {:?}", elapsed + started.elapsed());
     // Confirmed again (the coordinator retrying): the same answer, nothing changes.
-    let again = relay::confirm_refresh(&mut clients, refresh_id(2), pair, digest, &coordinator)
-        .await
-        .unwrap();
+    let again = relay::confirm_refresh(
+        &mut clients,
+        refresh_id(2),
+        pair,
+        digest,
+        &signatures,
+        &coordinator,
+    )
+    .await
+    .unwrap();
     assert_eq!(again, confirmed);
     for message in confirmed.values() {
         assert!(
@@ -886,6 +1006,9 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
     assert!(before.contains("refresh epoch 0"), "{before}");
     assert!(after.contains("refresh epoch 1"), "{after}");
     assert_ne!(before, after);
+    for enclave in enclaves.values() {
+        assert_eq!(enclave.shares_digest().unwrap(), digest);
+    }
     for enclave in enclaves.values() {
         assert_eq!(enclave.metric(pending).unwrap(), 0.0);
     }

@@ -904,10 +904,13 @@ fn a_lost_enclave_is_repaired_by_three_peers_and_every_share_refreshed() {
     assert!(String::from_utf8_lossy(&status.stdout).contains("key pairs: 0"));
 
     // Validators 1, 3 and 4 give its share back through the coordinator.
+    // The new enclave's identity, as its operator reads it on its host and registers it.
     let repair = ShareRepair {
         pair,
         repaired: p(2),
         helpers: vec![p(1), p(3), p(4)],
+        participants: 4,
+        identity: devnet.validators[1].enclave.identity().unwrap(),
     };
     let started = std::time::Instant::now();
     let repaired = devnet.repair(id(1), &repair).unwrap();

@@ -14,6 +14,12 @@ pub const REPAIR_TAG: &str = "serai-processor/share-repair/v1";
 pub const REFRESH_TAG: &str = "serai-processor/share-refresh/v1";
 /// The transcript tag of refresh confirmations.
 pub const REFRESH_CONFIRM_TAG: &str = "serai-processor/share-refresh-confirm/v1";
+/// The transcript tag of what a repaired enclave's identity signs: its fresh keys.
+pub const REPAIR_FRESH_KEY_TAG: &str = "serai-processor/share-repair-fresh-key/v1";
+/// The transcript tag of what a participant's share signs in a refresh: its fresh keys.
+pub const REFRESH_KEY_TAG: &str = "serai-processor/share-refresh-key/v1";
+/// The transcript tag of what a participant's old share signs: the refreshed shares' digest.
+pub const REFRESHED_TAG: &str = "serai-processor/share-refreshed/v1";
 
 /// Who is repaired and who helps.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,32 +30,80 @@ pub struct ShareRepair {
     pub repaired: Participant,
     /// The participants who give it back: the key's threshold of them.
     pub helpers: Vec<Participant>,
+    /// The set's number of key shares.
+    pub participants: u16,
+    /// The repaired enclave's identity key (x-only), as its operator registered it with the
+    /// coordinator: the key its fresh keys must be signed with.
+    pub identity: [u8; 32],
 }
 
 /// The 32-byte message a repair's attestation signs (BIP340): the tagged hash (`REPAIR_TAG`)
 /// of the network code, the session (u32 LE), the attempt (u32 LE), both group keys, the
-/// repaired participant (u16 LE), the helper count (u64 LE) and each helper (u16 LE), and the
-/// repaired participant's fresh keys. Helpers mask what they send under those fresh keys, so
-/// attesting them is what keeps a relay from receiving a share in the repaired one's place.
+/// repaired participant (u16 LE), the helper count (u64 LE) and each helper (u16 LE), the
+/// number of participants (u16 LE), the repaired enclave's identity and its fresh keys.
+/// Helpers mask what they send under those fresh keys, which the identity signed
+/// (`repair_fresh_key_message`): the coordinator attests the identity its operator registered,
+/// so a relay cannot receive the share in the repaired enclave's place.
 pub fn repair_attestation_message(
     id: KeyGenId,
     repair: &ShareRepair,
     fresh_key: &[u8],
 ) -> [u8; 32] {
-    let mut transcript = attempt_transcript(REPAIR_TAG, id, &repair.pair);
+    let mut transcript = repair_transcript(REPAIR_TAG, id, repair);
+    transcript.append("fresh key", fresh_key);
+    transcript.finish()
+}
+
+/// The 32-byte message a repaired enclave's identity signs (BIP340) over its fresh keys: the
+/// tagged hash (`REPAIR_FRESH_KEY_TAG`) of the same fields as `repair_attestation_message`.
+pub fn repair_fresh_key_message(id: KeyGenId, repair: &ShareRepair, fresh_key: &[u8]) -> [u8; 32] {
+    let mut transcript = repair_transcript(REPAIR_FRESH_KEY_TAG, id, repair);
+    transcript.append("fresh key", fresh_key);
+    transcript.finish()
+}
+
+fn repair_transcript(tag: &str, id: KeyGenId, repair: &ShareRepair) -> Transcript {
+    let mut transcript = attempt_transcript(tag, id, &repair.pair);
     transcript.append("repaired", &repair.repaired.get().to_le_bytes());
     transcript.append("helpers", &(repair.helpers.len() as u64).to_le_bytes());
     for helper in &repair.helpers {
         transcript.append("helper", &helper.get().to_le_bytes());
     }
+    transcript.append("participants", &repair.participants.to_le_bytes());
+    transcript.append("identity", &repair.identity);
+    transcript
+}
+
+/// The 32-byte message a refresh's attestation signs: the tagged hash (`REFRESH_TAG`) of the
+/// network code, the session, the attempt, both group keys and the digest of the verification
+/// shares refreshed (every participant must hold those, or it refuses by name).
+pub fn refresh_attestation_message(id: KeyGenId, pair: &KeyPair, shares: &[u8; 32]) -> [u8; 32] {
+    let mut transcript = attempt_transcript(REFRESH_TAG, id, pair);
+    transcript.append("shares", shares);
+    transcript.finish()
+}
+
+/// The 32-byte message a participant's share signs over its fresh keys for a refresh: the
+/// tagged hash (`REFRESH_KEY_TAG`) of what the refresh attestation covers and the fresh keys.
+pub fn refresh_key_message(
+    id: KeyGenId,
+    pair: &KeyPair,
+    shares: &[u8; 32],
+    fresh_key: &[u8],
+) -> [u8; 32] {
+    let mut transcript = attempt_transcript(REFRESH_KEY_TAG, id, pair);
+    transcript.append("shares", shares);
     transcript.append("fresh key", fresh_key);
     transcript.finish()
 }
 
-/// The 32-byte message a refresh's attestation signs: the tagged hash (`REFRESH_TAG`) of the
-/// network code, the session, the attempt and both group keys.
-pub fn refresh_attestation_message(id: KeyGenId, pair: &KeyPair) -> [u8; 32] {
-    attempt_transcript(REFRESH_TAG, id, pair).finish()
+/// The 32-byte message a participant's old share signs once it holds the refreshed shares of
+/// `digest`: the tagged hash (`REFRESHED_TAG`) of the session, the attempt, both group keys
+/// and the digest. Every participant's is in the confirmation, checked before anyone switches.
+pub fn refreshed_message(id: KeyGenId, pair: &KeyPair, digest: &[u8; 32]) -> [u8; 32] {
+    let mut transcript = attempt_transcript(REFRESHED_TAG, id, pair);
+    transcript.append("digest", digest);
+    transcript.finish()
 }
 
 /// The 32-byte message a refresh confirmation's attestation signs: the tagged hash
@@ -110,6 +164,8 @@ pub enum CoordinatorMessage {
         repair: ShareRepair,
         /// The repaired participant's fresh keys (its `RepairKey`).
         fresh_key: Vec<u8>,
+        /// Their signature by the repaired enclave's identity (its `RepairKey`).
+        fresh_key_signature: [u8; 64],
         /// The coordinator's signature over `repair_attestation_message`.
         attestation: Attestation,
     },
@@ -129,14 +185,23 @@ pub enum CoordinatorMessage {
         /// The coordinator's signature over `repair_attestation_message`.
         attestation: Attestation,
     },
-    /// Refresh every share of `pair`: answered with `RefreshDeal`.
+    /// Refresh every share of `pair`: answered with `RefreshKey`.
     RefreshBegin {
         /// Which attempt.
         id: KeyGenId,
         /// The key pair refreshed.
         pair: KeyPair,
+        /// The digest of the verification shares refreshed.
+        shares: [u8; 32],
         /// The coordinator's signature over `refresh_attestation_message`.
         attestation: Attestation,
+    },
+    /// The other participants' fresh keys: answered with `RefreshDeal`.
+    RefreshKeys {
+        /// Which attempt.
+        id: KeyGenId,
+        /// Each other participant's `RefreshKey`.
+        keys: ParticipantMap,
     },
     /// The other participants' deals for us: answered with `Refreshed`.
     RefreshDeals {
@@ -154,6 +219,8 @@ pub enum CoordinatorMessage {
         pair: KeyPair,
         /// The digest every participant reported in `Refreshed`.
         digest: [u8; 32],
+        /// Every participant's `Refreshed` signature.
+        signatures: ParticipantMap,
         /// The coordinator's signature over `refresh_confirm_message`.
         attestation: Attestation,
     },
@@ -171,6 +238,7 @@ impl CoordinatorMessage {
             | CoordinatorMessage::RepairParts { id, .. }
             | CoordinatorMessage::RepairAnswers { id, .. }
             | CoordinatorMessage::RefreshBegin { id, .. }
+            | CoordinatorMessage::RefreshKeys { id, .. }
             | CoordinatorMessage::RefreshDeals { id, .. }
             | CoordinatorMessage::RefreshConfirm { id, .. } => *id,
         }
@@ -218,6 +286,8 @@ pub enum ProcessorMessage {
         id: KeyGenId,
         /// Both fresh public keys: Ristretto (32) then secp256k1 (33).
         fresh_key: Vec<u8>,
+        /// Our identity's BIP340 signature over `repair_fresh_key_message`.
+        signature: [u8; 64],
     },
     /// Our masked parts, one per other helper.
     RepairParts {
@@ -240,6 +310,14 @@ pub enum ProcessorMessage {
         /// The key pair.
         pair: KeyPair,
     },
+    /// Our fresh keys for the refresh, signed with our share.
+    RefreshKey {
+        /// Which attempt.
+        id: KeyGenId,
+        /// Both fresh public keys (32 + 33) and the signature over `refresh_key_message` with
+        /// our network key share (65).
+        key: Vec<u8>,
+    },
     /// Our refresh deal, one per other participant.
     RefreshDeal {
         /// Which attempt.
@@ -255,6 +333,8 @@ pub enum ProcessorMessage {
         pair: KeyPair,
         /// The digest of the refreshed verification shares, the same at every participant.
         digest: [u8; 32],
+        /// Our old network key share's signature over `refreshed_message` (65 bytes).
+        signature: Vec<u8>,
     },
     /// We sign with the refreshed shares now.
     RefreshConfirmed {

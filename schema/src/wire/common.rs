@@ -1,6 +1,6 @@
 //! `Wire` for the identifiers and value types of `common.capnp`.
 
-use super::{check_read_len, read_amount, read_bytes, require, write_len, Wire};
+use super::{check_read_len, read_amount, read_array, read_bytes, require, write_len, Wire};
 use crate::{
     batch::{Batch, BatchSignature, SignedBatch},
     error::{DecodeError, EncodeError},
@@ -180,6 +180,8 @@ impl Wire for ShareRepair {
         self.pair.write(b.reborrow().init_key_pair())?;
         b.set_repaired(self.repaired.get());
         let len = write_len("repair helpers", self.helpers.len(), MAX_PARTICIPANTS)?;
+        b.set_participants(self.participants);
+        b.set_identity(&self.identity);
         let mut helpers = b.init_helpers(len);
         for (index, helper) in (0u32..).zip(&self.helpers) {
             helpers.set(index, helper.get());
@@ -198,6 +200,8 @@ impl Wire for ShareRepair {
                 .iter()
                 .map(Participant::new)
                 .collect::<Result<_, _>>()?,
+            participants: r.get_participants(),
+            identity: read_array(r.get_identity()?, "repair identity")?,
         })
     }
 }

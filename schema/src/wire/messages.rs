@@ -1,8 +1,8 @@
 //! `Wire` for the messages of `messages.capnp`.
 
 use super::{
-    check_read_len, participant_map_len, read_attestation, read_bytes, read_participant_map,
-    require, write_len, write_participant_map, Wire,
+    check_read_len, participant_map_len, read_array, read_attestation, read_bytes,
+    read_participant_map, require, write_len, write_participant_map, Wire,
 };
 use crate::{
     batch::SignedBatch,
@@ -46,15 +46,6 @@ fn read_blob(
     read_bytes(data, what, MAX_BLOB_LEN)
 }
 
-/// A 32-byte digest.
-fn read_digest(bytes: &[u8]) -> Result<[u8; 32], DecodeError> {
-    <[u8; 32]>::try_from(bytes).map_err(|_| DecodeError::WrongLength {
-        what: "digest",
-        expected: 32,
-        actual: bytes.len(),
-    })
-}
-
 fn write_blob<'a>(what: &'static str, blob: &'a [u8]) -> Result<&'a [u8], EncodeError> {
     write_len(what, blob.len(), MAX_BLOB_LEN)?;
     Ok(blob)
@@ -92,12 +83,14 @@ impl Wire for key_gen::CoordinatorMessage {
                 id,
                 repair,
                 fresh_key,
+                fresh_key_signature,
                 attestation,
             } => {
                 let mut g = b.init_repair_help();
                 id.write(g.reborrow().init_id())?;
                 repair.write(g.reborrow().init_repair())?;
                 g.set_fresh_key(write_blob("fresh key", fresh_key)?);
+                g.set_fresh_key_signature(fresh_key_signature);
                 g.set_attestation(&attestation.0);
                 Ok(())
             }
@@ -119,13 +112,20 @@ impl Wire for key_gen::CoordinatorMessage {
             key_gen::CoordinatorMessage::RefreshBegin {
                 id,
                 pair,
+                shares,
                 attestation,
             } => {
                 let mut g = b.init_refresh_begin();
                 id.write(g.reborrow().init_id())?;
                 pair.write(g.reborrow().init_key_pair())?;
+                g.set_shares(shares);
                 g.set_attestation(&attestation.0);
                 Ok(())
+            }
+            key_gen::CoordinatorMessage::RefreshKeys { id, keys } => {
+                let mut g = b.init_refresh_keys();
+                id.write(g.reborrow().init_id())?;
+                write_participant_map(keys, g.init_keys(participant_map_len(keys)?))
             }
             key_gen::CoordinatorMessage::RefreshDeals { id, deals } => {
                 let mut g = b.init_refresh_deals();
@@ -136,6 +136,7 @@ impl Wire for key_gen::CoordinatorMessage {
                 id,
                 pair,
                 digest,
+                signatures,
                 attestation,
             } => {
                 let mut g = b.init_refresh_confirm();
@@ -143,7 +144,10 @@ impl Wire for key_gen::CoordinatorMessage {
                 pair.write(g.reborrow().init_key_pair())?;
                 g.set_digest(digest);
                 g.set_attestation(&attestation.0);
-                Ok(())
+                write_participant_map(
+                    signatures,
+                    g.init_signatures(participant_map_len(signatures)?),
+                )
             }
         }
     }
@@ -188,6 +192,10 @@ impl Wire for key_gen::CoordinatorMessage {
                     id: KeyGenId::read(g.get_id()?)?,
                     repair: ShareRepair::read(g.get_repair()?)?,
                     fresh_key: read_blob(g.get_fresh_key(), "fresh key")?,
+                    fresh_key_signature: read_array(
+                        g.get_fresh_key_signature()?,
+                        "fresh key signature",
+                    )?,
                     attestation: read_attestation(g.get_attestation()?)?,
                 }
             }
@@ -212,7 +220,15 @@ impl Wire for key_gen::CoordinatorMessage {
                 key_gen::CoordinatorMessage::RefreshBegin {
                     id: KeyGenId::read(g.get_id()?)?,
                     pair: KeyPair::read(g.get_key_pair()?)?,
+                    shares: read_array(g.get_shares()?, "shares digest")?,
                     attestation: read_attestation(g.get_attestation()?)?,
+                }
+            }
+            Which::RefreshKeys(g) => {
+                require(g.has_id(), "refresh keys id")?;
+                key_gen::CoordinatorMessage::RefreshKeys {
+                    id: KeyGenId::read(g.get_id()?)?,
+                    keys: read_participant_map(g.get_keys())?,
                 }
             }
             Which::RefreshDeals(g) => {
@@ -228,7 +244,8 @@ impl Wire for key_gen::CoordinatorMessage {
                 key_gen::CoordinatorMessage::RefreshConfirm {
                     id: KeyGenId::read(g.get_id()?)?,
                     pair: KeyPair::read(g.get_key_pair()?)?,
-                    digest: read_digest(g.get_digest()?)?,
+                    digest: read_array(g.get_digest()?, "digest")?,
+                    signatures: read_participant_map(g.get_signatures())?,
                     attestation: read_attestation(g.get_attestation()?)?,
                 }
             }
@@ -271,10 +288,20 @@ impl Wire for key_gen::ProcessorMessage {
                 g.set_participant(participant.get());
                 g.set_evidence(write_blob("blame evidence", evidence)?);
             }
-            key_gen::ProcessorMessage::RepairKey { id, fresh_key } => {
+            key_gen::ProcessorMessage::RepairKey {
+                id,
+                fresh_key,
+                signature,
+            } => {
                 let mut g = b.init_repair_key();
                 id.write(g.reborrow().init_id())?;
                 g.set_fresh_key(write_blob("fresh key", fresh_key)?);
+                g.set_signature(signature);
+            }
+            key_gen::ProcessorMessage::RefreshKey { id, key } => {
+                let mut g = b.init_refresh_key();
+                id.write(g.reborrow().init_id())?;
+                g.set_key(write_blob("refresh key", key)?);
             }
             key_gen::ProcessorMessage::RepairParts { id, parts } => {
                 let mut g = b.init_repair_parts();
@@ -296,11 +323,17 @@ impl Wire for key_gen::ProcessorMessage {
                 id.write(g.reborrow().init_id())?;
                 write_participant_map(deals, g.init_deals(participant_map_len(deals)?))?;
             }
-            key_gen::ProcessorMessage::Refreshed { id, pair, digest } => {
+            key_gen::ProcessorMessage::Refreshed {
+                id,
+                pair,
+                digest,
+                signature,
+            } => {
                 let mut g = b.init_refreshed();
                 id.write(g.reborrow().init_id())?;
                 pair.write(g.reborrow().init_key_pair())?;
                 g.set_digest(digest);
+                g.set_signature(write_blob("refreshed signature", signature)?);
             }
             key_gen::ProcessorMessage::RefreshConfirmed { id, pair, epoch } => {
                 let mut g = b.init_refresh_confirmed();
@@ -350,6 +383,14 @@ impl Wire for key_gen::ProcessorMessage {
                 key_gen::ProcessorMessage::RepairKey {
                     id: KeyGenId::read(g.get_id()?)?,
                     fresh_key: read_blob(g.get_fresh_key(), "fresh key")?,
+                    signature: read_array(g.get_signature()?, "fresh key signature")?,
+                }
+            }
+            Which::RefreshKey(g) => {
+                require(g.has_id(), "refresh key id")?;
+                key_gen::ProcessorMessage::RefreshKey {
+                    id: KeyGenId::read(g.get_id()?)?,
+                    key: read_blob(g.get_key(), "refresh key")?,
                 }
             }
             Which::RepairParts(g) => {
@@ -387,7 +428,8 @@ impl Wire for key_gen::ProcessorMessage {
                 key_gen::ProcessorMessage::Refreshed {
                     id: KeyGenId::read(g.get_id()?)?,
                     pair: KeyPair::read(g.get_key_pair()?)?,
-                    digest: read_digest(g.get_digest()?)?,
+                    digest: read_array(g.get_digest()?, "digest")?,
+                    signature: read_blob(g.get_signature(), "refreshed signature")?,
                 }
             }
             Which::RefreshConfirmed(g) => {

@@ -161,13 +161,22 @@ pub fn participant_map_len(map: &ParticipantMap) -> Result<u32, EncodeError> {
 pub fn read_attestation(
     bytes: &[u8],
 ) -> Result<crate::messages::coordinator::Attestation, DecodeError> {
-    <[u8; 64]>::try_from(bytes)
-        .map(crate::messages::coordinator::Attestation)
-        .map_err(|_| DecodeError::WrongLength {
-            what: "attestation",
-            expected: 64,
-            actual: bytes.len(),
-        })
+    read_array(bytes, "attestation").map(crate::messages::coordinator::Attestation)
+}
+
+/// Exactly `N` bytes (a digest, a signature, a key), naming `what` otherwise.
+///
+/// # Errors
+/// Another length.
+pub fn read_array<const N: usize>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<[u8; N], DecodeError> {
+    <[u8; N]>::try_from(bytes).map_err(|_| DecodeError::WrongLength {
+        what,
+        expected: N,
+        actual: bytes.len(),
+    })
 }
 
 /// Reads a participant map: at most `MAX_PARTICIPANTS` entries, strictly ascending by

@@ -14,6 +14,7 @@ use std::{
 use anyhow::{bail, Context};
 use bitcoin::key::XOnlyPublicKey;
 use clap::{Parser, Subcommand};
+use rand_core::OsRng;
 use signer_enclave::{
     config::{Config, EXAMPLE},
     custody::{
@@ -22,6 +23,7 @@ use signer_enclave::{
     },
     db::{EnclaveDb, KeyStatus},
     enclave::Enclave,
+    identity::{self, Identity},
     key_store,
     metrics::Metrics,
     resharing::verification_digest,
@@ -180,21 +182,22 @@ fn provision(
     let db = EnclaveDb::open(&config.db_path)
         .with_context(|| format!("database {} (db_path)", config.db_path.display()))?;
     let sealed = db.key_records()?.len();
+    let identity = db.identity()?.is_some();
     let pin = read_pin(&config.pkcs11.pin_file)?;
     let pkcs11 = load_module(&config.pkcs11.module)?;
     let selector = &token(&config)?;
     let custody = match Custody::open(&pkcs11, selector, &pin, SealingKey::MustExist) {
         Ok(custody) => custody,
         Err(CustodyError::SealingKeyMissing) => {
-            if sealed > 0 && !new_sealing_key {
+            if (sealed > 0 || identity) && !new_sealing_key {
                 bail!(
                     "the token has no sealing key, but the database holds {sealed} sealed key \
-                     pair(s) that only the old token's key unseals: restore that token, or, to \
-                     give them up and seal anew in this token, run provision again with \
-                     --new-sealing-key"
+                     pair(s) and the enclave identity, which only the old token's key unseals: \
+                     restore that token, or, to give them up and seal anew in this token, run \
+                     provision again with --new-sealing-key"
                 );
             }
-            if sealed > 0 {
+            if sealed > 0 || identity {
                 // Before the new key exists: an interrupted run is resumed by running it again.
                 let retired = db.retire_key_records()?;
                 tracing::warn!(
@@ -209,8 +212,14 @@ fn provision(
     };
     let attributes = custody.sealing_key_attributes()?;
     db.set_coordinator_key(&key)?;
+    let identity = Identity::load_or_create(&db, &custody, &mut OsRng)?;
     write_attributes(out, attributes)?;
     writeln!(out, "coordinator key: {key}")?;
+    writeln!(
+        out,
+        "enclave identity: {} (register it with the coordinator)",
+        identity.public()
+    )?;
     writeln!(out, "provisioned")?;
     Ok(())
 }
@@ -263,7 +272,8 @@ fn migrate_token(path: &Path, to: &Path, out: &mut impl Write) -> anyhow::Result
     for (_, refresh) in &mut pending {
         refresh.sealed = key_store::reseal(&from, &into, &refresh.sealed)?;
     }
-    let moved = db.reseal_key_records(&records, &pending)?;
+    let resealed_identity = identity::reseal(&db, &from, &into)?;
+    let moved = db.reseal_key_records(&records, &pending, resealed_identity.as_deref())?;
     writeln!(out, "from token: {}", from.token())?;
     writeln!(out, "to token: {}", into.token())?;
     write_attributes(out, into.sealing_key_attributes()?)?;
@@ -318,6 +328,13 @@ fn status(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     match db.coordinator_key()? {
         Some(key) => writeln!(out, "coordinator key: {key}")?,
         None => writeln!(out, "coordinator key: none (not provisioned)")?,
+    }
+    match Identity::load(&db, &custody)? {
+        Some(identity) => writeln!(out, "enclave identity: {}", identity.public())?,
+        None => writeln!(
+            out,
+            "enclave identity: none yet (made by provision or the next start)"
+        )?,
     }
     let records = db.key_records()?;
     let pending = db.pending_refreshes()?;
