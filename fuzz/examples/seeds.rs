@@ -551,14 +551,21 @@ fn main() -> Result<(), Failure> {
         set: processor_fuzz::SET,
         attempt: Attempt(1),
     };
+    // The enclave's identity is drawn when the target starts: the identities here are a
+    // stand-in, so the refresh is refused where the identities are checked.
     let shares = verification_digest(&keys);
+    let identities = vec![processor_fuzz::coordinator_key().serialize(); 4];
     let refresh = key_gen::CoordinatorMessage::RefreshBegin {
         id: refresh_id,
         pair,
         shares,
         attestation: attested(key_gen::refresh_attestation_message(
-            refresh_id, &pair, &shares,
+            refresh_id,
+            &pair,
+            &shares,
+            &identities,
         )),
+        identities,
     };
     // The repaired enclave's identity is the coordinator's key here: any key whose
     // signature the seed can make.
@@ -571,6 +578,7 @@ fn main() -> Result<(), Failure> {
             .collect::<Result<_, _>>()?,
         participants: 4,
         identity: processor_fuzz::coordinator_key().serialize(),
+        shares: verification_digest(&keys),
     };
     let fresh_key = [
         &[

@@ -64,6 +64,7 @@ struct ShareRepair {
   participants @3 :UInt16;  # n, the set's number of key shares
   identity @4 :Data;        # 32 bytes, x-only: the repaired enclave's identity key, which the
                             # coordinator takes from its operator, never from the link
+  shares @5 :Data;          # 32 bytes: the digest of the verification shares the helpers hold
 }
 
 struct OutInstructionWithBalance {

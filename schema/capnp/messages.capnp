@@ -51,8 +51,9 @@ struct KeyGenToProcessor {
       keyPair @19 :Common.KeyPair;
       shares @20 :Data;      # 32 bytes
       attestation @21 :Data; # 64 bytes
+      identities @31 :List(Data); # every participant's registered identity (32 bytes x-only), in order
     }
-    # To every participant: the others' fresh keys, each signed with its share.
+    # To every participant: the others' fresh keys, each signed by its identity.
     refreshKeys :group {
       id @22 :Common.KeyGenId;
       keys @23 :List(Common.ParticipantData);
@@ -63,13 +64,14 @@ struct KeyGenToProcessor {
       deals @25 :List(Common.ParticipantData);
     }
     # To every participant: everyone refreshed to the verification shares of `digest`, as each
-    # signed with its old share; switch to them (BIP340 over `refresh_confirm_message`).
+    # signed by its identity; switch to them (BIP340 over `refresh_confirm_message`).
     refreshConfirm :group {
       id @26 :Common.KeyGenId;
       keyPair @27 :Common.KeyPair;
       digest @28 :Data;                          # 32 bytes
       signatures @29 :List(Common.ParticipantData); # every participant's `Refreshed` signature
       attestation @30 :Data;                     # 64 bytes
+      identities @32 :List(Data);                # as in `refreshBegin`
     }
   }
 }
@@ -197,7 +199,7 @@ struct KeyGenFromProcessor {
     }
     refreshKey :group {
       id @19 :Common.KeyGenId;
-      key @20 :Data; # fresh keys (32 + 33) and their signature with our share (65)
+      key @20 :Data; # fresh keys (32 + 33) and their BIP340 signature by our identity (64)
     }
     refreshDeal :group {
       id @21 :Common.KeyGenId;
@@ -207,7 +209,7 @@ struct KeyGenFromProcessor {
       id @23 :Common.KeyGenId;
       keyPair @24 :Common.KeyPair;
       digest @25 :Data;    # 32 bytes, of the refreshed verification shares
-      signature @26 :Data; # 65 bytes, over the digest with our old share
+      signature @26 :Data; # 64 bytes, BIP340 by our identity over the digest
     }
     refreshConfirmed :group {
       id @27 :Common.KeyGenId;

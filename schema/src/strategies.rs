@@ -354,13 +354,15 @@ pub fn key_gen_coordinator_message() -> impl Strategy<Value = key_gen::Coordinat
             key_gen_id(),
             key_pair(),
             any::<[u8; 32]>(),
+            vec(any::<[u8; 32]>(), 0..8),
             any::<[u8; 64]>()
         )
-            .prop_map(|(id, pair, shares, attestation)| {
+            .prop_map(|(id, pair, shares, identities, attestation)| {
                 key_gen::CoordinatorMessage::RefreshBegin {
                     id,
                     pair,
                     shares,
+                    identities,
                     attestation: Attestation(attestation),
                 }
             }),
@@ -373,14 +375,16 @@ pub fn key_gen_coordinator_message() -> impl Strategy<Value = key_gen::Coordinat
             key_pair(),
             any::<[u8; 32]>(),
             participant_map(),
+            vec(any::<[u8; 32]>(), 0..8),
             any::<[u8; 64]>()
         )
-            .prop_map(|(id, pair, digest, signatures, attestation)| {
+            .prop_map(|(id, pair, digest, signatures, identities, attestation)| {
                 key_gen::CoordinatorMessage::RefreshConfirm {
                     id,
                     pair,
                     digest,
                     signatures,
+                    identities,
                     attestation: Attestation(attestation),
                 }
             }),
@@ -395,14 +399,16 @@ pub fn share_repair() -> impl Strategy<Value = ShareRepair> {
         vec(participant(), 0..8),
         any::<u16>(),
         any::<[u8; 32]>(),
+        any::<[u8; 32]>(),
     )
         .prop_map(
-            |(pair, repaired, helpers, participants, identity)| ShareRepair {
+            |(pair, repaired, helpers, participants, identity, shares)| ShareRepair {
                 pair,
                 repaired,
                 helpers,
                 participants,
                 identity,
+                shares,
             },
         )
 }
@@ -446,14 +452,20 @@ pub fn key_gen_processor_message() -> impl Strategy<Value = key_gen::ProcessorMe
             .prop_map(|(id, key)| key_gen::ProcessorMessage::RefreshKey { id, key }),
         (key_gen_id(), participant_map())
             .prop_map(|(id, deals)| key_gen::ProcessorMessage::RefreshDeal { id, deals }),
-        (key_gen_id(), key_pair(), any::<[u8; 32]>(), blob()).prop_map(
-            |(id, pair, digest, signature)| key_gen::ProcessorMessage::Refreshed {
-                id,
-                pair,
-                digest,
-                signature,
-            }
-        ),
+        (
+            key_gen_id(),
+            key_pair(),
+            any::<[u8; 32]>(),
+            any::<[u8; 64]>()
+        )
+            .prop_map(|(id, pair, digest, signature)| {
+                key_gen::ProcessorMessage::Refreshed {
+                    id,
+                    pair,
+                    digest,
+                    signature,
+                }
+            }),
         (key_gen_id(), key_pair(), any::<u32>()).prop_map(|(id, pair, epoch)| {
             key_gen::ProcessorMessage::RefreshConfirmed { id, pair, epoch }
         }),

@@ -15,7 +15,6 @@ use bitcoin::{
     key::XOnlyPublicKey,
 };
 use ciphersuite::group::GroupEncoding;
-use modular_frost::curve::Secp256k1;
 use rand_core::OsRng;
 use schema::{
     batch::{Batch, SignedBatch},
@@ -50,7 +49,6 @@ use crate::{
     plan_signing::{PlanSigning, SigningError},
     policy::{self, Decision, Refusal},
     resharing::{everyone_refreshed, verification_digest, Refreshed, ReshareError, Resharing},
-    share_signature,
 };
 
 /// The one network this enclave signs for.
@@ -256,7 +254,10 @@ impl Enclave {
         use key_gen::{CoordinatorMessage as In, ProcessorMessage as Out};
         let (step, out) = match message {
             In::RepairBegin { id, repair } => {
-                if active_keys(&self.active, &repair.pair).is_some() {
+                // A share of the named sharing is not replaced; one of another (a refresh this
+                // enclave missed) is what a repair is for.
+                let held = active_keys(&self.active, &repair.pair).map(verification_digest);
+                if held == Some(repair.shares) {
                     return Err(self.refused(
                         RefusalReason::ReshareFailed,
                         "this enclave holds its share of the pair: nothing to repair",
@@ -352,12 +353,11 @@ impl Enclave {
                 id,
                 pair,
                 shares,
+                identities,
                 attestation,
             } => {
-                self.attested(
-                    refresh_attestation_message(id, &pair, &shares),
-                    &attestation,
-                )?;
+                let message = refresh_attestation_message(id, &pair, &shares, &identities);
+                self.attested(message, &attestation)?;
                 // A refresh pending from this attempt or a later one stays: its deal reached
                 // the others, and a replayed older attempt must not overwrite it.
                 let pending = self
@@ -373,7 +373,13 @@ impl Enclave {
                 let keys = active_keys(&self.active, &pair).ok_or_else(|| self.unknown_pair())?;
                 let key = self
                     .resharing
-                    .begin_refresh(id, pair, shares, keys, &mut OsRng)
+                    .begin_refresh(
+                        id,
+                        (pair, shares),
+                        &identities,
+                        (keys, &self.identity),
+                        &mut OsRng,
+                    )
                     .map_err(|error| self.reshare_refused(&error))?;
                 ("refresh_key", Out::RefreshKey { id, key })
             }
@@ -406,10 +412,12 @@ impl Enclave {
                 pair,
                 digest,
                 signatures,
+                identities,
                 attestation,
             } => {
-                self.attested(refresh_confirm_message(id, &pair, &digest), &attestation)?;
-                let epoch = self.confirm_refresh(id, pair, digest, &signatures)?;
+                let message = refresh_confirm_message(id, &pair, &digest, &identities);
+                self.attested(message, &attestation)?;
+                let epoch = self.confirm_refresh(id, (pair, digest), &identities, &signatures)?;
                 (
                     "refresh_confirmed",
                     Out::RefreshConfirmed { id, pair, epoch },
@@ -432,7 +440,7 @@ impl Enclave {
         &mut self,
         id: KeyGenId,
         deals: &ParticipantMap,
-    ) -> Result<(KeyPair, [u8; 32], Vec<u8>), Refused> {
+    ) -> Result<(KeyPair, [u8; 32], [u8; 64]), Refused> {
         let Some(pair) = self.resharing.refreshing_pair(id) else {
             let pending = self
                 .db
@@ -442,19 +450,15 @@ impl Enclave {
                 .find(|(record, pending)| record.set == id.set && pending.attempt == id.attempt.0);
             let (record, pending) =
                 pending.ok_or_else(|| self.reshare_refused(&ReshareError::UnknownAttempt(id)))?;
-            let keys =
-                active_keys(&self.active, &record.pair).ok_or_else(|| self.unknown_pair())?;
-            let signature = share_signature::sign::<Secp256k1, _>(
-                keys.network.original_secret_share(),
-                &refreshed_message(id, &record.pair, &pending.digest),
-                &mut OsRng,
-            );
+            let signature =
+                self.identity
+                    .sign(refreshed_message(id, &record.pair, &pending.digest));
             return Ok((record.pair, pending.digest, signature));
         };
         let keys = active_keys(&self.active, &pair).ok_or_else(|| self.unknown_pair())?;
         let refreshed = self
             .resharing
-            .refresh(id, deals, keys, &mut OsRng)
+            .refresh(id, deals, keys, &self.identity)
             .map_err(|error| self.reshare_refused(&error))?;
         match refreshed {
             Refreshed::New {
@@ -470,8 +474,7 @@ impl Enclave {
                 self.db
                     .record_refresh(id.set, &pair, &pending)
                     .map_err(|error| self.history_refused(&error))?;
-                self.resharing
-                    .mark_refreshed(id, deals, digest, signature.clone());
+                self.resharing.mark_refreshed(id, deals, digest, signature);
                 Ok((pair, digest, signature))
             }
             Refreshed::Again { digest, signature } => Ok((pair, digest, signature)),
@@ -479,13 +482,13 @@ impl Enclave {
     }
 
     /// Switches `pair` to the refreshed shares of `digest`, pending from attempt `id`, once
-    /// every participant's old share signed that it holds them; returns the epoch. Confirming
+    /// every participant's identity signed that it holds them; returns the epoch. Confirming
     /// the shares already in use again changes nothing.
     fn confirm_refresh(
         &mut self,
         id: KeyGenId,
-        pair: KeyPair,
-        digest: [u8; 32],
+        (pair, digest): (KeyPair, [u8; 32]),
+        identities: &[[u8; 32]],
         signatures: &ParticipantMap,
     ) -> Result<u32, Refused> {
         let current = active_keys(&self.active, &pair).ok_or_else(|| self.unknown_pair())?;
@@ -496,8 +499,13 @@ impl Enclave {
                 .map(|record| record.epoch)
                 .map_err(|error| self.history_refused(&error));
         }
-        everyone_refreshed(current, id, &pair, &digest, signatures)
-            .map_err(|error| self.reshare_refused(&error))?;
+        everyone_refreshed(
+            (current, &self.identity),
+            identities,
+            (id, &pair, &digest),
+            signatures,
+        )
+        .map_err(|error| self.reshare_refused(&error))?;
         let pending = self
             .db
             .pending_refresh(id.set, &pair)

@@ -61,15 +61,21 @@ impl Identity {
         if let Some(identity) = Self::load(db, custody)? {
             return Ok(identity);
         }
-        let mut secret = Zeroizing::new([0u8; 32]);
-        let identity = loop {
-            rng.fill_bytes(secret.as_mut());
-            if let Ok(identity) = Self::from_secret(&secret) {
-                break identity;
-            }
-        };
+        let identity = Self::generate(rng);
+        let secret = Zeroizing::new(identity.keypair.secret_bytes());
         db.record_identity(&custody.seal(KEY_ID, Purpose::EnclaveIdentity, secret.as_ref())?)?;
         Ok(identity)
+    }
+
+    /// A new identity, kept nowhere (`load_or_create` seals and records one).
+    pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        loop {
+            rng.fill_bytes(secret.as_mut());
+            if let Ok(identity) = Self::from_secret(&secret) {
+                return identity;
+            }
+        }
     }
 
     /// Reads the identity from `db`, if it has one.

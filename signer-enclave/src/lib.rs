@@ -33,4 +33,3 @@ pub mod secrets;
 mod sessions;
 pub mod share_refresh;
 pub mod share_repair;
-pub mod share_signature;

@@ -4,9 +4,11 @@
 //!
 //! The keys are ones each end can trust: a share of a key both hold, named by its
 //! verification share from the key generation; a repaired enclave's fresh key, signed by its
-//! registered identity and attested; or a refresh participant's fresh key, signed by its share.
-//! No relayed point is multiplied by a secret before that signature or attestation is checked,
-//! so nothing a relay sends is an oracle. A mask hides a value that is uniformly random or
+//! registered identity and attested; or a refresh participant's fresh key, signed by its
+//! attested identity. A relayed point meets a secret only once its signature or attestation
+//! is checked (save the verification shares a repaired enclave is sent, which its one-time
+//! fresh secret meets and which only the outcome checks), so nothing a relay sends is an
+//! oracle. A mask hides a value that is uniformly random or
 //! masked by one (a part of an additive split, a polynomial evaluation), and a context is used
 //! for one value within a session (a step replayed after a restart reuses its contexts, which
 //! shows only the difference of two random values), so a relay learns nothing; it can only

@@ -15,7 +15,7 @@
 //! - repair part: both masked parts (`KEY_SCALARS_BYTES`)
 //! - repair answer: both masked sums || n (u16 LE) || n Ristretto verification shares ||
 //!   n secp256k1 verification shares
-//! - refresh key: fresh key || the holder's share signature over it (`share_signature`, 65)
+//! - refresh key: fresh key || its holder's identity's BIP340 signature over it (64)
 //! - refresh deal: both masked values || k (u16 LE) || k Ristretto commitments || k secp256k1
 //!   commitments
 
@@ -56,14 +56,10 @@ use crate::{
     polynomial::participants,
     share_refresh::{self, Peers, RefreshError},
     share_repair::{self, Answer, Repair, RepairError},
-    share_signature,
 };
 
 /// Most validator sets with a session of one kind (repairing, helping, refreshing) at once.
 pub const MAX_RESHARE_SESSIONS: usize = 4;
-
-/// Bytes of a share signature (`share_signature` over secp256k1).
-const SHARE_SIGNATURE_BYTES: usize = 65;
 
 /// A repair or refresh step that cannot be taken.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -95,11 +91,17 @@ pub enum ReshareError {
     /// The repaired enclave's fresh keys are not signed by the identity the repair names.
     #[error("the repaired enclave's fresh keys are not signed by its identity")]
     FreshKeyUnsigned,
-    /// A participant's refresh key or `Refreshed` is not signed by its share.
-    #[error("participant {0}'s signature does not verify under its verification share")]
-    ShareSignature(Participant),
-    /// The refresh is of other verification shares than this enclave holds.
-    #[error("this enclave holds other shares than the refresh is of: repair it first")]
+    /// A participant's refresh key or `Refreshed` is not signed by its identity.
+    #[error("participant {0}'s signature does not verify under its registered identity")]
+    IdentitySignature(Participant),
+    /// The refresh's identities are not one per participant, ours at our index.
+    #[error("the refresh's identities are not one per participant with ours at our index")]
+    Identities,
+    /// The refresh or repair is of other verification shares than this enclave holds.
+    #[error(
+        "other verification shares than this enclave holds are named (an enclave left behind \
+         by a refresh is repaired into the named ones)"
+    )]
     OtherShares,
     /// The set's shape is not one the protocol accepts.
     #[error("the repair's set shape is refused: {0}")]
@@ -175,38 +177,41 @@ struct Refreshing {
     id: KeyGenId,
     pair: KeyPair,
     shares: [u8; 32],
+    identities: Vec<[u8; 32]>,
     fresh: Fresh,
     key: Vec<u8>,
     dealing: Option<Dealing>,
     answered: Option<Answered>,
 }
 
-/// What a refresh's `Refreshed` said, once its new shares were recorded.
+/// What a refresh's `Refreshed` said, once its new shares were recorded, and what it dealt.
 #[derive(Clone)]
 struct Answered {
+    keys: ParticipantMap,
+    dealt: ParticipantMap,
     deals: ParticipantMap,
     digest: [u8; 32],
-    signature: Vec<u8>,
+    signature: [u8; 64],
 }
 
 /// What a refresh's deals gave.
 pub enum Refreshed {
     /// New keys, to seal and record as pending (then `mark_refreshed`), with the digest of
-    /// their verification shares and our old share's signature over it.
+    /// their verification shares and our identity's signature over it.
     New {
         /// The refreshed keys.
         keys: GeneratedKeys,
         /// `verification_digest` of them.
         digest: [u8; 32],
-        /// Our old network share's signature over `refreshed_message`.
-        signature: Vec<u8>,
+        /// Our identity's signature over `refreshed_message`.
+        signature: [u8; 64],
     },
     /// The same deals again, after the new shares were recorded: the same answer.
     Again {
         /// The digest reported.
         digest: [u8; 32],
         /// The signature reported.
-        signature: Vec<u8>,
+        signature: [u8; 64],
     },
 }
 
@@ -303,19 +308,14 @@ impl Resharing {
             };
         }
         admit(&mut self.helping, id, |s| s.id, |s| s.answered.is_some())?;
-        let signed = XOnlyPublicKey::from_slice(&repair.identity)
-            .ok()
-            .zip(schnorr::Signature::from_slice(fresh_key_signature).ok())
-            .is_some_and(|(identity, signature)| {
-                let message = repair_fresh_key_message(id, repair, fresh_key);
-                Secp256k1::verification_only()
-                    .verify_schnorr(&signature, &Message::from_digest(message), &identity)
-                    .is_ok()
-            });
-        if !signed {
+        let message = repair_fresh_key_message(id, repair, fresh_key);
+        if !signed_by(&repair.identity, message, fresh_key_signature) {
             return Err(ReshareError::FreshKeyUnsigned);
         }
         points(fresh_key, 1)?;
+        if verification_digest(keys) != repair.shares {
+            return Err(ReshareError::OtherShares);
+        }
         if repair.participants != keys.network.params().n() {
             return Err(RepairError::Participants(format!(
                 "a repair of a set of {} for a key of {}",
@@ -509,6 +509,10 @@ impl Resharing {
                 &network,
             )?,
         };
+        // The helpers' verification shares must be the sharing the coordinator attested.
+        if verification_digest(&keys) != session.repair.shares {
+            return Err(ReshareError::OtherShares);
+        }
         Ok(keys)
     }
 
@@ -517,22 +521,26 @@ impl Resharing {
         self.repaired.insert(id.set, (id, pair));
     }
 
-    /// Step 1 of a refresh (the caller checked the attestation): our fresh keys, signed with
-    /// our network share.
+    /// Step 1 of a refresh (the caller checked the attestation): our fresh keys, signed by our
+    /// identity.
     ///
     /// # Errors
-    /// We hold other shares than `shares`, the key's threshold is 1, the attempt is stale or
-    /// repeated for another pair, or too many sets are refreshing.
+    /// We hold other shares than `shares`, `identities` are not one per participant with ours
+    /// at our index, the key's threshold is 1, the attempt is stale or repeated for another
+    /// pair, or too many sets are refreshing.
     pub fn begin_refresh<R: RngCore + CryptoRng>(
         &mut self,
         id: KeyGenId,
-        pair: KeyPair,
-        shares: [u8; 32],
-        keys: &GeneratedKeys,
+        (pair, shares): (KeyPair, [u8; 32]),
+        identities: &[[u8; 32]],
+        (keys, identity): (&GeneratedKeys, &Identity),
         rng: &mut R,
     ) -> Result<Vec<u8>, ReshareError> {
         if let Some(session) = self.refreshing.get(&id.set).filter(|s| s.id == id) {
-            return if session.pair == pair && session.shares == shares {
+            return if session.pair == pair
+                && session.shares == shares
+                && session.identities == identities
+            {
                 Ok(session.key.clone())
             } else {
                 Err(ReshareError::ConflictingRepeat(id))
@@ -541,17 +549,13 @@ impl Resharing {
         if verification_digest(keys) != shares {
             return Err(ReshareError::OtherShares);
         }
+        identities_fit(keys, identities, identity)?;
         if keys.network.params().t() < 2 {
             return Err(RefreshError::ThresholdOne.into());
         }
         admit(&mut self.refreshing, id, |s| s.id, |s| s.answered.is_some())?;
         let fresh = Fresh::draw(rng);
-        let message = refresh_key_message(id, &pair, &shares, &fresh.public);
-        let signature = share_signature::sign::<Secp256k1Curve, _>(
-            keys.network.original_secret_share(),
-            &message,
-            rng,
-        );
+        let signature = identity.sign(refresh_key_message(id, &pair, &shares, &fresh.public));
         let key = [fresh.public.as_slice(), &signature].concat();
         self.refreshing.insert(
             id.set,
@@ -559,6 +563,7 @@ impl Resharing {
                 id,
                 pair,
                 shares,
+                identities: identities.to_vec(),
                 fresh,
                 key: key.clone(),
                 dealing: None,
@@ -577,11 +582,12 @@ impl Resharing {
     }
 
     /// Step 2 of a refresh: checks every other participant's fresh keys are signed by its
-    /// share, then our deal for each.
+    /// registered identity, then our deal for each.
     ///
     /// # Errors
-    /// No session under `id`, a key does not parse or is not signed by its holder's share, the
-    /// keys are not every other participant's, or they were sent before with other contents.
+    /// No session under `id`, a key does not parse or is not signed by its holder's identity,
+    /// the keys are not every other participant's, or they were sent before with other
+    /// contents.
     pub fn deal<R: RngCore + CryptoRng>(
         &mut self,
         id: KeyGenId,
@@ -594,9 +600,14 @@ impl Resharing {
             .get_mut(&id.set)
             .filter(|session| session.id == id)
             .ok_or(ReshareError::UnknownAttempt(id))?;
-        if let Some(dealing) = &session.dealing {
-            return if dealing.keys == *received {
-                Ok(dealing.deals.clone())
+        let dealt = match (&session.dealing, &session.answered) {
+            (Some(dealing), _) => Some((&dealing.keys, &dealing.deals)),
+            (None, Some(answered)) => Some((&answered.keys, &answered.dealt)),
+            (None, None) => None,
+        };
+        if let Some((keys_then, deals)) = dealt {
+            return if keys_then == received {
+                Ok(deals.clone())
             } else {
                 Err(ReshareError::ConflictingRepeat(id))
             };
@@ -609,15 +620,15 @@ impl Resharing {
                     ReshareError::Malformed(format!("participant {from}'s refresh key"))
                 })?;
             let message = refresh_key_message(id, &session.pair, &session.shares, fresh_key);
-            let holder = known_share(keys, participant)?;
-            if !share_signature::verify::<Secp256k1Curve>(holder, &message, signature) {
-                return Err(ReshareError::ShareSignature(*from));
+            let holder = identity_of(&session.identities, participant)?;
+            if !signed_by(holder, message, signature) {
+                return Err(ReshareError::IdentitySignature(*from));
             }
             let fresh = points(fresh_key, 1)?;
             peers.0.insert(participant, fresh.batch[0]);
             peers.1.insert(participant, fresh.network[0]);
         }
-        let refresh_id = refresh_session(id, &session.pair, &session.shares);
+        let refresh_id = refresh_session(session);
         let (kept_batch, batch) = share_refresh::deal(
             &keys.batch,
             &refresh_id,
@@ -663,19 +674,19 @@ impl Resharing {
     }
 
     /// Step 3 of a refresh: our refreshed keys, the digest of their verification shares, and
-    /// our old share's signature over it. Nothing is marked answered here: the caller records
+    /// our identity's signature over it. Nothing is marked answered here: the caller records
     /// the new shares, then calls `mark_refreshed`, so a failed write is simply asked again.
     ///
     /// # Errors
     /// No session under `id` or no deal of ours yet, a deal does not parse or does not fit its
     /// commitments (the session ends: the attempt cannot go on), or the deals were sent
     /// before with other contents.
-    pub fn refresh<R: RngCore + CryptoRng>(
+    pub fn refresh(
         &mut self,
         id: KeyGenId,
         deals: &ParticipantMap,
         keys: &GeneratedKeys,
-        rng: &mut R,
+        identity: &Identity,
     ) -> Result<Refreshed, ReshareError> {
         let session = self
             .refreshing
@@ -686,7 +697,7 @@ impl Resharing {
             return if answered.deals == *deals {
                 Ok(Refreshed::Again {
                     digest: answered.digest,
-                    signature: answered.signature.clone(),
+                    signature: answered.signature,
                 })
             } else {
                 Err(ReshareError::ConflictingRepeat(id))
@@ -721,7 +732,7 @@ impl Resharing {
                 },
             );
         }
-        let refresh_id = refresh_session(id, &session.pair, &session.shares);
+        let refresh_id = refresh_session(session);
         let refreshed = share_refresh::apply(
             &keys.batch,
             &refresh_id,
@@ -749,11 +760,7 @@ impl Resharing {
             }
         };
         let digest = verification_digest(&refreshed);
-        let signature = share_signature::sign::<Secp256k1Curve, _>(
-            keys.network.original_secret_share(),
-            &refreshed_message(id, &session.pair, &digest),
-            rng,
-        );
+        let signature = identity.sign(refreshed_message(id, &session.pair, &digest));
         Ok(Refreshed::New {
             keys: refreshed,
             digest,
@@ -768,32 +775,38 @@ impl Resharing {
         id: KeyGenId,
         deals: &ParticipantMap,
         digest: [u8; 32],
-        signature: Vec<u8>,
+        signature: [u8; 64],
     ) {
         if let Some(session) = self.refreshing.get_mut(&id.set).filter(|s| s.id == id) {
-            session.dealing = None;
-            session.answered = Some(Answered {
-                deals: deals.clone(),
-                digest,
-                signature,
-            });
+            // What was kept of our own polynomial is no longer needed: dropped (zeroized).
+            if let Some(dealing) = session.dealing.take() {
+                session.answered = Some(Answered {
+                    keys: dealing.keys,
+                    dealt: dealing.deals,
+                    deals: deals.clone(),
+                    digest,
+                    signature,
+                });
+            }
         }
     }
 }
 
 /// Whether every participant of `keys` signed `refreshed_message(id, pair, digest)` with its
-/// (old) network share, as `signatures` has it: what a participant checks before it switches
-/// to refreshed shares, so that none switches unless all hold them.
+/// registered identity (in `identities`, ours at our index), as `signatures` has it: what a
+/// participant checks before it switches to refreshed shares, so that none switches unless all
+/// hold them.
 ///
 /// # Errors
-/// The signatures are not one from each participant, or one does not verify (naming it).
+/// The identities do not fit, the signatures are not one from each participant, or one does
+/// not verify (naming it).
 pub fn everyone_refreshed(
-    keys: &GeneratedKeys,
-    id: KeyGenId,
-    pair: &KeyPair,
-    digest: &[u8; 32],
+    (keys, identity): (&GeneratedKeys, &Identity),
+    identities: &[[u8; 32]],
+    (id, pair, digest): (KeyGenId, &KeyPair, &[u8; 32]),
     signatures: &ParticipantMap,
 ) -> Result<(), ReshareError> {
+    identities_fit(keys, identities, identity)?;
     let n = keys.network.params().n();
     let expected: Vec<u16> = (1..=n).collect();
     if !signatures.keys().map(|p| p.get()).eq(expected) {
@@ -804,14 +817,50 @@ pub fn everyone_refreshed(
     }
     let message = refreshed_message(id, pair, digest);
     for (participant, signature) in signatures {
-        let holder = known_share(keys, frost_participant(*participant)?)?;
-        if signature.len() != SHARE_SIGNATURE_BYTES
-            || !share_signature::verify::<Secp256k1Curve>(holder, &message, signature)
-        {
-            return Err(ReshareError::ShareSignature(*participant));
+        let holder = identity_of(identities, frost_participant(*participant)?)?;
+        if !signed_by(holder, message, signature) {
+            return Err(ReshareError::IdentitySignature(*participant));
         }
     }
     Ok(())
+}
+
+/// That `identities` hold one identity per participant of `keys`, ours at our index.
+fn identities_fit(
+    keys: &GeneratedKeys,
+    identities: &[[u8; 32]],
+    identity: &Identity,
+) -> Result<(), ReshareError> {
+    let params = keys.network.params();
+    let ours = usize::from(u16::from(params.i())) - 1;
+    if identities.len() != usize::from(params.n())
+        || identities.get(ours) != Some(&identity.public().serialize())
+    {
+        return Err(ReshareError::Identities);
+    }
+    Ok(())
+}
+
+/// The registered identity of `participant` (1-based) in `identities`.
+fn identity_of(
+    identities: &[[u8; 32]],
+    participant: FrostParticipant,
+) -> Result<&[u8; 32], ReshareError> {
+    identities
+        .get(usize::from(u16::from(participant)) - 1)
+        .ok_or(ReshareError::Identities)
+}
+
+/// Whether `signature` is the BIP340 signature of the x-only key `identity` over `message`.
+fn signed_by(identity: &[u8; 32], message: [u8; 32], signature: &[u8]) -> bool {
+    XOnlyPublicKey::from_slice(identity)
+        .ok()
+        .zip(schnorr::Signature::from_slice(signature).ok())
+        .is_some_and(|(identity, signature)| {
+            Secp256k1::verification_only()
+                .verify_schnorr(&signature, &Message::from_digest(message), &identity)
+                .is_ok()
+        })
 }
 
 /// The digest of both keys' verification shares, every participant's in order: equal at every
@@ -831,21 +880,6 @@ fn digest_shares<C: Ciphersuite>(engine: &mut sha256::HashEngine, keys: &Thresho
     for m in participants(params.n()) {
         engine.input(keys.original_verification_share(m).to_bytes().as_ref());
     }
-}
-
-/// The verification share (network key) of `participant`, if it is one of the key's.
-fn known_share(
-    keys: &GeneratedKeys,
-    participant: FrostParticipant,
-) -> Result<<Secp256k1Curve as Ciphersuite>::G, ReshareError> {
-    if u16::from(participant) > keys.network.params().n() {
-        return Err(ReshareError::Malformed(format!(
-            "participant {} of a key of {}",
-            u16::from(participant),
-            keys.network.params().n()
-        )));
-    }
-    Ok(keys.network.original_verification_share(participant))
 }
 
 /// Makes room for a session of `id`'s set: refuses an attempt at or below the one the set
@@ -902,11 +936,16 @@ fn repair_session(id: KeyGenId, repair: &ShareRepair, fresh_key: &[u8]) -> [u8; 
 }
 
 /// The 32 bytes every mask of a refresh is bound to: its attestation message, which names the
-/// verification shares it refreshes.
-fn refresh_session(id: KeyGenId, pair: &KeyPair, shares: &[u8; 32]) -> [u8; 32] {
+/// verification shares it refreshes and every participant's identity.
+fn refresh_session(session: &Refreshing) -> [u8; 32] {
     let mut engine = sha256::HashEngine::default();
     engine.input(b"serai-processor/share-refresh-session/v1");
-    engine.input(&refresh_attestation_message(id, pair, shares));
+    engine.input(&refresh_attestation_message(
+        session.id,
+        &session.pair,
+        &session.shares,
+        &session.identities,
+    ));
     sha256::Hash::from_engine(engine).to_byte_array()
 }
 

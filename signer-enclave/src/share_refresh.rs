@@ -11,7 +11,7 @@
 //! 1. `deal`: participant `i` draws `f_i` (coefficients `a_1 … a_{t-1}`, constant zero),
 //!    commits to each coefficient (`a_k·G`) and sends every other participant `j` the value
 //!    `f_i(j)`, masked (`pairwise`) under `i`'s fresh key and `j`'s; it keeps `f_i(i)`. The
-//!    fresh keys are the session's own (each signed with its holder's share, checked by the
+//!    fresh keys are the session's own (each signed by its holder's identity, checked by the
 //!    caller), never the shares: a thief of an old share who reads the traffic learns nothing
 //!    of the new one.
 //! 2. `apply`: participant `j` unmasks each `f_i(j)` and checks it against `f_i`'s

@@ -397,3 +397,152 @@ fn a_dealer_whose_value_does_not_fit_its_commitments_is_blamed() {
         Err(RefreshError::Contributions(_))
     ));
 }
+
+/// Every enclave's refresh sessions driven in process, as the coordinator relays them: a
+/// step repeated after its answer gets the same answer, a step out of order is refused, and a
+/// confirmation is taken only with every participant's signature.
+#[test]
+fn refresh_sessions_repeat_answers_refuse_disorder_and_need_every_signature() {
+    use schema::{
+        ids::{Attempt, KeyGenId, NetworkId, Participant as Index, Session, ValidatorSet},
+        messages::ParticipantMap,
+    };
+    use signer_enclave::{
+        enclave::pair_of,
+        identity::Identity,
+        resharing::{everyone_refreshed, verification_digest, Refreshed, ReshareError, Resharing},
+    };
+
+    let keys = generate_keys(3, 4, &mut OsRng).unwrap();
+    let pair = pair_of(&keys[&Index::new(1).unwrap()]).unwrap();
+    let shares = verification_digest(&keys[&Index::new(1).unwrap()]);
+    let id = KeyGenId {
+        set: ValidatorSet {
+            session: Session(0),
+            network: NetworkId::Bitcoin,
+        },
+        attempt: Attempt(1),
+    };
+    let others = |map: &ParticipantMap, me: Index| -> ParticipantMap {
+        map.iter()
+            .filter(|(i, _)| **i != me)
+            .map(|(i, v)| (*i, v.clone()))
+            .collect()
+    };
+    let mut sessions: BTreeMap<Index, Resharing> =
+        keys.keys().map(|i| (*i, Resharing::default())).collect();
+    let identity: BTreeMap<Index, Identity> = keys
+        .keys()
+        .map(|i| (*i, Identity::generate(&mut OsRng)))
+        .collect();
+    let identities: Vec<[u8; 32]> = identity
+        .values()
+        .map(|identity| identity.public().serialize())
+        .collect();
+
+    // Deals before fresh keys: no such step yet.
+    let first = Index::new(1).unwrap();
+    let early = sessions.get_mut(&first).unwrap().deal(
+        id,
+        &ParticipantMap::new(),
+        &keys[&first],
+        &mut OsRng,
+    );
+    assert_eq!(early.unwrap_err(), ReshareError::UnknownAttempt(id));
+
+    // Identities not one per participant, or another's at our index: refused.
+    let mut swapped = identities.clone();
+    swapped.swap(0, 1);
+    for wrong in [&identities[..3], &swapped[..]] {
+        let refused = sessions.get_mut(&first).unwrap().begin_refresh(
+            id,
+            (pair, shares),
+            wrong,
+            (&keys[&first], &identity[&first]),
+            &mut OsRng,
+        );
+        assert_eq!(refused.unwrap_err(), ReshareError::Identities);
+    }
+    let mut fresh = ParticipantMap::new();
+    for (i, session) in &mut sessions {
+        let key = session
+            .begin_refresh(
+                id,
+                (pair, shares),
+                &identities,
+                (&keys[i], &identity[i]),
+                &mut OsRng,
+            )
+            .unwrap();
+        fresh.insert(*i, key);
+    }
+    // A participant's fresh key with another's signature is refused, naming it.
+    let mut forged = others(&fresh, first);
+    let two = Index::new(2).unwrap();
+    let swapped = [&forged[&two][..65], &fresh[&first][65..]].concat();
+    forged.insert(two, swapped);
+    let refused = sessions
+        .get_mut(&first)
+        .unwrap()
+        .deal(id, &forged, &keys[&first], &mut OsRng);
+    assert_eq!(refused.unwrap_err(), ReshareError::IdentitySignature(two));
+
+    let mut deals: BTreeMap<Index, ParticipantMap> = BTreeMap::new();
+    let mut dealt = BTreeMap::new();
+    for (i, session) in &mut sessions {
+        let sent = session
+            .deal(id, &others(&fresh, *i), &keys[i], &mut OsRng)
+            .unwrap();
+        dealt.insert(*i, sent.clone());
+        for (to, blob) in sent {
+            deals.entry(to).or_default().insert(*i, blob);
+        }
+    }
+    let mut signatures = ParticipantMap::new();
+    let mut digests = Vec::new();
+    for (i, session) in &mut sessions {
+        let Refreshed::New {
+            digest, signature, ..
+        } = session
+            .refresh(id, &deals[i], &keys[i], &identity[i])
+            .unwrap()
+        else {
+            panic!("new shares expected");
+        };
+        session.mark_refreshed(id, &deals[i], digest, signature);
+        digests.push(digest);
+        signatures.insert(*i, signature.to_vec());
+    }
+    digests.dedup();
+    assert_eq!(digests.len(), 1);
+    let digest = digests[0];
+
+    // Asked again once answered: the same deals, the same digest and signature.
+    let session = sessions.get_mut(&first).unwrap();
+    let again = session
+        .deal(id, &others(&fresh, first), &keys[&first], &mut OsRng)
+        .unwrap();
+    assert_eq!(again, dealt[&first]);
+    let Refreshed::Again { digest: same, .. } = session
+        .refresh(id, &deals[&first], &keys[&first], &identity[&first])
+        .unwrap()
+    else {
+        panic!("the same answer expected");
+    };
+    assert_eq!(same, digest);
+
+    // The confirmation's signatures: all four check out; one missing or one over another
+    // digest does not.
+    let old = (&keys[&first], &identity[&first]);
+    everyone_refreshed(old, &identities, (id, &pair, &digest), &signatures).unwrap();
+    let mut missing = signatures.clone();
+    missing.remove(&two);
+    assert!(matches!(
+        everyone_refreshed(old, &identities, (id, &pair, &digest), &missing),
+        Err(ReshareError::Malformed(_))
+    ));
+    assert_eq!(
+        everyone_refreshed(old, &identities, (id, &pair, &[9; 32]), &signatures).unwrap_err(),
+        ReshareError::IdentitySignature(first)
+    );
+}

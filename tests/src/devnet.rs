@@ -529,11 +529,17 @@ impl Devnet {
         let [shares] = digests.as_slice() else {
             return Err(failed("the validators hold different verification shares"));
         };
+        // As the operators registered them with the coordinator: read on each host.
+        let identities = self
+            .validators
+            .iter()
+            .map(|validator| validator.enclave.identity())
+            .collect::<Result<Vec<_>, _>>()?;
         futures::executor::block_on(relay::refresh(
             &mut self.parties(),
             id,
-            pair,
-            *shares,
+            (pair, *shares),
+            &identities,
             &self.attestor,
         ))
     }

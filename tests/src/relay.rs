@@ -266,7 +266,7 @@ fn helpers<'a, P>(
 }
 
 /// Relays a refresh of `pair`, whose verification shares have digest `shares`, among every
-/// party, attested by `coordinator`: the fresh keys, the deals, then, once every party reported
+/// party (whose registered identities are `identities`, in order), attested by `coordinator`: the fresh keys, the deals, then, once every party reported
 /// the same refreshed verification shares, the confirmation with every party's signature.
 /// Returns each party's last message (`RefreshConfirmed`).
 ///
@@ -276,12 +276,21 @@ fn helpers<'a, P>(
 pub async fn refresh<P: KeyGenParty>(
     parties: &mut BTreeMap<Participant, P>,
     id: KeyGenId,
-    pair: KeyPair,
-    shares: [u8; 32],
+    (pair, shares): (KeyPair, [u8; 32]),
+    identities: &[[u8; 32]],
     coordinator: &Keypair,
 ) -> Result<BTreeMap<Participant, ProcessorMessage>, HarnessError> {
-    let (digest, signatures) = refresh_deals(parties, id, pair, shares, coordinator).await?;
-    confirm_refresh(parties, id, pair, digest, &signatures, coordinator).await
+    let (digest, signatures) =
+        refresh_deals(parties, id, (pair, shares), identities, coordinator).await?;
+    confirm_refresh(
+        parties,
+        id,
+        (pair, digest),
+        identities,
+        &signatures,
+        coordinator,
+    )
+    .await
 }
 
 /// Sends each party `message(party)`, all at once; returns each one's answer.
@@ -304,16 +313,20 @@ async fn round<P: KeyGenParty>(
 pub async fn refresh_deals<P: KeyGenParty>(
     parties: &mut BTreeMap<Participant, P>,
     id: KeyGenId,
-    pair: KeyPair,
-    shares: [u8; 32],
+    (pair, shares): (KeyPair, [u8; 32]),
+    identities: &[[u8; 32]],
     coordinator: &Keypair,
 ) -> Result<([u8; 32], ParticipantMap), HarnessError> {
-    let attestation = attest(coordinator, refresh_attestation_message(id, &pair, &shares));
+    let attestation = attest(
+        coordinator,
+        refresh_attestation_message(id, &pair, &shares, identities),
+    );
     let mut keys = ParticipantMap::new();
     let begin = |_| CoordinatorMessage::RefreshBegin {
         id,
         pair,
         shares,
+        identities: identities.to_vec(),
         attestation,
     };
     for (i, answer) in round(parties, begin).await? {
@@ -349,7 +362,7 @@ pub async fn refresh_deals<P: KeyGenParty>(
             return Err(failed(format!("expected Refreshed, got {answer:?}")));
         };
         digests.push(digest);
-        signatures.insert(i, signature);
+        signatures.insert(i, signature.to_vec());
     }
     Ok((same(digests)?, signatures))
 }
@@ -362,17 +375,21 @@ pub async fn refresh_deals<P: KeyGenParty>(
 pub async fn confirm_refresh<P: KeyGenParty>(
     parties: &mut BTreeMap<Participant, P>,
     id: KeyGenId,
-    pair: KeyPair,
-    digest: [u8; 32],
+    (pair, digest): (KeyPair, [u8; 32]),
+    identities: &[[u8; 32]],
     signatures: &ParticipantMap,
     coordinator: &Keypair,
 ) -> Result<BTreeMap<Participant, ProcessorMessage>, HarnessError> {
-    let attestation = attest(coordinator, refresh_confirm_message(id, &pair, &digest));
+    let attestation = attest(
+        coordinator,
+        refresh_confirm_message(id, &pair, &digest, identities),
+    );
     let confirm = |_| CoordinatorMessage::RefreshConfirm {
         id,
         pair,
         digest,
         signatures: signatures.clone(),
+        identities: identities.to_vec(),
         attestation,
     };
     Ok(round(parties, confirm).await?.into_iter().collect())

@@ -434,6 +434,7 @@ async fn adversary() {
         helpers: helpers.iter().map(|&i| p(i)).collect(),
         participants: 4,
         identity: identity.x_only_public_key().0.serialize(),
+        shares: enclaves[&p(1)].shares_digest().unwrap(),
     };
     let attested_help = |repair: ShareRepair| {
         let id = key_gen_id(0, 10);
@@ -457,13 +458,20 @@ async fn adversary() {
             attestation.0[3] ^= 1;
         }
     }
+    // The enclaves' identities, as their operators registered them.
+    let identities: Vec<[u8; 32]> = enclaves
+        .values()
+        .map(|enclave: &EnclaveProcess| enclave.identity().unwrap())
+        .collect();
     let refresh = |attestor: &Keypair, shares: [u8; 32]| {
         let id = key_gen_id(0, 11);
+        let message = refresh_attestation_message(id, &voted, &shares, &identities);
         Attack::KeyGen(Box::new(CoordinatorMessage::RefreshBegin {
             id,
             pair: voted,
             shares,
-            attestation: relay::attest(attestor, refresh_attestation_message(id, &voted, &shares)),
+            identities: identities.clone(),
+            attestation: relay::attest(attestor, message),
         }))
     };
     let impostor = Keypair::from_secret_key(
@@ -477,9 +485,10 @@ async fn adversary() {
             pair: voted,
             digest: [0; 32],
             signatures: ParticipantMap::new(),
+            identities: identities.clone(),
             attestation: relay::attest(
                 &coordinator(),
-                refresh_confirm_message(id, &voted, &[0; 32]),
+                refresh_confirm_message(id, &voted, &[0; 32], &identities),
             ),
         }))
     };

@@ -730,10 +730,11 @@ async fn key_pairs_move_to_a_new_token() {
             assert!(shown.contains("label \"processor-next\""), "{shown}");
             assert!(shown.contains("key pairs: 1"), "{shown}");
 
-            // The old token's key no longer opens the pair: the old configuration does not start.
+            // The old token's key no longer opens what was moved (the identity or the pair): the
+            // old configuration does not start.
             enclave.use_config(old_config);
             let error = enclave.start().unwrap_err().to_string();
-            assert!(error.contains("cannot be unsealed"), "{error}");
+            assert!(error.contains("does not unseal"), "{error}");
         })
         .await;
 }
@@ -808,6 +809,8 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
         participants: 4,
         // As its operator registers it with the coordinator: read on its host.
         identity: enclaves[&p(2)].identity().unwrap(),
+        // The sharing the helpers hold, as their `status` shows it.
+        shares: enclaves[&p(1)].shares_digest().unwrap(),
     };
     let repair_id = |attempt| KeyGenId {
         set: set(),
@@ -897,25 +900,63 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
         set: set(),
         attempt: Attempt(attempt),
     };
-    let error = relay::refresh(&mut clients, refresh_id(1), pair, shares, &impostor)
-        .await
-        .unwrap_err();
+    // Every validator's registered identity, as its operator read it on its host.
+    let identities: Vec<[u8; 32]> = enclaves
+        .values()
+        .map(|enclave| enclave.identity().unwrap())
+        .collect();
+    let error = relay::refresh(
+        &mut clients,
+        refresh_id(1),
+        (pair, shares),
+        &identities,
+        &impostor,
+    )
+    .await
+    .unwrap_err();
     assert!(error.to_string().contains("AttestationInvalid"), "{error}");
     // One of other shares than they hold is refused by name.
-    let error = relay::refresh(&mut clients, refresh_id(1), pair, [7; 32], &coordinator)
-        .await
-        .unwrap_err();
-    assert!(error.to_string().contains("other shares"), "{error}");
+    let error = relay::refresh(
+        &mut clients,
+        refresh_id(1),
+        (pair, [7; 32]),
+        &identities,
+        &coordinator,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("other verification shares"),
+        "{error}"
+    );
+    // One naming another identity at a participant's place: that participant refuses.
+    let mut swapped = identities.clone();
+    swapped.swap(0, 1);
+    let error = relay::refresh(
+        &mut clients,
+        refresh_id(1),
+        (pair, shares),
+        &swapped,
+        &coordinator,
+    )
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("identities"), "{error}");
 
     // Attested: every share changes and the group keys stay. Enclave 3 is killed between
     // sealing its new shares and the confirmation: they wait in its database, the old shares
     // sign meanwhile, and the confirmation finds them after the restart.
     let before = enclaves[&p(1)].cli("status").unwrap();
     let started = std::time::Instant::now();
-    let (digest, signatures) =
-        relay::refresh_deals(&mut clients, refresh_id(2), pair, shares, &coordinator)
-            .await
-            .unwrap();
+    let (digest, signatures) = relay::refresh_deals(
+        &mut clients,
+        refresh_id(2),
+        (pair, shares),
+        &identities,
+        &coordinator,
+    )
+    .await
+    .unwrap();
     let elapsed = started.elapsed();
     let pending = "signer_enclave_refreshes_pending";
     drop(clients);
@@ -935,9 +976,10 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
             id: refresh_id(attempt),
             pair,
             shares,
+            identities: identities.clone(),
             attestation: relay::attest(
                 &coordinator,
-                refresh_attestation_message(refresh_id(attempt), &pair, &shares),
+                refresh_attestation_message(refresh_id(attempt), &pair, &shares, &identities),
             ),
         };
         assert_eq!(
@@ -956,8 +998,8 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
         let error = relay::confirm_refresh(
             &mut clients,
             refresh_id(2),
-            pair,
-            digest,
+            (pair, digest),
+            &identities,
             signed_by,
             attestor,
         )
@@ -969,23 +1011,49 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
         assert_eq!(enclave.metric(pending).unwrap(), 1.0);
     }
     let started = std::time::Instant::now();
-    let confirmed = relay::confirm_refresh(
-        &mut clients,
+    let but = |left_out: Participant, clients: &BTreeMap<Participant, EnclaveClient>| {
+        clients
+            .iter()
+            .filter(|(i, _)| **i != left_out)
+            .map(|(i, client)| (*i, client.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    relay::confirm_refresh(
+        &mut but(p(3), &clients),
         refresh_id(2),
-        pair,
-        digest,
+        (pair, digest),
+        &identities,
         &signatures,
         &coordinator,
     )
     .await
     .unwrap();
     eprintln!("refresh of four shares: {:?}", elapsed + started.elapsed());
+    // Validator 3's confirmation has not come yet: its old share does not combine with the
+    // others' new ones, and nothing is signed.
+    assert!(
+        relay::sign_plan(&clients, &[p(1), p(3), p(4)], id(9), &spend)
+            .await
+            .is_err()
+    );
+    // It comes (the coordinator sends it again to everyone): 3 switches too, the others answer
+    // as before.
+    let confirmed = relay::confirm_refresh(
+        &mut clients,
+        refresh_id(2),
+        (pair, digest),
+        &identities,
+        &signatures,
+        &coordinator,
+    )
+    .await
+    .unwrap();
     // Confirmed again (the coordinator retrying): the same answer, nothing changes.
     let again = relay::confirm_refresh(
         &mut clients,
         refresh_id(2),
-        pair,
-        digest,
+        (pair, digest),
+        &identities,
         &signatures,
         &coordinator,
     )
@@ -1025,6 +1093,56 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
     }
     let signed = sign_plan(&clients, &[p(1), p(3), p(4)], id(3), &spend).await;
     verify_transaction(&signed, &built.prevouts).unwrap();
+
+    // A second refresh whose end validator 4 never hears of: 1, 2 and 3 move on, 4 is left on
+    // the old shares and cannot sign with them. A repair by the three brings it to theirs.
+    let (next, signatures) = relay::refresh_deals(
+        &mut clients,
+        refresh_id(3),
+        (pair, digest),
+        &identities,
+        &coordinator,
+    )
+    .await
+    .unwrap();
+    relay::confirm_refresh(
+        &mut but(p(4), &clients),
+        refresh_id(3),
+        (pair, next),
+        &identities,
+        &signatures,
+        &coordinator,
+    )
+    .await
+    .unwrap();
+    assert!(
+        relay::sign_plan(&clients, &[p(2), p(3), p(4)], id(10), &spend)
+            .await
+            .is_err()
+    );
+    let left_behind = ShareRepair {
+        repaired: p(4),
+        helpers: vec![p(1), p(2), p(3)],
+        identity: identities[3],
+        shares: next,
+        ..repair.clone()
+    };
+    let repaired = relay::repair(&mut clients, repair_id(5), &left_behind, &coordinator)
+        .await
+        .unwrap();
+    assert!(
+        matches!(repaired, ProcessorMessage::Repaired { .. }),
+        "{repaired:?}"
+    );
+    assert_eq!(enclaves[&p(4)].shares_digest().unwrap(), next);
+    let signed = sign_plan(&clients, &[p(2), p(3), p(4)], id(4), &spend).await;
+    verify_transaction(&signed, &built.prevouts).unwrap();
+    // Now it holds the named shares: a repair of them would replace a working share.
+    let error = relay::repair(&mut clients, repair_id(6), &left_behind, &coordinator)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("ReshareFailed"), "{error}");
+
     let audit = enclaves[&p(2)].cli("audit").unwrap();
     let audit = String::from_utf8_lossy(&audit.stdout);
     for event in ["key_repaired", "key_refreshed", "refresh_confirmed"] {

@@ -911,6 +911,7 @@ fn a_lost_enclave_is_repaired_by_three_peers_and_every_share_refreshed() {
         helpers: vec![p(1), p(3), p(4)],
         participants: 4,
         identity: devnet.validators[1].enclave.identity().unwrap(),
+        shares: devnet.validators[0].enclave.shares_digest().unwrap(),
     };
     let started = std::time::Instant::now();
     let repaired = devnet.repair(id(1), &repair).unwrap();

@@ -16,9 +16,9 @@ pub const REFRESH_TAG: &str = "serai-processor/share-refresh/v1";
 pub const REFRESH_CONFIRM_TAG: &str = "serai-processor/share-refresh-confirm/v1";
 /// The transcript tag of what a repaired enclave's identity signs: its fresh keys.
 pub const REPAIR_FRESH_KEY_TAG: &str = "serai-processor/share-repair-fresh-key/v1";
-/// The transcript tag of what a participant's share signs in a refresh: its fresh keys.
+/// The transcript tag of what a participant's identity signs in a refresh: its fresh keys.
 pub const REFRESH_KEY_TAG: &str = "serai-processor/share-refresh-key/v1";
-/// The transcript tag of what a participant's old share signs: the refreshed shares' digest.
+/// The transcript tag of what a participant's identity signs: the refreshed shares' digest.
 pub const REFRESHED_TAG: &str = "serai-processor/share-refreshed/v1";
 
 /// Who is repaired and who helps.
@@ -35,12 +35,16 @@ pub struct ShareRepair {
     /// The repaired enclave's identity key (x-only), as its operator registered it with the
     /// coordinator: the key its fresh keys must be signed with.
     pub identity: [u8; 32],
+    /// The digest of the verification shares the helpers hold: the sharing the repaired share
+    /// belongs to (an enclave left on older shares by a refresh it missed is repaired into it).
+    pub shares: [u8; 32],
 }
 
 /// The 32-byte message a repair's attestation signs (BIP340): the tagged hash (`REPAIR_TAG`)
 /// of the network code, the session (u32 LE), the attempt (u32 LE), both group keys, the
 /// repaired participant (u16 LE), the helper count (u64 LE) and each helper (u16 LE), the
-/// number of participants (u16 LE), the repaired enclave's identity and its fresh keys.
+/// number of participants (u16 LE), the repaired enclave's identity, the digest of the
+/// verification shares the helpers hold, and its fresh keys.
 /// Helpers mask what they send under those fresh keys, which the identity signed
 /// (`repair_fresh_key_message`): the coordinator attests the identity its operator registered,
 /// so a relay cannot receive the share in the repaired enclave's place.
@@ -71,20 +75,36 @@ fn repair_transcript(tag: &str, id: KeyGenId, repair: &ShareRepair) -> Transcrip
     }
     transcript.append("participants", &repair.participants.to_le_bytes());
     transcript.append("identity", &repair.identity);
+    transcript.append("shares", &repair.shares);
     transcript
 }
 
 /// The 32-byte message a refresh's attestation signs: the tagged hash (`REFRESH_TAG`) of the
-/// network code, the session, the attempt, both group keys and the digest of the verification
-/// shares refreshed (every participant must hold those, or it refuses by name).
-pub fn refresh_attestation_message(id: KeyGenId, pair: &KeyPair, shares: &[u8; 32]) -> [u8; 32] {
+/// network code, the session, the attempt, both group keys, the digest of the verification
+/// shares refreshed (every participant must hold those, or it refuses by name), and every
+/// participant's registered identity in order (the count as u64 LE, then each).
+pub fn refresh_attestation_message(
+    id: KeyGenId,
+    pair: &KeyPair,
+    shares: &[u8; 32],
+    identities: &[[u8; 32]],
+) -> [u8; 32] {
     let mut transcript = attempt_transcript(REFRESH_TAG, id, pair);
     transcript.append("shares", shares);
+    append_identities(&mut transcript, identities);
     transcript.finish()
 }
 
-/// The 32-byte message a participant's share signs over its fresh keys for a refresh: the
-/// tagged hash (`REFRESH_KEY_TAG`) of what the refresh attestation covers and the fresh keys.
+fn append_identities(transcript: &mut Transcript, identities: &[[u8; 32]]) {
+    transcript.append("identities", &(identities.len() as u64).to_le_bytes());
+    for identity in identities {
+        transcript.append("identity", identity);
+    }
+}
+
+/// The 32-byte message a participant's identity signs (BIP340) over its fresh keys for a
+/// refresh: the tagged hash (`REFRESH_KEY_TAG`) of the session, the attempt, both group keys,
+/// the shares refreshed and the fresh keys.
 pub fn refresh_key_message(
     id: KeyGenId,
     pair: &KeyPair,
@@ -97,9 +117,10 @@ pub fn refresh_key_message(
     transcript.finish()
 }
 
-/// The 32-byte message a participant's old share signs once it holds the refreshed shares of
-/// `digest`: the tagged hash (`REFRESHED_TAG`) of the session, the attempt, both group keys
-/// and the digest. Every participant's is in the confirmation, checked before anyone switches.
+/// The 32-byte message a participant's identity signs (BIP340) once it holds the refreshed
+/// shares of `digest`: the tagged hash (`REFRESHED_TAG`) of the session, the attempt, both
+/// group keys and the digest. Every participant's is in the confirmation, checked before
+/// anyone switches.
 pub fn refreshed_message(id: KeyGenId, pair: &KeyPair, digest: &[u8; 32]) -> [u8; 32] {
     let mut transcript = attempt_transcript(REFRESHED_TAG, id, pair);
     transcript.append("digest", digest);
@@ -107,11 +128,18 @@ pub fn refreshed_message(id: KeyGenId, pair: &KeyPair, digest: &[u8; 32]) -> [u8
 }
 
 /// The 32-byte message a refresh confirmation's attestation signs: the tagged hash
-/// (`REFRESH_CONFIRM_TAG`) of the network code, the session, the attempt, both group keys and
-/// the digest of the refreshed verification shares every participant reported.
-pub fn refresh_confirm_message(id: KeyGenId, pair: &KeyPair, digest: &[u8; 32]) -> [u8; 32] {
+/// (`REFRESH_CONFIRM_TAG`) of the network code, the session, the attempt, both group keys, the
+/// digest of the refreshed verification shares every participant reported, and every
+/// participant's identity as in `refresh_attestation_message`.
+pub fn refresh_confirm_message(
+    id: KeyGenId,
+    pair: &KeyPair,
+    digest: &[u8; 32],
+    identities: &[[u8; 32]],
+) -> [u8; 32] {
     let mut transcript = attempt_transcript(REFRESH_CONFIRM_TAG, id, pair);
     transcript.append("digest", digest);
+    append_identities(&mut transcript, identities);
     transcript.finish()
 }
 
@@ -193,6 +221,8 @@ pub enum CoordinatorMessage {
         pair: KeyPair,
         /// The digest of the verification shares refreshed.
         shares: [u8; 32],
+        /// Every participant's registered identity, in participant order.
+        identities: Vec<[u8; 32]>,
         /// The coordinator's signature over `refresh_attestation_message`.
         attestation: Attestation,
     },
@@ -221,6 +251,8 @@ pub enum CoordinatorMessage {
         digest: [u8; 32],
         /// Every participant's `Refreshed` signature.
         signatures: ParticipantMap,
+        /// Every participant's registered identity, in participant order.
+        identities: Vec<[u8; 32]>,
         /// The coordinator's signature over `refresh_confirm_message`.
         attestation: Attestation,
     },
@@ -314,8 +346,8 @@ pub enum ProcessorMessage {
     RefreshKey {
         /// Which attempt.
         id: KeyGenId,
-        /// Both fresh public keys (32 + 33) and the signature over `refresh_key_message` with
-        /// our network key share (65).
+        /// Both fresh public keys (32 + 33) and our identity's BIP340 signature over
+        /// `refresh_key_message` (64).
         key: Vec<u8>,
     },
     /// Our refresh deal, one per other participant.
@@ -333,8 +365,8 @@ pub enum ProcessorMessage {
         pair: KeyPair,
         /// The digest of the refreshed verification shares, the same at every participant.
         digest: [u8; 32],
-        /// Our old network key share's signature over `refreshed_message` (65 bytes).
-        signature: Vec<u8>,
+        /// Our identity's BIP340 signature over `refreshed_message`.
+        signature: [u8; 64],
     },
     /// We sign with the refreshed shares now.
     RefreshConfirmed {

@@ -182,6 +182,7 @@ impl Wire for ShareRepair {
         let len = write_len("repair helpers", self.helpers.len(), MAX_PARTICIPANTS)?;
         b.set_participants(self.participants);
         b.set_identity(&self.identity);
+        b.set_shares(&self.shares);
         let mut helpers = b.init_helpers(len);
         for (index, helper) in (0u32..).zip(&self.helpers) {
             helpers.set(index, helper.get());
@@ -202,6 +203,7 @@ impl Wire for ShareRepair {
                 .collect::<Result<_, _>>()?,
             participants: r.get_participants(),
             identity: read_array(r.get_identity()?, "repair identity")?,
+            shares: read_array(r.get_shares()?, "repair shares digest")?,
         })
     }
 }

@@ -14,7 +14,7 @@ use crate::{
     },
     instruction::OutInstructionWithBalance,
     keys::{BatchKey, KeyPair, NetworkKey},
-    limits::{MAX_BLOB_LEN, MAX_BURNS, MAX_PLANS_PER_BLOCK},
+    limits::{MAX_BLOB_LEN, MAX_BURNS, MAX_PARTICIPANTS, MAX_PLANS_PER_BLOCK},
     messages::{
         coordinator::{self, PlansAcknowledged, SubstrateBlockAck},
         key_gen::{self, ShareRepair},
@@ -44,6 +44,28 @@ fn read_blob(
     what: &'static str,
 ) -> Result<Vec<u8>, DecodeError> {
     read_bytes(data, what, MAX_BLOB_LEN)
+}
+
+/// The number of identities, refusing more than a set has participants.
+fn identities_len(identities: &[[u8; 32]]) -> Result<u32, EncodeError> {
+    write_len("identities", identities.len(), MAX_PARTICIPANTS)
+}
+
+fn write_identities(identities: &[[u8; 32]], mut list: capnp::data_list::Builder<'_>) {
+    for (index, identity) in (0u32..).zip(identities) {
+        list.set(index, identity);
+    }
+}
+
+/// At most `MAX_PARTICIPANTS` identities of 32 bytes each.
+fn read_identities(
+    list: capnp::Result<capnp::data_list::Reader<'_>>,
+) -> Result<Vec<[u8; 32]>, DecodeError> {
+    let list = list?;
+    check_read_len("identities", list.len() as usize, MAX_PARTICIPANTS)?;
+    list.iter()
+        .map(|identity| read_array(identity?, "identity"))
+        .collect()
 }
 
 fn write_blob<'a>(what: &'static str, blob: &'a [u8]) -> Result<&'a [u8], EncodeError> {
@@ -113,6 +135,7 @@ impl Wire for key_gen::CoordinatorMessage {
                 id,
                 pair,
                 shares,
+                identities,
                 attestation,
             } => {
                 let mut g = b.init_refresh_begin();
@@ -120,6 +143,7 @@ impl Wire for key_gen::CoordinatorMessage {
                 pair.write(g.reborrow().init_key_pair())?;
                 g.set_shares(shares);
                 g.set_attestation(&attestation.0);
+                write_identities(identities, g.init_identities(identities_len(identities)?));
                 Ok(())
             }
             key_gen::CoordinatorMessage::RefreshKeys { id, keys } => {
@@ -137,6 +161,7 @@ impl Wire for key_gen::CoordinatorMessage {
                 pair,
                 digest,
                 signatures,
+                identities,
                 attestation,
             } => {
                 let mut g = b.init_refresh_confirm();
@@ -144,6 +169,10 @@ impl Wire for key_gen::CoordinatorMessage {
                 pair.write(g.reborrow().init_key_pair())?;
                 g.set_digest(digest);
                 g.set_attestation(&attestation.0);
+                write_identities(
+                    identities,
+                    g.reborrow().init_identities(identities_len(identities)?),
+                );
                 write_participant_map(
                     signatures,
                     g.init_signatures(participant_map_len(signatures)?),
@@ -221,6 +250,7 @@ impl Wire for key_gen::CoordinatorMessage {
                     id: KeyGenId::read(g.get_id()?)?,
                     pair: KeyPair::read(g.get_key_pair()?)?,
                     shares: read_array(g.get_shares()?, "shares digest")?,
+                    identities: read_identities(g.get_identities())?,
                     attestation: read_attestation(g.get_attestation()?)?,
                 }
             }
@@ -246,6 +276,7 @@ impl Wire for key_gen::CoordinatorMessage {
                     pair: KeyPair::read(g.get_key_pair()?)?,
                     digest: read_array(g.get_digest()?, "digest")?,
                     signatures: read_participant_map(g.get_signatures())?,
+                    identities: read_identities(g.get_identities())?,
                     attestation: read_attestation(g.get_attestation()?)?,
                 }
             }
@@ -333,7 +364,7 @@ impl Wire for key_gen::ProcessorMessage {
                 id.write(g.reborrow().init_id())?;
                 pair.write(g.reborrow().init_key_pair())?;
                 g.set_digest(digest);
-                g.set_signature(write_blob("refreshed signature", signature)?);
+                g.set_signature(signature);
             }
             key_gen::ProcessorMessage::RefreshConfirmed { id, pair, epoch } => {
                 let mut g = b.init_refresh_confirmed();
@@ -429,7 +460,7 @@ impl Wire for key_gen::ProcessorMessage {
                     id: KeyGenId::read(g.get_id()?)?,
                     pair: KeyPair::read(g.get_key_pair()?)?,
                     digest: read_array(g.get_digest()?, "digest")?,
-                    signature: read_blob(g.get_signature(), "refreshed signature")?,
+                    signature: read_array(g.get_signature()?, "refreshed signature")?,
                 }
             }
             Which::RefreshConfirmed(g) => {
