@@ -1081,6 +1081,18 @@ mod tests {
         }
     }
 
+    /// A key pair whose network key is secp256k1's generator.
+    fn pair() -> KeyPair {
+        KeyPair {
+            batch_key: BatchKey([4; 32]),
+            network_key: NetworkKey::from_slice(
+                &hex::decode("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")
+                    .unwrap(),
+            )
+            .unwrap(),
+        }
+    }
+
     fn sealed(pair: &KeyPair, byte: u8) -> SealedKeys {
         SealedKeys {
             key_id: pair.network_key.to_bytes().to_vec(),
@@ -1100,15 +1112,7 @@ mod tests {
             session: Session(3),
             network: NetworkId::Bitcoin,
         };
-        let pair = KeyPair {
-            batch_key: BatchKey([4; 32]),
-            // secp256k1's generator.
-            network_key: NetworkKey::from_slice(
-                &hex::decode("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")
-                    .unwrap(),
-            )
-            .unwrap(),
-        };
+        let pair = pair();
         let pending = PendingRefresh {
             attempt: 2,
             digest: [9; 32],
@@ -1154,14 +1158,7 @@ mod tests {
             session: Session(1),
             network: NetworkId::Bitcoin,
         };
-        let pair = KeyPair {
-            batch_key: BatchKey([4; 32]),
-            network_key: NetworkKey::from_slice(
-                &hex::decode("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")
-                    .unwrap(),
-            )
-            .unwrap(),
-        };
+        let pair = pair();
         let record = KeyRecord {
             set,
             status: KeyStatus::Confirmed,

@@ -53,6 +53,7 @@ use schema::{
             refresh_attestation_message, repair_attestation_message, CoordinatorMessage,
             ProcessorMessage, ShareRepair,
         },
+        ParticipantMap,
     },
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
     protocol::{MAX_FEE_RATE, MAX_INPUTS, MAX_OUTPUTS},
@@ -279,6 +280,43 @@ async fn answer_to(message: &CoordinatorMessage, client: &EnclaveClient) -> Proc
     answers.remove(0)
 }
 
+/// Where enclave `i` of a test lives under `dir`.
+fn enclave_dir(dir: &Path, i: u16) -> std::path::PathBuf {
+    dir.join(format!("enclave-{i}"))
+}
+
+/// Four enclave processes under `dir`, each with its own token, trusting `coordinator`,
+/// serving `uid`, started.
+fn start_enclaves(
+    dir: &Path,
+    coordinator: &Keypair,
+    uid: u32,
+) -> BTreeMap<Participant, EnclaveProcess> {
+    (1..=4)
+        .map(|i| {
+            let mut enclave = EnclaveProcess::provision(
+                &enclave_dir(dir, i),
+                &coordinator.x_only_public_key().0,
+                uid,
+            )
+            .unwrap();
+            enclave.start().unwrap();
+            (p(i), enclave)
+        })
+        .collect()
+}
+
+/// A client of each enclave.
+async fn connect_all(
+    enclaves: &BTreeMap<Participant, EnclaveProcess>,
+) -> BTreeMap<Participant, EnclaveClient> {
+    let mut clients = BTreeMap::new();
+    for (i, enclave) in enclaves {
+        clients.insert(*i, connect(enclave).await);
+    }
+    clients
+}
+
 async fn connect(enclave: &EnclaveProcess) -> EnclaveClient {
     EnclaveClient::connect(enclave.socket(), DEADLINE)
         .await
@@ -296,18 +334,8 @@ async fn four_enclaves_generate_keys_sign_and_refuse_inner() {
     let dir = tempfile::tempdir().unwrap();
     let coordinator = coordinator_key(0x77);
     let uid = my_uid(dir.path());
-    let mut enclaves: BTreeMap<Participant, EnclaveProcess> = BTreeMap::new();
-    for i in 1..=4 {
-        let path = dir.path().join(format!("enclave-{i}"));
-        let mut enclave =
-            EnclaveProcess::provision(&path, &coordinator.x_only_public_key().0, uid).unwrap();
-        enclave.start().unwrap();
-        enclaves.insert(p(i), enclave);
-    }
-    let mut clients = BTreeMap::new();
-    for (i, enclave) in &enclaves {
-        clients.insert(*i, connect(enclave).await);
-    }
+    let mut enclaves = start_enclaves(dir.path(), &coordinator, uid);
+    let clients = connect_all(&enclaves).await;
 
     // Attempt 0: participant 2's share to participant 1 is corrupted; 1 blames 2.
     let mut parties = clients.clone();
@@ -575,10 +603,7 @@ async fn four_enclaves_generate_keys_sign_and_refuse_inner() {
     let enclave = enclaves.get_mut(&p(1)).unwrap();
     enclave.kill();
     enclave.start().unwrap();
-    let mut clients = BTreeMap::new();
-    for (i, enclave) in &enclaves {
-        clients.insert(*i, connect(enclave).await);
-    }
+    let clients = connect_all(&enclaves).await;
     assert_eq!(clients[&p(1)].status().await.unwrap().keys, vec![pair]);
     assert_eq!(
         refusal(clients[&p(1)].preprocess_plan(&id(1), &spend).await),
@@ -751,18 +776,9 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
     let coordinator = coordinator_key(0x77);
     let impostor = coordinator_key(0x78);
     let uid = my_uid(dir.path());
-    let path = |i: u16| dir.path().join(format!("enclave-{i}"));
-    let mut enclaves: BTreeMap<Participant, EnclaveProcess> = BTreeMap::new();
-    for i in 1..=4 {
-        let mut enclave =
-            EnclaveProcess::provision(&path(i), &coordinator.x_only_public_key().0, uid).unwrap();
-        enclave.start().unwrap();
-        enclaves.insert(p(i), enclave);
-    }
-    let mut clients = BTreeMap::new();
-    for (i, enclave) in &enclaves {
-        clients.insert(*i, connect(enclave).await);
-    }
+    let path = |i: u16| enclave_dir(dir.path(), i);
+    let mut enclaves = start_enclaves(dir.path(), &coordinator, uid);
+    let mut clients = connect_all(&enclaves).await;
     let last = key_gen(&mut clients, attempt(0), 3, None).await.unwrap();
     let pair = generated_pair(&last[&p(1)]);
     for client in clients.values() {
@@ -797,10 +813,7 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
         EnclaveProcess::provision(&path(2), &coordinator.x_only_public_key().0, uid).unwrap();
     replacement.start().unwrap();
     enclaves.insert(p(2), replacement);
-    let mut clients = BTreeMap::new();
-    for (i, enclave) in &enclaves {
-        clients.insert(*i, connect(enclave).await);
-    }
+    let mut clients = connect_all(&enclaves).await;
     assert!(clients[&p(2)].status().await.unwrap().keys.is_empty());
     let repair = ShareRepair {
         pair,
@@ -848,7 +861,12 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
         &clients[&p(2)],
     )
     .await;
-    let ProcessorMessage::RepairKey { signature, .. } = relayed else {
+    let ProcessorMessage::RepairKey {
+        fresh_key,
+        signature,
+        ..
+    } = relayed
+    else {
         panic!("expected a fresh key, got {relayed:?}");
     };
     // The relay's: both curves' generators, whose secrets (1) it knows.
@@ -872,6 +890,21 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
         RefusalReason::ReshareFailed
     );
     assert_eq!(enclaves[&p(1)].metric(helped).unwrap_or(0.0), 0.0);
+    // Answers handed to the repaired enclave under another key's attestation: refused before
+    // anything is read.
+    let forged = CoordinatorMessage::RepairAnswers {
+        id: repair_id(3),
+        answers: ParticipantMap::new(),
+        attestation: relay::attest(
+            &impostor,
+            repair_attestation_message(repair_id(3), &repair, &fresh_key),
+        ),
+    };
+    assert_eq!(
+        refusal(clients[&p(2)].key_gen(&forged).await),
+        RefusalReason::AttestationInvalid
+    );
+    assert!(clients[&p(2)].status().await.unwrap().keys.is_empty());
 
     // Attested, by 1, 3 and 4: validator 2 holds its share again and signs with 3 and 4.
     let started = std::time::Instant::now();
@@ -964,10 +997,7 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
     crashed.kill();
     crashed.start().unwrap();
     assert_eq!(crashed.metric(pending).unwrap(), 1.0);
-    let mut clients = BTreeMap::new();
-    for (i, enclave) in &enclaves {
-        clients.insert(*i, connect(enclave).await);
-    }
+    let mut clients = connect_all(&enclaves).await;
     let signed = sign_plan(&clients, &[p(1), p(3), p(4)], id(1), &spend).await;
     verify_transaction(&signed, &built.prevouts).unwrap();
     // A replayed beginning of this refresh, or of an older one, leaves the pending shares be.
@@ -1087,10 +1117,7 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
     let restarted = enclaves.get_mut(&p(3)).unwrap();
     restarted.kill();
     restarted.start().unwrap();
-    let mut clients = BTreeMap::new();
-    for (i, enclave) in &enclaves {
-        clients.insert(*i, connect(enclave).await);
-    }
+    let mut clients = connect_all(&enclaves).await;
     let signed = sign_plan(&clients, &[p(1), p(3), p(4)], id(3), &spend).await;
     verify_transaction(&signed, &built.prevouts).unwrap();
 
