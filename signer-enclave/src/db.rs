@@ -171,8 +171,12 @@ impl EnclaveDb {
     /// # Errors
     /// RocksDB cannot open the directory, or it is not an enclave database.
     pub fn open_read_only(path: &Path) -> Result<Self, DbError> {
+        // Only the families the database has: one an older build made lacks the newer ones
+        // (read as empty), and a read-only open cannot add them.
+        let existing = DB::list_cf(&Options::default(), path)?;
         let families = COLUMN_FAMILIES
             .iter()
+            .filter(|name| existing.iter().any(|present| present == *name))
             .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         Ok(EnclaveDb {
             db: DB::open_cf_descriptors_read_only(&Options::default(), path, families, false)?,
@@ -548,6 +552,9 @@ impl EnclaveDb {
         set: ValidatorSet,
         pair: &KeyPair,
     ) -> Result<Option<PendingRefresh>, DbError> {
+        if self.db.cf_handle(REFRESHING).is_none() {
+            return Ok(None);
+        }
         self.get(REFRESHING, &candidate_key(set, pair))?
             .map(|value| decode_pending(pair, &value).ok_or(DbError::Damaged(REFRESHING)))
             .transpose()
@@ -559,10 +566,11 @@ impl EnclaveDb {
     /// The database failed or a record is damaged.
     pub fn pending_refreshes(&self) -> Result<Vec<(KeyRecord, PendingRefresh)>, DbError> {
         let mut found = Vec::new();
-        for entry in self
-            .db
-            .iterator_cf(self.cf(REFRESHING)?, IteratorMode::Start)
-        {
+        // A database only read, made by a build before refreshes, has none.
+        let Some(refreshing) = self.db.cf_handle(REFRESHING) else {
+            return Ok(found);
+        };
+        for entry in self.db.iterator_cf(refreshing, IteratorMode::Start) {
             let (key, value) = entry?;
             let damaged = || DbError::Damaged(REFRESHING);
             let (set_bytes, network_key) = key.split_at_checked(5).ok_or_else(damaged)?;
@@ -1081,6 +1089,11 @@ mod tests {
         }
     }
 
+    const SET: ValidatorSet = ValidatorSet {
+        session: Session(0),
+        network: NetworkId::Bitcoin,
+    };
+
     /// A key pair whose network key is secp256k1's generator.
     fn pair() -> KeyPair {
         KeyPair {
@@ -1194,5 +1207,23 @@ mod tests {
         let records = db.key_records().unwrap();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].sealed, sealed(&pair, 4));
+    }
+
+    /// A database an older build made (without the families added since) is read by
+    /// `status` and `audit` as it is: the missing families read as empty.
+    #[test]
+    fn a_database_without_the_newer_families_opens_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut options = Options::default();
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            let older = COLUMN_FAMILIES.iter().filter(|name| **name != REFRESHING);
+            DB::open_cf(&options, dir.path(), older).unwrap();
+        }
+        let db = EnclaveDb::open_read_only(dir.path()).unwrap();
+        assert!(db.pending_refreshes().unwrap().is_empty());
+        assert_eq!(db.pending_refresh(SET, &pair()).unwrap(), None);
+        assert!(db.key_records().unwrap().is_empty());
     }
 }

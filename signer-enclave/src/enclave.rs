@@ -242,11 +242,12 @@ impl Enclave {
         Ok(messages)
     }
 
-    /// One message of a share repair or refresh (see `resharing`). Every step that uses a key
-    /// pair's shares, and every step that changes them, needs the coordinator's attestation;
-    /// new shares are sealed and recorded before they are reported, and a refresh's replace the
-    /// old only on an attested confirmation carrying every participant's signature that it
-    /// holds the same.
+    /// One message of a share repair or refresh (see `resharing`). Every session begins under
+    /// the coordinator's attestation (a helper's `RepairHelp`, everyone's `RefreshBegin`), its
+    /// later steps belong to that session, and the steps that install shares are attested
+    /// again; new shares are sealed and recorded before they are reported, and a refresh's
+    /// replace the old only on an attested confirmation carrying every participant's identity
+    /// signature that it holds the same.
     fn reshare(
         &mut self,
         message: key_gen::CoordinatorMessage,

@@ -102,7 +102,8 @@ impl Metrics {
             Opts::new(
                 "signer_enclave_reshare_steps_total",
                 "Share repair and refresh steps taken, by step (repair_begin, repair_help, \
-                 repair_answer, repaired, refresh_deal, refreshed, refresh_confirmed).",
+                 repair_answer, repaired, refresh_key, refresh_deal, refreshed, \
+                 refresh_confirmed).",
             ),
             &["step"],
         )?;

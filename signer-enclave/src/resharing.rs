@@ -8,7 +8,8 @@
 //! are kept (a finished session makes room for a new set; one in progress never does). A
 //! restart forgets them: the coordinator starts a new attempt, and fresh keys and polynomials
 //! are never reused within one. A step asked again with the same input gives the same answer;
-//! with another input it is refused.
+//! with another input it is refused. (After a restart the enclave answers a refresh's deals
+//! from the pending shares it recorded, whatever deals come: they were spent.)
 //!
 //! Blobs (Ristretto values first, then secp256k1; scalars 32 bytes, points 32 and 33):
 //! - fresh key: Ristretto point || secp256k1 point (`KEY_POINTS_BYTES`)
@@ -226,9 +227,19 @@ pub struct Resharing {
 }
 
 impl Resharing {
-    /// Sessions in progress, of every kind.
+    /// Sessions in progress (not finished), of every kind.
     pub fn in_progress(&self) -> usize {
-        self.repairing.len() + self.helping.len() + self.refreshing.len()
+        self.repairing.len()
+            + self
+                .helping
+                .values()
+                .filter(|session| session.answered.is_none())
+                .count()
+            + self
+                .refreshing
+                .values()
+                .filter(|session| session.answered.is_none())
+                .count()
     }
 
     /// Begins the repair of our own share: our fresh keys and our identity's signature over
@@ -444,8 +455,9 @@ impl Resharing {
         Ok(answer)
     }
 
-    /// Step 3 as the repaired participant (the caller checked the attestation): our keys.
-    /// The session ends whatever the outcome: the fresh keys are used once.
+    /// Step 3 as the repaired participant (the caller checked the attestation): our keys. A
+    /// failed check ends the session (the fresh keys are used for one outcome); a success keeps
+    /// it until `mark_repaired`, so that a failed seal or write is simply asked again.
     ///
     /// # Errors
     /// No session under `id`, an answer does not parse, or the repair does not check out.
@@ -454,12 +466,23 @@ impl Resharing {
         id: KeyGenId,
         answers: &ParticipantMap,
     ) -> Result<GeneratedKeys, ReshareError> {
-        if self.own_repair(id).is_none() {
-            return Err(ReshareError::UnknownAttempt(id));
+        let recovered = self.recover_keys(id, answers);
+        if recovered.is_err() && self.own_repair(id).is_some() {
+            // A check of this attempt failed: its fresh secrets are spent.
+            self.repairing.remove(&id.set);
         }
+        recovered
+    }
+
+    fn recover_keys(
+        &self,
+        id: KeyGenId,
+        answers: &ParticipantMap,
+    ) -> Result<GeneratedKeys, ReshareError> {
         let session = self
             .repairing
-            .remove(&id.set)
+            .get(&id.set)
+            .filter(|session| session.id == id)
             .ok_or(ReshareError::UnknownAttempt(id))?;
         let n = session.repair.participants;
         let mut batch = BTreeMap::new();
@@ -516,8 +539,10 @@ impl Resharing {
         Ok(keys)
     }
 
-    /// Remembers that the repair under `id` gave us `pair` (once its share is recorded).
+    /// Remembers that the repair under `id` gave us `pair` (once its share is recorded), and
+    /// drops its fresh secrets.
     pub fn mark_repaired(&mut self, id: KeyGenId, pair: KeyPair) {
+        self.repairing.remove(&id.set);
         self.repaired.insert(id.set, (id, pair));
     }
 
@@ -882,8 +907,10 @@ fn digest_shares<C: Ciphersuite>(engine: &mut sha256::HashEngine, keys: &Thresho
     }
 }
 
-/// Makes room for a session of `id`'s set: refuses an attempt at or below the one the set
-/// has; a new set beyond the bound takes the place of a finished session, or is refused.
+/// Makes room for a session of `id`'s set: a finished session of the set gives way to any
+/// other attempt (a replayed older one then fails its own checks: the shares it names have
+/// moved on); one in progress only to a later attempt. A new set beyond the bound takes the
+/// place of a finished session, or is refused.
 fn admit<S>(
     sessions: &mut HashMap<ValidatorSet, S>,
     id: KeyGenId,
@@ -892,7 +919,7 @@ fn admit<S>(
 ) -> Result<(), ReshareError> {
     if let Some(session) = sessions.get(&id.set) {
         let started = id_of(session).attempt;
-        return if id.attempt <= started {
+        return if id.attempt <= started && !finished(session) {
             Err(ReshareError::StaleAttempt {
                 id,
                 started: started.0,

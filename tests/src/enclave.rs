@@ -200,23 +200,25 @@ listen = "127.0.0.1:0"
     /// # Errors
     /// `status` failed or printed no identity.
     pub fn identity(&self) -> Result<[u8; 32], HarnessError> {
-        self.status_field("enclave identity: ")
+        self.status_field("", "enclave identity: ")
     }
 
-    /// The digest of the verification shares of the (first) key pair, as `status` prints it.
+    /// The digest of the verification shares of the (first) confirmed key pair, as `status`
+    /// prints it.
     ///
     /// # Errors
-    /// `status` failed or printed no shares.
+    /// `status` failed or printed no confirmed shares.
     pub fn shares_digest(&self) -> Result<[u8; 32], HarnessError> {
-        self.status_field("verification shares ")
+        self.status_field(" confirmed: ", "verification shares ")
     }
 
-    fn status_field(&self, label: &str) -> Result<[u8; 32], HarnessError> {
+    /// The 32 bytes in hex after the first `label` that follows `after` in `status`.
+    fn status_field(&self, after: &str, label: &str) -> Result<[u8; 32], HarnessError> {
         let status = checked(self.cli("status")?, "signer-enclave status")?;
         let status = String::from_utf8_lossy(&status.stdout);
         status
-            .split(label)
-            .nth(1)
+            .split_once(after)
+            .and_then(|(_, rest)| rest.split(label).nth(1))
             .and_then(|rest| rest.get(..64))
             .and_then(|value| <[u8; 32] as bitcoin::hex::FromHex>::from_hex(value).ok())
             .ok_or_else(|| HarnessError::Failed(format!("status shows no {label}: {status}")))

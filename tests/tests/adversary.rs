@@ -659,6 +659,7 @@ async fn adversary() {
                 id: key_gen_id(0, 13),
                 repair: ShareRepair {
                     repaired: p(1),
+                    identity: enclaves[&p(1)].identity().unwrap(),
                     ..repair_of_2(&[2, 3, 4])
                 },
             })),

@@ -721,8 +721,9 @@ async fn key_pairs_move_to_a_new_token() {
             assert!(!refused.status.success());
             assert!(String::from_utf8_lossy(&refused.stderr).contains("(db_path)"));
 
-            // Stopped, the move goes through.
+            // Stopped, the move goes through, the identity with the pair.
             enclave.terminate().unwrap();
+            let identity = enclave.identity().unwrap();
             let moved = enclave.migrate_token(&next).unwrap();
             let said = String::from_utf8_lossy(&moved.stdout);
             assert!(
@@ -731,7 +732,10 @@ async fn key_pairs_move_to_a_new_token() {
                 String::from_utf8_lossy(&moved.stderr)
             );
             assert!(
-                said.contains("1 key pair(s) sealed into the new token"),
+                said.contains(
+                    "1 key pair(s), 0 pending refresh(es) and the enclave identity sealed into \
+                     the new token"
+                ),
                 "{said}"
             );
             // Again, to the same token: refused, nothing changes.
@@ -754,6 +758,7 @@ async fn key_pairs_move_to_a_new_token() {
             let shown = String::from_utf8_lossy(&status.stdout);
             assert!(shown.contains("label \"processor-next\""), "{shown}");
             assert!(shown.contains("key pairs: 1"), "{shown}");
+            assert_eq!(enclave.identity().unwrap(), identity);
 
             // The old token's key no longer opens what was moved (the identity or the pair): the
             // old configuration does not start.
@@ -843,14 +848,17 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
     assert!(clients[&p(2)].status().await.unwrap().keys.is_empty());
 
     // A repair naming another enclave's identity: the new enclave refuses to begin it.
-    let elsewhere = ShareRepair {
-        identity: enclaves[&p(1)].identity().unwrap(),
-        ..repair.clone()
+    let elsewhere = CoordinatorMessage::RepairBegin {
+        id: repair_id(2),
+        repair: ShareRepair {
+            identity: enclaves[&p(1)].identity().unwrap(),
+            ..repair.clone()
+        },
     };
-    let error = relay::repair(&mut clients, repair_id(2), &elsewhere, &coordinator)
-        .await
-        .unwrap_err();
-    assert!(error.to_string().contains("ReshareFailed"), "{error}");
+    assert_eq!(
+        refusal(clients[&p(2)].key_gen(&elsewhere).await),
+        RefusalReason::ReshareFailed
+    );
     // A relay (the compromised scanner of validator 2) puts its own fresh key in the enclave's
     // place and has it attested: without the identity's signature over it, no helper answers.
     let relayed = answer_to(
@@ -998,6 +1006,19 @@ async fn a_lost_share_is_repaired_by_three_peers_and_every_share_refreshed_inner
     crashed.start().unwrap();
     assert_eq!(crashed.metric(pending).unwrap(), 1.0);
     let mut clients = connect_all(&enclaves).await;
+    // The deals sent again after the restart: answered from the recorded pending shares.
+    let again = answer_to(
+        &CoordinatorMessage::RefreshDeals {
+            id: refresh_id(2),
+            deals: ParticipantMap::new(),
+        },
+        &clients[&p(3)],
+    )
+    .await;
+    assert!(
+        matches!(again, ProcessorMessage::Refreshed { digest: same, .. } if same == digest),
+        "{again:?}"
+    );
     let signed = sign_plan(&clients, &[p(1), p(3), p(4)], id(1), &spend).await;
     verify_transaction(&signed, &built.prevouts).unwrap();
     // A replayed beginning of this refresh, or of an older one, leaves the pending shares be.

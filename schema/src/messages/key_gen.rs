@@ -1,5 +1,6 @@
 //! Distributed key generation messages, and the repair and refresh of the shares it made
-//! (driven by the coordinator the same way, under the same attempt ids).
+//! (driven by the coordinator the same way, each under `KeyGenId`s of its own: a set's
+//! attempts of one kind only increase).
 
 use super::{coordinator::Attestation, ParticipantMap};
 use crate::{

@@ -279,7 +279,14 @@ fn migrate_token(path: &Path, to: &Path, out: &mut impl Write) -> anyhow::Result
     write_attributes(out, into.sealing_key_attributes()?)?;
     writeln!(
         out,
-        "{moved} key pair(s) sealed into the new token; run the enclave with {}",
+        "{moved} key pair(s), {} pending refresh(es){} sealed into the new token; run the \
+         enclave with {}",
+        pending.len(),
+        if resealed_identity.is_some() {
+            " and the enclave identity"
+        } else {
+            ""
+        },
         to.display()
     )?;
     Ok(())
@@ -329,11 +336,15 @@ fn status(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
         Some(key) => writeln!(out, "coordinator key: {key}")?,
         None => writeln!(out, "coordinator key: none (not provisioned)")?,
     }
-    match Identity::load(&db, &custody)? {
-        Some(identity) => writeln!(out, "enclave identity: {}", identity.public())?,
-        None => writeln!(
+    match Identity::load(&db, &custody) {
+        Ok(Some(identity)) => writeln!(out, "enclave identity: {}", identity.public())?,
+        Ok(None) => writeln!(
             out,
             "enclave identity: none yet (made by provision or the next start)"
+        )?,
+        Err(error) => writeln!(
+            out,
+            "enclave identity: cannot be read by this token: {error}"
         )?,
     }
     let records = db.key_records()?;
