@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, future::Future};
 
-use futures::future::try_join_all;
+use futures::future::{join_all, try_join_all};
 
 use bitcoin::{
     key::Keypair,
@@ -217,7 +217,7 @@ async fn help<P: KeyGenParty>(
     (fresh_key, fresh_key_signature): (&[u8], [u8; 64]),
     attestation: Attestation,
 ) -> Result<ParticipantMap, HarnessError> {
-    let answers = try_join_all(helpers(parties, repair).map(|(i, party)| {
+    let answers = every(helpers(parties, repair).map(|(i, party)| {
         let message = CoordinatorMessage::RepairHelp {
             id,
             repair: repair.clone(),
@@ -237,7 +237,7 @@ async fn help<P: KeyGenParty>(
             parts.entry(to).or_default().insert(i, blob);
         }
     }
-    let answers = try_join_all(helpers(parties, repair).map(|(i, party)| {
+    let answers = every(helpers(parties, repair).map(|(i, party)| {
         let message = CoordinatorMessage::RepairParts {
             id,
             parts: parts.remove(i).unwrap_or_default(),
@@ -298,11 +298,19 @@ async fn round<P: KeyGenParty>(
     parties: &mut BTreeMap<Participant, P>,
     message: impl Fn(Participant) -> CoordinatorMessage,
 ) -> Result<Vec<(Participant, ProcessorMessage)>, HarnessError> {
-    try_join_all(parties.iter_mut().map(|(i, party)| {
+    every(parties.iter_mut().map(|(i, party)| {
         let message = message(*i);
         async move { Ok::<_, HarnessError>((*i, party.handle(message).await?)) }
     }))
     .await
+}
+
+/// Every answer of a round, each party's handled to the end (a refusal by one does not cut
+/// the others' short, as a coordinator sends a round to everyone), or the first error.
+async fn every<T>(
+    answers: impl Iterator<Item = impl Future<Output = Result<T, HarnessError>>>,
+) -> Result<Vec<T>, HarnessError> {
+    join_all(answers).await.into_iter().collect()
 }
 
 /// A refresh's first three rounds: every party's fresh keys, its deals, and its refreshed
