@@ -11,6 +11,8 @@
     clippy::unwrap_in_result
 )]
 
+mod common;
+
 use std::collections::HashMap;
 
 use bitcoin::{
@@ -19,10 +21,7 @@ use bitcoin::{
 };
 use ciphersuite::Secp256k1 as Curve;
 use dkg_pedpop::{EncryptedMessage, EncryptionKeyMessage, KeyGenMachine, SecretShare};
-use modular_frost::{
-    sign::{AlgorithmMachine, PreprocessMachine, SignMachine, SignatureMachine, Writable},
-    Participant, ThresholdKeys, ThresholdParams,
-};
+use modular_frost::{Participant, ThresholdKeys, ThresholdParams};
 use rand_core::OsRng;
 use schema::{
     amount::Amount,
@@ -30,7 +29,7 @@ use schema::{
     plan::{OutputId, OutputKind, Payment, PaymentAddress, Plan, PlanInput},
     transaction::{build, Built, FeeRate},
 };
-use signer_enclave::bip340::{algorithm, bip340_signature, network_key, taproot_keys};
+use signer_enclave::bip340::{network_key, taproot_keys};
 
 const T: u16 = 3;
 const N: u16 = 4;
@@ -83,41 +82,6 @@ fn key_gen() -> HashMap<Participant, ThresholdKeys<Curve>> {
         .collect()
 }
 
-/// Signs `message` with the given signers' keys, every preprocess and share serialized.
-fn sign(signers: &HashMap<Participant, ThresholdKeys<Curve>>, message: &[u8; 32]) -> [u8; 64] {
-    let mut machines = HashMap::new();
-    let mut preprocesses = HashMap::new();
-    for (i, keys) in signers {
-        let (machine, preprocess) =
-            AlgorithmMachine::new(algorithm(), keys.clone()).preprocess(&mut OsRng);
-        let mut bytes = vec![];
-        preprocess.write(&mut bytes).unwrap();
-        preprocesses.insert(
-            *i,
-            machine
-                .read_preprocess::<&[u8]>(&mut bytes.as_ref())
-                .unwrap(),
-        );
-        machines.insert(*i, machine);
-    }
-    let mut signature_machines = HashMap::new();
-    let mut shares = HashMap::new();
-    for (i, machine) in machines {
-        let mut others = preprocesses.clone();
-        others.remove(&i);
-        let (machine, share) = machine.sign(others, message).unwrap();
-        let mut bytes = vec![];
-        share.write(&mut bytes).unwrap();
-        shares.insert(i, machine.read_share::<&[u8]>(&mut bytes.as_ref()).unwrap());
-        signature_machines.insert(i, machine);
-    }
-    let (i, machine) = signature_machines.into_iter().next().unwrap();
-    let mut others = shares;
-    others.remove(&i);
-    let signature = machine.complete(others).unwrap();
-    bip340_signature(&signature.R, &signature.s)
-}
-
 #[test]
 fn threshold_signatures_spend_every_kind_of_our_outputs() {
     let keys = key_gen();
@@ -158,7 +122,7 @@ fn threshold_signatures_spend_every_kind_of_our_outputs() {
                 (participant(i), keys)
             })
             .collect();
-        let signature = sign(&signers, &built.sighashes[0]);
+        let signature = common::frost_bip340_sign(&signers, &built.sighashes[0]).unwrap();
 
         let program = &built.prevouts[0].script_pubkey.as_bytes()[2..];
         let output_key = XOnlyPublicKey::from_slice(program).unwrap();

@@ -11,20 +11,17 @@
     clippy::unwrap_in_result
 )]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 
 use ciphersuite::{
     group::{ff::Field, GroupEncoding},
     Ciphersuite, Ristretto,
 };
-use modular_frost::{
-    curve::Secp256k1,
-    sign::{AlgorithmMachine, PreprocessMachine, SignMachine, SignatureMachine, Writable},
-    Participant, ThresholdKeys,
-};
+use modular_frost::{curve::Secp256k1, Participant, ThresholdKeys};
 use rand_core::OsRng;
 use signer_enclave::{
-    bip340::algorithm,
     local_key_gen::generate_keys,
     polynomial::lagrange,
     share_refresh::{self, Peers, Received, RefreshError},
@@ -296,37 +293,9 @@ fn a_refresh_moves_every_share_and_keeps_the_key<C: Ciphersuite>(
     after
 }
 
-/// Signs a BIP340 message with `signers`, each using the keys given for it.
+/// Whether `signers`, each with the keys given for it, produce a signature together.
 fn sign(signers: &HashMap<Participant, ThresholdKeys<Secp256k1>>) -> bool {
-    let message = [9; 32];
-    let mut machines = HashMap::new();
-    let mut preprocesses = HashMap::new();
-    for (i, keys) in signers {
-        let (machine, preprocess) =
-            AlgorithmMachine::new(algorithm(), keys.clone()).preprocess(&mut OsRng);
-        let mut bytes = vec![];
-        preprocess.write(&mut bytes).unwrap();
-        preprocesses.insert(*i, machine.read_preprocess(&mut bytes.as_slice()).unwrap());
-        machines.insert(*i, machine);
-    }
-    let mut completing = HashMap::new();
-    let mut shares = HashMap::new();
-    for (i, machine) in machines {
-        let mut others = preprocesses.clone();
-        others.remove(&i);
-        let Ok((machine, share)) = machine.sign(others, &message) else {
-            return false;
-        };
-        let mut bytes = vec![];
-        share.write(&mut bytes).unwrap();
-        shares.insert(i, machine.read_share(&mut bytes.as_slice()).unwrap());
-        completing.insert(i, machine);
-    }
-    completing.into_iter().all(|(i, machine)| {
-        let mut others = shares.clone();
-        others.remove(&i);
-        machine.complete(others).is_ok()
-    })
+    common::frost_bip340_sign(signers, &[9; 32]).is_some()
 }
 
 #[test]

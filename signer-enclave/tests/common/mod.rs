@@ -111,3 +111,46 @@ pub fn others(map: &ParticipantMap, me: Participant) -> ParticipantMap {
         .map(|(k, v)| (*k, v.clone()))
         .collect()
 }
+
+/// Signs `message` (BIP340, the enclave's algorithm) with `signers`, each with the keys given
+/// for it, every preprocess and share through its serialized form; `None` if a step fails
+/// (the shares do not combine).
+pub fn frost_bip340_sign(
+    signers: &std::collections::HashMap<
+        modular_frost::Participant,
+        modular_frost::ThresholdKeys<modular_frost::curve::Secp256k1>,
+    >,
+    message: &[u8; 32],
+) -> Option<[u8; 64]> {
+    use modular_frost::sign::{
+        AlgorithmMachine, PreprocessMachine, SignMachine, SignatureMachine, Writable,
+    };
+    use rand_core::OsRng;
+    use signer_enclave::bip340::{algorithm, bip340_signature};
+
+    let mut machines = std::collections::HashMap::new();
+    let mut preprocesses = std::collections::HashMap::new();
+    for (i, keys) in signers {
+        let (machine, preprocess) =
+            AlgorithmMachine::new(algorithm(), keys.clone()).preprocess(&mut OsRng);
+        let mut bytes = vec![];
+        preprocess.write(&mut bytes).ok()?;
+        preprocesses.insert(*i, machine.read_preprocess(&mut bytes.as_slice()).ok()?);
+        machines.insert(*i, machine);
+    }
+    let mut completing = std::collections::HashMap::new();
+    let mut shares = std::collections::HashMap::new();
+    for (i, machine) in machines {
+        let mut others = preprocesses.clone();
+        others.remove(&i);
+        let (machine, share) = machine.sign(others, message).ok()?;
+        let mut bytes = vec![];
+        share.write(&mut bytes).ok()?;
+        shares.insert(i, machine.read_share(&mut bytes.as_slice()).ok()?);
+        completing.insert(i, machine);
+    }
+    let (i, machine) = completing.into_iter().next()?;
+    shares.remove(&i);
+    let signature = machine.complete(shares).ok()?;
+    Some(bip340_signature(&signature.R, &signature.s))
+}
