@@ -515,3 +515,65 @@ fn refresh_sessions_repeat_answers_refuse_disorder_and_need_every_signature() {
         ReshareError::IdentitySignature(first)
     );
 }
+
+/// The bound on repair sessions, and attempts: a fifth set beyond four repairs in progress is
+/// refused, a repeated begin gets the same fresh key, an older attempt is refused, a newer one
+/// replaces the session.
+#[test]
+fn repair_sessions_are_bounded_and_attempts_only_increase() {
+    use schema::{
+        ids::{Attempt, KeyGenId, NetworkId, Participant as Index, Session, ValidatorSet},
+        messages::key_gen::ShareRepair,
+    };
+    use signer_enclave::{
+        enclave::pair_of,
+        identity::Identity,
+        resharing::{ReshareError, Resharing, MAX_RESHARE_SESSIONS},
+    };
+
+    let keys = generate_keys(3, 4, &mut OsRng).unwrap();
+    let identity = Identity::generate(&mut OsRng);
+    let repair = ShareRepair {
+        pair: pair_of(&keys[&Index::new(1).unwrap()]).unwrap(),
+        repaired: Index::new(2).unwrap(),
+        helpers: [1, 3, 4]
+            .into_iter()
+            .map(|i| Index::new(i).unwrap())
+            .collect(),
+        participants: 4,
+        identity: identity.public().serialize(),
+        shares: [0; 32],
+    };
+    let id = |session: u32, attempt: u32| KeyGenId {
+        set: ValidatorSet {
+            session: Session(session),
+            network: NetworkId::Bitcoin,
+        },
+        attempt: Attempt(attempt),
+    };
+    let mut sessions = Resharing::default();
+    let begin = |sessions: &mut Resharing, id| {
+        sessions.begin_repair(id, repair.clone(), &identity, &mut OsRng)
+    };
+    let bound = u32::try_from(MAX_RESHARE_SESSIONS).unwrap();
+    for session in 0..bound {
+        begin(&mut sessions, id(session, 5)).unwrap();
+    }
+    assert_eq!(
+        begin(&mut sessions, id(bound, 0)).unwrap_err(),
+        ReshareError::TooManySessions(MAX_RESHARE_SESSIONS)
+    );
+    let (first, _) = begin(&mut sessions, id(0, 5)).unwrap();
+    let (again, _) = begin(&mut sessions, id(0, 5)).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(
+        begin(&mut sessions, id(0, 4)).unwrap_err(),
+        ReshareError::StaleAttempt {
+            id: id(0, 4),
+            started: 5
+        }
+    );
+    let (newer, _) = begin(&mut sessions, id(0, 6)).unwrap();
+    assert_ne!(newer, first);
+    assert_eq!(sessions.in_progress(), MAX_RESHARE_SESSIONS);
+}
