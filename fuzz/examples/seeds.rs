@@ -9,7 +9,7 @@ use std::{fs, path::Path};
 use bitcoin::{
     consensus,
     constants::genesis_block,
-    secp256k1::{Message, Secp256k1},
+    secp256k1::{Keypair, Message, Secp256k1, SecretKey},
     Network,
 };
 use capnp::{message, serialize};
@@ -32,10 +32,11 @@ use scanner::{
 };
 use schema::{
     batch::{Batch, SignedBatch},
-    generated::signer_capnp::signer,
+    generated::{messages_capnp::coordinator_envelope, signer_capnp::signer},
     hashes::{BlockHash, PlanId},
     ids::{Attempt, BatchId, KeyGenId, NetworkId, Participant, ValidatorSet},
     keys::KeyPair,
+    link::signed,
     messages::{
         coordinator::{Attestation, PlansAcknowledged},
         key_gen,
@@ -191,6 +192,32 @@ fn main() -> Result<(), Failure> {
     corpus.wire(8, &draw(strategies::substrate_block_ack(), 4))?;
     corpus.wire(9, &draw(strategies::plan_sign_id(), 2))?;
     corpus.wire(10, &draw(strategies::batch_sign_id(), 2))?;
+
+    // The link: signed envelopes, and handshake messages of the right shapes.
+    let coordinator =
+        Keypair::from_secret_key(&Secp256k1::new(), &SecretKey::from_slice(&[3; 32])?);
+    for (index, envelope) in draw(strategies::coordinator_envelope(), 6)
+        .iter()
+        .enumerate()
+    {
+        let mut message = message::Builder::new_default();
+        let mut root = message.init_root::<coordinator_envelope::Builder<'_>>();
+        envelope.write(root.reborrow())?;
+        signed::sign_envelope(&coordinator, b"validator", root)?;
+        let bytes = [&[0u8][..], &serialize::write_message_to_words(&message)].concat();
+        corpus.write("link", &format!("envelope-{index}"), &bytes)?;
+    }
+    // A processor's first message (its ephemeral key), then its third (its static key and the
+    // payload tag); a coordinator's second (ephemeral, encrypted static, tag).
+    let frame =
+        |len: u16, fill: u8| [&len.to_be_bytes()[..], &vec![fill; usize::from(len)]].concat();
+    corpus.write("link", "responder-1", &[&[1u8][..], &frame(32, 9)].concat())?;
+    corpus.write(
+        "link",
+        "responder-3",
+        &[&[1u8][..], &frame(32, 9), &frame(64, 7)].concat(),
+    )?;
+    corpus.write("link", "initiator-2", &[&[3u8][..], &frame(96, 5)].concat())?;
 
     // The specification's InInstruction vectors, alone and in a transaction.
     let vectors: serde_json::Value = serde_json::from_str(&fs::read_to_string(

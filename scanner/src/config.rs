@@ -3,6 +3,8 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
+use bitcoin::secp256k1::XOnlyPublicKey;
+use schema::link::identity::LinkPublicKey;
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -76,7 +78,19 @@ pub struct BitcoinRpc {
     pub rest: bool,
 }
 
-/// The coordinator's Cap'n Proto endpoint.
+/// How the coordinator link is secured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkTransport {
+    /// Noise XX, both ends proven by their link keys: the default, and the only choice for a
+    /// coordinator on another host.
+    #[default]
+    Noise,
+    /// Plain TCP: only to a loopback address, and only when written explicitly.
+    Plain,
+}
+
+/// The coordinator's Cap'n Proto endpoint and the keys that authenticate it.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Coordinator {
@@ -84,6 +98,52 @@ pub struct Coordinator {
     pub endpoint: SocketAddr,
     /// The validator this processor runs for, as the coordinator names it (hex).
     pub validator: String,
+    /// How the link is secured.
+    #[serde(default)]
+    pub transport: LinkTransport,
+    /// Our link key (`scanner link-key generate`); required with Noise.
+    pub link_key_file: Option<PathBuf>,
+    /// The coordinator's link public key, pinned (64 hex digits); required with Noise.
+    pub link_key: Option<String>,
+    /// The coordinator's key that signs every message it queues for us (BIP340 x-only, 64
+    /// hex digits).
+    pub message_key: String,
+}
+
+impl Coordinator {
+    /// The coordinator's pinned link key; `None` with plain TCP.
+    ///
+    /// # Errors
+    /// Missing with Noise, or not a key.
+    pub fn pinned_link_key(&self) -> Result<Option<LinkPublicKey>, ConfigError> {
+        match (self.transport, &self.link_key) {
+            (LinkTransport::Plain, _) => Ok(None),
+            (LinkTransport::Noise, None) => Err(ConfigError::Invalid {
+                setting: "coordinator.link_key",
+                reason: "required with transport = \"noise\": the coordinator's link public key",
+            }),
+            (LinkTransport::Noise, Some(key)) => {
+                key.parse().map(Some).map_err(|_| ConfigError::Invalid {
+                    setting: "coordinator.link_key",
+                    reason: "must be 64 hex digits",
+                })
+            }
+        }
+    }
+
+    /// The coordinator's message signing key.
+    ///
+    /// # Errors
+    /// Not an x-only public key.
+    pub fn message_public_key(&self) -> Result<XOnlyPublicKey, ConfigError> {
+        hex::decode(&self.message_key)
+            .ok()
+            .and_then(|bytes| XOnlyPublicKey::from_slice(&bytes).ok())
+            .ok_or(ConfigError::Invalid {
+                setting: "coordinator.message_key",
+                reason: "must be an x-only public key, 64 hex digits",
+            })
+    }
 }
 
 /// The signer enclave's Unix socket.
@@ -169,6 +229,24 @@ impl Config {
                 reason: "must be non-empty hex",
             });
         }
+        let coordinator = &self.coordinator;
+        coordinator.pinned_link_key()?;
+        coordinator.message_public_key()?;
+        match coordinator.transport {
+            LinkTransport::Plain if !coordinator.endpoint.ip().is_loopback() => {
+                return Err(ConfigError::Invalid {
+                    setting: "coordinator.transport",
+                    reason: "plain TCP only to a loopback endpoint; use \"noise\"",
+                })
+            }
+            LinkTransport::Noise if coordinator.link_key_file.is_none() => {
+                return Err(ConfigError::Invalid {
+                    setting: "coordinator.link_key_file",
+                    reason: "required with transport = \"noise\" (scanner link-key generate)",
+                })
+            }
+            _ => {}
+        }
         if self.poll_interval_ms < 10 {
             return Err(ConfigError::Invalid {
                 setting: "poll_interval_ms",
@@ -244,6 +322,45 @@ mod tests {
             invalid("poll_interval_ms = 1000", "poll_interval_ms = 1"),
             "poll_interval_ms"
         );
+        assert_eq!(
+            invalid("link_key = \"", "link_key = \"00"),
+            "coordinator.link_key"
+        );
+        assert_eq!(
+            invalid("message_key = \"", "message_key = \"00"),
+            "coordinator.message_key"
+        );
+        assert_eq!(
+            invalid("link_key_file = ", "# link_key_file = "),
+            "coordinator.link_key_file"
+        );
+        assert_eq!(
+            invalid("link_key = ", "# link_key = "),
+            "coordinator.link_key"
+        );
+    }
+
+    #[test]
+    fn plain_tcp_only_to_loopback_and_only_when_written() {
+        let plain = example_with("transport = \"noise\"", "transport = \"plain\"").unwrap();
+        assert_eq!(plain.coordinator.transport, LinkTransport::Plain);
+        assert_eq!(plain.coordinator.pinned_link_key().unwrap(), None);
+        let remote = EXAMPLE
+            .replacen("transport = \"noise\"", "transport = \"plain\"", 1)
+            .replacen(
+                "endpoint = \"127.0.0.1:7000\"",
+                "endpoint = \"10.0.0.2:7000\"",
+                1,
+            );
+        assert!(matches!(
+            Config::from_toml(&remote),
+            Err(ConfigError::Invalid {
+                setting: "coordinator.transport",
+                ..
+            })
+        ));
+        let unsaid = example_with("transport = \"noise\"\n", "").unwrap();
+        assert_eq!(unsaid.coordinator.transport, LinkTransport::Noise);
     }
 
     #[test]

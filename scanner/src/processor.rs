@@ -96,6 +96,16 @@ pub enum ProcessorError {
         /// What failed.
         error: SchedulerError,
     },
+    /// The coordinator sent a message id more than one past the last handled: a message is
+    /// missing from its queue (deleted in storage). Signatures cannot show a message that is not
+    /// there; consecutive ids do. The link halts instead of going on without it.
+    #[error("coordinator sent message {got} after {handled} was handled: messages are missing from its queue; halting")]
+    Gap {
+        /// The last id handled.
+        handled: u64,
+        /// The id received.
+        got: u64,
+    },
     /// The coordinator sent a message id at or below one already handled: its queue was reset
     /// or rewound. The link halts instead of handling anything twice.
     #[error("coordinator sent message {got} after {handled} was handled: queue rewound; halting")]
@@ -113,7 +123,10 @@ impl ProcessorError {
     pub fn halts_link(&self) -> bool {
         matches!(
             self,
-            ProcessorError::Rewound { .. } | ProcessorError::Scheduler { .. }
+            ProcessorError::Rewound { .. }
+                | ProcessorError::Gap { .. }
+                | ProcessorError::Scheduler { .. }
+                | ProcessorError::Link(LinkError::Forged(_))
         )
     }
 }
@@ -150,8 +163,8 @@ pub struct ProcessorMetrics {
     /// `processor_message_waiting_seconds`: how long the next coordinator message has waited
     /// for a network block to be scanned (0 when none waits).
     pub message_waiting_seconds: IntGauge,
-    /// `processor_link_halted`: 1 when the coordinator link halted (its queue went backwards, or
-    /// the scheduler failed on a Serai block).
+    /// `processor_link_halted`: 1 when the coordinator link halted (its queue went backwards, a
+    /// queued message's signature failed, or the scheduler failed on a Serai block).
     pub link_halted: IntGauge,
     /// `processor_plans_refused_total{reason}`: plans the enclave refused to preprocess for a
     /// reason that cannot change.
@@ -213,7 +226,7 @@ impl ProcessorMetrics {
             )?,
             link_halted: IntGauge::new(
                 "processor_link_halted",
-                "1 when the coordinator link halted: its queue went backwards, or the scheduler failed.",
+                "1 when the coordinator link halted: its queue went backwards, a message's signature failed, or the scheduler failed.",
             )?,
             plans_refused: counters(
                 "processor_plans_refused_total",
@@ -406,11 +419,27 @@ impl<P: Parts> Processor<P> {
         self.publish_unsettled();
         self.deliver().await?;
         let handled = self.scanner.store().last_handled()?;
-        for inbound in self.link.next(handled, wait).await? {
+        let inbound = match self.link.next(handled, wait).await {
+            Ok(inbound) => inbound,
+            Err(error) => {
+                if matches!(error, LinkError::Forged(_)) {
+                    self.metrics.link_halted.set(1);
+                }
+                return Err(error.into());
+            }
+        };
+        for inbound in inbound {
             let handled = self.scanner.store().last_handled()?;
             if inbound.id <= handled {
                 self.metrics.link_halted.set(1);
                 return Err(ProcessorError::Rewound {
+                    handled: handled.0,
+                    got: inbound.id.0,
+                });
+            }
+            if inbound.id.0 != handled.0.saturating_add(1) {
+                self.metrics.link_halted.set(1);
+                return Err(ProcessorError::Gap {
                     handled: handled.0,
                     got: inbound.id.0,
                 });

@@ -11,8 +11,10 @@ interface CoordinatorGate {
 }
 
 interface CoordinatorLink {
-  # Messages with ids greater than `after`, in id order, at most `max` of them. When there is
-  # none the call waits up to `waitMillis` before answering with an empty list.
+  # Messages with ids greater than `after`, in id order, at most `max` of them, and no more
+  # than fit together in one message's limit (schema::limits::MAX_MESSAGE_BYTES; always at
+  # least one), so that the processor reads the answer within its limits. When there is none
+  # the call waits up to `waitMillis` before answering with an empty list.
   next @0 (after :UInt64, max :UInt32, waitMillis :UInt32)
       -> (messages :List(Messages.CoordinatorEnvelope));
 

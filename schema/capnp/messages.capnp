@@ -156,6 +156,9 @@ struct CoordinatorMessage {
 struct CoordinatorEnvelope {
   id @0 :UInt64; # strictly increasing per processor
   message @1 :CoordinatorMessage;
+  # BIP340 by the coordinator's message key over the validator, the id and the canonical
+  # encoding of `message` (schema/src/link/signed.rs); checked before the message is decoded.
+  signature @2 :Data;
 }
 
 # ---- processor to coordinator ----

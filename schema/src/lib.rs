@@ -15,6 +15,7 @@ pub mod ids;
 pub mod instruction;
 pub mod keys;
 pub mod limits;
+pub mod link;
 pub mod messages;
 pub mod plan;
 pub mod protocol;

@@ -16,7 +16,7 @@ use crate::{
         InInstruction, InInstructionWithBalance, OutInstructionWithBalance, RefundableInInstruction,
     },
     keys::{BatchKey, KeyPair, NetworkKey},
-    limits::{MAX_ADDRESS_LEN, MAX_DATA_LEN, MAX_MONEY_SATS},
+    limits::{MAX_ADDRESS_LEN, MAX_BURNS, MAX_DATA_LEN, MAX_MONEY_SATS},
     messages::{
         coordinator::{Attestation, PlansAcknowledged, SubstrateBlockAck},
         key_gen::{self, ShareRepair},
@@ -614,4 +614,21 @@ pub fn processor_envelope() -> impl Strategy<Value = ProcessorEnvelope> {
         id: MessageId(id),
         message,
     })
+}
+
+/// The burns of the largest Serai block a message may carry: `MAX_BURNS` burns of the longest
+/// address and data, each of every bitcoin there is.
+///
+/// # Panics
+/// Never: 21 million BTC is an amount.
+#[allow(clippy::unwrap_used)]
+pub fn fullest_burns() -> Vec<OutInstructionWithBalance> {
+    vec![
+        OutInstructionWithBalance {
+            address: vec![0xaa; MAX_ADDRESS_LEN],
+            data: Some(vec![0xbb; MAX_DATA_LEN]),
+            amount: Amount::from_sat(MAX_MONEY_SATS).unwrap(),
+        };
+        MAX_BURNS
+    ]
 }

@@ -55,7 +55,31 @@ pub fn connect<C: FromClientHook>(
     let client = system.bootstrap(Side::Server);
     // The connection runs until the peer ends it or the process exits: dropping the client
     // does not hang up (the enclave drops connections idle past its timeout). The fuzz target
-    // `enclave_rpc`, which must hang up, keeps its own system and disconnector instead.
+    // `enclave_rpc`, which must hang up, keeps its own system and disconnector instead;
+    // `connect_owned` hangs up when asked.
     drop(run(system, peer));
     client
+}
+
+/// Ends a connection when dropped.
+#[derive(Debug)]
+pub struct Hangup(tokio::task::JoinHandle<()>);
+
+impl Drop for Hangup {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The server's bootstrap capability over `read` and `write`, and the connection's end:
+/// dropping the `Hangup` closes it (a client that reconnects must not leave the old
+/// connection open for as long as the peer keeps it).
+pub fn connect_owned<C: FromClientHook>(
+    read: impl AsyncRead + Unpin + 'static,
+    write: impl AsyncWrite + Unpin + 'static,
+    peer: &'static str,
+) -> (C, Hangup) {
+    let mut system = system(read, write, Side::Client, None);
+    let client = system.bootstrap(Side::Server);
+    (client, Hangup(run(system, peer)))
 }

@@ -96,15 +96,10 @@ proptest! {
 #[test]
 fn the_largest_messages_the_limits_allow_fit_and_round_trip() {
     use schema::{
-        amount::Amount,
         hashes::{BlockHash, PlanId},
         ids::{Attempt, MessageId, Participant, SeraiBlockNumber, SeraiTime},
-        instruction::OutInstructionWithBalance,
         keys::NetworkKey,
-        limits::{
-            MAX_ADDRESS_LEN, MAX_BLOB_LEN, MAX_BURNS, MAX_DATA_LEN, MAX_MESSAGE_BYTES,
-            MAX_PARTICIPANTS,
-        },
+        limits::{MAX_BLOB_LEN, MAX_MESSAGE_BYTES, MAX_PARTICIPANTS},
         messages::{
             sign,
             substrate::{self, SubstrateContext},
@@ -125,14 +120,7 @@ fn the_largest_messages_the_limits_allow_fit_and_round_trip() {
             },
             block: SeraiBlockNumber(u64::MAX),
             key,
-            burns: vec![
-                OutInstructionWithBalance {
-                    address: vec![0xaa; MAX_ADDRESS_LEN],
-                    data: Some(vec![0xbb; MAX_DATA_LEN]),
-                    amount: Amount::from_sat(21_000_000 * 100_000_000).unwrap(),
-                };
-                MAX_BURNS
-            ],
+            burns: fullest_burns(),
         }),
     };
     let bytes = encode(&fullest).unwrap();

@@ -96,6 +96,12 @@ impl Validator {
         let mut enclave =
             EnclaveProcess::provision(&dir.join("enclave"), &attestor.x_only_public_key().0, uid)?;
         enclave.start()?;
+        let link_key_file = dir.join("link.key");
+        let link_key = match scanner::coordinate::link_key::load(&link_key_file) {
+            Ok(key) => key.public(),
+            Err(_) => scanner::coordinate::link_key::generate(&link_key_file).map_err(failed)?,
+        };
+        coordinator.register(&[u8::try_from(index).map_err(failed)?], link_key)?;
         let config = dir.join("scanner.toml");
         std::fs::write(
             &config,
@@ -114,6 +120,9 @@ rest = true
 [coordinator]
 endpoint = "{coordinator}"
 validator = "{index:02x}"
+link_key_file = "{link_key_file}"
+link_key = "{coordinator_link_key}"
+message_key = "{message_key}"
 
 [enclave]
 socket = "{socket}"
@@ -125,6 +134,9 @@ listen = "127.0.0.1:0"
                 url = node.url(),
                 cookie = node.cookie_file().display(),
                 coordinator = coordinator.address(),
+                link_key_file = link_key_file.display(),
+                coordinator_link_key = coordinator.link_public_key(),
+                message_key = coordinator.message_public_key(),
                 socket = enclave.socket().display(),
             ),
         )?;

@@ -8,6 +8,7 @@ pub mod coordinator;
 pub mod devnet;
 pub mod enclave;
 pub mod pkcs11;
+pub mod proxy;
 pub mod regtest;
 pub mod relay;
 pub mod traffic;

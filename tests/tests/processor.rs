@@ -30,7 +30,7 @@ use processor_tests::{
 use schema::{
     amount::Amount as SeraiAmount,
     hashes::{SeraiAddress, TransactionId},
-    ids::{Attempt, KeyGenId, NetworkId, Participant, Session, ValidatorSet},
+    ids::{Attempt, KeyGenId, MessageId, NetworkId, Participant, Session, ValidatorSet},
     instruction::{InInstruction, OutInstructionWithBalance},
     keys::KeyPair,
     messages::{
@@ -362,6 +362,77 @@ fn a_coordinator_restart_or_a_malformed_message_loses_nothing_and_repeats_nothin
                 )
             )),
             1
+        );
+    }
+
+    // A handled message replayed from storage under a new id (its signature names the old
+    // id): validator 1's processor refuses it, handles and acks nothing more, and halts its
+    // link; validator 2 refuses a message moved from validator 3's queue alike, at its id.
+    let replayer = &devnet.validators[0];
+    let mover = &devnet.validators[1];
+    let replayed = devnet
+        .coordinator
+        .push_replayed(&replayer.id, MessageId(1))
+        .unwrap();
+    // Validator 3's next message (one it skips: it does not decode), moved to validator 2's
+    // queue under the same id.
+    let for_three = devnet
+        .coordinator
+        .push_malformed(&devnet.validators[2].id)
+        .unwrap();
+    let moved = devnet
+        .coordinator
+        .push_moved(&mover.id, &devnet.validators[2].id, for_three)
+        .unwrap();
+    // Validator 4's queue loses a message in storage: the gap halts its link at the message
+    // before it, and the one after is not handled.
+    let gapped = &devnet.validators[3];
+    let deleted = devnet.coordinator.push_malformed(&gapped.id).unwrap();
+    let after_gap = devnet.coordinator.push_malformed(&gapped.id).unwrap();
+    devnet.coordinator.delete(&gapped.id, deleted).unwrap();
+    devnet
+        .coordinator
+        .wait_until(processor_tests::devnet::STEP_TIMEOUT, |_| {
+            Ok([replayer, mover, gapped]
+                .iter()
+                .all(|v| v.log().contains("coordinator link halted")))
+        })
+        .unwrap();
+    assert!(gapped.log().contains("messages are missing from its queue"));
+    assert_eq!(
+        devnet.coordinator.acked(&gapped.id).unwrap(),
+        after_gap.0 - 2
+    );
+    assert_eq!(gapped.scanner_metric("processor_link_halted").unwrap(), 1.0);
+    for (validator, forged) in [(replayer, replayed), (mover, moved)] {
+        assert!(validator
+            .log()
+            .contains("not signed by the coordinator's message key"));
+        // Everything before the forged message was handled and acked; it was not.
+        assert_eq!(
+            devnet.coordinator.acked(&validator.id).unwrap(),
+            forged.0 - 1
+        );
+        // Message 1 was the key generation: handled again, it would have answered again.
+        let commitments = devnet
+            .sent(validator, |message| {
+                matches!(
+                    message,
+                    ProcessorMessage::KeyGen(key_gen::ProcessorMessage::Commitments { .. })
+                )
+                .then_some(())
+            })
+            .unwrap();
+        assert_eq!(commitments.len(), 1);
+        assert_eq!(
+            validator
+                .scanner_metric("scanner_link_messages_refused_total{reason=\"bad_signature\"}")
+                .unwrap(),
+            1.0
+        );
+        assert_eq!(
+            validator.scanner_metric("processor_link_halted").unwrap(),
+            1.0
         );
     }
 }

@@ -59,6 +59,8 @@ timeout_seconds = 30
 [coordinator]
 endpoint = "127.0.0.1:9"
 validator = "01"
+transport = "plain"
+message_key = "50929b74c1a04954b78b4b6035e97a5e078a5a0f28ec96d547bfee9ace803ac0"
 
 [enclave]
 socket = "{dir}/signer.sock"

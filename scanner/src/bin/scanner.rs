@@ -16,9 +16,10 @@ use clap::{Parser, Subcommand};
 use scanner::{
     chain::bitcoin_core::BitcoinCore,
     chain::rpc::{Auth, CoreRpc, Retry},
-    config::{Config, EXAMPLE},
+    config::{Config, LinkTransport, EXAMPLE},
     coordinate::enclave_client::EnclaveClient,
-    coordinate::link::LinkClient,
+    coordinate::link::{LinkClient, LinkError, LinkMetrics, LinkSecurity, LinkSettings},
+    coordinate::link_key,
     coordinate::parts::{NodeParts, SystemClock},
     processor::{Processor, ProcessorMetrics, BLOCKS_PER_STEP},
     scan::metrics::ScannerMetrics,
@@ -45,6 +46,11 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The processor's coordinator link key.
+    LinkKey {
+        #[command(subcommand)]
+        command: LinkKeyCommand,
+    },
     /// Run the processor until SIGTERM or Ctrl-C: follow the Bitcoin node and scan finalized
     /// blocks, and, while the enclave and the coordinator are reachable, handle the
     /// coordinator's messages and sign through the enclave.
@@ -55,6 +61,71 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum LinkKeyCommand {
+    /// Make a new link key in a file readable by its owner only (never over an existing one)
+    /// and print its public half, to register with the coordinator.
+    Generate {
+        /// The key file to create (`coordinator.link_key_file`).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public half of a link key.
+    Show {
+        /// The key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+fn link_key_command(command: LinkKeyCommand, out: &mut impl Write) -> anyhow::Result<()> {
+    match command {
+        LinkKeyCommand::Generate { out: path } => {
+            let public = link_key::generate(&path)?;
+            writeln!(
+                out,
+                "link key written to {} (readable by its owner only)\npublic key, for the coordinator: {public}",
+                path.display()
+            )?;
+        }
+        LinkKeyCommand::Show { key } => {
+            writeln!(out, "{}", link_key::load(&key)?.public())?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads the configuration and the files it names (the link key), so that `check-config`
+/// finds what `run` would stop on.
+fn load(path: &Path) -> anyhow::Result<(Config, LinkSettings)> {
+    let config = Config::load(path)?;
+    let coordinator = &config.coordinator;
+    let security = match (coordinator.transport, coordinator.pinned_link_key()?) {
+        (LinkTransport::Noise, Some(pinned)) => {
+            let file = coordinator
+                .link_key_file
+                .as_deref()
+                .context("coordinator.link_key_file is required with transport = \"noise\"")?;
+            LinkSecurity::Noise {
+                key: link_key::load(file)?.into(),
+                coordinator: pinned,
+            }
+        }
+        (LinkTransport::Noise, None) => {
+            anyhow::bail!("coordinator.link_key is required with transport = \"noise\"")
+        }
+        (LinkTransport::Plain, _) => LinkSecurity::PlainLoopback,
+    };
+    let settings = LinkSettings {
+        endpoint: coordinator.endpoint,
+        security,
+        validator: hex::decode(&coordinator.validator)
+            .context("coordinator.validator is not hex")?,
+        message_key: coordinator.message_public_key()?,
+    };
+    Ok((config, settings))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut stdout = std::io::stdout().lock();
@@ -62,12 +133,11 @@ fn main() -> ExitCode {
         Command::ExampleConfig => stdout
             .write_all(EXAMPLE.as_bytes())
             .map_err(anyhow::Error::from),
-        Command::CheckConfig { config } => Config::load(&config)
-            .map_err(anyhow::Error::from)
-            .and_then(|_| {
-                writeln!(stdout, "{}: configuration is valid", config.display())
-                    .map_err(anyhow::Error::from)
-            }),
+        Command::LinkKey { command } => link_key_command(command, &mut stdout),
+        Command::CheckConfig { config } => load(&config).and_then(|_| {
+            writeln!(stdout, "{}: configuration is valid", config.display())
+                .map_err(anyhow::Error::from)
+        }),
         Command::Run { config } => {
             telemetry::init_logging();
             run(&config, &mut stdout)
@@ -101,8 +171,13 @@ fn scan_alone(scanner: &mut Scanner<BitcoinCore>, metrics: &ProcessorMetrics) {
     }
 }
 
-/// Connects to the enclave and the coordinator; `None` (logged) while either is away.
-async fn connect(config: &Config, validator: &[u8]) -> Option<(EnclaveClient, LinkClient)> {
+/// Connects to the enclave and the coordinator; `None` (logged) while either is away. A
+/// refused handshake is an error worth an operator's eye (and counted); an absent peer is not.
+async fn connect(
+    config: &Config,
+    link: &LinkSettings,
+    metrics: &LinkMetrics,
+) -> Option<(EnclaveClient, LinkClient)> {
     let deadline = Duration::from_secs(30);
     let signer = match EnclaveClient::connect(&config.enclave.socket, deadline).await {
         Ok(signer) => signer,
@@ -111,8 +186,16 @@ async fn connect(config: &Config, validator: &[u8]) -> Option<(EnclaveClient, Li
             return None;
         }
     };
-    match LinkClient::connect(config.coordinator.endpoint, validator, deadline).await {
+    match LinkClient::connect(link, deadline, metrics).await {
         Ok(link) => Some((signer, link)),
+        Err(
+            error @ (LinkError::Handshake { .. }
+            | LinkError::HandshakeTimeout { .. }
+            | LinkError::PlainNotLoopback(_)),
+        ) => {
+            tracing::error!(error = %telemetry::error_report(&error), "coordinator link refused");
+            None
+        }
         Err(error) => {
             tracing::debug!(%error, "coordinator not reachable");
             None
@@ -121,7 +204,7 @@ async fn connect(config: &Config, validator: &[u8]) -> Option<(EnclaveClient, Li
 }
 
 fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+    let (config, link_settings) = load(path)?;
     let rpc = &config.bitcoin_rpc;
     let auth = match (&rpc.cookie_file, &rpc.user, &rpc.password_file) {
         (Some(cookie), _, _) => Auth::Cookie(cookie.clone()),
@@ -153,8 +236,7 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
     let flag = Arc::clone(&stop);
     telemetry::on_shutdown_signal(move || flag.store(true, Ordering::SeqCst))?;
     let processor_metrics = ProcessorMetrics::new(scanner.metrics().registry())?;
-    let validator =
-        hex::decode(&config.coordinator.validator).context("coordinator.validator is not hex")?;
+    let link_metrics = LinkMetrics::new(scanner.metrics().registry())?;
     writeln!(
         out,
         "scanner ready: metrics http://{metrics_address}/metrics"
@@ -176,7 +258,7 @@ fn run(path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
             let connected = if link_halted {
                 None
             } else {
-                connect(&config, &validator).await
+                connect(&config, &link_settings, &link_metrics).await
             };
             let Some((signer, link)) = connected else {
                 // Without the enclave or the coordinator, keep scanning every poll, and try
