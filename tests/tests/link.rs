@@ -301,9 +301,14 @@ fn a_registered_key_cannot_log_in_as_another_validator() {
             .err()
             .unwrap()
     });
+    assert!(matches!(error, LinkError::LoginRefused { .. }), "{error}");
     assert!(
         error.to_string().contains("registered for validator 01"),
         "{error}"
+    );
+    assert_eq!(
+        processor.metric("scanner_link_handshakes_refused_total", "login_refused"),
+        1
     );
     assert_eq!(coordinator.refusals().unwrap().logins.len(), 1);
     assert_eq!(coordinator.logins(&[2]).unwrap(), 0);

@@ -191,6 +191,7 @@ async fn connect(
         Err(
             error @ (LinkError::Handshake { .. }
             | LinkError::HandshakeTimeout { .. }
+            | LinkError::LoginRefused { .. }
             | LinkError::PlainNotLoopback(_)),
         ) => {
             tracing::error!(error = %telemetry::error_report(&error), "coordinator link refused");

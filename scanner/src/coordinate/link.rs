@@ -64,6 +64,15 @@ pub enum LinkError {
         /// How long we waited.
         deadline: Duration,
     },
+    /// The coordinator refused our login (over Noise: the validator named is not the one our
+    /// key is registered for).
+    #[error("coordinator at {endpoint} refused the login: {reason}")]
+    LoginRefused {
+        /// Where.
+        endpoint: SocketAddr,
+        /// Its reason.
+        reason: capnp::Error,
+    },
     /// The RPC failed (disconnected, or the coordinator failed the call): reconnect.
     #[error("coordinator RPC: {0}")]
     Rpc(#[from] capnp::Error),
@@ -255,7 +264,18 @@ impl LinkClient {
             response.get()?.get_link()
         })
         .await
-        .map_err(|_| LinkError::Timeout(deadline))??;
+        .map_err(|_| LinkError::Timeout(deadline))?
+        .map_err(|reason| {
+            // A failed call is the coordinator's answer; a lost connection is only that.
+            if reason.kind != capnp::ErrorKind::Failed {
+                return LinkError::Rpc(reason);
+            }
+            metrics
+                .handshakes_refused
+                .with_label_values(&["login_refused"])
+                .inc();
+            LinkError::LoginRefused { endpoint, reason }
+        })?;
         Ok(LinkClient {
             link,
             _connection: Rc::new(connection),
