@@ -1,7 +1,10 @@
 //! The scanner node's configuration file: TOML, every setting documented in `EXAMPLE`,
 //! unknown keys refused, secrets only by file path, checked as a whole at load.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use bitcoin::secp256k1::XOnlyPublicKey;
 use schema::link::identity::LinkPublicKey;
@@ -111,24 +114,38 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// The coordinator's pinned link key; `None` with plain TCP.
+    /// With Noise, our link key file and the coordinator's pinned link key; `None` with plain
+    /// TCP, which only a loopback endpoint may use.
     ///
     /// # Errors
-    /// Missing with Noise, or not a key.
-    pub fn pinned_link_key(&self) -> Result<Option<LinkPublicKey>, ConfigError> {
-        match (self.transport, &self.link_key) {
-            (LinkTransport::Plain, _) => Ok(None),
-            (LinkTransport::Noise, None) => Err(ConfigError::Invalid {
+    /// A setting Noise needs is missing or malformed, or plain TCP to another host.
+    pub fn noise(&self) -> Result<Option<(&Path, LinkPublicKey)>, ConfigError> {
+        if self.transport == LinkTransport::Plain {
+            if !self.endpoint.ip().is_loopback() {
+                return Err(ConfigError::Invalid {
+                    setting: "coordinator.transport",
+                    reason: "plain TCP only to a loopback endpoint; use \"noise\"",
+                });
+            }
+            return Ok(None);
+        }
+        let file = self.link_key_file.as_deref().ok_or(ConfigError::Invalid {
+            setting: "coordinator.link_key_file",
+            reason: "required with transport = \"noise\" (scanner link-key generate)",
+        })?;
+        let pinned = self
+            .link_key
+            .as_deref()
+            .ok_or(ConfigError::Invalid {
                 setting: "coordinator.link_key",
                 reason: "required with transport = \"noise\": the coordinator's link public key",
-            }),
-            (LinkTransport::Noise, Some(key)) => {
-                key.parse().map(Some).map_err(|_| ConfigError::Invalid {
-                    setting: "coordinator.link_key",
-                    reason: "must be 64 hex digits",
-                })
-            }
-        }
+            })?
+            .parse()
+            .map_err(|_| ConfigError::Invalid {
+                setting: "coordinator.link_key",
+                reason: "must be 64 hex digits",
+            })?;
+        Ok(Some((file, pinned)))
     }
 
     /// The coordinator's message signing key.
@@ -202,7 +219,7 @@ impl Config {
     ///
     /// # Errors
     /// The file cannot be read or is not a valid configuration.
-    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -229,24 +246,8 @@ impl Config {
                 reason: "must be non-empty hex",
             });
         }
-        let coordinator = &self.coordinator;
-        coordinator.pinned_link_key()?;
-        coordinator.message_public_key()?;
-        match coordinator.transport {
-            LinkTransport::Plain if !coordinator.endpoint.ip().is_loopback() => {
-                return Err(ConfigError::Invalid {
-                    setting: "coordinator.transport",
-                    reason: "plain TCP only to a loopback endpoint; use \"noise\"",
-                })
-            }
-            LinkTransport::Noise if coordinator.link_key_file.is_none() => {
-                return Err(ConfigError::Invalid {
-                    setting: "coordinator.link_key_file",
-                    reason: "required with transport = \"noise\" (scanner link-key generate)",
-                })
-            }
-            _ => {}
-        }
+        self.coordinator.noise()?;
+        self.coordinator.message_public_key()?;
         if self.poll_interval_ms < 10 {
             return Err(ConfigError::Invalid {
                 setting: "poll_interval_ms",
@@ -344,7 +345,7 @@ mod tests {
     fn plain_tcp_only_to_loopback_and_only_when_written() {
         let plain = example_with("transport = \"noise\"", "transport = \"plain\"").unwrap();
         assert_eq!(plain.coordinator.transport, LinkTransport::Plain);
-        assert_eq!(plain.coordinator.pinned_link_key().unwrap(), None);
+        assert_eq!(plain.coordinator.noise().unwrap(), None);
         let remote = EXAMPLE
             .replacen("transport = \"noise\"", "transport = \"plain\"", 1)
             .replacen(

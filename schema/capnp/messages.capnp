@@ -154,7 +154,7 @@ struct CoordinatorMessage {
 }
 
 struct CoordinatorEnvelope {
-  id @0 :UInt64; # strictly increasing per processor
+  id @0 :UInt64; # consecutive per processor, from 1 (a gap halts the link)
   message @1 :CoordinatorMessage;
   # BIP340 by the coordinator's message key over the validator, the id and the canonical
   # encoding of `message` (schema/src/link/signed.rs); checked before the message is decoded.

@@ -201,7 +201,7 @@ fn a_processor_key_the_coordinator_does_not_know_is_told_why() {
         )
         .await;
         match processor {
-            Err(HandshakeError::RefusedByPeer { key, reason }) => {
+            Err(HandshakeError::RefusedByCoordinator { key, reason }) => {
                 assert_eq!(key, ends.processor.public());
                 assert_eq!(reason, "this key is not registered for any validator");
             }
@@ -209,13 +209,13 @@ fn a_processor_key_the_coordinator_does_not_know_is_told_why() {
         }
         assert!(matches!(
             coordinator,
-            Err(HandshakeError::RefusedPeer { key, .. }) if key == ends.processor.public()
+            Err(HandshakeError::RefusedInitiator { key, .. }) if key == ends.processor.public()
         ));
     });
 }
 
-/// The handshake is 3 messages up to the coordinator and 2 down (its message and its verdict):
-/// offsets beyond what the handshake takes are transport frames.
+/// The handshake is 2 messages up to the coordinator (100 bytes) and 2 down (its message and
+/// its verdict): offsets beyond what the handshake takes are transport frames.
 const AFTER_HANDSHAKE: usize = 200;
 
 #[test]

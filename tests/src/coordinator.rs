@@ -4,7 +4,7 @@
 //! acks, and the messages each processor sent (deduplicated by id, as the real coordinator
 //! does). Tests push messages and read what came back; `misbehave_rewind` makes it redeliver
 //! from the start, ignoring `after`, as a reset queue would; `alter`, `push_replayed`,
-//! `push_moved` and `delete` make what a tampered queue would hold; `refusals` tells what it
+//! `push_moved` and `push_after_gap` make what a tampered queue would hold; `refusals` tells what it
 //! turned away.
 
 use std::{
@@ -157,14 +157,14 @@ fn lock(state: &Shared) -> Result<std::sync::MutexGuard<'_, State>, capnp::Error
 /// What one connection proved: with Noise, the validator its key is registered for and the
 /// session's handshake hash; with plain TCP, nothing.
 #[derive(Clone)]
-struct Session {
+struct Proven {
     validator: Vec<u8>,
     handshake_hash: [u8; HANDSHAKE_HASH_LEN],
 }
 
 struct Gate {
     state: Shared,
-    session: Option<Session>,
+    proven: Option<Proven>,
 }
 
 struct Link {
@@ -176,14 +176,14 @@ impl Gate {
     /// A login is good over Noise when it names the validator the session's key is registered
     /// for and carries this session's handshake hash.
     fn check(&self, validator: &[u8], proof: &[u8]) -> Result<(), String> {
-        match &self.session {
+        match &self.proven {
             None => Ok(()),
-            Some(session) if session.validator != validator => Err(format!(
+            Some(proven) if proven.validator != validator => Err(format!(
                 "login as validator {} refused: this link key is registered for validator {}",
                 hex::encode(validator),
-                hex::encode(&session.validator)
+                hex::encode(&proven.validator)
             )),
-            Some(session) if session.handshake_hash != proof => {
+            Some(proven) if proven.handshake_hash != proof => {
                 Err("login proof is not this session's handshake hash".into())
             }
             Some(_) => Ok(()),
@@ -298,9 +298,9 @@ impl coordinator_link::Server for Link {
     }
 }
 
-/// How the harness serves.
+/// How the harness listens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
+pub enum Listen {
     /// Noise XX with its link key, processors known by theirs.
     Noise,
     /// Plain TCP on loopback.
@@ -311,7 +311,7 @@ pub enum Transport {
 pub struct CoordinatorHarness {
     state: Shared,
     address: SocketAddr,
-    transport: Transport,
+    listen: Listen,
     link_key: Arc<LinkSecretKey>,
     message_key: Keypair,
     stop: Arc<AtomicBool>,
@@ -324,14 +324,14 @@ impl CoordinatorHarness {
     /// # Errors
     /// The port cannot be bound.
     pub fn start() -> Result<Self, HarnessError> {
-        Self::start_with(Transport::Noise)
+        Self::start_with(Listen::Noise)
     }
 
-    /// Starts serving as `transport` says on a free loopback port.
+    /// Starts listening as `listen` says on a free loopback port.
     ///
     /// # Errors
     /// The port cannot be bound.
-    pub fn start_with(transport: Transport) -> Result<Self, HarnessError> {
+    pub fn start_with(listen: Listen) -> Result<Self, HarnessError> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let address = listener.local_addr()?;
         let mut secret = [0u8; 32];
@@ -343,7 +343,7 @@ impl CoordinatorHarness {
         let mut harness = CoordinatorHarness {
             state: Arc::default(),
             address,
-            transport,
+            listen,
             link_key: Arc::new(LinkSecretKey::generate()),
             message_key,
             stop: Arc::new(AtomicBool::new(false)),
@@ -359,7 +359,7 @@ impl CoordinatorHarness {
         let server = Server {
             state: Arc::clone(&self.state),
             stop: Arc::clone(&self.stop),
-            transport: self.transport,
+            listen: self.listen,
             key: Arc::clone(&self.link_key),
         };
         self.thread = Some(
@@ -515,16 +515,22 @@ impl CoordinatorHarness {
         self.queue(validator, |id| original.moved(id))
     }
 
-    /// Deletes queued message `id` from storage, leaving a gap in the ids.
+    /// Queues a signed message that does not decode one id past the next, at once: what a
+    /// queue looks like after the message before it was deleted from storage. Returns its id.
     ///
     /// # Errors
-    /// No message `id`, or the state is poisoned.
-    pub fn delete(&self, validator: &[u8], id: MessageId) -> Result<(), HarnessError> {
-        self.stored(validator, id)?;
-        self.with(|state| {
-            if let Some(queue) = state.queues.get_mut(validator) {
-                queue.inbox.retain(|entry| entry.id != id);
-            }
+    /// The state is poisoned.
+    pub fn push_after_gap(&self, validator: &[u8]) -> Result<MessageId, HarnessError> {
+        self.queue(validator, |next| {
+            Entry::new(
+                &self.message_key,
+                validator,
+                MessageId(next.0 + 1),
+                |builder| {
+                    builder.init_message().init_key_gen().init_generate_key();
+                    Ok(())
+                },
+            )
         })
     }
 
@@ -652,7 +658,7 @@ impl Drop for CoordinatorHarness {
 struct Server {
     state: Shared,
     stop: Arc<AtomicBool>,
-    transport: Transport,
+    listen: Listen,
     key: Arc<LinkSecretKey>,
 }
 
@@ -687,11 +693,11 @@ impl Server {
 
     /// One processor's connection: the handshake (with Noise), then the gate.
     async fn connection(self: Rc<Self>, stream: tokio::net::TcpStream) {
-        if self.transport == Transport::Plain {
+        if self.listen == Listen::Plain {
             let (read, write) = stream.into_split();
             let gate = capnp_rpc::new_client::<coordinator_gate::Client, _>(Gate {
                 state: Arc::clone(&self.state),
-                session: None,
+                proven: None,
             });
             transport::serve(read, write, gate.client, "processor");
             return;
@@ -741,7 +747,7 @@ impl Server {
         };
         let gate = capnp_rpc::new_client::<coordinator_gate::Client, _>(Gate {
             state: Arc::clone(&self.state),
-            session: Some(Session {
+            proven: Some(Proven {
                 validator,
                 handshake_hash: secured.handshake_hash,
             }),

@@ -36,7 +36,7 @@ pub struct Recording {
 }
 
 #[derive(Default)]
-struct Shared {
+struct ProxyState {
     flip: Option<Direction>,
     recordings: Vec<Recording>,
 }
@@ -53,7 +53,7 @@ enum Mode {
 /// The proxy, serving on a loopback port from its own threads.
 pub struct Proxy {
     address: SocketAddr,
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Mutex<ProxyState>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -80,7 +80,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let shared = Arc::new(Mutex::new(ProxyState::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (serving, stopping) = (Arc::clone(&shared), Arc::clone(&stop));
         let thread = std::thread::Builder::new()
@@ -115,7 +115,7 @@ impl Proxy {
         self.with(|shared| shared.recordings.clone())
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Shared) -> T) -> Result<T, HarnessError> {
+    fn with<T>(&self, f: impl FnOnce(&mut ProxyState) -> T) -> Result<T, HarnessError> {
         let mut shared = self
             .shared
             .lock()
@@ -133,7 +133,7 @@ impl Drop for Proxy {
     }
 }
 
-fn accept(listener: &TcpListener, mode: &Mode, shared: &Arc<Mutex<Shared>>, stop: &AtomicBool) {
+fn accept(listener: &TcpListener, mode: &Mode, shared: &Arc<Mutex<ProxyState>>, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         let Ok((processor, _)) = listener.accept() else {
             std::thread::sleep(Duration::from_millis(10));
@@ -193,7 +193,7 @@ fn copy(
     mut to: Option<TcpStream>,
     direction: Direction,
     index: usize,
-    shared: &Arc<Mutex<Shared>>,
+    shared: &Arc<Mutex<ProxyState>>,
 ) {
     let shared = Arc::clone(shared);
     std::thread::spawn(move || {

@@ -387,9 +387,7 @@ fn a_coordinator_restart_or_a_malformed_message_loses_nothing_and_repeats_nothin
     // Validator 4's queue loses a message in storage: the gap halts its link at the message
     // before it, and the one after is not handled.
     let gapped = &devnet.validators[3];
-    let deleted = devnet.coordinator.push_malformed(&gapped.id).unwrap();
-    let after_gap = devnet.coordinator.push_malformed(&gapped.id).unwrap();
-    devnet.coordinator.delete(&gapped.id, deleted).unwrap();
+    let after_gap = devnet.coordinator.push_after_gap(&gapped.id).unwrap();
     devnet
         .coordinator
         .wait_until(processor_tests::devnet::STEP_TIMEOUT, |_| {

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use scanner::{
     chain::bitcoin_core::BitcoinCore,
     chain::rpc::{Auth, CoreRpc, Retry},
-    config::{Config, LinkTransport, EXAMPLE},
+    config::{Config, EXAMPLE},
     coordinate::enclave_client::EnclaveClient,
     coordinate::link::{LinkClient, LinkError, LinkMetrics, LinkSecurity, LinkSettings},
     coordinate::link_key,
@@ -100,21 +100,12 @@ fn link_key_command(command: LinkKeyCommand, out: &mut impl Write) -> anyhow::Re
 fn load(path: &Path) -> anyhow::Result<(Config, LinkSettings)> {
     let config = Config::load(path)?;
     let coordinator = &config.coordinator;
-    let security = match (coordinator.transport, coordinator.pinned_link_key()?) {
-        (LinkTransport::Noise, Some(pinned)) => {
-            let file = coordinator
-                .link_key_file
-                .as_deref()
-                .context("coordinator.link_key_file is required with transport = \"noise\"")?;
-            LinkSecurity::Noise {
-                key: link_key::load(file)?.into(),
-                coordinator: pinned,
-            }
-        }
-        (LinkTransport::Noise, None) => {
-            anyhow::bail!("coordinator.link_key is required with transport = \"noise\"")
-        }
-        (LinkTransport::Plain, _) => LinkSecurity::PlainLoopback,
+    let security = match coordinator.noise()? {
+        Some((file, pinned)) => LinkSecurity::Noise {
+            key: link_key::load(file)?.into(),
+            coordinator: pinned,
+        },
+        None => LinkSecurity::PlainLoopback,
     };
     let settings = LinkSettings {
         endpoint: coordinator.endpoint,

@@ -57,7 +57,7 @@ pub enum LinkError {
         source: HandshakeError,
     },
     /// The coordinator accepted the connection but did not finish the handshake in time.
-    #[error("coordinator link handshake with {endpoint} did not finish within {deadline:?}: is the coordinator stalled, or serving plain TCP?")]
+    #[error("coordinator link handshake with {endpoint} did not finish within {deadline:?}: is the coordinator stalled?")]
     HandshakeTimeout {
         /// Where.
         endpoint: SocketAddr,
@@ -233,8 +233,7 @@ impl LinkClient {
                     )
                     .await
                     .map_err(|_| {
-                        // The coordinator took the connection but never finished the handshake:
-                        // stalled, or speaking plain TCP.
+                        // The coordinator took the connection but never finished the handshake.
                         metrics
                             .handshakes_refused
                             .with_label_values(&["timeout"])
@@ -259,23 +258,21 @@ impl LinkClient {
         let mut login = gate.login_request();
         login.get().set_validator(&settings.validator);
         login.get().set_proof(&proof);
-        let link = tokio::time::timeout(deadline, async {
-            let response = login.send().promise.await?;
-            response.get()?.get_link()
-        })
-        .await
-        .map_err(|_| LinkError::Timeout(deadline))?
-        .map_err(|reason| {
-            // A failed call is the coordinator's answer; a lost connection is only that.
-            if reason.kind != capnp::ErrorKind::Failed {
-                return LinkError::Rpc(reason);
-            }
-            metrics
-                .handshakes_refused
-                .with_label_values(&["login_refused"])
-                .inc();
-            LinkError::LoginRefused { endpoint, reason }
-        })?;
+        let response = tokio::time::timeout(deadline, login.send().promise)
+            .await
+            .map_err(|_| LinkError::Timeout(deadline))?
+            .map_err(|reason| {
+                // A failed call is the coordinator's answer; a lost connection is only that.
+                if reason.kind != capnp::ErrorKind::Failed {
+                    return LinkError::Rpc(reason);
+                }
+                metrics
+                    .handshakes_refused
+                    .with_label_values(&["login_refused"])
+                    .inc();
+                LinkError::LoginRefused { endpoint, reason }
+            })?;
+        let link = response.get()?.get_link()?;
         Ok(LinkClient {
             link,
             _connection: Rc::new(connection),

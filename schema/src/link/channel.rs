@@ -17,7 +17,7 @@
 //! one transport frame, its verdict: accepted (`0x00`), or refused (`0x01` and a UTF-8 reason),
 //! so the initiator learns why it was turned away from the authenticated peer itself.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
@@ -39,6 +39,9 @@ const TAG_LEN: usize = 16;
 
 /// The most plaintext one frame carries.
 pub const MAX_PLAINTEXT: usize = MAX_FRAME - TAG_LEN;
+
+/// The longest a frame may take to leave: a peer that takes no bytes for this long is gone.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Bytes of the handshake hash, which binds a login to its session.
 pub const HANDSHAKE_HASH_LEN: usize = 32;
@@ -73,7 +76,7 @@ pub enum HandshakeError {
     },
     /// The responder turned the initiator away, saying why.
     #[error("the coordinator refused our link key {key}: {reason}")]
-    RefusedByPeer {
+    RefusedByCoordinator {
         /// Our key.
         key: LinkPublicKey,
         /// Its reason.
@@ -81,7 +84,7 @@ pub enum HandshakeError {
     },
     /// The responder turned an initiator away.
     #[error("refused the link key {key}: {reason}")]
-    RefusedPeer {
+    RefusedInitiator {
         /// The initiator's key.
         key: LinkPublicKey,
         /// Why.
@@ -97,8 +100,8 @@ impl HandshakeError {
             HandshakeError::Noise(_) => "unauthenticated",
             HandshakeError::Malformed(_) => "malformed",
             HandshakeError::WrongCoordinator { .. } => "wrong_coordinator_key",
-            HandshakeError::RefusedByPeer { .. } => "refused_by_coordinator",
-            HandshakeError::RefusedPeer { .. } => "unknown_key",
+            HandshakeError::RefusedByCoordinator { .. } => "refused_by_coordinator",
+            HandshakeError::RefusedInitiator { .. } => "unknown_key",
         }
     }
 }
@@ -243,7 +246,7 @@ where
     match out[..verdict] {
         [ACCEPTED] => {}
         [REFUSED, ref reason @ ..] => {
-            return Err(HandshakeError::RefusedByPeer {
+            return Err(HandshakeError::RefusedByCoordinator {
                 key: key.public(),
                 // Shown to an operator: no control characters from the peer in the logs.
                 reason: String::from_utf8_lossy(&reason[..reason.len().min(MAX_REASON)])
@@ -298,7 +301,7 @@ where
     let len = transport.write_message(0, &plain, &mut out)?;
     write_frame(&mut write, &out[..len]).await?;
     if let Err(reason) = verdict {
-        return Err(HandshakeError::RefusedPeer { key: peer, reason });
+        return Err(HandshakeError::RefusedInitiator { key: peer, reason });
     }
     Ok(SecureStream {
         stream: pump(read, write, Arc::new(transport), 0, 1, on_fault),
@@ -370,10 +373,13 @@ where
                 break;
             };
             write_nonce += 1;
-            if write_frame(&mut socket_write, &frame[..frame_len])
-                .await
-                .is_err()
-            {
+            // A peer that stops taking bytes would hold this task (and the socket) forever.
+            let written = tokio::time::timeout(
+                WRITE_DEADLINE,
+                write_frame(&mut socket_write, &frame[..frame_len]),
+            )
+            .await;
+            if !matches!(written, Ok(Ok(()))) {
                 break;
             }
         }

@@ -1,5 +1,7 @@
 //! Link identities: an X25519 key pair per end, the public half written as 64 hex digits
-//! wherever an operator pins it. Our copy of the secret half is zeroized on drop; the copies
+//! wherever an operator pins it. Our copy of the secret half is zeroized on drop (deriving the
+//! public half passes a transient copy on the stack, as the curve library takes it by value);
+//! the copies
 //! `snow` 0.10 makes inside a handshake (its DH state, the session's cipher keys) are not, as
 //! snow does not zeroize: the link key lives in the scanner's memory for as long as it runs,
 //! and a scanner host is assumed compromisable anyway (it holds no custody secret; a stolen
