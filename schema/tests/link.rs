@@ -214,6 +214,36 @@ fn a_processor_key_the_coordinator_does_not_know_is_told_why() {
     });
 }
 
+/// A refusal reason longer than the verdict carries arrives cut to its limit, and a control
+/// character in it (a terminal escape in an operator's log) never arrives.
+#[test]
+fn a_long_or_hostile_refusal_reason_is_cut_and_cleaned() {
+    local(async {
+        let ends = ends();
+        let reason = format!("\u{1b}[2J{}", "r".repeat(channel::MAX_REASON + 1));
+        let (processor, _) = handshake(
+            &ends,
+            ends.coordinator.public(),
+            move |_| Err(reason),
+            untouched,
+            untouched,
+            &Faults::default(),
+        )
+        .await;
+        match processor {
+            Err(HandshakeError::RefusedByCoordinator { reason, .. }) => {
+                assert!(!reason.contains('\u{1b}'), "{reason}");
+                // The limit counts bytes sent: the escape (1 byte) is dropped on arrival.
+                assert_eq!(
+                    reason,
+                    format!("[2J{}", "r".repeat(channel::MAX_REASON - 4))
+                );
+            }
+            other => panic!("{:?}", other.err()),
+        }
+    });
+}
+
 /// The handshake is 2 messages up to the coordinator (100 bytes) and 2 down (its message and
 /// its verdict): offsets beyond what the handshake takes are transport frames.
 const AFTER_HANDSHAKE: usize = 200;

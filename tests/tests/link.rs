@@ -204,6 +204,35 @@ fn a_dropped_link_closes_its_connection() {
     });
 }
 
+/// A coordinator that takes the connection and never answers the handshake: the wait ends at
+/// the deadline, named and counted.
+#[test]
+fn a_handshake_that_never_finishes_ends_at_the_deadline() {
+    let coordinator = CoordinatorHarness::start().unwrap();
+    let processor = LinkEnd::registered(&coordinator);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let deadline = Duration::from_millis(300);
+    let error = local(async {
+        let settings = processor.settings(
+            &coordinator,
+            silent.local_addr().unwrap(),
+            coordinator.link_public_key(),
+        );
+        LinkClient::connect(&settings, deadline, &processor.metrics)
+            .await
+            .err()
+            .unwrap()
+    });
+    assert!(
+        matches!(error, LinkError::HandshakeTimeout { deadline: waited, .. } if waited == deadline),
+        "{error}"
+    );
+    assert_eq!(
+        processor.metric("scanner_link_handshakes_refused_total", "timeout"),
+        1
+    );
+}
+
 #[test]
 fn a_coordinator_other_than_the_pinned_one_is_named_and_nothing_is_read() {
     let coordinator = CoordinatorHarness::start().unwrap();

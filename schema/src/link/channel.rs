@@ -50,7 +50,7 @@ const ACCEPTED: u8 = 0;
 const REFUSED: u8 = 1;
 
 /// The longest refusal reason sent or read.
-const MAX_REASON: usize = 256;
+pub const MAX_REASON: usize = 256;
 
 /// Why a handshake failed. Each names which side failed which check.
 #[derive(Debug, Error)]
