@@ -21,6 +21,7 @@ use rand_chacha::rand_core::SeedableRng;
 use scanner::{
     chain::ChainOutput,
     chain::ChainTransaction,
+    rotation::Rotation,
     scan::eventuality::{Eventuality, Member, Outcome},
     scan::outputs::ReceivedOutput,
     schedule::state as scheduler_state,
@@ -242,6 +243,7 @@ fn main() -> Result<(), Failure> {
 
     // Stored scanner records of drawn values.
     let key = processor_fuzz::network_key();
+    let pairs = draw(strategies::key_pair(), 6);
     for (index, ((instruction, amount), id)) in draw(
         (
             proptest::option::of(strategies::refundable_in_instruction()),
@@ -253,12 +255,20 @@ fn main() -> Result<(), Failure> {
     .into_iter()
     .enumerate()
     {
+        // Without an instruction, every other output is a refund to the origin's address.
+        let refund = match (&instruction, index % 2) {
+            (None, 1) => Some(schema::plan::PaymentAddress::from_bytes(
+                &[&[0x51, 0x20][..], &[7; 32]].concat(),
+            )?),
+            _ => None,
+        };
         let output = ReceivedOutput {
             id,
             key,
             kind: OutputKind::External,
             amount,
             instruction,
+            refund,
         };
         corpus.write(
             "scanner_records",
@@ -333,6 +343,20 @@ fn main() -> Result<(), Failure> {
             "scanner_records",
             &format!("flight-{index}"),
             &[&[5u8][..], &encode_flight(&flight)].concat(),
+        )?;
+        // A rotation through `index + 1` keys: the newest active, the others forwarding, the
+        // oldest retired once there are three.
+        let mut rotation = Rotation::default();
+        for (step, pair) in (0_u64..).zip(pairs.iter().take(index + 1)) {
+            rotation.confirm(*pair, 100 + step * 10)?;
+        }
+        if let Some(oldest) = rotation.keys().first().map(|key| key.pair.network_key) {
+            rotation.retire_if_done(&oldest, true, 1_000);
+        }
+        corpus.write(
+            "scanner_records",
+            &format!("rotation-{index}"),
+            &[&[6u8][..], &rotation.encode()].concat(),
         )?;
     }
 

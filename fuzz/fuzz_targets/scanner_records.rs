@@ -1,10 +1,11 @@
 //! The scanner database's own record formats (`scanner::records`), as read back from a disk that
 //! may be damaged: a received output, an eventuality (a plan family), a spending transaction's
-//! inputs and outputs, an outcome, a spend with its height, a plan family in flight. Each is
-//! canonical: whatever decodes re-encodes to exactly the same bytes.
+//! inputs and outputs, an outcome, a spend with its height, a plan family in flight, the key
+//! rotation. Each is canonical: whatever decodes re-encodes to exactly the same bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use scanner::rotation::Rotation;
 use scanner::store::records::{
     decode_eventuality, decode_flight, decode_io, decode_outcome, decode_output, decode_spend,
     encode_eventuality, encode_flight, encode_io, encode_outcome, encode_output, encode_spend,
@@ -18,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, bytes)) = data.split_first() else {
         return;
     };
-    match which % 6 {
+    match which % 7 {
         0 => {
             let id = OutputId {
                 txid: TransactionId([7; 32]),
@@ -49,10 +50,15 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(encode_spend(&spend), bytes);
             }
         }
-        _ => {
+        5 => {
             if let Some(flight) = decode_flight(PlanId([9; 32]), bytes) {
                 assert_eq!(flight.family, PlanId([9; 32]));
                 assert_eq!(encode_flight(&flight), bytes);
+            }
+        }
+        _ => {
+            if let Some(rotation) = Rotation::decode(bytes) {
+                assert_eq!(rotation.encode(), bytes);
             }
         }
     }

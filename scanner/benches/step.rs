@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bitcoin::{key::Secp256k1, secp256k1::SecretKey};
 use rocksdb::WriteBatch;
 use scanner::{
+    rotation::Rotation,
     scan::eventuality::{Eventuality, Outcome},
     store::db::{Db, ScannedKey},
 };
@@ -23,7 +24,7 @@ use schema::{
     hashes::{BlockHash, PlanId, SeraiAddress, TransactionId},
     ids::{BatchId, NetworkId},
     instruction::{InInstruction, InInstructionWithBalance},
-    keys::{BatchKey, NetworkKey},
+    keys::{BatchKey, KeyPair, NetworkKey},
     plan::OutputId,
 };
 
@@ -34,7 +35,7 @@ const STEPS: usize = 2_000;
 fn idle_step(db: &Db) -> usize {
     let outbox = db.outbox().unwrap();
     let keys = db.keys().unwrap();
-    let _ = db.batch_key().unwrap();
+    let _ = db.rotation().unwrap();
     let next = db.next_batch_to_sign().unwrap();
     let batches = db.batches_from(BatchId(next)).unwrap();
     let unsettled = db.unsettled().unwrap();
@@ -84,7 +85,17 @@ fn base(db: &Db) {
         },
     )
     .unwrap();
-    db.put_batch_key(&mut write, &BatchKey([2; 32])).unwrap();
+    let mut rotation = Rotation::default();
+    rotation
+        .confirm(
+            KeyPair {
+                batch_key: BatchKey([2; 32]),
+                network_key: key(),
+            },
+            0,
+        )
+        .unwrap();
+    db.put_rotation(&mut write, &rotation).unwrap();
     db.commit(write).unwrap();
 }
 

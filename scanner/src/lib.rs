@@ -14,12 +14,15 @@
 //! - `coordinate`: what the processor talks to: the coordinator (`coordinate::link`), the
 //!   enclave (`coordinate::enclave_client`), and the traits the processor is generic over
 //!   (`coordinate::parts`);
+//! - `rotation`: the network's confirmed keys and the stage of each (active, forwarding,
+//!   retired);
 //! - `processor`: the loop joining them; `config`: the node's configuration file.
 
 pub mod chain;
 pub mod config;
 pub mod coordinate;
 pub mod processor;
+pub mod rotation;
 pub mod scan;
 pub mod schedule;
 pub mod store;

@@ -6,11 +6,13 @@
 //! and is tried again; a refusal is logged, counted and the message is skipped without harm.
 //!
 //! Handled: key generation (forwarded to the enclave); `ConfirmKeyPair` (enclave confirmation,
-//! scanning from the activation block); the Batch signing rounds (`BatchPreprocess` when a
-//! Batch is built, `BatchShare`, `Update`); `SubstrateBlock` (plans stuck for
+//! scanning from the activation block; a later key starts a rotation, `rotation`); the Batch
+//! signing rounds (`BatchPreprocess` when a Batch is built, under the batch key of its block,
+//! `BatchShare`, `Update`); `SubstrateBlock`, for every confirmed key (plans stuck for
 //! `STUCK_AFTER_BLOCKS` replaced at a higher fee, acknowledged blocks' outputs and the burns
-//! to the scheduler, plans and their eventualities persisted, `SubstrateBlockAck` queued, all
-//! in one commit, before any signing); `PlansAcknowledged` (to the enclave, then a
+//! to the active key's scheduler, a replaced key's outputs forwarded to the active key and the
+//! key retired once drained, plans and their eventualities persisted, one `SubstrateBlockAck`
+//! per key queued, all in one commit, before any signing); `PlansAcknowledged` (to the enclave, then a
 //! preprocess per plan); the transaction signing rounds, publication (repeated every step until
 //! the plan's eventuality settles) and `Completed`; a peer's `Completed`, checked on our node. A
 //! message about a network block not finalized and scanned yet waits: it is neither handled
@@ -41,7 +43,7 @@ use schema::{
         },
         CoordinatorEnvelope, CoordinatorMessage, ProcessorMessage,
     },
-    plan::{OutputKind, Plan, PlanInput},
+    plan::{OutputKind, Payment, Plan, PlanInput},
     protocol::{is_stuck, plan_fee_rate},
     refusal::label as signer_refusal_label,
     sign_id::{BatchSignId, BatchSignTarget, PlanSignId},
@@ -56,6 +58,7 @@ use crate::{
     coordinate::enclave_client::EnclaveError,
     coordinate::link::LinkError,
     coordinate::parts::{Clock, CoordinatorLink, EnclaveCalls, NodeParts, Parts},
+    rotation::{Confirmed, Stage},
     scan::eventuality::{Member, Outcome},
     scan::outputs::hex_id,
     scan::{ScanError, Scanner},
@@ -175,7 +178,7 @@ pub struct ProcessorMetrics {
     /// `processor_batches_waiting`: Batches built but not preprocessed because the enclave's
     /// window of new Batch ids is full, until Serai includes a later Batch (0 when none wait).
     pub batches_waiting: IntGauge,
-    /// `processor_plans_stuck`: plan families of the last Serai block's key that were stuck at
+    /// `processor_plans_stuck`: plan families of the last Serai block's keys that were stuck at
     /// least once and have not landed (replaced or not).
     pub plans_stuck: IntGauge,
     /// `processor_plans_held{reason}`: stuck families the last Serai block could not replace,
@@ -189,6 +192,17 @@ pub struct ProcessorMetrics {
     /// `processor_plans_conflicted_total`: plan families whose inputs a transaction we did not
     /// sign spent, their payments owed again.
     pub plans_conflicted: IntCounter,
+    /// `processor_plans_forwarded_total`: forwarding plans made, moving a replaced key's
+    /// outputs to the active key.
+    pub plans_forwarded: IntCounter,
+    /// `processor_refunds_total`: deposits whose instruction Serai cannot take, queued to be
+    /// paid back to the origin they name.
+    pub refunds: IntCounter,
+    /// `processor_refunded_sats_total`: their value (each refund bears its fee share).
+    pub refunded_sats: IntCounter,
+    /// `processor_key_stage{key}`: each confirmed key's stage (0 active, 1 forwarding, 2
+    /// retired), by its network key in hex.
+    pub key_stage: IntGaugeVec,
     /// `scheduler_payments_dropped_total{reason}`: payments that will not be made.
     pub payments_dropped: IntCounterVec,
     /// `scheduler_payments_waiting`: payments queued, for funds or for lower fees, or waiting
@@ -264,6 +278,25 @@ impl ProcessorMetrics {
                 "processor_plans_conflicted_total",
                 "Plan families spent by a transaction we did not sign, their payments owed again.",
             )?,
+            plans_forwarded: IntCounter::new(
+                "processor_plans_forwarded_total",
+                "Forwarding plans made, moving a replaced key's outputs to the active key.",
+            )?,
+            refunds: IntCounter::new(
+                "processor_refunds_total",
+                "Deposits with an instruction Serai cannot take, queued to be paid back to their origin.",
+            )?,
+            refunded_sats: IntCounter::new(
+                "processor_refunded_sats_total",
+                "The value of the deposits queued to be refunded.",
+            )?,
+            key_stage: IntGaugeVec::new(
+                prometheus::Opts::new(
+                    "processor_key_stage",
+                    "Each confirmed key's stage: 0 active, 1 forwarding, 2 retired.",
+                ),
+                &["key"],
+            )?,
             payments_dropped: counters(
                 "scheduler_payments_dropped_total",
                 "Payments that will not be made, their value kept, by reason.",
@@ -294,11 +327,28 @@ impl ProcessorMetrics {
         registry.register(Box::new(metrics.plan_replacements.clone()))?;
         registry.register(Box::new(metrics.plans_conflicted.clone()))?;
         registry.register(Box::new(metrics.plan_children.clone()))?;
+        registry.register(Box::new(metrics.plans_forwarded.clone()))?;
+        registry.register(Box::new(metrics.key_stage.clone()))?;
+        registry.register(Box::new(metrics.refunds.clone()))?;
+        registry.register(Box::new(metrics.refunded_sats.clone()))?;
         registry.register(Box::new(metrics.payments_dropped.clone()))?;
         registry.register(Box::new(metrics.payments_waiting.clone()))?;
         registry.register(Box::new(metrics.operating_costs.clone()))?;
         registry.register(Box::new(metrics.outstanding.clone()))?;
         Ok(metrics)
+    }
+
+    /// Sets each confirmed key's stage gauge from the store.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn observe_keys<S: ProcessorStore>(&self, store: &S) -> Result<(), DbError> {
+        for confirmed in store.rotation()?.keys() {
+            self.key_stage
+                .with_label_values(&[&hex::encode(confirmed.pair.network_key.to_bytes())])
+                .set(i64::from(confirmed.stage.code()));
+        }
+        Ok(())
     }
 
     /// Sets the outbox gauge from the store, also while the coordinator is away.
@@ -335,6 +385,83 @@ struct Bumps {
     completed: Vec<ProcessorMessage>,
     /// Families that landed by a conflict.
     conflicted: Vec<Conflicted>,
+    /// Families stuck at least once and not landed.
+    stuck: i64,
+    /// Stuck families not bumped, by why.
+    held: BTreeMap<&'static str, i64>,
+}
+
+/// What a key does with a Serai block.
+#[derive(Clone, Copy)]
+enum Role<'a> {
+    /// The active key: pays the burns.
+    Pays(&'a [OutInstructionWithBalance]),
+    /// A replaced key: forwards to the active key once it owes nothing.
+    Forwards(NetworkKey),
+}
+
+/// One key's part of a Serai block.
+struct KeyScheduled {
+    /// The ids of the plans made (replacements, children, then the scheduler's).
+    plans: Vec<PlanId>,
+    /// `Completed` of plans this node saw settled already, sent after the acknowledgement.
+    completed: Vec<ProcessorMessage>,
+    /// Whether the key holds, owes and has in flight nothing now.
+    drained: bool,
+}
+
+/// The schedulers' gauges, summed over the keys of a Serai block.
+#[derive(Default)]
+struct Totals {
+    waiting: usize,
+    carried: i64,
+    outstanding: u64,
+    stuck: i64,
+    held: BTreeMap<&'static str, i64>,
+}
+
+impl Totals {
+    fn add(&mut self, scheduler: &Scheduler) {
+        self.waiting += scheduler.queue().len()
+            + scheduler
+                .branches()
+                .iter()
+                .map(|group| group.payments.len())
+                .sum::<usize>()
+            + scheduler
+                .funded()
+                .iter()
+                .map(|funded| funded.payments.len())
+                .sum::<usize>();
+        self.carried = self.carried.saturating_add(scheduler.carried().0);
+        self.outstanding = self
+            .outstanding
+            .saturating_add(scheduler.outstanding().to_sat());
+    }
+
+    fn bumped(&mut self, bumps: &Bumps) {
+        self.stuck = self.stuck.saturating_add(bumps.stuck);
+        for (reason, count) in &bumps.held {
+            *self.held.entry(reason).or_default() += count;
+        }
+    }
+
+    fn observe(&self, metrics: &ProcessorMetrics) {
+        metrics
+            .payments_waiting
+            .set(i64::try_from(self.waiting).unwrap_or(i64::MAX));
+        metrics.operating_costs.set(self.carried);
+        metrics
+            .outstanding
+            .set(i64::try_from(self.outstanding).unwrap_or(i64::MAX));
+        metrics.plans_stuck.set(self.stuck);
+        for reason in Held::ALL {
+            metrics
+                .plans_held
+                .with_label_values(&[reason.label()])
+                .set(self.held.get(reason.label()).copied().unwrap_or(0));
+        }
+    }
 }
 
 /// How a stuck family is bumped.
@@ -416,6 +543,7 @@ impl<P: Parts> Processor<P> {
             Err(error) => tracing::warn!(%error, "scan failed; retrying"),
         }
         self.sign_new_batches().await?;
+        self.metrics.observe_keys(self.scanner.store())?;
         self.publish_unsettled();
         self.deliver().await?;
         let handled = self.scanner.store().last_handled()?;
@@ -605,9 +733,9 @@ impl<P: Parts> Processor<P> {
             .any(|scanned| scanned.key == *key))
     }
 
-    /// Whether `key` is our confirmed batch key.
+    /// Whether `key` is the batch key of one of our confirmed key pairs.
     fn holds_batch_key(&self, key: &BatchKey) -> Result<bool, ProcessorError> {
-        Ok(self.scanner.store().batch_key()?.as_ref() == Some(key))
+        Ok(self.scanner.store().rotation()?.has_batch_key(key))
     }
 
     /// Skips a message about a key we do not hold: logged and counted, nothing else changes.
@@ -776,10 +904,13 @@ impl<P: Parts> Processor<P> {
         }
     }
 
-    /// Confirms a key pair in the enclave and starts scanning for it from its activation block:
-    /// the context's block when Serai names one; for a network's first key, the first finalized
-    /// block at or after the Serai block's time, waited for while no finalized block is that
-    /// late. A time in the wrong unit is refused: no block would ever be that late. A time
+    /// Confirms a key pair in the enclave and starts scanning for it from its activation block.
+    /// For a network's first key: the context's block when Serai names one, else the first
+    /// finalized block at or after the Serai block's time, waited for while no finalized block
+    /// is that late. For a later key (a rotation): the block after the context's (whose Batch,
+    /// the last Serai included, the replaced key signed), and the replaced key forwards from
+    /// now on; Batches of blocks from the activation block on that were already started under
+    /// the replaced batch key start again under the new one. A time in the wrong unit is refused: no block would ever be that late. A time
     /// merely ahead is waited for, not refused: this machine's clock may be the wrong one, and
     /// a refusal would lose the key for good (the waiting message's gauge alerts meanwhile).
     async fn confirm_key_pair(
@@ -789,8 +920,14 @@ impl<P: Parts> Processor<P> {
         key_pair: KeyPair,
         changes: &mut ProcessorChanges,
     ) -> Result<Handled, ProcessorError> {
+        let mut rotation = self.scanner.store().rotation()?;
+        let rotating = rotation.active().is_some();
         let activation = match context.latest_finalized_block() {
-            Some(block) => self.scanner.network().height_of(block.0)?,
+            Some(block) => self
+                .scanner
+                .network()
+                .height_of(block.0)?
+                .map(|height| height.saturating_add(u64::from(rotating))),
             None => {
                 let time = context.serai_time.0;
                 if time > LATEST_PLAUSIBLE_SERAI_TIME {
@@ -803,12 +940,48 @@ impl<P: Parts> Processor<P> {
         let Some(activation) = activation else {
             return Ok(Handled::Wait);
         };
+        let confirmed = match rotation.confirm(key_pair, activation) {
+            Ok(confirmed) => confirmed,
+            Err(error) => {
+                tracing::error!(%error, "ConfirmKeyPair the key rotation cannot take; refused");
+                return Ok(Handled::Skipped("rotation_refused"));
+            }
+        };
         if let Err(error) = self.enclave.confirm_key_pair(set, &key_pair).await {
             return self.refused(error, "confirm key pair");
         }
+        if confirmed == Confirmed::Known {
+            return Ok(Handled::Done(Vec::new()));
+        }
         self.scanner.add_key_in(changes, &key_pair, activation)?;
-        tracing::info!(activation, "key pair confirmed");
+        if rotating {
+            changes.next_batch_to_sign = self.restart_batches_from(activation)?;
+        }
+        changes.rotation = Some(rotation);
+        tracing::info!(activation, rotating, "key pair confirmed");
         Ok(Handled::Done(Vec::new()))
+    }
+
+    /// The id signing must restart at for the batch key activated at `activation`: the first
+    /// Batch of a block from `activation` on whose signing started already (under the replaced
+    /// batch key), if any did.
+    fn restart_batches_from(&self, activation: u64) -> Result<Option<u32>, ProcessorError> {
+        let store = self.scanner.store();
+        let mut restart = None;
+        let mut id = store.next_batch_to_sign()?;
+        while let Some(previous) = id.checked_sub(1) {
+            let Some(batch) = store.batch(BatchId(previous))? else {
+                break;
+            };
+            match self.scanner.network().height_of(batch.block.0)? {
+                Some(height) if height >= activation => {
+                    restart = Some(previous);
+                    id = previous;
+                }
+                _ => break,
+            }
+        }
+        Ok(restart)
     }
 
     /// A peer says `tx` fulfils plan `plan`: checked on our node against the plan's family (a
@@ -862,10 +1035,13 @@ impl<P: Parts> Processor<P> {
         }
     }
 
-    /// Acknowledges the blocks up to the context's, schedules their outputs and the burns,
-    /// and records the plans (with their eventualities) and `SubstrateBlockAck`.
+    /// Acknowledges the blocks up to the context's for every confirmed key, schedules their
+    /// outputs, the burns (on the active key) and the forwarding of replaced keys, retires
+    /// drained ones, and records the plans (with their eventualities) and one
+    /// `SubstrateBlockAck` per key (a key retired at an earlier Serai block: only when it made
+    /// plans).
     ///
-    /// A Serai block for a key we do not hold, or numbered at or below the last handled one
+    /// A Serai block naming a key we do not hold, or numbered at or below the last handled one
     /// (re-sent under a new message id), is refused: its burns are never scheduled twice.
     fn substrate_block(
         &self,
@@ -888,17 +1064,88 @@ impl<P: Parts> Processor<P> {
                 return Ok(Handled::Skipped("stale_serai_block"));
             }
         }
-        let (outputs, fee_rate, now) = match context.latest_finalized_block() {
-            None => (Vec::new(), plan_fee_rate(None), None),
+        let acknowledged = match context.latest_finalized_block() {
+            None => None,
             Some(hash) => {
                 let Some(height) = self.scanner.network().height_of(hash.0)? else {
                     return Ok(Handled::Wait);
                 };
-                let Some(outputs) = self.scanner.acknowledge(&key, height, changes)? else {
-                    return Ok(Handled::Wait);
-                };
                 let median = self.scanner.network().fee_rate_of(hash.0)?;
-                (outputs, plan_fee_rate(median), Some(height))
+                Some((height, plan_fee_rate(median)))
+            }
+        };
+        let mut rotation = self.scanner.store().rotation()?;
+        let Some(active) = rotation.active().map(|active| active.pair.network_key) else {
+            return Ok(self.not_ours("Serai block"));
+        };
+        let mut out = Vec::new();
+        let mut completed = Vec::new();
+        let mut totals = Totals::default();
+        for confirmed in rotation.keys().to_vec() {
+            let held = confirmed.pair.network_key;
+            let role = if held == active {
+                Role::Pays(burns)
+            } else {
+                Role::Forwards(active)
+            };
+            let Some(scheduled) =
+                self.schedule_key(held, role, acknowledged, block, changes, &mut totals)?
+            else {
+                return Ok(Handled::Wait);
+            };
+            if let Some((now, _)) = acknowledged {
+                if rotation.retire_if_done(&held, scheduled.drained, now) {
+                    tracing::info!(key = %hex::encode(held.to_bytes()), block = block.0, "key retired: drained and forwarded");
+                    changes.rotation = Some(rotation.clone());
+                }
+            }
+            // The Serai block that retires a key still gets its (empty) acknowledgement.
+            if confirmed.stage != Stage::Retired || !scheduled.plans.is_empty() {
+                out.push(ProcessorMessage::Coordinator(
+                    CoordinatorOut::SubstrateBlockAck(SubstrateBlockAck {
+                        block,
+                        key: held,
+                        plans: scheduled.plans,
+                    }),
+                ));
+            }
+            completed.extend(scheduled.completed);
+        }
+        changes.last_serai_block = Some(block);
+        totals.observe(&self.metrics);
+        out.extend(completed);
+        Ok(Handled::Done(out))
+    }
+
+    /// The scheduler failed on a Serai block: the link halts (`ProcessorError::Scheduler`).
+    fn scheduler_failed(&self, block: SeraiBlockNumber, error: SchedulerError) -> ProcessorError {
+        self.metrics.link_halted.set(1);
+        ProcessorError::Scheduler {
+            block: block.0,
+            error,
+        }
+    }
+
+    /// Schedules one key's part of a Serai block: acknowledges its outputs up to the block
+    /// `acknowledged` names (with the fee rate plans are made at), judges its plans in flight,
+    /// and runs its scheduler, which pays the burns (the active key) or forwards once it owes
+    /// nothing (a replaced key). `None` when a block is not scanned yet for every key.
+    fn schedule_key(
+        &self,
+        key: NetworkKey,
+        role: Role<'_>,
+        acknowledged: Option<(u64, FeeRate)>,
+        block: SeraiBlockNumber,
+        changes: &mut ProcessorChanges,
+        totals: &mut Totals,
+    ) -> Result<Option<KeyScheduled>, ProcessorError> {
+        let (outputs, fee_rate, now) = match acknowledged {
+            None => (Vec::new(), plan_fee_rate(None), None),
+            Some((height, fee_rate)) => {
+                let Some(outputs) = self.scanner.acknowledge(&key, height, changes)? else {
+                    return Ok(None);
+                };
+                (outputs, fee_rate, Some(height))
             }
         };
         // Plans made now are in flight from the network block acknowledged last.
@@ -906,16 +1153,32 @@ impl<P: Parts> Processor<P> {
             Some(now) => now,
             None => self.scanner.store().acknowledged(&key)?.unwrap_or(0),
         };
+        let bumps = match now {
+            Some(now) => self.bump_stuck(&key, now, fee_rate, changes)?,
+            None => Bumps::default(),
+        };
+        totals.bumped(&bumps);
         let Bumps {
             replacements,
             children,
             void,
             completed: replaced_completed,
             conflicted,
-        } = match now {
-            Some(now) => self.bump_stuck(&key, now, fee_rate, changes)?,
-            None => Bumps::default(),
-        };
+            ..
+        } = bumps;
+        // Deposits whose instruction Serai cannot take go back to the origin they name, paid
+        // like any payment (bearing their fee share) by the key that received them.
+        let refunds: Vec<Payment> = outputs
+            .iter()
+            .filter(|output| output.kind == OutputKind::External)
+            .filter_map(|output| {
+                Some(Payment {
+                    address: output.refund.clone()?,
+                    data: None,
+                    amount: output.amount,
+                })
+            })
+            .collect();
         let inputs: Vec<PlanInput> = outputs
             .into_iter()
             .map(|output| PlanInput {
@@ -928,20 +1191,39 @@ impl<P: Parts> Processor<P> {
             || Scheduler::new(key, Limits::BITCOIN),
             |stored| stored.under(Limits::BITCOIN),
         );
+        for refund in &refunds {
+            tracing::info!(
+                amount = refund.amount.to_sat(),
+                address = %hex::encode(refund.address.script().as_bytes()),
+                "deposit with an instruction Serai cannot take: refunded to its origin"
+            );
+        }
+        self.metrics
+            .refunds
+            .inc_by(u64::try_from(refunds.len()).unwrap_or(u64::MAX));
+        self.metrics.refunded_sats.inc_by(
+            refunds
+                .iter()
+                .map(|refund| refund.amount.to_sat())
+                .sum::<u64>(),
+        );
         let mut payments = Vec::new();
-        for burn in burns {
-            match payment_for_burn(burn, self.address_network) {
-                Ok(payment) => payments.push(payment),
-                Err(error) => {
-                    tracing::warn!(%error, amount = burn.amount.to_sat(), "burn to an address we cannot pay; dropped, its value kept");
-                    scheduler.keep(burn.amount);
-                    self.metrics
-                        .payments_dropped
-                        .with_label_values(&["unpayable_address"])
-                        .inc();
+        if let Role::Pays(burns) = role {
+            for burn in burns {
+                match payment_for_burn(burn, self.address_network) {
+                    Ok(payment) => payments.push(payment),
+                    Err(error) => {
+                        tracing::warn!(%error, amount = burn.amount.to_sat(), "burn to an address we cannot pay; dropped, its value kept");
+                        scheduler.keep(burn.amount);
+                        self.metrics
+                            .payments_dropped
+                            .with_label_values(&["unpayable_address"])
+                            .inc();
+                    }
                 }
             }
         }
+        payments.extend(refunds);
         let scheduled = match void
             .iter()
             .try_for_each(|child| scheduler.child_void(child))
@@ -956,15 +1238,14 @@ impl<P: Parts> Processor<P> {
                     .try_for_each(|child| scheduler.pays_for(child))
             })
             .and_then(|()| scheduler.schedule(inputs, payments, fee_rate))
-        {
+            .and_then(|mut scheduled| match role {
+                Role::Pays(_) => Ok(scheduled),
+                Role::Forwards(to) => scheduler
+                    .forward(to, fee_rate, &mut scheduled)
+                    .map(|()| scheduled),
+            }) {
             Ok(scheduled) => scheduled,
-            Err(error) => {
-                self.metrics.link_halted.set(1);
-                return Err(ProcessorError::Scheduler {
-                    block: block.0,
-                    error,
-                });
-            }
+            Err(error) => return Err(self.scheduler_failed(block, error)),
         };
         for dropped in &scheduled.dropped {
             let reason = match dropped.reason {
@@ -982,27 +1263,8 @@ impl<P: Parts> Processor<P> {
                 .with_label_values(&[reason])
                 .inc();
         }
-        let waiting = scheduler.queue().len()
-            + scheduler
-                .branches()
-                .iter()
-                .map(|group| group.payments.len())
-                .sum::<usize>()
-            + scheduler
-                .funded()
-                .iter()
-                .map(|funded| funded.payments.len())
-                .sum::<usize>();
-        self.metrics
-            .payments_waiting
-            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
-        self.metrics.operating_costs.set(scheduler.carried().0);
-        self.metrics
-            .outstanding
-            .set(i64::try_from(scheduler.outstanding().to_sat()).unwrap_or(i64::MAX));
-        changes.schedulers.push(scheduler);
-        changes.last_serai_block = Some(block);
-        let mut completed = Vec::new();
+        totals.add(&scheduler);
+        let mut completed = replaced_completed;
         for plan in &scheduled.plans {
             changes.plans.push(plan.clone());
             changes.in_flight.push(InFlight {
@@ -1028,6 +1290,11 @@ impl<P: Parts> Processor<P> {
                 }
             }
         }
+        let forwarded = scheduled
+            .plans
+            .iter()
+            .filter(|plan| plan.change != Some(key))
+            .count();
         let plans: Vec<PlanId> = replacements
             .iter()
             .chain(&children)
@@ -1036,18 +1303,32 @@ impl<P: Parts> Processor<P> {
             .collect();
         tracing::info!(
             block = block.0,
+            key = %hex::encode(key.to_bytes()),
             plans = plans.len(),
             replacements = replacements.len(),
             children = children.len(),
+            forwarded,
             fee_rate = fee_rate.0,
             "Serai block handled"
         );
-        let mut out = vec![ProcessorMessage::Coordinator(
-            CoordinatorOut::SubstrateBlockAck(SubstrateBlockAck { block, key, plans }),
-        )];
-        out.extend(replaced_completed);
-        out.extend(completed);
-        Ok(Handled::Done(out))
+        self.metrics
+            .plans_forwarded
+            .inc_by(u64::try_from(forwarded).unwrap_or(u64::MAX));
+        let mut flying = false;
+        for flight in self.scanner.store().in_flight()? {
+            flying |= flight.key == key && !changes.landed.contains(&flight.family);
+        }
+        let drained = !flying
+            && plans.is_empty()
+            && scheduler
+                .is_drained()
+                .map_err(|error| self.scheduler_failed(block, error))?;
+        changes.schedulers.push(scheduler);
+        Ok(Some(KeyScheduled {
+            plans,
+            completed,
+            drained,
+        }))
     }
 
     /// Judges every plan family of `key` in flight when a Serai block acknowledges network
@@ -1181,13 +1462,8 @@ impl<P: Parts> Processor<P> {
                 "more stuck plans than one Serai block bumps; the rest wait for the next"
             );
         }
-        self.metrics.plans_stuck.set(stuck);
-        for reason in Held::ALL {
-            self.metrics
-                .plans_held
-                .with_label_values(&[reason.label()])
-                .set(held.get(reason.label()).copied().unwrap_or(0));
-        }
+        bumps.stuck = stuck;
+        bumps.held = held;
         Ok(bumps)
     }
 
@@ -1372,11 +1648,19 @@ impl<P: Parts> Processor<P> {
     /// Starts signing every Batch built since the last step, with attempt 0, each with its
     /// outbound preprocess and the new watermark in one commit.
     async fn sign_new_batches(&mut self) -> Result<(), ProcessorError> {
-        let Some(batch_key) = self.scanner.store().batch_key()? else {
+        let rotation = self.scanner.store().rotation()?;
+        if rotation.active().is_none() {
             return Ok(());
-        };
+        }
         let next = self.scanner.store().next_batch_to_sign()?;
         for batch in self.scanner.store().batches_from(BatchId(next))? {
+            // Built from a finalized block, which stays on the node's chain.
+            let Some(height) = self.scanner.network().height_of(batch.block.0)? else {
+                return Ok(());
+            };
+            let Some(batch_key) = rotation.batch_key_at(height) else {
+                return Ok(());
+            };
             let id = BatchSignId {
                 key: batch_key,
                 id: BatchSignTarget {

@@ -965,3 +965,139 @@ fn a_long_mixed_run_keeps_the_books() {
     }
     assert!(ledger.worst_share <= 500);
 }
+
+fn successor() -> NetworkKey {
+    NetworkKey::from(
+        SecretKey::from_slice(&[0x18; 32])
+            .unwrap()
+            .public_key(&Secp256k1::new()),
+    )
+}
+
+/// A key replaced in a rotation first pays what is queued on it, then forwards every output
+/// to the new key's change address, in chunks of `max_inputs`: nothing is paid to anyone else,
+/// every plan is within the caps, the value arrives at the new key less the fees (carried as
+/// operating costs), and the key is drained after.
+#[test]
+fn a_replaced_key_pays_what_it_owes_then_forwards_everything_to_the_new_key() {
+    let new = KeyScripts::derive(&successor()).unwrap();
+    let mut scheduler = Scheduler::new(key(), SMALL);
+    let mut deposits: Vec<Output> = (0..9)
+        .map(|i| deposit(i, 200_000, OutputKind::External))
+        .collect();
+    deposits.push(deposit(9, 5_000_000, OutputKind::External));
+    // A payment larger than the pool waits; while it does, nothing is forwarded.
+    let owed = payment(1, 8_000_000);
+    let mut scheduled = scheduler
+        .schedule(deposits.clone(), vec![owed.clone()], FeeRate(10))
+        .unwrap();
+    scheduler
+        .forward(successor(), FeeRate(10), &mut scheduled)
+        .unwrap();
+    assert!(scheduled
+        .plans
+        .iter()
+        .all(|plan| plan.change == Some(key())));
+    assert!(!scheduler.is_drained().unwrap());
+    // A deposit lets it pay: now it owes nothing, and forwards.
+    let mut scheduled = scheduler
+        .schedule(
+            vec![deposit(10, 9_000_000, OutputKind::External)],
+            vec![],
+            FeeRate(10),
+        )
+        .unwrap();
+    assert!(scheduled
+        .plans
+        .iter()
+        .flat_map(|plan| &plan.payments)
+        .any(|paid| paid.address == owed.address));
+    let before = scheduled.plans.len();
+    let carried = scheduler.carried().0;
+    scheduler
+        .forward(successor(), FeeRate(10), &mut scheduled)
+        .unwrap();
+    let forwards = &scheduled.plans[before..];
+    assert!(!forwards.is_empty());
+    let (mut spent, mut arrived, mut fees) = (0_u64, 0_u64, 0_u64);
+    for plan in forwards {
+        assert_eq!(plan.key, key());
+        assert_eq!(plan.change, Some(successor()));
+        assert!(plan.payments.is_empty());
+        assert!(plan.inputs.len() <= SMALL.max_inputs);
+        let built = transaction(plan, 10);
+        SMALL.caps.check(FeeRate(10), &built).unwrap();
+        spent += plan
+            .inputs
+            .iter()
+            .map(|input| input.amount.to_sat())
+            .sum::<u64>();
+        for output in &built.transaction.output {
+            assert_eq!(new.kind_of(&output.script_pubkey), Some(OutputKind::Change));
+            arrived += output.value.to_sat();
+        }
+        fees += built.fee.to_sat();
+    }
+    assert_eq!(spent, arrived + fees);
+    assert_eq!(
+        scheduler.carried().0,
+        carried + i64::try_from(fees).unwrap()
+    );
+    assert!(scheduler.pool().is_empty());
+    assert!(scheduler.is_drained().unwrap());
+}
+
+/// Outputs not worth spending at today's fee rate wait for lower fees before they are
+/// forwarded; one so close to `DUST` that no fee rate can forward it alone does not keep the
+/// key from being drained (it stays on the books, and goes with the next output that comes).
+#[test]
+fn small_outputs_are_forwarded_when_fees_fall_and_a_lone_unforwardable_one_does_not_block() {
+    let mut scheduler = Scheduler::new(key(), SMALL);
+    let mut scheduled = scheduler
+        .schedule(
+            vec![
+                deposit(1, 20_000, OutputKind::External),
+                deposit(2, 20_000, OutputKind::External),
+            ],
+            vec![],
+            FeeRate(50),
+        )
+        .unwrap();
+    scheduler
+        .forward(successor(), FeeRate(50), &mut scheduled)
+        .unwrap();
+    assert!(scheduled.plans.is_empty());
+    assert_eq!(scheduler.pool().len(), 2);
+    assert!(!scheduler.is_drained().unwrap());
+    let mut scheduled = scheduler.schedule(vec![], vec![], FeeRate(5)).unwrap();
+    scheduler
+        .forward(successor(), FeeRate(5), &mut scheduled)
+        .unwrap();
+    assert_eq!(scheduled.plans.len(), 1);
+    assert!(scheduler.is_drained().unwrap());
+
+    // Just above dust: forwarding it alone would leave change below dust at any rate.
+    let mut scheduler = Scheduler::new(key(), SMALL);
+    let lone = deposit(3, DUST.to_sat() + 100, OutputKind::External);
+    let mut scheduled = scheduler.schedule(vec![lone], vec![], FeeRate(2)).unwrap();
+    scheduler
+        .forward(successor(), FeeRate(2), &mut scheduled)
+        .unwrap();
+    assert!(scheduled.plans.is_empty());
+    assert_eq!(scheduler.pool(), &[lone]);
+    assert!(scheduler.is_drained().unwrap());
+    // With another output it goes.
+    let mut scheduled = scheduler
+        .schedule(
+            vec![deposit(4, 50_000, OutputKind::External)],
+            vec![],
+            FeeRate(2),
+        )
+        .unwrap();
+    scheduler
+        .forward(successor(), FeeRate(2), &mut scheduled)
+        .unwrap();
+    assert_eq!(scheduled.plans.len(), 1);
+    assert_eq!(scheduled.plans[0].inputs.len(), 2);
+    assert!(scheduler.pool().is_empty());
+}

@@ -16,6 +16,7 @@
 use proptest::prelude::*;
 use scanner::{
     chain::{ChainOutput, ChainTransaction},
+    rotation::Rotation,
     scan::eventuality::{Eventuality, Member, Outcome},
     scan::outputs::ReceivedOutput,
     schedule::{Limits, Scheduler},
@@ -28,10 +29,11 @@ use scanner::{
 use schema::{
     hashes::{PlanId, TransactionId},
     ids::{Attempt, BatchId, MessageId, SeraiBlockNumber},
-    keys::{BatchKey, NetworkKey},
+    keys::{BatchKey, KeyPair, NetworkKey},
     plan::{OutputId, OutputKind, Plan, PlanInput},
     strategies::{
-        amount, batch, network_key, output_kind, plan, processor_message, refundable_in_instruction,
+        amount, batch, network_key, output_kind, payment_address, plan, processor_message,
+        refundable_in_instruction,
     },
     transaction::FeeRate,
 };
@@ -73,8 +75,9 @@ fn received(keys: Vec<NetworkKey>) -> impl Strategy<Value = (u64, ReceivedOutput
         output_kind(),
         amount(),
         prop::option::of(refundable_in_instruction()),
+        prop::option::of(payment_address()),
     )
-        .prop_map(|(height, id, key, kind, amount, instruction)| {
+        .prop_map(|(height, id, key, kind, amount, instruction, refund)| {
             (
                 height,
                 ReceivedOutput {
@@ -82,6 +85,8 @@ fn received(keys: Vec<NetworkKey>) -> impl Strategy<Value = (u64, ReceivedOutput
                     key,
                     kind,
                     amount,
+                    // A deposit is refunded only when its instruction is invalid.
+                    refund: refund.filter(|_| instruction.is_none()),
                     instruction,
                 },
             )
@@ -158,6 +163,24 @@ fn outcome() -> impl Strategy<Value = Outcome> {
     })
 }
 
+/// A rotation through the pairs of `batch_keys` and `network_keys` (none when `batch_keys` is
+/// empty), the older keys forwarding.
+fn rotation_of(batch_keys: &[[u8; 32]], network_keys: &[NetworkKey]) -> Option<Rotation> {
+    if batch_keys.is_empty() {
+        return None;
+    }
+    let mut rotation = Rotation::default();
+    for (index, (batch, network)) in batch_keys.iter().zip(network_keys).enumerate() {
+        let pair = KeyPair {
+            batch_key: BatchKey(*batch),
+            network_key: *network,
+        };
+        // A pair reusing a half is refused, as a processor refuses it.
+        let _ = rotation.confirm(pair, 1 + index as u64);
+    }
+    Some(rotation)
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Apply(Box<ScanChanges>),
@@ -170,11 +193,14 @@ fn processor_changes(keys: Vec<NetworkKey>) -> impl Strategy<Value = ProcessorCh
         changes(keys.clone()),
         (
             prop::option::of(1u64..10),
-            prop::option::of(any::<[u8; 32]>()),
+            prop::collection::vec(any::<[u8; 32]>(), 0..3),
             prop::option::of(0u32..4),
             prop::collection::vec((0u32..4, prop::option::of(0u32..3)), 0..3),
         ),
-        prop::collection::vec((prop::sample::select(keys.clone()), 0..HEIGHTS), 0..2),
+        (
+            prop::collection::vec((prop::sample::select(keys.clone()), 0..HEIGHTS), 0..2),
+            Just(keys.clone()),
+        ),
         prop::collection::vec((prop::sample::select(keys.clone()), amount()), 0..2),
         prop::option::of(0u64..5),
         prop::collection::vec(plan(), 0..2),
@@ -194,8 +220,8 @@ fn processor_changes(keys: Vec<NetworkKey>) -> impl Strategy<Value = ProcessorCh
         .prop_map(
             |(
                 scan,
-                (handled, batch_key, next_batch_to_sign, attempts),
-                acknowledged,
+                (handled, batch_keys, next_batch_to_sign, attempts),
+                (acknowledged, keys),
                 schedulers,
                 last_serai_block,
                 plans,
@@ -204,7 +230,7 @@ fn processor_changes(keys: Vec<NetworkKey>) -> impl Strategy<Value = ProcessorCh
             )| ProcessorChanges {
                 scan,
                 handled: handled.map(MessageId),
-                batch_key: batch_key.map(BatchKey),
+                rotation: rotation_of(&batch_keys, &keys),
                 next_batch_to_sign,
                 batch_attempts: attempts
                     .into_iter()
@@ -306,10 +332,10 @@ fn reads<S: ProcessorStore>(store: &S, keys: &[NetworkKey], plans: &[PlanId]) ->
         seen.push(format!("plan {plan:?}: {:?}", store.plan(plan).unwrap()));
     }
     seen.push(format!(
-        "handled {:?}, outbox {:?}, batch key {:?}, next to sign {:?}, Serai block {:?}",
+        "handled {:?}, outbox {:?}, rotation {:?}, next to sign {:?}, Serai block {:?}",
         store.last_handled().unwrap(),
         store.outbox_len().unwrap(),
-        store.batch_key().unwrap(),
+        store.rotation().unwrap(),
         store.next_batch_to_sign().unwrap(),
         store.last_serai_block().unwrap(),
     ));

@@ -162,6 +162,25 @@ impl RefundableInInstruction {
     }
 }
 
+/// The refund origin a deposit's `OP_RETURN` payload names, read from its header alone
+/// (version, the refundable kind, the origin) whatever follows: the origin of a deposit whose
+/// instruction is invalid or too long is still where its funds go back to. `None` when the
+/// payload has no refundable header with a standard address script.
+pub fn refund_origin(bytes: &[u8]) -> Option<PaymentAddress> {
+    let (&IN_INSTRUCTION_VERSION, rest) = bytes.split_first()? else {
+        return None;
+    };
+    let (&KIND_REFUNDABLE, rest) = rest.split_first()? else {
+        return None;
+    };
+    let (&len, rest) = rest.split_first()?;
+    let len = usize::from(len);
+    if len == 0 || len > MAX_SCRIPT_LEN {
+        return None;
+    }
+    PaymentAddress::from_bytes(rest.get(..len)?).ok()
+}
+
 /// A deposit's instruction with the amount it credits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct InInstructionWithBalance {
@@ -204,6 +223,39 @@ mod tests {
         expected.extend_from_slice(&[0xab; 32]);
         assert_eq!(plain.encode(), expected);
         assert_eq!(RefundableInInstruction::decode(&expected), Ok(plain));
+    }
+
+    #[test]
+    fn a_refund_origin_is_read_from_the_header_whatever_follows() {
+        let origin = PaymentAddress::from_bytes(&[&[0x00, 0x14][..], &[7; 20]].concat()).unwrap();
+        let valid = RefundableInInstruction {
+            origin: Some(origin.clone()),
+            instruction: InInstruction::Transfer {
+                to: SeraiAddress([1; 32]),
+            },
+        }
+        .encode();
+        assert_eq!(refund_origin(&valid), Some(origin.clone()));
+        // An unknown instruction kind, a truncated one, one far too long: the origin stands.
+        let header = &valid[..3 + 22];
+        for tail in [&[0x07, 1, 2][..], &[0x00, 1][..], &[0x00; 200][..]] {
+            let payload = [header, tail].concat();
+            assert!(RefundableInInstruction::decode(&payload).is_err());
+            assert_eq!(refund_origin(&payload), Some(origin.clone()));
+        }
+        // No refundable header, a cut origin, an origin that is no address: nothing to refund.
+        let plain = RefundableInInstruction {
+            origin: None,
+            instruction: InInstruction::Transfer {
+                to: SeraiAddress([1; 32]),
+            },
+        }
+        .encode();
+        assert_eq!(refund_origin(&plain), None);
+        assert_eq!(refund_origin(&valid[..3 + 21]), None);
+        assert_eq!(refund_origin(&[1, 1, 3, 0x51, 0x51, 0x51, 0]), None);
+        assert_eq!(refund_origin(&[2, 1, 22]), None);
+        assert_eq!(refund_origin(&[]), None);
     }
 
     #[test]

@@ -120,6 +120,21 @@ pub fn is_stuck(since: u64, now: u64) -> bool {
     now >= since.saturating_add(STUCK_AFTER_BLOCKS)
 }
 
+/// Network blocks a key that a rotation replaced stays at least in its forwarding stage after
+/// its successor's activation block, however soon it is drained: deposits sent to its address
+/// by users who looked it up just before the rotation are still picked up and forwarded while
+/// it is watched as a live key. After that it retires once it holds nothing and none of its
+/// plans is in flight (a retired key is still scanned, and anything that reaches it after all
+/// is forwarded). Judged at Serai blocks by their acknowledged network block, so every
+/// validator retires a key at the same Serai block.
+pub const RETIRE_AFTER_BLOCKS: u64 = 6;
+
+/// Whether a key replaced by one activated at network block `successor_activation` has
+/// forwarded long enough to retire, judged at a Serai block acknowledging network block `now`.
+pub fn may_retire(successor_activation: u64, now: u64) -> bool {
+    now >= successor_activation.saturating_add(RETIRE_AFTER_BLOCKS)
+}
+
 /// Bitcoin Core's incremental relay fee rate (sat/vB): what a replacement must pay on top of
 /// the fees it evicts, for its own size (BIP125 rule 4).
 pub const INCREMENTAL_RELAY_FEE_RATE: FeeRate = FeeRate(1);

@@ -81,6 +81,7 @@ fn write_state(dir: &Path, key: NetworkKey) {
                 kind: input.kind,
                 amount: input.amount,
                 instruction: None,
+                refund: None,
             };
             (1, received)
         })

@@ -83,6 +83,7 @@ fn store(dir: &std::path::Path, key: NetworkKey) -> Db {
                 kind: OutputKind::External,
                 amount: schema::amount::Amount::from_sat(100_000).unwrap(),
                 instruction: None,
+                refund: None,
             };
             (1, output)
         })

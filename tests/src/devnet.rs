@@ -29,7 +29,7 @@ use schema::{
         ThresholdParams, ValidatorSet,
     },
     instruction::{InInstruction, OutInstructionWithBalance, RefundableInInstruction},
-    keys::KeyPair,
+    keys::{BatchKey, KeyPair, NetworkKey},
     messages::{
         coordinator::{
             Attestation, CoordinatorMessage as Coordinator, PlansAcknowledged,
@@ -226,6 +226,18 @@ listen = "127.0.0.1:0"
         let address = self.metrics.ok_or_else(|| failed("scanner not running"))?;
         Ok(metric_value(&scrape(address)?, series))
     }
+
+    /// The stage this scanner reports for `pair`'s key: 0 active (or not reported), 1
+    /// forwarding, 2 retired.
+    ///
+    /// # Errors
+    /// As `scanner_metric`.
+    pub fn key_stage(&self, pair: &KeyPair) -> Result<f64, HarnessError> {
+        self.scanner_metric(&format!(
+            "processor_key_stage{{key=\"{}\"}}",
+            hex::encode(pair.network_key.to_bytes())
+        ))
+    }
 }
 
 impl Drop for Validator {
@@ -304,6 +316,9 @@ pub struct Devnet {
     next_coinbase: Mutex<u32>,
     included: Mutex<Included>,
     burned: Mutex<Burned>,
+    /// The batch keys confirmed, with their activation heights, oldest first: Serai checks a
+    /// Batch under the newest activated at or before its block.
+    batch_keys: Mutex<Vec<(u64, BatchKey)>>,
 }
 
 impl Devnet {
@@ -340,6 +355,7 @@ impl Devnet {
             next_coinbase: Mutex::new(1),
             included: Mutex::new(Included::default()),
             burned: Mutex::new(Burned::default()),
+            batch_keys: Mutex::new(Vec::new()),
         })
     }
 
@@ -423,10 +439,19 @@ impl Devnet {
     /// # Errors
     /// A round did not complete, or the processors disagree.
     pub fn key_generation(&self) -> Result<KeyPair, HarnessError> {
+        self.key_generation_for(self.set)
+    }
+
+    /// Runs key generation for `set` (a later session's, for a rotation) through every
+    /// processor; returns the key pair all reported.
+    ///
+    /// # Errors
+    /// As `key_generation`.
+    pub fn key_generation_for(&self, set: ValidatorSet) -> Result<KeyPair, HarnessError> {
         let all = self.all();
         let n = u16::try_from(all.len()).map_err(failed)?;
         let id = KeyGenId {
-            set: self.set,
+            set,
             attempt: Attempt(0),
         };
         let params = |i| ThresholdParams::new(self.t, n, i).map_err(failed);
@@ -439,9 +464,9 @@ impl Devnet {
         let commitments: ParticipantMap = self
             .collect(&all, 1, |message| match message {
                 ProcessorMessage::KeyGen(key_gen::ProcessorMessage::Commitments {
+                    id: sent,
                     commitments,
-                    ..
-                }) => Some(commitments.clone()),
+                }) if *sent == id => Some(commitments.clone()),
                 _ => None,
             })?
             .into_iter()
@@ -453,7 +478,9 @@ impl Devnet {
             })
         })?;
         let shares = self.collect(&all, 1, |message| match message {
-            ProcessorMessage::KeyGen(key_gen::ProcessorMessage::Shares { shares, .. }) => {
+            ProcessorMessage::KeyGen(key_gen::ProcessorMessage::Shares { id: sent, shares })
+                if *sent == id =>
+            {
                 Some(shares.clone())
             }
             _ => None,
@@ -467,10 +494,10 @@ impl Devnet {
         })?;
         let pairs = self.collect(&all, 1, |message| match message {
             ProcessorMessage::KeyGen(key_gen::ProcessorMessage::GeneratedKeyPair {
+                id: sent,
                 batch_key,
                 network_key,
-                ..
-            }) => Some(KeyPair {
+            }) if *sent == id => Some(KeyPair {
                 batch_key: *batch_key,
                 network_key: *network_key,
             }),
@@ -595,15 +622,81 @@ impl Devnet {
     /// # Errors
     /// The node did not answer, or the coordinator's state is poisoned.
     pub fn push_confirm(&self, pair: KeyPair) -> Result<Vec<MessageId>, HarnessError> {
-        let activation = BlockHash(self.finalized_block()?.block_hash().to_byte_array());
+        let activation = self.finalized_block()?.block_hash();
+        let height = self.finalized_height()?;
+        self.record_batch_key(height, pair)?;
+        self.push_confirm_for(self.set, pair, BlockHash(activation.to_byte_array()))
+    }
+
+    /// The chain votes in `pair` of a later session `set` (a rotation), with the block of the
+    /// last Batch included as its context, as Serai sends it; waits until every processor
+    /// handled it. The new batch key signs the Batches of blocks after that one.
+    ///
+    /// # Errors
+    /// No Batch was included yet, or not handled in time.
+    pub fn rotate_to(&self, set: ValidatorSet, pair: KeyPair) -> Result<(), HarnessError> {
+        let context = self
+            .last_included_block()?
+            .ok_or_else(|| failed("a rotation needs a Batch included"))?;
+        let height = self
+            .node
+            .rpc(
+                "getblockheader",
+                json!([bitcoin::BlockHash::from_byte_array(context.0).to_string()]),
+            )
+            .map_err(failed)?
+            .get("height")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| failed("no height"))?;
+        self.record_batch_key(height + 1, pair)?;
+        let ids = self.push_confirm_for(set, pair, context)?;
+        self.wait_acked(&ids)
+    }
+
+    fn record_batch_key(&self, activation: u64, pair: KeyPair) -> Result<(), HarnessError> {
+        self.batch_keys
+            .lock()
+            .map_err(|_| failed("devnet state poisoned"))?
+            .push((activation, pair.batch_key));
+        Ok(())
+    }
+
+    /// The batch key Serai checks the Batch of block `block` under.
+    fn batch_key_of(&self, block: BlockHash) -> Result<BatchKey, HarnessError> {
+        let height = self
+            .node
+            .rpc(
+                "getblockheader",
+                json!([bitcoin::BlockHash::from_byte_array(block.0).to_string()]),
+            )
+            .map_err(failed)?
+            .get("height")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| failed("no height"))?;
+        self.batch_keys
+            .lock()
+            .map_err(|_| failed("devnet state poisoned"))?
+            .iter()
+            .rev()
+            .find(|(activation, _)| *activation <= height)
+            .map(|(_, key)| *key)
+            .ok_or_else(|| failed("no batch key active at the Batch's block"))
+    }
+
+    fn push_confirm_for(
+        &self,
+        set: ValidatorSet,
+        pair: KeyPair,
+        context: BlockHash,
+    ) -> Result<Vec<MessageId>, HarnessError> {
         let context = SubstrateContext {
             serai_time: SeraiTime(1),
-            network_latest_finalized_block: activation,
+            network_latest_finalized_block: context,
         };
         self.push_to_each(|_| {
             CoordinatorMessage::Substrate(substrate::CoordinatorMessage::ConfirmKeyPair {
                 context,
-                set: self.set,
+                set,
                 key_pair: pair,
             })
         })
@@ -659,10 +752,6 @@ impl Devnet {
         amount: u64,
         account: [u8; 32],
     ) -> Result<Txid, HarnessError> {
-        let external = KeyScripts::derive(&pair.network_key)
-            .map_err(failed)?
-            .script(OutputKind::External)
-            .clone();
         let data = RefundableInInstruction {
             origin: None,
             instruction: InInstruction::Transfer {
@@ -670,6 +759,24 @@ impl Devnet {
             },
         }
         .encode();
+        self.deposit_with_data(pair, amount, data)
+    }
+
+    /// A deposit of `amount` to the key's address carrying `data` in its `OP_RETURN`, whatever
+    /// it holds, mined to finality.
+    ///
+    /// # Errors
+    /// The node refused it.
+    pub fn deposit_with_data(
+        &mut self,
+        pair: &KeyPair,
+        amount: u64,
+        data: Vec<u8>,
+    ) -> Result<Txid, HarnessError> {
+        let external = KeyScripts::derive(&pair.network_key)
+            .map_err(failed)?
+            .script(OutputKind::External)
+            .clone();
         let coin = self.take_coinbase()?;
         // A fee of about 10 sat/vB: the rate plans acknowledging this block are built at.
         let change = coin.1.value - Amount::from_sat(amount + 2_000);
@@ -698,6 +805,30 @@ impl Devnet {
         self.node.send(&deposit).map_err(failed)?;
         self.mine(u32::try_from(CONFIRMATIONS).map_err(failed)?)?;
         Ok(deposit.compute_txid())
+    }
+
+    /// The outputs of the active chain's transactions paying `script`, in satoshis.
+    ///
+    /// # Errors
+    /// The node did not answer.
+    pub fn paid_to(&self, script: &ScriptBuf) -> Result<Vec<(Txid, u64)>, HarnessError> {
+        let height = self
+            .node
+            .rpc("getblockcount", json!([]))
+            .map_err(failed)?
+            .as_u64()
+            .ok_or_else(|| failed("no height"))?;
+        let mut paid = Vec::new();
+        for h in 1..=u32::try_from(height).map_err(failed)? {
+            for transaction in self.node.block_at(h).map_err(failed)?.txdata {
+                for output in &transaction.output {
+                    if output.script_pubkey == *script {
+                        paid.push((transaction.compute_txid(), output.value.to_sat()));
+                    }
+                }
+            }
+        }
+        Ok(paid)
     }
 
     /// Mines blocks.
@@ -839,13 +970,28 @@ impl Devnet {
                 "Serai includes Batch {expected} next, not {batch}"
             )));
         }
+        // Serai checks the Batch under the batch key of its block: a processor that started
+        // signing it under the key before a rotation starts again under the new one.
+        let block = self
+            .collect(signers, 1, |message| match message {
+                ProcessorMessage::Coordinator(CoordinatorOut::BatchPreprocess {
+                    block,
+                    batch_id,
+                    ..
+                }) if batch_id.0 == batch => Some(*block),
+                _ => None,
+            })?
+            .into_values()
+            .next()
+            .ok_or_else(|| failed("no preprocess"))?;
+        let key = self.batch_key_of(block)?;
         let preprocesses = self.collect(signers, 1, |message| match message {
             ProcessorMessage::Coordinator(CoordinatorOut::BatchPreprocess {
                 id,
                 batch_id,
                 preprocess,
                 ..
-            }) if batch_id.0 == batch => Some((*id, preprocess.clone())),
+            }) if batch_id.0 == batch && id.key == key => Some((*id, preprocess.clone())),
             _ => None,
         })?;
         let id: BatchSignId = preprocesses
@@ -938,6 +1084,25 @@ impl Devnet {
         burns: Vec<OutInstructionWithBalance>,
         from: &[Participant],
     ) -> Result<SubstrateBlockAck, HarnessError> {
+        self.substrate_block_acks(number, pair, burns, from, &[pair.network_key])?
+            .pop()
+            .ok_or_else(|| failed("no SubstrateBlockAck"))
+    }
+
+    /// As `substrate_block`, during a rotation: waits for the acknowledgement of each key of
+    /// `keys` (the processors answer one per confirmed key) and returns, per key in that
+    /// order, the one at least t processors sent identically.
+    ///
+    /// # Errors
+    /// As `substrate_block`.
+    pub fn substrate_block_acks(
+        &self,
+        number: u64,
+        pair: &KeyPair,
+        burns: Vec<OutInstructionWithBalance>,
+        from: &[Participant],
+        keys: &[NetworkKey],
+    ) -> Result<Vec<SubstrateBlockAck>, HarnessError> {
         let acknowledged = {
             let mut included = self
                 .included
@@ -965,27 +1130,33 @@ impl Devnet {
                 burns: burns.clone(),
             })
         })?;
-        let acks = self.collect(from, 1, |message| match message {
-            ProcessorMessage::Coordinator(CoordinatorOut::SubstrateBlockAck(ack))
-                if ack.block == block =>
-            {
-                Some(ack.clone())
+        let mut agreed = Vec::new();
+        for key in keys {
+            let acks = self.collect(from, 1, |message| match message {
+                ProcessorMessage::Coordinator(CoordinatorOut::SubstrateBlockAck(ack))
+                    if ack.block == block && ack.key == *key =>
+                {
+                    Some(ack.clone())
+                }
+                _ => None,
+            })?;
+            // The coordinator attests only what at least t processors reported identically.
+            let mut counts: Vec<(SubstrateBlockAck, usize)> = Vec::new();
+            for ack in acks.into_values() {
+                match counts.iter_mut().find(|(seen, _)| *seen == ack) {
+                    Some((_, count)) => *count += 1,
+                    None => counts.push((ack, 1)),
+                }
             }
-            _ => None,
-        })?;
-        // The coordinator attests only what at least t processors reported identically.
-        let mut counts: Vec<(SubstrateBlockAck, usize)> = Vec::new();
-        for ack in acks.into_values() {
-            match counts.iter_mut().find(|(seen, _)| *seen == ack) {
-                Some((_, count)) => *count += 1,
-                None => counts.push((ack, 1)),
-            }
+            agreed.push(
+                counts
+                    .into_iter()
+                    .find(|(_, count)| *count >= usize::from(self.t))
+                    .map(|(ack, _)| ack)
+                    .ok_or_else(|| failed("fewer than t identical SubstrateBlockAcks"))?,
+            );
         }
-        counts
-            .into_iter()
-            .find(|(_, count)| *count >= usize::from(self.t))
-            .map(|(ack, _)| ack)
-            .ok_or_else(|| failed("fewer than t identical SubstrateBlockAcks"))
+        Ok(agreed)
     }
 
     /// Attests `ack` with the coordinator's key and sends `PlansAcknowledged` to everyone.
@@ -1067,6 +1238,44 @@ impl Devnet {
             [tx] => Ok(*tx),
             _ => Err(failed("the signers completed different transactions")),
         }
+    }
+
+    /// Signs every plan of an attested `ack` under its key with `signers` (attempt 0); returns
+    /// their transactions' ids, as the signers reported them.
+    ///
+    /// # Errors
+    /// As `sign_plan`.
+    pub fn sign_plans(
+        &self,
+        ack: &SubstrateBlockAck,
+        signers: &[Participant],
+    ) -> Result<Vec<TransactionId>, HarnessError> {
+        ack.plans
+            .iter()
+            .map(|plan| {
+                self.sign_plan(
+                    PlanSignId {
+                        key: ack.key,
+                        id: *plan,
+                        attempt: Attempt(0),
+                    },
+                    signers,
+                )
+            })
+            .collect()
+    }
+
+    /// Signs Batches with `signers` until every Batch validator 1 built is included, so that
+    /// the next Serai block names the latest finalized block that has one.
+    ///
+    /// # Errors
+    /// A scanner is behind for too long, or a signing round failed.
+    pub fn include_built_batches(&self, signers: &[Participant]) -> Result<(), HarnessError> {
+        self.wait_scanned()?;
+        while self.next_batch()? < self.batches_built()? {
+            self.sign_next_batch(signers)?;
+        }
+        Ok(())
     }
 
     /// Asks `participants` to preprocess attempt `id` afresh (a re-attempt).

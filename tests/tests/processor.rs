@@ -12,7 +12,8 @@
 //! a higher fee after `STUCK_AFTER_BLOCKS`, the replacement confirms and the burn is paid once;
 //! the original confirming after its replacement was signed settles the family just once; and a
 //! payout no replacement can bump is paid for by a child spending its change (CPFP), both
-//! confirm together, and the next payout spends the child's change.
+//! confirm together, and the next payout spends the child's change. Key rotation: the next
+//! session's key takes over, the old key forwards everything and retires, nothing is lost.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(
@@ -21,6 +22,8 @@
     clippy::panic,
     clippy::unwrap_in_result
 )]
+
+use std::collections::BTreeMap;
 
 use bitcoin::{hashes::Hash, Txid};
 use processor_tests::{
@@ -38,7 +41,9 @@ use schema::{
         key_gen::{self, ShareRepair},
         sign, ProcessorMessage,
     },
+    plan::OutputKind,
     sign_id::PlanSignId,
+    taproot::KeyScripts,
 };
 use serde_json::json;
 use signer_enclave::batch_signing::BATCH_SIGNING_CONTEXT;
@@ -116,24 +121,7 @@ fn burn(
 
 /// The outputs of the active chain's transactions paying `to`, in satoshis.
 fn paid_to(devnet: &Devnet, to: &TestWallet) -> Vec<(Txid, u64)> {
-    let height = devnet
-        .node
-        .rpc("getblockcount", json!([]))
-        .unwrap()
-        .as_u64()
-        .unwrap();
-    let script = to.script_pubkey();
-    let mut paid = Vec::new();
-    for h in 1..=u32::try_from(height).unwrap() {
-        for transaction in devnet.node.block_at(h).unwrap().txdata {
-            for output in &transaction.output {
-                if output.script_pubkey == script {
-                    paid.push((transaction.compute_txid(), output.value.to_sat()));
-                }
-            }
-        }
-    }
-    paid
+    devnet.paid_to(&to.script_pubkey()).unwrap()
 }
 
 /// Signs `plan` of `pair`'s key with `signers` (attempt 0) and returns its transaction as the
@@ -567,10 +555,7 @@ fn more_burns_than_one_transaction_holds_are_paid_through_a_branch_without_a_lat
 /// Signs Batches until every Batch built is included, so that the next Serai block names the
 /// latest finalized block that has one.
 fn include_built_batches(devnet: &Devnet) {
-    devnet.wait_scanned().unwrap();
-    while devnet.next_batch().unwrap() < devnet.batches_built().unwrap() {
-        devnet.sign_next_batch(&[p(1), p(2), p(3)]).unwrap();
-    }
+    devnet.include_built_batches(&[p(1), p(2), p(3)]).unwrap();
 }
 
 /// Lowers `txid`'s fee in the node's miner's eyes by `delta` sat (a fee market that moved on),
@@ -1009,4 +994,304 @@ fn a_lost_enclave_is_repaired_by_three_peers_and_every_share_refreshed() {
     }
     let carol = TestWallet::new([0x0c; 32]).unwrap();
     pay_out(&devnet, &pair, 2, &carol, &[p(1), p(2), p(4)]);
+}
+
+/// Our unspent outputs on the active chain, by outpoint: those paying any address of `keys`.
+fn unspent_of(devnet: &Devnet, keys: &[KeyPair]) -> BTreeMap<bitcoin::OutPoint, u64> {
+    let scripts: Vec<KeyScripts> = keys
+        .iter()
+        .map(|pair| KeyScripts::derive(&pair.network_key).unwrap())
+        .collect();
+    let height = devnet
+        .node
+        .rpc("getblockcount", json!([]))
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    let mut unspent = BTreeMap::new();
+    for h in 1..=u32::try_from(height).unwrap() {
+        for transaction in devnet.node.block_at(h).unwrap().txdata {
+            for input in &transaction.input {
+                unspent.remove(&input.previous_output);
+            }
+            let txid = transaction.compute_txid();
+            for (vout, output) in (0_u32..).zip(&transaction.output) {
+                if scripts
+                    .iter()
+                    .any(|key| key.kind_of(&output.script_pubkey).is_some())
+                {
+                    unspent.insert(bitcoin::OutPoint { txid, vout }, output.value.to_sat());
+                }
+            }
+        }
+    }
+    unspent
+}
+
+/// The fees of every transaction on the active chain spending our outputs (all their inputs
+/// are ours).
+fn fees_paid(devnet: &Devnet, keys: &[KeyPair]) -> u64 {
+    let scripts: Vec<KeyScripts> = keys
+        .iter()
+        .map(|pair| KeyScripts::derive(&pair.network_key).unwrap())
+        .collect();
+    let height = devnet
+        .node
+        .rpc("getblockcount", json!([]))
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    let mut ours: BTreeMap<bitcoin::OutPoint, u64> = BTreeMap::new();
+    let mut fees = 0;
+    for h in 1..=u32::try_from(height).unwrap() {
+        for transaction in devnet.node.block_at(h).unwrap().txdata {
+            let spent: Vec<u64> = transaction
+                .input
+                .iter()
+                .filter_map(|input| ours.get(&input.previous_output).copied())
+                .collect();
+            if !spent.is_empty() {
+                assert_eq!(
+                    spent.len(),
+                    transaction.input.len(),
+                    "a transaction of ours"
+                );
+                let out: u64 = transaction
+                    .output
+                    .iter()
+                    .map(|output| output.value.to_sat())
+                    .sum();
+                fees += spent.iter().sum::<u64>() - out;
+            }
+            let txid = transaction.compute_txid();
+            for (vout, output) in (0_u32..).zip(&transaction.output) {
+                if scripts
+                    .iter()
+                    .any(|key| key.kind_of(&output.script_pubkey).is_some())
+                {
+                    ours.insert(bitcoin::OutPoint { txid, vout }, output.value.to_sat());
+                }
+            }
+        }
+    }
+    fees
+}
+
+/// Signs every plan of `ack` under its key with `signers`, then mines them to finality.
+fn sign_all(devnet: &Devnet, ack: &SubstrateBlockAck, signers: &[Participant]) -> Vec<Txid> {
+    let txids = devnet
+        .sign_plans(ack, signers)
+        .unwrap()
+        .iter()
+        .map(|tx| txid_hex(tx).parse().unwrap())
+        .collect();
+    devnet.mine(u32::try_from(CONFIRMATIONS).unwrap()).unwrap();
+    txids
+}
+
+fn stage_of(validator: &processor_tests::devnet::Validator, key: &KeyPair) -> f64 {
+    validator.key_stage(key).unwrap()
+}
+
+/// Session 0 hands over to session 1 (the same four validators): the new key is generated and
+/// confirmed while the old one works; a payout planned on the old key before the rotation
+/// completes on it; deposits to both keys during the handover are credited, their Batches
+/// signed under the batch key of their block; a burn after the rotation is paid by the new
+/// key; the old key forwards everything it holds to the new key and retires. A validator's
+/// scanner is killed (-9) at the rotation's boundaries (right after the confirmation, and with
+/// the forwarding plans acknowledged but not signed). At the end the old key holds nothing,
+/// every burn was paid once, and every satoshi deposited is paid out, spent on fees, or held
+/// by the new key.
+#[test]
+fn a_rotation_forwards_every_satoshi_to_the_new_key_and_retires_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut devnet = Devnet::start(dir.path(), 3, 4).unwrap();
+    let (old, _) = keyed_and_funded(&mut devnet);
+    let signers = [p(1), p(2), p(3)];
+    let alice = TestWallet::new([0x0a; 32]).unwrap();
+    let planned = burn(&devnet, &old, &alice, 600_000, &devnet.all());
+
+    let next = ValidatorSet {
+        session: Session(1),
+        network: NetworkId::Bitcoin,
+    };
+    let new = devnet.key_generation_for(next).unwrap();
+    assert_ne!(new, old);
+    devnet.rotate_to(next, new).unwrap();
+    let confirmed_at = std::time::Instant::now();
+    let rotated_height = devnet.finalized_height().unwrap();
+    devnet.validators[1].kill_scanner();
+    devnet.validators[1].start_scanner().unwrap();
+    for validator in &devnet.validators {
+        devnet
+            .coordinator
+            .wait_until(processor_tests::devnet::STEP_TIMEOUT, |_| {
+                Ok(stage_of(validator, &old) == 1.0)
+            })
+            .unwrap();
+    }
+
+    // The payout planned before the rotation completes on the old key.
+    let (_, _, paid_alice) = sign_and_fetch(&devnet, &old, planned.plans[0], &signers);
+    assert!(paid_alice
+        .output
+        .iter()
+        .any(|output| output.script_pubkey == alice.script_pubkey()));
+    // Deposits to both keys during the handover: both credited, their Batches signed under
+    // the new batch key (`sign_batch` checks every Batch under the key of its block).
+    devnet.deposit(&new, 900_000, [7; 32]).unwrap();
+    devnet.deposit(&old, 400_000, [8; 32]).unwrap();
+    include_built_batches(&devnet);
+    assert_eq!(devnet.credited().unwrap(), 2_500_000 + 900_000 + 400_000);
+
+    // A burn after the rotation: the new key pays it; the old key's plans only forward.
+    let bob = TestWallet::new([0x0b; 32]).unwrap();
+    let keys = [old.network_key, new.network_key];
+    let acks = devnet
+        .substrate_block_acks(
+            2,
+            &new,
+            vec![OutInstructionWithBalance {
+                address: bob.address().to_string().into_bytes(),
+                data: None,
+                amount: SeraiAmount::from_sat(700_000).unwrap(),
+            }],
+            &devnet.all(),
+            &keys,
+        )
+        .unwrap();
+    assert!(!acks[0].plans.is_empty(), "the old key forwards");
+    assert_eq!(acks[1].plans.len(), 1, "the new key pays the burn");
+    for ack in &acks {
+        devnet.acknowledge(ack).unwrap();
+    }
+    devnet.validators[1].kill_scanner();
+    devnet.validators[1].start_scanner().unwrap();
+    let new_scripts = KeyScripts::derive(&new.network_key).unwrap();
+    for txid in sign_all(&devnet, &acks[0], &signers) {
+        let raw = devnet
+            .node
+            .rpc("getrawtransaction", json!([txid.to_string()]))
+            .unwrap();
+        let forward: bitcoin::Transaction =
+            bitcoin::consensus::encode::deserialize_hex(raw.as_str().unwrap()).unwrap();
+        for output in &forward.output {
+            assert_eq!(
+                new_scripts.kind_of(&output.script_pubkey),
+                Some(OutputKind::Change),
+                "a forwarding plan pays only the new key's change address"
+            );
+        }
+    }
+    sign_all(&devnet, &acks[1], &signers);
+
+    // Serai blocks until the old key retires: its forwarded outputs arrive at the new key
+    // (reported in Batches under the new key), and it waits RETIRE_AFTER_BLOCKS.
+    let mut number = 3;
+    let mut retired_at = None;
+    while retired_at.is_none() {
+        assert!(number < 10, "the old key did not retire");
+        devnet.mine(3).unwrap();
+        include_built_batches(&devnet);
+        let acks = devnet
+            .substrate_block_acks(number, &new, Vec::new(), &devnet.all(), &keys)
+            .unwrap();
+        for ack in acks.iter().filter(|ack| !ack.plans.is_empty()) {
+            devnet.acknowledge(ack).unwrap();
+            sign_all(&devnet, ack, &signers);
+        }
+        devnet.wait_scanned().unwrap();
+        if devnet
+            .validators
+            .iter()
+            .all(|validator| stage_of(validator, &old) == 2.0)
+        {
+            retired_at = Some(devnet.finalized_height().unwrap());
+        }
+        number += 1;
+    }
+    eprintln!(
+        "the old key retired {} network blocks and {:?} after the new key's confirmation",
+        retired_at.unwrap_or(0) - rotated_height,
+        confirmed_at.elapsed()
+    );
+
+    // Nothing is left on the old key; each burn was paid once; every satoshi is accounted.
+    assert!(unspent_of(&devnet, &[old]).is_empty());
+    assert_eq!(paid_to(&devnet, &alice).len(), 1);
+    assert_eq!(paid_to(&devnet, &bob).len(), 1);
+    let paid: u64 = paid_to(&devnet, &alice)
+        .iter()
+        .chain(&paid_to(&devnet, &bob))
+        .map(|(_, sats)| sats)
+        .sum();
+    let held: u64 = unspent_of(&devnet, &[new]).values().sum();
+    let fees = fees_paid(&devnet, &[old, new]);
+    assert_eq!(paid + fees + held, 2_500_000 + 900_000 + 400_000);
+}
+
+/// A deposit whose instruction Serai cannot take (an unknown kind) but that names a refund
+/// origin is not credited, and the next Serai block refunds it to the origin less its fee,
+/// through a plan acknowledged and signed like any; one without an origin is kept. Every
+/// satoshi is accounted.
+#[test]
+fn a_deposit_serai_cannot_take_is_refunded_to_its_origin_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut devnet = Devnet::start(dir.path(), 3, 4).unwrap();
+    let (pair, _) = keyed_and_funded(&mut devnet);
+    let carol = TestWallet::new([0x0c; 32]).unwrap();
+    let origin = carol.script_pubkey();
+    let len = u8::try_from(origin.len()).unwrap();
+    // Version 1, refundable, the origin, then an instruction kind no version knows.
+    let refundable = [&[1, 1, len][..], origin.as_bytes(), &[0x07, 1, 2]].concat();
+    devnet
+        .deposit_with_data(&pair, 300_000, refundable)
+        .unwrap();
+    // No origin: kept.
+    devnet
+        .deposit_with_data(&pair, 200_000, vec![0xff, 1, 2])
+        .unwrap();
+    include_built_batches(&devnet);
+    assert_eq!(devnet.credited().unwrap(), 2_500_000);
+
+    let ack = devnet
+        .substrate_block(1, &pair, Vec::new(), &devnet.all())
+        .unwrap();
+    assert_eq!(ack.plans.len(), 1, "one refund");
+    devnet.acknowledge(&ack).unwrap();
+    sign_all(&devnet, &ack, &[p(1), p(2), p(3)]);
+    let refunded = paid_to(&devnet, &carol);
+    assert_eq!(refunded.len(), 1, "{refunded:?}");
+    assert!(
+        refunded[0].1 < 300_000 && refunded[0].1 > 295_000,
+        "{refunded:?}"
+    );
+    for validator in &devnet.validators {
+        assert_eq!(
+            validator.scanner_metric("processor_refunds_total").unwrap(),
+            1.0
+        );
+        assert_eq!(
+            validator
+                .scanner_metric("processor_refunded_sats_total")
+                .unwrap(),
+            300_000.0
+        );
+        assert_eq!(
+            validator
+                .scanner_metric("scanner_instructions_rejected_total{reason=\"invalid\"}")
+                .unwrap(),
+            1.0
+        );
+    }
+    // A later Serai block refunds nothing again.
+    include_built_batches(&devnet);
+    let again = devnet
+        .substrate_block(2, &pair, Vec::new(), &devnet.all())
+        .unwrap();
+    assert!(again.plans.is_empty());
+    assert_eq!(paid_to(&devnet, &carol).len(), 1);
+    let held: u64 = unspent_of(&devnet, &[pair]).values().sum();
+    let fees = fees_paid(&devnet, &[pair]);
+    assert_eq!(refunded[0].1 + fees + held, 2_500_000 + 300_000 + 200_000);
 }

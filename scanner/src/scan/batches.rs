@@ -95,6 +95,7 @@ mod tests {
                     to: SeraiAddress([3; 32]),
                 },
             }),
+            refund: None,
         }
     }
 

@@ -19,7 +19,8 @@ pub struct ScannerMetrics {
     pub outputs: IntCounterVec,
     /// `scanner_outputs_ignored_total{reason}`: our outputs ignored (below dust).
     pub outputs_ignored: IntCounterVec,
-    /// `scanner_instructions_rejected_total{reason}`: deposits whose data was missing or invalid.
+    /// `scanner_instructions_rejected_total{reason}`: deposits whose data was missing or invalid
+    /// (`missing`, `invalid`: funds kept; `refunded`: invalid, but naming a refund origin).
     pub instructions_rejected: IntCounterVec,
     /// `scanner_batches_built_total`.
     pub batches_built: IntCounter,

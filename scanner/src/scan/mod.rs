@@ -347,6 +347,10 @@ impl<N: Network, S: ScanStore> Scanner<N, S> {
             .instructions_rejected
             .with_label_values(&["invalid"])
             .inc_by(scan.received.invalid_instructions);
+        self.metrics
+            .instructions_rejected
+            .with_label_values(&["refunded"])
+            .inc_by(scan.received.refunds);
         for (plan, outcome) in &scan.outcomes {
             match outcome {
                 Outcome::Completed { plan: member, tx } => {
@@ -384,8 +388,8 @@ impl<N: Network, S: ScanStore> Scanner<N, S> {
 /// What the coordinator's messages change in scanning, staged into the changes each message
 /// commits with its "handled" marker.
 impl<N: Network, S: ProcessorStore> Scanner<N, S> {
-    /// Starts scanning for a confirmed key pair's network key from `activation` (included),
-    /// and records its batch key, in `changes`. A key already scanned keeps its position.
+    /// Starts scanning for a confirmed key pair's network key from `activation` (included), in
+    /// `changes`. A key already scanned keeps its position.
     ///
     /// # Errors
     /// The database failed.
@@ -407,7 +411,6 @@ impl<N: Network, S: ProcessorStore> Scanner<N, S> {
                 next: activation,
             });
         }
-        changes.batch_key = Some(pair.batch_key);
         Ok(())
     }
 

@@ -1,12 +1,13 @@
 //! Our outputs in a block: each output typed External, Branch or Change by the script it pays
 //! (`OutputTyping`, from the keys `schema` derives), outputs below `DUST` ignored and counted,
-//! and each deposit's InInstruction decoded from its transaction's data. Pure.
+//! and each deposit's InInstruction decoded from its transaction's data (or, when it is invalid,
+//! the refund origin the data names). Pure.
 
 use schema::{
     amount::Amount,
-    instruction::RefundableInInstruction,
+    instruction::{refund_origin, RefundableInInstruction},
     keys::NetworkKey,
-    plan::{OutputId, OutputKind},
+    plan::{OutputId, OutputKind, PaymentAddress},
     protocol::DUST,
 };
 
@@ -25,6 +26,10 @@ pub struct ReceivedOutput {
     pub amount: Amount,
     /// For a deposit (External), its valid InInstruction, if it carried one.
     pub instruction: Option<RefundableInInstruction>,
+    /// For a deposit whose instruction is invalid but names a refund origin: where its funds
+    /// go back to, less the fee, once Serai acknowledged its block. Never set with
+    /// `instruction`.
+    pub refund: Option<PaymentAddress>,
 }
 
 /// What a block holds for our keys.
@@ -36,8 +41,12 @@ pub struct Received {
     pub dust: u64,
     /// Deposits without data.
     pub missing_instructions: u64,
-    /// Deposits whose data is not a valid InInstruction (funds kept, nothing reported).
+    /// Deposits whose data is not a valid InInstruction and names no refund origin (funds
+    /// kept, nothing reported).
     pub invalid_instructions: u64,
+    /// Deposits whose data is not a valid InInstruction but names a refund origin (nothing
+    /// reported; refunded once Serai acknowledged their block).
+    pub refunds: u64,
 }
 
 /// Finds `keys`' outputs in `block`. Only our outputs are copied, and a transaction's id
@@ -69,28 +78,34 @@ pub fn receive<B: BlockView, T: OutputTyping>(
                 continue;
             }
             let txid = *id.get_or_insert_with(|| transaction.id());
-            let instruction = if kind == OutputKind::External {
+            let (instruction, refund) = if kind == OutputKind::External {
                 match data.get_or_insert_with(|| transaction.data()) {
                     None => {
                         received.missing_instructions += 1;
-                        None
+                        (None, None)
                     }
                     Some(data) => match RefundableInInstruction::decode(data) {
-                        Ok(instruction) => Some(instruction),
+                        Ok(instruction) => (Some(instruction), None),
                         Err(error) => {
+                            let refund = refund_origin(data);
+                            if refund.is_some() {
+                                received.refunds += 1;
+                            } else {
+                                received.invalid_instructions += 1;
+                            }
                             tracing::info!(
                                 txid = %hex_id(&txid.0),
                                 vout,
                                 %error,
-                                "deposit without a valid InInstruction: funds kept, not reported"
+                                refunded = refund.is_some(),
+                                "deposit without a valid InInstruction: not reported; refunded to its origin if it names one, else kept"
                             );
-                            received.invalid_instructions += 1;
-                            None
+                            (None, refund)
                         }
                     },
                 }
             } else {
-                None
+                (None, None)
             };
             received.outputs.push(ReceivedOutput {
                 id: OutputId { txid, vout },
@@ -98,6 +113,7 @@ pub fn receive<B: BlockView, T: OutputTyping>(
                 kind,
                 amount,
                 instruction,
+                refund,
             });
         }
     }

@@ -880,6 +880,98 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Whether this key owes nothing and holds nothing it could ever forward: no queued
+    /// payments, branch groups, funded branches or claimed outputs, and no pooled outputs that
+    /// a forwarding plan could move even at `MIN_FEE_RATE` (an output so close to `DUST` that
+    /// no transaction can keep it stays pooled and on the books, and goes with the next output
+    /// that arrives). A drained key of a finished rotation may retire.
+    ///
+    /// # Errors
+    /// The plan forwarding the pool does not build.
+    pub fn is_drained(&self) -> Result<bool, SchedulerError> {
+        if !(self.queue.is_empty()
+            && self.branches.is_empty()
+            && self.funded.is_empty()
+            && self.claimed.is_empty())
+        {
+            return Ok(false);
+        }
+        if self.pool.is_empty() {
+            return Ok(true);
+        }
+        let mut trial = self.clone();
+        let mut scheduled = Scheduled::default();
+        trial.forward(self.key, MIN_FEE_RATE, &mut scheduled)?;
+        Ok(scheduled.plans.is_empty())
+    }
+
+    /// Forwards the pool to `to`, the key that replaced this one in a rotation, once this key
+    /// owes nothing (no queued payments, branch groups or funded branches: what was planned on
+    /// it completes on it first). The outputs worth spending at `fee_rate`, largest first, go in
+    /// plans of at most `max_inputs` inputs, no payments and change to `to`, each within the
+    /// caps; the others wait for lower fees. A forwarding plan's fee is carried as an operating
+    /// cost, like an aggregation's. Appends to `scheduled` (a `schedule` call's), within
+    /// `MAX_SCHEDULED_PER_BLOCK` plans in all; what is left waits for the next call.
+    ///
+    /// # Errors
+    /// See `SchedulerError`; the state is unchanged when an error is returned.
+    pub fn forward(
+        &mut self,
+        to: NetworkKey,
+        fee_rate: FeeRate,
+        scheduled: &mut Scheduled,
+    ) -> Result<(), SchedulerError> {
+        if !self.queue.is_empty() || !self.branches.is_empty() || !self.funded.is_empty() {
+            return Ok(());
+        }
+        let mut next = self.clone();
+        let mut call = Call {
+            fee_rate,
+            scheduled,
+        };
+        next.pool
+            .sort_by(|a, b| b.amount.cmp(&a.amount).then(a.id.cmp(&b.id)));
+        let worth = next
+            .pool
+            .iter()
+            .take_while(|output| next.worth_spending(output.amount, fee_rate))
+            .count();
+        let mut left = next.pool.split_off(worth);
+        let spend = std::mem::take(&mut next.pool);
+        let draft = Draft {
+            payments: Vec::new(),
+            groups: Vec::new(),
+        };
+        for chunk in spend.chunks(next.limits.max_inputs.max(1)) {
+            if call.full() {
+                left.extend_from_slice(chunk);
+                continue;
+            }
+            let plan = Plan {
+                change: Some(to),
+                ..next.plan(chunk.to_vec(), &draft, fee_rate)
+            };
+            let built = match build(&plan)? {
+                Built::Transaction(built) if next.limits.caps.check(fee_rate, &built).is_ok() => {
+                    built
+                }
+                _ => {
+                    left.extend_from_slice(chunk);
+                    continue;
+                }
+            };
+            next.commit(
+                Signable { plan, built },
+                draft.clone(),
+                Amount::ZERO,
+                &mut call,
+            );
+        }
+        next.pool = left;
+        *self = next;
+        Ok(())
+    }
+
     /// Whether spending an output of `amount` costs, at `fee_rate`, no more than the share cap
     /// of its value.
     fn worth_spending(&self, amount: Amount, fee_rate: FeeRate) -> bool {

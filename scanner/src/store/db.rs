@@ -22,8 +22,8 @@
 //! - `outbox`: message id (u64 BE) -> `ProcessorEnvelope` (Cap'n Proto), until delivered;
 //! - `meta`: `format` (u32 BE, `FORMAT`), `next_batch_id` (u32 BE), `acknowledged/` || key
 //!   (u64 BE, per key: the last block whose outputs went to its scheduler), `last_handled`
-//!   (u64 BE, the last coordinator message handled), `next_outbox_id` (u64 BE), `batch_key`
-//!   (32, of the confirmed key pair), `next_batch_to_sign` (u32 BE), `last_serai_block` (u64
+//!   (u64 BE, the last coordinator message handled), `next_outbox_id` (u64 BE), `rotation`
+//!   (`Rotation::encode`: the confirmed key pairs and their stages), `next_batch_to_sign` (u32 BE), `last_serai_block` (u64
 //!   BE, the last Serai block handled), `batch_attempt/` || batch id (u32 BE) -> attempt
 //!   (u32 BE): a re-attempt asked for a Batch still waiting for the enclave's window.
 //!
@@ -47,7 +47,7 @@ use schema::{
     batch::Batch,
     hashes::{PlanId, TransactionId},
     ids::{Attempt, BatchId, MessageId, SeraiBlockNumber},
-    keys::{BatchKey, NetworkKey},
+    keys::NetworkKey,
     messages::{ProcessorEnvelope, ProcessorMessage},
     plan::{OutputId, Plan},
     wire,
@@ -55,6 +55,7 @@ use schema::{
 use thiserror::Error;
 
 use crate::{
+    rotation::Rotation,
     scan::eventuality::{Eventuality, Outcome},
     scan::outputs::ReceivedOutput,
     schedule::state::{self as scheduler_state, StateError},
@@ -88,8 +89,8 @@ const FORMAT_NAME: &[u8] = b"format";
 /// The format of what this build stores. A database of another format (or of data from before
 /// formats were recorded) is refused at open, never misread; a change to any stored encoding
 /// changes it (and comes with a migration when deployed databases must be kept).
-pub const FORMAT: u32 = 2;
-const BATCH_KEY: &[u8] = b"batch_key";
+pub const FORMAT: u32 = 3;
+const ROTATION: &[u8] = b"rotation";
 const NEXT_BATCH_TO_SIGN: &[u8] = b"next_batch_to_sign";
 const NEXT_OUTBOX_ID: &[u8] = b"next_outbox_id";
 const NEXT_BATCH_ID: &[u8] = b"next_batch_id";
@@ -720,27 +721,23 @@ impl Db {
         Ok(())
     }
 
-    /// The batch key of the confirmed key pair, if one was confirmed.
+    /// The network's confirmed keys and their stages (none before the first is confirmed).
     ///
     /// # Errors
     /// RocksDB failed or the record is damaged.
-    pub fn batch_key(&self) -> Result<Option<BatchKey>, DbError> {
-        self.db
-            .get_cf(self.cf(CF_META)?, BATCH_KEY)?
-            .map(|value| {
-                <[u8; 32]>::try_from(value.as_slice())
-                    .map(BatchKey)
-                    .map_err(|_| DbError::Damaged(CF_META))
-            })
-            .transpose()
+    pub fn rotation(&self) -> Result<Rotation, DbError> {
+        match self.db.get_cf(self.cf(CF_META)?, ROTATION)? {
+            None => Ok(Rotation::default()),
+            Some(value) => Rotation::decode(&value).ok_or(DbError::Damaged(CF_META)),
+        }
     }
 
-    /// Records the confirmed batch key, in `batch`.
+    /// Records the confirmed keys and their stages, in `batch`.
     ///
     /// # Errors
     /// The column family is missing.
-    pub fn put_batch_key(&self, batch: &mut WriteBatch, key: &BatchKey) -> Result<(), DbError> {
-        batch.put_cf(self.cf(CF_META)?, BATCH_KEY, key.0);
+    pub fn put_rotation(&self, batch: &mut WriteBatch, rotation: &Rotation) -> Result<(), DbError> {
+        batch.put_cf(self.cf(CF_META)?, ROTATION, rotation.encode());
         Ok(())
     }
 

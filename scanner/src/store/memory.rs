@@ -12,7 +12,7 @@ use schema::{
     batch::Batch,
     hashes::PlanId,
     ids::{Attempt, BatchId, MessageId, SeraiBlockNumber},
-    keys::{BatchKey, NetworkKey},
+    keys::NetworkKey,
     messages::ProcessorEnvelope,
     plan::{OutputId, Plan},
     wire,
@@ -21,6 +21,7 @@ use schema::{
 use super::{InFlight, ProcessorChanges, ProcessorStore, ScanChanges, ScanStore, ScanView, Spend};
 use crate::{
     chain::ChainTransaction,
+    rotation::Rotation,
     scan::eventuality::{Eventuality, Outcome},
     scan::outputs::ReceivedOutput,
     schedule::state as scheduler_state,
@@ -47,7 +48,7 @@ struct State {
     outbox: BTreeMap<u64, ProcessorEnvelope>,
     next_outbox_id: u64,
     last_handled: u64,
-    batch_key: Option<BatchKey>,
+    rotation: Rotation,
     next_batch_to_sign: u32,
     batch_attempts: BTreeMap<u32, Attempt>,
     acknowledged: BTreeMap<[u8; 33], u64>,
@@ -207,8 +208,8 @@ impl State {
         if let Some(id) = changes.handled {
             self.last_handled = id.0;
         }
-        if let Some(key) = changes.batch_key {
-            self.batch_key = Some(key);
+        if let Some(rotation) = &changes.rotation {
+            self.rotation = rotation.clone();
         }
         if let Some(next) = changes.next_batch_to_sign {
             self.next_batch_to_sign = next;
@@ -332,8 +333,8 @@ impl ProcessorStore for MemoryStore {
         Ok(self.state().outbox.len())
     }
 
-    fn batch_key(&self) -> Result<Option<BatchKey>, DbError> {
-        Ok(self.state().batch_key)
+    fn rotation(&self) -> Result<Rotation, DbError> {
+        Ok(self.state().rotation.clone())
     }
 
     fn next_batch_to_sign(&self) -> Result<u32, DbError> {

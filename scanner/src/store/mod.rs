@@ -18,13 +18,14 @@ use schema::{
     batch::Batch,
     hashes::PlanId,
     ids::{Attempt, BatchId, MessageId, SeraiBlockNumber},
-    keys::{BatchKey, NetworkKey},
+    keys::NetworkKey,
     messages::{ProcessorEnvelope, ProcessorMessage},
     plan::{OutputId, Plan},
 };
 
 use crate::{
     chain::ChainTransaction,
+    rotation::Rotation,
     scan::eventuality::{Eventuality, Outcome},
     scan::outputs::ReceivedOutput,
     schedule::Scheduler,
@@ -149,8 +150,8 @@ pub struct ProcessorChanges {
     pub scan: ScanChanges,
     /// The coordinator message handled.
     pub handled: Option<MessageId>,
-    /// The batch key of a confirmed key pair.
-    pub batch_key: Option<BatchKey>,
+    /// The network's confirmed keys, when a key was confirmed or moved on a stage.
+    pub rotation: Option<Rotation>,
     /// The first Batch whose signing has not started, moved on.
     pub next_batch_to_sign: Option<u32>,
     /// The attempt asked for a Batch not preprocessed yet (`None`: forgotten, once it is).
@@ -216,11 +217,11 @@ pub trait ProcessorStore: ScanStore {
     /// As `last_handled`.
     fn outbox_len(&self) -> Result<usize, DbError>;
 
-    /// The batch key of the confirmed key pair, if one was confirmed.
+    /// The network's confirmed keys and their stages (none before the first is confirmed).
     ///
     /// # Errors
     /// As `last_handled`.
-    fn batch_key(&self) -> Result<Option<BatchKey>, DbError>;
+    fn rotation(&self) -> Result<Rotation, DbError>;
 
     /// The id of the first Batch whose signing has not been started.
     ///

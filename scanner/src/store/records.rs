@@ -9,7 +9,7 @@ use schema::{
     hashes::{PlanId, TransactionId},
     instruction::RefundableInInstruction,
     keys::NetworkKey,
-    plan::{OutputId, OutputKind},
+    plan::{OutputId, OutputKind, PaymentAddress},
 };
 
 use crate::{
@@ -36,8 +36,9 @@ fn kind_of_code(code: u8) -> Option<OutputKind> {
     }
 }
 
-/// An output as stored: `key (33) || kind (1) || amount (u64 BE) || instruction (its
-/// OP_RETURN encoding), if any`.
+/// An output as stored: `key (33) || kind (1) || amount (u64 BE)`, then its instruction (its
+/// OP_RETURN encoding, which starts with its version, 1) if it has one, or `0 || the refund
+/// origin's script` if it is to be refunded, or nothing.
 pub fn encode_output(output: &ReceivedOutput) -> Vec<u8> {
     let mut value = Vec::with_capacity(42 + 80);
     value.extend_from_slice(&output.key.to_bytes());
@@ -45,9 +46,16 @@ pub fn encode_output(output: &ReceivedOutput) -> Vec<u8> {
     value.extend_from_slice(&output.amount.to_sat().to_be_bytes());
     if let Some(instruction) = &output.instruction {
         value.extend_from_slice(&instruction.encode());
+    } else if let Some(refund) = &output.refund {
+        value.push(REFUND_TAG);
+        value.extend_from_slice(refund.script().as_bytes());
     }
     value
 }
+
+/// Marks a stored output's refund origin; an instruction's encoding starts with its version (1)
+/// instead.
+const REFUND_TAG: u8 = 0;
 
 /// Reads a stored output back; `None` for bytes `encode_output` did not write.
 pub fn decode_output(id: OutputId, value: &[u8]) -> Option<ReceivedOutput> {
@@ -59,10 +67,13 @@ pub fn decode_output(id: OutputId, value: &[u8]) -> Option<ReceivedOutput> {
         key: NetworkKey::from_slice(key).ok()?,
         kind: kind_of_code(*kind)?,
         amount: Amount::from_sat(u64::from_be_bytes(*amount)).ok()?,
-        instruction: if rest.is_empty() {
-            None
-        } else {
-            Some(RefundableInInstruction::decode(rest).ok()?)
+        instruction: match rest.first() {
+            None | Some(&REFUND_TAG) => None,
+            Some(_) => Some(RefundableInInstruction::decode(rest).ok()?),
+        },
+        refund: match rest.split_first() {
+            Some((&REFUND_TAG, script)) => Some(PaymentAddress::from_bytes(script).ok()?),
+            _ => None,
         },
     })
 }

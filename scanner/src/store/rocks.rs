@@ -7,13 +7,14 @@ use schema::{
     batch::Batch,
     hashes::PlanId,
     ids::{Attempt, BatchId, MessageId, SeraiBlockNumber},
-    keys::{BatchKey, NetworkKey},
+    keys::NetworkKey,
     messages::ProcessorEnvelope,
     plan::{OutputId, Plan},
 };
 
 use super::{InFlight, ProcessorChanges, ProcessorStore, ScanChanges, ScanStore, ScanView, Spend};
 use crate::{
+    rotation::Rotation,
     scan::eventuality::{Eventuality, Outcome},
     scan::outputs::ReceivedOutput,
     schedule::Scheduler,
@@ -85,8 +86,8 @@ impl Db {
         if let Some(id) = changes.handled {
             self.put_handled(write, id)?;
         }
-        if let Some(key) = &changes.batch_key {
-            self.put_batch_key(write, key)?;
+        if let Some(rotation) = &changes.rotation {
+            self.put_rotation(write, rotation)?;
         }
         if let Some(next) = changes.next_batch_to_sign {
             self.put_next_batch_to_sign(write, next)?;
@@ -186,8 +187,8 @@ impl ProcessorStore for Db {
         Db::outbox_len(self)
     }
 
-    fn batch_key(&self) -> Result<Option<BatchKey>, DbError> {
-        Db::batch_key(self)
+    fn rotation(&self) -> Result<Rotation, DbError> {
+        Db::rotation(self)
     }
 
     fn next_batch_to_sign(&self) -> Result<u32, DbError> {

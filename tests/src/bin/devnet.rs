@@ -4,7 +4,11 @@
 //! the payout confirmed on the node. Then everything keeps running, with each process's
 //! address printed, until Ctrl-C; the directory is removed on exit unless `--dir` was given.
 //!
-//! `--traffic BLOCKS` then runs that many blocks of mixed traffic (`processor_tests::traffic`:
+//! Then the handover to the next session's key: key generation and confirmation while the old
+//! key works, a deposit to each key during the handover, a burn paid by the new key, the old
+//! key's outputs forwarded to the new key, and Serai blocks until the old key retires.
+//!
+//! `--traffic BLOCKS` first runs that many blocks of mixed traffic (`processor_tests::traffic`:
 //! deposits, bursts, quiet stretches, burns, fee rates from 1 to 500 sat/vB), drains it, and
 //! prints the audit of the chain and of every validator's books; `--seed N` picks the run.
 
@@ -27,8 +31,9 @@ use processor_tests::{
 };
 use schema::{
     amount::Amount,
-    ids::{Attempt, Participant},
+    ids::{Attempt, NetworkId, Participant, Session, ValidatorSet},
     instruction::OutInstructionWithBalance,
+    keys::KeyPair,
     sign_id::PlanSignId,
 };
 
@@ -175,6 +180,7 @@ fn run(dir: PathBuf, hold: bool, traffic: Option<Traffic>) -> anyhow::Result<()>
             step(line);
         }
     }
+    hand_over(&mut devnet, &pair, &signers).context("the handover to session 1")?;
     for validator in &devnet.validators {
         step(&format!(
             "validator {}: scanner metrics http://{}/metrics, enclave metrics http://{}/metrics",
@@ -194,6 +200,91 @@ fn run(dir: PathBuf, hold: bool, traffic: Option<Traffic>) -> anyhow::Result<()>
     }
     step("stopping");
     Ok(())
+}
+
+/// The handover from session 0's key `old` to session 1's.
+fn hand_over(devnet: &mut Devnet, old: &KeyPair, signers: &[Participant]) -> anyhow::Result<()> {
+    devnet.include_built_batches(signers)?;
+    let next = ValidatorSet {
+        session: Session(1),
+        network: NetworkId::Bitcoin,
+    };
+    let new = devnet.key_generation_for(next)?;
+    step(&format!(
+        "session 1's key generation done while the old key works: network key {}",
+        new.network_key
+    ));
+    devnet.rotate_to(next, new)?;
+    let confirmed = Instant::now();
+    let confirmed_height = devnet.finalized_height()?;
+    step("session 1's key pair confirmed: both keys scanned, the old key forwards from now on");
+    devnet.deposit(&new, 1_000_000, [0x5f; 32])?;
+    devnet.deposit(old, 300_000, [0x60; 32])?;
+    // A deposit whose instruction Serai cannot take (an unknown kind), naming where to refund.
+    let refund_to = TestWallet::new([0x0d; 32]).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let origin = refund_to.script_pubkey();
+    let invalid = [
+        &[1, 1, u8::try_from(origin.len())?][..],
+        origin.as_bytes(),
+        &[0x07],
+    ]
+    .concat();
+    devnet.deposit_with_data(&new, 400_000, invalid)?;
+    devnet.include_built_batches(signers)?;
+    step(&format!(
+        "a deposit to each key during the handover, both credited (Serai credited {} sat in all), and one of 400,000 sat with an instruction Serai cannot take; new Batches signed with the new batch key",
+        devnet.credited()?
+    ));
+    let user = TestWallet::new([0x0c; 32]).map_err(|error| anyhow::anyhow!("{error}"))?;
+    let keys = [old.network_key, new.network_key];
+    let mut burns = vec![OutInstructionWithBalance {
+        address: user.address().to_string().into_bytes(),
+        data: None,
+        amount: Amount::from_sat(500_000).map_err(|e| anyhow::anyhow!("{e}"))?,
+    }];
+    for _ in 0..10 {
+        let number = devnet.next_serai_block()?;
+        let acks = devnet.substrate_block_acks(
+            number,
+            &new,
+            std::mem::take(&mut burns),
+            &devnet.all(),
+            &keys,
+        )?;
+        for ack in acks.iter().filter(|ack| !ack.plans.is_empty()) {
+            devnet.acknowledge(ack)?;
+            devnet.sign_plans(ack, signers)?;
+            let whose = if ack.key == old.network_key {
+                "the old key forwards"
+            } else {
+                "the new key pays"
+            };
+            step(&format!(
+                "Serai block {number}: {whose} ({} plan(s)), signed and published",
+                ack.plans.len()
+            ));
+        }
+        devnet.mine(3)?;
+        devnet.include_built_batches(signers)?;
+        let stages = devnet
+            .validators
+            .iter()
+            .map(|validator| validator.key_stage(old))
+            .collect::<Result<Vec<_>, _>>()?;
+        if stages.iter().all(|stage| *stage == 2.0) {
+            let refunded: u64 = devnet.paid_to(&origin)?.iter().map(|(_, sats)| sats).sum();
+            step(&format!(
+                "the invalid deposit was refunded: {refunded} sat arrived at its origin (400,000 less its fee)"
+            ));
+            step(&format!(
+                "the old key retired, drained, {} network blocks and {:.1} s after session 1's key was confirmed",
+                devnet.finalized_height()? - confirmed_height,
+                confirmed.elapsed().as_secs_f64()
+            ));
+            return Ok(());
+        }
+    }
+    anyhow::bail!("the old key did not retire")
 }
 
 fn hex_of(bytes: &[u8]) -> String {
