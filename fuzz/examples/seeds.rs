@@ -35,7 +35,7 @@ use schema::{
     batch::{Batch, SignedBatch},
     generated::{messages_capnp::coordinator_envelope, signer_capnp::signer},
     hashes::{BlockHash, PlanId},
-    ids::{Attempt, BatchId, KeyGenId, NetworkId, Participant, ValidatorSet},
+    ids::{Attempt, BatchId, KeyGenId, NetworkId, Participant, Session, ValidatorSet},
     keys::KeyPair,
     link::signed,
     messages::{
@@ -344,11 +344,16 @@ fn main() -> Result<(), Failure> {
             &format!("flight-{index}"),
             &[&[5u8][..], &encode_flight(&flight)].concat(),
         )?;
-        // A rotation through `index + 1` keys: the newest active, the others forwarding, the
-        // oldest retired once there are three.
+        // A rotation through `index + 1` keys, the first two held (then this validator left):
+        // the newest active, the others forwarding, the oldest retired once there are two.
         let mut rotation = Rotation::default();
         for (step, pair) in (0_u64..).zip(pairs.iter().take(index + 1)) {
-            rotation.confirm(*pair, 100 + step * 10)?;
+            rotation.confirm(
+                *pair,
+                Session(u32::try_from(step)?),
+                100 + step * 10,
+                step < 2,
+            )?;
         }
         if let Some(oldest) = rotation.keys().first().map(|key| key.pair.network_key) {
             rotation.retire_if_done(&oldest, true, 1_000);

@@ -3,7 +3,8 @@
 //! (split where the first byte says), or (odd first byte) arbitrary consensus bytes as a
 //! transaction, is received through the scanner's borrowed view of a block and through the
 //! owned chain-neutral form, which must agree. A deposit's instruction is exactly what its
-//! payload decodes to, and an undecodable one is counted, never reported.
+//! payload decodes to; an undecodable one is never reported, refunded to the origin its
+//! header names, else counted and kept.
 #![no_main]
 
 use bitcoin::{
@@ -19,7 +20,10 @@ use scanner::{
     chain::ChainBlock,
     scan::outputs::{receive, Received},
 };
-use schema::{instruction::RefundableInInstruction, plan::OutputKind};
+use schema::{
+    instruction::{refund_origin, RefundableInInstruction},
+    plan::OutputKind,
+};
 
 /// Receives `transaction` in a block of its own, read both ways the scanner can read it: the
 /// borrowed view of the decoded block and the owned chain-neutral form. Both must read the
@@ -106,5 +110,12 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(received.outputs.len(), 1, "our deposit was not received");
     let expected = RefundableInInstruction::decode(payload).ok();
     assert_eq!(received.outputs[0].instruction, expected);
-    assert_eq!(received.invalid_instructions, u64::from(expected.is_none()));
+    // An undecodable one is refunded to the origin its header names, or else kept.
+    let refund = expected.is_none().then(|| refund_origin(payload)).flatten();
+    assert_eq!(received.outputs[0].refund, refund);
+    assert_eq!(received.refunds, u64::from(refund.is_some()));
+    assert_eq!(
+        received.invalid_instructions,
+        u64::from(expected.is_none() && refund.is_none())
+    );
 });

@@ -22,7 +22,7 @@ use schema::{
     amount::Amount,
     batch::Batch,
     hashes::{BlockHash, PlanId, SeraiAddress, TransactionId},
-    ids::{BatchId, NetworkId},
+    ids::{BatchId, NetworkId, Session},
     instruction::{InInstruction, InInstructionWithBalance},
     keys::{BatchKey, KeyPair, NetworkKey},
     plan::OutputId,
@@ -92,7 +92,9 @@ fn base(db: &Db) {
                 batch_key: BatchKey([2; 32]),
                 network_key: key(),
             },
+            Session(0),
             0,
+            true,
         )
         .unwrap();
     db.put_rotation(&mut write, &rotation).unwrap();

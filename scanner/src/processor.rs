@@ -58,7 +58,7 @@ use crate::{
     coordinate::enclave_client::EnclaveError,
     coordinate::link::LinkError,
     coordinate::parts::{Clock, CoordinatorLink, EnclaveCalls, NodeParts, Parts},
-    rotation::{Confirmed, Stage},
+    rotation::{Confirmed, RotationError, Stage},
     scan::eventuality::{Member, Outcome},
     scan::outputs::hex_id,
     scan::{ScanError, Scanner},
@@ -723,19 +723,42 @@ impl<P: Parts> Processor<P> {
         }
     }
 
-    /// Whether `key` is one of the network keys we scan for (and so hold).
+    /// Whether `key` is a confirmed network key our enclave holds.
     fn holds(&self, key: &NetworkKey) -> Result<bool, ProcessorError> {
-        Ok(self
-            .scanner
-            .store()
-            .keys()?
-            .iter()
-            .any(|scanned| scanned.key == *key))
+        Ok(self.scanner.store().rotation()?.held(key).is_some())
     }
 
     /// Whether `key` is the batch key of one of our confirmed key pairs.
     fn holds_batch_key(&self, key: &BatchKey) -> Result<bool, ProcessorError> {
-        Ok(self.scanner.store().rotation()?.has_batch_key(key))
+        Ok(self.scanner.store().rotation()?.holds_batch_key(key))
+    }
+
+    /// Skips a message about network key `key`, which we do not hold: another set's key
+    /// confirmed to us (we left with a rotation; expected, counted as `not_held`), or a key we
+    /// never heard of (`not_ours`).
+    fn not_held(&self, key: &NetworkKey, what: &str) -> Result<Handled, ProcessorError> {
+        if self.scanner.store().rotation()?.get(key).is_some() {
+            tracing::debug!(what, "coordinator message for another set's key; skipped");
+            return Ok(Handled::Skipped("not_held"));
+        }
+        Ok(self.not_ours(what))
+    }
+
+    /// As `not_held`, for a batch key.
+    fn batch_key_not_held(&self, key: &BatchKey, what: &str) -> Result<Handled, ProcessorError> {
+        let rotation = self.scanner.store().rotation()?;
+        if rotation
+            .keys()
+            .iter()
+            .any(|confirmed| confirmed.pair.batch_key == *key)
+        {
+            tracing::debug!(
+                what,
+                "coordinator message for another set's batch key; skipped"
+            );
+            return Ok(Handled::Skipped("not_held"));
+        }
+        Ok(self.not_ours(what))
     }
 
     /// Skips a message about a key we do not hold: logged and counted, nothing else changes.
@@ -769,7 +792,7 @@ impl<P: Parts> Processor<P> {
                 preprocesses,
             }) => {
                 if !self.holds_batch_key(&id.key)? {
-                    return Ok(self.not_ours("batch preprocesses"));
+                    return self.batch_key_not_held(&id.key, "batch preprocesses");
                 }
                 match self.enclave.share_batch(&id, &preprocesses).await {
                     Ok(share) => Ok(Handled::Done(vec![ProcessorMessage::Coordinator(
@@ -780,7 +803,7 @@ impl<P: Parts> Processor<P> {
             }
             CoordinatorMessage::Coordinator(Coordinator::BatchShares { id, shares }) => {
                 if !self.holds_batch_key(&id.key)? {
-                    return Ok(self.not_ours("batch shares"));
+                    return self.batch_key_not_held(&id.key, "batch shares");
                 }
                 match self.enclave.complete_batch(&id, &shares).await {
                     Ok(signed) => Ok(Handled::Done(vec![ProcessorMessage::Substrate(
@@ -791,7 +814,7 @@ impl<P: Parts> Processor<P> {
             }
             CoordinatorMessage::Coordinator(Coordinator::BatchReattempt { id }) => {
                 if !self.holds_batch_key(&id.key)? {
-                    return Ok(self.not_ours("batch reattempt"));
+                    return self.batch_key_not_held(&id.key, "batch reattempt");
                 }
                 let Some(to_sign) = self
                     .scanner
@@ -827,7 +850,7 @@ impl<P: Parts> Processor<P> {
             }) => self.substrate_block(context, block, key, &burns, changes),
             CoordinatorMessage::Coordinator(Coordinator::PlansAcknowledged(acknowledged)) => {
                 if !self.holds(&acknowledged.key)? {
-                    return Ok(self.not_ours("plans acknowledged"));
+                    return self.not_held(&acknowledged.key, "plans acknowledged");
                 }
                 if let Err(error) = self.enclave.acknowledge_plans(&acknowledged).await {
                     return self.refused(error, "plans acknowledged");
@@ -847,7 +870,7 @@ impl<P: Parts> Processor<P> {
             }
             CoordinatorMessage::Sign(Sign::Preprocesses { id, preprocesses }) => {
                 if !self.holds(&id.key)? {
-                    return Ok(self.not_ours("plan preprocesses"));
+                    return self.not_held(&id.key, "plan preprocesses");
                 }
                 match self.enclave.share_plan(&id, &preprocesses).await {
                     Ok(share) => Ok(Handled::Done(vec![ProcessorMessage::Sign(
@@ -858,7 +881,7 @@ impl<P: Parts> Processor<P> {
             }
             CoordinatorMessage::Sign(Sign::Shares { id, shares }) => {
                 if !self.holds(&id.key)? {
-                    return Ok(self.not_ours("plan shares"));
+                    return self.not_held(&id.key, "plan shares");
                 }
                 let transaction = match self.enclave.complete_plan(&id, &shares).await {
                     Ok(transaction) => transaction,
@@ -888,7 +911,7 @@ impl<P: Parts> Processor<P> {
             }
             CoordinatorMessage::Sign(Sign::Reattempt { id }) => {
                 if !self.holds(&id.key)? {
-                    return Ok(self.not_ours("plan reattempt"));
+                    return self.not_held(&id.key, "plan reattempt");
                 }
                 match self.preprocess_plan(id).await? {
                     Some(message) => Ok(Handled::Done(vec![message])),
@@ -897,7 +920,7 @@ impl<P: Parts> Processor<P> {
             }
             CoordinatorMessage::Sign(Sign::Completed { key, id, tx }) => {
                 if !self.holds(&key)? {
-                    return Ok(self.not_ours("completed"));
+                    return self.not_held(&key, "completed");
                 }
                 self.peer_completed(id, tx)
             }
@@ -910,9 +933,13 @@ impl<P: Parts> Processor<P> {
     /// is that late. For a later key (a rotation): the block after the context's (whose Batch,
     /// the last Serai included, the replaced key signed), and the replaced key forwards from
     /// now on; Batches of blocks from the activation block on that were already started under
-    /// the replaced batch key start again under the new one. A time in the wrong unit is refused: no block would ever be that late. A time
-    /// merely ahead is waited for, not refused: this machine's clock may be the wrong one, and
-    /// a refusal would lose the key for good (the waiting message's gauge alerts meanwhile).
+    /// the replaced batch key start again under the new one. A pair of a set this validator is
+    /// not in (its enclave generated nothing for the set: it leaves with this rotation) is
+    /// recorded as not held. A set of another network, a session not after the newest key's,
+    /// or a pair reusing a confirmed half is refused (`rotation_refused`), as is a time in the
+    /// wrong unit: no block would ever be that late. A time merely ahead is waited for, not
+    /// refused: this machine's clock may be the wrong one, and a refusal would lose the key
+    /// for good (the waiting message's gauge alerts meanwhile).
     async fn confirm_key_pair(
         &mut self,
         context: SubstrateContext,
@@ -920,6 +947,10 @@ impl<P: Parts> Processor<P> {
         key_pair: KeyPair,
         changes: &mut ProcessorChanges,
     ) -> Result<Handled, ProcessorError> {
+        if set.network != self.scanner.network_id() {
+            tracing::error!(network = ?set.network, "ConfirmKeyPair for another network's set; refused");
+            return Ok(Handled::Skipped("rotation_refused"));
+        }
         let mut rotation = self.scanner.store().rotation()?;
         let rotating = rotation.active().is_some();
         let activation = match context.latest_finalized_block() {
@@ -940,25 +971,43 @@ impl<P: Parts> Processor<P> {
         let Some(activation) = activation else {
             return Ok(Handled::Wait);
         };
-        let confirmed = match rotation.confirm(key_pair, activation) {
-            Ok(confirmed) => confirmed,
-            Err(error) => {
-                tracing::error!(%error, "ConfirmKeyPair the key rotation cannot take; refused");
-                return Ok(Handled::Skipped("rotation_refused"));
-            }
+        let refused = |error: RotationError| {
+            tracing::error!(%error, "ConfirmKeyPair the key rotation cannot take; refused");
+            Ok(Handled::Skipped("rotation_refused"))
         };
-        if let Err(error) = self.enclave.confirm_key_pair(set, &key_pair).await {
-            return self.refused(error, "confirm key pair");
-        }
+        // Checked before the enclave is asked (which says whether it holds the pair).
+        let confirmed = match rotation.admits(key_pair, set.session, activation) {
+            Ok(confirmed) => confirmed,
+            Err(error) => return refused(error),
+        };
+        let held = match self.enclave.confirm_key_pair(set, &key_pair).await {
+            Ok(()) => true,
+            // A set this validator is not in (it leaves with this rotation): the new key is
+            // recorded as not held, and the key it holds forwards to it.
+            Err(EnclaveError::Refused {
+                reason: RefusalReason::NotInSet,
+                ..
+            }) if rotating => {
+                tracing::warn!(
+                    session = set.session.0,
+                    "confirmed key pair of a set this validator is not in: recorded as not held; the held key forwards to it"
+                );
+                false
+            }
+            Err(error) => return self.refused(error, "confirm key pair"),
+        };
         if confirmed == Confirmed::Known {
             return Ok(Handled::Done(Vec::new()));
         }
+        if let Err(error) = rotation.confirm(key_pair, set.session, activation, held) {
+            return refused(error);
+        }
         self.scanner.add_key_in(changes, &key_pair, activation)?;
-        if rotating {
+        if rotating && held {
             changes.next_batch_to_sign = self.restart_batches_from(activation)?;
         }
         changes.rotation = Some(rotation);
-        tracing::info!(activation, rotating, "key pair confirmed");
+        tracing::info!(activation, rotating, held, "key pair confirmed");
         Ok(Handled::Done(Vec::new()))
     }
 
@@ -1051,7 +1100,8 @@ impl<P: Parts> Processor<P> {
         burns: &[OutInstructionWithBalance],
         changes: &mut ProcessorChanges,
     ) -> Result<Handled, ProcessorError> {
-        if !self.holds(&key)? {
+        let mut rotation = self.scanner.store().rotation()?;
+        if rotation.get(&key).is_none() {
             return Ok(self.not_ours("Serai block"));
         }
         if let Some(last) = self.scanner.store().last_serai_block()? {
@@ -1074,28 +1124,33 @@ impl<P: Parts> Processor<P> {
                 Some((height, plan_fee_rate(median)))
             }
         };
-        let mut rotation = self.scanner.store().rotation()?;
         let Some(active) = rotation.active().map(|active| active.pair.network_key) else {
             return Ok(self.not_ours("Serai block"));
         };
         let mut out = Vec::new();
         let mut completed = Vec::new();
         let mut totals = Totals::default();
-        for confirmed in rotation.keys().to_vec() {
-            let held = confirmed.pair.network_key;
-            let role = if held == active {
+        // A key this validator does not hold is another set's to schedule and sign.
+        for confirmed in rotation
+            .keys()
+            .to_vec()
+            .into_iter()
+            .filter(|confirmed| confirmed.held)
+        {
+            let network_key = confirmed.pair.network_key;
+            let role = if network_key == active {
                 Role::Pays(burns)
             } else {
                 Role::Forwards(active)
             };
             let Some(scheduled) =
-                self.schedule_key(held, role, acknowledged, block, changes, &mut totals)?
+                self.schedule_key(network_key, role, acknowledged, block, changes, &mut totals)?
             else {
                 return Ok(Handled::Wait);
             };
             if let Some((now, _)) = acknowledged {
-                if rotation.retire_if_done(&held, scheduled.drained, now) {
-                    tracing::info!(key = %hex::encode(held.to_bytes()), block = block.0, "key retired: drained and forwarded");
+                if rotation.retire_if_done(&network_key, scheduled.drained, now) {
+                    tracing::info!(key = %hex::encode(network_key.to_bytes()), block = block.0, "key retired: drained and forwarded");
                     changes.rotation = Some(rotation.clone());
                 }
             }
@@ -1104,7 +1159,7 @@ impl<P: Parts> Processor<P> {
                 out.push(ProcessorMessage::Coordinator(
                     CoordinatorOut::SubstrateBlockAck(SubstrateBlockAck {
                         block,
-                        key: held,
+                        key: network_key,
                         plans: scheduled.plans,
                     }),
                 ));
@@ -1658,9 +1713,18 @@ impl<P: Parts> Processor<P> {
             let Some(height) = self.scanner.network().height_of(batch.block.0)? else {
                 return Ok(());
             };
-            let Some(batch_key) = rotation.batch_key_at(height) else {
+            let Some(signing) = rotation.signing_batches_at(height) else {
                 return Ok(());
             };
+            if !signing.held {
+                // Another set's Batch (this validator left with a rotation): not ours to sign.
+                self.scanner.store().commit_changes(&ProcessorChanges {
+                    next_batch_to_sign: Some(batch.id.0.saturating_add(1)),
+                    ..ProcessorChanges::default()
+                })?;
+                continue;
+            }
+            let batch_key = signing.pair.batch_key;
             let id = BatchSignId {
                 key: batch_key,
                 id: BatchSignTarget {

@@ -10,11 +10,17 @@
 //! pooled, owed or in flight) and `RETIRE_AFTER_BLOCKS` passed since its successor's
 //! activation. A retired key is still scanned: anything that reaches it is forwarded.
 //!
+//! A validator leaving with a rotation holds the old key and not the new one: it records the
+//! new key as not held, scans for it (so that its Batches stay those of its peers), and goes on
+//! forwarding and signing for the old key until it retires; it schedules nothing and signs
+//! nothing for a key it does not hold.
+//!
 //! Every change happens at a coordinator message every validator handles in the same order
 //! (`ConfirmKeyPair`, a Serai block), from state every validator shares, so every validator
 //! sees the same stages and makes the same plans.
 
 use schema::{
+    ids::Session,
     keys::{BatchKey, KeyPair, NetworkKey},
     protocol::may_retire,
 };
@@ -66,11 +72,16 @@ impl Stage {
 pub struct ConfirmedKey {
     /// The pair the chain voted in.
     pub pair: KeyPair,
+    /// The session of the validator set that generated it.
+    pub session: Session,
     /// Its activation block: the first block scanned for it, and the first whose Batch its batch
     /// key signs.
     pub activation: u64,
     /// Its stage.
     pub stage: Stage,
+    /// Whether this validator's enclave holds it (a validator leaving with a rotation does not
+    /// hold the new key).
+    pub held: bool,
 }
 
 /// A `ConfirmKeyPair` the rotation cannot take. The coordinator relays the chain's votes in
@@ -81,6 +92,19 @@ pub enum RotationError {
     /// One half of the pair is already confirmed with another other half.
     #[error("one half of the key pair was confirmed before, with another other half")]
     HalfReused,
+    /// A network's first key is one this validator does not hold: there is no set it belongs
+    /// to whose key it could forward.
+    #[error("the network's first key is not held by this validator")]
+    FirstNotHeld,
+    /// The session is not after the newest key's: Serai confirms one key per session, in
+    /// order.
+    #[error("session {session} is not after the newest key's, {newest}")]
+    SessionNotLater {
+        /// The pair's session.
+        session: u32,
+        /// The newest key's.
+        newest: u32,
+    },
     /// The activation block is not after the newest key's.
     #[error("activation block {activation} is not after the newest key's, {newest}")]
     NotLater {
@@ -108,8 +132,8 @@ pub struct Rotation {
 
 /// Version of the stored format.
 const VERSION: u8 = 1;
-/// Bytes of one stored key: batch key, network key, activation, stage.
-const KEY_LEN: usize = 32 + 33 + 8 + 1;
+/// Bytes of one stored key: batch key, network key, session, activation, stage, held.
+const KEY_LEN: usize = 32 + 33 + 4 + 8 + 1 + 1;
 
 impl Rotation {
     /// The keys, oldest first.
@@ -124,32 +148,47 @@ impl Rotation {
 
     /// The confirmed key whose network key is `key`.
     pub fn get(&self, key: &NetworkKey) -> Option<&ConfirmedKey> {
-        self.keys.iter().find(|held| held.pair.network_key == *key)
+        self.keys
+            .iter()
+            .find(|confirmed| confirmed.pair.network_key == *key)
     }
 
-    /// Whether `key` is the batch key of a confirmed pair.
-    pub fn has_batch_key(&self, key: &BatchKey) -> bool {
-        self.keys.iter().any(|held| held.pair.batch_key == *key)
+    /// The confirmed key whose network key is `key`, if this validator holds it.
+    pub fn held(&self, key: &NetworkKey) -> Option<&ConfirmedKey> {
+        self.get(key).filter(|confirmed| confirmed.held)
     }
 
-    /// The batch key that signs the Batch of the block at `height`: the newest key's activated
-    /// at or before it.
-    pub fn batch_key_at(&self, height: u64) -> Option<BatchKey> {
+    /// Whether `key` is the batch key of a confirmed pair this validator holds.
+    pub fn holds_batch_key(&self, key: &BatchKey) -> bool {
+        self.keys
+            .iter()
+            .any(|confirmed| confirmed.held && confirmed.pair.batch_key == *key)
+    }
+
+    /// The key pair whose batch key signs the Batch of the block at `height`: the newest
+    /// activated at or before it.
+    pub fn signing_batches_at(&self, height: u64) -> Option<&ConfirmedKey> {
         self.keys
             .iter()
             .rev()
-            .find(|held| held.activation <= height)
-            .map(|held| held.pair.batch_key)
+            .find(|confirmed| confirmed.activation <= height)
     }
 
-    /// Confirms `pair`, activated at `activation`: it becomes the active key, and the active key
-    /// before it forwards.
+    /// What confirming `pair` of `session`, activated at `activation`, would do, without doing
+    /// it: whether it is known already, or refused (`confirm` refuses the same, and a first
+    /// key not held).
     ///
     /// # Errors
-    /// See `RotationError`; nothing changes then.
-    pub fn confirm(&mut self, pair: KeyPair, activation: u64) -> Result<Confirmed, RotationError> {
-        if let Some(known) = self.keys.iter().find(|held| {
-            held.pair.network_key == pair.network_key || held.pair.batch_key == pair.batch_key
+    /// See `RotationError`.
+    pub fn admits(
+        &self,
+        pair: KeyPair,
+        session: Session,
+        activation: u64,
+    ) -> Result<Confirmed, RotationError> {
+        if let Some(known) = self.keys.iter().find(|confirmed| {
+            confirmed.pair.network_key == pair.network_key
+                || confirmed.pair.batch_key == pair.batch_key
         }) {
             return if known.pair == pair {
                 Ok(Confirmed::Known)
@@ -157,19 +196,47 @@ impl Rotation {
                 Err(RotationError::HalfReused)
             };
         }
+        match self.keys.last() {
+            Some(newest) if session <= newest.session => Err(RotationError::SessionNotLater {
+                session: session.0,
+                newest: newest.session.0,
+            }),
+            Some(newest) if activation <= newest.activation => Err(RotationError::NotLater {
+                activation,
+                newest: newest.activation,
+            }),
+            _ => Ok(Confirmed::Added),
+        }
+    }
+
+    /// Confirms `pair` of `session`, activated at `activation` and `held` by this validator
+    /// or not: it becomes the active key, and the active key before it forwards. A network's
+    /// first key must be held (the processor never asks otherwise).
+    ///
+    /// # Errors
+    /// See `RotationError`; nothing changes then.
+    pub fn confirm(
+        &mut self,
+        pair: KeyPair,
+        session: Session,
+        activation: u64,
+        held: bool,
+    ) -> Result<Confirmed, RotationError> {
+        if self.admits(pair, session, activation)? == Confirmed::Known {
+            return Ok(Confirmed::Known);
+        }
+        if self.keys.is_empty() && !held {
+            return Err(RotationError::FirstNotHeld);
+        }
         if let Some(newest) = self.keys.last_mut() {
-            if activation <= newest.activation {
-                return Err(RotationError::NotLater {
-                    activation,
-                    newest: newest.activation,
-                });
-            }
             newest.stage = Stage::Forwarding;
         }
         self.keys.push(ConfirmedKey {
             pair,
+            session,
             activation,
             stage: Stage::Active,
+            held,
         });
         Ok(Confirmed::Added)
     }
@@ -181,7 +248,7 @@ impl Rotation {
         let Some(index) = self
             .keys
             .iter()
-            .position(|held| held.pair.network_key == *key)
+            .position(|confirmed| confirmed.pair.network_key == *key)
         else {
             return false;
         };
@@ -189,9 +256,9 @@ impl Rotation {
             return false;
         };
         match self.keys.get_mut(index) {
-            Some(held) if held.stage == Stage::Forwarding && drained => {
+            Some(confirmed) if confirmed.stage == Stage::Forwarding && drained => {
                 if may_retire(successor, now) {
-                    held.stage = Stage::Retired;
+                    confirmed.stage = Stage::Retired;
                     return true;
                 }
                 false
@@ -201,7 +268,8 @@ impl Rotation {
     }
 
     /// The stored form: `u8 version | u32 count (LE) | count × (batch key (32) | network key
-    /// (33) | activation (u64 LE) | stage (u8: 0 active, 1 forwarding, 2 retired))`.
+    /// (33) | session (u32 LE) | activation (u64 LE) | stage (u8: 0 active, 1 forwarding, 2
+    /// retired) | held (u8: 0 or 1))`.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(5 + self.keys.len() * KEY_LEN);
         out.push(VERSION);
@@ -210,18 +278,20 @@ impl Rotation {
                 .unwrap_or(u32::MAX)
                 .to_le_bytes(),
         );
-        for held in &self.keys {
-            out.extend_from_slice(&held.pair.batch_key.0);
-            out.extend_from_slice(&held.pair.network_key.to_bytes());
-            out.extend_from_slice(&held.activation.to_le_bytes());
-            out.push(held.stage.code());
+        for confirmed in &self.keys {
+            out.extend_from_slice(&confirmed.pair.batch_key.0);
+            out.extend_from_slice(&confirmed.pair.network_key.to_bytes());
+            out.extend_from_slice(&confirmed.session.0.to_le_bytes());
+            out.extend_from_slice(&confirmed.activation.to_le_bytes());
+            out.push(confirmed.stage.code());
+            out.push(u8::from(confirmed.held));
         }
         out
     }
 
     /// Reads the stored form back; `None` if it is damaged: a wrong length or version, a key
     /// that is not a key, or stages or activations no rotation reaches (only the newest key
-    /// active, activations increasing).
+    /// active, sessions and activations increasing, the first key held).
     pub fn decode(bytes: &[u8]) -> Option<Rotation> {
         let (&version, rest) = bytes.split_first()?;
         let (count, mut rest) = rest.split_first_chunk::<4>()?;
@@ -232,15 +302,23 @@ impl Rotation {
         let mut keys = Vec::with_capacity(count);
         while let Some((batch, tail)) = rest.split_first_chunk::<32>() {
             let (network, tail) = tail.split_first_chunk::<33>()?;
+            let (session, tail) = tail.split_first_chunk::<4>()?;
             let (activation, tail) = tail.split_first_chunk::<8>()?;
             let (&stage, tail) = tail.split_first()?;
+            let (&held, tail) = tail.split_first()?;
             keys.push(ConfirmedKey {
                 pair: KeyPair {
                     batch_key: BatchKey(*batch),
                     network_key: NetworkKey::from_slice(network).ok()?,
                 },
+                session: Session(u32::from_le_bytes(*session)),
                 activation: u64::from_le_bytes(*activation),
                 stage: Stage::of_code(stage)?,
+                held: match held {
+                    0 => false,
+                    1 => true,
+                    _ => return None,
+                },
             });
             rest = tail;
         }
@@ -248,10 +326,11 @@ impl Rotation {
         let consistent = keys
             .iter()
             .enumerate()
-            .all(|(index, held)| (held.stage == Stage::Active) == (Some(index) == last))
+            .all(|(index, confirmed)| (confirmed.stage == Stage::Active) == (Some(index) == last))
             && keys
                 .windows(2)
-                .all(|pair| matches!(pair, [a, b] if a.activation < b.activation));
+                .all(|pair| matches!(pair, [a, b] if a.activation < b.activation && a.session < b.session))
+            && keys.first().is_none_or(|first| first.held);
         consistent.then_some(Rotation { keys })
     }
 }
@@ -281,11 +360,20 @@ mod tests {
     #[test]
     fn a_new_key_becomes_active_and_the_one_before_forwards() {
         let mut rotation = Rotation::default();
-        assert_eq!(rotation.confirm(pair(1), 10), Ok(Confirmed::Added));
+        assert_eq!(
+            rotation.confirm(pair(1), Session(1), 10, true),
+            Ok(Confirmed::Added)
+        );
         assert_eq!(stages(&rotation), [Stage::Active]);
-        assert_eq!(rotation.confirm(pair(2), 20), Ok(Confirmed::Added));
+        assert_eq!(
+            rotation.confirm(pair(2), Session(2), 20, true),
+            Ok(Confirmed::Added)
+        );
         assert_eq!(stages(&rotation), [Stage::Forwarding, Stage::Active]);
-        assert_eq!(rotation.confirm(pair(3), 30), Ok(Confirmed::Added));
+        assert_eq!(
+            rotation.confirm(pair(3), Session(3), 30, true),
+            Ok(Confirmed::Added)
+        );
         assert_eq!(
             stages(&rotation),
             [Stage::Forwarding, Stage::Forwarding, Stage::Active]
@@ -296,35 +384,64 @@ mod tests {
     #[test]
     fn batches_are_signed_by_the_key_activated_at_or_before_their_block() {
         let mut rotation = Rotation::default();
-        assert_eq!(rotation.batch_key_at(10), None);
-        rotation.confirm(pair(1), 10).unwrap();
-        rotation.confirm(pair(2), 20).unwrap();
-        assert_eq!(rotation.batch_key_at(9), None);
-        assert_eq!(rotation.batch_key_at(10), Some(pair(1).batch_key));
-        assert_eq!(rotation.batch_key_at(19), Some(pair(1).batch_key));
-        assert_eq!(rotation.batch_key_at(20), Some(pair(2).batch_key));
-        assert!(rotation.has_batch_key(&pair(1).batch_key));
-        assert!(!rotation.has_batch_key(&pair(3).batch_key));
+        let signing = |rotation: &Rotation, height| {
+            rotation
+                .signing_batches_at(height)
+                .map(|key| key.pair.batch_key)
+        };
+        assert_eq!(signing(&rotation, 10), None);
+        rotation.confirm(pair(1), Session(1), 10, true).unwrap();
+        rotation.confirm(pair(2), Session(2), 20, false).unwrap();
+        assert_eq!(signing(&rotation, 9), None);
+        assert_eq!(signing(&rotation, 10), Some(pair(1).batch_key));
+        assert_eq!(signing(&rotation, 19), Some(pair(1).batch_key));
+        assert_eq!(signing(&rotation, 20), Some(pair(2).batch_key));
+        // A validator leaving with the rotation holds only the old batch key.
+        assert!(rotation.holds_batch_key(&pair(1).batch_key));
+        assert!(!rotation.holds_batch_key(&pair(2).batch_key));
+        assert!(!rotation.holds_batch_key(&pair(3).batch_key));
+        assert!(rotation.held(&pair(2).network_key).is_none());
+        assert!(rotation.get(&pair(2).network_key).is_some());
     }
 
     #[test]
     fn a_confirmation_again_changes_nothing_and_a_bad_one_is_refused() {
         let mut rotation = Rotation::default();
-        rotation.confirm(pair(1), 10).unwrap();
-        rotation.confirm(pair(2), 20).unwrap();
+        rotation.confirm(pair(1), Session(1), 10, true).unwrap();
+        rotation.confirm(pair(2), Session(2), 20, true).unwrap();
         let before = rotation.clone();
-        assert_eq!(rotation.confirm(pair(1), 10), Ok(Confirmed::Known));
-        assert_eq!(rotation.confirm(pair(2), 99), Ok(Confirmed::Known));
+        assert_eq!(
+            rotation.confirm(pair(1), Session(1), 10, true),
+            Ok(Confirmed::Known)
+        );
+        assert_eq!(
+            rotation.confirm(pair(2), Session(2), 99, true),
+            Ok(Confirmed::Known)
+        );
         let mixed = KeyPair {
             batch_key: pair(3).batch_key,
             network_key: pair(1).network_key,
         };
-        assert_eq!(rotation.confirm(mixed, 30), Err(RotationError::HalfReused));
         assert_eq!(
-            rotation.confirm(pair(3), 20),
+            rotation.confirm(mixed, Session(3), 30, true),
+            Err(RotationError::HalfReused)
+        );
+        assert_eq!(
+            Rotation::default().confirm(pair(3), Session(3), 30, false),
+            Err(RotationError::FirstNotHeld)
+        );
+        assert_eq!(
+            rotation.confirm(pair(3), Session(3), 20, true),
             Err(RotationError::NotLater {
                 activation: 20,
                 newest: 20
+            })
+        );
+        assert_eq!(
+            rotation.confirm(pair(3), Session(2), 30, true),
+            Err(RotationError::SessionNotLater {
+                session: 2,
+                newest: 2
             })
         );
         assert_eq!(rotation, before);
@@ -333,11 +450,11 @@ mod tests {
     #[test]
     fn a_drained_key_retires_exactly_retire_after_blocks_past_its_successor() {
         let mut rotation = Rotation::default();
-        rotation.confirm(pair(1), 10).unwrap();
+        rotation.confirm(pair(1), Session(1), 10, true).unwrap();
         let old = pair(1).network_key;
         // The only key is active: it never retires.
         assert!(!rotation.retire_if_done(&old, true, 1_000));
-        rotation.confirm(pair(2), 20).unwrap();
+        rotation.confirm(pair(2), Session(2), 20, true).unwrap();
         let due = 20 + RETIRE_AFTER_BLOCKS;
         assert!(!rotation.retire_if_done(&old, true, due - 1));
         assert!(!rotation.retire_if_done(&old, false, due));
@@ -353,8 +470,8 @@ mod tests {
     fn the_stored_form_reads_back_and_damage_is_refused() {
         let mut rotation = Rotation::default();
         assert_eq!(Rotation::decode(&rotation.encode()), Some(rotation.clone()));
-        rotation.confirm(pair(1), 10).unwrap();
-        rotation.confirm(pair(2), 20).unwrap();
+        rotation.confirm(pair(1), Session(1), 10, true).unwrap();
+        rotation.confirm(pair(2), Session(2), 20, true).unwrap();
         rotation.retire_if_done(&pair(1).network_key, true, 1_000);
         let bytes = rotation.encode();
         assert_eq!(Rotation::decode(&bytes), Some(rotation));
@@ -368,19 +485,27 @@ mod tests {
         count[1] = 0xff;
         assert_eq!(Rotation::decode(&count), None);
         // The older key active too, or no key active: no rotation reaches either.
-        let stage = 1 + 4 + KEY_LEN - 1;
+        let stage = 1 + 4 + KEY_LEN - 2;
         let mut two_active = bytes.clone();
         two_active[stage] = 0;
         assert_eq!(Rotation::decode(&two_active), None);
         let mut none_active = bytes.clone();
         none_active[stage + KEY_LEN] = 1;
         assert_eq!(Rotation::decode(&none_active), None);
+        // A held flag that is no flag; a first key not held.
+        let flag = 1 + 4 + KEY_LEN - 1;
+        let mut flag_byte = bytes.clone();
+        flag_byte[flag] = 2;
+        assert_eq!(Rotation::decode(&flag_byte), None);
+        let mut first_not_held = bytes.clone();
+        first_not_held[flag] = 0;
+        assert_eq!(Rotation::decode(&first_not_held), None);
         // Activations not increasing.
         let mut rotation = Rotation::default();
-        rotation.confirm(pair(1), 10).unwrap();
-        rotation.confirm(pair(2), 20).unwrap();
+        rotation.confirm(pair(1), Session(1), 10, true).unwrap();
+        rotation.confirm(pair(2), Session(2), 20, true).unwrap();
         let mut bytes = rotation.encode();
-        let second = 1 + 4 + KEY_LEN + 32 + 33;
+        let second = 1 + 4 + KEY_LEN + 32 + 33 + 4;
         bytes[second..second + 8].copy_from_slice(&10_u64.to_le_bytes());
         assert_eq!(Rotation::decode(&bytes), None);
     }

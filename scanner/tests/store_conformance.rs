@@ -28,7 +28,7 @@ use scanner::{
 };
 use schema::{
     hashes::{PlanId, TransactionId},
-    ids::{Attempt, BatchId, MessageId, SeraiBlockNumber},
+    ids::{Attempt, BatchId, MessageId, SeraiBlockNumber, Session},
     keys::{BatchKey, KeyPair, NetworkKey},
     plan::{OutputId, OutputKind, Plan, PlanInput},
     strategies::{
@@ -170,13 +170,13 @@ fn rotation_of(batch_keys: &[[u8; 32]], network_keys: &[NetworkKey]) -> Option<R
         return None;
     }
     let mut rotation = Rotation::default();
-    for (index, (batch, network)) in batch_keys.iter().zip(network_keys).enumerate() {
+    for (index, (batch, network)) in (0_u32..).zip(batch_keys.iter().zip(network_keys)) {
         let pair = KeyPair {
             batch_key: BatchKey(*batch),
             network_key: *network,
         };
         // A pair reusing a half is refused, as a processor refuses it.
-        let _ = rotation.confirm(pair, 1 + index as u64);
+        let _ = rotation.confirm(pair, Session(index), 1 + u64::from(index), index == 0);
     }
     Some(rotation)
 }

@@ -35,6 +35,8 @@ enum RefusalReason {
   replacementDropsPayment @24;   # at its higher fee a payment of the original falls below dust
   reshareFailed @25;             # a share repair or refresh does not fit the key, or its result
                                  # does not check out against the verification shares
+  notInSet @26;                  # no key pair of the set was generated here: a set this
+                                 # validator is not in (it leaves with a rotation)
 }
 
 struct Refusal {

@@ -33,5 +33,6 @@ pub fn label(reason: RefusalReason) -> &'static str {
         RefusalReason::ReplacementUnderbids => "replacement_underbids",
         RefusalReason::ReplacementDropsPayment => "replacement_drops_payment",
         RefusalReason::ReshareFailed => "reshare_failed",
+        RefusalReason::NotInSet => "not_in_set",
     }
 }

@@ -651,6 +651,14 @@ impl EnclaveDb {
             .ok_or(DbError::NoSuchKeyPair)
     }
 
+    /// Whether any key pair of `set` was generated here (this validator is in the set).
+    ///
+    /// # Errors
+    /// RocksDB failed or a record is damaged.
+    pub fn in_set(&self, set: ValidatorSet) -> Result<bool, DbError> {
+        Ok(!self.set_records(set)?.is_empty())
+    }
+
     /// The database key `pair`'s record of `set` is under: where it is (a record older builds
     /// wrote is keyed by the set alone), or where a new one goes.
     fn record_key(&self, set: ValidatorSet, pair: &KeyPair) -> Result<Vec<u8>, DbError> {

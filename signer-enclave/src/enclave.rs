@@ -539,13 +539,21 @@ impl Enclave {
     /// Makes a generated key pair the one signing for its set.
     ///
     /// # Errors
-    /// No generated key pair of the set is `pair`, or it cannot be unsealed.
+    /// No key pair of the set was generated here (`NotInSet`: a set this validator is not in),
+    /// the set's generated pairs do not include `pair` (`UnknownKey`), or it cannot be unsealed.
     ///
     /// The pair is recorded as confirmed only once its shares were unsealed and checked, so an
     /// HSM that fails here leaves it generated, and the same confirmation succeeds later.
     pub fn confirm_key_pair(&mut self, set: ValidatorSet, pair: KeyPair) -> Result<(), Refused> {
         let history = |enclave: &Self, error: DbError| match error {
-            DbError::NoSuchKeyPair => enclave.refused(RefusalReason::UnknownKey, error.to_string()),
+            DbError::NoSuchKeyPair => match enclave.db.in_set(set) {
+                Ok(false) => enclave.refused(
+                    RefusalReason::NotInSet,
+                    "no key pair of the set was generated here",
+                ),
+                Ok(true) => enclave.refused(RefusalReason::UnknownKey, error.to_string()),
+                Err(error) => enclave.refused(RefusalReason::HistoryUnavailable, error.to_string()),
+            },
             _ => enclave.refused(RefusalReason::HistoryUnavailable, error.to_string()),
         };
         let record = self

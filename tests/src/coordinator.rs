@@ -599,6 +599,20 @@ impl CoordinatorHarness {
         })
     }
 
+    /// The highest id queued for a validator (0: none).
+    ///
+    /// # Errors
+    /// The state is poisoned.
+    pub fn queued(&self, validator: &[u8]) -> Result<u64, HarnessError> {
+        self.with(|state| {
+            state
+                .queues
+                .get(validator)
+                .and_then(|queue| queue.inbox.last())
+                .map_or(0, |last| last.id.0)
+        })
+    }
+
     /// The highest id a validator's processor acked.
     ///
     /// # Errors

@@ -439,22 +439,28 @@ impl Devnet {
     /// # Errors
     /// A round did not complete, or the processors disagree.
     pub fn key_generation(&self) -> Result<KeyPair, HarnessError> {
-        self.key_generation_for(self.set)
+        self.key_generation_for(self.set, &self.all())
     }
 
-    /// Runs key generation for `set` (a later session's, for a rotation) through every
-    /// processor; returns the key pair all reported.
+    /// Runs key generation for `set` (a later session's, for a rotation) through the
+    /// processors of `members` (each keeping its participant index), at the smallest threshold
+    /// the protocol accepts (more than two thirds); returns the key pair all reported.
     ///
     /// # Errors
     /// As `key_generation`.
-    pub fn key_generation_for(&self, set: ValidatorSet) -> Result<KeyPair, HarnessError> {
-        let all = self.all();
+    pub fn key_generation_for(
+        &self,
+        set: ValidatorSet,
+        members: &[Participant],
+    ) -> Result<KeyPair, HarnessError> {
+        let all = members.to_vec();
         let n = u16::try_from(all.len()).map_err(failed)?;
+        let t = 2 * n / 3 + 1;
         let id = KeyGenId {
             set,
             attempt: Attempt(0),
         };
-        let params = |i| ThresholdParams::new(self.t, n, i).map_err(failed);
+        let params = |i| ThresholdParams::new(t, n, i).map_err(failed);
         for participant in &all {
             let params = params(*participant)?;
             self.push_to(&[*participant], |_| {
@@ -734,6 +740,19 @@ impl Devnet {
                 .into_iter()
                 .all(|done| done))
         })
+    }
+
+    /// Waits until every validator's processor handled (acked) everything queued for it.
+    ///
+    /// # Errors
+    /// Not in time.
+    pub fn wait_handled(&self) -> Result<(), HarnessError> {
+        let ids = self
+            .validators
+            .iter()
+            .map(|validator| self.coordinator.queued(&validator.id).map(MessageId))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.wait_acked(&ids)
     }
 
     /// The validator set the devnet's keys are for.
@@ -1084,14 +1103,14 @@ impl Devnet {
         burns: Vec<OutInstructionWithBalance>,
         from: &[Participant],
     ) -> Result<SubstrateBlockAck, HarnessError> {
-        self.substrate_block_acks(number, pair, burns, from, &[pair.network_key])?
+        self.substrate_block_acks(number, pair, burns, &[(pair.network_key, from)])?
             .pop()
             .ok_or_else(|| failed("no SubstrateBlockAck"))
     }
 
     /// As `substrate_block`, during a rotation: waits for the acknowledgement of each key of
-    /// `keys` (the processors answer one per confirmed key) and returns, per key in that
-    /// order, the one at least t processors sent identically.
+    /// `keys` from the processors listed with it (each answers one per key it holds) and
+    /// returns, per key in that order, the one at least t of them sent identically.
     ///
     /// # Errors
     /// As `substrate_block`.
@@ -1100,8 +1119,7 @@ impl Devnet {
         number: u64,
         pair: &KeyPair,
         burns: Vec<OutInstructionWithBalance>,
-        from: &[Participant],
-        keys: &[NetworkKey],
+        keys: &[(NetworkKey, &[Participant])],
     ) -> Result<Vec<SubstrateBlockAck>, HarnessError> {
         let acknowledged = {
             let mut included = self
@@ -1131,7 +1149,7 @@ impl Devnet {
             })
         })?;
         let mut agreed = Vec::new();
-        for key in keys {
+        for (key, from) in keys {
             let acks = self.collect(from, 1, |message| match message {
                 ProcessorMessage::Coordinator(CoordinatorOut::SubstrateBlockAck(ack))
                     if ack.block == block && ack.key == *key =>

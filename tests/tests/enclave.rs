@@ -393,13 +393,23 @@ async fn four_enclaves_generate_keys_sign_and_refuse_inner() {
         client.confirm_key_pair(set(), &pair).await.unwrap();
         assert_eq!(client.status().await.unwrap().keys, vec![pair]);
     }
-    // A key pair nobody generated is not confirmed.
+    // A key pair nobody generated is not confirmed; one of a set this enclave generated
+    // nothing for says so (a set this validator is not in), and is not confirmed either.
     let mut forged = pair;
     forged.batch_key = BatchKey([1; 32]);
     assert_eq!(
         refusal(clients[&p(1)].confirm_key_pair(set(), &forged).await),
         RefusalReason::UnknownKey
     );
+    let other_set = ValidatorSet {
+        session: Session(set().session.0 + 1),
+        ..set()
+    };
+    assert_eq!(
+        refusal(clients[&p(1)].confirm_key_pair(other_set, &forged).await),
+        RefusalReason::NotInSet
+    );
+    assert_eq!(clients[&p(1)].status().await.unwrap().keys, vec![pair]);
 
     for client in clients.values() {
         client

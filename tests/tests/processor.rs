@@ -33,13 +33,15 @@ use processor_tests::{
 use schema::{
     amount::Amount as SeraiAmount,
     hashes::{SeraiAddress, TransactionId},
-    ids::{Attempt, KeyGenId, MessageId, NetworkId, Participant, Session, ValidatorSet},
+    ids::{Attempt, KeyGenId, MessageId, NetworkId, Participant, SeraiTime, Session, ValidatorSet},
     instruction::{InInstruction, OutInstructionWithBalance},
     keys::KeyPair,
     messages::{
-        coordinator::SubstrateBlockAck,
+        coordinator::{ProcessorMessage as CoordinatorOut, SubstrateBlockAck},
         key_gen::{self, ShareRepair},
-        sign, ProcessorMessage,
+        sign,
+        substrate::{self, SubstrateContext},
+        CoordinatorMessage, ProcessorMessage,
     },
     plan::OutputKind,
     sign_id::PlanSignId,
@@ -1093,15 +1095,16 @@ fn stage_of(validator: &processor_tests::devnet::Validator, key: &KeyPair) -> f6
     validator.key_stage(key).unwrap()
 }
 
-/// Session 0 hands over to session 1 (the same four validators): the new key is generated and
-/// confirmed while the old one works; a payout planned on the old key before the rotation
-/// completes on it; deposits to both keys during the handover are credited, their Batches
-/// signed under the batch key of their block; a burn after the rotation is paid by the new
-/// key; the old key forwards everything it holds to the new key and retires. A validator's
-/// scanner is killed (-9) at the rotation's boundaries (right after the confirmation, and with
-/// the forwarding plans acknowledged but not signed). At the end the old key holds nothing,
-/// every burn was paid once, and every satoshi deposited is paid out, spent on fees, or held
-/// by the new key.
+/// Session 0 (validators 1 to 4) hands over to session 1 (validators 1 to 3: validator 4
+/// leaves): the new key is generated and confirmed while the old one works; a payout planned
+/// on the old key before the rotation completes on it; deposits to both keys during the
+/// handover are credited, their Batches signed under the batch key of their block; a burn after
+/// the rotation is paid by the new key; the old key forwards everything it holds to the new key
+/// (validator 4 among its signers) and retires. Validator 4 never holds, schedules or signs
+/// anything for the new key. A validator's scanner is killed (-9) at the rotation's boundaries
+/// (right after the confirmation, and with the forwarding plans acknowledged but not signed).
+/// At the end the old key holds nothing, every burn was paid once, and every satoshi deposited
+/// is paid out, spent on fees, or held by the new key.
 #[test]
 fn a_rotation_forwards_every_satoshi_to_the_new_key_and_retires_the_old_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -1115,8 +1118,46 @@ fn a_rotation_forwards_every_satoshi_to_the_new_key_and_retires_the_old_one() {
         session: Session(1),
         network: NetworkId::Bitcoin,
     };
-    let new = devnet.key_generation_for(next).unwrap();
+    let stayers = [p(1), p(2), p(3)];
+    let new = devnet.key_generation_for(next, &stayers).unwrap();
     assert_ne!(new, old);
+    // A pair no one generated, for the new set: its members' enclaves know the set and refuse
+    // it (nothing changes: the old key stays active).
+    let forged = KeyPair {
+        batch_key: schema::keys::BatchKey([9; 32]),
+        network_key: schema::keys::NetworkKey::from(
+            bitcoin::secp256k1::SecretKey::from_slice(&[9; 32])
+                .unwrap()
+                .public_key(&bitcoin::secp256k1::Secp256k1::new()),
+        ),
+    };
+    let context = devnet.last_included_block().unwrap().unwrap();
+    for validator in &devnet.validators[..3] {
+        devnet
+            .coordinator
+            .push(
+                &validator.id,
+                CoordinatorMessage::Substrate(substrate::CoordinatorMessage::ConfirmKeyPair {
+                    context: SubstrateContext {
+                        serai_time: SeraiTime(1),
+                        network_latest_finalized_block: context,
+                    },
+                    set: next,
+                    key_pair: forged,
+                }),
+            )
+            .unwrap();
+    }
+    devnet.wait_handled().unwrap();
+    for validator in &devnet.validators[..3] {
+        assert_eq!(stage_of(validator, &old), 0.0);
+        assert_eq!(
+            validator
+                .scanner_metric("processor_messages_total{kind=\"substrate\",outcome=\"refused\"}")
+                .unwrap(),
+            1.0
+        );
+    }
     devnet.rotate_to(next, new).unwrap();
     let confirmed_at = std::time::Instant::now();
     let rotated_height = devnet.finalized_height().unwrap();
@@ -1146,7 +1187,8 @@ fn a_rotation_forwards_every_satoshi_to_the_new_key_and_retires_the_old_one() {
 
     // A burn after the rotation: the new key pays it; the old key's plans only forward.
     let bob = TestWallet::new([0x0b; 32]).unwrap();
-    let keys = [old.network_key, new.network_key];
+    let all = devnet.all();
+    let keys = [(old.network_key, &all[..]), (new.network_key, &stayers[..])];
     let acks = devnet
         .substrate_block_acks(
             2,
@@ -1156,7 +1198,6 @@ fn a_rotation_forwards_every_satoshi_to_the_new_key_and_retires_the_old_one() {
                 data: None,
                 amount: SeraiAmount::from_sat(700_000).unwrap(),
             }],
-            &devnet.all(),
             &keys,
         )
         .unwrap();
@@ -1168,7 +1209,8 @@ fn a_rotation_forwards_every_satoshi_to_the_new_key_and_retires_the_old_one() {
     devnet.validators[1].kill_scanner();
     devnet.validators[1].start_scanner().unwrap();
     let new_scripts = KeyScripts::derive(&new.network_key).unwrap();
-    for txid in sign_all(&devnet, &acks[0], &signers) {
+    // The leaving validator signs for the old key until it retires.
+    for txid in sign_all(&devnet, &acks[0], &[p(2), p(3), p(4)]) {
         let raw = devnet
             .node
             .rpc("getrawtransaction", json!([txid.to_string()]))
@@ -1194,10 +1236,15 @@ fn a_rotation_forwards_every_satoshi_to_the_new_key_and_retires_the_old_one() {
         devnet.mine(3).unwrap();
         include_built_batches(&devnet);
         let acks = devnet
-            .substrate_block_acks(number, &new, Vec::new(), &devnet.all(), &keys)
+            .substrate_block_acks(number, &new, Vec::new(), &keys)
             .unwrap();
         for ack in acks.iter().filter(|ack| !ack.plans.is_empty()) {
             devnet.acknowledge(ack).unwrap();
+            let signers = if ack.key == old.network_key {
+                [p(2), p(3), p(4)]
+            } else {
+                stayers
+            };
             sign_all(&devnet, ack, &signers);
         }
         devnet.wait_scanned().unwrap();
@@ -1215,6 +1262,51 @@ fn a_rotation_forwards_every_satoshi_to_the_new_key_and_retires_the_old_one() {
         retired_at.unwrap_or(0) - rotated_height,
         confirmed_at.elapsed()
     );
+
+    // The leaving validator answered, preprocessed and signed nothing for the new key: it
+    // skipped what it was sent about it as another set's (`not_held`), and refused nothing.
+    devnet.wait_handled().unwrap();
+    let leaver = &devnet.validators[3];
+    assert!(
+        leaver
+            .scanner_metric("processor_messages_total{kind=\"coordinator\",outcome=\"not_held\"}")
+            .unwrap()
+            > 0.0
+    );
+    for outcome in ["unknown_key", "rotation_refused", "refused"] {
+        for kind in ["coordinator", "sign", "substrate"] {
+            assert_eq!(
+                leaver
+                    .scanner_metric(&format!(
+                        "processor_messages_total{{kind=\"{kind}\",outcome=\"{outcome}\"}}"
+                    ))
+                    .unwrap(),
+                0.0,
+                "{kind} {outcome}"
+            );
+        }
+    }
+    let for_new_key = devnet
+        .sent(&devnet.validators[3], |message| match message {
+            ProcessorMessage::Coordinator(CoordinatorOut::SubstrateBlockAck(ack))
+                if ack.key == new.network_key =>
+            {
+                Some("acknowledgement")
+            }
+            ProcessorMessage::Coordinator(CoordinatorOut::BatchPreprocess { id, .. })
+                if id.key == new.batch_key =>
+            {
+                Some("batch preprocess")
+            }
+            ProcessorMessage::Sign(sign::ProcessorMessage::Preprocess { id, .. })
+                if id.key == new.network_key =>
+            {
+                Some("plan preprocess")
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert!(for_new_key.is_empty(), "{for_new_key:?}");
 
     // Nothing is left on the old key; each burn was paid once; every satoshi is accounted.
     assert!(unspent_of(&devnet, &[old]).is_empty());

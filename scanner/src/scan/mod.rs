@@ -122,6 +122,11 @@ impl<N: Network, S: ScanStore> Scanner<N, S> {
         &self.network
     }
 
+    /// The network's id in Serai (what Batches and validator sets name).
+    pub fn network_id(&self) -> NetworkId {
+        self.network_id
+    }
+
     /// The metrics.
     pub fn metrics(&self) -> &ScannerMetrics {
         &self.metrics

@@ -128,3 +128,48 @@ pub fn hex_id(bytes: &[u8; 32]) -> String {
         .map(|byte| format!("{byte:02x}"))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use schema::{hashes::TransactionId, taproot::KeyScripts};
+
+    use super::*;
+    use crate::chain::{ChainBlock, ChainOutput, ChainTransaction};
+
+    #[test]
+    fn an_invalid_instruction_naming_an_origin_is_refunded_and_one_naming_none_kept() {
+        let key = NetworkKey::from(
+            bitcoin::secp256k1::SecretKey::from_slice(&[5; 32])
+                .unwrap()
+                .public_key(&bitcoin::secp256k1::Secp256k1::new()),
+        );
+        let scripts = KeyScripts::derive(&key).unwrap();
+        let origin = PaymentAddress::from_bytes(&[&[0x00, 0x14][..], &[7; 20]].concat()).unwrap();
+        // Version 1, refundable, the origin, then a kind no version knows.
+        let refundable = [&[1, 1, 22][..], origin.script().as_bytes(), &[7]].concat();
+        let deposit = |id: u8, data: Vec<u8>| ChainTransaction {
+            id: TransactionId([id; 32]),
+            inputs: Vec::new(),
+            outputs: vec![ChainOutput {
+                script: scripts.script(OutputKind::External).to_bytes(),
+                amount: Amount::from_sat(50_000).unwrap(),
+            }],
+            data: Some(data),
+        };
+        let block = ChainBlock {
+            height: 1,
+            hash: [0; 32],
+            parent: [0; 32],
+            time: 0,
+            transactions: vec![deposit(1, refundable), deposit(2, vec![0xff, 1])],
+        };
+        let received = receive(&block, &[(key, scripts.clone())]).unwrap();
+        assert_eq!((received.refunds, received.invalid_instructions), (1, 1));
+        assert_eq!(received.outputs[0].refund, Some(origin));
+        assert_eq!(received.outputs[0].instruction, None);
+        assert_eq!(received.outputs[1].refund, None);
+        assert_eq!(received.outputs[1].instruction, None);
+    }
+}

@@ -209,9 +209,12 @@ fn hand_over(devnet: &mut Devnet, old: &KeyPair, signers: &[Participant]) -> any
         session: Session(1),
         network: NetworkId::Bitcoin,
     };
-    let new = devnet.key_generation_for(next)?;
+    // Validator 4 leaves: session 1 is validators 1 to 3.
+    let stayers = [participant(1)?, participant(2)?, participant(3)?];
+    let leaver = [participant(2)?, participant(3)?, participant(4)?];
+    let new = devnet.key_generation_for(next, &stayers)?;
     step(&format!(
-        "session 1's key generation done while the old key works: network key {}",
+        "session 1's key generation (validators 1 to 3; validator 4 leaves) done while the old key works: network key {}",
         new.network_key
     ));
     devnet.rotate_to(next, new)?;
@@ -236,7 +239,8 @@ fn hand_over(devnet: &mut Devnet, old: &KeyPair, signers: &[Participant]) -> any
         devnet.credited()?
     ));
     let user = TestWallet::new([0x0c; 32]).map_err(|error| anyhow::anyhow!("{error}"))?;
-    let keys = [old.network_key, new.network_key];
+    let all = devnet.all();
+    let keys = [(old.network_key, &all[..]), (new.network_key, &stayers[..])];
     let mut burns = vec![OutInstructionWithBalance {
         address: user.address().to_string().into_bytes(),
         data: None,
@@ -244,23 +248,18 @@ fn hand_over(devnet: &mut Devnet, old: &KeyPair, signers: &[Participant]) -> any
     }];
     for _ in 0..10 {
         let number = devnet.next_serai_block()?;
-        let acks = devnet.substrate_block_acks(
-            number,
-            &new,
-            std::mem::take(&mut burns),
-            &devnet.all(),
-            &keys,
-        )?;
+        let acks = devnet.substrate_block_acks(number, &new, std::mem::take(&mut burns), &keys)?;
         for ack in acks.iter().filter(|ack| !ack.plans.is_empty()) {
             devnet.acknowledge(ack)?;
-            devnet.sign_plans(ack, signers)?;
             let whose = if ack.key == old.network_key {
-                "the old key forwards"
+                devnet.sign_plans(ack, &leaver)?;
+                "the old key forwards, signed by validators 2, 3 and the leaving 4"
             } else {
-                "the new key pays"
+                devnet.sign_plans(ack, &stayers)?;
+                "the new key pays the burn and the refund, signed by validators 1, 2 and 3"
             };
             step(&format!(
-                "Serai block {number}: {whose} ({} plan(s)), signed and published",
+                "Serai block {number}: {whose} ({} plan(s)), published",
                 ack.plans.len()
             ));
         }
