@@ -644,19 +644,23 @@ impl Devnet {
         let context = self
             .last_included_block()?
             .ok_or_else(|| failed("a rotation needs a Batch included"))?;
-        let height = self
-            .node
+        let height = self.height_of(context)?;
+        self.record_batch_key(height + 1, pair)?;
+        let ids = self.push_confirm_for(set, pair, context)?;
+        self.wait_acked(&ids)
+    }
+
+    /// The height of `block` on the node.
+    fn height_of(&self, block: BlockHash) -> Result<u64, HarnessError> {
+        self.node
             .rpc(
                 "getblockheader",
-                json!([bitcoin::BlockHash::from_byte_array(context.0).to_string()]),
+                json!([bitcoin::BlockHash::from_byte_array(block.0).to_string()]),
             )
             .map_err(failed)?
             .get("height")
             .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| failed("no height"))?;
-        self.record_batch_key(height + 1, pair)?;
-        let ids = self.push_confirm_for(set, pair, context)?;
-        self.wait_acked(&ids)
+            .ok_or_else(|| failed("no height"))
     }
 
     fn record_batch_key(&self, activation: u64, pair: KeyPair) -> Result<(), HarnessError> {
@@ -669,16 +673,7 @@ impl Devnet {
 
     /// The batch key Serai checks the Batch of block `block` under.
     fn batch_key_of(&self, block: BlockHash) -> Result<BatchKey, HarnessError> {
-        let height = self
-            .node
-            .rpc(
-                "getblockheader",
-                json!([bitcoin::BlockHash::from_byte_array(block.0).to_string()]),
-            )
-            .map_err(failed)?
-            .get("height")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| failed("no height"))?;
+        let height = self.height_of(block)?;
         self.batch_keys
             .lock()
             .map_err(|_| failed("devnet state poisoned"))?

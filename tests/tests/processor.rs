@@ -998,8 +998,10 @@ fn a_lost_enclave_is_repaired_by_three_peers_and_every_share_refreshed() {
     pay_out(&devnet, &pair, 2, &carol, &[p(1), p(2), p(4)]);
 }
 
-/// Our unspent outputs on the active chain, by outpoint: those paying any address of `keys`.
-fn unspent_of(devnet: &Devnet, keys: &[KeyPair]) -> BTreeMap<bitcoin::OutPoint, u64> {
+/// What `keys` hold and spent on the active chain: their unspent outputs (those paying any of
+/// their addresses), by outpoint, and the fees of every transaction spending their outputs
+/// (all of whose inputs are theirs).
+fn ours_on_chain(devnet: &Devnet, keys: &[KeyPair]) -> (BTreeMap<bitcoin::OutPoint, u64>, u64) {
     let scripts: Vec<KeyScripts> = keys
         .iter()
         .map(|pair| KeyScripts::derive(&pair.network_key).unwrap())
@@ -1010,47 +1012,13 @@ fn unspent_of(devnet: &Devnet, keys: &[KeyPair]) -> BTreeMap<bitcoin::OutPoint, 
         .unwrap()
         .as_u64()
         .unwrap();
-    let mut unspent = BTreeMap::new();
-    for h in 1..=u32::try_from(height).unwrap() {
-        for transaction in devnet.node.block_at(h).unwrap().txdata {
-            for input in &transaction.input {
-                unspent.remove(&input.previous_output);
-            }
-            let txid = transaction.compute_txid();
-            for (vout, output) in (0_u32..).zip(&transaction.output) {
-                if scripts
-                    .iter()
-                    .any(|key| key.kind_of(&output.script_pubkey).is_some())
-                {
-                    unspent.insert(bitcoin::OutPoint { txid, vout }, output.value.to_sat());
-                }
-            }
-        }
-    }
-    unspent
-}
-
-/// The fees of every transaction on the active chain spending our outputs (all their inputs
-/// are ours).
-fn fees_paid(devnet: &Devnet, keys: &[KeyPair]) -> u64 {
-    let scripts: Vec<KeyScripts> = keys
-        .iter()
-        .map(|pair| KeyScripts::derive(&pair.network_key).unwrap())
-        .collect();
-    let height = devnet
-        .node
-        .rpc("getblockcount", json!([]))
-        .unwrap()
-        .as_u64()
-        .unwrap();
-    let mut ours: BTreeMap<bitcoin::OutPoint, u64> = BTreeMap::new();
-    let mut fees = 0;
+    let (mut unspent, mut fees) = (BTreeMap::new(), 0);
     for h in 1..=u32::try_from(height).unwrap() {
         for transaction in devnet.node.block_at(h).unwrap().txdata {
             let spent: Vec<u64> = transaction
                 .input
                 .iter()
-                .filter_map(|input| ours.get(&input.previous_output).copied())
+                .filter_map(|input| unspent.remove(&input.previous_output))
                 .collect();
             if !spent.is_empty() {
                 assert_eq!(
@@ -1071,12 +1039,12 @@ fn fees_paid(devnet: &Devnet, keys: &[KeyPair]) -> u64 {
                     .iter()
                     .any(|key| key.kind_of(&output.script_pubkey).is_some())
                 {
-                    ours.insert(bitcoin::OutPoint { txid, vout }, output.value.to_sat());
+                    unspent.insert(bitcoin::OutPoint { txid, vout }, output.value.to_sat());
                 }
             }
         }
     }
-    fees
+    (unspent, fees)
 }
 
 /// Signs every plan of `ack` under its key with `signers`, then mines them to finality.
@@ -1309,7 +1277,7 @@ fn a_rotation_forwards_every_satoshi_to_the_new_key_and_retires_the_old_one() {
     assert!(for_new_key.is_empty(), "{for_new_key:?}");
 
     // Nothing is left on the old key; each burn was paid once; every satoshi is accounted.
-    assert!(unspent_of(&devnet, &[old]).is_empty());
+    assert!(ours_on_chain(&devnet, &[old]).0.is_empty());
     assert_eq!(paid_to(&devnet, &alice).len(), 1);
     assert_eq!(paid_to(&devnet, &bob).len(), 1);
     let paid: u64 = paid_to(&devnet, &alice)
@@ -1317,8 +1285,8 @@ fn a_rotation_forwards_every_satoshi_to_the_new_key_and_retires_the_old_one() {
         .chain(&paid_to(&devnet, &bob))
         .map(|(_, sats)| sats)
         .sum();
-    let held: u64 = unspent_of(&devnet, &[new]).values().sum();
-    let fees = fees_paid(&devnet, &[old, new]);
+    let held: u64 = ours_on_chain(&devnet, &[new]).0.values().sum();
+    let fees = ours_on_chain(&devnet, &[old, new]).1;
     assert_eq!(paid + fees + held, 2_500_000 + 900_000 + 400_000);
 }
 
@@ -1383,7 +1351,7 @@ fn a_deposit_serai_cannot_take_is_refunded_to_its_origin_once() {
         .unwrap();
     assert!(again.plans.is_empty());
     assert_eq!(paid_to(&devnet, &carol).len(), 1);
-    let held: u64 = unspent_of(&devnet, &[pair]).values().sum();
-    let fees = fees_paid(&devnet, &[pair]);
+    let (unspent, fees) = ours_on_chain(&devnet, &[pair]);
+    let held: u64 = unspent.values().sum();
     assert_eq!(refunded[0].1 + fees + held, 2_500_000 + 300_000 + 200_000);
 }
