@@ -406,7 +406,8 @@ struct KeyScheduled {
     plans: Vec<PlanId>,
     /// `Completed` of plans this node saw settled already, sent after the acknowledgement.
     completed: Vec<ProcessorMessage>,
-    /// Whether the key holds, owes and has in flight nothing now.
+    /// Whether the key, a replaced one, holds, owes and has in flight nothing now (always
+    /// `false` for the active key, which never retires).
     drained: bool,
 }
 
@@ -1369,12 +1370,15 @@ impl<P: Parts> Processor<P> {
         self.metrics
             .plans_forwarded
             .inc_by(u64::try_from(forwarded).unwrap_or(u64::MAX));
-        let mut flying = false;
-        for flight in self.scanner.store().in_flight()? {
-            flying |= flight.key == key && !changes.landed.contains(&flight.family);
+        // Only a replaced key may retire: the active key is not judged (its pool may be large,
+        // and judging it builds the plans forwarding it).
+        let mut drained = matches!(role, Role::Forwards(_)) && plans.is_empty();
+        if drained {
+            for flight in self.scanner.store().in_flight()? {
+                drained &= flight.key != key || changes.landed.contains(&flight.family);
+            }
         }
-        let drained = !flying
-            && plans.is_empty()
+        let drained = drained
             && scheduler
                 .is_drained()
                 .map_err(|error| self.scheduler_failed(block, error))?;
