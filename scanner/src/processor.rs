@@ -8,7 +8,7 @@
 //! Handled: key generation (forwarded to the enclave); `ConfirmKeyPair` (enclave confirmation,
 //! scanning from the activation block; a later key starts a rotation, `rotation`); the Batch
 //! signing rounds (`BatchPreprocess` when a Batch is built, under the batch key of its block,
-//! `BatchShare`, `Update`); `SubstrateBlock`, for every confirmed key (plans stuck for
+//! `BatchShare`, `Update`); `SubstrateBlock`, for every key we hold (plans stuck for
 //! `STUCK_AFTER_BLOCKS` replaced at a higher fee, acknowledged blocks' outputs and the burns
 //! to the active key's scheduler, a replaced key's outputs forwarded to the active key and the
 //! key retired once drained, plans and their eventualities persisted, one `SubstrateBlockAck`
@@ -1091,8 +1091,9 @@ impl<P: Parts> Processor<P> {
     /// `SubstrateBlockAck` per key (a key retired at an earlier Serai block: only when it made
     /// plans).
     ///
-    /// A Serai block naming a key we do not hold, or numbered at or below the last handled one
-    /// (re-sent under a new message id), is refused: its burns are never scheduled twice.
+    /// A Serai block naming a key never confirmed to us, or numbered at or below the last
+    /// handled one (re-sent under a new message id), is refused: its burns are never scheduled
+    /// twice.
     fn substrate_block(
         &self,
         context: SubstrateContext,
